@@ -1,0 +1,116 @@
+"""The small interface every CLIP backbone implements.
+
+A backbone is frozen: it turns pixels and prompts into raw (unnormalised)
+embeddings and says which weights it holds. Methods never see the encoders
+except through this interface, and most never see them at all: they work on
+features cached by :mod:`clip_adapter.features`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..config import Config, check_choice, check_range, option
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class PreprocessConfig(Config):
+    """How a backbone expects its pixels: data looked up per model, never typed into code."""
+
+    image_size: int = option(224, "side of the square input, in pixels")
+    mean: tuple[float, ...] = option((0.48145466, 0.4578275, 0.40821073), "per-channel mean")
+    std: tuple[float, ...] = option((0.26862954, 0.26130258, 0.27577711), "per-channel std")
+    interpolation: str = option("bicubic", "resize interpolation: bicubic, bilinear or nearest")
+
+    def validate(self) -> None:
+        check_range("image_size", self.image_size, 8, 4096)
+        check_choice("interpolation", self.interpolation, ("bicubic", "bilinear", "nearest"))
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need three channels and std > 0")
+
+
+class Backbone(abc.ABC):
+    """A frozen CLIP: image and text encoders into one embedding space.
+
+    Subclasses set ``name``, ``pretrained``, ``weights_id``, ``embed_dim``,
+    ``logit_scale``, ``preprocess``, ``precision`` and ``device`` and implement
+    the token-level text path, which prompt-learning methods (CoOp, CoCoOp)
+    need; ``encode_texts`` is built on it.
+
+    Example:
+        >>> from clip_adapter.backbones import create_backbone
+        >>> bb = create_backbone("toy", pretrained="none", precision="fp32")
+        >>> bb.encode_texts(["a red circle"]).shape[-1] == bb.embed_dim
+        True
+    """
+
+    provider: str = "abstract"
+    name: str
+    pretrained: str
+    weights_id: str  # "sha256:<hex>" of the checkpoint file, or "random-init:<seed>"
+    embed_dim: int
+    logit_scale: float
+    preprocess: PreprocessConfig
+    precision: str  # "bf16" or "fp32", resolved (never "auto")
+    device: torch.device
+
+    @property
+    def id(self) -> str:
+        """Stable name of architecture and weights, e.g. ``open_clip/ViT-B-32/sha256:ab12…``."""
+        return f"{self.provider}/{self.name}/{self.weights_id}"
+
+    @property
+    def encoder_fingerprint(self) -> dict[str, str]:
+        """Everything about the encoder that changes the numbers it produces."""
+        return {"backbone": self.id, "precision": self.precision, "device": self.device.type}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    @abc.abstractmethod
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Raw image embeddings, float32 ``[B, embed_dim]``, for preprocessed ``pixels``."""
+
+    @abc.abstractmethod
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids ``[N, context_length]`` (long)."""
+
+    @abc.abstractmethod
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings ``[N, context_length, width]`` before the text transformer."""
+
+    @abc.abstractmethod
+    def encode_token_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Run the text transformer on (possibly learned) token embeddings.
+
+        ``tokens`` gives the positions: the output is read at each row's
+        end-of-text token, as CLIP does. Returns float32 ``[N, embed_dim]``.
+        Gradients flow to ``embeddings``; the weights stay frozen.
+        """
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Raw text embeddings, float32 ``[N, embed_dim]``."""
+        out = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenize(texts[start : start + batch_size]).to(self.device)
+            out.append(self.encode_token_embeddings(self.embed_tokens(tokens), tokens).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, self.embed_dim)
+
+    def describe(self) -> dict[str, object]:
+        """What an artifact records about the backbone it was trained on."""
+        return {
+            "provider": self.provider,
+            "name": self.name,
+            "pretrained": self.pretrained,
+            "id": self.id,
+            "embed_dim": self.embed_dim,
+            "precision": self.precision,
+        }

@@ -1,0 +1,133 @@
+"""Backbones from open_clip: any ``open_clip.list_models()`` architecture.
+
+``pretrained`` is one of:
+
+- an open_clip tag such as ``openai`` or ``laion2b_s34b_b79k``: the weights
+  are downloaded by open_clip (Hugging Face hub or URL) on a connected
+  machine and then hashed and loaded like a local file;
+- a path to a local ``.safetensors`` or ``.pt``/``.bin`` state dict (loaded
+  with ``weights_only=True``; TorchScript archives are refused);
+- ``none``: seeded random initialisation, for tests and offline trials.
+
+For OpenAI weights from a local file, use the ``-quickgelu`` architecture
+name (e.g. ``ViT-B-32-quickgelu``): those models were trained with QuickGELU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+import torch
+
+from ..errors import ArtifactError, ConfigError
+from ..io import sha256_file
+from .base import Backbone, PreprocessConfig
+from .checkpoint import load_into, load_state_dict
+from .precision import resolve_device, resolve_precision
+
+
+class OpenClipBackbone(Backbone):
+    """A frozen open_clip model.
+
+    Example:
+        >>> bb = OpenClipBackbone("RN50", pretrained="none", precision="fp32")  # doctest: +SKIP
+        >>> bb.id  # doctest: +SKIP
+        'open_clip/RN50/random-init:0'
+    """
+
+    provider = "open_clip"
+
+    def __init__(
+        self,
+        name: str,
+        pretrained: str = "none",
+        precision: str = "auto",
+        device: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        import open_clip
+
+        if name not in open_clip.list_models():
+            raise ConfigError(f"unknown open_clip architecture {name!r} (see open_clip.list_models())")
+        self.name, self.pretrained = name, str(pretrained)
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        model, tag_cfg = self._build(open_clip, seed)
+        if not hasattr(model, "token_embedding"):
+            raise ConfigError(f"{name}: only CLIP models with open_clip's own text tower are supported")
+        self.logit_scale = float(model.logit_scale.detach().exp())  # read in fp32, before any bf16 cast
+        self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.embed_dim = int(model.text_projection.shape[-1] if not isinstance(model.text_projection, torch.nn.Linear) else model.text_projection.out_features)
+        self.preprocess = _preprocess_config(model, tag_cfg)
+        self._tokenizer = open_clip.get_tokenizer(name)
+
+    def _build(self, open_clip, seed: int):
+        pretrained = self.pretrained
+        if pretrained.lower() == "none":
+            torch.manual_seed(seed)
+            logging.getLogger().disabled = True  # open_clip logs a warning for random weights
+            try:
+                model = open_clip.create_model(self.name, pretrained=None)
+            finally:
+                logging.getLogger().disabled = False
+            self.weights_id = f"random-init:{seed}"
+            return model, {}
+        if os.path.exists(pretrained):
+            path, tag_cfg = pretrained, {}
+        else:
+            tag_cfg = open_clip.get_pretrained_cfg(self.name, pretrained)
+            if not tag_cfg:
+                tags = ", ".join(open_clip.list_pretrained_tags_by_model(self.name)) or "none known"
+                raise ConfigError(f"{pretrained!r} is neither a file nor an open_clip tag of {self.name} ({tags})")
+            path = _download(open_clip, tag_cfg, pretrained)
+        model = open_clip.create_model(self.name, pretrained=None, force_quick_gelu=bool(tag_cfg.get("quick_gelu")))
+        load_into(model, load_state_dict(path), str(path))
+        self.weights_id = f"sha256:{sha256_file(path)}"
+        return model, tag_cfg
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.encode_image(pixels.to(self.device, self.dtype)).float()
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return self._tokenizer(list(texts))
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.token_embedding(tokens.to(self.device))
+
+    def encode_token_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        from open_clip.transformer import text_global_pool
+
+        m = self.model
+        x = embeddings.to(self.dtype) + m.positional_embedding.to(self.dtype)
+        x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask))
+        x = text_global_pool(x, tokens.to(self.device), m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
+        x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+        return x.float()
+
+
+def _download(open_clip, tag_cfg: dict, tag: str) -> str:
+    # Real download on a connected machine; offline it fails fast with HF_HUB_OFFLINE=1.
+    try:
+        path = open_clip.download_pretrained(tag_cfg)
+    except Exception as exc:
+        raise ArtifactError(f"could not download open_clip weights {tag!r}: {str(exc).splitlines()[0][:200]}") from None
+    if not path or not os.path.isfile(path):
+        raise ArtifactError(f"could not download open_clip weights {tag!r}")
+    return path
+
+
+def _preprocess_config(model: torch.nn.Module, tag_cfg: dict) -> PreprocessConfig:
+    from open_clip.model import get_model_preprocess_cfg
+
+    cfg = {**get_model_preprocess_cfg(model), **{k: v for k, v in tag_cfg.items() if k in ("mean", "std", "interpolation")}}
+    size = cfg.get("size", 224)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return PreprocessConfig(
+        image_size=int(size),
+        mean=tuple(cfg.get("mean", PreprocessConfig().mean)),
+        std=tuple(cfg.get("std", PreprocessConfig().std)),
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+    )

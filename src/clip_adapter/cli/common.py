@@ -1,0 +1,82 @@
+"""Options and helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any
+
+from ..backbones import Backbone, create_backbone
+from ..config import Config
+from ..data import Dataset, load_dataset
+from ..errors import ConfigError
+from ..pipeline import FeatureConfig
+
+
+def add_backbone_options(parser: argparse.ArgumentParser, default: str | None = "toy") -> None:
+    group = parser.add_argument_group("backbone")
+    group.add_argument("--backbone", default=default, help="toy (built-in tiny CLIP) or an open_clip architecture, e.g. ViT-B-32 (default: %(default)s)")
+    group.add_argument("--pretrained", default=None, help="open_clip tag (downloads), checkpoint path, or none (random init); toy default: the shipped checkpoint")
+    group.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="encoder precision (auto: bf16 where the CPU/GPU is fast at it)")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    group.add_argument("--init-seed", type=int, default=0, help="seed for --pretrained none (default: %(default)s)")
+
+
+def add_data_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", required=required, help="ImageFolder root (root/<class>/<image>), a CoOp split JSON, or a folder with split.json + images/")
+    group.add_argument("--split-file", default=None, help="CoOp split JSON whose paths are relative to --data")
+
+
+def add_feature_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("features")
+    defaults = FeatureConfig()
+    group.add_argument("--views", type=int, default=defaults.views, help="augmented views per training image (default: %(default)s)")
+    group.add_argument("--aug-seed", type=int, default=defaults.aug_seed, help="seed of the augmented views (default: %(default)s)")
+    group.add_argument("--no-flip", action="store_true", help="no horizontal flip in training views (when left/right matters)")
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="encoder batch size (default: %(default)s)")
+    group.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and list them, instead of stopping")
+    group.add_argument("--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
+
+
+def backbone_from_args(args: argparse.Namespace) -> Backbone:
+    return create_backbone(args.backbone, args.pretrained, args.precision, args.device, args.init_seed)
+
+
+def dataset_from_args(args: argparse.Namespace) -> Dataset:
+    return load_dataset(args.data, args.split_file)
+
+
+def features_from_args(args: argparse.Namespace) -> FeatureConfig:
+    return FeatureConfig(views=args.views, aug_seed=args.aug_seed, flip=not args.no_flip, batch_size=args.batch_size,
+                         skip_bad=args.skip_bad, cache_dir=args.cache_dir)
+
+
+def parse_assignments(pairs: list[str], config_cls: type[Config], owner: str) -> dict[str, Any]:
+    """``["alpha=0.5", "alpha_grid=0.1,0.2"]`` → typed overrides, refusing unknown keys."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            known = ", ".join(sorted(fields)) or "(none)"
+            raise ConfigError(f"--set {pair!r}: {owner} has no option {key!r}; options: {known}")
+        out[key] = _parse_value(text.strip(), str(fields[key].type))
+    return out
+
+
+def _parse_value(text: str, type_name: str) -> Any:
+    if type_name.startswith("tuple"):
+        return [_parse_value(part, "") for part in text.split(",") if part.strip()] if text else []
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")

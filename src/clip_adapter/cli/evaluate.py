@@ -1,0 +1,54 @@
+"""``clip-adapter eval``: accuracy, per-class accuracy and confusion matrix of an artifact on a split."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..errors import DataError
+from ..features import default_cache_dir, extract_images, image_store
+from ..io import atomic_write_json
+from ..metrics import classification_report
+from .artifact_args import add_artifact_backbone_options, load_artifact_and_backbone
+from .common import add_data_options, dataset_from_args, print_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate an artifact on a dataset split", description=__doc__)
+    p.add_argument("artifact", help="artifact directory written by `clip-adapter train`")
+    add_data_options(p)
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default: %(default)s)")
+    add_artifact_backbone_options(p)
+    p.add_argument("--cache-dir", default="", help="feature cache directory")
+    p.add_argument("--batch-size", type=int, default=64, help="encoder batch size")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and list them")
+    p.add_argument("--out", help="write the full metrics JSON here")
+    p.add_argument("--json", action="store_true", help="print the full metrics JSON to stdout")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    clf, backbone = load_artifact_and_backbone(args.artifact, args)
+    dataset = dataset_from_args(args)
+    if dataset.classnames != clf.classnames:
+        diff = next((i for i, (a, b) in enumerate(zip(dataset.classnames, clf.classnames)) if a != b), min(len(dataset.classnames), len(clf.classnames)))
+        got = dataset.classnames[diff] if diff < len(dataset.classnames) else "(none)"
+        want = clf.classnames[diff] if diff < len(clf.classnames) else "(none)"
+        raise DataError(f"dataset {args.data} has class {got!r} at label {diff} where the artifact has {want!r}")
+    samples = dataset.split(args.split)
+    if not samples:
+        raise DataError(f"dataset {args.data} has no {args.split} images")
+    store = image_store(backbone, args.cache_dir or default_cache_dir())
+    feats, kept, stats = extract_images(backbone, [s.path for s in samples], store, None, 0, args.batch_size, args.skip_bad, args.split)
+    labels = torch.tensor([samples[i].label for i in kept])
+    report = classification_report(clf.logits(feats), labels, clf.classnames)
+    report.update({"artifact": str(args.artifact), "split": args.split, "method": clf.method, "skipped": stats.to_dict()["skipped"]})
+    if args.out:
+        atomic_write_json(args.out, report)
+    if args.json:
+        print_json(report)
+    print(f"{clf.method} on {args.split} ({report['num_images']} images): accuracy {100 * report['accuracy']:.2f}%, "
+          f"mean per-class {100 * report['mean_per_class_accuracy']:.2f}%", file=sys.stderr)
+    return 0

@@ -1,0 +1,50 @@
+"""``clip-adapter extract``: encode a dataset's few-shot splits into the feature cache, once.
+
+Training images of every requested (shots, seed) get their augmented views;
+val and test one centre view each; class prompts are encoded too. A second
+run, or a killed run started again, encodes only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..data import resolve_templates
+from ..data.sampler import sample_few_shot
+from ..features import ExtractStats
+from ..pipeline import class_embeddings, encode_split
+from .common import add_backbone_options, add_data_options, add_feature_options, backbone_from_args, dataset_from_args, features_from_args, print_json
+from .parsing import int_list
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract", help="encode images and prompts into the feature cache", description=__doc__)
+    add_data_options(p)
+    add_backbone_options(p)
+    add_feature_options(p)
+    p.add_argument("--shots", default="16", help="comma-separated shot counts whose training images to encode (default: %(default)s)")
+    p.add_argument("--seeds", default="1,2,3", help="comma-separated few-shot seeds (default: %(default)s)")
+    p.add_argument("--template", action="append", default=[], help="prompt template(s) to encode")
+    p.add_argument("--no-test", action="store_true", help="skip the test split")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    dataset, backbone, features = dataset_from_args(args), backbone_from_args(args), features_from_args(args)
+    templates = resolve_templates(args.template[0] if len(args.template) == 1 else (tuple(args.template) or None), dataset.name)
+    stats = ExtractStats()
+    first = True
+    for shots in int_list(args.shots, "--shots"):
+        for seed in int_list(args.seeds, "--seeds"):
+            split = sample_few_shot(dataset, shots, seed)
+            stats.merge(encode_split(backbone, split, templates, features, with_test=first and not args.no_test).stats)
+            first = False
+    class_embeddings(backbone, dataset.classnames, templates, features.cache_path())
+    report = {"backbone": backbone.id, "precision": backbone.precision, "cache_dir": str(features.cache_path()), **stats.to_dict()}
+    if args.json:
+        print_json(report)
+    print(f"encoded {stats.encoded} views at {stats.images_per_second:.1f} images/s ({backbone.precision}); "
+          f"{stats.cached} were already cached; {len(stats.skipped)} skipped; cache: {features.cache_path()}", file=sys.stderr)
+    return 0

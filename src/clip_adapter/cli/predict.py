@@ -1,0 +1,83 @@
+"""``clip-adapter predict``: top-k classes for image files or folders, as CSV or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ..data.images import is_image_name
+from ..errors import DataError
+from ..features import default_cache_dir, extract_images, image_store
+from ..io import atomic_write_bytes
+from .artifact_args import add_artifact_backbone_options, load_artifact_and_backbone
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify images with an artifact", description=__doc__)
+    p.add_argument("artifact", help="artifact directory written by `clip-adapter train`")
+    p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--top-k", type=int, default=5, help="classes per image (default: %(default)s)")
+    p.add_argument("--format", default="csv", choices=("csv", "json"), help="output format (default: %(default)s)")
+    p.add_argument("--out", help="write here instead of stdout")
+    add_artifact_backbone_options(p)
+    p.add_argument("--cache-dir", default="", help="feature cache directory")
+    p.add_argument("--batch-size", type=int, default=64, help="encoder batch size")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and list them on stderr")
+    p.set_defaults(func=main)
+
+
+def collect_images(inputs: list[str]) -> list[Path]:
+    """Files as given, folders expanded to their image files (sorted); missing paths are errors."""
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p) and not p.name.startswith("."))
+            if not found:
+                raise DataError(f"folder {item} holds no image files")
+            paths += found
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise DataError(f"image not found: {item}")
+    return paths
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise DataError("--top-k must be at least 1")
+    clf, backbone = load_artifact_and_backbone(args.artifact, args)
+    paths = collect_images(args.images)
+    store = image_store(backbone, args.cache_dir or default_cache_dir())
+    feats, kept, stats = extract_images(backbone, paths, store, None, 0, args.batch_size, args.skip_bad, "images")
+    probs = torch.softmax(clf.logits(feats), dim=1)
+    k = min(args.top_k, probs.shape[1])
+    top = probs.topk(k, dim=1)
+    rows = [
+        {"path": str(paths[i]), "rank": r + 1, "class": clf.classnames[top.indices[n, r]], "probability": round(float(top.values[n, r]), 6)}
+        for n, i in enumerate(kept)
+        for r in range(k)
+    ]
+    text = _render(rows, args.format)
+    if args.out:
+        atomic_write_bytes(args.out, text.encode())
+    else:
+        sys.stdout.write(text)
+    for path, reason in stats.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _render(rows: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["path", "rank", "class", "probability"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -1,0 +1,85 @@
+"""The CoOp few-shot protocol: K train and min(K, 4) validation images per class, by seed.
+
+The sampled split is plain data and is written as JSON (CoOp's split format
+plus a ``meta`` block), so a run can be reproduced and shared.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+from .dataset import Dataset, Sample
+
+MAX_VAL_SHOTS = 4  # CoOp: num_shots_val = min(num_shots, 4)
+
+
+@dataclass
+class FewShotSplit:
+    """A sampled few-shot task; ``short_classes`` names classes that had fewer than K images."""
+
+    dataset: Dataset
+    shots: int
+    seed: int
+    short_classes: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def train(self) -> list[Sample]:
+        return self.dataset.split("train")
+
+    @property
+    def val(self) -> list[Sample]:
+        return self.dataset.split("val")
+
+    @property
+    def test(self) -> list[Sample]:
+        return self.dataset.split("test")
+
+    def meta(self) -> dict[str, Any]:
+        return {"shots": self.shots, "seed": self.seed, "val_shots": val_shots(self.shots), "short_classes": self.short_classes}
+
+
+def val_shots(shots: int) -> int:
+    return min(shots, MAX_VAL_SHOTS)
+
+
+def sample_few_shot(dataset: Dataset, shots: int, seed: int) -> FewShotSplit:
+    """Sample K train and min(K, 4) val images per class; the test split is kept whole.
+
+    A class with fewer than K images uses all it has, and the split records it
+    in ``short_classes`` (the caller warns). ``shots=0`` keeps nothing for
+    training (zero-shot).
+
+    Example:
+        >>> from pathlib import Path
+        >>> items = [Sample(Path(f"/d/{c}{i}.jpg"), c) for c in range(2) for i in range(6)]
+        >>> ds = Dataset("d", ["a", "b"], Path("/d"), {"train": items, "val": items, "test": items})
+        >>> split = sample_few_shot(ds, shots=2, seed=1)
+        >>> len(split.train), len(split.val), len(split.test)
+        (4, 4, 12)
+    """
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 0:
+        raise ConfigError(f"shots must be a non-negative integer, got {shots!r}")
+    rng = random.Random(seed)
+    short: dict[str, dict[str, int]] = {}
+    train = _sample_per_class(dataset, "train", shots, rng, short)
+    val = _sample_per_class(dataset, "val", val_shots(shots), rng, short)
+    sampled = Dataset(dataset.name, dataset.classnames, dataset.root, {"train": train, "val": val, "test": dataset.split("test")})
+    return FewShotSplit(sampled, shots, seed, short)
+
+
+def _sample_per_class(dataset: Dataset, split: str, k: int, rng: random.Random, short: dict) -> list[Sample]:
+    by_label: dict[int, list[Sample]] = {label: [] for label in range(dataset.num_classes)}
+    for sample in dataset.split(split):
+        by_label[sample.label].append(sample)
+    chosen: list[Sample] = []
+    for label, items in by_label.items():
+        items = sorted(items, key=lambda s: s.path.as_posix())  # listing order must not matter
+        if len(items) < k:
+            short.setdefault(dataset.classnames[label], {})[split] = len(items)
+            chosen += items
+        else:
+            chosen += rng.sample(items, k)
+    return chosen

@@ -1,0 +1,29 @@
+"""User-facing errors: one line, naming the thing at fault.
+
+The CLI prints ``error: <message>`` for these and exits non-zero without a
+traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class ClipAdapterError(Exception):
+    """A problem with the user's input (file, option, data), not a bug."""
+
+    exit_code = 2
+
+
+class DataError(ClipAdapterError):
+    """A dataset, split file or image that cannot be used."""
+
+
+class ConfigError(ClipAdapterError):
+    """An option or configuration value that is invalid."""
+
+
+class ArtifactError(ClipAdapterError):
+    """An artifact or checkpoint that is missing, malformed or mismatched."""
+
+
+class TrainingError(ClipAdapterError):
+    """Training could not continue (for example a non-finite loss)."""

@@ -1,0 +1,200 @@
+"""What every method shares: the data it may learn from, the head it returns, the registry.
+
+A method is a config dataclass, a :class:`Head` (a small ``nn.Module`` from
+raw image features to logits) and a ``fit``. Adding a method touches its own
+module, one ``@register`` line, and nothing else; the shared test matrix picks
+it up from the registry.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config, check_choice, option
+from ..registry import Registry
+
+METHODS: Registry[type["Method"]] = Registry("method")
+PROTOCOLS = ("val", "none", "oracle")
+
+
+def register(name: str):
+    """Class decorator adding a Method subclass to the registry under ``name``."""
+
+    def add(cls: type["Method"]) -> type["Method"]:
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return add
+
+
+def cosine_logits(image: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
+    """``scale · cos(image, text)``: ``[B, D] × [C, D] → [B, C]``.
+
+    Every method computes CLIP logits through this one function, which is
+    what makes α = 0 reproduce zero-shot bit for bit.
+    """
+    return scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
+
+
+@dataclass
+class FewShotData:
+    """Everything a method may learn from. The test split is never here.
+
+    ``train`` holds ``V`` augmented views per image (``[N, V, D]``, raw
+    features); ``val`` one centre view per image; ``text`` the class
+    embeddings, L2-normalised (prompt-ensembled when several templates).
+    ``selection`` is what hyper-parameters are chosen on: the few-shot
+    validation split (protocol ``val``), or, only when asked for, the test
+    split (protocol ``oracle``).
+    """
+
+    train: torch.Tensor
+    train_labels: torch.Tensor
+    val: torch.Tensor
+    val_labels: torch.Tensor
+    text: torch.Tensor
+    logit_scale: float
+    classnames: list[str]
+    templates: tuple[str, ...] = ("a photo of a {}.",)
+    seed: int = 1
+    protocol: str = "val"
+    backbone: Any = None  # only prompt-learning methods (CoOp, CoCoOp) use it
+    selection_override: tuple[torch.Tensor, torch.Tensor] | None = None  # oracle: the test split
+
+    def __post_init__(self) -> None:
+        check_choice("protocol", self.protocol, PROTOCOLS)
+
+    @property
+    def num_classes(self) -> int:
+        return self.text.shape[0]
+
+    @property
+    def embed_dim(self) -> int:
+        return self.text.shape[1]
+
+    @property
+    def selection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.protocol == "oracle" and self.selection_override is not None:
+            return self.selection_override
+        return self.val, self.val_labels
+
+    def train_means(self) -> torch.Tensor:
+        """One feature per training image: the mean of its augmented views."""
+        return self.train.mean(dim=1)
+
+
+class Head(nn.Module):
+    """A trained classifier on raw image features: ``forward([B, D]) → [B, C]`` logits.
+
+    ``meta`` holds the integers that fix tensor shapes (classes, dims, …) so
+    an empty head can be built before weights are loaded and checked.
+    """
+
+    def __init__(self, config: Config, meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = config
+        self.meta = dict(meta)
+
+    def regularizer(self) -> torch.Tensor | float:
+        """Extra training loss (e.g. CLAP's constraint); zero by default."""
+        return 0.0
+
+    @torch.no_grad()
+    def predict_logits(self, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        was_training = self.training
+        self.eval()
+        out = torch.cat([self(chunk) for chunk in features.split(batch_size)]) if len(features) else torch.empty(0)
+        self.train(was_training)
+        return out
+
+
+@dataclass
+class FitResult:
+    """A fitted head plus the evidence: chosen hyper-parameters, validation score, history."""
+
+    head: Head
+    selected: dict[str, Any] = field(default_factory=dict)
+    val_accuracy: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Method(abc.ABC):
+    """A few-shot method: ``Method(config).fit(data) → FitResult``.
+
+    Subclasses set ``Config`` (a Config dataclass) and ``Head`` and implement
+    ``fit``; ``needs_backbone`` marks methods that run the text encoder while
+    training or predicting.
+    """
+
+    name: ClassVar[str] = "abstract"
+    Config: ClassVar[type[Config]]
+    Head: ClassVar[type[Head]]
+    needs_backbone: ClassVar[bool] = False
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    @abc.abstractmethod
+    def fit(self, data: FewShotData) -> FitResult:
+        """Learn from ``data`` (never the test split) and return the head."""
+
+    @classmethod
+    def build_head(cls, config: Config, meta: dict[str, Any], backbone: Any = None) -> Head:
+        """An untrained head of the right shapes, for loading saved weights into."""
+        return cls.Head(config, meta)
+
+    @classmethod
+    def make_config(cls, preset: str | None = None, **overrides: Any) -> Config:
+        """The method's config from a named preset plus overrides (validated)."""
+        base: dict[str, Any] = {}
+        if preset:
+            check_choice(f"{cls.name} preset", preset, sorted(cls.presets) or ["(none)"])
+            base = dict(cls.presets[preset])
+        return cls.Config.from_dict({**base, **overrides}, where=f"{cls.name} config")
+
+
+def get_method(name: str) -> type[Method]:
+    """The Method class registered under ``name`` (ConfigError listing the choices if unknown)."""
+    return METHODS.get(name)
+
+
+@torch.no_grad()
+def evaluate_head(head: Head, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy)`` of ``head`` on ``features``."""
+    if len(labels) == 0:
+        return 0.0, 0.0
+    logits = head.predict_logits(features)
+    accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
+    return accuracy, F.cross_entropy(logits, labels).item()
+
+
+def better(score: tuple[float, float], best: tuple[float, float] | None) -> bool:
+    """Higher accuracy wins; ties (common with 1–4 validation shots) go to lower loss."""
+    return best is None or score[0] > best[0] or (score[0] == best[0] and score[1] < best[1])
+
+
+def selection_record(protocol: str, grid: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
+    """How hyper-parameters were chosen, recorded with every result."""
+    source = {"val": "few-shot validation split", "none": "fixed defaults (no selection)", "oracle": "TEST split (oracle)"}
+    return {"protocol": protocol, "chosen_on": source[protocol], "grid": grid, "chosen": chosen}
+
+
+__all__ = [
+    "FewShotData",
+    "FitResult",
+    "Head",
+    "METHODS",
+    "Method",
+    "cosine_logits",
+    "evaluate_head",
+    "get_method",
+    "option",
+    "register",
+]

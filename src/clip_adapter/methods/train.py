@@ -1,0 +1,165 @@
+"""One training loop on cached features, shared by every trained method.
+
+Each epoch visits every training image once, through one of its cached
+augmented views chosen at random (what re-encoding with fresh augmentation
+would do, without running the encoder). Hyper-parameter candidates are
+trained in turn and compared on the selection split only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..config import Config, check_choice, check_range, option
+from ..errors import TrainingError
+from ..threads import torch_threads
+from .base import FewShotData, FitResult, Head, better, evaluate_head, selection_record
+
+EVALS_PER_RUN = 10  # validation checkpoints per training run, for choosing the epoch
+
+
+@dataclass
+class TrainConfig(Config):
+    """Optimisation settings shared by trained methods (fields are inherited)."""
+
+    optimizer: str = option("adamw", "adamw or sgd")
+    lr: float = option(1e-3, "peak learning rate")
+    weight_decay: float = option(1e-4, "decoupled (AdamW) or L2 (SGD) weight decay")
+    momentum: float = option(0.9, "SGD momentum")
+    epochs: int = option(50, "passes over the training images")
+    batch_size: int = option(32, "images per step")
+    warmup_epochs: float = option(1.0, "linear warm-up length, in epochs, before the cosine decay")
+    select_epoch: bool = option(True, "choose the epoch on the selection split (protocol val/oracle)")
+    lr_grid: tuple[float, ...] = option((), "learning rates searched on validation (empty: just `lr`)")
+
+    def validate(self) -> None:
+        check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
+        check_range("lr", self.lr, 0.0, 10.0)
+        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_range("momentum", self.momentum, 0.0, 1.0)
+        check_range("epochs", self.epochs, 0, 100_000)
+        check_range("batch_size", self.batch_size, 1, 1_000_000)
+        check_range("warmup_epochs", self.warmup_epochs, 0.0, 100_000.0)
+        for lr in self.lr_grid:
+            check_range("lr_grid", lr, 0.0, 10.0)
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _check_finite(loss: torch.Tensor, params: list[torch.nn.Parameter], step: int, epoch: int) -> None:
+    where = f"step {step} (epoch {epoch + 1})"
+    if not torch.isfinite(loss):
+        raise TrainingError(f"training stopped: non-finite loss at {where}; try a lower learning rate")
+    for p in params:
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            raise TrainingError(f"training stopped: non-finite gradient at {where}; try a lower learning rate")
+
+
+def train_head(
+    head: Head,
+    data: FewShotData,
+    cfg: TrainConfig,
+    seed: int,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    batch_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Train ``head``'s trainable parameters on ``data.train``; return a summary.
+
+    With ``cfg.select_epoch`` and a selection split, the head is evaluated
+    ``EVALS_PER_RUN`` times and left at its best checkpoint (accuracy, then
+    loss); otherwise at the last epoch.
+    """
+    params = [p for p in head.parameters() if p.requires_grad]
+    n, views = data.train.shape[0], data.train.shape[1]
+    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    total = steps_per_epoch * cfg.epochs
+    opt = make_optimizer(params, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, round(cfg.warmup_epochs * steps_per_epoch)))
+    gen = torch.Generator().manual_seed(seed)
+    sel_x, sel_y = data.selection
+    selecting = cfg.select_epoch and data.protocol != "none" and len(sel_y) > 0
+    every = max(1, cfg.epochs // EVALS_PER_RUN)
+    best, best_state, best_epoch, step = None, None, cfg.epochs, 0
+    start = time.perf_counter()
+    head.train()
+    for epoch in range(cfg.epochs):
+        order, view = torch.randperm(n, generator=gen), torch.randint(views, (n,), generator=gen)
+        for idx in order.split(cfg.batch_size):
+            x = data.train[idx, view[idx]]
+            x = batch_fn(x) if batch_fn else x
+            loss = loss_fn(head(x), data.train_labels[idx]) + head.regularizer()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            _check_finite(loss, params, step, epoch)
+            opt.step()
+            sched.step()
+            step += 1
+        if selecting and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs):
+            score = evaluate_head(head, sel_x, sel_y)
+            if better(score, best):
+                best, best_epoch = score, epoch + 1
+                best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    head.eval()
+    return {"epochs_run": cfg.epochs, "best_epoch": best_epoch, "steps": step, "train_seconds": time.perf_counter() - start}
+
+
+def axis(default: Any, grid: tuple) -> tuple:
+    """A search axis: the default first (what protocol ``none`` uses), then the rest of the grid."""
+    return (default,) + tuple(v for v in grid if v != default)
+
+
+def grid_search(
+    data: FewShotData,
+    grid: dict[str, tuple[Any, ...]],
+    fit_one: Callable[[dict[str, Any]], tuple[Head, dict[str, Any]]],
+    threads: int | None = 1,
+) -> FitResult:
+    """Fit one head per grid point; keep the best on the selection split.
+
+    With protocol ``none`` only the first value of each axis is used (the
+    defaults), so no data is looked at to choose anything. Heads on cached
+    features run on one thread (see :mod:`clip_adapter.threads`); a method
+    that runs an encoder in its loop passes ``threads=None``.
+    """
+    with torch_threads(threads):
+        return _grid_search(data, grid, fit_one)
+
+
+def _grid_search(data, grid, fit_one) -> FitResult:
+    if data.protocol == "none":
+        grid = {k: v[:1] for k, v in grid.items()}
+    names = list(grid)
+    best, best_fit, history = None, None, []
+    sel_x, sel_y = data.selection
+    for values in itertools.product(*(grid[k] for k in names)):
+        point = dict(zip(names, values))
+        head, info = fit_one(point)
+        score = evaluate_head(head, sel_x, sel_y) if len(sel_y) else (0.0, 0.0)
+        history.append({**point, **info, "selection_accuracy": score[0], "selection_loss": score[1]})
+        if best_fit is None or (data.protocol != "none" and better(score, best)):
+            best, best_fit = score, (head, point, info)
+    head, point, info = best_fit  # type: ignore[misc]
+    chosen = {**point, **{k: v for k, v in info.items() if k == "best_epoch"}}
+    record = selection_record(data.protocol, {k: list(v) for k, v in grid.items()}, chosen)
+    return FitResult(head, record, best[0] if best and len(sel_y) else None, history)

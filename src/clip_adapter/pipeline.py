@@ -1,0 +1,193 @@
+"""From a dataset and a backbone to a trained classifier and a result record.
+
+The steps every entry point shares (CLI ``train``, the demo, the benchmark):
+sample the few-shot split, encode what is not cached, fit the method on
+features, evaluate on the test split, and record everything that produced the
+number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import __version__
+from .artifacts import Classifier
+from .backbones.base import Backbone
+from .config import Config, check_choice, check_range, option
+from .data import Dataset, FewShotSplit, ensemble, prompts_for, resolve_templates, sample_few_shot
+from .errors import DataError
+from .features import AugmentConfig, ExtractStats, default_cache_dir, extract_images, extract_texts, image_store, text_store
+from .methods import FewShotData, get_method
+from .methods.base import PROTOCOLS
+from .metrics import classification_report
+
+
+@dataclass
+class FeatureConfig(Config):
+    """How images become cached features."""
+
+    views: int = option(10, "augmented views cached per training image")
+    aug_seed: int = option(0, "seed of the augmented views (shared across few-shot seeds so the cache is reused)")
+    flip: bool = option(True, "random horizontal flip in training views")
+    batch_size: int = option(64, "images per encoder batch")
+    skip_bad: bool = option(False, "leave unreadable images out (and list them) instead of stopping")
+    cache_dir: str = option("", "feature cache directory (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
+
+    def validate(self) -> None:
+        check_range("views", self.views, 1, 1000)
+        check_range("batch_size", self.batch_size, 1, 65536)
+
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(views=self.views, flip=self.flip)
+
+    def cache_path(self):
+        return self.cache_dir or default_cache_dir()
+
+
+@dataclass
+class RunConfig(Config):
+    """One few-shot run: which method, how many shots, which seed, which protocol."""
+
+    method: str = option("clip-adapter", "method name (see `clip-adapter methods`)")
+    shots: int = option(16, "training images per class (CoOp protocol)")
+    seed: int = option(1, "few-shot sampling and training seed")
+    protocol: str = option("val", "hyper-parameters chosen on: val (few-shot validation), none (defaults) or oracle (TEST)")
+    templates: tuple[str, ...] = option((), "prompt templates; empty = the dataset's default")
+
+    def validate(self) -> None:
+        check_range("shots", self.shots, 0, 100_000)
+        check_choice("protocol", self.protocol, PROTOCOLS)
+        get_method(self.method)
+
+
+@dataclass
+class SplitFeatures:
+    """Cached features of one few-shot split, ready for a method."""
+
+    train: torch.Tensor
+    train_labels: torch.Tensor
+    val: torch.Tensor
+    val_labels: torch.Tensor
+    test: torch.Tensor
+    test_labels: torch.Tensor
+    text: torch.Tensor
+    stats: ExtractStats = field(default_factory=ExtractStats)
+
+
+def class_embeddings(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], cache_dir: Any) -> torch.Tensor:
+    """L2-normalised class embeddings ``[C, D]``, prompt-ensembled over ``templates``."""
+    raw = extract_texts(backbone, prompts_for(classnames, templates), text_store(backbone, cache_dir))
+    return ensemble(raw, len(classnames))
+
+
+def encode_split(backbone: Backbone, split: FewShotSplit, templates: tuple[str, ...], features: FeatureConfig, with_test: bool = True) -> SplitFeatures:
+    """Encode (or read from the cache) the train views, val, test and class prompts of ``split``."""
+    store, stats = image_store(backbone, features.cache_path()), ExtractStats()
+
+    def encode(samples, augment, desc):
+        paths = [s.path for s in samples]
+        feats, kept, run_stats = extract_images(backbone, paths, store, augment, features.aug_seed, features.batch_size, features.skip_bad, desc)
+        stats.merge(run_stats)
+        return feats, torch.tensor([samples[i].label for i in kept], dtype=torch.long)
+
+    train, train_labels = encode(split.train, features.augment(), "train views")
+    val, val_labels = encode(split.val, None, "val")
+    test, test_labels = encode(split.test, None, "test") if with_test else (torch.empty(0, backbone.embed_dim), torch.empty(0, dtype=torch.long))
+    text = class_embeddings(backbone, split.dataset.classnames, templates, features.cache_path())
+    return SplitFeatures(train, train_labels, val, val_labels, test, test_labels, text, stats)
+
+
+def sample_split(dataset: Dataset, shots: int, seed: int) -> FewShotSplit:
+    """The CoOp few-shot split, warning for classes with fewer images than asked for."""
+    if dataset.count("train") == 0 and shots > 0:
+        raise DataError(f"dataset {dataset.name} has no training images")
+    split = sample_few_shot(dataset, shots, seed)
+    for name, counts in split.short_classes.items():
+        detail = ", ".join(f"{n} {s}" for s, n in counts.items())
+        warnings.warn(f"class {name!r} has fewer images than asked for ({detail}); using all it has")
+    return split
+
+
+def few_shot_data(feats: SplitFeatures, backbone: Backbone, classnames: list[str], templates: tuple[str, ...], run: RunConfig) -> FewShotData:
+    oracle = (feats.test, feats.test_labels) if run.protocol == "oracle" else None
+    return FewShotData(
+        feats.train, feats.train_labels, feats.val, feats.val_labels, feats.text, backbone.logit_scale,
+        list(classnames), templates, run.seed, run.protocol, backbone, oracle,
+    )
+
+
+def fit(run: RunConfig, method_config: Config, data: FewShotData, backbone: Backbone) -> tuple[Classifier, dict[str, Any]]:
+    """Fit ``run.method`` on ``data``; return the classifier and the fit record."""
+    method = get_method(run.method)(method_config)
+    if data.train.shape[0] == 0 and run.method != "zero-shot":
+        raise DataError(f"{run.method} needs training images; got none (shots={run.shots})")
+    torch.manual_seed(run.seed)
+    start = time.perf_counter()
+    result = method.fit(data)
+    seconds = time.perf_counter() - start
+    clf = Classifier(run.method, result.head, data.classnames, data.templates, backbone.describe(), result.selected)
+    return clf, {"selection": result.selected, "val_accuracy": result.val_accuracy, "fit_seconds": round(seconds, 3), "history": result.history}
+
+
+def versions() -> dict[str, str]:
+    import open_clip
+
+    return {"clip_adapter": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__, "python": platform.python_version()}
+
+
+def split_fingerprint(split: FewShotSplit) -> str:
+    """SHA-256 of the sampled split (paths, labels, class names) and its sampling parameters."""
+    payload = json.dumps({"split": split.dataset.to_coop(), "meta": split.meta()}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def run_few_shot(
+    backbone: Backbone,
+    dataset: Dataset,
+    run: RunConfig,
+    method_config: Config | None = None,
+    features: FeatureConfig | None = None,
+) -> tuple[Classifier, dict[str, Any], FewShotSplit]:
+    """Sample, encode, fit and evaluate one run; returns ``(classifier, result, split)``.
+
+    Example:
+        >>> # clf, result, split = run_few_shot(create_backbone("toy"), load_dataset("photos"), RunConfig(shots=4))
+    """
+    features = features or FeatureConfig()
+    method_config = method_config or get_method(run.method).Config()
+    templates = resolve_templates(run.templates or None, dataset.name)
+    split = sample_split(dataset, run.shots, run.seed)
+    t0 = time.perf_counter()
+    feats = encode_split(backbone, split, templates, features)
+    encode_seconds = time.perf_counter() - t0
+    data = few_shot_data(feats, backbone, dataset.classnames, templates, run)
+    clf, record = fit(run, method_config, data, backbone)
+    zero_shot, _ = fit(run.replace(method="zero-shot"), get_method("zero-shot").Config(), data, backbone)
+    test = classification_report(clf.logits(feats.test), feats.test_labels, dataset.classnames)
+    zs_test = classification_report(zero_shot.logits(feats.test), feats.test_labels, dataset.classnames)
+    result = {
+        "run": run.to_dict(),
+        "method": run.method,
+        "method_config": clf.head.config.to_dict(),
+        "features": {**features.to_dict(), "cache_dir": str(features.cache_path())},
+        "protocol": run.protocol,
+        **record,
+        "test": test,
+        "zero_shot_test_accuracy": zs_test["accuracy"],
+        "backbone": backbone.describe(),
+        "data": {"dataset": dataset.name, "num_classes": dataset.num_classes, "fingerprint": split_fingerprint(split),
+                 "counts": {"train": len(feats.train_labels), "val": len(feats.val_labels), "test": len(feats.test_labels)},
+                 "short_classes": split.short_classes},
+        "extraction": feats.stats.to_dict(),
+        "timings": {"encode_seconds": round(encode_seconds, 3), "fit_seconds": record["fit_seconds"]},
+        "versions": versions(),
+    }
+    return clf, result, split

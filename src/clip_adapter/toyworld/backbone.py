@@ -1,0 +1,120 @@
+"""The tiny CLIP as a frozen :class:`~clip_adapter.backbones.Backbone` (``--backbone toy``).
+
+``pretrained`` is ``shipped`` (the checkpoint inside the package), a path to
+a toy checkpoint (its ``.safetensors`` file with the ``.json`` beside it, or
+the directory holding both), or ``none`` for a seeded random initialisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..backbones.base import Backbone, PreprocessConfig
+from ..backbones.checkpoint import load_into
+from ..backbones.precision import resolve_device, resolve_precision
+from ..errors import ArtifactError
+from ..io import load_tensors, read_json, sha256_file
+from .model import ToyClip, ToyClipConfig
+from .pretrain import CHECKPOINT_FORMAT, CHECKPOINT_STEM, PREPROCESS
+from .tokenizer import ToyTokenizer
+
+SHIPPED_DIR = Path(__file__).parent / "checkpoint"
+SHIPPED = "shipped"
+RANDOM = "none"
+
+
+def shipped_checkpoint() -> Path:
+    """Path of the checkpoint that ships inside the package."""
+    return SHIPPED_DIR / f"{CHECKPOINT_STEM}.safetensors"
+
+
+def resolve_checkpoint(pretrained: str | Path) -> tuple[Path, Path]:
+    """``(weights, config)`` paths for ``shipped``, a ``.safetensors`` file or a directory."""
+    path = shipped_checkpoint() if str(pretrained) == SHIPPED else Path(pretrained)
+    if path.is_dir():
+        path = path / f"{CHECKPOINT_STEM}.safetensors"
+    if path.suffix != ".safetensors":
+        raise ArtifactError(f"toy checkpoint must be a .safetensors file or a directory holding one: {path}")
+    if not path.is_file():
+        raise ArtifactError(f"toy checkpoint not found: {path}")
+    return path, path.with_suffix(".json")
+
+
+def read_checkpoint_config(path: Path) -> dict[str, Any]:
+    """The checkpoint's JSON, checked for the fields a model needs."""
+    meta = read_json(path, "toy checkpoint config", error=ArtifactError)
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise ArtifactError(f"toy checkpoint config {path} is not a {CHECKPOINT_FORMAT} file")
+    for key, kind in (("architecture", dict), ("preprocess", dict), ("vocab", list)):
+        if not isinstance(meta.get(key), kind):
+            raise ArtifactError(f"toy checkpoint config {path}: missing or malformed {key!r}")
+    return meta
+
+
+def load_toy_clip(pretrained: str | Path) -> tuple[ToyClip, ToyTokenizer, PreprocessConfig, str]:
+    """Model, tokenizer, preprocessing and ``sha256:<hex>`` weights id of a toy checkpoint.
+
+    Example:
+        >>> model, tokenizer, preprocess, weights_id = load_toy_clip("shipped")
+        >>> weights_id.startswith("sha256:")
+        True
+    """
+    weights, config_path = resolve_checkpoint(pretrained)
+    meta = read_checkpoint_config(config_path)
+    try:
+        cfg = ToyClipConfig.from_dict(meta["architecture"], where=str(config_path))
+        preprocess = PreprocessConfig.from_dict(meta["preprocess"], where=str(config_path))
+        tokenizer = ToyTokenizer(meta["vocab"], context_length=cfg.context_length)
+    except (ValueError, TypeError) as exc:
+        raise ArtifactError(f"toy checkpoint config {config_path} is invalid: {exc}") from None
+    if len(tokenizer) != cfg.vocab_size:
+        raise ArtifactError(f"toy checkpoint config {config_path}: vocab has {len(tokenizer)} words, architecture {cfg.vocab_size}")
+    model = ToyClip(cfg)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    load_into(model, load_tensors(weights, "toy checkpoint", expected), str(weights))
+    return model, tokenizer, preprocess, f"sha256:{sha256_file(weights)}"
+
+
+class ToyClipBackbone(Backbone):
+    """The built-in tiny CLIP, frozen.
+
+    Example:
+        >>> bb = ToyClipBackbone(precision="fp32")
+        >>> bb.encode_texts(["a photo of a red circle."]).shape == (1, bb.embed_dim)
+        True
+    """
+
+    provider = "toy"
+
+    def __init__(self, pretrained: str = SHIPPED, precision: str = "auto", device: str = "auto", seed: int = 0) -> None:
+        self.pretrained = str(pretrained)
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        if self.pretrained.lower() == RANDOM:
+            torch.manual_seed(seed)
+            model, tokenizer, self.preprocess = ToyClip(ToyClipConfig()), ToyTokenizer(), PREPROCESS
+            self.weights_id = f"random-init:{seed}"
+        else:
+            model, tokenizer, self.preprocess, self.weights_id = load_toy_clip(self.pretrained)
+        self.name = "toy-cnn"
+        self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.embed_dim = model.cfg.embed_dim
+        self.logit_scale = float(model.logit_scale.float().exp())
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.encode_image(pixels.to(self.device, self.dtype)).float()
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(texts)
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_tokens(tokens.to(self.device))
+
+    def encode_token_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        embeddings = embeddings.to(self.device, self.dtype)
+        return self.model.encode_token_embeddings(embeddings, tokens.to(self.device)).float()

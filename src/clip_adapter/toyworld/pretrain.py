@@ -1,0 +1,240 @@
+"""Pretrain the tiny CLIP on freshly rendered scenes with symmetric InfoNCE.
+
+Every step renders a new batch of random scenes in the diverse ``photo`` mix
+with one random caption each (on the fly: rendering is ~15 % of a step and
+keeps every image new). Identical captions in a batch are all positives of
+each other. The batch of step ``k`` depends only on ``(seed, k)``, so a run is
+reproducible from its seed on the same machine.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..backbones.base import PreprocessConfig
+from ..backbones.precision import cpu_has_fast_bf16
+from ..config import check_choice, check_range, option
+from ..config import Config
+from ..io import atomic_write_bytes, atomic_write_json, save_tensors
+from .model import ToyClip, ToyClipConfig, count_parameters
+from .render import IMAGE_SIZE, render_array
+from .tokenizer import ToyTokenizer
+from .world import caption, sample_scene
+
+CHECKPOINT_STEM = "toy_clip"
+CHECKPOINT_FORMAT = "clip-adapter-toy-clip"
+CHECKPOINT_FORMAT_VERSION = 1
+LOG_NAME = "pretrain_log.csv"
+LOG_FLUSH_EVERY = 25  # steps between atomic rewrites of the CSV log
+PREPROCESS = PreprocessConfig(image_size=IMAGE_SIZE, interpolation="bilinear")  # CLIP's mean/std
+
+
+@dataclass
+class PretrainConfig(Config):
+    """Settings of ``clip-adapter toy pretrain`` (the defaults made the shipped checkpoint)."""
+
+    seed: int = option(0, "seed for initialisation and data")
+    steps: int = option(1000, "optimisation steps")
+    batch_size: int = option(256, "image-caption pairs per step")
+    lr: float = option(2e-3, "peak learning rate (AdamW)")
+    warmup_steps: int = option(50, "linear warm-up steps before the cosine decay")
+    weight_decay: float = option(0.05, "AdamW weight decay on weight matrices")
+    out_dir: str = option("runs/toy-pretrain", "directory for toy_clip.safetensors/.json and the CSV log")
+    precision: str = option("auto", "autocast precision: auto (bf16 where fast), bf16 or fp32")
+    threads: int = option(0, "torch CPU threads (0: torch's default)")
+    widths: tuple[int, ...] = option((32, 64, 128, 256), "CNN stage widths")
+    depths: tuple[int, ...] = option((1, 1, 2, 1), "CNN residual blocks per stage")
+    embed_dim: int = option(128, "shared embedding dimension")
+    text_layers: int = option(3, "text transformer layers")
+    progress: bool = option(True, "show a progress bar (only when stderr is a terminal)")
+
+    def validate(self) -> None:
+        check_range("steps", self.steps, 1)
+        check_range("batch_size", self.batch_size, 2)
+        check_range("lr", self.lr, 0.0)
+        check_range("warmup_steps", self.warmup_steps, 0)
+        check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("threads", self.threads, 0)
+        check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
+
+    def model_config(self) -> ToyClipConfig:
+        return ToyClipConfig(widths=self.widths, depths=self.depths, embed_dim=self.embed_dim, text_layers=self.text_layers)
+
+
+def to_pixels(images: np.ndarray, preprocess: PreprocessConfig = PREPROCESS) -> torch.Tensor:
+    """uint8 ``[B, H, W, 3]`` → normalised float ``[B, 3, H, W]`` (as ToTensor + Normalize do)."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(preprocess.mean).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess.std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def make_batch(seed: int, step: int, batch_size: int, tokenizer: ToyTokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixels, tokens and caption-group ids of step ``step`` (a function of ``(seed, step)`` only).
+
+    Example:
+        >>> px, tok, groups = make_batch(0, 0, 4, ToyTokenizer())
+        >>> px.shape, tok.shape[0], groups.shape
+        (torch.Size([4, 3, 64, 64]), 4, torch.Size([4]))
+    """
+    rng = np.random.default_rng([seed, step])
+    scenes = [sample_scene(rng) for _ in range(batch_size)]
+    texts = [caption(scene, rng) for scene in scenes]
+    images = np.stack([render_array(scene, "photo", rng) for scene in scenes])
+    tokens = tokenizer(texts)
+    # Captions that tokenize identically are the same caption ("a circle." == "a circle").
+    _, groups = torch.unique(tokens, dim=0, return_inverse=True)
+    return to_pixels(images), tokens, groups
+
+
+def multi_positive_infonce(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE where every pair with the same caption group is a positive.
+
+    Example:
+        >>> e = F.normalize(torch.randn(4, 8), dim=-1)
+        >>> float(multi_positive_infonce(e, e, torch.tensor(100.0), torch.arange(4))) < 0.1
+        True
+    """
+    logits = scale * F.normalize(image_emb.float(), dim=-1) @ F.normalize(text_emb.float(), dim=-1).T
+    positives = (groups[:, None] == groups[None, :]).float()
+    targets = positives / positives.sum(1, keepdim=True)  # symmetric, so one target serves both ways
+    loss_i2t = -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
+    loss_t2i = -(targets * F.log_softmax(logits.T, dim=1)).sum(1).mean()
+    return (loss_i2t + loss_t2i) / 2
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up to ``cfg.lr``, then cosine decay to zero."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _optimizer(model: ToyClip, cfg: PretrainConfig) -> torch.optim.Optimizer:
+    # Decay weight matrices and kernels only; norms, biases, embeddings and the scale stay free.
+    decay, free = [], []
+    for name, p in model.named_parameters():
+        is_matrix = p.ndim >= 2 and "embedding" not in name and "position" not in name
+        (decay if is_matrix else free).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": free, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _use_bf16(precision: str) -> bool:
+    return precision == "bf16" or (precision == "auto" and cpu_has_fast_bf16())
+
+
+def _progress(cfg: PretrainConfig):
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.steps, desc="toy pretrain", unit="step", disable=not (cfg.progress and sys.stderr.isatty()))
+
+
+def train_step(model: ToyClip, opt: torch.optim.Optimizer, batch: tuple, bf16: bool) -> float:
+    """One optimisation step; returns the loss."""
+    pixels, tokens, groups = batch
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        image_emb = model.encode_image(pixels.contiguous(memory_format=torch.channels_last))
+        text_emb = model.encode_text(tokens)
+    loss = multi_positive_infonce(image_emb, text_emb, model.logit_scale.exp(), groups)
+    if not torch.isfinite(loss):
+        from ..errors import TrainingError
+
+        raise TrainingError(f"pretraining loss became {float(loss)}; lower --lr")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    model.clamp_logit_scale()
+    return float(loss.detach())
+
+
+def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
+    """Pretrain a tiny CLIP and write ``<out_dir>/toy_clip.safetensors`` + ``.json`` + a CSV log.
+
+    Returns the path of the ``.safetensors`` file.
+
+    Example:
+        >>> import tempfile
+        >>> path = pretrain(PretrainConfig(steps=2, batch_size=8, out_dir=tempfile.mkdtemp()))  # doctest: +SKIP
+        >>> path.name  # doctest: +SKIP
+        'toy_clip.safetensors'
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)  # denormal activations can slow CPU kernels many-fold
+    torch.manual_seed(cfg.seed)
+    model = ToyClip(cfg.model_config()).to(memory_format=torch.channels_last).train()
+    tokenizer = ToyTokenizer(context_length=model.cfg.context_length)
+    opt, bf16 = _optimizer(model, cfg), _use_bf16(cfg.precision)
+    out = Path(cfg.out_dir)
+    rows, start = ["step,loss,lr,logit_scale,images_per_s"], time.perf_counter()
+    with _progress(cfg) as bar:
+        for step in range(cfg.steps):
+            tick = time.perf_counter()
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            loss = train_step(model, opt, make_batch(cfg.seed, step, cfg.batch_size, tokenizer), bf16)
+            speed = cfg.batch_size / (time.perf_counter() - tick)
+            rows.append(f"{step},{loss:.5f},{lr_at(step, cfg):.6g},{model.logit_scale.exp().item():.3f},{speed:.1f}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{speed:.0f}")
+            if (step + 1) % LOG_FLUSH_EVERY == 0 or step + 1 == cfg.steps:
+                atomic_write_bytes(out / LOG_NAME, ("\n".join(rows) + "\n").encode())
+    wall = time.perf_counter() - start
+    return save_checkpoint(model.eval(), tokenizer, cfg, out, wall, command)
+
+
+def _default_command(cfg: PretrainConfig) -> str:
+    defaults = PretrainConfig().to_dict()
+    flags = []
+    for key, value in cfg.to_dict().items():
+        if value != defaults[key]:
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            flags.append(f"--{key.replace('_', '-')} {shown}")
+    return " ".join(["clip-adapter toy pretrain", *flags])
+
+
+def save_checkpoint(model: ToyClip, tokenizer: ToyTokenizer, cfg: PretrainConfig, out: Path, wall: float, command: str | None) -> Path:
+    """Write the weights (safetensors, float32) and the JSON config beside them."""
+    from .. import __version__
+
+    weights = out / f"{CHECKPOINT_STEM}.safetensors"
+    state = {k: v.float().contiguous() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    save_tensors(weights, state, metadata={"format": CHECKPOINT_FORMAT})
+    atomic_write_json(
+        out / f"{CHECKPOINT_STEM}.json",
+        {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "architecture": model.cfg.to_dict(),
+            "preprocess": PREPROCESS.to_dict(),
+            "vocab": tokenizer.vocab,
+            "command": command or _default_command(cfg),
+            "pretrain_config": cfg.to_dict(),
+            "seed": cfg.seed,
+            "steps": cfg.steps,
+            "library_version": __version__,
+            "wall_time_s": round(wall, 1),
+            "parameters": {"image": count_parameters(model.visual), "total": count_parameters(model)},
+            "torch_version": torch.__version__,
+        },
+    )
+    return weights
+
+
+def state_bytes(model: ToyClip) -> bytes:
+    """Serialised weights (for equality checks in tests)."""
+    from safetensors.torch import save
+
+    buffer = io.BytesIO(save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    return buffer.getvalue()

@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny open_clip models, generated images, synthetic features.
+
+Everything is offline and seeded: ``HF_HUB_OFFLINE`` makes a hidden hub call
+fail at once, and the open_clip model used here is a 2-layer ViT registered
+from ``tests/assets`` (random weights), so no download can be needed.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["CLIP_ADAPTER_NO_PROGRESS"] = "1"
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import open_clip  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from clip_adapter.methods import FewShotData  # noqa: E402
+
+ASSETS = Path(__file__).parent / "assets"
+TINY = "test-tiny-vit"
+open_clip.add_model_config(str(ASSETS / f"{TINY}.json"))
+COLOURS = {"red_square": (200, 40, 40), "green_square": (40, 190, 60), "blue_square": (40, 60, 200)}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIP_ADAPTER_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    from clip_adapter.backbones import create_backbone
+
+    return create_backbone(TINY, "none", precision="fp32")
+
+
+def write_image_folder(root: Path, per_class: int = 10, size: int = 40, seed: int = 0, fmt: str = "JPEG") -> Path:
+    """An ImageFolder of noisy coloured images, one class per colour."""
+    rng = np.random.default_rng(seed)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(0, 35, (size, size, 3)) + np.array(colour), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.{'jpg' if fmt == 'JPEG' else 'png'}", fmt)
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return write_image_folder(tmp_path / "photos")
+
+
+def synthetic_data(
+    num_classes: int = 5,
+    dim: int = 24,
+    shots: int = 8,
+    views: int = 3,
+    val_shots: int = 4,
+    text_noise: float = 3.0,
+    seed: int = 0,
+    protocol: str = "val",
+) -> tuple[FewShotData, torch.Tensor, torch.Tensor]:
+    """Separable class clusters whose text embeddings are only loosely aligned.
+
+    Zero-shot is poor by construction (noisy prototypes), so any method that
+    learns from the shots must beat it. Returns ``(data, test_x, test_y)``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    means = torch.nn.functional.normalize(torch.randn(num_classes, dim, generator=gen), dim=1) * 3
+
+    def draw(n_per_class: int, extra: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(num_classes).repeat_interleave(n_per_class)
+        noise = 0.6 * torch.randn(len(labels), *extra, dim, generator=gen)
+        centre = means[labels].view(len(labels), *([1] * len(extra)), dim)
+        return centre + noise, labels
+
+    train, train_y = draw(shots, (views,))
+    val, val_y = draw(val_shots)
+    test, test_y = draw(20)
+    text = torch.nn.functional.normalize(means + text_noise * torch.randn(num_classes, dim, generator=gen), dim=1)
+    names = [f"class {i}" for i in range(num_classes)]
+    data = FewShotData(train, train_y, val, val_y, text, 30.0, names, seed=seed, protocol=protocol)
+    return data, test, test_y

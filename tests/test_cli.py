@@ -1,0 +1,105 @@
+"""The command line, end to end on real image files, and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from clip_adapter.cli import main
+
+TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--precision", "fp32"]
+
+
+def train(image_folder, out, *extra):
+    return main(["train", "--data", str(image_folder), *TINY, "--shots", "4", "--views", "2", "--epochs", "20", "--lr", "0.01", "--out", str(out), *extra])
+
+
+def test_train_eval_predict_end_to_end(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(image_folder, out) == 0
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "result.json", "split.json"}
+    result = json.loads((out / "result.json").read_text())
+    assert result["protocol"] == "val" and result["selection"]["chosen_on"] == "few-shot validation split"
+    assert result["zero_shot_test_accuracy"] is not None and result["versions"]["clip_adapter"]
+    split = json.loads((out / "split.json").read_text())
+    assert split["meta"]["shots"] == 4 and len(split["train"]) == 12
+    capsys.readouterr()
+
+    assert main(["eval", str(out), "--data", str(image_folder), "--out", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(result["test"]["accuracy"])
+    assert len(metrics["confusion_matrix"]) == 3 and set(metrics["per_class_accuracy"]) == {"red square", "green square", "blue square"}
+
+    capsys.readouterr()
+    assert main(["predict", str(out), str(image_folder / "red_square"), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "path,rank,class,probability" and len(lines) == 1 + 2 * 10
+    assert main(["predict", str(out), str(image_folder / "red_square" / "000.jpg"), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["rank"] for r in rows] == [1, 2, 3] and abs(sum(r["probability"] for r in rows) - 1) < 1e-3
+
+
+def test_same_command_same_seed_gives_identical_artifacts(image_folder, tmp_path):
+    assert train(image_folder, tmp_path / "a") == 0
+    assert train(image_folder, tmp_path / "b", "--cache-dir", str(tmp_path / "other-cache")) == 0
+    for name in ("model.safetensors", "split.json", "config.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_every_command_has_help():
+    for command in ("train", "eval", "predict", "extract", "methods"):
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"])
+        assert info.value.code == 0
+
+
+def error_of(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def test_user_errors_are_one_line_and_leave_nothing_behind(image_folder, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert "not found" in error_of(capsys, ["train", "--data", str(tmp_path / "nope"), *TINY, "--out", str(out)])
+    assert "unknown method 'magic'" in error_of(capsys, ["train", "--data", str(image_folder), *TINY, "--method", "magic", "--out", str(out)])
+    assert "variant must be one of" in error_of(capsys, ["train", "--data", str(image_folder), *TINY, "--variant", "sideways", "--out", str(out)])
+    assert "no option 'colour'" in error_of(capsys, ["train", "--data", str(image_folder), *TINY, "--set", "colour=red", "--out", str(out)])
+    assert "unknown open_clip architecture" in error_of(capsys, ["train", "--data", str(image_folder), "--backbone", "ViT-Z-99", "--out", str(out)])
+    bad = sorted((image_folder / "red_square").iterdir())[0]
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    message = error_of(capsys, ["train", "--data", str(image_folder), *TINY, "--shots", "16", "--views", "1", "--out", str(out)])
+    assert bad.name in message and "--skip-bad" in message
+    assert not out.exists() and not list(tmp_path.glob("never*"))
+
+
+def test_skip_bad_lists_the_skipped_images_in_the_result(image_folder, tmp_path):
+    bad = sorted((image_folder / "green_square").iterdir())[3]
+    bad.write_bytes(b"")
+    assert train(image_folder, tmp_path / "r", "--shots", "16", "--skip-bad") == 0
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert [s["path"] for s in result["extraction"]["skipped"]] == [str(bad)]
+
+
+def test_artifact_on_the_wrong_backbone_is_refused(image_folder, tmp_path, capsys, tiny_backbone):
+    from clip_adapter.io import save_tensors
+
+    assert train(image_folder, tmp_path / "run") == 0
+    weights = tmp_path / "other.safetensors"
+    save_tensors(weights, {k: v.float() for k, v in tiny_backbone.model.state_dict().items()})
+    capsys.readouterr()
+    message = error_of(capsys, ["predict", str(tmp_path / "run"), str(image_folder), "--pretrained", str(weights)])
+    assert "random-init:0" in message and "sha256:" in message
+
+
+def test_console_script_runs(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "clip_adapter", "methods"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "clip-adapter" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "clip_adapter", "eval", str(tmp_path / "none"), "--data", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
