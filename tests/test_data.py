@@ -161,3 +161,10 @@ def test_broken_images_give_one_line_errors(tmp_path):
         with pytest.raises(DataError, match=pattern) as info:
             load_rgb(tmp_path / name)
         assert name in str(info.value) and "\n" not in str(info.value)
+
+
+def test_dataset_without_val_split_draws_val_from_unused_train_images():
+    ds = toy_dataset()
+    ds.splits["val"] = []
+    split = sample_few_shot(ds, 4, 1)
+    assert len(split.val) == 12 and not set(split.val) & set(split.train)

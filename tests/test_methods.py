@@ -25,6 +25,13 @@ CASES = [
     ("clip-adapter", {**FAST, "variant": "both", "ratio": "learned"}),
     ("clip-adapter", {**FAST, "variant": "visual", "ratio": "network"}),
     ("clip-adapter", {**FAST, "variant": "both", "ratio": "network"}),
+    ("linear-probe", {"bisection_steps": 2}),
+    ("tip-adapter", {}),
+    ("tip-adapter-f", {"epochs": 20, "lr": 1e-2}),
+    ("clap", {"epochs": 60}),
+    ("clap", {"epochs": 60, "constraint": "adaptive"}),
+    ("clap", {"epochs": 60, "constraint": "none"}),
+    ("gda", {}),
 ]
 PROMPT_METHODS = {"coop", "cocoop"}
 IDS = [f"{m}-" + "-".join(f"{k}={v}" for k, v in o.items() if k != "epochs") for m, o in CASES]
@@ -60,7 +67,8 @@ def test_training_improves_on_zero_shot(method, overrides):
 
 @pytest.mark.parametrize("method,overrides", CASES, ids=IDS)
 def test_logits_finite_and_save_load_identical(method, overrides, tmp_path):
-    result, data, test_x, _ = fit(method, {**overrides, "epochs": 3})
+    short = {"epochs": 3} if "epochs" in get_method(method).Config.help_texts() else {}
+    result, data, test_x, _ = fit(method, {**overrides, **short})
     logits = result.head.predict_logits(test_x)
     assert logits.shape == (len(test_x), data.num_classes) and torch.isfinite(logits).all()
     backbone = {"id": "synthetic", "name": "synthetic"}

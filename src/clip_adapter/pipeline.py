@@ -149,6 +149,58 @@ def split_fingerprint(split: FewShotSplit) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+@dataclass
+class PreparedSplit:
+    """A sampled split with its features: what every method of a (dataset, shots, seed) cell shares."""
+
+    dataset: Dataset
+    split: FewShotSplit
+    templates: tuple[str, ...]
+    features: SplitFeatures
+    feature_config: FeatureConfig
+    encode_seconds: float
+
+
+def prepare(backbone: Backbone, dataset: Dataset, run: RunConfig, features: FeatureConfig | None = None) -> PreparedSplit:
+    """Sample the few-shot split of ``run`` and encode (or read from the cache) its features."""
+    features = features or FeatureConfig()
+    templates = resolve_templates(run.templates or None, dataset.name)
+    split = sample_split(dataset, run.shots, run.seed)
+    start = time.perf_counter()
+    feats = encode_split(backbone, split, templates, features)
+    return PreparedSplit(dataset, split, templates, feats, features, time.perf_counter() - start)
+
+
+def fit_and_evaluate(backbone: Backbone, prepared: PreparedSplit, run: RunConfig, method_config: Config | None = None) -> tuple[Classifier, dict[str, Any]]:
+    """Fit ``run.method`` on a prepared split and evaluate it (and zero-shot) on the test split."""
+    method_config = method_config or get_method(run.method).Config()
+    feats, dataset = prepared.features, prepared.dataset
+    data = few_shot_data(feats, backbone, dataset.classnames, prepared.templates, run)
+    clf, record = fit(run, method_config, data, backbone)
+    zero_shot, _ = fit(run.replace(method="zero-shot"), get_method("zero-shot").Config(), data, backbone)
+    test = classification_report(clf.logits(feats.test), feats.test_labels, dataset.classnames)
+    zs_test = classification_report(zero_shot.logits(feats.test), feats.test_labels, dataset.classnames)
+    result = {
+        "run": run.to_dict(),
+        "method": run.method,
+        "method_config": clf.head.config.to_dict(),
+        "features": {**prepared.feature_config.to_dict(), "cache_dir": str(prepared.feature_config.cache_path())},
+        "protocol": run.protocol,
+        **record,
+        "test": test,
+        "zero_shot_test_accuracy": zs_test["accuracy"],
+        "backbone": backbone.describe(),
+        "templates": list(prepared.templates),
+        "data": {"dataset": dataset.name, "num_classes": dataset.num_classes, "fingerprint": split_fingerprint(prepared.split),
+                 "counts": {"train": len(feats.train_labels), "val": len(feats.val_labels), "test": len(feats.test_labels)},
+                 "short_classes": prepared.split.short_classes},
+        "extraction": feats.stats.to_dict(),
+        "timings": {"encode_seconds": round(prepared.encode_seconds, 3), "fit_seconds": record["fit_seconds"]},
+        "versions": versions(),
+    }
+    return clf, result
+
+
 def run_few_shot(
     backbone: Backbone,
     dataset: Dataset,
@@ -161,33 +213,6 @@ def run_few_shot(
     Example:
         >>> # clf, result, split = run_few_shot(create_backbone("toy"), load_dataset("photos"), RunConfig(shots=4))
     """
-    features = features or FeatureConfig()
-    method_config = method_config or get_method(run.method).Config()
-    templates = resolve_templates(run.templates or None, dataset.name)
-    split = sample_split(dataset, run.shots, run.seed)
-    t0 = time.perf_counter()
-    feats = encode_split(backbone, split, templates, features)
-    encode_seconds = time.perf_counter() - t0
-    data = few_shot_data(feats, backbone, dataset.classnames, templates, run)
-    clf, record = fit(run, method_config, data, backbone)
-    zero_shot, _ = fit(run.replace(method="zero-shot"), get_method("zero-shot").Config(), data, backbone)
-    test = classification_report(clf.logits(feats.test), feats.test_labels, dataset.classnames)
-    zs_test = classification_report(zero_shot.logits(feats.test), feats.test_labels, dataset.classnames)
-    result = {
-        "run": run.to_dict(),
-        "method": run.method,
-        "method_config": clf.head.config.to_dict(),
-        "features": {**features.to_dict(), "cache_dir": str(features.cache_path())},
-        "protocol": run.protocol,
-        **record,
-        "test": test,
-        "zero_shot_test_accuracy": zs_test["accuracy"],
-        "backbone": backbone.describe(),
-        "data": {"dataset": dataset.name, "num_classes": dataset.num_classes, "fingerprint": split_fingerprint(split),
-                 "counts": {"train": len(feats.train_labels), "val": len(feats.val_labels), "test": len(feats.test_labels)},
-                 "short_classes": split.short_classes},
-        "extraction": feats.stats.to_dict(),
-        "timings": {"encode_seconds": round(encode_seconds, 3), "fit_seconds": record["fit_seconds"]},
-        "versions": versions(),
-    }
-    return clf, result, split
+    prepared = prepare(backbone, dataset, run, features)
+    clf, result = fit_and_evaluate(backbone, prepared, run, method_config)
+    return clf, result, prepared.split

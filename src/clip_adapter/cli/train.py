@@ -45,11 +45,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def method_config_from_args(args: argparse.Namespace):
     method = get_method(args.method)
-    overrides = parse_assignments(args.set, method.Config, args.method)
+    overrides = parse_assignments(args.set, method.Config)
     for name in SHORTCUTS:
         value = getattr(args, name, None)
         if value is not None:
-            overrides.update(parse_assignments([f"{name}={value}"], method.Config, args.method))
+            overrides[name] = value
     return method.make_config(args.preset, **overrides)
 
 

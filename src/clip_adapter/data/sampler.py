@@ -49,7 +49,8 @@ def sample_few_shot(dataset: Dataset, shots: int, seed: int) -> FewShotSplit:
     """Sample K train and min(K, 4) val images per class; the test split is kept whole.
 
     A class with fewer than K images uses all it has, and the split records it
-    in ``short_classes`` (the caller warns). ``shots=0`` keeps nothing for
+    in ``short_classes`` (the caller warns). Without a val split, validation
+    shots come from training images not sampled for training. ``shots=0`` keeps nothing for
     training (zero-shot).
 
     Example:
@@ -64,15 +65,19 @@ def sample_few_shot(dataset: Dataset, shots: int, seed: int) -> FewShotSplit:
         raise ConfigError(f"shots must be a non-negative integer, got {shots!r}")
     rng = random.Random(seed)
     short: dict[str, dict[str, int]] = {}
-    train = _sample_per_class(dataset, "train", shots, rng, short)
-    val = _sample_per_class(dataset, "val", val_shots(shots), rng, short)
+    train = _sample_per_class(dataset, dataset.split("train"), "train", shots, rng, short)
+    # A dataset without a validation split (ImageNet in CoOp's layout) gives
+    # validation shots from the training images not sampled for training.
+    chosen = set(train)
+    val_pool = dataset.split("val") or [s for s in dataset.split("train") if s not in chosen]
+    val = _sample_per_class(dataset, val_pool, "val", val_shots(shots), rng, short)
     sampled = Dataset(dataset.name, dataset.classnames, dataset.root, {"train": train, "val": val, "test": dataset.split("test")})
     return FewShotSplit(sampled, shots, seed, short)
 
 
-def _sample_per_class(dataset: Dataset, split: str, k: int, rng: random.Random, short: dict) -> list[Sample]:
+def _sample_per_class(dataset: Dataset, pool: list[Sample], split: str, k: int, rng: random.Random, short: dict) -> list[Sample]:
     by_label: dict[int, list[Sample]] = {label: [] for label in range(dataset.num_classes)}
-    for sample in dataset.split(split):
+    for sample in pool:
         by_label[sample.label].append(sample)
     chosen: list[Sample] = []
     for label, items in by_label.items():

@@ -9,6 +9,7 @@ it up from the registry.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, check_choice, option
+from ..errors import ConfigError
 from ..registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry("method")
@@ -153,6 +155,10 @@ class Method(abc.ABC):
     @classmethod
     def make_config(cls, preset: str | None = None, **overrides: Any) -> Config:
         """The method's config from a named preset plus overrides (validated)."""
+        known = {f.name for f in dataclasses.fields(cls.Config)}  # type: ignore[arg-type]
+        unknown = sorted(set(overrides) - known)
+        if unknown:  # a typo must not be silently ignored (files from newer versions only warn)
+            raise ConfigError(f"{cls.name} has no option {unknown[0]!r}; options: {', '.join(sorted(known)) or '(none)'}")
         base: dict[str, Any] = {}
         if preset:
             check_choice(f"{cls.name} preset", preset, sorted(cls.presets) or ["(none)"])

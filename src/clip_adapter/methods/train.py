@@ -80,7 +80,7 @@ def train_head(
     cfg: TrainConfig,
     seed: int,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-    batch_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``head``'s trainable parameters on ``data.train``; return a summary.
 
@@ -105,7 +105,6 @@ def train_head(
         order, view = torch.randperm(n, generator=gen), torch.randint(views, (n,), generator=gen)
         for idx in order.split(cfg.batch_size):
             x = data.train[idx, view[idx]]
-            x = batch_fn(x) if batch_fn else x
             loss = loss_fn(head(x), data.train_labels[idx]) + head.regularizer()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -113,6 +112,8 @@ def train_head(
             opt.step()
             sched.step()
             step += 1
+        if on_epoch is not None:
+            on_epoch(epoch)
         if selecting and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs):
             score = evaluate_head(head, sel_x, sel_y)
             if better(score, best):

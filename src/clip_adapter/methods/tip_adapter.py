@@ -1,0 +1,175 @@
+"""Tip-Adapter and Tip-Adapter-F (Zhang et al., ECCV 2022): a key-value cache of the few shots.
+
+Keys are the few-shot image features (the mean of each image's augmented
+views, L2-normalised), values their one-hot labels over the true number of
+classes. ``logits = s·cos(f, W) + α·(s/100)·exp(−β(1 − f̂·Kᵀ))·L`` with ``s``
+the backbone's logit scale: at CLIP's s = 100 this is the official formula,
+and α keeps its meaning on backbones with another scale. α and β are searched
+on the selection split over the official grid (``β ∈ [0.1, β_max]`` in 200
+steps, ``α ∈ [0.1, α_max]`` in 20).
+
+Tip-Adapter-F fine-tunes the keys (AdamW, lr 1e-3, eps 1e-4, cosine, 20
+epochs, batch 256) with α, β fixed at their initial values, then searches
+them again. Code vs protocol: the official code picks the epoch and α, β on
+the test set (and searches ImageNet's on test); here they are chosen on the
+few-shot validation split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config, check_range, option
+from ..threads import torch_threads
+from .base import FewShotData, FitResult, Head, Method, better, cosine_logits, register, selection_record
+from .train import TrainConfig, train_head
+from .zero_shot import base_meta
+
+CLIP_SCALE = 100.0  # the logit scale α and β were tuned against in the paper
+
+
+@dataclass
+class TipAdapterConfig(Config):
+    """Training-free Tip-Adapter."""
+
+    alpha: float = option(1.0, "cache weight α (initial / protocol-none value)")
+    beta: float = option(1.0, "affinity sharpness β (initial / protocol-none value)")
+    alpha_max: float = option(10.0, "α search range upper end")
+    beta_max: float = option(10.0, "β search range upper end")
+    alpha_steps: int = option(20, "α grid points")
+    beta_steps: int = option(200, "β grid points")
+
+    def validate(self) -> None:
+        for name in ("alpha", "beta"):
+            check_range(name, getattr(self, name), 0.0, 1e4)
+        for name in ("alpha_max", "beta_max"):
+            check_range(name, getattr(self, name), 0.1, 1e4)
+        for name in ("alpha_steps", "beta_steps"):
+            check_range(name, getattr(self, name), 1, 10_000)
+
+
+@dataclass
+class TipAdapterFConfig(TrainConfig, TipAdapterConfig):
+    """Tip-Adapter-F: the cache keys are fine-tuned."""
+
+    optimizer: str = option("adamw", "adamw or sgd")
+    lr: float = option(1e-3, "learning rate (official: 1e-3)")
+    weight_decay: float = option(0.01, "AdamW weight decay (torch default, as the official code)")
+    epochs: int = option(20, "training epochs (official: 20; 100 for EuroSAT)")
+    batch_size: int = option(256, "images per step (official: 256)")
+    warmup_epochs: float = option(0.0, "warm-up epochs (official: none)")
+
+    def validate(self) -> None:
+        TrainConfig.validate(self)
+        TipAdapterConfig.validate(self)
+
+
+class TipAdapterHead(Head):
+    """Zero-shot logits plus the cache model's."""
+
+    def __init__(self, config: TipAdapterConfig, meta: dict[str, Any]) -> None:
+        super().__init__(config, meta)
+        c, d, k = meta["num_classes"], meta["embed_dim"], meta["num_keys"]
+        self.logit_scale = float(meta["logit_scale"])
+        self.register_buffer("text", torch.zeros(c, d))
+        self.register_buffer("values", torch.zeros(k, c))
+        self.keys = nn.Parameter(torch.zeros(k, d), requires_grad=bool(meta.get("trainable_keys", False)))
+
+    def affinity(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(features, dim=-1) @ self.keys.t()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        return self.combine(cosine_logits(features, self.text, self.logit_scale), self.affinity(features), cfg.alpha, cfg.beta)
+
+    def combine(self, clip_logits: torch.Tensor, affinity: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+        cache = torch.exp(-beta * (1 - affinity)) @ self.values
+        return clip_logits + alpha * (self.logit_scale / CLIP_SCALE) * cache
+
+
+def build_cache(head: TipAdapterHead, data: FewShotData) -> None:
+    """Keys = normalised mean of each image's views; values = one-hot labels over all classes."""
+    with torch.no_grad():
+        head.text.copy_(data.text)
+        head.keys.copy_(F.normalize(data.train_means(), dim=-1))
+        head.values.copy_(F.one_hot(data.train_labels, data.num_classes).float())
+
+
+def search_alpha_beta(head: TipAdapterHead, data: FewShotData) -> tuple[dict[str, float], tuple[float, float] | None, list]:
+    """The official strict grid over (β, α), scored on the selection split."""
+    cfg: TipAdapterConfig = head.config
+    x, y = data.selection
+    if data.protocol == "none" or len(y) == 0:
+        return {"alpha": cfg.alpha, "beta": cfg.beta}, None, []
+    betas = [0.1 + i * (cfg.beta_max - 0.1) / cfg.beta_steps for i in range(cfg.beta_steps)]
+    alphas = [0.1 + j * (cfg.alpha_max - 0.1) / cfg.alpha_steps for j in range(cfg.alpha_steps)]
+    with torch.no_grad():
+        clip_logits, affinity = cosine_logits(x, head.text, head.logit_scale), head.affinity(x)
+        best, best_score = None, None
+        for beta in betas:
+            cache = torch.exp(-beta * (1 - affinity)) @ head.values * (head.logit_scale / CLIP_SCALE)
+            for alpha in alphas:
+                logits = clip_logits + alpha * cache
+                score = ((logits.argmax(1) == y).float().mean().item(), F.cross_entropy(logits, y).item())
+                if better(score, best_score):
+                    best, best_score = {"alpha": alpha, "beta": beta}, score
+    return best, best_score, [{"alpha_range": [alphas[0], alphas[-1]], "beta_range": [betas[0], betas[-1]]}]
+
+
+def _grid(cfg: TipAdapterConfig) -> dict[str, Any]:
+    return {"alpha": [0.1, cfg.alpha_max, cfg.alpha_steps], "beta": [0.1, cfg.beta_max, cfg.beta_steps]}
+
+
+def _meta(data: FewShotData, trainable: bool) -> dict[str, Any]:
+    return {**base_meta(data), "num_keys": data.train.shape[0], "trainable_keys": trainable}
+
+
+@register("tip-adapter")
+class TipAdapter(Method):
+    """Tip-Adapter: training-free cache model, α and β searched on validation.
+
+    Example:
+        >>> TipAdapter.make_config().beta_steps
+        200
+    """
+
+    Config = TipAdapterConfig
+    Head = TipAdapterHead
+
+    def fit(self, data: FewShotData) -> FitResult:
+        head = TipAdapterHead(self.config, _meta(data, False))
+        build_cache(head, data)
+        with torch_threads(1):
+            chosen, score, history = search_alpha_beta(head, data)
+        head.config = self.config.replace(**chosen)
+        return FitResult(head.eval(), selection_record(data.protocol, _grid(self.config), chosen), score[0] if score else None, history)
+
+
+@register("tip-adapter-f")
+class TipAdapterF(Method):
+    """Tip-Adapter-F: cache keys fine-tuned, epoch and α, β chosen on validation.
+
+    Example:
+        >>> TipAdapterF.make_config().lr
+        0.001
+    """
+
+    Config = TipAdapterFConfig
+    Head = TipAdapterHead
+
+    def fit(self, data: FewShotData) -> FitResult:
+        cfg: TipAdapterFConfig = self.config
+        torch.manual_seed(data.seed)
+        head = TipAdapterHead(cfg, _meta(data, True))
+        build_cache(head, data)
+        with torch_threads(1):
+            info = train_head(head, data, cfg, data.seed)  # α, β fixed at their initial values
+            chosen, score, history = search_alpha_beta(head, data)
+        head.config = cfg.replace(**chosen)
+        record = selection_record(data.protocol, _grid(cfg), {**chosen, "best_epoch": info["best_epoch"]})
+        return FitResult(head.eval(), record, score[0] if score else None, [info, *history])
