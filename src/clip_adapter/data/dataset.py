@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import DataError
 from ..io import atomic_write_json, read_json
 from .images import is_image_name
+from .issues import Issues
 
 SPLITS = ("train", "val", "test")
 # CoOp's read_and_split_data proportions for a folder without a split of its own.
@@ -89,7 +90,9 @@ def write_coop_split(dataset: Dataset, path: str | os.PathLike, meta: dict[str, 
     atomic_write_json(path, data)
 
 
-def read_coop_split(split_json: str | os.PathLike, image_root: str | os.PathLike, name: str | None = None) -> Dataset:
+def read_coop_split(
+    split_json: str | os.PathLike, image_root: str | os.PathLike, name: str | None = None, issues: Issues | None = None
+) -> Dataset:
     """Read a CoOp split JSON whose paths are relative to ``image_root``.
 
     Labels must be 0..C-1, each with one class name; entries must stay inside
@@ -99,90 +102,108 @@ def read_coop_split(split_json: str | os.PathLike, image_root: str | os.PathLike
     if not root.is_dir():
         raise DataError(f"image root not found: {root}")
     data = read_json(split_json, "split file")
-    return parse_coop_split(data, root, str(split_json), name or split_json.stem)
+    return parse_coop_split(data, root, str(split_json), name or split_json.stem, issues)
 
 
-def parse_coop_split(data: Any, root: Path, where: str, name: str) -> Dataset:
-    """Validate decoded CoOp JSON ``data`` and build the Dataset (see :func:`read_coop_split`)."""
+def parse_coop_split(data: Any, root: Path, where: str, name: str, issues: Issues | None = None) -> Dataset:
+    """Validate decoded CoOp JSON ``data`` and build the Dataset (see :func:`read_coop_split`).
+
+    With a non-strict ``issues`` every bad entry is recorded and left out
+    instead of stopping at the first.
+    """
+    issues = issues or Issues()
     if not isinstance(data, dict) or not any(s in data for s in SPLITS):
         raise DataError(f"split file {where} has none of the keys {', '.join(SPLITS)}")
     names: dict[int, str] = {}
-    raw: dict[str, list[tuple[str, int]]] = {}
+    resolved_root = root.resolve()
+    splits: dict[str, list[Sample]] = {}
     for split in SPLITS:
         entries = data.get(split, [])
         if not isinstance(entries, list):
-            raise DataError(f"split file {where}: {split!r} must be a list")
-        raw[split] = [_parse_entry(entry, names, f"{where} {split}[{i}]") for i, entry in enumerate(entries)]
-    classnames = _classnames_from_labels(names, where)
-    resolved_root = root.resolve()
-    splits = {s: [Sample(_inside(root, resolved_root, rel, where), label) for rel, label in items] for s, items in raw.items()}
-    return Dataset(name, classnames, root, splits)
+            issues.add("malformed-split", f"split file {where}: {split!r} must be a list")
+            entries = []
+        splits[split] = []
+        for i, entry in enumerate(entries):
+            sample = _parse_entry(entry, names, root, resolved_root, f"{where} {split}[{i}]", issues)
+            if sample is not None:
+                splits[split].append(sample)
+    return Dataset(name, _classnames_from_labels(names, where, issues), root, splits)
 
 
-def _parse_entry(entry: Any, names: dict[int, str], where: str) -> tuple[str, int]:
+def _parse_entry(entry: Any, names: dict[int, str], root: Path, resolved_root: Path, where: str, issues: Issues) -> Sample | None:
     if not (isinstance(entry, (list, tuple)) and len(entry) == 3):
-        raise DataError(f"split file {where}: expected [relative_path, label, classname], got {str(entry)[:80]}")
+        issues.add("malformed-entry", f"split file {where}: expected [relative_path, label, classname], got {str(entry)[:80]}")
+        return None
     rel, label, classname = entry
     if not isinstance(rel, str) or not rel:
-        raise DataError(f"split file {where}: path must be a non-empty string")
-    if isinstance(label, bool) or not isinstance(label, int) or label < 0:
-        raise DataError(f"split file {where}: label must be a non-negative integer, got {label!r}")
-    if not isinstance(classname, str) or not classname.strip():
-        raise DataError(f"split file {where}: class name must be a non-empty string")
-    cleaned = clean_classname(classname)
-    known = names.setdefault(label, cleaned)
-    if known != cleaned:
-        raise DataError(f"split file {where}: label {label} is {cleaned!r} here but {known!r} elsewhere")
-    return rel, label
+        issues.add("malformed-entry", f"split file {where}: path must be a non-empty string")
+    elif isinstance(label, bool) or not isinstance(label, int) or label < 0:
+        issues.add("malformed-entry", f"split file {where}: label must be a non-negative integer, got {label!r}")
+    elif not isinstance(classname, str) or not classname.strip():
+        issues.add("malformed-entry", f"split file {where}: class name must be a non-empty string")
+    else:
+        cleaned = clean_classname(classname)
+        known = names.setdefault(label, cleaned)
+        if known != cleaned:
+            issues.add("label-mismatch", f"split file {where}: label {label} is {cleaned!r} here but {known!r} elsewhere", rel)
+            return None
+        path = _inside(root, resolved_root, rel, where, issues)
+        return Sample(path, label) if path is not None else None
+    return None
 
 
-def _classnames_from_labels(names: dict[int, str], where: str) -> list[str]:
+def _classnames_from_labels(names: dict[int, str], where: str, issues: Issues) -> list[str]:
     if not names:
         raise DataError(f"split file {where} lists no images")
-    missing = sorted(set(range(max(names) + 1)) - set(names))
-    if missing:
-        raise DataError(f"split file {where}: labels must be 0..{max(names)}; label {missing[0]} has no image")
+    for label in sorted(set(range(max(names) + 1)) - set(names)):
+        issues.add("label-gap", f"split file {where}: labels must be 0..{max(names)}; label {label} has no image")
+        names[label] = f"<label {label}>"
     seen: dict[str, int] = {}
     for label in sorted(names):
         if names[label] in seen:
-            raise DataError(f"split file {where}: class {names[label]!r} has two labels ({seen[names[label]]} and {label})")
-        seen[names[label]] = label
+            issues.add("label-mismatch", f"split file {where}: class {names[label]!r} has two labels ({seen[names[label]]} and {label})")
+        seen.setdefault(names[label], label)
     return [names[label] for label in sorted(names)]
 
 
-def _inside(root: Path, resolved_root: Path, rel: str, where: str) -> Path:
+def _inside(root: Path, resolved_root: Path, rel: str, where: str, issues: Issues) -> Path | None:
     """Join ``rel`` to ``root``, refusing absolute paths, ``..`` and symlinks that leave the root."""
     if os.path.isabs(rel) or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
-        raise DataError(f"split file {where}: path {rel!r} is absolute; paths must be relative to the image root")
+        issues.add("path-escape", f"split file {where}: path {rel!r} is absolute; paths must be relative to the image root", rel)
+        return None
     path = root / rel
     if not path.resolve().is_relative_to(resolved_root):
-        raise DataError(f"split file {where}: path {rel!r} leaves the image root {root}")
+        issues.add("path-escape", f"split file {where}: path {rel!r} leaves the image root {root}", rel)
+        return None
     return path
 
 
-def read_image_folder(root: str | os.PathLike, name: str | None = None, seed: int = FOLDER_SPLIT_SEED) -> Dataset:
+def read_image_folder(
+    root: str | os.PathLike, name: str | None = None, seed: int = FOLDER_SPLIT_SEED, issues: Issues | None = None
+) -> Dataset:
     """Read ``root/<class>/<image>``; with ``train/``, ``val/``/``test/`` sub-roots use those.
 
     Without sub-roots each class is split 50/20/30 into train/val/test with a
     fixed seed (CoOp's convention for folders), so the same folder always
     gives the same split. Class names are the folder names, cleaned.
     """
-    root = Path(root)
+    root, issues = Path(root), issues or Issues()
     if not root.is_dir():
         raise DataError(f"dataset folder not found: {root}")
     name = name or root.resolve().name
     if (root / "train").is_dir() and ((root / "test").is_dir() or (root / "val").is_dir()):
-        return _read_presplit_folder(root, name)
+        return _read_presplit_folder(root, name, issues)
     folders = _class_folders(root)
     classnames = [clean_classname(f.name) for f in folders]
     splits: dict[str, list[Sample]] = {s: [] for s in SPLITS}
     for label, folder in enumerate(folders):
-        for split, paths in _split_paths(_class_images(folder), seed).items():
+        images = _class_images(folder, root, issues)
+        for split, paths in (_split_paths(images, seed).items() if images else ()):
             splits[split] += [Sample(p, label) for p in paths]
     return Dataset(name, classnames, root, splits)
 
 
-def _read_presplit_folder(root: Path, name: str) -> Dataset:
+def _read_presplit_folder(root: Path, name: str, issues: Issues) -> Dataset:
     folders = _class_folders(root / "train")
     folder_names = [f.name for f in folders]
     splits = {}
@@ -196,7 +217,7 @@ def _read_presplit_folder(root: Path, name: str) -> Dataset:
             Sample(p, label)
             for label, folder in enumerate(folder_names)
             if (root / split / folder).is_dir()
-            for p in _class_images(root / split / folder)
+            for p in _class_images(root / split / folder, root, issues)
         ]
     if "val" not in splits:  # CoOp carves val out of train when a dataset has none
         splits["train"], splits["val"] = _carve_val(splits["train"])
@@ -210,10 +231,19 @@ def _class_folders(root: Path, allow_empty: bool = False) -> list[Path]:
     return folders
 
 
-def _class_images(folder: Path) -> list[Path]:
-    images = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_name(p))
+def _class_images(folder: Path, root: Path, issues: Issues) -> list[Path]:
+    images, resolved_root = [], root.resolve()
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.is_dir():
+            continue
+        if not p.resolve().is_relative_to(resolved_root):
+            issues.add("path-escape", f"{p} is a symlink to {p.resolve()}, outside the dataset root {root}", p)
+        elif not is_image_name(p):
+            issues.add("non-image-file", f"{p} is not an image file (by its extension); ignored", p, severity="warning")
+        else:
+            images.append(p)
     if not images:
-        raise DataError(f"class folder {folder} has no images")
+        issues.add("empty-class", f"class folder {folder} has no images", folder)
     return images
 
 
@@ -244,7 +274,9 @@ def _carve_val(train: list[Sample], fraction: float = 0.2) -> tuple[list[Sample]
     return new_train, val
 
 
-def load_dataset(data: str | os.PathLike, split_file: str | os.PathLike | None = None, name: str | None = None) -> Dataset:
+def load_dataset(
+    data: str | os.PathLike, split_file: str | os.PathLike | None = None, name: str | None = None, issues: Issues | None = None
+) -> Dataset:
     """Read a dataset given on the command line.
 
     ``data`` is an ImageFolder, or (with ``split_file``) the image root of a
@@ -259,10 +291,10 @@ def load_dataset(data: str | os.PathLike, split_file: str | os.PathLike | None =
     """
     data = Path(data)
     if split_file is not None:
-        return read_coop_split(split_file, data, name)
+        return read_coop_split(split_file, data, name, issues)
     if data.suffix == ".json":
         root = data.parent / "images" if (data.parent / "images").is_dir() else data.parent
-        return read_coop_split(data, root, name or data.parent.name)
+        return read_coop_split(data, root, name or data.parent.name, issues)
     if data.is_dir() and (data / "split.json").is_file() and (data / "images").is_dir():
-        return read_coop_split(data / "split.json", data / "images", name or data.name)
-    return read_image_folder(data, name)
+        return read_coop_split(data / "split.json", data / "images", name or data.name, issues)
+    return read_image_folder(data, name, issues=issues)

@@ -22,6 +22,14 @@ LARGE_PIXELS = 40_000_000  # decodable but slow and memory-hungry: reported by `
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never silently grey
 
 
+class BadImage(DataError):
+    """An image that cannot be used; ``kind`` groups it in reports."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 def is_image_name(path: str | os.PathLike) -> bool:
     """True for file names with a known image extension (case-insensitive)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
@@ -44,24 +52,26 @@ def load_rgb(path: str | os.PathLike) -> tuple[Image.Image, list[str]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"image not found: {path}")
+        raise BadImage(f"image not found: {path}", "missing-file")
     if path.stat().st_size == 0:
-        raise DataError(f"image {path} is an empty (zero-byte) file")
+        raise BadImage(f"image {path} is an empty (zero-byte) file", "zero-byte")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if img.width * img.height > MAX_PIXELS:
-                    raise DataError(f"image {path} is {img.width}x{img.height}, a possible decompression bomb")
+                    raise BadImage(f"image {path} is {img.width}x{img.height}, a possible decompression bomb", "decompression-bomb")
                 img.load()
                 return _to_rgb(img)
-    except DataError:
+    except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(f"image {path} exceeds Pillow's pixel limit (possible decompression bomb)") from None
-    except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as exc:
-        reason = "not a readable image" if isinstance(exc, Image.UnidentifiedImageError) else str(exc).split("\n")[0]
-        raise DataError(f"image {path} cannot be decoded ({reason})") from None
+        raise BadImage(f"image {path} exceeds Pillow's pixel limit (possible decompression bomb)", "decompression-bomb") from None
+    except Image.UnidentifiedImageError:
+        raise BadImage(f"image {path} cannot be decoded (not a readable image)", "not-an-image") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        reason = str(exc).split("\n")[0] or exc.__class__.__name__
+        raise BadImage(f"image {path} cannot be decoded ({reason})", "corrupt-image") from None
 
 
 def _to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:

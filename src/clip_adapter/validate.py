@@ -1,0 +1,151 @@
+"""``validate``: every problem of a dataset in one pass, grouped and counted.
+
+Reads the dataset leniently (every bad entry recorded, not just the first),
+decodes every image, hashes every file to find duplicates across splits, and
+checks class sizes against the shots a run will ask for. Nothing is written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .data import Dataset, clean_classname, load_dataset
+from .data.images import LARGE_PIXELS, BadImage, load_rgb
+from .data.issues import Issue, Issues
+from .errors import DataError
+from .io import sha256_file
+from .progress import progress
+
+
+@dataclass
+class ValidationReport:
+    """The outcome: issues plus what was looked at."""
+
+    dataset: str
+    issues: list[Issue]
+    images_checked: int
+    classes: int
+
+    @property
+    def problems(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity in ("error", "warning")]
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+    def grouped(self) -> dict[str, list[Issue]]:
+        groups: dict[str, list[Issue]] = defaultdict(list)
+        for issue in self.issues:
+            groups[issue.kind].append(issue)
+        return dict(sorted(groups.items(), key=lambda kv: (min(SEVERITY_ORDER[i.severity] for i in kv[1]), kv[0])))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "clean": self.clean,
+            "images_checked": self.images_checked,
+            "classes": self.classes,
+            "counts": dict(Counter(i.kind for i in self.issues)),
+            "issues": [{"kind": i.kind, "severity": i.severity, "message": i.message, "path": i.path} for i in self.issues],
+        }
+
+
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+
+
+def validate_dataset(data: str | os.PathLike, split_file: str | os.PathLike | None = None, shots: int = 16, workers: int = 2) -> ValidationReport:
+    """Check a dataset (ImageFolder or CoOp split JSON) and report every problem.
+
+    Example:
+        >>> validate_dataset("/no/such/dir")
+        Traceback (most recent call last):
+        ...
+        clip_adapter.errors.DataError: dataset folder not found: /no/such/dir
+    """
+    issues = Issues(strict=False)
+    dataset = load_dataset(data, split_file, issues=issues)
+    files = _files_by_split(dataset)
+    hashes = _check_images(sorted({p for paths in files.values() for p in paths}), issues, workers)
+    _check_duplicates(files, hashes, issues)
+    _check_class_sizes(dataset, shots, issues)
+    return ValidationReport(dataset.name, issues.items, len(hashes), dataset.num_classes)
+
+
+def _files_by_split(dataset: Dataset) -> dict[str, list[Path]]:
+    return {split: [s.path for s in samples] for split, samples in dataset.splits.items()}
+
+
+def _check_one(path: Path) -> tuple[Path, str | None, list[tuple[str, str, str]]]:
+    """Decode and hash one file; returns (path, content hash or None, [(kind, severity, message)])."""
+    found: list[tuple[str, str, str]] = []
+    try:
+        img, notes = load_rgb(path)
+    except BadImage as exc:
+        return path, None, [(exc.kind, "error", str(exc))]
+    except DataError as exc:
+        return path, None, [("unreadable", "error", str(exc))]
+    found += [("converted-mode", "info", f"{path}: {note}") for note in notes]
+    if img.width * img.height > LARGE_PIXELS:
+        found.append(("huge-image", "warning", f"{path} is {img.width}x{img.height}: slow to decode, consider downscaling"))
+    return path, sha256_file(path), found
+
+
+def _check_images(paths: list[Path], issues: Issues, workers: int) -> dict[Path, str]:
+    hashes: dict[Path, str] = {}
+    bar = progress(total=len(paths), desc="checking images", unit="img")
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for path, digest, found in pool.map(_check_one, paths):
+            for kind, severity, message in found:
+                issues.add(kind, message, path, severity)
+            if digest:
+                hashes[path] = digest
+            bar.update(1)
+    bar.close()
+    return hashes
+
+
+def _check_duplicates(files: dict[str, list[Path]], hashes: dict[Path, str], issues: Issues) -> None:
+    where: dict[str, list[tuple[str, Path]]] = defaultdict(list)
+    for split, paths in files.items():
+        for path in paths:
+            if path in hashes:
+                where[hashes[path]].append((split, path))
+    for entries in where.values():
+        splits = {s for s, _ in entries}
+        if len(entries) < 2:
+            continue
+        listing = ", ".join(f"{p} ({s})" for s, p in entries[:4])
+        if len(splits) > 1:
+            issues.add("duplicate-across-splits", f"same image content in {'/'.join(sorted(splits))}: {listing}", entries[0][1], "warning")
+        else:
+            issues.add("duplicate-within-split", f"same image content twice in {entries[0][0]}: {listing}", entries[0][1], "warning")
+
+
+def _check_class_sizes(dataset: Dataset, shots: int, issues: Issues) -> None:
+    counts = Counter(s.label for s in dataset.split("train"))
+    empty_folders = {clean_classname(Path(i.path).name) for i in issues.items if i.kind == "empty-class" and i.path}
+    for label, name in enumerate(dataset.classnames):
+        if counts[label] == 0 and name in empty_folders:
+            continue  # already reported as an empty class folder
+        if counts[label] == 0:
+            issues.add("empty-class", f"class {name!r} has no training images", None, "error")
+        elif counts[label] < shots:
+            issues.add("few-images", f"class {name!r} has {counts[label]} training images, fewer than {shots} shots", None, "warning")
+
+
+def format_report(report: ValidationReport, examples: int = 5) -> str:
+    """Human-readable report: one group per kind, with a count and the first examples."""
+    lines = [f"dataset {report.dataset}: {report.classes} classes, {report.images_checked} readable images checked"]
+    for kind, items in report.grouped().items():
+        lines.append(f"{items[0].severity.upper():7s} {kind}: {len(items)}")
+        lines += [f"    {item.message}" for item in items[:examples]]
+        if len(items) > examples:
+            lines.append(f"    … and {len(items) - examples} more (--json lists all)")
+    lines.append("clean: no problems found" if report.clean else f"{len(report.problems)} problem(s) found")
+    return "\n".join(lines)
