@@ -79,3 +79,30 @@ def _parse_value(text: str, type_name: str) -> Any:
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_cls: type[Config], exclude: tuple[str, ...] = ()) -> None:
+    """One ``--field-name`` option per config field, typed and with the field's help text."""
+    defaults = config_cls()
+    for f in dataclasses.fields(config_cls):  # type: ignore[arg-type]
+        if f.name in exclude:
+            continue
+        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+        help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, dest=f.name, default=None, help=help_text + "; comma-separated")
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, type=type(default) if default is not None else str, help=help_text)
+
+
+def config_from_args(config_cls: type[Config], args: argparse.Namespace, **extra: Any) -> Config:
+    """Build ``config_cls`` from the options given on the command line (others keep their defaults)."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(config_cls):  # type: ignore[arg-type]
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        values[f.name] = _parse_value(value, "tuple") if isinstance(getattr(config_cls(), f.name), tuple) else value
+    return config_cls.from_dict({**values, **extra}, where="options")

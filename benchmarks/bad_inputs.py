@@ -1,0 +1,160 @@
+"""Every bad-input kind through the real command line, tabulated.
+
+For each kind: the exit status, whether the message is one line naming the
+thing at fault, whether a traceback leaked, and whether anything half-written
+was left behind. Usage: python benchmarks/bad_inputs.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle  # only to build a hostile checkpoint; the library never imports it
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("CLIP_ADAPTER_NO_PROGRESS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import open_clip  # noqa: E402
+
+open_clip.add_model_config(str(ROOT / "tests" / "assets" / "test-tiny-vit.json"))
+
+from clip_adapter.cli import main  # noqa: E402
+from corpus import BAD_DATASETS, TRAINABLE, good_folder  # noqa: E402
+
+TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--precision", "fp32"]
+
+
+def run(argv: list[str]) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse rejects some options itself
+            code = int(exc.code or 0)
+        except Exception as exc:  # noqa: BLE001 — an uncaught exception is exactly what we count
+            return -1, f"UNCAUGHT {exc.__class__.__name__}: {exc}"
+    return code, err.getvalue()
+
+
+def verdict(code: int, err: str, tmp: Path, expect_ok: bool) -> dict:
+    lines = [line for line in err.strip().splitlines() if not line.startswith(("warning:", "clip-adapter ", "artifact written", "usage:"))]
+    leftovers = [str(p) for p in tmp.rglob("*") if ".tmp-" in p.name]
+    clear = expect_ok and code == 0 or (code != 0 and len(lines) == 1 and lines[0].startswith(("error:", "clip-adapter")) or code == 2 and "error:" in err)
+    return {"exit": code, "clear": bool(clear) and code != -1, "traceback": "Traceback" in err or code == -1,
+            "leftovers": len(leftovers), "message": (lines[0] if lines else "")[:110]}
+
+
+def dataset_cases(tmp: Path) -> list[tuple[str, list[str], bool]]:
+    cases = []
+    for kind, make in sorted(BAD_DATASETS.items()):
+        data = make(tmp / kind / "ds")
+        cases.append((f"data/{kind} (train)", ["train", "--data", str(data), *TINY, "--shots", "2", "--views", "1", "--epochs", "2",
+                                                "--out", str(tmp / kind / "art")], kind in TRAINABLE))
+    return cases
+
+
+def option_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
+    base = ["train", "--data", str(good), *TINY, "--out", str(tmp / "opt-art")]
+    return [
+        ("option/unknown method", base + ["--method", "magic"], False),
+        ("option/unknown variant", base + ["--variant", "sideways"], False),
+        ("option/alpha out of range", base + ["--alpha", "1.5"], False),
+        ("option/negative shots", base + ["--shots", "-2"], False),
+        ("option/unknown --set key", base + ["--set", "colour=red"], False),
+        ("option/bad --set value", base + ["--set", "epochs=many"], False),
+        ("option/unknown backbone", ["train", "--data", str(good), "--backbone", "ViT-Q-9", "--out", str(tmp / "x")], False),
+        ("option/unknown pretrained tag", ["train", "--data", str(good), "--backbone", "ViT-B-32", "--pretrained", "nope", "--out", str(tmp / "x")], False),
+        ("option/bad precision", base + ["--precision", "fp8"], False),
+        ("option/bad template", base + ["--template", "no placeholder"], False),
+    ]
+
+
+def artifact_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
+    art = tmp / "artifact"
+    assert main(["train", "--data", str(good), *TINY, "--shots", "2", "--views", "1", "--epochs", "2", "--out", str(art)]) == 0
+    cases = []
+
+    def variant(name: str, mutate) -> None:
+        target = tmp / f"art-{name}"
+        target.mkdir()
+        for f in art.iterdir():
+            (target / f.name).write_bytes(f.read_bytes())
+        mutate(target)
+        cases.append((f"artifact/{name}", ["predict", str(target), str(good)], False))
+
+    def edit(key, value):
+        def apply(p):
+            config = json.loads((p / "config.json").read_text())
+            config[key] = value
+            (p / "config.json").write_text(json.dumps(config))
+        return apply
+
+    variant("config not JSON", lambda p: (p / "config.json").write_text("{nope"))
+    variant("unknown method", edit("method", "evil"))
+    variant("huge declared head", edit("head_meta", {"num_classes": 10**9, "embed_dim": 10**6, "logit_scale": 1.0}))
+    variant("weights are a pickle", lambda p: (p / "model.safetensors").write_bytes(pickle.dumps({"a": 1})))
+    variant("weights truncated", lambda p: (p / "model.safetensors").write_bytes((p / "model.safetensors").read_bytes()[:100]))
+    variant("huge safetensors header", lambda p: (p / "model.safetensors").write_bytes((2**60).to_bytes(8, "little") + b"{}"))
+    variant("NaN weights", _nan_weights)
+    variant("wrong shapes", edit("head_meta", {"num_classes": 2, "embed_dim": 64, "logit_scale": 14.3}))
+    cases.append(("artifact/wrong backbone", ["predict", str(art), str(good), "--backbone", "test-tiny-vit", "--pretrained", str(_other_weights(tmp))], False))
+    cases.append(("artifact/missing directory", ["predict", str(tmp / "nope"), str(good)], False))
+    evil = tmp / "evil.pt"
+    evil.write_bytes(pickle.dumps({"w": _Boom()}))
+    cases.append(("checkpoint/pickle with code", ["train", "--data", str(good), "--backbone", "test-tiny-vit", "--pretrained", str(evil), "--out", str(tmp / "x")], False))
+    return cases
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/clip_adapter_pwned",))
+
+
+def _nan_weights(p: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(p / "model.safetensors")
+    name = sorted(weights)[0]
+    save_file({**weights, name: weights[name] * float("nan")}, p / "model.safetensors")
+
+
+def _other_weights(tmp: Path) -> Path:
+    from clip_adapter.backbones import create_backbone
+    from clip_adapter.io import save_tensors
+
+    other = create_backbone("test-tiny-vit", "none", precision="fp32", seed=5)
+    path = tmp / "other.safetensors"
+    save_tensors(path, {k: v.float() for k, v in other.model.state_dict().items()})
+    return path
+
+
+def main_table() -> int:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ["CLIP_ADAPTER_CACHE"] = str(tmp / "cache")
+        good = good_folder(tmp / "good")
+        cases = dataset_cases(tmp) + option_cases(tmp, good) + artifact_cases(tmp, good)
+        rows = []
+        for name, argv, expect_ok in cases:
+            code, err = run(argv)
+            rows.append((name, verdict(code, err, tmp, expect_ok)))
+    print("| input | exit | clear one-line message | traceback | half-written files | message |\n|---|---|---|---|---|---|")
+    for name, v in rows:
+        print(f"| {name} | {v['exit']} | {'yes' if v['clear'] else 'NO'} | {'YES' if v['traceback'] else 'no'} | {v['leftovers']} | {v['message']} |")
+    clear = sum(v["clear"] for _, v in rows)
+    crashed = sum(v["traceback"] for _, v in rows)
+    print(f"\n{len(rows)} bad-input kinds tried; {clear} handled with a clear message or handled outright; "
+          f"{crashed} crashed; {sum(v['leftovers'] for _, v in rows)} half-written files left; "
+          f"code execution from the pickle: {'YES' if os.path.exists('/tmp/clip_adapter_pwned') else 'no'}")
+    return 0 if clear == len(rows) and not crashed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main_table())
