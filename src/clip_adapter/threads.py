@@ -32,3 +32,21 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def apply_thread_setting() -> None:
+    """Honour ``CLIP_ADAPTER_THREADS`` (the encoders' thread count) if set.
+
+    On a machine shared with other jobs, fewer threads than cores can be much
+    faster: OpenMP threads that wait for a busy core stall every operation.
+    """
+    import os
+
+    from .errors import ConfigError
+
+    value = os.environ.get("CLIP_ADAPTER_THREADS", "").strip()
+    if not value:
+        return
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"CLIP_ADAPTER_THREADS must be a positive integer, got {value!r}")
+    torch.set_num_threads(int(value))

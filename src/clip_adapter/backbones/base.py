@@ -51,6 +51,9 @@ class Backbone(abc.ABC):
     """
 
     provider: str = "abstract"
+    # True when encode_token_embeddings accepts rows cut after their last
+    # end-of-text token (prompt learners then skip the padding's compute).
+    accepts_truncated_tokens: bool = False
     name: str
     pretrained: str
     weights_id: str  # "sha256:<hex>" of the checkpoint file, or "random-init:<seed>"

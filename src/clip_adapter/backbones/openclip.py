@@ -38,6 +38,7 @@ class OpenClipBackbone(Backbone):
     """
 
     provider = "open_clip"
+    accepts_truncated_tokens = True  # see encode_token_embeddings
 
     def __init__(
         self,
@@ -58,6 +59,7 @@ class OpenClipBackbone(Backbone):
         if not hasattr(model, "token_embedding"):
             raise ConfigError(f"{name}: only CLIP models with open_clip's own text tower are supported")
         self.logit_scale = float(model.logit_scale.detach().exp())  # read in fp32, before any bf16 cast
+        _sequence_first(model.transformer)
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
         self.embed_dim = int(model.text_projection.shape[-1] if not isinstance(model.text_projection, torch.nn.Linear) else model.text_projection.out_features)
         self.preprocess = _preprocess_config(model, tag_cfg)
@@ -100,12 +102,30 @@ class OpenClipBackbone(Backbone):
     def encode_token_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         from open_clip.transformer import text_global_pool
 
-        m = self.model
-        x = embeddings.to(self.dtype) + m.positional_embedding.to(self.dtype)
-        x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask))
+        # Rows may stop after their last end-of-text token: the mask is causal,
+        # so the positions after it never reach the pooled output.
+        m, n = self.model, embeddings.shape[1]
+        x = embeddings.to(self.dtype) + m.positional_embedding[:n].to(self.dtype)
+        mask = m.attn_mask[:n, :n] if m.attn_mask is not None else None
+        x = m.ln_final(m.transformer(x, attn_mask=mask))
         x = text_global_pool(x, tokens.to(self.device), m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
         x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
         return x.float()
+
+
+def _sequence_first(transformer: torch.nn.Module) -> None:
+    """Run the text transformer sequence-first.
+
+    Outputs are bit-identical; the batch-first path feeds non-contiguous bf16
+    tensors to ``F.linear``, which made bf16 text forward+backward (CoOp)
+    several times slower than fp32 on CPU.
+    """
+    blocks = list(getattr(transformer, "resblocks", []))
+    if not hasattr(transformer, "batch_first") or not all(isinstance(getattr(b, "attn", None), torch.nn.MultiheadAttention) for b in blocks):
+        return  # custom attention blocks only run batch-first
+    transformer.batch_first = False
+    for block in blocks:
+        block.attn.batch_first = False
 
 
 def _download(open_clip, tag_cfg: dict, tag: str) -> str:

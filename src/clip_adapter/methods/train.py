@@ -35,7 +35,9 @@ class TrainConfig(Config):
     momentum: float = option(0.9, "SGD momentum")
     epochs: int = option(50, "passes over the training images")
     batch_size: int = option(32, "images per step")
-    warmup_epochs: float = option(1.0, "linear warm-up length, in epochs, before the cosine decay")
+    warmup_epochs: float = option(1.0, "warm-up length, in epochs, before the cosine decay")
+    warmup_type: str = option("linear", "warm-up: linear (to the peak lr) or constant (at warmup_lr, as CoOp's official code)")
+    warmup_lr: float = option(1e-5, "learning rate of a constant warm-up")
     select_epoch: bool = option(True, "choose the epoch on the selection split (protocol val/oracle)")
     lr_grid: tuple[float, ...] = option((), "learning rates searched on validation (empty: just `lr`)")
 
@@ -47,6 +49,8 @@ class TrainConfig(Config):
         check_range("epochs", self.epochs, 0, 100_000)
         check_range("batch_size", self.batch_size, 1, 1_000_000)
         check_range("warmup_epochs", self.warmup_epochs, 0.0, 100_000.0)
+        check_choice("warmup_type", self.warmup_type, ("linear", "constant"))
+        check_range("warmup_lr", self.warmup_lr, 0.0, 10.0)
         for lr in self.lr_grid:
             check_range("lr_grid", lr, 0.0, 10.0)
 
@@ -57,10 +61,10 @@ def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """Learning-rate multiplier: linear warm-up, then cosine decay to zero."""
+def warmup_cosine(step: int, total: int, warmup: int, constant: float | None = None) -> float:
+    """Learning-rate multiplier: warm-up (linear, or at ``constant``), then cosine decay to zero."""
     if step < warmup:
-        return (step + 1) / (warmup + 1)
+        return constant if constant is not None else (step + 1) / (warmup + 1)
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -93,7 +97,9 @@ def train_head(
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
     total = steps_per_epoch * cfg.epochs
     opt = make_optimizer(params, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, round(cfg.warmup_epochs * steps_per_epoch)))
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    constant = cfg.warmup_lr / cfg.lr if cfg.warmup_type == "constant" and cfg.lr > 0 else None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, constant))
     gen = torch.Generator().manual_seed(seed)
     sel_x, sel_y = data.selection
     selecting = cfg.select_epoch and data.protocol != "none" and len(sel_y) > 0

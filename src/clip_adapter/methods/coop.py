@@ -1,0 +1,204 @@
+"""CoOp (Zhou et al., "Learning to Prompt for Vision-Language Models", IJCV 2022).
+
+The prompt ``[SOS][V_1 … V_M][CLASS][. EOS]`` has ``M`` learned context
+vectors ``V`` in the text encoder's token-embedding space. They are shared by
+every class (unified context) or one set per class (``csc``, class-specific
+context). The class text feature ``t_c`` is the frozen text encoder's output at
+the EOS token; logits are ``logit_scale · cos(f, t_c)`` and the loss is
+cross-entropy. Only the context trains. The image side is cached features: each
+epoch uses one random augmented view per image (see :mod:`.train`). The text
+encoder runs forward and backward over all ``C`` prompts at every step, in the
+backbone's precision (bf16 where fast), while the context stays float32.
+
+Paper and official code (``KaiyangZhou/CoOp:trainers/coop.py``) agree on the
+method; where the code says more, we follow the code:
+
+- M = 16, class token at the end, unified context by default. ``middle`` puts
+  ``M // 2`` vectors before the class name and the rest after; ``front`` (in
+  the code, not the paper) puts the class name first. The code's prompt ends
+  with ``"."`` (``[SOS][V…][CLASS][.][EOS]``); the paper writes ``[V…][CLASS]``.
+- Random init ``N(0, 0.02²)``. With ``ctx_init`` (e.g. ``"a photo of a"``) the
+  context starts at the phrase's token embeddings, so the initial prompt is
+  exactly the zero-shot prompt ``"a photo of a {class}."``, and M is the
+  phrase's token count (the code counts words, the same for this phrase). The
+  code ignores ``csc`` when given an init phrase; here every class's context
+  starts from the phrase.
+- ``official`` preset (paper §4.1 and the code's configs): SGD lr 0.002,
+  momentum 0.9, weight decay 5e-4, batch 32, cosine decay, one warm-up epoch at
+  a constant lr 1e-5, a fixed lr and the last epoch's model. Its epochs depend
+  on the shots (``COOP.md``): 50 for 1 shot, 100 for 2–4, 200 for 8–16. The
+  preset sets ``epochs_by_shots`` to that table and reads the shots off the data
+  (training images per class); ``epochs`` (200) applies only when the table is
+  emptied. For ImageNet the official runs use 50 epochs at every shot count:
+  ``epochs_by_shots=[]``, ``epochs=50``.
+
+Departures, all from training on cached features on a CPU: the lr schedule
+steps per batch, not per epoch; augmentation is one of ``V`` cached views per
+image rather than a fresh random crop; the encoder runs in bf16 (where the
+backbone does), not fp16. The constant warm-up is one of the shared training
+loop's schedules.
+
+Default (fast) recipe: AdamW, batch 64, 40 epochs, one linear warm-up epoch;
+lr searched over {5e-3, 1e-3, 2e-2} and the epoch chosen on the selection
+split. A step costs the same whatever the batch (the text encoder runs over
+the ``C`` prompts once), so a larger batch and fewer epochs cut the steps
+from 600–800 (official, 16 shots) to 3 × 80. On the toy world (3 tasks × 3
+seeds, 16 shots) it matched or beat the official recipe's validation
+accuracy.
+
+After training the head keeps the final class text features as a buffer, so
+prediction needs no text encoder: an artifact loads without a backbone. The
+learned context and the prompt token ids (int64) are saved too.
+
+Example:
+    >>> import torch
+    >>> from clip_adapter.backbones import create_backbone
+    >>> from clip_adapter.methods import FewShotData, get_method
+    >>> bb = create_backbone("toy", pretrained="none", precision="fp32")
+    >>> names = ["red circle", "blue square"]
+    >>> x, y = torch.randn(4, 2, bb.embed_dim), torch.tensor([0, 0, 1, 1])  # [N, views, D] image features
+    >>> text = torch.nn.functional.normalize(bb.encode_texts([f"a photo of a {n}." for n in names]), dim=-1)
+    >>> data = FewShotData(x, y, x[:, 0], y, text, bb.logit_scale, names, backbone=bb)
+    >>> coop = get_method("coop")
+    >>> result = coop(coop.make_config(ctx_init="a photo of a", epochs=2)).fit(data)
+    >>> result.head(x[:, 0]).shape
+    torch.Size([4, 2])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import option
+from .base import FewShotData, FitResult, Method, cosine_logits, register
+from .prompt_learner import (
+    COOP_EPOCHS_BY_SHOTS,
+    PromptConfig,
+    PromptHead,
+    PromptLayout,
+    assemble,
+    build_layout,
+    check_data,
+    prompt_meta,
+    shots_of,
+)
+from .train import axis, grid_search, train_head
+
+INIT_STD = 0.02  # official: nn.init.normal_(ctx, std=0.02)
+
+
+@dataclass
+class CoOpConfig(PromptConfig):
+    """CoOp options; prompt and training fields come from PromptConfig / TrainConfig."""
+
+    csc: bool = option(False, "class-specific context: one set of M vectors per class")
+    # Fast recipe (measured on the toy world, see the module docstring).
+    optimizer: str = option("adamw", "adamw or sgd")
+    lr: float = option(5e-3, "peak learning rate")
+    lr_grid: tuple[float, ...] = option((1e-3, 2e-2), "learning rates searched on validation besides `lr` (empty: just `lr`)")
+    weight_decay: float = option(0.0, "decoupled (AdamW) or L2 (SGD) weight decay")
+    epochs: int = option(40, "passes over the training images")
+    batch_size: int = option(64, "images per step (the text encoder costs the same per step whatever the batch)")
+
+
+class CoOpHead(PromptHead):
+    """Learned context → class text features → ``logit_scale · cos(f, t)``.
+
+    Training mode runs the text encoder (with gradients to ``ctx``); eval mode
+    reads the ``text`` buffer, recomputed from ``ctx`` when training changed it.
+    """
+
+    def __init__(self, config: CoOpConfig, meta: dict[str, Any], backbone: Any = None) -> None:
+        super().__init__(config, meta, backbone)
+        c, m, w = meta["num_classes"], meta["n_ctx"], meta["ctx_width"]
+        self.ctx = nn.Parameter(torch.zeros((c, m, w) if config.csc else (m, w)))
+        self.register_buffer("text", torch.zeros(c, meta["embed_dim"]))
+        self._stale = backbone is not None  # `text` does not match `ctx` until computed or loaded
+
+    def init_context(self, layout: PromptLayout, seed: int) -> None:
+        """The phrase's embeddings (every class's, with ``csc``), else ``N(0, 0.02²)`` drawn from ``seed``."""
+        with torch.no_grad():
+            if layout.init is not None:
+                self.ctx.copy_(layout.init.expand_as(self.ctx))
+            else:
+                self.ctx.copy_(torch.randn(self.ctx.shape, generator=torch.Generator().manual_seed(seed)) * INIT_STD)
+        self._stale = True
+
+    def class_features(self, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw class text features ``[C, D]`` from the context (``self.ctx`` unless given), with gradients."""
+        base = self.base_embeddings()
+        ctx = self.ctx if ctx is None else ctx
+        ctx = ctx.expand(len(base), -1, -1) if ctx.dim() == 2 else ctx  # a view: gradients still reach a shared context
+
+        def encode(base_rows, slots, ctx_rows, tokens):
+            return self.encode_prompts(assemble(base_rows, slots, ctx_rows), tokens)
+
+        return self.chunked(encode, self.config.prompt_batch, base, self.slots.to(base.device), ctx, self.tokens)
+
+    @torch.no_grad()
+    def refresh_text(self) -> None:
+        """Recompute the stored class text features from the current context."""
+        self.text.copy_(self.class_features().to(self.text))
+        self._stale = False
+
+    def _on_load(self) -> None:
+        super()._on_load()
+        self._stale = False  # a saved `text` is the one its saved `ctx` gave
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self._stale = True
+            return cosine_logits(features, self.class_features().to(features.device), self.logit_scale)
+        if self._stale:
+            self.refresh_text()
+        return cosine_logits(features, self.text, self.logit_scale)
+
+
+@register("coop")
+class CoOp(Method):
+    """CoOp: context optimisation for prompts (see the module docstring).
+
+    Example:
+        >>> cfg = CoOp.make_config("official")
+        >>> cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs_for(1), cfg.epochs_for(16)
+        ('sgd', 0.002, 32, 50, 200)
+    """
+
+    Config = CoOpConfig
+    Head = CoOpHead
+    needs_backbone = True
+    presets = {
+        "fast": {},
+        "official": {
+            "optimizer": "sgd", "lr": 2e-3, "lr_grid": (), "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 32,
+            "epochs": 200, "epochs_by_shots": COOP_EPOCHS_BY_SHOTS,
+            "warmup_type": "constant", "warmup_epochs": 1.0, "warmup_lr": 1e-5,
+            "select_epoch": False,  # the official code tests the last epoch's model
+        },
+    }
+
+    @classmethod
+    def build_head(cls, config: CoOpConfig, meta: dict[str, Any], backbone: Any = None) -> CoOpHead:
+        """An empty head; it predicts from its stored text features, so ``backbone`` is optional."""
+        return CoOpHead(config, meta, backbone)
+
+    def fit(self, data: FewShotData) -> FitResult:
+        cfg: CoOpConfig = self.config
+        backbone = check_data(data, "coop")
+        layout = build_layout(backbone, data.classnames, cfg.n_ctx, cfg.class_position, cfg.ctx_init)
+        base_cfg = cfg.replace(n_ctx=layout.n_ctx, epochs=cfg.epochs_for(shots_of(data)))
+        meta = prompt_meta(data, layout, backbone)
+
+        def fit_one(point: dict[str, Any]) -> tuple[CoOpHead, dict[str, Any]]:
+            run_cfg = base_cfg.replace(lr=point["lr"])
+            torch.manual_seed(data.seed)
+            head = CoOpHead(run_cfg, meta, backbone)
+            head.set_layout(layout)
+            head.init_context(layout, data.seed)
+            return head, train_head(head, data, run_cfg, data.seed)
+
+        return grid_search(data, {"lr": axis(cfg.lr, cfg.lr_grid)}, fit_one, threads=None)
