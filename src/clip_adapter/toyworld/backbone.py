@@ -88,6 +88,7 @@ class ToyClipBackbone(Backbone):
     """
 
     provider = "toy"
+    accepts_truncated_tokens = True  # ToyClip.encode_token_embeddings takes rows cut after <eot>
 
     def __init__(self, pretrained: str = SHIPPED, precision: str = "auto", device: str = "auto", seed: int = 0) -> None:
         self.pretrained = str(pretrained)

@@ -61,6 +61,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
         self.body = nn.Sequential(_conv_bn(width, width), nn.ReLU(inplace=True), _conv_bn(width, width))
+        nn.init.zeros_(self.body[-1][1].weight)  # start as identity: stabler early training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x + self.body(x))
@@ -149,8 +150,12 @@ class ToyClip(nn.Module):
         return self.token_embedding(tokens)
 
     def encode_token_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Text transformer on token embeddings, read at each row's ``<eot>``."""
-        x = embeddings + self.positional_embedding.to(embeddings.dtype)
+        """Text transformer on token embeddings, read at each row's ``<eot>``.
+
+        Rows may be cut after their last ``<eot>`` (attention is causal, so
+        later positions never reach the pooled output).
+        """
+        x = embeddings + self.positional_embedding[: embeddings.shape[1]].to(embeddings.dtype)
         for block in self.blocks:
             x = block(x)
         x = self.ln_final(x)

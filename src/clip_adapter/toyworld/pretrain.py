@@ -4,14 +4,13 @@ Every step renders a new batch of random scenes in the diverse ``photo`` mix
 with one random caption each (on the fly: rendering is ~15 % of a step and
 keeps every image new). Identical captions in a batch are all positives of
 each other. The batch of step ``k`` depends only on ``(seed, k)``, so a run is
-reproducible from its seed on the same machine.
+reproducible from its seed on the same machine (at the same ``threads``). The
+progress bar shows on a terminal only (see :func:`clip_adapter.progress.progress`).
 """
 
 from __future__ import annotations
 
-import io
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,9 @@ import torch.nn.functional as F
 
 from ..backbones.base import PreprocessConfig
 from ..backbones.precision import cpu_has_fast_bf16
-from ..config import check_choice, check_range, option
-from ..config import Config
+from ..config import Config, check_choice, check_range, option
 from ..io import atomic_write_bytes, atomic_write_json, save_tensors
+from ..progress import progress
 from .model import ToyClip, ToyClipConfig, count_parameters
 from .render import IMAGE_SIZE, render_array
 from .tokenizer import ToyTokenizer
@@ -43,19 +42,19 @@ class PretrainConfig(Config):
     """Settings of ``clip-adapter toy pretrain`` (the defaults made the shipped checkpoint)."""
 
     seed: int = option(0, "seed for initialisation and data")
-    steps: int = option(1000, "optimisation steps")
-    batch_size: int = option(256, "image-caption pairs per step")
-    lr: float = option(2e-3, "peak learning rate (AdamW)")
+    steps: int = option(1200, "optimisation steps")
+    batch_size: int = option(128, "image-caption pairs per step")
+    lr: float = option(5e-4, "peak learning rate (AdamW)")
     warmup_steps: int = option(50, "linear warm-up steps before the cosine decay")
     weight_decay: float = option(0.05, "AdamW weight decay on weight matrices")
     out_dir: str = option("runs/toy-pretrain", "directory for toy_clip.safetensors/.json and the CSV log")
     precision: str = option("auto", "autocast precision: auto (bf16 where fast), bf16 or fp32")
-    threads: int = option(0, "torch CPU threads (0: torch's default)")
+    threads: int = option(1, "torch CPU threads for training (results depend on it; 1 stays fast when another process takes a core)")
+    workers: int = option(1, "1: render batches ahead in a worker process; 0: in the training loop (same batches)")
     widths: tuple[int, ...] = option((32, 64, 128, 256), "CNN stage widths")
     depths: tuple[int, ...] = option((1, 1, 2, 1), "CNN residual blocks per stage")
     embed_dim: int = option(128, "shared embedding dimension")
     text_layers: int = option(3, "text transformer layers")
-    progress: bool = option(True, "show a progress bar (only when stderr is a terminal)")
 
     def validate(self) -> None:
         check_range("steps", self.steps, 1)
@@ -64,6 +63,7 @@ class PretrainConfig(Config):
         check_range("warmup_steps", self.warmup_steps, 0)
         check_range("weight_decay", self.weight_decay, 0.0)
         check_range("threads", self.threads, 0)
+        check_range("workers", self.workers, 0, 1)
         check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
 
     def model_config(self) -> ToyClipConfig:
@@ -96,6 +96,25 @@ def make_batch(seed: int, step: int, batch_size: int, tokenizer: ToyTokenizer) -
     return to_pixels(images), tokens, groups
 
 
+class BatchStream(torch.utils.data.IterableDataset):
+    """Yields ``make_batch(seed, step)`` for every step in order."""
+
+    def __init__(self, seed: int, steps: int, batch_size: int, tokenizer: ToyTokenizer) -> None:
+        super().__init__()
+        self.seed, self.steps, self.batch_size, self.tokenizer = seed, steps, batch_size, tokenizer
+
+    def __iter__(self):
+        return (make_batch(self.seed, step, self.batch_size, self.tokenizer) for step in range(self.steps))
+
+
+def batches(cfg: PretrainConfig, tokenizer: ToyTokenizer):
+    """Batches of every step, rendered ahead by a worker process when ``cfg.workers`` is 1."""
+    stream = BatchStream(cfg.seed, cfg.steps, cfg.batch_size, tokenizer)
+    if cfg.workers == 0:
+        return iter(stream)
+    return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=1, prefetch_factor=4))
+
+
 def multi_positive_infonce(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE where every pair with the same caption group is a positive.
 
@@ -116,8 +135,8 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
     """Linear warm-up to ``cfg.lr``, then cosine decay to zero."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    done = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * done))
 
 
 def _optimizer(model: ToyClip, cfg: PretrainConfig) -> torch.optim.Optimizer:
@@ -132,12 +151,6 @@ def _optimizer(model: ToyClip, cfg: PretrainConfig) -> torch.optim.Optimizer:
 
 def _use_bf16(precision: str) -> bool:
     return precision == "bf16" or (precision == "auto" and cpu_has_fast_bf16())
-
-
-def _progress(cfg: PretrainConfig):
-    from tqdm import tqdm
-
-    return tqdm(total=cfg.steps, desc="toy pretrain", unit="step", disable=not (cfg.progress and sys.stderr.isatty()))
 
 
 def train_step(model: ToyClip, opt: torch.optim.Optimizer, batch: tuple, bf16: bool) -> float:
@@ -169,22 +182,32 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
         >>> path.name  # doctest: +SKIP
         'toy_clip.safetensors'
     """
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.set_flush_denormal(True)  # denormal activations can slow CPU kernels many-fold
+    previous_threads = torch.get_num_threads()
+    try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.set_flush_denormal(True)  # denormal activations can slow CPU kernels many-fold
+        return _train(cfg, command)
+    finally:  # leave the process as it was (tests and the CLI run more afterwards)
+        torch.set_num_threads(previous_threads)
+        torch.set_flush_denormal(False)
+
+
+def _train(cfg: PretrainConfig, command: str | None) -> Path:
     torch.manual_seed(cfg.seed)
     model = ToyClip(cfg.model_config()).to(memory_format=torch.channels_last).train()
     tokenizer = ToyTokenizer(context_length=model.cfg.context_length)
     opt, bf16 = _optimizer(model, cfg), _use_bf16(cfg.precision)
     out = Path(cfg.out_dir)
     rows, start = ["step,loss,lr,logit_scale,images_per_s"], time.perf_counter()
-    with _progress(cfg) as bar:
-        for step in range(cfg.steps):
-            tick = time.perf_counter()
+    stream = batches(cfg, tokenizer)
+    with progress(total=cfg.steps, desc="toy pretrain", unit="step") as bar:
+        tick = time.perf_counter()
+        for step, batch in enumerate(stream):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            loss = train_step(model, opt, make_batch(cfg.seed, step, cfg.batch_size, tokenizer), bf16)
-            speed = cfg.batch_size / (time.perf_counter() - tick)
+            loss = train_step(model, opt, batch, bf16)
+            speed, tick = cfg.batch_size / (time.perf_counter() - tick), time.perf_counter()
             rows.append(f"{step},{loss:.5f},{lr_at(step, cfg):.6g},{model.logit_scale.exp().item():.3f},{speed:.1f}")
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{speed:.0f}")
@@ -230,11 +253,3 @@ def save_checkpoint(model: ToyClip, tokenizer: ToyTokenizer, cfg: PretrainConfig
         },
     )
     return weights
-
-
-def state_bytes(model: ToyClip) -> bytes:
-    """Serialised weights (for equality checks in tests)."""
-    from safetensors.torch import save
-
-    buffer = io.BytesIO(save({k: v.contiguous() for k, v in model.state_dict().items()}))
-    return buffer.getvalue()

@@ -6,9 +6,11 @@ and rotation); the in-domain figures use it too. The held-out domains are
 shifts the tiny CLIP never sees in pretraining, designed so the shape stays in
 the image:
 
-- ``sketch``: thin, wobbly, doubled coloured pencil outlines on white paper;
+- ``sketch``: thin, faint, wobbly, broken coloured pencil outlines on white squared
+  notebook paper (the grid is a strong edge pattern pretraining never shows);
 - ``night``: dark scene, strong blue-green colour cast, sensor noise;
-- ``pixel``: coarse mosaic with a posterised palette (an 8-bit game look).
+- ``pixel``: coarse mosaic with a posterised palette (an 8-bit game look);
+- ``negative``: a film negative of the photo style (colours inverted).
 
 Every random choice comes from the generator passed in, so a seed fixes the image.
 """
@@ -25,7 +27,7 @@ from .shapes import signed_distance
 from .world import COLORS, Scene, ToyObject
 
 IMAGE_SIZE = 64
-DOMAINS = ("photo", "sketch", "night", "pixel")
+DOMAINS = ("photo", "sketch", "night", "pixel", "negative")
 ANCHORS = {"left": (-1, 0), "right": (1, 0), "top": (0, -1), "bottom": (0, 1), "center": (0, 0)}
 ANCHOR_OFFSET = 0.25  # off-centre anchors sit this fraction of the side from the centre
 RADIUS = {"small": 0.12, "large": 0.21}  # fraction of the side
@@ -117,10 +119,13 @@ def _blur(img: np.ndarray) -> np.ndarray:
     return img
 
 
+PHOTO_GRAY = (0.08, 0.8)  # background brightness range; white paper stays out of pretraining
+
+
 def render_photo(scene: Scene, rng: np.random.Generator, size: int) -> np.ndarray:
     """The diverse pretraining mix (also the in-domain style)."""
     gradient = rng.uniform(0, 0.25) if rng.random() < 0.5 else 0.0
-    canvas = _background(size, rng, rng.uniform(0.08, 0.95), 0.05, gradient)
+    canvas = _background(size, rng, rng.uniform(*PHOTO_GRAY), 0.05, gradient)
     _paint(canvas, scene, rng, object_alpha, _jittered_color)
     contrast = rng.uniform(0.7, 1.0)
     canvas = canvas.mean() + contrast * (canvas - canvas.mean())
@@ -131,19 +136,44 @@ def render_photo(scene: Scene, rng: np.random.Generator, size: int) -> np.ndarra
 
 def _sketch_alpha(obj: ToyObject, p: Placement, dx: np.ndarray, dy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     alpha = np.zeros_like(dx)
-    for _ in range(2):  # two loose pencil passes that never quite coincide
-        wobble = (rng.uniform(0.03, 0.07), float(rng.integers(2, 5)), rng.uniform(0, 2 * math.pi))
-        shift = rng.uniform(-0.8, 0.8, 2)
+    for _ in range(int(rng.integers(2, 4))):  # loose pencil passes that never quite coincide
+        wobble = (rng.uniform(0.04, 0.09), float(rng.integers(2, 6)), rng.uniform(0, 2 * math.pi))
+        shift = rng.uniform(-1.2, 1.2, 2)
         sd = signed_distance(dx - shift[0], dy - shift[1], obj.shape, p.radius, p.rotation, wobble)
-        width = rng.uniform(0.5, 0.8)  # half-width in pixels: a thin line
-        alpha = np.maximum(alpha, rng.uniform(0.7, 1.0) * np.clip(width + 0.5 - np.abs(sd), 0, 1))
+        width = rng.uniform(0.3, 0.55)  # half-width in pixels: a thin, faint line
+        gaps = np.clip(3 * np.sin(rng.uniform(3, 7) * np.arctan2(dy, dx) + rng.uniform(0, 6.3)) + 2.5, 0, 1)
+        alpha = np.maximum(alpha, rng.uniform(0.5, 0.85) * gaps * np.clip(width + 0.5 - np.abs(sd), 0, 1))
     return alpha
 
 
-def render_sketch(scene: Scene, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Coloured pencil outlines on white paper."""
+RULED_SPACING = (4.5, 7.0)  # pixels between notebook lines (at IMAGE_SIZE)
+RULED_INK = np.array([0.45, 0.62, 0.9], dtype=np.float32)  # faint blue rules
+MARGIN_INK = np.array([0.9, 0.35, 0.35], dtype=np.float32)  # red margin line
+
+
+def _rules(size: int, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Intensity in [0, 1] of evenly spaced one-pixel lines along one axis."""
+    spacing = rng.uniform(*RULED_SPACING) * scale
+    t = np.arange(size, dtype=np.float32) + 0.5 - rng.uniform(0, spacing)
+    return np.clip(1.0 - np.abs((t + spacing / 2) % spacing - spacing / 2) / (0.7 * scale), 0, 1)
+
+
+def _ruled_paper(size: int, rng: np.random.Generator) -> np.ndarray:
+    """White squared notebook paper: faint blue rules both ways and, sometimes, a red margin."""
     paper = _background(size, rng, rng.uniform(0.94, 1.0), 0.01, 0.0)
-    paper += rng.normal(0, 0.015, paper.shape).astype(np.float32)
+    scale = size / IMAGE_SIZE
+    rows, cols = _rules(size, rng, scale)[:, None], _rules(size, rng, scale)[None, :]
+    ink = (rng.uniform(0.35, 0.6) * np.maximum(rows, cols))[..., None]
+    paper = paper * (1 - ink) + RULED_INK * ink
+    if rng.random() < 0.5:
+        x = np.arange(size, dtype=np.float32) + 0.5 - rng.uniform(6, 12) * scale
+        margin = 0.5 * np.clip(1.0 - np.abs(x) / (0.8 * scale), 0, 1)[None, :, None]
+        paper = paper * (1 - margin) + MARGIN_INK * margin
+    return paper + rng.normal(0, 0.015, paper.shape).astype(np.float32)
+
+def render_sketch(scene: Scene, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Coloured pencil outlines on white squared notebook paper."""
+    paper = _ruled_paper(size, rng)
     pencil = lambda name, r: _jittered_color(name, r, 0.03) * np.float32(0.85)  # noqa: E731
     _paint(paper, scene, rng, _sketch_alpha, pencil)
     return paper
@@ -180,7 +210,18 @@ def render_pixel(scene: Scene, rng: np.random.Generator, size: int) -> np.ndarra
     return out
 
 
-RENDERERS = {"photo": render_photo, "sketch": render_sketch, "night": render_night, "pixel": render_pixel}
+def render_negative(scene: Scene, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A film negative of the photo style: every colour is inverted (red reads as cyan)."""
+    return 1.0 - np.clip(render_photo(scene, rng, size), 0.0, 1.0)
+
+
+RENDERERS = {
+    "photo": render_photo,
+    "sketch": render_sketch,
+    "night": render_night,
+    "pixel": render_pixel,
+    "negative": render_negative,
+}
 
 
 def render_array(scene: Scene, domain: str = "photo", rng: np.random.Generator | int = 0, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -199,12 +240,12 @@ def render_array(scene: Scene, domain: str = "photo", rng: np.random.Generator |
     return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
-def render(scene: Scene, domain: str = "photo", rng: np.random.Generator | int = 0, size: int = IMAGE_SIZE) -> Image.Image:
+def render_image(scene: Scene, domain: str = "photo", rng: np.random.Generator | int = 0, size: int = IMAGE_SIZE) -> Image.Image:
     """Render ``scene`` as an RGB PIL image in the style ``domain``.
 
     Example:
         >>> from clip_adapter.toyworld.world import sample_scene
-        >>> render(sample_scene(np.random.default_rng(0)), "night", rng=3).size
+        >>> render_image(sample_scene(np.random.default_rng(0)), "night", rng=3).size
         (64, 64)
     """
     return Image.fromarray(render_array(scene, domain, rng, size), mode="RGB")

@@ -19,6 +19,7 @@ UNIT_AREA = 0.8 * math.pi  # every shape is scaled to this area at radius 1, so 
 CROSS_ARM = 0.34  # half-width of a cross arm relative to its half-length
 STAR_INNER = 0.45  # inner radius of the five-pointed star relative to the outer one
 DIAMOND_WIDTH = 0.62  # a diamond is a narrow rhombus, so a rotated square is not one
+SEMICIRCLE_CENTRE = 0.45  # height of the rotation centre above the flat side (radius 1)
 
 
 def _regular_polygon(n: int, start: float) -> np.ndarray:
@@ -50,6 +51,12 @@ def _heart() -> np.ndarray:
     return points / 17.0
 
 
+def _semicircle() -> np.ndarray:
+    angles = np.linspace(0, np.pi, 128)
+    points = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return points - np.array([0.0, SEMICIRCLE_CENTRE])  # flat side down, centred on its bounding box
+
+
 def _vertices(shape: str) -> np.ndarray | None:
     return {
         "circle": None,
@@ -59,7 +66,7 @@ def _vertices(shape: str) -> np.ndarray | None:
         "cross": _cross(),
         "heart": _heart(),
         "diamond": np.array([(0, 1), (-DIAMOND_WIDTH, 0), (0, -1), (DIAMOND_WIDTH, 0)], dtype=float),
-        "hexagon": _regular_polygon(6, 0.0),
+        "semicircle": _semicircle(),
     }[shape]
 
 
