@@ -1,137 +1,135 @@
-"""Figures of the toy CLIP: zero-shot in-domain and under shift, linear probe and a CLIP-Adapter check.
+"""The toy world's figures, measured through the library exactly as a user's run would go.
 
-Writes every task as a real image folder + CoOp split (``write_task_dataset``),
-reads the files back with the library's preprocessing (resize the shortest side,
-centre crop, normalise), and prints one table.
+Every task is written as real image files + a CoOp split (``write_task_dataset``),
+read back by the dataset reader, encoded through the feature cache, and fitted
+by the registered methods via the benchmark runner (α and the epoch chosen on
+the few-shot validation split; mean of seeds 1–3).
 
 Usage:
-    python benchmarks/toy_figures.py                       # the shipped checkpoint
-    python benchmarks/toy_figures.py --checkpoint runs/toy-pretrain --json figures.json
+    python benchmarks/toy_figures.py                          # the shipped checkpoint
+    python benchmarks/toy_figures.py --checkpoint runs/toy    # a `clip-adapter toy pretrain` output
+    python benchmarks/toy_figures.py --quick                  # zero-shot table and targets only
 
-Targets (issue): in-domain zero-shot ≥ 95 % on shape and shape-color; sketch
-zero-shot on shape ≥ 30 points below in-domain; a 16-shot method beating
-zero-shot by ≥ 15 points on at least two shifted tasks.
+Prints: (A) zero-shot in-domain and under each shift; (B) CLIP-Adapter visual /
+text / both and the linear probe at 1, 4, 16 shots on shifted tasks; (C)
+accuracy against a fixed α; then the issue's targets, checked.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import os
+import statistics
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("CLIP_ADAPTER_NO_PROGRESS", "1")
 
-from clip_adapter.io import atomic_write_json, read_json
-from clip_adapter.toyworld import DOMAINS, ToyClipBackbone, write_task_dataset
-from clip_adapter.toyworld.evaluate import class_embeddings, few_shot_subset, linear_probe_accuracy
+from clip_adapter.backbones import create_backbone  # noqa: E402
+from clip_adapter.bench import BenchPlan, MethodSpec, run_bench  # noqa: E402
+from clip_adapter.bench.aggregate import load_results  # noqa: E402
+from clip_adapter.data import load_dataset  # noqa: E402
+from clip_adapter.pipeline import FeatureConfig  # noqa: E402
+from clip_adapter.toyworld import DOMAINS, write_task_dataset  # noqa: E402
 
-SHOTS = 16
-SEEDS = (1, 2, 3)
 PER_CLASS = {"shape": (32, 8, 50), "color": (32, 8, 50), "shape-color": (24, 4, 10)}  # train pool, val, test
-ROWS = [(task, domain) for task in PER_CLASS for domain in DOMAINS]
-ALPHAS = (0.2, 0.4, 0.6, 0.8)  # CLIP-Adapter residual ratios, selected on validation
-ADAPTER_EPOCHS, ADAPTER_LR, ADAPTER_REDUCTION = 200, 1e-3, 4
+SHIFTED = [("color", "sketch"), ("color", "night"), ("shape", "sketch"), ("shape", "night"), ("shape-color", "sketch"), ("shape-color", "night")]
+ALPHA_TASKS = [("color", "night"), ("shape-color", "sketch")]
+ALPHAS = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
+SEEDS = (1, 2, 3)
+METHODS = [
+    MethodSpec("visual", "clip-adapter", (("variant", "visual"),)),
+    MethodSpec("text", "clip-adapter", (("variant", "text"),)),
+    MethodSpec("both", "clip-adapter", (("variant", "both"),)),
+    MethodSpec("linear-probe", "linear-probe"),
+]
 
 
-def preprocess_file(path: Path, bb: ToyClipBackbone) -> torch.Tensor:
-    """What the library's feature extractor does: shortest side → size, centre crop, normalise."""
-    from torchvision import transforms as T
-
-    p = bb.preprocess
-    modes = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR, "nearest": T.InterpolationMode.NEAREST}
-    pipeline = T.Compose([T.Resize(p.image_size, modes[p.interpolation]), T.CenterCrop(p.image_size), T.ToTensor(), T.Normalize(p.mean, p.std)])
-    with Image.open(path) as image:
-        return pipeline(image.convert("RGB"))
+def dataset(task: str, domain: str, work: Path):
+    root = work / "data" / f"{task}-{domain}"
+    if not (root / "split.json").is_file():
+        write_task_dataset(task, domain, root, *PER_CLASS[task], seed=0)
+    return load_dataset(root, name=f"{task}/{domain}")
 
 
-def split_features(root: Path, bb: ToyClipBackbone) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
-    """L2-normalised features and labels of each split listed in ``root/split.json``."""
-    out = {}
-    for split, entries in read_json(root / "split.json", "split file").items():
-        pixels = torch.stack([preprocess_file(root / "images" / rel, bb) for rel, _, _ in entries])
-        feats = torch.cat([bb.encode_images(pixels[i : i + 256]) for i in range(0, len(pixels), 256)])
-        out[split] = (F.normalize(feats, dim=-1), np.array([label for _, label, _ in entries]))
-    return out
+def run(backbone, plan: BenchPlan, out: Path) -> dict:
+    """``{(dataset, label, shots): (mean accuracy %, mean zero-shot %)}`` over seeds."""
+    report = run_bench(backbone, plan, out, log=lambda _: None)
+    groups: dict = {}
+    for row in load_results(report.results):
+        groups.setdefault((row["dataset"], row["method"], row["shots"]), []).append((row["accuracy"], row["zero_shot_accuracy"]))
+    return {k: (100 * statistics.fmean(a for a, _ in v), 100 * statistics.fmean(z for _, z in v)) for k, v in groups.items()}
 
 
-def clip_adapter_accuracy(train, val, test, text: torch.Tensor, scale: float, seed: int) -> float:
-    """A minimal CLIP-Adapter: bottleneck MLP on image features, trained at α = 0.5; α for
-    inference is then picked on val. A quick check of the figures, not the library's method."""
-    torch.manual_seed(seed)
-    dim = text.shape[1]
-    adapter = torch.nn.Sequential(
-        torch.nn.Linear(dim, dim // ADAPTER_REDUCTION, bias=False), torch.nn.ReLU(),
-        torch.nn.Linear(dim // ADAPTER_REDUCTION, dim, bias=False), torch.nn.ReLU(),
-    )
-    opt = torch.optim.AdamW(adapter.parameters(), lr=ADAPTER_LR)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, ADAPTER_EPOCHS)
-    logits = lambda x, a: scale * F.normalize(a * adapter(x) + (1 - a) * x, dim=-1) @ text.T  # noqa: E731
-    x, y, train_alpha = train[0], torch.as_tensor(train[1]), 0.5
-    with torch.enable_grad():
-        for _ in range(ADAPTER_EPOCHS):
-            loss = F.cross_entropy(logits(x, train_alpha), y)
-            opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-    with torch.no_grad():
-        acc = lambda split, a: float(100 * np.mean(logits(split[0], a).argmax(1).numpy() == split[1]))  # noqa: E731
-        alpha = max(ALPHAS, key=lambda a: acc(val, a))
-        return acc(test, alpha)
+def zero_shot_table(backbone, work: Path, features: FeatureConfig) -> dict[str, float]:
+    datasets = {f"{t}/{d}": dataset(t, d, work) for t in PER_CLASS for d in DOMAINS}
+    plan = BenchPlan(datasets, [MethodSpec("zero-shot", "zero-shot")], (0,), (1,), "val", (), features)
+    results = run(backbone, plan, work / "zero-shot")
+    table = {name: results[(name, "zero-shot", 0)][0] for name in datasets}
+    print("(A) zero-shot accuracy (%)\n| task | " + " | ".join(DOMAINS) + " |\n|---|" + "---|" * len(DOMAINS))
+    for task in PER_CLASS:
+        print(f"| {task} | " + " | ".join(f"{table[f'{task}/{d}']:.1f}" for d in DOMAINS) + " |")
+    return table
 
 
-def evaluate_row(bb: ToyClipBackbone, task: str, domain: str, work: Path) -> dict[str, float]:
-    root = write_task_dataset(task, domain, work / f"{task}-{domain}", *PER_CLASS[task], seed=0)
-    feats = split_features(root, bb)
-    text = class_embeddings(bb, task)
-    test_x, test_y = feats["test"]
-    row = {"zero_shot": float(100 * np.mean((test_x @ text.T).argmax(1).numpy() == test_y))}
-    probes, adapters = [], []
-    for seed in SEEDS:
-        idx = few_shot_subset(feats["train"][1], SHOTS, seed)
-        train = (feats["train"][0][idx], feats["train"][1][idx])
-        probes.append(linear_probe_accuracy(train, feats["val"], feats["test"]))
-        adapters.append(clip_adapter_accuracy(train, feats["val"], feats["test"], text, bb.logit_scale, seed))
-    row["linear_probe"], row["clip_adapter"] = float(np.mean(probes)), float(np.mean(adapters))
-    return row
-
-
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="shipped", help="shipped, a toy_clip.safetensors file or its directory")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
-    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    args = parser.parse_args(argv)
-    bb = ToyClipBackbone(args.checkpoint, precision=args.precision)
-    start, results = time.perf_counter(), {}
-    print(f"backbone {bb.id} precision {bb.precision}\n")
-    print(f"{'task':<12} {'domain':<8} {'zero-shot':>9} {f'LP@{SHOTS}':>7} {f'adapter@{SHOTS}':>11} {'gain':>6}")
-    with tempfile.TemporaryDirectory() as work:
-        for task, domain in ROWS:
-            row = results[f"{task}/{domain}"] = evaluate_row(bb, task, domain, Path(work))
-            gain = row["clip_adapter"] - row["zero_shot"]
-            print(f"{task:<12} {domain:<8} {row['zero_shot']:9.1f} {row['linear_probe']:7.1f} {row['clip_adapter']:11.1f} {gain:+6.1f}", flush=True)
-    print(f"\n(LP and adapter: mean of seeds {SEEDS}; {time.perf_counter() - start:.0f} s)")
-    _print_targets(results)
-    if args.json:
-        atomic_write_json(args.json, {"backbone": bb.id, "precision": bb.precision, "results": results})
+def method_table(backbone, work: Path, features: FeatureConfig) -> dict:
+    datasets = {f"{t}/{d}": dataset(t, d, work) for t, d in SHIFTED}
+    results = run(backbone, BenchPlan(datasets, METHODS, (1, 4, 16), SEEDS, "val", (), features), work / "methods")
+    print("\n(B) test accuracy (%), mean of seeds 1–3, α / C / epoch chosen on the few-shot validation split")
+    print("| task | zero-shot | " + " | ".join(f"{m.label} @{s}" for s in (1, 4, 16) for m in METHODS) + " |")
+    print("|---|---|" + "---|" * (3 * len(METHODS)))
+    for name in datasets:
+        cells = [f"{results[(name, m.label, s)][0]:.1f}" for s in (1, 4, 16) for m in METHODS]
+        print(f"| {name} | {results[(name, 'visual', 1)][1]:.1f} | " + " | ".join(cells) + " |")
     return results
 
 
-def _print_targets(r: dict[str, dict[str, float]]) -> None:
-    drop = r["shape/photo"]["zero_shot"] - r["shape/sketch"]["zero_shot"]
-    wins = [k for k, v in r.items() if not k.endswith("/photo") and v["clip_adapter"] - v["zero_shot"] >= 15]
+def alpha_table(backbone, work: Path, features: FeatureConfig) -> None:
+    datasets = {f"{t}/{d}": dataset(t, d, work) for t, d in ALPHA_TASKS}
+    specs = [MethodSpec(f"alpha={a}", "clip-adapter", (("alpha", a), ("alpha_grid", ()))) for a in ALPHAS]
+    results = run(backbone, BenchPlan(datasets, specs, (16,), SEEDS, "val", (), features), work / "alpha")
+    print("\n(C) visual CLIP-Adapter at a fixed α, 16 shots (epoch chosen on validation), test accuracy (%)")
+    print("| task | " + " | ".join(f"α={a}" for a in ALPHAS) + " |\n|---|" + "---|" * len(ALPHAS))
+    for name in datasets:
+        print(f"| {name} | " + " | ".join(f"{results[(name, f'alpha={a}', 16)][0]:.1f}" for a in ALPHAS) + " |")
+
+
+def targets(zs: dict[str, float], methods: dict | None) -> bool:
+    drop = zs["shape/photo"] - zs["shape/sketch"]
     checks = [
-        (f"in-domain zero-shot shape {r['shape/photo']['zero_shot']:.1f} >= 95", r["shape/photo"]["zero_shot"] >= 95),
-        (f"in-domain zero-shot shape-color {r['shape-color/photo']['zero_shot']:.1f} >= 95", r["shape-color/photo"]["zero_shot"] >= 95),
+        (f"in-domain zero-shot shape {zs['shape/photo']:.1f} >= 95", zs["shape/photo"] >= 95),
+        (f"in-domain zero-shot shape-color {zs['shape-color/photo']:.1f} >= 95", zs["shape-color/photo"] >= 95),
         (f"sketch drop on shape {drop:.1f} >= 30 points", drop >= 30),
-        (f"shifted tasks where the adapter gains >= 15 points: {len(wins)} >= 2 ({', '.join(wins)})", len(wins) >= 2),
     ]
+    if methods is not None:
+        wins = [f"{t}/{d}" for t, d in SHIFTED if methods[(f"{t}/{d}", "visual", 16)][0] - zs[f"{t}/{d}"] >= 15]
+        checks.append((f"shifted tasks where CLIP-Adapter@16 beats zero-shot by >= 15 points: {len(wins)} >= 2 ({', '.join(wins)})", len(wins) >= 2))
     print("\ntargets:")
     for text, ok in checks:
         print(f"  [{'ok' if ok else 'FAIL'}] {text}")
+    return all(ok for _, ok in checks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="shipped", help="shipped, or a toy checkpoint file or directory")
+    parser.add_argument("--work", default="toy-figures", help="folder for task images, feature cache and result JSONs (reused)")
+    parser.add_argument("--quick", action="store_true", help="zero-shot table and targets only")
+    args = parser.parse_args(argv)
+    backbone = create_backbone("toy", args.checkpoint)
+    work, start = Path(args.work), time.perf_counter()
+    features = FeatureConfig(cache_dir=str(work / "cache"))
+    print(f"backbone {backbone.id} ({backbone.precision})\n")
+    zs = zero_shot_table(backbone, work, features)
+    methods = None if args.quick else method_table(backbone, work, features)
+    if not args.quick:
+        alpha_table(backbone, work, features)
+    ok = targets(zs, methods)
+    print(f"\n{time.perf_counter() - start:.0f} s")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -25,8 +25,8 @@ VARIANTS = ("visual", "text", "both")
 class DemoConfig(Config):
     """What the demo runs (defaults: the issue's 1/4/16 shots over 3 seeds)."""
 
-    task: str = option("shape", "toy task (see `clip-adapter toy dataset --help`)")
-    domain: str = option("sketch", "held-out rendering style the task is drawn in")
+    task: str = option("color", "toy task (see `clip-adapter toy dataset --help`)")
+    domain: str = option("night", "held-out rendering style the task is drawn in (dark, colour cast, noise)")
     shots: tuple[int, ...] = option((1, 4, 16), "shot counts")
     seeds: tuple[int, ...] = option((1, 2, 3), "few-shot seeds")
     train_per_class: int = option(24, "training-pool images per class written to disk")

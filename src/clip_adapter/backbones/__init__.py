@@ -9,7 +9,7 @@ from __future__ import annotations
 from .base import Backbone, PreprocessConfig
 from .precision import cpu_has_fast_bf16, resolve_device, resolve_precision
 
-TOY_NAMES = ("toy",)
+TOY_NAMES = ("toy", "toy-cnn")  # "toy-cnn" is the architecture name artifacts record
 
 
 def create_backbone(

@@ -77,6 +77,8 @@ def markdown(summary: dict, protocol: str) -> str:
             cells = [_cell(summary.get((dataset, method, s))) for s in shots]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
+    if len({d for d, _, _ in summary}) < 2:
+        return "\n".join(lines)
     average = dataset_average(summary)
     lines += ["## Average over datasets", "", _header(shots)]
     for method in methods:

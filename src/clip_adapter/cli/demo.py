@@ -1,6 +1,6 @@
 """``clip-adapter demo``: the built-in default, offline, in about a minute.
 
-Writes a toy task in a shifted domain (sketches) as image files, encodes it
+Writes a toy task in a shifted domain (colours at night) as image files, encodes it
 with the shipped toy CLIP, runs zero-shot and CLIP-Adapter (visual, text,
 both) at 1/4/16 shots over 3 seeds with α chosen on validation, and prints the
 table; the plot, the results and a trained artifact are written to --out.
