@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..config import Config, check_choice, check_range, option
 from ..errors import TrainingError
+from ..progress import progress
 from ..threads import torch_threads
 from .base import FewShotData, FitResult, Head, better, evaluate_head, selection_record
 
@@ -106,6 +107,7 @@ def train_head(
     every = max(1, cfg.epochs // EVALS_PER_RUN)
     best, best_state, best_epoch, step = None, None, cfg.epochs, 0
     start = time.perf_counter()
+    bar = progress(total=cfg.epochs, desc=f"training {type(head).__name__}", unit="epoch")
     head.train()
     for epoch in range(cfg.epochs):
         order, view = torch.randperm(n, generator=gen), torch.randint(views, (n,), generator=gen)
@@ -118,6 +120,7 @@ def train_head(
             opt.step()
             sched.step()
             step += 1
+        bar.update(1)
         if on_epoch is not None:
             on_epoch(epoch)
         if selecting and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs):
@@ -125,6 +128,7 @@ def train_head(
             if better(score, best):
                 best, best_epoch = score, epoch + 1
                 best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+    bar.close()
     if best_state is not None:
         head.load_state_dict(best_state)
     head.eval()
