@@ -87,3 +87,16 @@ def synthetic_data(
     names = [f"class {i}" for i in range(num_classes)]
     data = FewShotData(train, train_y, val, val_y, text, 30.0, names, seed=seed, protocol=protocol)
     return data, test, test_y
+
+
+def assert_improves_on_zero_shot(head, data: FewShotData, test_x: torch.Tensor, test_y: torch.Tensor) -> None:
+    """Training loss down, training accuracy up, and test accuracy clearly above zero-shot and chance."""
+    from clip_adapter.methods import evaluate_head, get_method
+
+    zs = get_method("zero-shot")().fit(data).head
+    train_x, train_y = data.train_means(), data.train_labels
+    zs_train, fit_train = evaluate_head(zs, train_x, train_y), evaluate_head(head, train_x, train_y)
+    assert fit_train[1] < zs_train[1], "training loss did not go down"
+    assert fit_train[0] > zs_train[0], "training accuracy did not go up"
+    zs_acc, acc = evaluate_head(zs, test_x, test_y)[0], evaluate_head(head, test_x, test_y)[0]
+    assert acc > max(zs_acc + 0.1, 1.5 / data.num_classes), f"test accuracy {acc:.2f} vs zero-shot {zs_acc:.2f}"

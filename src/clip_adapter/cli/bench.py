@@ -47,5 +47,5 @@ def main(args: argparse.Namespace) -> int:
     plots = plot_summary(files["summary"], args.protocol, out / "plots")
     sys.stdout.write(files["table"].read_text())
     print(f"{report.ran} runs done, {report.skipped} already finished (skipped), in {report.seconds:.1f} s; "
-          f"table: {files['table']}, plots: {out / 'plots'}", file=sys.stderr)
+          f"table: {files['table']}, plots: {', '.join(str(p) for p in plots)}", file=sys.stderr)
     return 0

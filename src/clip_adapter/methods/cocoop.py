@@ -66,19 +66,16 @@ from torch import nn
 
 from ..config import check_range, option
 from ..errors import ArtifactError
-from .base import FewShotData, FitResult, Method, cosine_logits, register
+from .base import FewShotData, cosine_logits, register
 from .coop import INIT_STD
 from .prompt_learner import (
     PromptConfig,
     PromptHead,
     PromptLayout,
+    PromptMethod,
     assemble_per_image,
-    build_layout,
-    check_data,
     prompt_meta,
-    shots_of,
 )
-from .train import axis, grid_search, train_head
 
 
 @dataclass
@@ -145,12 +142,8 @@ class CoCoOpHead(PromptHead):
         return torch.cat([cosine_logits(image[i : i + 1], text[i], self.logit_scale) for i in range(len(image))])
 
 
-def cocoop_meta(data: FewShotData, layout: PromptLayout, backbone: Any, cfg: CoCoOpConfig) -> dict[str, Any]:
-    return {**prompt_meta(data, layout, backbone), "meta_hidden": max(1, data.embed_dim // cfg.meta_reduction)}
-
-
 @register("cocoop")
-class CoCoOp(Method):
+class CoCoOp(PromptMethod):
     """CoCoOp: conditional context optimisation (see the module docstring).
 
     Example:
@@ -160,7 +153,6 @@ class CoCoOp(Method):
 
     Config = CoCoOpConfig
     Head = CoCoOpHead
-    needs_backbone = True
     presets = {
         "fast": {},
         "official": {
@@ -172,23 +164,5 @@ class CoCoOp(Method):
     }
 
     @classmethod
-    def build_head(cls, config: CoCoOpConfig, meta: dict[str, Any], backbone: Any = None) -> CoCoOpHead:
-        """An empty head attached to ``backbone`` (required: prediction runs the text encoder)."""
-        return CoCoOpHead(config, meta, backbone)
-
-    def fit(self, data: FewShotData) -> FitResult:
-        cfg: CoCoOpConfig = self.config
-        backbone = check_data(data, "cocoop")
-        layout = build_layout(backbone, data.classnames, cfg.n_ctx, cfg.class_position, cfg.ctx_init)
-        base_cfg = cfg.replace(n_ctx=layout.n_ctx, epochs=cfg.epochs_for(shots_of(data)))
-        meta = cocoop_meta(data, layout, backbone, cfg)
-
-        def fit_one(point: dict[str, Any]) -> tuple[CoCoOpHead, dict[str, Any]]:
-            run_cfg = base_cfg.replace(lr=point["lr"])
-            torch.manual_seed(data.seed)  # the meta-net's default init
-            head = CoCoOpHead(run_cfg, meta, backbone)
-            head.set_layout(layout)
-            head.init_context(layout, data.seed)
-            return head, train_head(head, data, run_cfg, data.seed)
-
-        return grid_search(data, {"lr": axis(cfg.lr, cfg.lr_grid)}, fit_one, threads=None)
+    def head_meta(cls, data: FewShotData, layout: PromptLayout, backbone: Any, cfg: CoCoOpConfig) -> dict[str, Any]:
+        return {**prompt_meta(data, layout, backbone), "meta_hidden": max(1, data.embed_dim // cfg.meta_reduction)}

@@ -74,19 +74,15 @@ import torch
 from torch import nn
 
 from ..config import option
-from .base import FewShotData, FitResult, Method, cosine_logits, register
+from .base import cosine_logits, register
 from .prompt_learner import (
     COOP_EPOCHS_BY_SHOTS,
     PromptConfig,
     PromptHead,
     PromptLayout,
+    PromptMethod,
     assemble,
-    build_layout,
-    check_data,
-    prompt_meta,
-    shots_of,
 )
-from .train import axis, grid_search, train_head
 
 INIT_STD = 0.02  # official: nn.init.normal_(ctx, std=0.02)
 
@@ -159,7 +155,7 @@ class CoOpHead(PromptHead):
 
 
 @register("coop")
-class CoOp(Method):
+class CoOp(PromptMethod):
     """CoOp: context optimisation for prompts (see the module docstring).
 
     Example:
@@ -170,7 +166,6 @@ class CoOp(Method):
 
     Config = CoOpConfig
     Head = CoOpHead
-    needs_backbone = True
     presets = {
         "fast": {},
         "official": {
@@ -180,25 +175,3 @@ class CoOp(Method):
             "select_epoch": False,  # the official code tests the last epoch's model
         },
     }
-
-    @classmethod
-    def build_head(cls, config: CoOpConfig, meta: dict[str, Any], backbone: Any = None) -> CoOpHead:
-        """An empty head; it predicts from its stored text features, so ``backbone`` is optional."""
-        return CoOpHead(config, meta, backbone)
-
-    def fit(self, data: FewShotData) -> FitResult:
-        cfg: CoOpConfig = self.config
-        backbone = check_data(data, "coop")
-        layout = build_layout(backbone, data.classnames, cfg.n_ctx, cfg.class_position, cfg.ctx_init)
-        base_cfg = cfg.replace(n_ctx=layout.n_ctx, epochs=cfg.epochs_for(shots_of(data)))
-        meta = prompt_meta(data, layout, backbone)
-
-        def fit_one(point: dict[str, Any]) -> tuple[CoOpHead, dict[str, Any]]:
-            run_cfg = base_cfg.replace(lr=point["lr"])
-            torch.manual_seed(data.seed)
-            head = CoOpHead(run_cfg, meta, backbone)
-            head.set_layout(layout)
-            head.init_context(layout, data.seed)
-            return head, train_head(head, data, run_cfg, data.seed)
-
-        return grid_search(data, {"lr": axis(cfg.lr, cfg.lr_grid)}, fit_one, threads=None)

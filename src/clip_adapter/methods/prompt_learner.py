@@ -31,8 +31,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import check_choice, check_range, option
 from ..errors import ArtifactError, ConfigError
-from .base import FewShotData, Head
-from .train import TrainConfig
+from .base import FewShotData, FitResult, Head, Method
+from .train import TrainConfig, axis, grid_search, train_head
 
 POSITIONS = ("end", "middle", "front")
 PLACEHOLDER = "X"  # the official prompt prefix is "X X … X"
@@ -325,3 +325,39 @@ def shots_of(data: FewShotData) -> int:
     if len(data.train_labels) == 0:
         return 0
     return int(torch.bincount(data.train_labels, minlength=data.num_classes).max())
+
+
+class PromptMethod(Method):
+    """What CoOp and CoCoOp share: lay out the prompts, then search the lr on the selection split.
+
+    Subclasses set ``Config`` and ``Head`` (a :class:`PromptHead` with
+    ``init_context``) and may extend :meth:`head_meta`.
+    """
+
+    needs_backbone = True
+
+    @classmethod
+    def build_head(cls, config: PromptConfig, meta: dict[str, Any], backbone: Any = None) -> Head:
+        return cls.Head(config, meta, backbone)
+
+    @classmethod
+    def head_meta(cls, data: FewShotData, layout: PromptLayout, backbone: Any, cfg: PromptConfig) -> dict[str, Any]:
+        return prompt_meta(data, layout, backbone)
+
+    def fit(self, data: FewShotData) -> FitResult:
+        cfg: PromptConfig = self.config
+        backbone = check_data(data, self.name)
+        layout = build_layout(backbone, data.classnames, cfg.n_ctx, cfg.class_position, cfg.ctx_init)
+        base_cfg = cfg.replace(n_ctx=layout.n_ctx, epochs=cfg.epochs_for(shots_of(data)))
+        meta = self.head_meta(data, layout, backbone, cfg)
+
+        def fit_one(point: dict[str, Any]) -> tuple[Head, dict[str, Any]]:
+            run_cfg = base_cfg.replace(lr=point["lr"])
+            torch.manual_seed(data.seed)  # default inits (e.g. CoCoOp's meta-net) are seeded too
+            head = self.Head(run_cfg, meta, backbone)
+            head.set_layout(layout)
+            head.init_context(layout, data.seed)
+            return head, train_head(head, data, run_cfg, data.seed)
+
+        # The text encoder runs in the loop: it keeps the process's threads.
+        return grid_search(data, {"lr": axis(cfg.lr, cfg.lr_grid)}, fit_one, threads=None)

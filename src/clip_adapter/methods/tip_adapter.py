@@ -140,18 +140,27 @@ class TipAdapter(Method):
 
     Config = TipAdapterConfig
     Head = TipAdapterHead
+    trainable_keys = False
 
     def fit(self, data: FewShotData) -> FitResult:
-        head = TipAdapterHead(self.config, _meta(data, False))
+        torch.manual_seed(data.seed)
+        head = TipAdapterHead(self.config, _meta(data, self.trainable_keys))
         build_cache(head, data)
         with torch_threads(1):
+            trained = self.train_keys(head, data)
             chosen, score, history = search_alpha_beta(head, data)
         head.config = self.config.replace(**chosen)
-        return FitResult(head.eval(), selection_record(data.protocol, _grid(self.config), chosen), score[0] if score else None, history)
+        epoch = {"best_epoch": trained["best_epoch"]} if trained else {}
+        record = selection_record(data.protocol, _grid(self.config), {**chosen, **epoch})
+        return FitResult(head.eval(), record, score[0] if score else None, [trained, *history] if trained else history)
+
+    def train_keys(self, head: TipAdapterHead, data: FewShotData) -> dict[str, Any]:
+        """Nothing to train: the cache is the model."""
+        return {}
 
 
 @register("tip-adapter-f")
-class TipAdapterF(Method):
+class TipAdapterF(TipAdapter):
     """Tip-Adapter-F: cache keys fine-tuned, epoch and α, β chosen on validation.
 
     Example:
@@ -160,16 +169,8 @@ class TipAdapterF(Method):
     """
 
     Config = TipAdapterFConfig
-    Head = TipAdapterHead
+    trainable_keys = True
 
-    def fit(self, data: FewShotData) -> FitResult:
-        cfg: TipAdapterFConfig = self.config
-        torch.manual_seed(data.seed)
-        head = TipAdapterHead(cfg, _meta(data, True))
-        build_cache(head, data)
-        with torch_threads(1):
-            info = train_head(head, data, cfg, data.seed)  # α, β fixed at their initial values
-            chosen, score, history = search_alpha_beta(head, data)
-        head.config = cfg.replace(**chosen)
-        record = selection_record(data.protocol, _grid(cfg), {**chosen, "best_epoch": info["best_epoch"]})
-        return FitResult(head.eval(), record, score[0] if score else None, [info, *history])
+    def train_keys(self, head: TipAdapterHead, data: FewShotData) -> dict[str, Any]:
+        """Fine-tune the keys with α, β fixed at their initial values (the official procedure)."""
+        return train_head(head, data, self.config, data.seed)
