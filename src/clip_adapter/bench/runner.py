@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import __version__
 from ..backbones import Backbone
 from ..data import Dataset
 from ..errors import ConfigError
@@ -98,6 +99,7 @@ def run_spec(backbone: Backbone, plan: BenchPlan, spec: MethodSpec, dataset: str
     """Everything that determines a run's number (the skip key)."""
     features = {k: v for k, v in plan.features.to_dict().items() if k in ("views", "aug_seed", "flip")}
     return {
+        "library": __version__,  # another version may compute differently: its results are redone
         "backbone": backbone.id, "precision": backbone.precision, "dataset": dataset, "method": spec.method,
         "method_config": spec.config().to_dict(), "shots": shots, "seed": seed, "protocol": plan.protocol,
         "templates": list(plan.templates), "features": features,
