@@ -22,7 +22,7 @@ from . import __version__
 from .artifacts import Classifier
 from .backbones.base import Backbone
 from .config import Config, check_choice, check_range, option
-from .data import Dataset, FewShotSplit, ensemble, prompts_for, resolve_templates, sample_few_shot
+from .data import Dataset, FewShotSplit, ensemble, mean_raw, prompts_for, resolve_templates, sample_few_shot
 from .errors import DataError
 from .features import AugmentConfig, ExtractStats, default_cache_dir, extract_images, extract_texts, image_store, text_store
 from .methods import FewShotData, get_method
@@ -79,13 +79,18 @@ class SplitFeatures:
     test: torch.Tensor
     test_labels: torch.Tensor
     text: torch.Tensor
+    text_raw: torch.Tensor
     stats: ExtractStats = field(default_factory=ExtractStats)
 
 
 def class_embeddings(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], cache_dir: Any) -> torch.Tensor:
     """L2-normalised class embeddings ``[C, D]``, prompt-ensembled over ``templates``."""
-    raw = extract_texts(backbone, prompts_for(classnames, templates), text_store(backbone, cache_dir))
-    return ensemble(raw, len(classnames))
+    return ensemble(prompt_embeddings(backbone, classnames, templates, cache_dir), len(classnames))
+
+
+def prompt_embeddings(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], cache_dir: Any) -> torch.Tensor:
+    """Raw embeddings of every class prompt ``[C*T, D]`` (class-major), through the text cache."""
+    return extract_texts(backbone, prompts_for(classnames, templates), text_store(backbone, cache_dir))
 
 
 def encode_split(backbone: Backbone, split: FewShotSplit, templates: tuple[str, ...], features: FeatureConfig, with_test: bool = True) -> SplitFeatures:
@@ -101,8 +106,9 @@ def encode_split(backbone: Backbone, split: FewShotSplit, templates: tuple[str, 
     train, train_labels = encode(split.train, features.augment(), "train views")
     val, val_labels = encode(split.val, None, "val")
     test, test_labels = encode(split.test, None, "test") if with_test else (torch.empty(0, backbone.embed_dim), torch.empty(0, dtype=torch.long))
-    text = class_embeddings(backbone, split.dataset.classnames, templates, features.cache_path())
-    return SplitFeatures(train, train_labels, val, val_labels, test, test_labels, text, stats)
+    prompts = prompt_embeddings(backbone, split.dataset.classnames, templates, features.cache_path())
+    classes = split.dataset.num_classes
+    return SplitFeatures(train, train_labels, val, val_labels, test, test_labels, ensemble(prompts, classes), mean_raw(prompts, classes), stats)
 
 
 def sample_split(dataset: Dataset, shots: int, seed: int) -> FewShotSplit:
@@ -120,7 +126,7 @@ def few_shot_data(feats: SplitFeatures, backbone: Backbone, classnames: list[str
     oracle = (feats.test, feats.test_labels) if run.protocol == "oracle" else None
     return FewShotData(
         feats.train, feats.train_labels, feats.val, feats.val_labels, feats.text, backbone.logit_scale,
-        list(classnames), templates, run.seed, run.protocol, backbone, oracle,
+        list(classnames), templates, run.seed, run.protocol, backbone, oracle, feats.text_raw,
     )
 
 

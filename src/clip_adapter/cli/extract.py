@@ -13,7 +13,7 @@ import sys
 from ..data import resolve_templates
 from ..data.sampler import sample_few_shot
 from ..features import ExtractStats
-from ..pipeline import class_embeddings, encode_split
+from ..pipeline import encode_split
 from .common import add_backbone_options, add_data_options, add_feature_options, backbone_from_args, dataset_from_args, features_from_args, print_json
 from .parsing import int_list
 
@@ -41,7 +41,6 @@ def main(args: argparse.Namespace) -> int:
             split = sample_few_shot(dataset, shots, seed)
             stats.merge(encode_split(backbone, split, templates, features, with_test=first and not args.no_test).stats)
             first = False
-    class_embeddings(backbone, dataset.classnames, templates, features.cache_path())
     report = {"backbone": backbone.id, "precision": backbone.precision, "cache_dir": str(features.cache_path()), **stats.to_dict()}
     if args.json:
         print_json(report)

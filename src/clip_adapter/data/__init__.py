@@ -3,7 +3,7 @@
 from .dataset import Dataset, Sample, clean_classname, load_dataset, read_coop_split, read_image_folder, write_coop_split
 from .images import load_rgb
 from .sampler import FewShotSplit, sample_few_shot
-from .templates import DATASET_TEMPLATES, IMAGENET_ENSEMBLE, ensemble, prompts_for, resolve_templates
+from .templates import DATASET_TEMPLATES, IMAGENET_ENSEMBLE, ensemble, mean_raw, prompts_for, resolve_templates
 
 __all__ = [
     "DATASET_TEMPLATES",
@@ -15,6 +15,7 @@ __all__ = [
     "ensemble",
     "load_dataset",
     "load_rgb",
+    "mean_raw",
     "prompts_for",
     "read_coop_split",
     "read_image_folder",

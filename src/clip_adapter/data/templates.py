@@ -80,3 +80,12 @@ def ensemble(prompt_embeddings: torch.Tensor, num_classes: int) -> torch.Tensor:
     """
     per_class = F.normalize(prompt_embeddings.float(), dim=-1).view(num_classes, -1, prompt_embeddings.shape[-1])
     return F.normalize(per_class.mean(dim=1), dim=-1)
+
+
+def mean_raw(prompt_embeddings: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-class mean of the raw (un-normalised) prompt embeddings ``[C, D]``.
+
+    CLAP anchors its prototypes here, as its official code does: the norm of
+    these vectors sets how strongly its penalty pulls against the loss.
+    """
+    return prompt_embeddings.float().view(num_classes, -1, prompt_embeddings.shape[-1]).mean(dim=1)

@@ -68,6 +68,7 @@ class FewShotData:
     protocol: str = "val"
     backbone: Any = None  # only prompt-learning methods (CoOp, CoCoOp) use it
     selection_override: tuple[torch.Tensor, torch.Tensor] | None = None  # oracle: the test split
+    text_raw: torch.Tensor | None = None  # per-class mean of the raw prompt embeddings (CLAP's anchors)
 
     def __post_init__(self) -> None:
         check_choice("protocol", self.protocol, PROTOCOLS)

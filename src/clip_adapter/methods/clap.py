@@ -13,8 +13,10 @@ updates (``λ ← max(0, λ + ρ·h)``, ``ρ ← h`` after each epoch, with
 ``h_k = ||w_k − t_k||²``) are ``constraint="adaptive"``. ``constraint="none"``
 is plain ZS-LP. As in the official code every cached augmented view is a
 training sample (SGD lr 0.1, momentum 0.9, no weight decay, batch 256, 300
-epochs). Prototypes start from L2-normalised prompt embeddings (the official
-code uses the un-normalised mean), which only rescales the penalty.
+epochs). Prototypes and anchors are the per-class mean of the raw prompt
+embeddings, as in the official code: logits normalise the prototypes, so their
+norm sets how strongly the penalty pulls against the cross-entropy (with unit
+vectors it would be ~||t||² times weaker than the published method).
 """
 
 from __future__ import annotations
@@ -109,9 +111,10 @@ class Clap(Method):
     def fit(self, data: FewShotData) -> FitResult:
         cfg: ClapConfig = self.config
         head = ClapHead(cfg, base_meta(data))
+        anchors = data.text_raw if data.text_raw is not None else data.text
         with torch.no_grad():
-            head.prototypes.copy_(data.text)
-            head.anchors.copy_(data.text)
+            head.prototypes.copy_(anchors)
+            head.anchors.copy_(anchors)
             head.multipliers.copy_(initial_multipliers(data))
         n, v, d = data.train.shape
         views_as_samples = replace(data, train=data.train.reshape(n * v, 1, d), train_labels=data.train_labels.repeat_interleave(v))
