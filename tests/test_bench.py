@@ -42,6 +42,8 @@ def test_bench_writes_results_table_and_plots_then_skips(two_datasets, tmp_path,
     assert "## first" in table and "## Average over datasets" in table and "| ca |" in table and " ± " in table
     assert (out / "summary_val.csv").read_text().startswith("protocol,dataset,method,shots,mean,std,n")
     assert {p.name for p in (out / "plots").iterdir()} == {"val_first.png", "val_second.png", "val_average.png"}
+    split = json.loads((out / "splits" / "first" / "shots2_seed1.json").read_text())
+    assert len(split["train"]) == 6 and split["meta"]["seed"] == 1
     assert first.out.startswith("# Few-shot accuracy")
 
     stamps = {p: p.stat().st_mtime_ns for p in results}

@@ -1,6 +1,7 @@
 """The benchmark grid: datasets × methods × shots × seeds, on cached features.
 
-One result JSON per run under ``<out>/runs/<protocol>/<dataset>/<method>/``.
+One result JSON per run under ``<out>/runs/<protocol>/<dataset>/<method>/``,
+and the sampled split of each (dataset, shots, seed) under ``<out>/splits/``.
 A run whose JSON exists with the same spec (method config, shots, seed,
 protocol, templates, feature settings, backbone id) is skipped, so a second
 invocation does no work and an interrupted one resumes where it stopped;
@@ -18,7 +19,7 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..backbones import Backbone
-from ..data import Dataset
+from ..data import Dataset, write_coop_split
 from ..errors import ConfigError
 from ..io import atomic_write_json
 from ..methods import get_method
@@ -146,6 +147,8 @@ def _run_cell(backbone, plan, out, name, dataset, shots, seed, report, log) -> N
         return
     run = RunConfig(method=todo[0][0].method, shots=shots, seed=seed, protocol=plan.protocol, templates=plan.templates)
     prepared = prepare(backbone, dataset, run, plan.features)
+    split_file = out / "splits" / name / f"shots{shots}_seed{seed}.json"
+    write_coop_split(prepared.split.dataset, split_file, prepared.split.meta())  # the exact shots, to reproduce or share
     for spec, run_spec_, path in todo:
         _, result = fit_and_evaluate(backbone, prepared, run.replace(method=spec.method), spec.config())
         result.pop("history", None)  # per-grid-point logs stay out of the summary files
