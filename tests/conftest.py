@@ -18,9 +18,14 @@ import numpy as np  # noqa: E402
 import open_clip  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from clip_adapter.methods import FewShotData  # noqa: E402
+
+# Fuzz tests draw the same examples every run (deterministic suite) and keep no example database.
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.load_profile("deterministic")
 
 ASSETS = Path(__file__).parent / "assets"
 TINY = "test-tiny-vit"
