@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import os
-import pickle  # only to build a hostile checkpoint; the library never imports it
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import open_clip  # noqa: E402
+import torch  # noqa: E402
 
 open_clip.add_model_config(str(ROOT / "tests" / "assets" / "test-tiny-vit.json"))
 
@@ -99,7 +99,7 @@ def artifact_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
     variant("config not JSON", lambda p: (p / "config.json").write_text("{nope"))
     variant("unknown method", edit("method", "evil"))
     variant("huge declared head", edit("head_meta", {"num_classes": 10**9, "embed_dim": 10**6, "logit_scale": 1.0}))
-    variant("weights are a pickle", lambda p: (p / "model.safetensors").write_bytes(pickle.dumps({"a": 1})))
+    variant("weights are a pickle", lambda p: torch.save({"a": 1}, p / "model.safetensors"))  # torch.save pickles
     variant("weights truncated", lambda p: (p / "model.safetensors").write_bytes((p / "model.safetensors").read_bytes()[:100]))
     variant("huge safetensors header", lambda p: (p / "model.safetensors").write_bytes((2**60).to_bytes(8, "little") + b"{}"))
     variant("NaN weights", _nan_weights)
@@ -107,7 +107,7 @@ def artifact_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
     cases.append(("artifact/wrong backbone", ["predict", str(art), str(good), "--backbone", "test-tiny-vit", "--pretrained", str(_other_weights(tmp))], False))
     cases.append(("artifact/missing directory", ["predict", str(tmp / "nope"), str(good)], False))
     evil = tmp / "evil.pt"
-    evil.write_bytes(pickle.dumps({"w": _Boom()}))
+    torch.save({"w": _Boom()}, evil)  # a pickle whose loading would run a shell command
     cases.append(("checkpoint/pickle with code", ["train", "--data", str(good), "--backbone", "test-tiny-vit", "--pretrained", str(evil), "--out", str(tmp / "x")], False))
     return cases
 

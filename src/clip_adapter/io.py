@@ -219,7 +219,6 @@ __all__ = [
     "check_tensor_shapes",
     "load_tensors",
     "save_tensors",
-    "ArtifactError",
     "atomic_dir",
     "atomic_path",
     "atomic_write_bytes",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..artifacts import Classifier
@@ -26,8 +27,6 @@ def _recorded_seed(info: dict[str, Any]) -> int:
 
 def load_artifact_and_backbone(directory: str, args: argparse.Namespace) -> tuple[Classifier, Backbone]:
     """The classifier and a backbone matching it; a different backbone is refused by id."""
-    from pathlib import Path
-
     config = read_json(Path(directory) / "config.json", "artifact config", ArtifactError)
     info = config.get("backbone", {}) if isinstance(config, dict) else {}
     if not isinstance(info, dict) or "name" not in info:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, check_choice, option
+from ..config import Config, check_choice
 from ..errors import ConfigError
 from ..registry import Registry
 
@@ -202,6 +202,5 @@ __all__ = [
     "cosine_logits",
     "evaluate_head",
     "get_method",
-    "option",
     "register",
 ]
