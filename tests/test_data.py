@@ -168,3 +168,20 @@ def test_dataset_without_val_split_draws_val_from_unused_train_images():
     ds.splits["val"] = []
     split = sample_few_shot(ds, 4, 1)
     assert len(split.val) == 12 and not set(split.val) & set(split.train)
+
+
+def test_split_file_templates_are_the_datasets_own_and_round_trip(tmp_path):
+    from clip_adapter.pipeline import templates_for
+
+    images = tmp_path / "images"
+    (images / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(images / "cat" / "0.png")
+    entries = [["cat/0.png", 0, "cat"]]
+    (tmp_path / "split.json").write_text(json.dumps({"train": entries, "test": entries, "meta": {"templates": ["a sketch of a {}."]}}))
+    ds = load_dataset(tmp_path)
+    assert templates_for(ds) == ("a sketch of a {}.",) and templates_for(ds, ("art of the {}.",)) == ("art of the {}.",)
+    write_coop_split(sample_few_shot(ds, 1, 1).dataset, tmp_path / "again.json")
+    assert read_coop_split(tmp_path / "again.json", images).templates == ("a sketch of a {}.",)
+    (tmp_path / "split.json").write_text(json.dumps({"train": entries, "meta": {"templates": ["no placeholder"]}}))
+    with pytest.raises(DataError, match="meta.templates"):
+        load_dataset(tmp_path)

@@ -12,7 +12,8 @@ from clip_adapter.errors import DataError
 from clip_adapter.features import AugmentConfig, FeatureStore, extract_images, image_store
 from clip_adapter.features import extract as extract_module
 from clip_adapter.features.transforms import train_view
-from clip_adapter.pipeline import class_embeddings
+from clip_adapter.data import ensemble
+from clip_adapter.pipeline import prompt_embeddings
 
 
 class CountingBackbone:
@@ -58,9 +59,9 @@ def test_second_extraction_hits_the_cache(tiny_backbone, image_folder, tmp_path)
 
 def test_text_prompts_are_cached(tiny_backbone, tmp_path):
     counting = CountingBackbone(tiny_backbone)
-    first = class_embeddings(counting, ["cat", "dog"], ("a photo of a {}.", "art of the {}."), tmp_path)
+    first = ensemble(prompt_embeddings(counting, ["cat", "dog"], ("a photo of a {}.", "art of the {}."), tmp_path), 2)
     assert counting.text_rows == 4
-    second = class_embeddings(counting, ["cat", "dog"], ("a photo of a {}.", "art of the {}."), tmp_path)
+    second = ensemble(prompt_embeddings(counting, ["cat", "dog"], ("a photo of a {}.", "art of the {}."), tmp_path), 2)
     assert counting.text_rows == 4 and torch.equal(first, second)
     assert torch.allclose(first.norm(dim=1), torch.ones(2))
 

@@ -78,7 +78,11 @@ def test_write_task_dataset_writes_an_image_folder_and_coop_split(tmp_path):
     for rel, label, name in split["test"]:
         assert classes[label] == name and rel.startswith(name.replace(" ", "_") + "/")
         assert (out / "images" / rel).is_file()
-    assert json.loads((out / "task.json").read_text())["template"].count("{}") == 1
+    assert split["meta"]["templates"] == [TASKS["shape-color"].template]
+    from clip_adapter.data import load_dataset
+    from clip_adapter.pipeline import templates_for
+
+    assert templates_for(load_dataset(out)) == (TASKS["shape-color"].template,)
     again = write_task_dataset("shape-color", "night", tmp_path / "again", 1, 1, 2, seed=3)
     assert sha256_file(out / "images" / split["test"][5][0]) == sha256_file(again / "images" / split["test"][5][0])
 

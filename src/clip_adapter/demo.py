@@ -58,5 +58,5 @@ def run_demo(config: DemoConfig, backbone: Backbone | None = None, log: Callable
     artifact = out / "artifact"
     run = RunConfig(method="clip-adapter", shots=max(config.shots), seed=config.seeds[0])
     clf, result, split = run_few_shot(backbone, dataset, run, None, features)
-    clf.save_pretrained(artifact, {"result.json": result, "split.json": {**split.dataset.to_coop(), "meta": split.meta()}})
+    clf.save_pretrained(artifact, {"result.json": result, "split.json": split.to_json()})
     return {"table": files["table"], "plot": plots[0], "artifact": artifact, "data": data_dir, "seconds": report.seconds}  # type: ignore[dict-item]

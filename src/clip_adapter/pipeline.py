@@ -83,9 +83,9 @@ class SplitFeatures:
     stats: ExtractStats = field(default_factory=ExtractStats)
 
 
-def class_embeddings(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], cache_dir: Any) -> torch.Tensor:
-    """L2-normalised class embeddings ``[C, D]``, prompt-ensembled over ``templates``."""
-    return ensemble(prompt_embeddings(backbone, classnames, templates, cache_dir), len(classnames))
+def templates_for(dataset: Dataset, requested: tuple[str, ...] | str | None = None) -> tuple[str, ...]:
+    """The run's templates: those asked for, else the dataset's own, else its name's default."""
+    return resolve_templates(requested or dataset.templates or None, dataset.name)
 
 
 def prompt_embeddings(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], cache_dir: Any) -> torch.Tensor:
@@ -151,7 +151,7 @@ def versions() -> dict[str, str]:
 
 def split_fingerprint(split: FewShotSplit) -> str:
     """SHA-256 of the sampled split (paths, labels, class names) and its sampling parameters."""
-    payload = json.dumps({"split": split.dataset.to_coop(), "meta": split.meta()}, sort_keys=True)
+    payload = json.dumps(split.to_json(), sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -170,7 +170,7 @@ class PreparedSplit:
 def prepare(backbone: Backbone, dataset: Dataset, run: RunConfig, features: FeatureConfig | None = None) -> PreparedSplit:
     """Sample the few-shot split of ``run`` and encode (or read from the cache) its features."""
     features = features or FeatureConfig()
-    templates = resolve_templates(run.templates or None, dataset.name)
+    templates = templates_for(dataset, run.templates)
     split = sample_split(dataset, run.shots, run.seed)
     start = time.perf_counter()
     feats = encode_split(backbone, split, templates, features)

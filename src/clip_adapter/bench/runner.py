@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..backbones import Backbone
-from ..data import Dataset, write_coop_split
+from ..data import Dataset
 from ..errors import ConfigError
 from ..io import atomic_write_json
 from ..methods import get_method
@@ -148,7 +148,7 @@ def _run_cell(backbone, plan, out, name, dataset, shots, seed, report, log) -> N
     run = RunConfig(method=todo[0][0].method, shots=shots, seed=seed, protocol=plan.protocol, templates=plan.templates)
     prepared = prepare(backbone, dataset, run, plan.features)
     split_file = out / "splits" / name / f"shots{shots}_seed{seed}.json"
-    write_coop_split(prepared.split.dataset, split_file, prepared.split.meta())  # the exact shots, to reproduce or share
+    atomic_write_json(split_file, prepared.split.to_json())  # the exact shots, to reproduce or share
     for spec, run_spec_, path in todo:
         _, result = fit_and_evaluate(backbone, prepared, run.replace(method=spec.method), spec.config())
         result.pop("history", None)  # per-grid-point logs stay out of the summary files

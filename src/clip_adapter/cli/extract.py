@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data import resolve_templates
 from ..data.sampler import sample_few_shot
 from ..features import ExtractStats
-from ..pipeline import encode_split
+from ..pipeline import encode_split, templates_for
 from .common import add_backbone_options, add_data_options, add_feature_options, backbone_from_args, dataset_from_args, features_from_args, print_json
 from .parsing import int_list
 
@@ -33,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     dataset, backbone, features = dataset_from_args(args), backbone_from_args(args), features_from_args(args)
-    templates = resolve_templates(args.template[0] if len(args.template) == 1 else (tuple(args.template) or None), dataset.name)
+    templates = templates_for(dataset, args.template[0] if len(args.template) == 1 else tuple(args.template))
     stats = ExtractStats()
     first = True
     for shots in int_list(args.shots, "--shots"):

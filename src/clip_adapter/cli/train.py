@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     dataset = dataset_from_args(args)
     backbone = backbone_from_args(args)
     clf, result, split = run_few_shot(backbone, dataset, run, method_config, features_from_args(args))
-    clf.save_pretrained(args.out, {"result.json": result, "split.json": {**split.dataset.to_coop(), "meta": split.meta()}})
+    clf.save_pretrained(args.out, {"result.json": result, "split.json": split.to_json()})
     print(summary_line(result), file=sys.stderr)
     print(f"artifact written to {args.out} (config.json, model.safetensors, result.json, split.json)", file=sys.stderr)
     return 0

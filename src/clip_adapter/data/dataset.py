@@ -57,6 +57,7 @@ class Dataset:
     classnames: list[str]
     root: Path
     splits: dict[str, list[Sample]] = field(default_factory=dict)
+    templates: tuple[str, ...] = ()  # prompt templates the dataset declares (empty: the name's default)
 
     @property
     def num_classes(self) -> int:
@@ -83,8 +84,13 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def write_coop_split(dataset: Dataset, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
-    """Write ``dataset`` as a CoOp split JSON (atomically); ``meta`` is stored under ``"meta"``."""
+    """Write ``dataset`` as a CoOp split JSON (atomically).
+
+    ``meta`` and the dataset's declared templates go under ``"meta"``, which
+    CoOp's own readers ignore and :func:`read_coop_split` reads back.
+    """
     data: dict[str, Any] = dataset.to_coop()
+    meta = {**(meta or {}), **({"templates": list(dataset.templates)} if dataset.templates else {})}
     if meta:
         data["meta"] = meta
     atomic_write_json(path, data)
@@ -127,7 +133,18 @@ def parse_coop_split(data: Any, root: Path, where: str, name: str, issues: Issue
             sample = _parse_entry(entry, names, root, resolved_root, f"{where} {split}[{i}]", issues)
             if sample is not None:
                 splits[split].append(sample)
-    return Dataset(name, _classnames_from_labels(names, where, issues), root, splits)
+    return Dataset(name, _classnames_from_labels(names, where, issues), root, splits, _declared_templates(data, where))
+
+
+def _declared_templates(data: dict, where: str) -> tuple[str, ...]:
+    """``meta.templates`` of a split file, if it declares any (each with one ``{}``)."""
+    meta = data.get("meta")
+    templates = meta.get("templates") if isinstance(meta, dict) else None
+    if templates is None:
+        return ()
+    if not (isinstance(templates, list) and templates and all(isinstance(t, str) and t.count("{}") == 1 for t in templates)):
+        raise DataError(f"split file {where}: meta.templates must be a list of strings with one '{{}}' each")
+    return tuple(templates)
 
 
 def _parse_entry(entry: Any, names: dict[int, str], root: Path, resolved_root: Path, where: str, issues: Issues) -> Sample | None:

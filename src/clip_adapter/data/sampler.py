@@ -38,7 +38,12 @@ class FewShotSplit:
         return self.dataset.split("test")
 
     def meta(self) -> dict[str, Any]:
-        return {"shots": self.shots, "seed": self.seed, "val_shots": val_shots(self.shots), "short_classes": self.short_classes}
+        meta = {"shots": self.shots, "seed": self.seed, "val_shots": val_shots(self.shots), "short_classes": self.short_classes}
+        return {**meta, **({"templates": list(self.dataset.templates)} if self.dataset.templates else {})}
+
+    def to_json(self) -> dict[str, Any]:
+        """The sampled split as CoOp JSON, with how it was sampled under ``"meta"``."""
+        return {**self.dataset.to_coop(), "meta": self.meta()}
 
 
 def val_shots(shots: int) -> int:
@@ -71,7 +76,8 @@ def sample_few_shot(dataset: Dataset, shots: int, seed: int) -> FewShotSplit:
     chosen = set(train)
     val_pool = dataset.split("val") or [s for s in dataset.split("train") if s not in chosen]
     val = _sample_per_class(dataset, val_pool, "val", val_shots(shots), rng, short)
-    sampled = Dataset(dataset.name, dataset.classnames, dataset.root, {"train": train, "val": val, "test": dataset.split("test")})
+    splits = {"train": train, "val": val, "test": dataset.split("test")}
+    sampled = Dataset(dataset.name, dataset.classnames, dataset.root, splits, dataset.templates)
     return FewShotSplit(sampled, shots, seed, short)
 
 

@@ -24,7 +24,6 @@ from .world import COLOR_NAMES, POSITION_PHRASES, SHAPES, SIZES, Scene, sample_o
 SPLITS = ("train", "val", "test")
 IMAGE_DIR = "images"
 SPLIT_FILE = "split.json"
-TASK_FILE = "task.json"
 
 
 @dataclass(frozen=True)
@@ -121,8 +120,9 @@ def write_task_dataset(
 
     Layout: ``out_dir/images/<class_folder>/<split>_<i>.png``, ``out_dir/split.json``
     (``{"train": [[path relative to images/, label, classname], ...], "val": ..., "test": ...}``)
-    and ``out_dir/task.json`` (task, domain, classes, prompt template, seed). The
-    directory is built beside ``out_dir`` and renamed into place when complete.
+    with the task's prompt template, domain and seed under ``"meta"`` (read back
+    as the dataset's templates). The directory is built beside ``out_dir`` and
+    renamed into place when complete.
 
     Example:
         >>> import tempfile, json, pathlib
@@ -137,10 +137,9 @@ def write_task_dataset(
         check_range(f"n_per_class_{split}", n, 0)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        split_json = {split: _write_split(task, domain, tmp / IMAGE_DIR, split, n, seed, size) for split, n in counts.items()}
+        split_json: dict = {split: _write_split(task, domain, tmp / IMAGE_DIR, split, n, seed, size) for split, n in counts.items()}
+        split_json["meta"] = {"task": task.name, "domain": domain, "templates": [task.template], "seed": seed}
         atomic_write_json(tmp / SPLIT_FILE, split_json)
-        meta = {"task": task.name, "domain": domain, "classes": list(task.classes), "template": task.template, "seed": seed}
-        atomic_write_json(tmp / TASK_FILE, meta)
     return out_dir
 
 
