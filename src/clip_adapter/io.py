@@ -182,22 +182,29 @@ def load_tensors(
     ``expected`` maps tensor names to shapes; any missing, extra or
     mis-shaped tensor is an error naming it. Floating tensors must be finite.
     """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    return parse_tensors(path.read_bytes(), f"{what} {path}", expected, error)
+
+
+def parse_tensors(
+    data: bytes, where: str, expected: dict[str, tuple[int, ...]] | None = None, error: type = ArtifactError
+) -> dict:
+    """Decode safetensors bytes with the checks of :func:`load_tensors` (``where`` names the source)."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{what} not found: {path}")
     try:
-        tensors = load(path.read_bytes())
+        tensors = load(data)
     except (SafetensorError, ValueError, OSError, RuntimeError, OverflowError) as exc:
-        raise error(f"{what} {path} is not a valid safetensors file ({exc})") from None
+        raise error(f"{where} is not a valid safetensors file ({exc})") from None
     if expected is not None:
-        check_tensor_shapes(tensors, expected, f"{what} {path}", error)
+        check_tensor_shapes(tensors, expected, where, error)
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise error(f"{what} {path}: tensor {name!r} holds NaN or infinite values")
+            raise error(f"{where}: tensor {name!r} holds NaN or infinite values")
     return tensors
 
 
@@ -218,6 +225,7 @@ def check_tensor_shapes(tensors: dict, expected: dict[str, tuple[int, ...]], whe
 __all__ = [
     "check_tensor_shapes",
     "load_tensors",
+    "parse_tensors",
     "save_tensors",
     "atomic_dir",
     "atomic_path",

@@ -2,42 +2,47 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import torch
 
 from ..errors import ArtifactError
-from ..io import load_tensors
+from ..io import parse_tensors, sha256_bytes
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
     """Read ``.safetensors``, or a ``.pt``/``.pth``/``.bin`` state dict with ``weights_only=True``.
 
-    Common wrappers are unwrapped (``{"state_dict": ...}``, ``{"model": ...}``,
-    a ``module.`` prefix from DistributedDataParallel).
+    Returns ``(state_dict, sha256_hex)``: the file is read once and hashed
+    from the same bytes (a ViT-L checkpoint is 1.7 GB; reading it twice to name
+    it would double the load time). Common wrappers are unwrapped
+    (``{"state_dict": ...}``, ``{"model": ...}``, a ``module.`` prefix from
+    DistributedDataParallel).
 
     Example:
         >>> import tempfile, pathlib
         >>> from clip_adapter.io import save_tensors
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.safetensors"
         >>> save_tensors(p, {"module.w": torch.zeros(1)})
-        >>> list(load_state_dict(p))
+        >>> list(load_state_dict(p)[0])
         ['w']
     """
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"checkpoint not found: {path}")
+    data = path.read_bytes()
     if path.suffix == ".safetensors":
-        state = load_tensors(path, "checkpoint")
+        state = parse_tensors(data, f"checkpoint {path}")
     else:
-        state = _load_torch_file(path)
-    return _strip_prefix(state, "module.")
+        state = _load_torch_bytes(data, path)
+    return _strip_prefix(state, "module."), sha256_bytes(data)
 
 
-def _load_torch_file(path: Path) -> dict[str, torch.Tensor]:
+def _load_torch_bytes(data: bytes, path: Path) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for hostile or foreign files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ArtifactError(

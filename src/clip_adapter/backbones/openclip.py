@@ -22,7 +22,6 @@ from typing import Sequence
 import torch
 
 from ..errors import ArtifactError, ConfigError
-from ..io import sha256_file
 from .base import Backbone, PreprocessConfig
 from .checkpoint import load_into, load_state_dict
 from .precision import resolve_device, resolve_precision
@@ -85,8 +84,9 @@ class OpenClipBackbone(Backbone):
                 raise ConfigError(f"{pretrained!r} is neither a file nor an open_clip tag of {self.name} ({tags})")
             path = _download(open_clip, tag_cfg, pretrained)
         model = open_clip.create_model(self.name, pretrained=None, force_quick_gelu=bool(tag_cfg.get("quick_gelu")))
-        load_into(model, load_state_dict(path), str(path))
-        self.weights_id = f"sha256:{sha256_file(path)}"
+        state, digest = load_state_dict(path)
+        load_into(model, state, str(path))
+        self.weights_id = f"sha256:{digest}"
         return model, tag_cfg
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:

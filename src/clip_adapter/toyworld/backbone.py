@@ -13,10 +13,10 @@ from typing import Any, Sequence
 import torch
 
 from ..backbones.base import Backbone, PreprocessConfig
-from ..backbones.checkpoint import load_into
+from ..backbones.checkpoint import load_into, load_state_dict
 from ..backbones.precision import resolve_device, resolve_precision
 from ..errors import ArtifactError
-from ..io import load_tensors, read_json, sha256_file
+from ..io import read_json
 from .model import ToyClip, ToyClipConfig
 from .pretrain import CHECKPOINT_FORMAT, CHECKPOINT_STEM, PREPROCESS
 from .tokenizer import ToyTokenizer
@@ -73,9 +73,9 @@ def load_toy_clip(pretrained: str | Path) -> tuple[ToyClip, ToyTokenizer, Prepro
     if len(tokenizer) != cfg.vocab_size:
         raise ArtifactError(f"toy checkpoint config {config_path}: vocab has {len(tokenizer)} words, architecture {cfg.vocab_size}")
     model = ToyClip(cfg)
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    load_into(model, load_tensors(weights, "toy checkpoint", expected), str(weights))
-    return model, tokenizer, preprocess, f"sha256:{sha256_file(weights)}"
+    state, digest = load_state_dict(weights)  # one read: parsed, checked, hashed
+    load_into(model, state, str(weights))  # names the first missing, extra or mis-shaped tensor
+    return model, tokenizer, preprocess, f"sha256:{digest}"
 
 
 class ToyClipBackbone(Backbone):
