@@ -149,3 +149,17 @@ def test_bad_image_stops_or_is_skipped_and_listed(tiny_backbone, image_folder, t
     feats, kept, stats = run(tiny_backbone, paths, tmp_path / "c", skip_bad=True)
     assert 2 not in kept and len(kept) == len(paths) - 1 and feats.shape[0] == len(paths) - 1
     assert [p for p, _ in stats.skipped] == [str(paths[2])]
+
+
+def test_unchanged_images_are_hashed_once_per_process(tiny_backbone, image_folder, tmp_path, monkeypatch):
+    calls = []
+    real = extract_module.sha256_file
+    monkeypatch.setattr(extract_module, "sha256_file", lambda p: calls.append(p) or real(p))
+    extract_module._hash_file.cache_clear()
+    paths = paths_of(image_folder)[:4]
+    run(tiny_backbone, paths, tmp_path / "c")
+    run(tiny_backbone, paths, tmp_path / "c")
+    assert len(calls) == 4
+    Image.new("RGB", (40, 40), (0, 0, 255)).save(paths[0])
+    run(tiny_backbone, paths, tmp_path / "c")
+    assert len(calls) == 5
