@@ -43,12 +43,21 @@ def run(argv: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def verdict(code: int, err: str, tmp: Path, expect_ok: bool) -> dict:
+def verdict(code: int, err: str, tmp: Path, expect_ok: bool, lost: int) -> dict:
     lines = [line for line in err.strip().splitlines() if not line.startswith(("warning:", "clip-adapter ", "artifact written", "usage:"))]
     leftovers = [str(p) for p in tmp.rglob("*") if ".tmp-" in p.name]
-    clear = expect_ok and code == 0 or (code != 0 and len(lines) == 1 and lines[0].startswith(("error:", "clip-adapter")) or code == 2 and "error:" in err)
+    clear = expect_ok and code == 0 or (code != 0 and len(lines) == 1 and lines[0].startswith("error:"))
     return {"exit": code, "clear": bool(clear) and code != -1, "traceback": "Traceback" in err or code == -1,
-            "leftovers": len(leftovers), "message": (lines[0] if lines else "")[:110]}
+            "leftovers": len(leftovers), "lost": lost, "message": (lines[0] if lines else "")[:110]}
+
+
+def user_files(tmp: Path) -> dict[str, bytes]:
+    """Every file a user put there (the guarded folders): none may change or vanish."""
+    return {str(p): p.read_bytes() for p in sorted(tmp.rglob("*")) if p.is_file() and "/user-" in str(p)}
+
+
+def lost_files(before: dict[str, bytes]) -> int:
+    return sum(1 for path, data in before.items() if not os.path.isfile(path) or Path(path).read_bytes() != data)
 
 
 def dataset_cases(tmp: Path) -> list[tuple[str, list[str], bool]]:
@@ -73,12 +82,66 @@ def option_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
         ("option/unknown pretrained tag", ["train", "--data", str(good), "--backbone", "ViT-B-32", "--pretrained", "nope", "--out", str(tmp / "x")], False),
         ("option/bad precision", base + ["--precision", "fp8"], False),
         ("option/bad template", base + ["--template", "no placeholder"], False),
+        ("option/template with {x}", base + ["--template", "a photo of a {x} {}."], False),
+        ("option/template with a stray {", base + ["--template", "a { photo of a {}."], False),
+        ("option/--seed 10^20", base + ["--seed", str(10**20)], False),
+        ("option/--init-seed 10^20", base + ["--init-seed", str(10**20)], False),
+        ("option/--aug-seed -1", base + ["--aug-seed", "-1"], False),
+        ("option/--epochs 0", base + ["--epochs", "0"], False),
+        ("option/--epochs 0 via --set", base + ["--set", "epochs=0"], False),
+        ("option/--batch-size 0", base + ["--batch-size", "0"], False),
+        ("option/--device cuda without a GPU", base + ["--device", "cuda"], False),
+        ("option/--device nonsense", base + ["--device", "tpu:9"], False),
+        ("option/offline open_clip tag", ["train", "--data", str(good), "--backbone", "ViT-B-32", "--pretrained", "openai", "--out", str(tmp / "x")], False),
+        ("option/bench --seeds 10^20", ["bench", "--dataset", f"g={good}", *TINY, "--seeds", str(10**20), "--out", str(tmp / "b")], False),
+        ("option/--cache-dir is a file", base + ["--cache-dir", str(_user_file(tmp, "cachefile"))], False),
+        ("option/--cache-dir inside the dataset", base + ["--cache-dir", str(good / "cache")], False),
+        ("option/--classnames map missing", base + ["--classnames", str(tmp / "nope.json")], False),
     ]
 
 
-def artifact_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
+def _user_file(tmp: Path, name: str, text: str = "the user's own file") -> Path:
+    path = tmp / f"user-{name}"
+    path.write_text(text)
+    return path
+
+
+def _user_folder(tmp: Path, name: str) -> Path:
+    folder = tmp / f"user-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "thesis.tex").write_text("years of work")
+    return folder
+
+
+def output_cases(tmp: Path, good: Path, art: Path) -> list[tuple[str, list[str], bool]]:
+    """Output paths that held the user's files: each refused before any work, nothing lost."""
+    def train_to(out) -> list[str]:
+        return ["train", "--data", str(good), *TINY, "--shots", "2", "--views", "1", "--epochs", "2", "--out", str(out)]
+
+    folder, file = _user_folder(tmp, "work"), _user_file(tmp, "notes.txt")
+    return [
+        ("output/--out holds a user's files", train_to(folder), False),
+        ("output/--out holds a user's files, --overwrite", train_to(folder) + ["--overwrite"], False),
+        ("output/--out is the dataset", train_to(good), False),
+        ("output/--out inside the dataset", train_to(good / "cat" / "run"), False),
+        ("output/--out is a regular file", train_to(file), False),
+        ("output/--out is an existing artifact", train_to(art), False),
+        ("output/toy dataset --out holds a user's files", ["toy", "dataset", "--out", str(folder), "--train", "1", "--val", "1", "--test", "1"], False),
+        ("output/bench --out holds a user's files", ["bench", "--dataset", f"g={good}", *TINY, "--out", str(folder)], False),
+        ("output/predict --out is a folder", ["predict", str(art), str(good), "--out", str(folder)], False),
+        ("output/predict --out exists", ["predict", str(art), str(good), "--out", str(file)], False),
+        ("output/eval --out is a folder", ["eval", str(art), "--data", str(good), "--out", str(folder)], False),
+        ("output/predict image name with a newline", ["predict", str(art), str(tmp / "no\nsuch.jpg")], False),
+    ]
+
+
+def train_artifact(tmp: Path, good: Path) -> Path:
     art = tmp / "artifact"
     assert main(["train", "--data", str(good), *TINY, "--shots", "2", "--views", "1", "--epochs", "2", "--out", str(art)]) == 0
+    return art
+
+
+def artifact_cases(tmp: Path, good: Path, art: Path) -> list[tuple[str, list[str], bool]]:
     cases = []
 
     def variant(name: str, mutate) -> None:
@@ -104,6 +167,10 @@ def artifact_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
     variant("huge safetensors header", lambda p: (p / "model.safetensors").write_bytes((2**60).to_bytes(8, "little") + b"{}"))
     variant("NaN weights", _nan_weights)
     variant("wrong shapes", edit("head_meta", {"num_classes": 2, "embed_dim": 64, "logit_scale": 14.3}))
+    variant("embed_dim 10^7", edit("head_meta", {"num_classes": 2, "embed_dim": 10**7, "logit_scale": 14.3}))
+    variant("negative logit scale", edit("head_meta", {"num_classes": 2, "embed_dim": 32, "logit_scale": -5.0}))
+    variant("class names as a string", edit("classnames", "cat,dog"))
+    variant("absurdly large weights", _huge_weights)
     cases.append(("artifact/wrong backbone", ["predict", str(art), str(good), "--backbone", "test-tiny-vit", "--pretrained", str(_other_weights(tmp))], False))
     cases.append(("artifact/missing directory", ["predict", str(tmp / "nope"), str(good)], False))
     evil = tmp / "evil.pt"
@@ -125,6 +192,14 @@ def _nan_weights(p: Path) -> None:
     save_file({**weights, name: weights[name] * float("nan")}, p / "model.safetensors")
 
 
+def _huge_weights(p: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(p / "model.safetensors")
+    name = next(n for n in sorted(weights) if weights[n].is_floating_point())
+    save_file({**weights, name: torch.full_like(weights[name], 1e30)}, p / "model.safetensors")
+
+
 def _other_weights(tmp: Path) -> Path:
     from clip_adapter.backbones import create_backbone
     from clip_adapter.io import save_tensors
@@ -140,20 +215,24 @@ def main_table() -> int:
         tmp = Path(tmp_name)
         os.environ["CLIP_ADAPTER_CACHE"] = str(tmp / "cache")
         good = good_folder(tmp / "good")
-        cases = dataset_cases(tmp) + option_cases(tmp, good) + artifact_cases(tmp, good)
+        art = train_artifact(tmp, good)
+        cases = dataset_cases(tmp) + option_cases(tmp, good) + output_cases(tmp, good, art) + artifact_cases(tmp, good, art)
+        guarded = {**user_files(tmp), **{str(p): p.read_bytes() for p in good.rglob("*") if p.is_file()}}
         rows = []
         for name, argv, expect_ok in cases:
             code, err = run(argv)
-            rows.append((name, verdict(code, err, tmp, expect_ok)))
-    print("| input | exit | clear one-line message | traceback | half-written files | message |\n|---|---|---|---|---|---|")
+            rows.append((name, verdict(code, err, tmp, expect_ok, lost_files(guarded))))
+    print("| input | exit | clear one-line message | traceback | half-written files | user files lost | message |\n|---|---|---|---|---|---|---|")
     for name, v in rows:
-        print(f"| {name} | {v['exit']} | {'yes' if v['clear'] else 'NO'} | {'YES' if v['traceback'] else 'no'} | {v['leftovers']} | {v['message']} |")
+        print(f"| {name} | {v['exit']} | {'yes' if v['clear'] else 'NO'} | {'YES' if v['traceback'] else 'no'} | {v['leftovers']} | {v['lost']} | {v['message']} |")
     clear = sum(v["clear"] for _, v in rows)
     crashed = sum(v["traceback"] for _, v in rows)
     print(f"\n{len(rows)} bad-input kinds tried; {clear} handled with a clear message or handled outright; "
           f"{crashed} crashed; {sum(v['leftovers'] for _, v in rows)} half-written files left; "
           f"code execution from the pickle: {'YES' if os.path.exists('/tmp/clip_adapter_pwned') else 'no'}")
-    return 0 if clear == len(rows) and not crashed else 1
+    lost = max((v["lost"] for _, v in rows), default=0)
+    print(f"user files lost or changed: {lost}")
+    return 0 if clear == len(rows) and not crashed and not lost else 1
 
 
 if __name__ == "__main__":

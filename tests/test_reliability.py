@@ -48,7 +48,19 @@ def test_validate_reports_every_kind(kind, tmp_path, capsys):
     report = json.loads(out)
     assert EXPECTED[kind] in report["counts"], report["counts"]
     severities = {i["severity"] for i in report["issues"] if i["kind"] == EXPECTED[kind]}
-    assert code == (0 if severities == {"info"} and report["clean"] else 1)
+    has_errors = any(i["severity"] == "error" for i in report["issues"])
+    assert code == (1 if has_errors else 0), (severities, report["counts"])
+    strict = main(["validate", "--data", str(data), "--shots", "4", "--strict"])
+    capsys.readouterr()
+    assert strict == (1 if has_errors or not report["clean"] else 0)
+
+
+def test_warnings_alone_let_validate_and_train_chain(tmp_path, capsys):
+    # A healthy small folder: fewer images than the default 16 shots is a warning, not an error.
+    data = good_folder(tmp_path / "small", per_class=5)
+    assert main(["validate", "--data", str(data)]) == 0
+    assert "few-images" in capsys.readouterr().out
+    assert main(["validate", "--data", str(data), "--strict"]) == 1
 
 
 def test_clean_dataset_validates_with_exit_zero(tmp_path, capsys):

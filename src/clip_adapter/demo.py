@@ -16,6 +16,7 @@ from .backbones import Backbone, create_backbone
 from .bench import BenchPlan, MethodSpec, plot_summary, run_bench, write_reports
 from .config import Config, option
 from .data import load_dataset
+from .outputs import claim_output_dir, mark_output_dir
 from .pipeline import FeatureConfig, RunConfig, run_few_shot
 
 VARIANTS = ("visual", "text", "both")
@@ -42,7 +43,8 @@ def run_demo(config: DemoConfig, backbone: Backbone | None = None, log: Callable
     """
     from .toyworld import write_task_dataset
 
-    out = Path(config.out)
+    out = claim_output_dir(config.out, "demo", resume=True)
+    mark_output_dir(out, "demo")
     data_dir = out / f"data-{config.task}-{config.domain}"
     if not (data_dir / "split.json").is_file():
         log(f"writing the {config.task} task in the {config.domain} domain to {data_dir}")
@@ -58,5 +60,5 @@ def run_demo(config: DemoConfig, backbone: Backbone | None = None, log: Callable
     artifact = out / "artifact"
     run = RunConfig(method="clip-adapter", shots=max(config.shots), seed=config.seeds[0])
     clf, result, split = run_few_shot(backbone, dataset, run, None, features)
-    clf.save_pretrained(artifact, {"result.json": result, "split.json": split.to_json()})
+    clf.save_pretrained(artifact, {"result.json": result, "split.json": split.to_json()}, overwrite=True)
     return {"table": files["table"], "plot": plots[0], "artifact": artifact, "data": data_dir, "seconds": report.seconds}  # type: ignore[dict-item]

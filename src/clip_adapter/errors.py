@@ -27,3 +27,7 @@ class ArtifactError(ClipAdapterError):
 
 class TrainingError(ClipAdapterError):
     """Training could not continue (for example a non-finite loss)."""
+
+
+class OutputError(ClipAdapterError):
+    """An output path that cannot or must not be written (it holds someone else's files, …)."""

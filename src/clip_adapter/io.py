@@ -11,13 +11,14 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from .errors import ArtifactError, DataError
+from .errors import ArtifactError, DataError, OutputError
 
 TMP_MARK = ".tmp-"
 MAX_JSON_BYTES = 512 * 2**20  # a CoOp split of SUN397 is ~5 MB; anything near this is hostile
@@ -33,9 +34,40 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; put it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def respect_umask(path: Path, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have given it.
+
+    ``mkstemp``/``mkdtemp`` create 0600/0700 whatever the umask, which would
+    make a cache or artifact shared by a team unreadable to the others.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def temp_prefix(path: Path) -> str:
+    """Prefix of the temporaries written for ``path``: its name, the mark, this process's pid."""
+    return f"{path.name}{TMP_MARK}{os.getpid()}-"
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder {quoted(path.parent)} for {quoted(path)}: {_reason(exc)}") from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path; on success it replaces ``path`` atomically.
+
+    A failed write (disk full, file too large, permission) becomes an
+    OutputError naming ``path``; the temporary is removed and ``path`` untouched.
 
     Example:
         >>> import tempfile, pathlib
@@ -46,19 +78,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         'done'
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=path.name + TMP_MARK, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    _make_parent(path)
+    tmp = None
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        respect_umask(tmp)
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        raise OutputError(f"could not write {quoted(path)}: {_reason(exc)}") from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -78,31 +115,114 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, may_replace: Callable[[Path], bool] = lambda p: False) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``path`` when the block succeeds.
 
-    An existing directory at ``path`` is replaced only after the new one is
-    complete; on failure the temporary directory is removed and ``path`` is
-    untouched.
+    ``path`` must not exist, or be a directory that ``may_replace(path)``
+    accepts (asked again at the moment of the swap). An existing directory is
+    swapped with the new one in one atomic step (``renameat2`` with
+    ``RENAME_EXCHANGE``), so a kill at any instant leaves the old or the new
+    directory at ``path``, never neither. Where the file system cannot
+    exchange, the old one is moved aside first and a later run puts it back
+    (:func:`clean_stale_temporaries`). On failure the temporary directory is
+    removed and ``path`` is untouched. Nothing that ``may_replace`` refuses is
+    ever moved or deleted.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "out"
+        >>> with atomic_dir(target) as tmp:
+        ...     _ = (tmp / "f.txt").write_text("new")
+        >>> sorted(p.name for p in target.iterdir())
+        ['f.txt']
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + TMP_MARK, dir=path.parent))
+    _make_parent(path)
+    clean_stale_temporaries(path.parent, only=path.name)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), dir=path.parent))
+        respect_umask(tmp, directory=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write in {quoted(path.parent)}: {_reason(exc)}") from None
     try:
         yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(path.name + TMP_MARK + "old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _install_dir(tmp, path, may_replace)
+    except OSError as exc:
+        raise OutputError(f"could not write {quoted(path)}: {_reason(exc)}") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _install_dir(tmp: Path, path: Path, may_replace: Callable[[Path], bool]) -> None:
+    if not os.path.lexists(path):
+        os.rename(tmp, path)  # fails (ENOTEMPTY/EEXIST) rather than replace anything created meanwhile
+    elif path.is_dir() and not path.is_symlink() and may_replace(path):
+        if not _exchange(tmp, path):
+            backup = path.with_name(temp_prefix(path) + "old")
+            os.rename(path, backup)  # a kill here is repaired by the next run (clean_stale_temporaries)
+            os.rename(tmp, path)
+            shutil.rmtree(backup, ignore_errors=True)
+        # After an exchange ``tmp`` holds the old directory; atomic_dir's finally removes it.
+    else:
+        raise OutputError(f"{quoted(path)} appeared while the output was being written; nothing was replaced")
+    _fsync_dir(path.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this file system cannot exchange
+        return False
+    raise OSError(errno, os.strerror(errno), str(b))
+
+
+def quoted(path: Any) -> str:
+    """A path as one printable token: control characters escaped, odd bytes shown, spaces kept.
+
+    Example:
+        >>> quoted("photos/a\nb.jpg")
+        "'photos/a\\nb.jpg'"
+    """
+    text = str(path)
+    if text.isprintable() and "'" not in text and not any(0xDC80 <= ord(c) <= 0xDCFF for c in text):
+        return text
+    return ascii_escape(text)
+
+
+def ascii_escape(text: str) -> str:
+    """``repr`` of ``text`` with undecodable file-name bytes shown as ``\\xNN``."""
+    raw = os.fsencode(text) if any(0xDC80 <= ord(c) <= 0xDCFF for c in text) else None
+    if raw is not None:
+        return repr(raw)[1:]
+    return repr(text)
+
+
+def one_line(message: str) -> str:
+    """``message`` with line breaks and other control characters escaped, so it prints as one line.
+
+    Example:
+        >>> one_line("image photos/a\nb.jpg is broken")
+        'image photos/a\\nb.jpg is broken'
+    """
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or exc.__class__.__name__
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -132,27 +252,53 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", error: type = Da
         raise error(f"{what} {path} is not valid JSON ({exc.__class__.__name__}: {exc})") from None
 
 
-def clean_stale_temporaries(directory: str | os.PathLike, min_age_s: float = 600.0) -> int:
-    """Remove temporaries left by killed writers in ``directory``; return how many.
+_TEMP_NAME = re.compile(r"^(?P<target>.+)" + re.escape(TMP_MARK) + r"(?P<pid>\d+)-(?P<rest>[A-Za-z0-9_]*)$")
 
-    Only temporaries older than ``min_age_s`` go, so a writer still at work in
-    another process keeps its file. Younger leftovers are harmless: no reader
-    ever looks at a temporary name.
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True
+
+
+def clean_stale_temporaries(directory: str | os.PathLike, only: str | None = None) -> int:
+    """Remove temporaries that killed writers left in ``directory``; return how many.
+
+    A temporary's name carries its writer's pid (:func:`temp_prefix`), so one
+    whose writer is gone is removed at once and a writer still at work keeps
+    its file. A directory moved aside by :func:`atomic_dir` (``<name>.tmp-<pid>-old``)
+    is put back when a kill left nothing at ``<name>``. ``only`` limits the
+    sweep to the temporaries of one target name. Nothing else is touched.
     """
-    removed = 0
-    directory = Path(directory)
+    removed, directory = 0, Path(directory)
     if not directory.is_dir():
         return 0
-    now = time.time()
-    for entry in directory.iterdir():
-        if TMP_MARK in entry.name and now - entry.lstat().st_mtime >= min_age_s:
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    entry.unlink()
+    with contextlib.suppress(OSError):
+        for entry in list(directory.iterdir()):
+            match = _TEMP_NAME.match(entry.name)
+            if match is None or (only is not None and match["target"] != only) or _pid_alive(int(match["pid"])):
+                continue
+            target = directory / match["target"]
+            if match["rest"] == "old" and entry.is_dir() and not os.path.lexists(target):
+                os.rename(entry, target)  # the previous output, moved aside by a writer that was killed
+                continue
+            _remove(entry)
             removed += 1
     return removed
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            entry.unlink()
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
@@ -231,6 +377,9 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
+    "one_line",
+    "quoted",
+    "respect_umask",
     "clean_stale_temporaries",
     "read_json",
     "sha256_bytes",

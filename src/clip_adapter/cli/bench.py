@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..bench import BENCHMARKS, BenchPlan, MethodSpec, plot_summary, resolve_datasets, run_bench, write_reports
 from .common import add_backbone_options, add_feature_options, backbone_from_args, features_from_args
-from .parsing import int_list, name_list
+from ..outputs import claim_output_dir, mark_output_dir
+from .parsing import SEED_MAX, bounded_int_list, name_list
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default: %(default)s)")
     p.add_argument("--protocol", default="val", choices=("val", "none", "oracle"), help="hyper-parameters chosen on val (default), none, or oracle (TEST; labelled)")
     p.add_argument("--template", action="append", default=[], help="prompt template(s); default: each dataset's own")
-    p.add_argument("--out", default="bench-results", help="output folder (default: %(default)s)")
+    p.add_argument("--out", default="bench-results", help="output folder: new, empty, or an earlier bench output to resume (default: %(default)s)")
     add_backbone_options(p)
     add_feature_options(p)
     p.set_defaults(func=main)
@@ -37,11 +38,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     methods = [MethodSpec.parse(m) for m in (name_list(args.methods, "--methods") if args.methods else [])]
     methods += [MethodSpec.parse(m) for m in args.method]
+    shots = tuple(bounded_int_list(args.shots, "--shots", 0, 100_000))
+    seeds = tuple(bounded_int_list(args.seeds, "--seeds", 0, SEED_MAX))
     datasets = resolve_datasets([d for d in args.datasets.split(",") if d.strip()], args.datasets_root, args.dataset)
-    plan = BenchPlan(datasets, methods, tuple(int_list(args.shots, "--shots")), tuple(int_list(args.seeds, "--seeds")),
-                     args.protocol, tuple(args.template), features_from_args(args))
+    inputs = [args.datasets_root, *(d.root for d in datasets.values())]
+    out = claim_output_dir(args.out, "bench", resume=True, inputs=inputs)
+    plan = BenchPlan(datasets, methods, shots, seeds, args.protocol, tuple(args.template), features_from_args(args, inputs))
     backbone = backbone_from_args(args)
-    out = Path(args.out)
+    mark_output_dir(out, "bench")
     report = run_bench(backbone, plan, out, log=lambda line: print(line, file=sys.stderr))
     files = write_reports(out, args.protocol, report.results)
     plots = plot_summary(files["summary"], args.protocol, out / "plots")

@@ -13,6 +13,7 @@ from ..config import Config
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError
 from ..pipeline import FeatureConfig
+from .parsing import positive_int, seed_int
 
 
 def add_backbone_options(parser: argparse.ArgumentParser, default: str | None = "toy") -> None:
@@ -21,22 +22,24 @@ def add_backbone_options(parser: argparse.ArgumentParser, default: str | None = 
     group.add_argument("--pretrained", default=None, help="open_clip tag (downloads), checkpoint path, or none (random init); toy default: the shipped checkpoint")
     group.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="encoder precision (auto: bf16 where the CPU/GPU is fast at it)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    group.add_argument("--init-seed", type=int, default=0, help="seed for --pretrained none (default: %(default)s)")
+    group.add_argument("--init-seed", type=seed_int, default=0, help="seed for --pretrained none (default: %(default)s)")
 
 
 def add_data_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", required=required, help="ImageFolder root (root/<class>/<image>), a CoOp split JSON, or a folder with split.json + images/")
     group.add_argument("--split-file", default=None, help="CoOp split JSON whose paths are relative to --data")
+    group.add_argument("--classnames", default=None, metavar="FILE",
+                       help='JSON map renaming classes: {"<folder or class name>": "<new name>"}')
 
 
 def add_feature_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("features")
     defaults = FeatureConfig()
-    group.add_argument("--views", type=int, default=defaults.views, help="augmented views per training image (default: %(default)s)")
-    group.add_argument("--aug-seed", type=int, default=defaults.aug_seed, help="seed of the augmented views (default: %(default)s)")
+    group.add_argument("--views", type=positive_int, default=defaults.views, help="augmented views per training image (default: %(default)s)")
+    group.add_argument("--aug-seed", type=seed_int, default=defaults.aug_seed, help="seed of the augmented views (default: %(default)s)")
     group.add_argument("--no-flip", action="store_true", help="no horizontal flip in training views (when left/right matters)")
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="encoder batch size (default: %(default)s)")
+    group.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="encoder batch size (default: %(default)s)")
     group.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and list them, instead of stopping")
     group.add_argument("--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
 
@@ -46,12 +49,31 @@ def backbone_from_args(args: argparse.Namespace) -> Backbone:
 
 
 def dataset_from_args(args: argparse.Namespace) -> Dataset:
-    return load_dataset(args.data, args.split_file)
+    return load_dataset(args.data, args.split_file, classnames=getattr(args, "classnames", None))
 
 
-def features_from_args(args: argparse.Namespace) -> FeatureConfig:
+def data_inputs(args: argparse.Namespace, dataset: Dataset | None = None) -> list:
+    """The paths a command reads its data from: outputs must stay out of them."""
+    return [args.data, args.split_file, dataset.root if dataset is not None else None]
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace {what} this tool wrote earlier at --out (anything else there is never replaced)")
+
+
+def cache_dir_from_args(args: argparse.Namespace, inputs: list | None = None) -> str:
+    """``--cache-dir`` as given ("" = the default), checked before any work: a folder we can use, outside the data."""
+    from ..features import default_cache_dir
+    from ..outputs import check_cache_dir
+
+    check_cache_dir(args.cache_dir or default_cache_dir(), inputs or [])
+    return args.cache_dir
+
+
+def features_from_args(args: argparse.Namespace, inputs: list | None = None) -> FeatureConfig:
     return FeatureConfig(views=args.views, aug_seed=args.aug_seed, flip=not args.no_flip, batch_size=args.batch_size,
-                         skip_bad=args.skip_bad, cache_dir=args.cache_dir)
+                         skip_bad=args.skip_bad, cache_dir=cache_dir_from_args(args, inputs))
 
 
 def parse_assignments(pairs: list[str], config_cls: type[Config]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from ..demo import DemoConfig, run_demo
+from ..outputs import claim_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    claim_output_dir(args.out, "demo", resume=True)
     result = run_demo(DemoConfig(task=args.task, domain=args.domain, out=args.out), log=lambda line: print(line, file=sys.stderr))
     sys.stdout.write(result["table"].read_text())
     print(f"\nplot: {result['plot']}\ntable: {result['table']}\nartifact: {result['artifact']} "

@@ -12,7 +12,9 @@ from ..features import default_cache_dir, extract_images, image_store
 from ..io import atomic_write_json
 from ..metrics import classification_report
 from .artifact_args import add_artifact_backbone_options, load_artifact_and_backbone
-from .common import add_data_options, dataset_from_args, print_json
+from ..outputs import claim_output_file
+from .common import add_data_options, cache_dir_from_args, dataset_from_args, print_json
+from .parsing import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,14 +24,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default: %(default)s)")
     add_artifact_backbone_options(p)
     p.add_argument("--cache-dir", default="", help="feature cache directory")
-    p.add_argument("--batch-size", type=int, default=64, help="encoder batch size")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="encoder batch size")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and list them")
-    p.add_argument("--out", help="write the full metrics JSON here")
+    p.add_argument("--out", help="write the full metrics JSON here (a new file; --overwrite replaces an existing one)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--json", action="store_true", help="print the full metrics JSON to stdout")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.out:
+        claim_output_file(args.out, overwrite=args.overwrite)
+    cache_dir = cache_dir_from_args(args, [args.data, args.split_file])
     clf, backbone = load_artifact_and_backbone(args.artifact, args)
     dataset = dataset_from_args(args)
     if dataset.classnames != clf.classnames:
@@ -40,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
     samples = dataset.split(args.split)
     if not samples:
         raise DataError(f"dataset {args.data} has no {args.split} images")
-    store = image_store(backbone, args.cache_dir or default_cache_dir())
+    store = image_store(backbone, cache_dir or default_cache_dir())
     feats, kept, stats = extract_images(backbone, [s.path for s in samples], store, None, 0, args.batch_size, args.skip_bad, args.split)
     labels = torch.tensor([samples[i].label for i in kept])
     report = classification_report(clf.logits(feats), labels, clf.classnames)

@@ -13,8 +13,17 @@ import sys
 from ..data.sampler import sample_few_shot
 from ..features import ExtractStats
 from ..pipeline import encode_split, templates_for
-from .common import add_backbone_options, add_data_options, add_feature_options, backbone_from_args, dataset_from_args, features_from_args, print_json
-from .parsing import int_list
+from .common import (
+    add_backbone_options,
+    add_data_options,
+    add_feature_options,
+    backbone_from_args,
+    data_inputs,
+    dataset_from_args,
+    features_from_args,
+    print_json,
+)
+from .parsing import SEED_MAX, bounded_int_list
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,12 +40,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    dataset, backbone, features = dataset_from_args(args), backbone_from_args(args), features_from_args(args)
+    dataset = dataset_from_args(args)
+    features = features_from_args(args, data_inputs(args, dataset))
+    backbone = backbone_from_args(args)
     templates = templates_for(dataset, args.template[0] if len(args.template) == 1 else tuple(args.template))
     stats = ExtractStats()
     first = True
-    for shots in int_list(args.shots, "--shots"):
-        for seed in int_list(args.seeds, "--seeds"):
+    shot_counts = bounded_int_list(args.shots, "--shots", 0, 100_000)
+    seeds = bounded_int_list(args.seeds, "--seeds", 0, SEED_MAX)
+    for shots in shot_counts:
+        for seed in seeds:
             split = sample_few_shot(dataset, shots, seed)
             stats.merge(encode_split(backbone, split, templates, features, with_test=first and not args.no_test).stats)
             first = False

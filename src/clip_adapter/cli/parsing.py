@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from ..errors import ConfigError
 
 
@@ -21,4 +23,35 @@ def name_list(text: str, option: str) -> list[str]:
     values = [part.strip() for part in text.split(",") if part.strip()]
     if not values:
         raise ConfigError(f"{option} is empty")
+    return values
+
+
+SEED_MAX = 2**32 - 1  # numpy's and Python's RNGs and torch.manual_seed all accept this range
+
+
+def _bounded_int(lo: int, hi: int | None, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _bounded_int(1, None, "a positive integer")
+count_int = _bounded_int(0, None, "a non-negative integer")
+seed_int = _bounded_int(0, SEED_MAX, f"a seed in 0..{SEED_MAX}")
+
+
+def bounded_int_list(text: str, option: str, lo: int, hi: int | None = None) -> list[int]:
+    """:func:`int_list` whose items must lie in ``lo..hi``."""
+    values = int_list(text, option)
+    for value in values:
+        if value < lo or (hi is not None and value > hi):
+            raise ConfigError(f"{option}: {value} is out of range {lo}..{hi if hi is not None else 'inf'}")
     return values

@@ -14,20 +14,24 @@ import torch
 from ..data.images import is_image_name
 from ..errors import DataError
 from ..features import default_cache_dir, extract_images, image_store
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, quoted
+from ..outputs import claim_output_file
 from .artifact_args import add_artifact_backbone_options, load_artifact_and_backbone
+from .common import cache_dir_from_args
+from .parsing import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images with an artifact", description=__doc__)
     p.add_argument("artifact", help="artifact directory written by `clip-adapter train`")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    p.add_argument("--top-k", type=int, default=5, help="classes per image (default: %(default)s)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="classes per image (default: %(default)s)")
     p.add_argument("--format", default="csv", choices=("csv", "json"), help="output format (default: %(default)s)")
-    p.add_argument("--out", help="write here instead of stdout")
+    p.add_argument("--out", help="write here instead of stdout (a new file; --overwrite replaces an existing one)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_artifact_backbone_options(p)
     p.add_argument("--cache-dir", default="", help="feature cache directory")
-    p.add_argument("--batch-size", type=int, default=64, help="encoder batch size")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="encoder batch size")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and list them on stderr")
     p.set_defaults(func=main)
 
@@ -39,37 +43,44 @@ def collect_images(inputs: list[str]) -> list[Path]:
         if item.is_dir():
             found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p) and not p.name.startswith("."))
             if not found:
-                raise DataError(f"folder {item} holds no image files")
+                raise DataError(f"folder {quoted(item)} holds no image files")
             paths += found
         elif item.exists():
             paths.append(item)
         else:
-            raise DataError(f"image not found: {item}")
+            raise DataError(f"image not found: {quoted(item)}")
     return paths
 
 
+def top_k(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` most probable classes per row; equal probabilities rank by class index (deterministic)."""
+    values, indices = torch.sort(probs, dim=1, descending=True, stable=True)
+    return values[:, :k], indices[:, :k]
+
+
 def main(args: argparse.Namespace) -> int:
-    if args.top_k < 1:
-        raise DataError("--top-k must be at least 1")
+    if args.out:
+        claim_output_file(args.out, overwrite=args.overwrite)
+    cache_dir = cache_dir_from_args(args, [])
     clf, backbone = load_artifact_and_backbone(args.artifact, args)
     paths = collect_images(args.images)
-    store = image_store(backbone, args.cache_dir or default_cache_dir())
+    store = image_store(backbone, cache_dir or default_cache_dir())
     feats, kept, stats = extract_images(backbone, paths, store, None, 0, args.batch_size, args.skip_bad, "images")
     probs = torch.softmax(clf.logits(feats), dim=1)
-    k = min(args.top_k, probs.shape[1])
-    top = probs.topk(k, dim=1)
+    values, indices = top_k(probs, min(args.top_k, probs.shape[1]))
     rows = [
-        {"path": str(paths[i]), "rank": r + 1, "class": clf.classnames[top.indices[n, r]], "probability": round(float(top.values[n, r]), 6)}
+        {"path": str(paths[i]), "rank": r + 1, "class": clf.classnames[indices[n, r]], "probability": round(float(values[n, r]), 6)}
         for n, i in enumerate(kept)
-        for r in range(k)
+        for r in range(indices.shape[1])
     ]
     text = _render(rows, args.format)
     if args.out:
-        atomic_write_bytes(args.out, text.encode())
+        # File names that are not valid UTF-8 are written back as the bytes they are.
+        atomic_write_bytes(args.out, text.encode("utf-8", "surrogateescape"))
     else:
         sys.stdout.write(text)
     for path, reason in stats.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(f"skipped {quoted(path)}: {reason}", file=sys.stderr)
     return 0
 
 

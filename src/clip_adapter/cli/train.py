@@ -7,8 +7,11 @@ import sys
 
 from ..methods import get_method, list_methods
 from ..pipeline import RunConfig, run_few_shot
+from ..outputs import claim_output_dir
 from .common import (
     add_backbone_options,
+    add_overwrite_option,
+    data_inputs,
     add_data_options,
     add_feature_options,
     backbone_from_args,
@@ -16,6 +19,7 @@ from .common import (
     features_from_args,
     parse_assignments,
 )
+from .parsing import count_int, positive_int, seed_int
 
 SHORTCUTS = ("variant", "alpha", "ratio", "epochs", "lr")
 
@@ -31,15 +35,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--variant", help="CLIP-Adapter: visual, text or both")
     group.add_argument("--ratio", help="CLIP-Adapter: fixed, learned or network")
     group.add_argument("--alpha", type=float, help="residual ratio (CLIP-Adapter) or blend weight")
-    group.add_argument("--epochs", type=int, help="training epochs")
+    group.add_argument("--epochs", type=positive_int, help="training epochs")
     group.add_argument("--lr", type=float, help="learning rate")
     group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method option (see `clip-adapter methods`)")
     run = p.add_argument_group("run")
-    run.add_argument("--shots", type=int, default=16, help="training images per class (default: %(default)s)")
-    run.add_argument("--seed", type=int, default=1, help="sampling and training seed (default: %(default)s)")
+    run.add_argument("--shots", type=count_int, default=16, help="training images per class (default: %(default)s)")
+    run.add_argument("--seed", type=seed_int, default=1, help="sampling and training seed (default: %(default)s)")
     run.add_argument("--protocol", default="val", choices=("val", "none", "oracle"), help="choose hyper-parameters on: val (default), none, oracle (TEST; labelled)")
     run.add_argument("--template", action="append", default=[], help="prompt template with {} (repeat to ensemble; 'imagenet-ensemble' for the 7)")
-    p.add_argument("--out", required=True, help="artifact directory to write")
+    run.add_argument("--allow-unknown-words", action="store_true",
+                     help="train even if the backbone's tokenizer cannot read some class names (they are still reported)")
+    p.add_argument("--out", required=True, help="artifact directory to write (new, empty, or an artifact with --overwrite)")
+    add_overwrite_option(p, "an artifact")
     p.set_defaults(func=main)
 
 
@@ -62,12 +69,17 @@ def templates_from_args(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def main(args: argparse.Namespace) -> int:
-    run = RunConfig(method=args.method, shots=args.shots, seed=args.seed, protocol=args.protocol, templates=templates_from_args(args))
+    # Every check on options and paths comes before the first image is encoded.
+    claim_output_dir(args.out, "artifact", overwrite=args.overwrite, inputs=data_inputs(args))
+    run = RunConfig(method=args.method, shots=args.shots, seed=args.seed, protocol=args.protocol,
+                    templates=templates_from_args(args), allow_unknown_words=args.allow_unknown_words)
     method_config = method_config_from_args(args)
     dataset = dataset_from_args(args)
+    claim_output_dir(args.out, "artifact", overwrite=args.overwrite, inputs=data_inputs(args, dataset))
+    features = features_from_args(args, data_inputs(args, dataset))
     backbone = backbone_from_args(args)
-    clf, result, split = run_few_shot(backbone, dataset, run, method_config, features_from_args(args))
-    clf.save_pretrained(args.out, {"result.json": result, "split.json": split.to_json()})
+    clf, result, split = run_few_shot(backbone, dataset, run, method_config, features)
+    clf.save_pretrained(args.out, {"result.json": result, "split.json": split.to_json()}, overwrite=args.overwrite)
     print(summary_line(result), file=sys.stderr)
     print(f"artifact written to {args.out} (config.json, model.safetensors, result.json, split.json)", file=sys.stderr)
     return 0

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..config import check_choice, check_range
 from ..io import atomic_dir, atomic_write_json
+from ..outputs import claim_output_dir, is_own_output, mark_output_dir
 from .render import DOMAINS, IMAGE_SIZE, render_array
 from .world import COLOR_NAMES, POSITION_PHRASES, SHAPES, SIZES, Scene, sample_object
 
@@ -115,6 +116,7 @@ def write_task_dataset(
     n_per_class_test: int = 32,
     seed: int = 0,
     size: int = IMAGE_SIZE,
+    overwrite: bool = False,
 ) -> Path:
     """Write an ImageFolder plus a CoOp-format ``split.json`` for ``task`` in ``domain``.
 
@@ -122,7 +124,8 @@ def write_task_dataset(
     (``{"train": [[path relative to images/, label, classname], ...], "val": ..., "test": ...}``)
     with the task's prompt template, domain and seed under ``"meta"`` (read back
     as the dataset's templates). The directory is built beside ``out_dir`` and
-    renamed into place when complete.
+    renamed into place when complete; an existing ``out_dir`` is refused unless
+    it is a toy dataset this tool wrote and ``overwrite`` is set.
 
     Example:
         >>> import tempfile, json, pathlib
@@ -135,8 +138,9 @@ def write_task_dataset(
     counts = dict(zip(SPLITS, (n_per_class_train, n_per_class_val, n_per_class_test)))
     for split, n in counts.items():
         check_range(f"n_per_class_{split}", n, 0)
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    out_dir = claim_output_dir(out_dir, "toy-dataset", overwrite=overwrite)
+    with atomic_dir(out_dir, may_replace=lambda p: overwrite and is_own_output(p, "toy-dataset")) as tmp:
+        mark_output_dir(tmp, "toy-dataset")
         split_json: dict = {split: _write_split(task, domain, tmp / IMAGE_DIR, split, n, seed, size) for split, n in counts.items()}
         split_json["meta"] = {"task": task.name, "domain": domain, "templates": [task.template], "seed": seed}
         atomic_write_json(tmp / SPLIT_FILE, split_json)

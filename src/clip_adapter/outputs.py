@@ -1,0 +1,209 @@
+"""Output paths: what the tool may write into, what it may replace, and what it refuses.
+
+The rule, as in the tools users trust (git, ``cp -n``): an output path is
+used only if it does not exist, is an empty folder, or holds an output this
+tool wrote (recognised by its files). Our own output is replaced only when
+asked (``--overwrite``), or added to when the command resumes (``bench``).
+Anything else is refused with one line, before any work is done, and nothing
+the tool did not create is ever moved or deleted. An output inside one of the
+command's inputs (the dataset folder) is refused as well.
+
+Folders this tool writes carry a small marker file (:data:`MARKER`) naming
+what they hold; artifacts are recognised by their ``config.json`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+from . import __version__
+from .errors import OutputError
+from .io import atomic_write_json, quoted
+
+MARKER = ".clip-adapter-output.json"
+ARTIFACT_FORMAT = "clip-adapter-artifact"
+# What each kind of folder may hold at its top level, to be recognised as ours.
+KIND_ENTRIES: dict[str, re.Pattern[str]] = {
+    "artifact": re.compile(r"^(config\.json|model\.safetensors|result\.json|split\.json|log\.csv)$"),
+    "bench": re.compile(r"^(runs|splits|plots|(results|summary)_\w+\.csv|table_\w+\.md|report\.html)$"),
+    "demo": re.compile(r"^(runs|splits|plots|artifact|cache|data-[\w-]+|(results|summary)_\w+\.csv|table_\w+\.md)$"),
+    "toy-dataset": re.compile(r"^(images|split\.json)$"),
+    "toy-pretrain": re.compile(r"^(toy_clip\.safetensors|toy_clip\.json|pretrain_log\.csv)$"),
+}
+
+
+def _entries(path: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError as exc:
+        raise OutputError(f"cannot read the output folder {quoted(path)}: {exc.strerror or exc}") from None
+
+
+def marker_kind(path: Path) -> str | None:
+    """The kind recorded in ``path``'s marker file, if it has a readable one."""
+    try:
+        data = json.loads((path / MARKER).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("kind") if isinstance(data, dict) else None
+
+
+def _is_artifact_config(path: Path) -> bool:
+    try:
+        return json.loads((path / "config.json").read_text("utf-8")).get("format") == ARTIFACT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def foreign_entries(path: Path, kind: str) -> list[str]:
+    """Top-level entries of ``path`` that a ``kind`` output of this tool would not hold."""
+    pattern = KIND_ENTRIES[kind]
+    return [name for name in _entries(path) if name != MARKER and not pattern.match(name) and ".tmp-" not in name]
+
+
+def is_own_output(path: Path, kind: str) -> bool:
+    """True when ``path`` is a folder holding a ``kind`` output this tool wrote, and nothing else.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "thesis.tex").write_text("years of work")
+        >>> is_own_output(d, "artifact")
+        False
+    """
+    if not path.is_dir() or path.is_symlink():
+        return False
+    recognised = marker_kind(path) == kind or (kind == "artifact" and _is_artifact_config(path))
+    return recognised and not foreign_entries(path, kind)
+
+
+def _inside(a: Path, b: Path) -> bool:
+    return a == b or a.is_relative_to(b)
+
+
+def check_not_in_inputs(path: Path, inputs: Iterable[str | os.PathLike | None], option: str) -> None:
+    """Refuse an output inside an input folder (or an input inside the output)."""
+    out = path.resolve()
+    for item in inputs:
+        if item is None or not os.path.exists(item):
+            continue  # a missing input is reported by its reader
+        source = Path(item).resolve()
+        if out == source:
+            raise OutputError(f"{option} {quoted(path)} is the input {quoted(item)} itself; write outputs elsewhere")
+        if source.is_dir() and _inside(out, source):
+            raise OutputError(f"{option} {quoted(path)} is inside the input {quoted(item)}; write outputs elsewhere")
+        if _inside(source, out):
+            raise OutputError(f"{option} {quoted(path)} contains the input {quoted(item)}; choose a separate output folder")
+
+
+def claim_output_dir(
+    path: str | os.PathLike,
+    kind: str,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    option: str = "--out",
+) -> Path:
+    """Check, before any work, that ``path`` may receive a ``kind`` output; return it as a Path.
+
+    ``overwrite``: our own earlier output may be replaced. ``resume``: our
+    own earlier output is added to (finished work is kept). Refuses an
+    existing file, a folder holding anything this tool did not write, and a
+    path inside (or around) one of ``inputs``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "thesis.tex").write_text("years of work")
+        >>> try:
+        ...     claim_output_dir(d, "artifact")
+        ... except OutputError as exc:
+        ...     print(str(exc).split(" holds ")[1])
+        files clip-adapter did not write (thesis.tex); choose a new or empty folder
+    """
+    path = Path(path)
+    if kind not in KIND_ENTRIES:
+        raise ValueError(f"unknown output kind {kind!r}")
+    check_not_in_inputs(path, inputs, option)
+    if os.path.lexists(path) and (not path.is_dir() or path.is_symlink()):
+        raise OutputError(f"{option} {quoted(path)} exists and is not a folder; choose a new folder")
+    if not path.exists() or not _entries(path):
+        _check_creatable(path, option)
+        return path
+    if not is_own_output(path, kind):
+        foreign = foreign_entries(path, kind) or [n for n in _entries(path) if n != MARKER]
+        listing = ", ".join(quoted(n) for n in foreign[:3]) + (", …" if len(foreign) > 3 else "")
+        raise OutputError(f"{option} {quoted(path)} holds files clip-adapter did not write ({listing}); choose a new or empty folder")
+    if not (overwrite or resume):
+        raise OutputError(f"{option} {quoted(path)} already holds a clip-adapter {kind}; pass --overwrite to replace it")
+    _check_creatable(path, option)
+    return path
+
+
+def _check_creatable(path: Path, option: str) -> None:
+    """The folder (or its nearest existing parent) must be writable."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"{option} {quoted(path)}: {quoted(probe)} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {quoted(path)}: no permission to write in {quoted(probe)}")
+
+
+def mark_output_dir(path: str | os.PathLike, kind: str) -> None:
+    """Create ``path`` if needed and record that this tool's ``kind`` output lives there."""
+    path = Path(path)
+    if marker_kind(path) != kind:
+        atomic_write_json(path / MARKER, {"kind": kind, "library_version": __version__})
+
+
+def claim_output_file(path: str | os.PathLike, *, overwrite: bool = False, option: str = "--out") -> Path:
+    """Check, before any work, that a single output file may be written at ``path``.
+
+    An existing folder is refused; an existing file is replaced only with
+    ``overwrite`` (as ``cp -n`` would refuse it).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{option} {quoted(path)} is a folder; name a file to write")
+    if os.path.lexists(path) and not overwrite:
+        raise OutputError(f"{option} {quoted(path)} already exists; pass --overwrite to replace it")
+    _check_creatable(path.parent if str(path.parent) else Path("."), option)
+    return path
+
+
+def check_cache_dir(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """Refuse a feature-cache path that is a file, cannot be created or written, or lies inside the data."""
+    path = Path(path)
+    check_not_in_inputs(path, inputs, "--cache-dir")
+    if os.path.lexists(path) and not path.is_dir():
+        raise OutputError(f"--cache-dir {quoted(path)} is a file, not a folder")
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        try:
+            empty = not os.listdir(path)
+        except OSError:
+            empty = True
+        if empty:
+            raise OutputError(f"--cache-dir {quoted(path)} is read-only and empty: nothing can be cached or read there")
+        return path  # a read-only shared cache still serves what it holds
+    _check_creatable(path, "--cache-dir")
+    return path
+
+
+__all__ = [
+    "MARKER",
+    "check_cache_dir",
+    "check_not_in_inputs",
+    "claim_output_dir",
+    "claim_output_file",
+    "is_own_output",
+    "mark_output_dir",
+]
