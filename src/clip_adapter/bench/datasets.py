@@ -43,6 +43,17 @@ BENCHMARKS: dict[str, Benchmark] = {
 }
 
 
+# Domain-generalisation targets of ImageNet in CoOp's layout: test sets only, each with a copy of
+# ImageNet's classnames.txt. ImageNet-V2's class folders are label indices, the others' are
+# WordNet ids (ImageNet-A and -R hold 200 of the 1,000 classes).
+IMAGENET_TARGETS: dict[str, tuple[str, str, str]] = {  # name -> (folder, image folder, class folder naming)
+    "imagenetv2": ("imagenetv2", "imagenetv2-matched-frequency-format-val", "index"),
+    "imagenet_sketch": ("imagenet-sketch", "images", "wnid"),
+    "imagenet_a": ("imagenet-adversarial", "imagenet-a", "wnid"),
+    "imagenet_r": ("imagenet-rendition", "imagenet-r", "wnid"),
+}
+
+
 def load_benchmark(name: str, root: str | os.PathLike) -> Dataset:
     """Read benchmark ``name`` from the datasets root ``root``.
 
@@ -52,8 +63,10 @@ def load_benchmark(name: str, root: str | os.PathLike) -> Dataset:
         ...
         clip_adapter.errors.DataError: dtd: folder not found: /no/data/dtd
     """
+    if name in IMAGENET_TARGETS:
+        return _read_imagenet_target(name, Path(root))
     if name not in BENCHMARKS:
-        raise DataError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)} or give --dataset NAME=PATH")
+        raise DataError(f"unknown benchmark {name!r}; choose from {', '.join([*BENCHMARKS, *IMAGENET_TARGETS])} or give --dataset NAME=PATH")
     spec, folder = BENCHMARKS[name], Path(root) / BENCHMARKS[name].folder
     if not folder.is_dir():
         raise DataError(f"{name}: folder not found: {folder}")
@@ -64,16 +77,44 @@ def load_benchmark(name: str, root: str | os.PathLike) -> Dataset:
     return read_coop_split(folder / spec.split, folder / spec.images, name)  # type: ignore[operator]
 
 
-def _read_imagenet(folder: Path) -> Dataset:
+def _read_classnames(folder: Path, dataset: str) -> tuple[list[str], list[str]]:
+    """CoOp's ``classnames.txt``: ``<wnid> <class name>`` per line → (wnids, class names)."""
     names_file = folder / "classnames.txt"
     if not names_file.is_file():
-        raise DataError(f"imagenet: {names_file} not found (CoOp's classnames.txt: '<wnid> <class name>' per line)")
+        raise DataError(f"{dataset}: {names_file} not found (CoOp's classnames.txt: '<wnid> <class name>' per line)")
     wnids, classnames = [], []
     for line in names_file.read_text().splitlines():
         wnid, _, name = line.strip().partition(" ")
         if wnid:
             wnids.append(wnid)
             classnames.append(clean_classname(name))
+    return wnids, classnames
+
+
+def _read_imagenet_target(name: str, root: Path) -> Dataset:
+    """An ImageNet test-only variant, labelled with ImageNet's 1,000 labels (only present classes have images)."""
+    folder_name, images, naming = IMAGENET_TARGETS[name]
+    folder = root / folder_name
+    if not folder.is_dir():
+        raise DataError(f"{name}: folder not found: {folder}")
+    wnids, classnames = _read_classnames(folder, name)
+    image_root = folder / images
+    if not image_root.is_dir():
+        raise DataError(f"{name}: folder not found: {image_root}")
+    keys = [str(i) for i in range(len(wnids))] if naming == "index" else wnids
+    present = {e.name for e in os.scandir(image_root) if e.is_dir()}
+    unknown = sorted(present - set(keys))
+    if unknown:
+        raise DataError(f"{name}: class folder {image_root / unknown[0]} is not an ImageNet class ({naming})")
+    labelled = [(label, key) for label, key in enumerate(keys) if key in present]
+    samples = _folder_samples(image_root, [key for _, key in labelled])
+    by_position = [label for label, _ in labelled]
+    test = [Sample(s.path, by_position[s.label]) for s in samples]
+    return Dataset(name, classnames, image_root, {"train": [], "val": [], "test": test})
+
+
+def _read_imagenet(folder: Path) -> Dataset:
+    wnids, classnames = _read_classnames(folder, "imagenet")
     splits = {"train": _folder_samples(folder / "images" / "train", wnids), "val": [], "test": _folder_samples(folder / "images" / "val", wnids)}
     return Dataset("imagenet", classnames, folder / "images", splits)
 
