@@ -92,7 +92,9 @@ def option_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
         ("option/--batch-size 0", base + ["--batch-size", "0"], False),
         ("option/--device cuda without a GPU", base + ["--device", "cuda"], False),
         ("option/--device nonsense", base + ["--device", "tpu:9"], False),
-        ("option/offline open_clip tag", ["train", "--data", str(good), "--backbone", "ViT-B-32", "--pretrained", "openai", "--out", str(tmp / "x")], False),
+        ("option/offline open_clip tag (openai)", ["train", "--data", str(good), "--backbone", "ViT-B-32", "--pretrained", "openai", "--out", str(tmp / "x")], False),
+        ("option/offline open_clip tag (laion)", ["train", "--data", str(good), "--backbone", "ViT-B-32", "--pretrained", "laion2b_s34b_b79k", "--out", str(tmp / "x")], False),
+        ("option/--device cuda:7", base + ["--device", "cuda:7"], False),
         ("option/bench --seeds 10^20", ["bench", "--dataset", f"g={good}", *TINY, "--seeds", str(10**20), "--out", str(tmp / "b")], False),
         ("option/--cache-dir is a file", base + ["--cache-dir", str(_user_file(tmp, "cachefile"))], False),
         ("option/--cache-dir inside the dataset", base + ["--cache-dir", str(good / "cache")], False),
@@ -171,6 +173,8 @@ def artifact_cases(tmp: Path, good: Path, art: Path) -> list[tuple[str, list[str
     variant("negative logit scale", edit("head_meta", {"num_classes": 2, "embed_dim": 32, "logit_scale": -5.0}))
     variant("class names as a string", edit("classnames", "cat,dog"))
     variant("absurdly large weights", _huge_weights)
+    variant("logit scale 1e9", edit("head_meta", {"num_classes": 2, "embed_dim": 32, "logit_scale": 1e9}))
+    variant("backbone seed 10^20", edit("backbone", {"name": "test-tiny-vit", "id": f"open_clip/test-tiny-vit/random-init:{10**20}"}))
     cases.append(("artifact/wrong backbone", ["predict", str(art), str(good), "--backbone", "test-tiny-vit", "--pretrained", str(_other_weights(tmp))], False))
     cases.append(("artifact/missing directory", ["predict", str(tmp / "nope"), str(good)], False))
     evil = tmp / "evil.pt"

@@ -42,15 +42,64 @@ def _replace_first(root: Path, writer: Callable[[Path], None], suffix: str = ".p
     return root
 
 
-def _split_json(root: Path, entries: dict) -> Path:
+def _split_json(root: Path, entries: dict, meta: dict | None = None) -> Path:
     images = good_folder(root / "images", per_class=6)
     base = {"train": [[f"{c}/{i}.png", k, c] for k, c in enumerate(CLASSES) for i in range(4)],
             "val": [[f"{c}/4.png", k, c] for k, c in enumerate(CLASSES)],
             "test": [[f"{c}/5.png", k, c] for k, c in enumerate(CLASSES)]}
     for split, extra in entries.items():
         base[split] = base[split] + extra
-    (root / "split.json").write_text(json.dumps(base))
+    (root / "split.json").write_text(json.dumps({**base, **({"meta": meta} if meta else {})}))
     assert images.is_dir()
+    return root
+
+
+def _split_text(root: Path, text: str) -> Path:
+    """A split file whose text json.dumps cannot write (huge integers, deep nesting)."""
+    _split_json(root, {})
+    (root / "split.json").write_text(text)
+    return root
+
+
+def _extra_class(root: Path, folder: str, seed: int = 9) -> Path:
+    """One more class folder (its own pixels: no accidental duplicate of another class)."""
+    rng = np.random.default_rng(seed)
+    (root / folder).mkdir()
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(root / folder / f"{i}.png")
+    return root
+
+
+def _rename_class(root: Path, old: str, new: str | bytes) -> Path:
+    target = os.fsencode(root) + b"/" + (new if isinstance(new, bytes) else new.encode())
+    os.rename(root / old, target)
+    return root
+
+
+def _odd_file_name(root: Path, name: bytes) -> Path:
+    """A valid image under a name Linux allows but many tools choke on (newline, non-UTF-8 bytes)."""
+    os.rename(_first(root), os.fsencode(root / CLASSES[0]) + b"/" + name)
+    return root
+
+
+def _wide(path: Path) -> None:
+    Image.new("L", (1_000_000, 1), 128).save(path)  # 3 KB on disk; 50 Gpx once its short side is resized to 224
+
+
+def _nan_tiff(path: Path) -> None:
+    pixels = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    pixels[3, 4], pixels[5, 6] = np.nan, np.inf
+    Image.fromarray(pixels, "F").save(path)
+
+
+def _exif_rotated(path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display", as phones write portrait photos
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (16, 24, 3), dtype=np.uint8)).save(path, exif=exif.tobytes())
+
+
+def _symlink_loop(root: Path) -> Path:
+    os.symlink("loop.png", root / CLASSES[0] / "loop.png")
     return root
 
 
@@ -117,6 +166,31 @@ BAD_DATASETS: dict[str, Callable[[Path], Path]] = {
     "label-gap": lambda root: _split_json(root, {"train": [["cat/0.png", 5, "lion"]]}),
     "split-not-json": lambda root: (_split_json(root, {}), (root / "split.json").write_text("{'train': ["))[0],
     "split-not-an-object": lambda root: (_split_json(root, {}), (root / "split.json").write_text("[1, 2, 3]"))[0],
+    # Reliability II: split files
+    "huge-label": lambda root: _split_json(root, {"train": [["cat/0.png", 10**9, "lion"]]}),
+    "nul-byte-in-path": lambda root: _split_json(root, {"train": [["cat/\x000.png", 0, "cat"]]}),
+    "bool-label": lambda root: _split_json(root, {"train": [["cat/0.png", True, "cat"]]}),
+    "float-label": lambda root: _split_json(root, {"train": [["cat/0.png", 1.0, "dog"]]}),
+    "classname-not-a-string": lambda root: _split_json(root, {"train": [["cat/0.png", 0, ["cat"]]]}),
+    "huge-integer-in-split": lambda root: _split_text(root, '{"train": [["cat/0.png", ' + "9" * 5000 + ', "cat"]]}'),
+    "deeply-nested-split": lambda root: _split_text(root, '{"train": ' + "[" * 200_000 + "]" * 200_000 + "}"),
+    "split-classnames-collide": lambda root: _split_json(root, {"train": [["dog/0.png", 2, "Cat"]]}),
+    "template-with-named-field": lambda root: _split_json(root, {}, {"templates": ["a photo of a {x}."]}),
+    "template-with-stray-brace": lambda root: _split_json(root, {}, {"templates": ["a photo of a {}. {"]}),
+    "template-with-two-fields": lambda root: _split_json(root, {}, {"templates": ["a {} of a {}."]}),
+    # Reliability II: class folders
+    "classnames-differ-by-underscore": lambda root: _extra_class(good_folder(root), "red fox", 9) and _extra_class(root, "red_fox", 10),
+    "classnames-differ-by-case": lambda root: _extra_class(good_folder(root), "Red_Fox", 9) and _extra_class(root, "red_fox", 10),
+    "classname-cleans-to-empty": lambda root: _extra_class(good_folder(root), "___"),
+    "classname-with-control-character": lambda root: _extra_class(good_folder(root), "fox\x07"),
+    "classname-not-utf8": lambda root: _rename_class(good_folder(root), "dog", b"d\xf6g"),
+    # Reliability II: file names and images
+    "newline-in-file-name": lambda root: _odd_file_name(good_folder(root), b"a\nb.png"),
+    "non-utf8-file-name": lambda root: _odd_file_name(good_folder(root), b"caf\xe9.png"),
+    "symlink-loop": lambda root: _symlink_loop(good_folder(root)),
+    "extreme-aspect-ratio": lambda root: _replace_first(good_folder(root), _wide),
+    "nan-float-tiff": lambda root: _replace_first(good_folder(root), _nan_tiff, ".tif"),
+    "exif-rotated": lambda root: _replace_first(good_folder(root), _exif_rotated, ".jpg"),
 }
 
 # kind → (what validate reports: an issue kind, or "fatal" for a one-line error with exit 2, or "clean")
@@ -147,8 +221,30 @@ EXPECTED: dict[str, str] = {
     "label-gap": "label-gap",
     "split-not-json": "fatal",
     "split-not-an-object": "fatal",
+    "huge-label": "label-out-of-range",
+    "nul-byte-in-path": "malformed-entry",
+    "bool-label": "malformed-entry",
+    "float-label": "malformed-entry",
+    "classname-not-a-string": "malformed-entry",
+    "huge-integer-in-split": "fatal",
+    "deeply-nested-split": "fatal",
+    "split-classnames-collide": "duplicate-classname",
+    "template-with-named-field": "fatal",
+    "template-with-stray-brace": "fatal",
+    "template-with-two-fields": "fatal",
+    "classnames-differ-by-underscore": "duplicate-classname",
+    "classnames-differ-by-case": "duplicate-classname",
+    "classname-cleans-to-empty": "empty-classname",
+    "classname-with-control-character": "invalid-classname",
+    "classname-not-utf8": "invalid-classname",
+    "newline-in-file-name": "unusual-filename",
+    "non-utf8-file-name": "unusual-filename",
+    "symlink-loop": "unreadable",
+    "extreme-aspect-ratio": "extreme-aspect-ratio",
+    "nan-float-tiff": "non-finite-pixels",
+    "exif-rotated": "exif-orientation",
 }
 
 # Kinds that training handles without stopping (reported conversions, warnings only).
 TRAINABLE = {"non-image-extension", "huge-image", "cmyk", "16-bit", "palette-transparency", "grayscale", "few-images",
-             "duplicate-within-split", "duplicate-across-splits"}
+             "duplicate-within-split", "duplicate-across-splits", "newline-in-file-name", "non-utf8-file-name", "exif-rotated"}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clip_adapter.artifacts import Classifier, check_backbone
-from clip_adapter.errors import ArtifactError
+from clip_adapter.errors import ArtifactError, ClipAdapterError
 from clip_adapter.methods import get_method
 from conftest import synthetic_data
 
@@ -109,7 +109,7 @@ def test_saving_over_an_artifact_is_atomic(artifact, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(mod, "save_tensors", explode)
-    with pytest.raises(OSError):
-        clf.save_pretrained(path)
+    with pytest.raises((OSError, ClipAdapterError)):  # io reports a failed write as a one-line OutputError
+        clf.save_pretrained(path, overwrite=True)
     assert (path / "model.safetensors").read_bytes() == before
     assert not [p for p in path.parent.iterdir() if ".tmp-" in p.name]

@@ -143,3 +143,26 @@ def test_ties_are_broken_by_class_index():
     probs = torch.tensor([[0.2, 0.4, 0.4], [0.5, 0.25, 0.25]])
     values, indices = top_k(probs, 2)
     assert indices.tolist() == [[1, 2], [0, 1]] and values[0, 0] == values[0, 1]
+
+
+def _named_folder(root: Path, names: list[str], per_class: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+            pixels[..., c % 3] = 255
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def test_class_names_the_toy_tokenizer_cannot_read_are_refused_for_prompt_methods(tmp_path, capsys):
+    data = _named_folder(tmp_path / "pets", ["siamese", "pug", "red"])
+    argv = ["train", "--data", str(data), "--shots", "2", "--views", "1"]
+    message = one_line(capsys, [*argv, "--epochs", "2", "--out", str(tmp_path / "a")])
+    assert "'siamese': siamese" in message and "'pug': pug" in message and "'red'" not in message.split("identical")[0]
+    assert "identical prompts for 'pug' = 'siamese'" in message and "--allow-unknown-words" in message
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "2", "--allow-unknown-words", "--out", str(tmp_path / "b")]) == 0
+    assert "cannot read" in capsys.readouterr().err  # still reported, as a warning
+    assert main([*argv, "--method", "linear-probe", "--out", str(tmp_path / "c")]) == 0  # no prompts: a warning only

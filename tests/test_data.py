@@ -41,10 +41,35 @@ def test_sampler_is_seeded_and_follows_the_coop_protocol():
     assert per_class == [4, 4, 4]
 
 
-def test_sampler_does_not_depend_on_listing_order():
-    ds = toy_dataset()
-    shuffled = Dataset("toy", ds.classnames, ds.root, {k: list(reversed(v)) for k, v in ds.splits.items()})
-    assert set(sample_few_shot(ds, 2, 3).train) == set(sample_few_shot(shuffled, 2, 3).train)
+def dassl_generate_fewshot(data_source: list, num_shots: int) -> list:
+    """Dassl's DatasetBase.generate_fewshot_dataset (repeat=False), re-stated as the reference."""
+    import random
+    from collections import defaultdict
+
+    tracker = defaultdict(list)
+    for item in data_source:
+        tracker[item.label].append(item)
+    dataset = []
+    for _, items in tracker.items():
+        dataset.extend(random.sample(items, num_shots) if len(items) >= num_shots else items)
+    return dataset
+
+
+@pytest.mark.parametrize(("shots", "seed"), [(1, 1), (2, 2), (4, 3), (16, 1), (8, 2)])
+def test_sampler_reproduces_dassl_on_a_split_file_with_shuffled_class_order(shots, seed):
+    import random
+
+    rng = random.Random(0)
+    train = [Sample(Path(f"/d/c{c}/{i:03d}.jpg"), c) for c in range(15) for i in range(rng.randint(6, 25))]
+    rng.shuffle(train)  # CoOp's split files list each class's images in no sorted order, classes interleaved
+    val = [Sample(Path(f"/d/v{c}/{i}.jpg"), c) for c in range(15) for i in range(6)]
+    rng.shuffle(val)
+    ds = Dataset("toy", [f"c{c}" for c in range(15)], Path("/d"), {"train": train, "val": val, "test": []})
+    random.seed(seed)  # Dassl's set_random_seed, then train and val from the same generator
+    expected_train = dassl_generate_fewshot(train, shots)
+    expected_val = dassl_generate_fewshot(val, min(shots, 4))
+    split = sample_few_shot(ds, shots, seed)
+    assert split.train == expected_train and split.val == expected_val
 
 
 def test_short_class_uses_all_it_has_and_says_so():
@@ -87,9 +112,11 @@ def test_split_labels_that_disagree_with_class_names_are_refused(tmp_path):
 
 def test_split_label_gaps_and_duplicate_names_are_refused(tmp_path):
     with pytest.raises(DataError, match="label 1 has no image"):
-        read_coop_split(*write_split(tmp_path, [["a.jpg", 0, "cat"], ["b.jpg", 2, "dog"]]))
-    with pytest.raises(DataError, match="two labels"):
+        read_coop_split(*write_split(tmp_path, [["a.jpg", 0, "cat"], ["b.jpg", 2, "dog"], ["c.jpg", 0, "cat"]]))
+    with pytest.raises(DataError, match=r"label 0 \('cat'\) and label 1 \('cat'\) give the same class name"):
         read_coop_split(*write_split(tmp_path, [["a.jpg", 0, "cat"], ["b.jpg", 1, "cat"]]))
+    with pytest.raises(DataError, match=r"label 2 is out of range.*labels 0\.\.1"):
+        read_coop_split(*write_split(tmp_path, [["a.jpg", 0, "cat"], ["b.jpg", 2, "dog"]]))
 
 
 @pytest.mark.parametrize("bad", ["../outside.jpg", "/etc/passwd", "a/../../x.jpg"])
@@ -185,3 +212,30 @@ def test_split_file_templates_are_the_datasets_own_and_round_trip(tmp_path):
     (tmp_path / "split.json").write_text(json.dumps({"train": entries, "meta": {"templates": ["no placeholder"]}}))
     with pytest.raises(DataError, match="meta.templates"):
         load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize(("name", "template"), [
+    ("split_zhou_OxfordPets", "a photo of a {}, a type of pet."),
+    ("food-101", "a photo of {}, a type of food."),
+    ("split_zhou_DescribableTextures", "{} texture."),
+    ("caltech-101", "a photo of a {}."),
+    ("my-photos", "a photo of a {}."),
+])
+def test_coop_file_and_folder_names_get_their_datasets_template(name, template, tmp_path):
+    from clip_adapter.pipeline import templates_for, templates_source
+
+    ds = Dataset(name, ["a"], tmp_path, {})
+    assert templates_for(ds) == (template,)
+    assert ("no standard dataset matched" in templates_source(ds)) == (name == "my-photos")
+
+
+def test_a_split_file_passed_on_its_own_is_named_by_its_file(tmp_path):
+    from clip_adapter.data import load_dataset
+    from clip_adapter.pipeline import templates_for
+
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "a" / "x.png")
+    split = tmp_path / "split_zhou_OxfordPets.json"
+    split.write_text('{"train": [["a/x.png", 0, "a"]], "val": [], "test": []}')
+    ds = load_dataset(tmp_path / "images", split)
+    assert templates_for(ds) == ("a photo of a {}, a type of pet.",)

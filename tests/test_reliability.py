@@ -1,6 +1,6 @@
 """Bad data, interrupted work and untrusted files: never a crash, never a lost result.
 
-The bad-input corpus lives in tests/corpus.py (26 dataset kinds); artifacts,
+The bad-input corpus lives in tests/corpus.py (48 dataset kinds); artifacts,
 checkpoints and cache entries have their own hostile cases in
 test_artifacts.py, test_backbones.py and test_features.py.
 """

@@ -242,14 +242,18 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", error: type = Da
     """Read a JSON file, turning every failure into a one-line error naming it."""
     path = Path(path)
     if not path.is_file():
-        raise error(f"{what} not found: {path}")
+        raise error(f"{what} not found: {quoted(path)}")
     size = path.stat().st_size
     if size > MAX_JSON_BYTES:
         raise error(f"{what} {path} is {size} bytes, more than the {MAX_JSON_BYTES} allowed")
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise error(f"{what} {path} is not valid JSON ({exc.__class__.__name__}: {exc})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise error(f"{what} {quoted(path)} cannot be read: {_reason(exc)}") from None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, a number too long to convert
+        raise error(f"{what} {quoted(path)} is not valid JSON ({exc.__class__.__name__}: {one_line(str(exc))[:200]})") from None
 
 
 _TEMP_NAME = re.compile(r"^(?P<target>.+)" + re.escape(TMP_MARK) + r"(?P<pid>\d+)-(?P<rest>[A-Za-z0-9_]*)$")

@@ -23,11 +23,15 @@ from .artifacts import Classifier
 from .backbones.base import Backbone
 from .config import Config, check_choice, check_range, option
 from .data import Dataset, FewShotSplit, ensemble, mean_raw, prompts_for, resolve_templates, sample_few_shot
+from .data.templates import dataset_key
 from .errors import DataError
 from .features import AugmentConfig, ExtractStats, default_cache_dir, extract_images, extract_texts, image_store, text_store
 from .methods import FewShotData, get_method
 from .methods.base import PROTOCOLS
 from .metrics import classification_report
+
+
+SEED_MAX = 2**32 - 1  # every RNG the runs seed (Python, numpy, torch) accepts this range
 
 
 @dataclass
@@ -44,6 +48,7 @@ class FeatureConfig(Config):
     def validate(self) -> None:
         check_range("views", self.views, 1, 1000)
         check_range("batch_size", self.batch_size, 1, 65536)
+        check_range("aug_seed", self.aug_seed, 0, SEED_MAX)
 
     def augment(self) -> AugmentConfig:
         return AugmentConfig(views=self.views, flip=self.flip)
@@ -61,9 +66,11 @@ class RunConfig(Config):
     seed: int = option(1, "few-shot sampling and training seed")
     protocol: str = option("val", "hyper-parameters chosen on: val (few-shot validation), none (defaults) or oracle (TEST)")
     templates: tuple[str, ...] = option((), "prompt templates; empty = the dataset's default")
+    allow_unknown_words: bool = option(False, "train a prompt-based method even if the tokenizer cannot read some class names")
 
     def validate(self) -> None:
         check_range("shots", self.shots, 0, 100_000)
+        check_range("seed", self.seed, 0, SEED_MAX)
         check_choice("protocol", self.protocol, PROTOCOLS)
         get_method(self.method)
 
@@ -86,6 +93,54 @@ class SplitFeatures:
 def templates_for(dataset: Dataset, requested: tuple[str, ...] | str | None = None) -> tuple[str, ...]:
     """The run's templates: those asked for, else the dataset's own, else its name's default."""
     return resolve_templates(requested or dataset.templates or None, dataset.name)
+
+
+def templates_source(dataset: Dataset, requested: tuple[str, ...] | str | None = None) -> str:
+    """Where :func:`templates_for`'s templates came from, in words (recorded with every result)."""
+    if requested:
+        return "requested (--template)"
+    if dataset.templates:
+        return "declared by the dataset's split file (meta.templates)"
+    key = dataset_key(dataset.name)
+    if key:
+        return f"CoOp's template for {key}"
+    return f"default: no standard dataset matched the name {dataset.name!r} (pass --template to choose)"
+
+
+def check_prompts_readable(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], run: RunConfig) -> None:
+    """Refuse (for methods that read the prompts) class names the backbone's tokenizer cannot read.
+
+    A tokenizer with a closed vocabulary (the toy CLIP's) maps unknown words to
+    one ``<unk>`` token, so "siamese" and "pug" would get identical prompts and
+    identical text embeddings: every prompt-based method would then guess
+    between them. The names and words are reported; ``allow_unknown_words``
+    turns the refusal into a warning.
+    """
+    unknown = backbone.unknown_words(list(classnames))
+    clashes = identical_prompt_classes(backbone, classnames, templates)
+    if not unknown and not clashes:
+        return
+    parts = []
+    if unknown:
+        shown = "; ".join(f"{name!r}: {', '.join(words)}" for name, words in list(unknown.items())[:5])
+        parts.append(f"{len(unknown)} class name(s) hold words the {backbone.name} tokenizer cannot read ({shown}{'; …' if len(unknown) > 5 else ''})")
+    if clashes:
+        parts.append("identical prompts for " + "; ".join(" = ".join(repr(n) for n in group) for group in clashes[:3]))
+    message = "; ".join(parts)
+    uses_text = getattr(get_method(run.method), "uses_text", True)
+    if uses_text and not run.allow_unknown_words:
+        raise DataError(f"{message}; rename the classes (--classnames FILE), use a backbone with an open vocabulary, "
+                        "or pass --allow-unknown-words")
+    warnings.warn(message)
+
+
+def identical_prompt_classes(backbone: Backbone, classnames: list[str], templates: tuple[str, ...]) -> list[list[str]]:
+    """Groups of classes whose prompts tokenize identically (so their text embeddings are equal)."""
+    tokens = backbone.tokenize(prompts_for(classnames, templates)).reshape(len(classnames), -1)
+    groups: dict[bytes, list[str]] = {}
+    for name, row in zip(classnames, tokens):
+        groups.setdefault(row.numpy().tobytes(), []).append(name)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 def prompt_embeddings(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], cache_dir: Any) -> torch.Tensor:
@@ -171,6 +226,7 @@ def prepare(backbone: Backbone, dataset: Dataset, run: RunConfig, features: Feat
     """Sample the few-shot split of ``run`` and encode (or read from the cache) its features."""
     features = features or FeatureConfig()
     templates = templates_for(dataset, run.templates)
+    check_prompts_readable(backbone, dataset.classnames, templates, run)
     split = sample_split(dataset, run.shots, run.seed)
     start = time.perf_counter()
     feats = encode_split(backbone, split, templates, features)
@@ -197,6 +253,7 @@ def fit_and_evaluate(backbone: Backbone, prepared: PreparedSplit, run: RunConfig
         "zero_shot_test_accuracy": zs_test["accuracy"],
         "backbone": backbone.describe(),
         "templates": list(prepared.templates),
+        "templates_source": templates_source(dataset, run.templates),
         "data": {"dataset": dataset.name, "num_classes": dataset.num_classes, "fingerprint": split_fingerprint(prepared.split),
                  "counts": {"train": len(feats.train_labels), "val": len(feats.val_labels), "test": len(feats.test_labels)},
                  "short_classes": prepared.split.short_classes},

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import Dataset, clean_classname, load_dataset
-from .data.images import LARGE_PIXELS, BadImage, load_rgb
-from .data.issues import Issue, Issues
+from .data import Dataset, load_dataset
+from .data.classnames import ClassnameMap, load_classname_map, renamed
+from .data.images import EXIF_NOTE, LARGE_PIXELS, BadImage, load_rgb
+from .data.issues import Issue, Issues, show
 from .errors import DataError
 from .io import sha256_file
 from .progress import progress
@@ -32,8 +33,18 @@ class ValidationReport:
     classes: int
 
     @property
+    def errors(self) -> list[Issue]:
+        """Problems that stop ``train`` (strict reading raises on each of these)."""
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        """Problems ``train`` copes with (few images, duplicates, ignored files): worth a look, not fatal."""
+        return [i for i in self.issues if i.severity == "warning"]
+
+    @property
     def problems(self) -> list[Issue]:
-        return [i for i in self.issues if i.severity in ("error", "warning")]
+        return self.errors + self.warnings
 
     @property
     def clean(self) -> bool:
@@ -52,6 +63,7 @@ class ValidationReport:
             "images_checked": self.images_checked,
             "classes": self.classes,
             "counts": dict(Counter(i.kind for i in self.issues)),
+            "severity_counts": {s: sum(i.severity == s for i in self.issues) for s in SEVERITY_ORDER},
             "issues": [{"kind": i.kind, "severity": i.severity, "message": i.message, "path": i.path} for i in self.issues],
         }
 
@@ -59,8 +71,18 @@ class ValidationReport:
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
-def validate_dataset(data: str | os.PathLike, split_file: str | os.PathLike | None = None, shots: int = 16, workers: int = 2) -> ValidationReport:
+def validate_dataset(
+    data: str | os.PathLike,
+    split_file: str | os.PathLike | None = None,
+    shots: int = 16,
+    workers: int = 2,
+    classnames: ClassnameMap = None,
+) -> ValidationReport:
     """Check a dataset (ImageFolder or CoOp split JSON) and report every problem.
+
+    ``classnames`` is the class-name map ``train`` will be given (see
+    :func:`clip_adapter.data.load_dataset`); report ``errors`` stop a run,
+    ``warnings`` do not.
 
     Example:
         >>> validate_dataset("/no/such/dir")
@@ -69,11 +91,12 @@ def validate_dataset(data: str | os.PathLike, split_file: str | os.PathLike | No
         clip_adapter.errors.DataError: dataset folder not found: /no/such/dir
     """
     issues = Issues(strict=False)
-    dataset = load_dataset(data, split_file, issues=issues)
+    mapping = load_classname_map(classnames)
+    dataset = load_dataset(data, split_file, issues=issues, classnames=mapping)
     files = _files_by_split(dataset)
     hashes = _check_images(sorted({p for paths in files.values() for p in paths}), issues, workers)
     _check_duplicates(files, hashes, issues)
-    _check_class_sizes(dataset, shots, issues)
+    _check_class_sizes(dataset, shots, issues, mapping)
     return ValidationReport(dataset.name, issues.items, len(hashes), dataset.num_classes)
 
 
@@ -86,14 +109,17 @@ def _check_one(path: Path) -> tuple[Path, str | None, list[tuple[str, str, str]]
     found: list[tuple[str, str, str]] = []
     try:
         img, notes = load_rgb(path)
+        digest = sha256_file(path)
     except BadImage as exc:
         return path, None, [(exc.kind, "error", str(exc))]
-    except DataError as exc:
-        return path, None, [("unreadable", "error", str(exc))]
-    found += [("converted-mode", "info", f"{path}: {note}") for note in notes]
+    except (DataError, OSError) as exc:
+        return path, None, [("unreadable", "error", f"{show(path)} cannot be read ({show(exc)})")]
+    for note in notes:
+        kind = "exif-orientation" if note.startswith(EXIF_NOTE) else "converted-mode"
+        found.append((kind, "info", f"{show(path)}: {note}"))
     if img.width * img.height > LARGE_PIXELS:
-        found.append(("huge-image", "warning", f"{path} is {img.width}x{img.height}: slow to decode, consider downscaling"))
-    return path, sha256_file(path), found
+        found.append(("huge-image", "warning", f"{show(path)} is {img.width}x{img.height}: slow to decode, consider downscaling"))
+    return path, digest, found
 
 
 def _check_images(paths: list[Path], issues: Issues, workers: int) -> dict[Path, str]:
@@ -120,16 +146,16 @@ def _check_duplicates(files: dict[str, list[Path]], hashes: dict[Path, str], iss
         splits = {s for s, _ in entries}
         if len(entries) < 2:
             continue
-        listing = ", ".join(f"{p} ({s})" for s, p in entries[:4])
+        listing = ", ".join(f"{show(p)} ({s})" for s, p in entries[:4])
         if len(splits) > 1:
             issues.add("duplicate-across-splits", f"same image content in {'/'.join(sorted(splits))}: {listing}", entries[0][1], "warning")
         else:
             issues.add("duplicate-within-split", f"same image content twice in {entries[0][0]}: {listing}", entries[0][1], "warning")
 
 
-def _check_class_sizes(dataset: Dataset, shots: int, issues: Issues) -> None:
+def _check_class_sizes(dataset: Dataset, shots: int, issues: Issues, mapping: dict[str, str]) -> None:
     counts = Counter(s.label for s in dataset.split("train"))
-    empty_folders = {clean_classname(Path(i.path).name) for i in issues.items if i.kind == "empty-class" and i.path}
+    empty_folders = {renamed(Path(i.path).name, mapping) for i in issues.items if i.kind == "empty-class" and i.path}
     for label, name in enumerate(dataset.classnames):
         if counts[label] == 0 and name in empty_folders:
             continue  # already reported as an empty class folder
@@ -147,5 +173,8 @@ def format_report(report: ValidationReport, examples: int = 5) -> str:
         lines += [f"    {item.message}" for item in items[:examples]]
         if len(items) > examples:
             lines.append(f"    … and {len(items) - examples} more (--json lists all)")
-    lines.append("clean: no problems found" if report.clean else f"{len(report.problems)} problem(s) found")
+    if report.clean:
+        lines.append("clean: no problems found")
+    else:
+        lines.append(f"{len(report.problems)} problem(s) found: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
     return "\n".join(lines)

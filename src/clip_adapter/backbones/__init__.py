@@ -10,6 +10,30 @@ from .base import Backbone, PreprocessConfig
 from .precision import cpu_has_fast_bf16, resolve_device, resolve_precision
 
 TOY_NAMES = ("toy", "toy-cnn")  # "toy-cnn" is the architecture name artifacts record
+SEED_MAX = 2**32 - 1  # torch.manual_seed, numpy and Python's random all accept 0..2**32-1
+
+
+def check_seed(seed: object, option: str = "--init-seed") -> int:
+    """``seed`` as an int in ``0..2**32-1``, else a ConfigError naming ``option``.
+
+    Checked before any model is built: torch raises an opaque RuntimeError for
+    a seed past 2**64 and numpy a ValueError past 2**32, and only later.
+
+    Example:
+        >>> check_seed(7)
+        7
+        >>> check_seed(10**20)
+        Traceback (most recent call last):
+        ...
+        clip_adapter.errors.ConfigError: --init-seed 100000000000000000000 is out of range 0..4294967295
+    """
+    from ..errors import ConfigError
+
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{option} must be an integer in 0..{SEED_MAX}, got {seed!r}")
+    if not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"{option} {seed} is out of range 0..{SEED_MAX}")
+    return seed
 
 
 def create_backbone(
@@ -28,13 +52,15 @@ def create_backbone(
             ``none`` otherwise.
         precision: ``auto`` (bf16 where the hardware is fast at it), ``bf16`` or ``fp32``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` …
-        seed: seed for random initialisation.
+        seed: seed for random initialisation (``--init-seed``), in ``0..2**32-1``.
 
     Example:
         >>> bb = create_backbone("toy", precision="fp32")
         >>> bb.provider, bb.embed_dim > 0
         ('toy', True)
     """
+    seed = check_seed(seed)
+    resolve_device(device)  # a missing GPU or a typo is reported before any weights are read
     if name in TOY_NAMES:
         from ..toyworld.backbone import ToyClipBackbone
 
@@ -44,4 +70,4 @@ def create_backbone(
     return OpenClipBackbone(name, pretrained=pretrained or "none", precision=precision, device=device, seed=seed)
 
 
-__all__ = ["Backbone", "PreprocessConfig", "cpu_has_fast_bf16", "create_backbone", "resolve_device", "resolve_precision"]
+__all__ = ["SEED_MAX", "Backbone", "PreprocessConfig", "check_seed", "cpu_has_fast_bf16", "create_backbone", "resolve_device", "resolve_precision"]

@@ -107,6 +107,23 @@ class Backbone(abc.ABC):
             out.append(self.encode_token_embeddings(self.embed_tokens(tokens), tokens).float().cpu())
         return torch.cat(out) if out else torch.empty(0, self.embed_dim)
 
+    def unknown_words(self, texts: Sequence[str]) -> dict[str, list[str]]:
+        """Words the tokenizer cannot represent, per text that has any.
+
+        A text missing from the result is read in full. Class names whose words
+        are unknown get prompts that may be identical to another class's
+        (both become ``<unk>``), so their text embeddings cannot tell them
+        apart. The default is ``{}``: byte-level BPE tokenizers (CLIP's,
+        open_clip's) can represent any text; backbones with a closed
+        vocabulary override this.
+
+        Example:
+            >>> from clip_adapter.backbones import create_backbone
+            >>> create_backbone("toy", pretrained="none", precision="fp32").unknown_words(["red circle", "Siamese", "pug"])
+            {'Siamese': ['Siamese'], 'pug': ['pug']}
+        """
+        return {}
+
     def describe(self) -> dict[str, object]:
         """What an artifact records about the backbone it was trained on."""
         return {

@@ -21,9 +21,10 @@ from typing import Sequence
 
 import torch
 
-from ..errors import ArtifactError, ConfigError
+from ..errors import ConfigError
 from .base import Backbone, PreprocessConfig
 from .checkpoint import load_into, load_state_dict
+from .hub import fetch_weights
 from .precision import resolve_device, resolve_precision
 
 
@@ -82,7 +83,7 @@ class OpenClipBackbone(Backbone):
             if not tag_cfg:
                 tags = ", ".join(open_clip.list_pretrained_tags_by_model(self.name)) or "none known"
                 raise ConfigError(f"{pretrained!r} is neither a file nor an open_clip tag of {self.name} ({tags})")
-            path = _download(open_clip, tag_cfg, pretrained)
+            path = fetch_weights(tag_cfg, pretrained, self.name)  # the local cache first; fails fast offline
         model = open_clip.create_model(self.name, pretrained=None, force_quick_gelu=bool(tag_cfg.get("quick_gelu")))
         state, digest = load_state_dict(path)
         load_into(model, state, str(path))
@@ -126,17 +127,6 @@ def _sequence_first(transformer: torch.nn.Module) -> None:
     transformer.batch_first = False
     for block in blocks:
         block.attn.batch_first = False
-
-
-def _download(open_clip, tag_cfg: dict, tag: str) -> str:
-    # Real download on a connected machine; offline it fails fast with HF_HUB_OFFLINE=1.
-    try:
-        path = open_clip.download_pretrained(tag_cfg)
-    except Exception as exc:
-        raise ArtifactError(f"could not download open_clip weights {tag!r}: {str(exc).splitlines()[0][:200]}") from None
-    if not path or not os.path.isfile(path):
-        raise ArtifactError(f"could not download open_clip weights {tag!r}")
-    return path
 
 
 def _preprocess_config(model: torch.nn.Module, tag_cfg: dict) -> PreprocessConfig:

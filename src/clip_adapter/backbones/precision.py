@@ -36,13 +36,52 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
 
 
+# Accelerators a frozen CLIP can run on, each with how torch says one is present.
+_ACCELERATORS = {"cuda": "CUDA", "mps": "MPS", "xpu": "XPU"}
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
+    """``auto`` picks CUDA when present, else CPU; anything else must exist on this machine.
+
+    A device that is not here (``cuda`` without a GPU, ``cuda:7`` on a 2-GPU
+    machine) or a string torch does not know is a one-line ConfigError now,
+    not a RuntimeError deep inside the first forward pass.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+        >>> resolve_device("gpu")
+        Traceback (most recent call last):
+        ...
+        clip_adapter.errors.ConfigError: --device 'gpu' is not a device name: use auto, cpu, cuda or cuda:N
+    """
+    from ..errors import ConfigError
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
-    except RuntimeError:
-        from ..errors import ConfigError
+        resolved = torch.device(str(device))
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"--device {str(device)!r} is not a device name: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cpu":
+        return torch.device("cpu")  # "cpu:3" is still the one CPU; keep one spelling for cache keys
+    if resolved.type not in _ACCELERATORS:
+        raise ConfigError(f"--device {str(device)!r} is not supported: use auto, cpu, cuda or cuda:N")
+    _check_present(resolved, str(device))
+    return resolved
 
-        raise ConfigError(f"unknown device {device!r}") from None
+
+def _check_present(device: torch.device, given: str) -> None:
+    from ..errors import ConfigError
+
+    label = _ACCELERATORS[device.type]
+    module = getattr(torch, device.type, None)
+    available = bool(module is not None and module.is_available())
+    if not available:
+        raise ConfigError(f"--device {given!r}: no {label} device is available on this machine; use --device cpu")
+    count = int(module.device_count()) if hasattr(module, "device_count") else 1
+    if device.index is not None and device.index >= count:
+        raise ConfigError(
+            f"--device {given!r}: this machine has {count} {label} device(s), numbered 0..{count - 1}; "
+            f"use --device {device.type}:0 or --device cpu"
+        )

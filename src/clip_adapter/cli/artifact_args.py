@@ -10,6 +10,7 @@ from ..artifacts import Classifier
 from ..backbones import Backbone, create_backbone
 from ..io import read_json
 from ..errors import ArtifactError
+from .parsing import SEED_MAX
 
 
 def add_artifact_backbone_options(parser: argparse.ArgumentParser) -> None:
@@ -20,9 +21,15 @@ def add_artifact_backbone_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
 
 
-def _recorded_seed(info: dict[str, Any]) -> int:
+def _recorded_seed(info: dict[str, Any], directory: str) -> int:
+    """The init seed in a ``…/random-init:<seed>`` backbone id (0 for real weights), range-checked."""
     weights = str(info.get("id", "")).rsplit("/", 1)[-1]
-    return int(weights.split(":", 1)[1]) if weights.startswith("random-init:") and weights.split(":", 1)[1].isdigit() else 0
+    if not weights.startswith("random-init:"):
+        return 0
+    seed = weights.split(":", 1)[1]
+    if not seed.isdigit() or int(seed) > SEED_MAX:
+        raise ArtifactError(f"artifact {directory}/config.json: backbone.id {info.get('id')!r} has no valid init seed")
+    return int(seed)
 
 
 def load_artifact_and_backbone(directory: str, args: argparse.Namespace) -> tuple[Classifier, Backbone]:
@@ -36,6 +43,6 @@ def load_artifact_and_backbone(directory: str, args: argparse.Namespace) -> tupl
         args.pretrained or info.get("pretrained"),
         args.precision or info.get("precision", "auto"),
         args.device,
-        _recorded_seed(info),
+        _recorded_seed(info, directory),
     )
     return Classifier.from_pretrained(directory, backbone=backbone), backbone

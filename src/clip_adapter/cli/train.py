@@ -61,11 +61,10 @@ def method_config_from_args(args: argparse.Namespace):
 
 
 def templates_from_args(args: argparse.Namespace) -> tuple[str, ...]:
-    if len(args.template) == 1:
-        from ..data import resolve_templates
+    """``--template`` values, checked at once (a named set such as imagenet-ensemble expands)."""
+    from ..data import resolve_templates
 
-        return resolve_templates(args.template[0])
-    return tuple(args.template)
+    return resolve_templates(args.template) if args.template else ()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -81,6 +80,7 @@ def main(args: argparse.Namespace) -> int:
     clf, result, split = run_few_shot(backbone, dataset, run, method_config, features)
     clf.save_pretrained(args.out, {"result.json": result, "split.json": split.to_json()}, overwrite=args.overwrite)
     print(summary_line(result), file=sys.stderr)
+    print(f"prompts: {' | '.join(result['templates'])} ({result['templates_source']})", file=sys.stderr)
     print(f"artifact written to {args.out} (config.json, model.safetensors, result.json, split.json)", file=sys.stderr)
     return 0
 

@@ -1,24 +1,38 @@
 """Open an image file as RGB, with one-line errors for everything that can go wrong.
 
 Unusual modes are converted, and the conversion is reported, so a user knows
-their 16-bit or CMYK files were changed on the way in.
+their 16-bit or CMYK files were changed on the way in. EXIF orientation is
+applied, so a phone photo taken sideways is encoded upright.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 from ..errors import DataError
+from .issues import show
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 MAX_PIXELS = 89_478_485  # Pillow's own default; we make exceeding it an error, not a warning
 LARGE_PIXELS = 40_000_000  # decodable but slow and memory-hungry: reported by `validate`
+# Encoders resize the SHORT side to their input size (224-448 px), so the resized
+# image has size**2 * (long/short) pixels: a 3 KB PNG of 1,000,000x1 would become
+# 50 Gpx (150 GB) at 224 px. Phone panoramas are about 4:1 to 10:1, the widest
+# stitched panoramas about 30:1; at 100:1 the resize stays under 12 Mpx (~135 MB
+# as float32) even at 336 px, so no real photo is refused and no input can blow up.
+MAX_ASPECT_RATIO = 100
+# Version of what decoding produces from a file's bytes; part of the feature cache
+# key, so features decoded differently are never reused. 2: EXIF orientation applied.
+DECODE_VERSION = 2
+EXIF_NOTE = "applied EXIF orientation"  # prefix of the note load_rgb returns when it rotated an image
 
+ORIENTATION_TAG = 0x0112  # EXIF "Orientation": 1 upright, 2-8 the other rotations/mirrorings
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never silently grey
 
 
@@ -39,8 +53,10 @@ def load_rgb(path: str | os.PathLike) -> tuple[Image.Image, list[str]]:
     """Decode ``path`` fully and return ``(rgb_image, notes)``.
 
     ``notes`` lists conversions that were made (e.g. ``"converted CMYK to RGB"``).
-    Raises DataError naming the file if it is missing, empty, not an image,
-    truncated, or a decompression bomb.
+    Raises BadImage (a DataError; ``kind`` groups it) naming the file if it is
+    missing, empty, not an image, truncated, a decompression bomb, of an
+    extreme aspect ratio (checked from the header, before decoding) or holds
+    NaN/inf pixels. The EXIF orientation is applied (and noted).
 
     Example:
         >>> import tempfile, pathlib
@@ -51,36 +67,68 @@ def load_rgb(path: str | os.PathLike) -> tuple[Image.Image, list[str]]:
         ('RGB', ['converted grayscale (L) to RGB'])
     """
     path = Path(path)
-    if not path.is_file():
-        raise BadImage(f"image not found: {path}", "missing-file")
-    if path.stat().st_size == 0:
-        raise BadImage(f"image {path} is an empty (zero-byte) file", "zero-byte")
+    name = show(path)
     try:
+        if not path.is_file():
+            raise BadImage(f"image not found: {name}", "missing-file")
+        if path.stat().st_size == 0:
+            raise BadImage(f"image {name} is an empty (zero-byte) file", "zero-byte")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise BadImage(f"image {path} is {img.width}x{img.height}, a possible decompression bomb", "decompression-bomb")
+                _check_size(img, name)  # from the header, before any pixel is decoded
                 img.load()
-                return _to_rgb(img)
+                img, notes = _upright(img, name)
+                rgb, converted = _to_rgb(img, name)
+                return rgb, notes + converted
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage(f"image {path} exceeds Pillow's pixel limit (possible decompression bomb)", "decompression-bomb") from None
+        raise BadImage(f"image {name} exceeds Pillow's pixel limit (possible decompression bomb)", "decompression-bomb") from None
     except Image.UnidentifiedImageError:
-        raise BadImage(f"image {path} cannot be decoded (not a readable image)", "not-an-image") from None
+        raise BadImage(f"image {name} cannot be decoded (not a readable image)", "not-an-image") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
-        reason = str(exc).split("\n")[0] or exc.__class__.__name__
-        raise BadImage(f"image {path} cannot be decoded ({reason})", "corrupt-image") from None
+        reason = show(str(exc).split("\n")[0] or exc.__class__.__name__)
+        raise BadImage(f"image {name} cannot be decoded ({reason})", "corrupt-image") from None
 
 
-def _to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
+def _check_size(img: Image.Image, name: str) -> None:
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        raise BadImage(f"image {name} is {width}x{height}, a possible decompression bomb", "decompression-bomb")
+    if width < 1 or height < 1 or max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise BadImage(
+            f"image {name} is {width}x{height}, an aspect ratio beyond {MAX_ASPECT_RATIO}:1; resizing its short side "
+            "to the encoder's input size would need absurd memory (crop it into tiles)",
+            "extreme-aspect-ratio",
+        )
+
+
+def _upright(img: Image.Image, name: str) -> tuple[Image.Image, list[str]]:
+    """Apply the EXIF orientation tag, as photo viewers do (phones store rotated photos sideways plus a tag)."""
+    try:
+        orientation = img.getexif().get(ORIENTATION_TAG, 1)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError, struct.error):
+        return img, []  # an unreadable EXIF block: the pixels are still good, used as stored
+    if orientation not in range(2, 9):
+        return img, []
+    try:
+        upright = ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError, struct.error) as exc:
+        raise BadImage(f"image {name} has an EXIF orientation that cannot be applied ({exc.__class__.__name__})", "corrupt-image") from None
+    return upright, [f"{EXIF_NOTE} {orientation} (stored rotated or mirrored)"]
+
+
+def _to_rgb(img: Image.Image, name: str) -> tuple[Image.Image, list[str]]:
     mode = img.mode
     if mode == "RGB":
         return img.copy(), []
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # convert("RGB") would clip 16-bit values to 255 (a white image): rescale instead.
         array = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(array).all():  # NaN/inf would reach the encoder as garbage (and warn, naming no file)
+            bad = int(array.size - np.isfinite(array).sum())
+            raise BadImage(f"image {name} holds {bad} non-finite (NaN or infinite) pixel values", "non-finite-pixels")
         top = 65535.0 if mode.startswith("I;16") else max(float(array.max()), 1.0)
         gray = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), "L")
         return gray.convert("RGB"), [f"rescaled {mode} (high bit depth) to 8-bit RGB"]

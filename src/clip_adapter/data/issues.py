@@ -14,6 +14,30 @@ from ..errors import DataError
 SEVERITIES = ("error", "warning", "info")
 
 
+def show(value: object) -> str:
+    """``value`` as text that prints on one line of any terminal.
+
+    Linux file names may hold newlines, control characters and bytes that are
+    not UTF-8 (decoded by Python as lone surrogates); printed raw they split a
+    one-line message in two or crash a strict UTF-8 stdout. Such names are
+    quoted with those characters escaped; ordinary names are left as they are.
+
+    Example:
+        >>> show("cat/1.png"), show("cat/a\\nb.png"), show("cat/\\udcff.png")
+        ('cat/1.png', "'cat/a\\\\nb.png'", "'cat/\\\\xff.png'")
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "'" + "".join(_escape(c) for c in text) + "'"
+
+
+def _escape(char: str) -> str:
+    if "\udc80" <= char <= "\udcff":  # an undecodable byte, kept by os.fsdecode as a surrogate
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return char if char.isprintable() else repr(char)[1:-1]
+
+
 @dataclass(frozen=True)
 class Issue:
     """One problem: a kind (for grouping), a severity, a one-line message, the file at fault."""
@@ -39,6 +63,7 @@ class Issues:
     items: list[Issue] = field(default_factory=list)
 
     def add(self, kind: str, message: str, path: object = None, severity: str = "error") -> None:
+        message = one_line(message)
         if self.strict:
             if severity == "error":
                 raise DataError(message)
@@ -47,3 +72,8 @@ class Issues:
 
     def count(self, severity: str) -> int:
         return sum(1 for item in self.items if item.severity == severity)
+
+
+def one_line(message: str) -> str:
+    """A safety net: ``message`` with any line break or unprintable character escaped (see :func:`show`)."""
+    return message if message.isprintable() else "".join(_escape(c) for c in message)

@@ -1,5 +1,15 @@
 """The CoOp few-shot protocol: K train and min(K, 4) validation images per class, by seed.
 
+Sampling reproduces Dassl's ``generate_fewshot_dataset`` exactly, so seeds 1–3 on
+CoOp's ``split_zhou_*.json`` files give CoOp's own shots: Python's ``random`` seeded
+with the seed; classes taken in order of first appearance in the split's list, each
+class's images in list order; ``random.sample(items, K)`` per class for train, then,
+continuing the same generator, ``min(K, 4)`` per class for validation; a class with
+fewer images keeps all of them (no random draw). Where a dataset has no validation
+split (ImageNet in CoOp's layout), CoOp validates on the test set; here validation
+shots come from training images not sampled for training, so test data never
+selects anything.
+
 The sampled split is plain data and is written as JSON (CoOp's split format
 plus a ``meta`` block), so a run can be reproduced and shared.
 """
@@ -82,12 +92,15 @@ def sample_few_shot(dataset: Dataset, shots: int, seed: int) -> FewShotSplit:
 
 
 def _sample_per_class(dataset: Dataset, pool: list[Sample], split: str, k: int, rng: random.Random, short: dict) -> list[Sample]:
-    by_label: dict[int, list[Sample]] = {label: [] for label in range(dataset.num_classes)}
+    # Dassl's split_dataset_by_label: labels in order of first appearance, items in list order.
+    # (The readers list an ImageFolder in sorted order, so its listing order never matters.)
+    by_label: dict[int, list[Sample]] = {}
     for sample in pool:
-        by_label[sample.label].append(sample)
+        by_label.setdefault(sample.label, []).append(sample)
+    for label in range(dataset.num_classes):
+        by_label.setdefault(label, [])  # a class absent from the pool: recorded as short below
     chosen: list[Sample] = []
     for label, items in by_label.items():
-        items = sorted(items, key=lambda s: s.path.as_posix())  # listing order must not matter
         if len(items) < k:
             short.setdefault(dataset.classnames[label], {})[split] = len(items)
             chosen += items

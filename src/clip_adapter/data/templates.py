@@ -6,12 +6,13 @@ per-template embeddings, renormalised (CLIP's prompt ensembling).
 
 from __future__ import annotations
 
+import string
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..errors import ClipAdapterError, ConfigError
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
@@ -30,6 +31,35 @@ DATASET_TEMPLATES: dict[str, str] = {
     "ucf101": "a photo of a person doing {}.",
 }
 
+# The names CoOp's files and folders give the same datasets: split_zhou_*.json stems and the
+# DATASETS.md folder names, so a split file passed on its own still gets its dataset's template.
+DATASET_ALIASES: dict[str, str] = {
+    "split_zhou_caltech101": "caltech101", "caltech-101": "caltech101",
+    "split_zhou_oxfordpets": "oxford_pets",
+    "split_zhou_stanfordcars": "stanford_cars",
+    "split_zhou_oxfordflowers": "oxford_flowers",
+    "split_zhou_food101": "food101", "food-101": "food101",
+    "split_zhou_sun397": "sun397",
+    "split_zhou_describabletextures": "dtd",
+    "split_zhou_eurosat": "eurosat",
+    "split_zhou_ucf101": "ucf101",
+}
+
+
+def dataset_key(name: str | None) -> str | None:
+    """The toolkit's name for a dataset given by a CoOp file or folder name, if it is a standard one.
+
+    Example:
+        >>> dataset_key("split_zhou_OxfordPets"), dataset_key("food-101"), dataset_key("my-photos")
+        ('oxford_pets', 'food101', None)
+    """
+    if not name:
+        return None
+    key = name.strip().lower()
+    key = DATASET_ALIASES.get(key, key)
+    return key if key in DATASET_TEMPLATES else None
+
+
 # The 7 templates Tip-Adapter and CLIP-Adapter ensemble for ImageNet.
 IMAGENET_ENSEMBLE: tuple[str, ...] = (
     "itap of a {}.",
@@ -44,11 +74,47 @@ IMAGENET_ENSEMBLE: tuple[str, ...] = (
 NAMED_TEMPLATE_SETS: dict[str, tuple[str, ...]] = {"imagenet-ensemble": IMAGENET_ENSEMBLE}
 
 
-def resolve_templates(spec: str | Sequence[str] | None, dataset: str | None = None) -> tuple[str, ...]:
-    """Turn a user's template option into a tuple of ``{}`` templates.
+def check_template(template: object, where: str, error: type[ClipAdapterError] = ConfigError) -> str:
+    """Return ``template`` if ``str.format`` can fill it with exactly one class name, else raise ``error``.
+
+    The one checker for every template a user can give (``--template``, a
+    split file's ``meta.templates``): exactly one ``{}`` and no other field
+    (``{x}``, ``{0}``, ``{:>9}``, ``{!r}``) nor a stray ``{`` or ``}``, which
+    would otherwise fail (or silently misformat) only after the images were
+    encoded. ``{{`` and ``}}`` are literal braces and fine.
+
+    Example:
+        >>> check_template("a {{sketch}} of a {}.", "--template")
+        'a {{sketch}} of a {}.'
+        >>> check_template("a photo of {x}.", "--template")
+        Traceback (most recent call last):
+        ...
+        clip_adapter.errors.ConfigError: --template: prompt template 'a photo of {x}.' has the field '{x}'; it must contain exactly one '{}' for the class name (write '{{' and '}}' for literal braces)
+    """
+    if not isinstance(template, str):
+        raise error(f"{where}: prompt template {template!r} must be a string")
+    hint = "it must contain exactly one '{}' for the class name (write '{{' and '}}' for literal braces)"
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:  # "Single '{' encountered in format string" and the like
+        raise error(f"{where}: prompt template {template!r} is not a valid template ({exc}); {hint}") from None
+    fields = [(name, spec, conv) for _, name, spec, conv in parsed if name is not None]
+    for name, spec, conv in fields:
+        if (name, spec, conv) != ("", "", None):
+            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise error(f"{where}: prompt template {template!r} has the field {shown!r}; {hint}")
+    if len(fields) != 1:
+        raise error(f"{where}: prompt template {template!r} has {len(fields)} '{{}}' fields; {hint}")
+    return template
+
+
+def resolve_templates(spec: str | Sequence[str] | None, dataset: str | None = None, where: str = "--template") -> tuple[str, ...]:
+    """Turn a user's template option into a tuple of checked ``{}`` templates.
 
     ``spec`` may be ``None`` (the dataset's default, else "a photo of a {}."),
-    a named set (``imagenet-ensemble``), one template, or several.
+    a named set (``imagenet-ensemble``), one template, or several (named sets
+    among them are expanded). Every template is checked here, before any
+    encoding, with :func:`check_template`; ``where`` names the source in errors.
 
     Example:
         >>> resolve_templates(None, "dtd")
@@ -57,14 +123,16 @@ def resolve_templates(spec: str | Sequence[str] | None, dataset: str | None = No
         7
     """
     if spec is None or spec == "" or spec == "default":
-        return (DATASET_TEMPLATES.get(dataset or "", DEFAULT_TEMPLATE),)
-    if isinstance(spec, str):
-        spec = NAMED_TEMPLATE_SETS.get(spec, (spec,))
-    templates = tuple(spec)
-    for template in templates:
-        if template.count("{}") != 1:
-            raise ConfigError(f"prompt template {template!r} must contain exactly one '{{}}' for the class name")
-    return templates
+        return (DATASET_TEMPLATES.get(dataset_key(dataset) or "", DEFAULT_TEMPLATE),)
+    items = [spec] if isinstance(spec, str) else list(spec)
+    if not items:
+        raise ConfigError(f"{where}: no prompt templates given")
+    templates: list[str] = []
+    for i, item in enumerate(items):
+        named = NAMED_TEMPLATE_SETS.get(item) if isinstance(item, str) else None
+        source = where if len(items) == 1 else f"{where} #{i + 1}"
+        templates += named if named else [check_template(item, source)]
+    return tuple(templates)
 
 
 def prompts_for(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:

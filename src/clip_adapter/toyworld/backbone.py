@@ -113,6 +113,16 @@ class ToyClipBackbone(Backbone):
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         return self.tokenizer(texts)
 
+    def unknown_words(self, texts: Sequence[str]) -> dict[str, list[str]]:
+        """Words outside the toy vocabulary (they become ``<unk>``), per text that has any.
+
+        Example:
+            >>> ToyClipBackbone(pretrained="none", precision="fp32").unknown_words(["golden retriever", "red circle"])
+            {'golden retriever': ['golden', 'retriever']}
+        """
+        found = {text: self.tokenizer.unknown_words(text) for text in texts}
+        return {text: words for text, words in found.items() if words}
+
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.embed_tokens(tokens.to(self.device))
 

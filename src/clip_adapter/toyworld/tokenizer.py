@@ -21,6 +21,9 @@ SPECIAL_TOKENS = (PAD, SOT, EOT, UNK)
 PLACEHOLDER = "x"  # prompt learners write "X X X X circle." and swap in learned vectors
 CONTEXT_LENGTH = 40
 _WORD = re.compile(r"[a-z0-9]+")
+# What a reader calls a word: letters and digits of any script. "café" is one
+# word here but becomes "caf" (é dropped) for _WORD, so it is reported unknown.
+_USER_WORD = re.compile(r"[^\W_]+")
 
 
 def default_vocab() -> list[str]:
@@ -58,6 +61,25 @@ class ToyTokenizer:
         """Ids of one text including ``<sot>``/``<eot>``, truncated to the context length."""
         ids = [self.index.get(word, self.unk_id) for word in _WORD.findall(text.lower())]
         return [self.sot_id, *ids[: self.context_length - 2], self.eot_id]
+
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of ``text`` (as written, first occurrence) that this vocabulary cannot represent.
+
+        A word is unknown when any piece of it maps to ``<unk>`` or when
+        characters of it are dropped (non-ASCII letters): either way two
+        different class names can get the same token ids.
+
+        Example:
+            >>> ToyTokenizer().unknown_words("a photo of a Siamese cat, café-red")
+            ['Siamese', 'cat', 'café']
+        """
+        unknown: list[str] = []
+        for word in _USER_WORD.findall(text):
+            pieces = _WORD.findall(word.lower())
+            readable = "".join(pieces) == word.lower() and all(piece in self.index for piece in pieces)
+            if not readable and word not in unknown:
+                unknown.append(word)
+        return unknown
 
     def __call__(self, texts: Iterable[str]) -> torch.Tensor:
         rows = [self.encode(text) for text in texts]
