@@ -188,37 +188,38 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(errno, os.strerror(errno), str(b))
 
 
-def quoted(path: Any) -> str:
-    """A path as one printable token: control characters escaped, odd bytes shown, spaces kept.
+def quoted(value: Any) -> str:
+    r"""``value`` as text that prints on one line of any terminal.
+
+    Linux file names may hold newlines, control characters and bytes that are
+    not UTF-8 (decoded by Python as lone surrogates); printed raw they split a
+    one-line message in two or crash a strict UTF-8 stdout. Such names are
+    quoted with those characters escaped; ordinary names are left as they are.
 
     Example:
-        >>> quoted("photos/a\nb.jpg")
-        "'photos/a\\nb.jpg'"
+        >>> print(quoted("cat/1.png"), quoted("cat/a" + chr(10) + "b.png"), quoted("cat/" + chr(0xDCFF) + ".png"))
+        cat/1.png 'cat/a\nb.png' 'cat/\xff.png'
     """
-    text = str(path)
-    if text.isprintable() and "'" not in text and not any(0xDC80 <= ord(c) <= 0xDCFF for c in text):
+    text = str(value)
+    if text.isprintable():
         return text
-    return ascii_escape(text)
+    return "'" + "".join(_escape(c) for c in text) + "'"
 
 
-def ascii_escape(text: str) -> str:
-    """``repr`` of ``text`` with undecodable file-name bytes shown as ``\\xNN``."""
-    raw = os.fsencode(text) if any(0xDC80 <= ord(c) <= 0xDCFF for c in text) else None
-    if raw is not None:
-        return repr(raw)[1:]
-    return repr(text)
+def _escape(char: str) -> str:
+    if "\udc80" <= char <= "\udcff":  # an undecodable byte, kept by os.fsdecode as a surrogate
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return char if char.isprintable() else repr(char)[1:-1]
 
 
 def one_line(message: str) -> str:
-    """``message`` with line breaks and other control characters escaped, so it prints as one line.
+    r"""``message`` with line breaks, control characters and undecodable bytes escaped (one printable line).
 
     Example:
-        >>> one_line("image photos/a\nb.jpg is broken")
-        'image photos/a\\nb.jpg is broken'
+        >>> print(one_line("image photos/a" + chr(10) + "b.jpg is broken"))
+        image photos/a\nb.jpg is broken
     """
-    if message.isprintable():
-        return message
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
+    return message if message.isprintable() else "".join(_escape(c) for c in message)
 
 
 def _reason(exc: OSError) -> str:

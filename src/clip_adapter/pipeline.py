@@ -24,7 +24,7 @@ from .backbones.base import Backbone
 from .config import Config, check_choice, check_range, option
 from .data import Dataset, FewShotSplit, ensemble, mean_raw, prompts_for, resolve_templates, sample_few_shot
 from .data.templates import dataset_key
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .features import AugmentConfig, ExtractStats, default_cache_dir, extract_images, extract_texts, image_store, text_store
 from .methods import FewShotData, get_method
 from .methods.base import PROTOCOLS
@@ -41,6 +41,9 @@ class FeatureConfig(Config):
     views: int = option(10, "augmented views cached per training image")
     aug_seed: int = option(0, "seed of the augmented views (shared across few-shot seeds so the cache is reused)")
     flip: bool = option(True, "random horizontal flip in training views")
+    crop_scale: tuple[float, ...] = option(
+        (0.5, 1.0), "random-resized-crop area range of training views: (0.5, 1) Tip-Adapter's cache, (0.08, 1) Dassl's (CoOp, CoCoOp, CLIP-Adapter)"
+    )
     batch_size: int = option(64, "images per encoder batch")
     skip_bad: bool = option(False, "leave unreadable images out (and list them) instead of stopping")
     cache_dir: str = option("", "feature cache directory (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
@@ -49,9 +52,11 @@ class FeatureConfig(Config):
         check_range("views", self.views, 1, 1000)
         check_range("batch_size", self.batch_size, 1, 65536)
         check_range("aug_seed", self.aug_seed, 0, SEED_MAX)
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(f"crop_scale must be LO,HI with 0 < LO <= HI <= 1, got {','.join(map(str, self.crop_scale))}")
 
     def augment(self) -> AugmentConfig:
-        return AugmentConfig(views=self.views, flip=self.flip)
+        return AugmentConfig(views=self.views, flip=self.flip, crop_scale=tuple(self.crop_scale))
 
     def cache_path(self):
         return self.cache_dir or default_cache_dir()

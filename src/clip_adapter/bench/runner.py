@@ -98,7 +98,7 @@ def result_path(out: Path, protocol: str, dataset: str, label: str, shots: int, 
 
 def run_spec(backbone: Backbone, plan: BenchPlan, spec: MethodSpec, dataset: str, shots: int, seed: int) -> dict[str, Any]:
     """Everything that determines a run's number (the skip key)."""
-    features = {k: v for k, v in plan.features.to_dict().items() if k in ("views", "aug_seed", "flip")}
+    features = {k: v for k, v in plan.features.to_dict().items() if k in ("views", "aug_seed", "flip", "crop_scale")}
     return {
         "library": __version__,  # another version may compute differently: its results are redone
         "backbone": backbone.id, "precision": backbone.precision, "dataset": dataset, "method": spec.method,

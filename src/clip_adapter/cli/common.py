@@ -13,7 +13,7 @@ from ..config import Config
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError
 from ..pipeline import FeatureConfig
-from .parsing import positive_int, seed_int
+from .parsing import float_pair, positive_int, seed_int
 
 
 def add_backbone_options(parser: argparse.ArgumentParser, default: str | None = "toy") -> None:
@@ -39,6 +39,9 @@ def add_feature_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--views", type=positive_int, default=defaults.views, help="augmented views per training image (default: %(default)s)")
     group.add_argument("--aug-seed", type=seed_int, default=defaults.aug_seed, help="seed of the augmented views (default: %(default)s)")
     group.add_argument("--no-flip", action="store_true", help="no horizontal flip in training views (when left/right matters)")
+    group.add_argument("--crop-scale", default=None, metavar="LO,HI",
+                       help="random-resized-crop area range of training views (default: 0.5,1, Tip-Adapter's; "
+                            "0.08,1 is Dassl's, used by CoOp, CoCoOp and CLIP-Adapter; --preset official picks its method's)")
     group.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="encoder batch size (default: %(default)s)")
     group.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and list them, instead of stopping")
     group.add_argument("--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
@@ -71,9 +74,13 @@ def cache_dir_from_args(args: argparse.Namespace, inputs: list | None = None) ->
     return args.cache_dir
 
 
-def features_from_args(args: argparse.Namespace, inputs: list | None = None) -> FeatureConfig:
+def features_from_args(args: argparse.Namespace, inputs: list | None = None, crop_scale: tuple[float, ...] | None = None) -> FeatureConfig:
+    """The feature options; ``crop_scale`` is the default when ``--crop-scale`` is not given."""
+    extra = {"crop_scale": crop_scale} if crop_scale else {}
+    if args.crop_scale is not None:
+        extra["crop_scale"] = float_pair(args.crop_scale, "--crop-scale")
     return FeatureConfig(views=args.views, aug_seed=args.aug_seed, flip=not args.no_flip, batch_size=args.batch_size,
-                         skip_bad=args.skip_bad, cache_dir=cache_dir_from_args(args, inputs))
+                         skip_bad=args.skip_bad, cache_dir=cache_dir_from_args(args, inputs), **extra)
 
 
 def parse_assignments(pairs: list[str], config_cls: type[Config]) -> dict[str, Any]:

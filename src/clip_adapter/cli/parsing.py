@@ -55,3 +55,15 @@ def bounded_int_list(text: str, option: str, lo: int, hi: int | None = None) -> 
         if value < lo or (hi is not None and value > hi):
             raise ConfigError(f"{option}: {value} is out of range {lo}..{hi if hi is not None else 'inf'}")
     return values
+
+
+def float_pair(text: str, option: str) -> tuple[float, float]:
+    """``"0.08,1"`` → ``(0.08, 1.0)``; anything else is a one-line error naming the option."""
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        raise ConfigError(f"{option} must be two comma-separated numbers, got {text!r}") from None
+    if len(values) != 2 or not all(v == v for v in values):
+        raise ConfigError(f"{option} must be two comma-separated numbers, got {text!r}")
+    return values  # type: ignore[return-value]

@@ -10,32 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import DataError
+from ..io import quoted as show  # noqa: F401  (the data readers' name for it)
 
 SEVERITIES = ("error", "warning", "info")
-
-
-def show(value: object) -> str:
-    """``value`` as text that prints on one line of any terminal.
-
-    Linux file names may hold newlines, control characters and bytes that are
-    not UTF-8 (decoded by Python as lone surrogates); printed raw they split a
-    one-line message in two or crash a strict UTF-8 stdout. Such names are
-    quoted with those characters escaped; ordinary names are left as they are.
-
-    Example:
-        >>> show("cat/1.png"), show("cat/a\\nb.png"), show("cat/\\udcff.png")
-        ('cat/1.png', "'cat/a\\\\nb.png'", "'cat/\\\\xff.png'")
-    """
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "'" + "".join(_escape(c) for c in text) + "'"
-
-
-def _escape(char: str) -> str:
-    if "\udc80" <= char <= "\udcff":  # an undecodable byte, kept by os.fsdecode as a surrogate
-        return f"\\x{ord(char) - 0xDC00:02x}"
-    return char if char.isprintable() else repr(char)[1:-1]
 
 
 @dataclass(frozen=True)
