@@ -31,7 +31,13 @@ def test_train_eval_predict_end_to_end(image_folder, tmp_path, capsys):
     assert main(["eval", str(out), "--data", str(image_folder), "--out", str(tmp_path / "m.json")]) == 0
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["accuracy"] == pytest.approx(result["test"]["accuracy"])
-    assert len(metrics["confusion_matrix"]) == 3 and set(metrics["per_class_accuracy"]) == {"red square", "green square", "blue square"}
+    matrix = metrics["confusion_matrix"]
+    assert len(matrix["counts"]) == 3 and matrix["labels"] == ["blue square", "green square", "red square"]
+    assert set(metrics["per_class_accuracy"]) == {"red square", "green square", "blue square"}
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(image_folder), "--split", "all"]) == 0
+    printed = capsys.readouterr().out  # the summary goes to stdout, so `> out.txt` keeps it
+    assert "(30 images)" in printed and "per-class accuracy:" in printed and "confusion matrix" in printed
 
     capsys.readouterr()
     assert main(["predict", str(out), str(image_folder / "red_square"), "--top-k", "2"]) == 0
@@ -121,3 +127,21 @@ def test_every_method_trains_saves_loads_and_predicts_through_the_cli(method, im
     assert main(["predict", str(out), str(image_folder / "red_square" / "000.jpg"), "--top-k", "1", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0]["class"] in {"red square", "green square", "blue square"}
+
+
+def test_progress_is_logged_as_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
+    import clip_adapter.progress as progress_module
+
+    monkeypatch.delenv("CLIP_ADAPTER_NO_PROGRESS")
+    monkeypatch.setattr(progress_module, "LOG_AFTER_S", 0.0)
+    bar = progress_module.progress(total=4, desc="encoding test", unit="img")
+    for _ in range(4):
+        bar.update(1)
+    bar.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("encoding test: 1/4 (25%) img") and lines[-1].endswith("— done") and "\r" not in "".join(lines)
+    monkeypatch.setenv("CLIP_ADAPTER_NO_PROGRESS", "1")
+    silent = progress_module.progress(total=2, desc="quiet")
+    silent.update(2)
+    silent.close()
+    assert capsys.readouterr().err == ""

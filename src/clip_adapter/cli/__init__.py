@@ -35,7 +35,16 @@ EXIT_INPUT, EXIT_OS, EXIT_MEMORY, EXIT_BUG, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad option is one ``error:`` line (the usage is a ``--help`` away)."""
+    """argparse, but a bad option is one ``error:`` line (the usage is a ``--help`` away).
+
+    Descriptions come from module docstrings; their reST literal quotes
+    (````x````) are shown as plain backquotes in ``--help``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        if kwargs.get("description"):
+            kwargs["description"] = kwargs["description"].replace("``", "`")
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_INPUT, f"error: {self.prog}: {one_line(message)} (see {self.prog} --help)\n")

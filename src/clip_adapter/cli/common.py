@@ -110,20 +110,23 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-def add_config_options(parser: argparse.ArgumentParser, config_cls: type[Config], exclude: tuple[str, ...] = ()) -> None:
-    """One ``--field-name`` option per config field, typed and with the field's help text."""
+def add_config_options(
+    parser: argparse.ArgumentParser, config_cls: type[Config], exclude: tuple[str, ...] = (), aliases: dict[str, str] | None = None
+) -> None:
+    """One ``--field-name`` option per config field, typed and with the field's help text (plus ``aliases``: field → flag)."""
     defaults = config_cls()
     for f in dataclasses.fields(config_cls):  # type: ignore[arg-type]
         if f.name in exclude:
             continue
-        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+        default = getattr(defaults, f.name)
+        flags = ["--" + f.name.replace("_", "-"), *([aliases[f.name]] if aliases and f.name in aliases else [])]
         help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+            parser.add_argument(*flags, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
         elif isinstance(default, tuple):
-            parser.add_argument(flag, dest=f.name, default=None, help=help_text + "; comma-separated")
+            parser.add_argument(*flags, dest=f.name, default=None, help=help_text + "; comma-separated")
         else:
-            parser.add_argument(flag, dest=f.name, default=None, type=type(default) if default is not None else str, help=help_text)
+            parser.add_argument(*flags, dest=f.name, default=None, type=type(default) if default is not None else str, help=help_text)
 
 
 def config_from_args(config_cls: type[Config], args: argparse.Namespace, **extra: Any) -> Config:

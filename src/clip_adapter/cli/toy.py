@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("toy", help="the built-in toy world: pretrain the tiny CLIP, write task datasets", description=__doc__)
     toy_sub = p.add_subparsers(dest="toy_command", metavar="TOY_COMMAND")
     pre = toy_sub.add_parser("pretrain", help="pretrain the tiny CLIP (symmetric InfoNCE on generated scenes)")
-    add_config_options(pre, PretrainConfig)
+    add_config_options(pre, PretrainConfig, aliases={"out_dir": "--out"})
     pre.set_defaults(func=pretrain_main)
     ds = toy_sub.add_parser("dataset", help="write a downstream task as an ImageFolder + CoOp split JSON")
     ds.add_argument("--task", default="shape", choices=sorted(TASKS), help="classification task (default: %(default)s)")
