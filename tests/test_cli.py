@@ -145,3 +145,28 @@ def test_progress_is_logged_as_lines_when_stderr_is_not_a_terminal(monkeypatch, 
     silent.update(2)
     silent.close()
     assert capsys.readouterr().err == ""
+
+
+def test_cache_lists_and_prunes_and_predict_can_leave_it_alone(image_folder, tmp_path, capsys, monkeypatch):
+    import os
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CLIP_ADAPTER_CACHE", str(cache))
+    assert train(image_folder, tmp_path / "run") == 0
+    capsys.readouterr()
+    assert main(["cache"]) == 0
+    listing = capsys.readouterr().out
+    assert "1 encoder(s)" in listing and "image/text" in listing
+    before = len(list(cache.rglob("shard-*.json")))
+    extra = tmp_path / "new"
+    extra.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (12, 200, 99)).save(extra / "x.png")  # an image the cache has never seen
+    assert main(["predict", str(tmp_path / "run"), str(extra), "--no-cache"]) == 0
+    assert len(list(cache.rglob("shard-*.json"))) == before  # nothing kept for the predicted image
+    assert main(["cache", "prune"]) == 2 and "exactly one of" in capsys.readouterr().err
+    assert main(["cache", "prune", "--older-than", "1"]) == 0 and "removed 0 shard(s)" in capsys.readouterr().out
+    key = os.listdir(cache)[0]
+    assert main(["cache", "prune", "--encoder", key]) == 0
+    assert not list(cache.rglob("shard-*")) and "removed" in capsys.readouterr().out

@@ -30,7 +30,7 @@ from ..errors import ClipAdapterError
 from ..io import one_line
 from ..threads import apply_thread_setting
 
-SUBCOMMANDS = ("train", "evaluate", "predict", "extract", "methods_cmd", "demo", "toy", "bench", "validate")
+SUBCOMMANDS = ("train", "evaluate", "predict", "extract", "methods_cmd", "demo", "toy", "bench", "validate", "cache")
 EXIT_INPUT, EXIT_OS, EXIT_MEMORY, EXIT_BUG, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -31,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_artifact_backbone_options(p)
     p.add_argument("--cache-dir", default="", help="feature cache directory")
+    p.add_argument("--no-cache", action="store_true", help="do not keep these images' features (a temporary cache, removed after)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="encoder batch size")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and list them on stderr")
     p.set_defaults(func=main)
@@ -64,8 +67,9 @@ def main(args: argparse.Namespace) -> int:
     cache_dir = cache_dir_from_args(args, [])
     clf, backbone = load_artifact_and_backbone(args.artifact, args)
     paths = collect_images(args.images)
-    store = image_store(backbone, cache_dir or default_cache_dir())
-    feats, kept, stats = extract_images(backbone, paths, store, None, 0, args.batch_size, args.skip_bad, "images")
+    with tempfile.TemporaryDirectory(prefix="clip-adapter-predict-") if args.no_cache else contextlib.nullcontext(cache_dir) as where:
+        store = image_store(backbone, where or default_cache_dir())
+        feats, kept, stats = extract_images(backbone, paths, store, None, 0, args.batch_size, args.skip_bad, "images")
     probs = torch.softmax(clf.logits(feats), dim=1)
     values, indices = top_k(probs, min(args.top_k, probs.shape[1]))
     rows = [
