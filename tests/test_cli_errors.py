@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from clip_adapter.cli import main
-from clip_adapter.cli.predict import top_k
+from clip_adapter.metrics import top_k
 
 TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--precision", "fp32"]
 

@@ -346,3 +346,43 @@ def _check_magnitudes(state: dict[str, torch.Tensor], weights: Path) -> None:
                 f"{weights}: tensor {name!r} holds values up to {float(tensor.abs().max()):.3g}, beyond the "
                 f"{MAX_ABS_WEIGHT:g} no trained head comes near; the file is corrupt or not a trained head"
             )
+
+
+SEED_MAX = 2**32 - 1
+
+
+def _recorded_seed(info: dict[str, Any], directory: Path) -> int:
+    """The init seed in a ``…/random-init:<seed>`` backbone id (0 for real weights), range-checked."""
+    weights = str(info.get("id", "")).rsplit("/", 1)[-1]
+    if not weights.startswith("random-init:"):
+        return 0
+    seed = weights.split(":", 1)[1]
+    if not seed.isdigit() or int(seed) > SEED_MAX:
+        raise ArtifactError(f"artifact {directory}/config.json: backbone.id {info.get('id')!r} has no valid init seed")
+    return int(seed)
+
+
+def load_with_backbone(
+    directory: str | os.PathLike,
+    backbone: str | None = None,
+    pretrained: str | None = None,
+    precision: str | None = None,
+    device: str = "auto",
+) -> tuple[Classifier, Any]:
+    """An artifact and the backbone it was trained on, rebuilt from its record (or the overrides given).
+
+    A backbone whose weights differ from the recorded ones is refused by id.
+
+    Example:
+        >>> clf, bb = load_with_backbone("runs/pets")  # doctest: +SKIP
+    """
+    from .backbones import create_backbone
+
+    directory = Path(directory)
+    config = read_json(directory / CONFIG_FILE, "artifact config", ArtifactError)
+    info = config.get("backbone", {}) if isinstance(config, dict) else {}
+    if not isinstance(info, dict) or "name" not in info:
+        raise ArtifactError(f"artifact {directory}/{CONFIG_FILE} records no backbone")
+    model = create_backbone(backbone or info["name"], pretrained or info.get("pretrained"),
+                            precision or info.get("precision", "auto"), device, _recorded_seed(info, directory))
+    return Classifier.from_pretrained(directory, backbone=model), model

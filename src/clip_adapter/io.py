@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 

@@ -41,3 +41,14 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, classnames
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy in [0, 1] (0 for an empty set)."""
     return (logits.argmax(dim=1) == labels).float().mean().item() if len(labels) else 0.0
+
+
+def top_k(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` most probable classes per row; equal probabilities rank by class index (deterministic).
+
+    Example:
+        >>> top_k(torch.tensor([[0.2, 0.4, 0.4]]), 2)[1].tolist()
+        [[1, 2]]
+    """
+    values, indices = torch.sort(probs, dim=1, descending=True, stable=True)
+    return values[:, :k], indices[:, :k]

@@ -9,12 +9,11 @@ import io
 import json
 import sys
 import tempfile
-from pathlib import Path
 
 import torch
 
-from ..data.images import is_image_name
-from ..errors import DataError
+from ..data.images import find_images
+from ..metrics import top_k
 from ..features import default_cache_dir, extract_images, image_store
 from ..io import atomic_write_bytes, quoted
 from ..outputs import claim_output_file
@@ -39,34 +38,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-def collect_images(inputs: list[str]) -> list[Path]:
-    """Files as given, folders expanded to their image files (sorted); missing paths are errors."""
-    paths: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p) and not p.name.startswith("."))
-            if not found:
-                raise DataError(f"folder {quoted(item)} holds no image files")
-            paths += found
-        elif item.exists():
-            paths.append(item)
-        else:
-            raise DataError(f"image not found: {quoted(item)}")
-    return paths
-
-
-def top_k(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` most probable classes per row; equal probabilities rank by class index (deterministic)."""
-    values, indices = torch.sort(probs, dim=1, descending=True, stable=True)
-    return values[:, :k], indices[:, :k]
-
-
 def main(args: argparse.Namespace) -> int:
     if args.out:
         claim_output_file(args.out, overwrite=args.overwrite)
     cache_dir = cache_dir_from_args(args, [])
     clf, backbone = load_artifact_and_backbone(args.artifact, args)
-    paths = collect_images(args.images)
+    paths = find_images(args.images)
     with tempfile.TemporaryDirectory(prefix="clip-adapter-predict-") if args.no_cache else contextlib.nullcontext(cache_dir) as where:
         store = image_store(backbone, where or default_cache_dir())
         feats, kept, stats = extract_images(backbone, paths, store, None, 0, args.batch_size, args.skip_bad, "images")

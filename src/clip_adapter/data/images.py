@@ -11,6 +11,7 @@ import os
 import struct
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -47,6 +48,29 @@ class BadImage(DataError):
 def is_image_name(path: str | os.PathLike) -> bool:
     """True for file names with a known image extension (case-insensitive)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files as given, folders expanded to their image files (recursively, sorted); a missing path is an error.
+
+    Example:
+        >>> find_images(["/no/such.jpg"])
+        Traceback (most recent call last):
+        ...
+        clip_adapter.errors.DataError: image not found: /no/such.jpg
+    """
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p) and not p.name.startswith("."))
+            if not found:
+                raise DataError(f"folder {show(item)} holds no image files")
+            paths += found
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise DataError(f"image not found: {show(item)}")
+    return paths
 
 
 def load_rgb(path: str | os.PathLike) -> tuple[Image.Image, list[str]]:

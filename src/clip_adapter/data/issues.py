@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import DataError
+from ..io import one_line
 from ..io import quoted as show  # noqa: F401  (the data readers' name for it)
 
 SEVERITIES = ("error", "warning", "info")
@@ -50,7 +51,3 @@ class Issues:
     def count(self, severity: str) -> int:
         return sum(1 for item in self.items if item.severity == severity)
 
-
-def one_line(message: str) -> str:
-    """A safety net: ``message`` with any line break or unprintable character escaped (see :func:`show`)."""
-    return message if message.isprintable() else "".join(_escape(c) for c in message)
