@@ -41,6 +41,10 @@ def test_bench_writes_results_table_and_plots_then_skips(two_datasets, tmp_path,
     table = (out / "table_val.md").read_text()
     assert "## first" in table and "## Average over datasets" in table and "| ca |" in table and " ± " in table
     assert (out / "summary_val.csv").read_text().startswith("protocol,dataset,method,shots,mean,std,n")
+    import clip_adapter
+
+    rows = clip_adapter.bench_results(out)  # DataFrame-ready: one dict per run
+    assert len(rows) == len(results) and {"dataset", "method", "shots", "seed", "accuracy"} <= set(rows[0])
     assert {p.name for p in (out / "plots").iterdir()} == {"val_first.png", "val_second.png", "val_average.png"}
     split = json.loads((out / "splits" / "first" / "shots2_seed1.json").read_text())
     assert len(split["train"]) == 6 and split["meta"]["seed"] == 1

@@ -12,8 +12,8 @@ Example:
 
 __version__ = "0.1.0"
 
-from .api import AdaptedCLIP, fit, load  # noqa: E402
+from .api import AdaptedCLIP, bench_results, fit, load  # noqa: E402
 from .errors import ClipAdapterError  # noqa: E402
 from .methods import list_methods  # noqa: E402
 
-__all__ = ["AdaptedCLIP", "ClipAdapterError", "__version__", "fit", "list_methods", "load"]
+__all__ = ["AdaptedCLIP", "ClipAdapterError", "__version__", "bench_results", "fit", "list_methods", "load"]

@@ -180,4 +180,19 @@ def load(directory: str | os.PathLike, backbone: Backbone | None = None, cache_d
     return AdaptedCLIP(clf, backbone, FeatureConfig(cache_dir=str(cache_dir)))
 
 
-__all__ = ["AdaptedCLIP", "fit", "load"]
+def bench_results(out: str | os.PathLike, protocol: str = "val") -> list[dict[str, Any]]:
+    """Every finished run of a ``clip-adapter bench`` output as rows (``pandas.DataFrame(rows)`` makes the table).
+
+    One row per (dataset, method, shots, seed): accuracy, zero-shot accuracy, fit seconds and the
+    chosen hyper-parameters, as in ``results_<protocol>.csv``.
+
+    Example:
+        >>> bench_results("/no/such/bench")
+        []
+    """
+    from .bench.aggregate import load_results
+
+    return load_results(sorted(Path(out, "runs", protocol).rglob("*.json")))
+
+
+__all__ = ["AdaptedCLIP", "bench_results", "fit", "load"]
