@@ -30,6 +30,7 @@ from ..errors import ClipAdapterError
 from ..io import one_line
 from ..threads import apply_thread_setting
 
+# The order of `clip-adapter --help`; any other module here with an ``add_parser`` joins after them.
 SUBCOMMANDS = ("train", "evaluate", "predict", "extract", "methods_cmd", "demo", "toy", "bench", "validate", "cache")
 EXIT_INPUT, EXIT_OS, EXIT_MEMORY, EXIT_BUG, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
 
@@ -58,9 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"clip-adapter {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of a failure (also: CLIP_ADAPTER_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
+    for name in subcommand_modules():
         importlib.import_module(f"{__name__}.{name}").add_parser(sub)
     return parser
+
+
+def subcommand_modules() -> list[str]:
+    """The modules of this package that define a subcommand: the known order, then the rest sorted."""
+    import pkgutil
+
+    found = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    helpers = {"common", "parsing", "artifact_args"}
+    rest = sorted(found - set(SUBCOMMANDS) - helpers)
+    return [*SUBCOMMANDS, *(name for name in rest if hasattr(importlib.import_module(f"{__name__}.{name}"), "add_parser"))]
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
