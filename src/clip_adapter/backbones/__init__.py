@@ -1,7 +1,8 @@
 """Backbones: one interface, one module per provider, one factory.
 
-``create_backbone("toy")`` gives the built-in tiny CLIP; any other name is an
-open_clip architecture.
+``create_backbone("toy")`` gives the built-in tiny CLIP, ``hf:<folder or repo
+id>`` a Hugging Face CLIP/SigLIP model (needs ``transformers``); any other name
+is an open_clip architecture.
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ def create_backbone(
     """Build a frozen backbone.
 
     Args:
-        name: ``toy`` (the built-in tiny CLIP) or an open_clip architecture name.
+        name: ``toy`` (the built-in tiny CLIP), ``hf:<folder or repo id>`` (a
+            Hugging Face CLIP or SigLIP model) or an open_clip architecture name.
         pretrained: open_clip tag, checkpoint path, or ``none`` for seeded random
             weights; ``None`` means the shipped checkpoint for ``toy`` and
-            ``none`` otherwise.
+            ``none`` otherwise. ``hf:`` models take their weights from the folder.
         precision: ``auto`` (bf16 where the hardware is fast at it), ``bf16`` or ``fp32``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` …
         seed: seed for random initialisation (``--init-seed``), in ``0..2**32-1``.
@@ -65,6 +67,10 @@ def create_backbone(
         from ..toyworld.backbone import ToyClipBackbone
 
         return ToyClipBackbone(pretrained=pretrained or "shipped", precision=precision, device=device, seed=seed)
+    if name.startswith("hf:"):
+        from .hf import HFClipBackbone
+
+        return HFClipBackbone(name, pretrained=pretrained, precision=precision, device=device)
     from .openclip import OpenClipBackbone
 
     return OpenClipBackbone(name, pretrained=pretrained or "none", precision=precision, device=device, seed=seed)

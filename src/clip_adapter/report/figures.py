@@ -1,0 +1,136 @@
+"""The report's figures, drawn with matplotlib (Agg: no display) straight into PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Sequence
+
+MAX_LABELLED_CLASSES = 40  # beyond this, tick labels and cell counts would be unreadable
+MAX_BARS = 50  # per-class bars shown: the most helped and the most hurt
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # never opens a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    plt = _plt()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def confusion_png(matrix: Sequence[Sequence[int]], classnames: Sequence[str]) -> bytes:
+    """Row-normalised confusion matrix (colour) with counts written in the cells for small tasks.
+
+    Example:
+        >>> confusion_png([[3, 1], [0, 4]], ["cat", "dog"])[:4]
+        b'\\x89PNG'
+    """
+    import numpy as np
+
+    plt = _plt()
+    counts = np.asarray(matrix, dtype=float)
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    n = len(classnames)
+    side = min(11.0, max(4.5, 0.42 * n + 2.5))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side), dpi=100)
+    shown = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    if n <= MAX_LABELLED_CLASSES:
+        ax.set_xticks(range(n), classnames, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n), classnames, fontsize=8)
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def per_class_png(rows: Sequence[tuple[str, float, float]]) -> bytes:
+    """Horizontal bars of (adapted − zero-shot) accuracy per class, in points; ``rows`` sorted by difference."""
+    plt = _plt()
+    if len(rows) > MAX_BARS:  # the two ends are the story: most helped, most hurt
+        rows = [*rows[: MAX_BARS // 2], *rows[-MAX_BARS // 2:]]
+    names = [r[0] for r in rows][::-1]
+    deltas = [100 * (r[1] - r[2]) for r in rows][::-1]
+    fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.26 * len(rows) + 1.2)), dpi=100)
+    ax.barh(range(len(rows)), deltas, color=["#2e8b57" if d > 0 else "#c0392b" if d < 0 else "#999" for d in deltas])
+    ax.set_yticks(range(len(rows)), names, fontsize=8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("accuracy change vs zero-shot (percentage points)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def curves_png(series: dict[str, dict[str, list[tuple[float, float]]]], xlabel: str) -> bytes:
+    """One panel per metric group (``{panel: {line label: [(x, y), …]}}``), lines per label."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(series), figsize=(5.2 * len(series), 3.6), dpi=100, squeeze=False)
+    for ax, (panel, lines) in zip(axes[0], series.items()):
+        for label, points in lines.items():
+            xs, ys = zip(*sorted(points)) if points else ((), ())
+            ax.plot(xs, ys, marker="o" if len(points) <= 30 else None, markersize=3, label=label)
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        if 1 < len(lines) <= 12:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def shots_png(curves: dict[str, dict[int, float]], title: str, reference: float | None) -> bytes:
+    """Accuracy (%) against shots on a log2 axis, zero-shot as a dashed line (as the bench plots)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=100)
+    for method, points in sorted(curves.items()):
+        shots = sorted(points)
+        ax.plot(shots, [100 * points[s] for s in shots], marker="o", label=method)
+    if reference is not None:
+        ax.axhline(100 * reference, color="gray", linestyle="--", label="zero-shot")
+    ticks = sorted({s for points in curves.values() for s in points})
+    if ticks and min(ticks) > 0:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [str(s) for s in ticks])
+    ax.set_xlabel("training images per class (shots)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def histogram_png(values: Sequence[float], xlabel: str, title: str) -> bytes:
+    """A histogram of ``values`` (e.g. per-image cosine between adapted and original features)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    ax.hist(list(values), bins=30, color="#4a78b0")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def thumbnail_png(image: Any, size: int = 128) -> bytes:
+    """A PIL image shrunk to fit ``size``×``size`` (aspect kept), as PNG bytes."""
+    image = image.copy()
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
