@@ -110,20 +110,21 @@ def test_console_script_runs(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("method", ["zero-shot", "clip-adapter", "linear-probe", "tip-adapter", "tip-adapter-f", "coop", "cocoop", "clap", "gda"])
+@pytest.mark.parametrize("method", ["zero-shot", "clip-adapter", "linear-probe", "tip-adapter", "tip-adapter-f", "coop", "cocoop", "clap", "gda", "auto"])
 def test_every_method_trains_saves_loads_and_predicts_through_the_cli(method, image_folder, tmp_path, capsys):
     from clip_adapter.methods import get_method, list_methods
 
-    assert set(list_methods()) == {"zero-shot", "clip-adapter", "linear-probe", "tip-adapter", "tip-adapter-f", "coop", "cocoop", "clap", "gda"}
+    assert set(list_methods()) == {"zero-shot", "clip-adapter", "linear-probe", "tip-adapter", "tip-adapter-f", "coop", "cocoop", "clap", "gda", "auto"}
     fields = get_method(method).Config.help_texts()
     extra = ["--set", "epochs=2"] if "epochs" in fields else []
     extra += ["--set", "n_ctx=2"] if "n_ctx" in fields and method == "coop" else []
     out = tmp_path / method
     assert main(["train", "--data", str(image_folder), *TINY, "--method", method, "--shots", "2", "--views", "1", *extra, "--out", str(out)]) == 0
-    assert json.loads((out / "config.json").read_text())["method"] == method
+    recorded = json.loads((out / "config.json").read_text())["method"]
+    assert recorded == method or (method == "auto" and recorded in get_method("auto")().config.candidates)
     capsys.readouterr()
     assert main(["eval", str(out), "--data", str(image_folder), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["method"] == method
+    assert json.loads(capsys.readouterr().out)["method"] == recorded
     assert main(["predict", str(out), str(image_folder / "red_square" / "000.jpg"), "--top-k", "1", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0]["class"] in {"red square", "green square", "blue square"}

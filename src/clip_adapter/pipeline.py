@@ -199,7 +199,8 @@ def fit(run: RunConfig, method_config: Config, data: FewShotData, backbone: Back
     start = time.perf_counter()
     result = method.fit(data)
     seconds = time.perf_counter() - start
-    clf = Classifier(run.method, result.head, data.classnames, data.templates, backbone.describe(), result.selected)
+    # `auto` fits another method's head: the artifact is an ordinary artifact of that method.
+    clf = Classifier(result.method or run.method, result.head, data.classnames, data.templates, backbone.describe(), result.selected)
     return clf, {"selection": result.selected, "val_accuracy": result.val_accuracy, "fit_seconds": round(seconds, 3), "history": result.history}
 
 

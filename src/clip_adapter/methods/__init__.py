@@ -13,7 +13,7 @@ import importlib
 from .base import METHODS, FewShotData, FitResult, Head, Method, cosine_logits, evaluate_head, get_method
 
 # Each module registers itself on import (adding a method: one module, one line here).
-_MODULES = ("zero_shot", "clip_adapter", "linear_probe", "tip_adapter", "coop", "cocoop", "clap", "gda")
+_MODULES = ("zero_shot", "clip_adapter", "linear_probe", "tip_adapter", "coop", "cocoop", "clap", "gda", "auto")
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")
 

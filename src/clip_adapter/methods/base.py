@@ -108,6 +108,17 @@ class Head(nn.Module):
         """Extra training loss (e.g. CLAP's constraint); zero by default."""
         return 0.0
 
+    def for_classes(self, text: torch.Tensor, text_raw: torch.Tensor | None, classnames: list[str], backbone: Any) -> "Head | None":
+        """This trained head rebuilt for other classes, given their (ensembled, normalised) prompt embeddings.
+
+        The base-to-new protocol tests a head on classes it never saw. Heads whose
+        parameters do not belong to particular classes (zero-shot, CLIP-Adapter,
+        CoOp's shared context, CoCoOp) override this; the default ``None`` says the
+        head cannot (a linear probe's weights, Tip-Adapter's cache and GDA's class
+        means exist only for the trained classes).
+        """
+        return None
+
     @torch.no_grad()
     def predict_logits(self, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         was_training = self.training
@@ -125,6 +136,7 @@ class FitResult:
     selected: dict[str, Any] = field(default_factory=dict)
     val_accuracy: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    method: str | None = None  # the method whose head this is, when not the one fitted (``auto`` picks one)
 
 
 class Method(abc.ABC):
@@ -139,7 +151,9 @@ class Method(abc.ABC):
     Config: ClassVar[type[Config]]
     Head: ClassVar[type[Head]]
     needs_backbone: ClassVar[bool] = False
+    uses_text: ClassVar[bool] = True  # the class names reach the classifier (their prompts must be readable)
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    preset_crop_scale: ClassVar[dict[str, tuple[float, float]]] = {}  # training-view crops a preset's recipe uses
 
     def __init__(self, config: Config | None = None) -> None:
         self.config = config if config is not None else self.Config()

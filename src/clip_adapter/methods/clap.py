@@ -9,8 +9,12 @@ fixed recipe, last epoch, λ computed from the support set alone.
 
 Code vs paper: the released code keeps λ fixed at its initial value
 (``constraint="l2"``, the default here); the paper's augmented-Lagrangian
-updates (``λ ← max(0, λ + ρ·h)``, ``ρ ← h`` after each epoch, with
-``h_k = ||w_k − t_k||²``) are ``constraint="adaptive"``. ``constraint="none"``
+updates are ``constraint="adaptive"``, as the official ``outer_step`` does them:
+after each epoch ``λ_k ← max(0, λ_k + ρ_k·h_k)`` then ``ρ_k ← h_k``, with
+``h_k = ||w_k − t_k||²`` and a per-class ``ρ`` that starts at 0 (so the first
+update leaves λ unchanged). λ starts, as in the official code, from the zero-shot
+probabilities computed with the mean of the raw prompt embeddings (the same
+anchors the prototypes start from), not from the normalised ensemble. ``constraint="none"``
 is plain ZS-LP. As in the official code every cached augmented view is a
 training sample (SGD lr 0.1, momentum 0.9, no weight decay, batch 256, 300
 epochs). Prototypes and anchors are the per-class mean of the raw prompt
@@ -64,7 +68,7 @@ class ClapHead(Head):
         self.prototypes = nn.Parameter(torch.zeros(c, d))
         self.register_buffer("anchors", torch.zeros(c, d))
         self.register_buffer("multipliers", torch.zeros(c))
-        self.rho = 1.0
+        self.rho = torch.zeros(c)  # official: penalty_parameter = zeros_like(λ), per class
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return cosine_logits(features, self.prototypes, self.logit_scale)
@@ -79,16 +83,21 @@ class ClapHead(Head):
 
     @torch.no_grad()
     def outer_step(self, epoch: int) -> None:
-        """The paper's augmented-Lagrangian multiplier update (constraint="adaptive")."""
+        """The augmented-Lagrangian update of the official code (constraint="adaptive"), per class."""
         h = self.deviation()
         self.multipliers.copy_(torch.clamp(self.multipliers + self.rho * h, min=0))
-        self.rho = float(h.mean())
+        self.rho = h.clone()
 
 
 def initial_multipliers(data: FewShotData) -> torch.Tensor:
-    """λ_k: mean zero-shot probability of the true class over class k's support views."""
+    """λ_k: mean zero-shot probability of the true class over class k's support views.
+
+    The zero-shot classifier is the mean of the raw prompt embeddings (``text_raw``), as in
+    the official code; with one template it equals the normalised ensemble's direction.
+    """
     n, v, d = data.train.shape
-    probs = torch.softmax(cosine_logits(data.train.reshape(n * v, d), data.text, data.logit_scale), dim=1)
+    anchors = data.text_raw if data.text_raw is not None else data.text
+    probs = torch.softmax(cosine_logits(data.train.reshape(n * v, d), anchors, data.logit_scale), dim=1)
     labels = data.train_labels.repeat_interleave(v)
     true = probs[torch.arange(len(labels)), labels]
     sums = torch.zeros(data.num_classes).index_add_(0, labels, true)

@@ -24,7 +24,7 @@ Only the backbone interface is used (``tokenize``, ``embed_tokens``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -53,6 +53,9 @@ class PromptConfig(TrainConfig):
     prompt_batch: int = option(
         128, "most prompts through the text encoder at once; more are split, and recomputed in the backward pass to bound memory"
     )
+    # Zero epochs is meaningful here: the head is the initial prompt (e.g. the
+    # ctx_init phrase, which classifies exactly as zero-shot does).
+    min_epochs: ClassVar[int] = 0
 
     def validate(self) -> None:
         super().validate()
@@ -288,6 +291,31 @@ class PromptHead(Head):
             rows = [t[start : start + step] for t in tensors]
             parts.append(checkpoint(fn, *rows, use_reentrant=False) if grad else fn(*rows))
         return torch.cat(parts)
+
+    # Buffers that belong to the trained classes; everything else (the learned context, a meta-net) is shared.
+    CLASS_STATE = ("tokens", "slots", "text")
+
+    def for_classes(self, text: torch.Tensor, text_raw: torch.Tensor | None, classnames: list[str], backbone: Any) -> "PromptHead | None":
+        """The learned context written into other classes' prompts (CoCoOp's base-to-new test).
+
+        Class-specific contexts (CoOp's ``csc``) belong to the trained classes: None.
+        """
+        if getattr(self.config, "csc", False) or backbone is None:
+            return None
+        layout = build_layout(backbone, classnames, self.meta["n_ctx"], self.config.class_position, self.config.ctx_init)
+        meta = {**self.meta, "num_classes": len(classnames), "context_length": int(layout.tokens.shape[1])}
+        head = type(self)(self.config, meta, backbone)
+        state = head.state_dict()
+        state.update({k: v for k, v in self.state_dict().items() if k not in self.CLASS_STATE})
+        head.load_state_dict(state)
+        head.set_layout(layout)
+        head.mark_stale()
+        return head.eval()
+
+    def mark_stale(self) -> None:
+        """Stored class features (if any) no longer match the context: recompute before use."""
+        if hasattr(self, "_stale"):
+            self._stale = True
 
     def encode_prompts(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Text features ``[N, D]`` (float32) of prompt embeddings ``[N, L', W]`` through the frozen encoder."""

@@ -17,20 +17,31 @@ class ZeroShotConfig(Config):
 
 
 class ZeroShotHead(Head):
-    """``logit_scale · cos(f, W)`` with ``W`` the (ensembled) class-prompt embeddings."""
+    """``logit_scale · cos(f, W) + logit_bias`` with ``W`` the (ensembled) class-prompt embeddings.
+
+    ``logit_bias`` is SigLIP's learned bias (its logits are read through a sigmoid); 0 for CLIP.
+    """
 
     def __init__(self, config: Config, meta: dict[str, Any]) -> None:
         super().__init__(config, meta)
         self.register_buffer("text", torch.zeros(meta["num_classes"], meta["embed_dim"]))
         self.logit_scale = float(meta["logit_scale"])
+        self.logit_bias = float(meta.get("logit_bias", 0.0))  # older artifacts have none
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return cosine_logits(features, self.text, self.logit_scale)
+        return cosine_logits(features, self.text, self.logit_scale) + self.logit_bias
+
+    def for_classes(self, text: torch.Tensor, text_raw: torch.Tensor | None, classnames: list[str], backbone: Any) -> "ZeroShotHead":
+        head = ZeroShotHead(self.config, {**self.meta, "num_classes": len(classnames)})
+        head.text.copy_(text)
+        return head.eval()
 
 
 def base_meta(data: FewShotData) -> dict[str, Any]:
-    """The shape-fixing facts every head records."""
-    return {"num_classes": data.num_classes, "embed_dim": data.embed_dim, "logit_scale": data.logit_scale}
+    """The shape-fixing facts every head records (SigLIP's logit bias only where there is one)."""
+    meta = {"num_classes": data.num_classes, "embed_dim": data.embed_dim, "logit_scale": data.logit_scale}
+    bias = float(getattr(data.backbone, "logit_bias", 0.0) or 0.0)
+    return {**meta, "logit_bias": bias} if bias else meta
 
 
 @register("zero-shot")

@@ -1,0 +1,133 @@
+"""``auto``: choose the method for the user, by cross-validation over every labelled shot.
+
+With a handful of shots the few-shot validation split (≤ 4 images per class) is too small
+to rank methods: one image flips a ranking. So ``auto`` pools the training and validation
+images and runs stratified k-fold cross-validation over the pool (k = the smallest
+number of images any class has, at most ``max_folds``; 2 folds at 1 shot, where each
+image takes its turn as the held-out one). In each fold every candidate is fitted with
+its own default recipe and validation search (its inner validation split is the held-out
+fold, never the test split) and scored on the held-out images. The candidate with the best
+mean held-out accuracy wins; near-ties (within ``tie_margin``) go to the candidate listed
+earlier (cheaper and closer to zero-shot), and zero-shot itself is always a candidate, so a
+method that does not help the task is not chosen. The winner is then fitted on the
+original split as usual and saved as an ordinary artifact of that method; the result
+records every candidate's fold scores and why the winner was chosen.
+
+Held-out training images are represented by the mean of their cached augmented views
+(their centre view is not cached), validation images by their centre view; a
+validation image that lands in a training fold is used as one view, repeated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..config import Config, check_range, option
+from ..errors import ConfigError
+from .base import FewShotData, FitResult, Head, Method, evaluate_head, get_method, register
+
+CANDIDATES = ("zero-shot", "gda", "clip-adapter", "tip-adapter-f", "clap", "linear-probe")
+
+
+@dataclass
+class AutoConfig(Config):
+    """What ``auto`` chooses among, and how."""
+
+    candidates: tuple[str, ...] = option(CANDIDATES, "methods to choose among, cheapest first (ties go to the earlier)")
+    max_folds: int = option(4, "at most this many cross-validation folds")
+    tie_margin: float = option(0.005, "candidates within this mean accuracy of the best count as tied")
+
+    def validate(self) -> None:
+        check_range("max_folds", self.max_folds, 2, 20)
+        check_range("tie_margin", self.tie_margin, 0.0, 1.0)
+        if not self.candidates:
+            raise ConfigError("auto: candidates must not be empty")
+        for name in self.candidates:
+            if name == "auto":
+                raise ConfigError("auto: 'auto' cannot be its own candidate")
+            get_method(name)
+
+
+@register("auto")
+class Auto(Method):
+    """Cross-validated choice among methods; see the module docstring.
+
+    Example:
+        >>> from clip_adapter.methods import get_method
+        >>> get_method("auto")().config.candidates[0]
+        'zero-shot'
+    """
+
+    Config = AutoConfig
+    Head = Head
+
+    def fit(self, data: FewShotData) -> FitResult:
+        pool = _Pool.from_data(data)
+        folds = pool.folds(self.config.max_folds, data.seed)
+        scores = {name: [self._fold_score(name, pool, held_out, data) for held_out in folds] for name in self.config.candidates}
+        means = {name: sum(s) / len(s) if s else 0.0 for name, s in scores.items()}  # no folds: the first candidate
+        best = max(means.values())
+        chosen = next(name for name in self.config.candidates if means[name] >= best - self.config.tie_margin)
+        result = get_method(chosen)().fit(data)
+        selected = {
+            "protocol": data.protocol,
+            "chosen_on": f"{len(folds)}-fold cross-validation over the training and validation shots",
+            "chosen": {"method": chosen, **result.selected.get("chosen", {})},
+            "cross_validation": {name: {"mean": round(means[name], 6), "folds": [round(s, 6) for s in scores[name]]} for name in scores},
+            "why": f"best mean held-out accuracy {100 * means[chosen]:.2f}% (best overall {100 * best:.2f}%, "
+                   f"ties within {100 * self.config.tie_margin:.1f} points go to the earlier candidate)",
+            "inner": result.selected,
+        }
+        return FitResult(result.head, selected, result.val_accuracy, result.history, method=chosen)
+
+    @staticmethod
+    def _fold_score(name: str, pool: "_Pool", held_out: torch.Tensor, data: FewShotData) -> float:
+        inner = pool.fold_data(held_out, data)
+        head = get_method(name)().fit(inner).head
+        return evaluate_head(head, inner.val, inner.val_labels)[0]
+
+
+@dataclass
+class _Pool:
+    """Every labelled shot: training views ``[N, V, D]``, one evaluation feature each, labels."""
+
+    views: torch.Tensor
+    point: torch.Tensor
+    labels: torch.Tensor
+    n_val: int  # the last n_val entries are the validation images
+
+    @classmethod
+    def from_data(cls, data: FewShotData) -> "_Pool":
+        v = data.train.shape[1]
+        views = torch.cat([data.train, data.val.unsqueeze(1).expand(-1, v, -1)])
+        point = torch.cat([data.train.mean(dim=1), data.val])
+        return cls(views, point, torch.cat([data.train_labels, data.val_labels]), len(data.val_labels))
+
+    def folds(self, max_folds: int, seed: int) -> list[torch.Tensor]:
+        """Stratified folds (index tensors): each class's images dealt round-robin in a seeded order.
+
+        A class with a single labelled image cannot be both trained on and held out:
+        then the only fold is the given validation split (as plain validation would do).
+        """
+        counts = torch.bincount(self.labels)
+        smallest = int(counts[counts > 0].min().item())
+        if smallest < 2:
+            n_train = len(self.labels) - self.n_val
+            return [torch.arange(n_train, len(self.labels))] if self.n_val else []
+        k = min(max_folds, smallest)
+        generator = torch.Generator().manual_seed(seed)
+        assignment = torch.empty_like(self.labels)
+        for label in self.labels.unique():
+            members = (self.labels == label).nonzero().flatten()
+            members = members[torch.randperm(len(members), generator=generator)]
+            assignment[members] = torch.arange(len(members)) % k
+        return [(assignment == f).nonzero().flatten() for f in range(k)]
+
+    def fold_data(self, held_out: torch.Tensor, data: FewShotData) -> FewShotData:
+        keep = torch.ones(len(self.labels), dtype=torch.bool)
+        keep[held_out] = False
+        return replace(data, train=self.views[keep], train_labels=self.labels[keep], val=self.point[held_out],
+                       val_labels=self.labels[held_out], protocol="val", selection_override=None)
+
