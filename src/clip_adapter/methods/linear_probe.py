@@ -84,6 +84,7 @@ class LinearProbe(Method):
 
     Config = LinearProbeConfig
     Head = LinearProbeHead
+    uses_text = False  # class names never reach the classifier (zero-shot is only reported beside it)
 
     def fit(self, data: FewShotData) -> FitResult:
         cfg: LinearProbeConfig = self.config

@@ -2,8 +2,10 @@
 
 Each epoch visits every training image once, through one of its cached
 augmented views chosen at random (what re-encoding with fresh augmentation
-would do, without running the encoder). Hyper-parameter candidates are
-trained in turn and compared on the selection split only.
+would do, without running the encoder); the epoch's samples are gathered with
+one indexing op and then cut into batches. Hyper-parameter candidates are
+trained in turn (or, for CLIP-Adapter's α, side by side: see
+:mod:`clip_adapter.methods.stacked`) and compared on the selection split only.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from ..config import Config, check_choice, check_range, option
-from ..errors import TrainingError
+from ..errors import ConfigError, TrainingError
 from ..progress import progress
 from ..threads import torch_threads
 from .base import FewShotData, FitResult, Head, better, evaluate_head, selection_record
@@ -42,18 +44,38 @@ class TrainConfig(Config):
     select_epoch: bool = option(True, "choose the epoch on the selection split (protocol val/oracle)")
     lr_grid: tuple[float, ...] = option((), "learning rates searched on validation (empty: just `lr`)")
 
+    # Zero epochs or a zero learning rate would silently save an untrained head.
+    # (A config whose untrained state is meaningful, e.g. a prompt initialised
+    # from a phrase, may lower this to 0.)
+    min_epochs: ClassVar[int] = 1
+    min_batch_size: ClassVar[int] = 1  # CLIP-Adapter lowers it to 0 ("auto")
+
     def validate(self) -> None:
         check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
-        check_range("lr", self.lr, 0.0, 10.0)
+        check_positive("lr", self.lr, 10.0)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
         check_range("momentum", self.momentum, 0.0, 1.0)
-        check_range("epochs", self.epochs, 0, 100_000)
-        check_range("batch_size", self.batch_size, 1, 1_000_000)
+        check_range("epochs", self.epochs, self.min_epochs, 100_000)
+        check_range("batch_size", self.batch_size, self.min_batch_size, 1_000_000)
         check_range("warmup_epochs", self.warmup_epochs, 0.0, 100_000.0)
         check_choice("warmup_type", self.warmup_type, ("linear", "constant"))
         check_range("warmup_lr", self.warmup_lr, 0.0, 10.0)
         for lr in self.lr_grid:
-            check_range("lr_grid", lr, 0.0, 10.0)
+            check_positive("lr_grid", lr, 10.0)
+
+
+def check_positive(name: str, value: float, hi: float) -> None:
+    """ConfigError unless ``0 < value <= hi`` (a zero learning rate trains nothing)."""
+    check_range(name, value, 0.0, hi)
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0 (0 would leave the head untrained), got {value!r}")
+
+
+def epoch_samples(data: FewShotData, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch's ``(features [N, D], labels [N])``: a random order, one random view each, one gather."""
+    n, views = data.train.shape[0], data.train.shape[1]
+    order, view = torch.randperm(n, generator=gen), torch.randint(views, (n,), generator=gen)
+    return data.train[order, view[order]], data.train_labels[order]
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -94,7 +116,7 @@ def train_head(
     loss); otherwise at the last epoch.
     """
     params = [p for p in head.parameters() if p.requires_grad]
-    n, views = data.train.shape[0], data.train.shape[1]
+    n = data.train.shape[0]
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
     total = steps_per_epoch * cfg.epochs
     opt = make_optimizer(params, cfg)
@@ -110,10 +132,9 @@ def train_head(
     bar = progress(total=cfg.epochs, desc=f"training {type(head).__name__}", unit="epoch")
     head.train()
     for epoch in range(cfg.epochs):
-        order, view = torch.randperm(n, generator=gen), torch.randint(views, (n,), generator=gen)
-        for idx in order.split(cfg.batch_size):
-            x = data.train[idx, view[idx]]
-            loss = loss_fn(head(x), data.train_labels[idx]) + head.regularizer()
+        xs, ys = epoch_samples(data, gen)
+        for x, y in zip(xs.split(cfg.batch_size), ys.split(cfg.batch_size)):
+            loss = loss_fn(head(x), y) + head.regularizer()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             _check_finite(loss, params, step, epoch)
@@ -157,15 +178,25 @@ def grid_search(
         return _grid_search(data, grid, fit_one)
 
 
-def _grid_search(data, grid, fit_one) -> FitResult:
+def grid_points(data: FewShotData, grid: dict[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """The grid's points in search order (only the defaults under protocol ``none``)."""
     if data.protocol == "none":
         grid = {k: v[:1] for k, v in grid.items()}
     names = list(grid)
+    return [dict(zip(names, values)) for values in itertools.product(*(grid[k] for k in names))]
+
+
+def _grid_search(data, grid, fit_one) -> FitResult:
+    return select_best(data, grid, ((point, *fit_one(point)) for point in grid_points(data, grid)))
+
+
+def select_best(data: FewShotData, grid: dict[str, tuple[Any, ...]], fits) -> FitResult:
+    """Keep the best of ``(point, head, info)`` fits on the selection split (the first under ``none``)."""
+    if data.protocol == "none":
+        grid = {k: v[:1] for k, v in grid.items()}
     best, best_fit, history = None, None, []
     sel_x, sel_y = data.selection
-    for values in itertools.product(*(grid[k] for k in names)):
-        point = dict(zip(names, values))
-        head, info = fit_one(point)
+    for point, head, info in fits:
         score = evaluate_head(head, sel_x, sel_y) if len(sel_y) else (0.0, 0.0)
         history.append({**point, **info, "selection_accuracy": score[0], "selection_loss": score[1]})
         if best_fit is None or (data.protocol != "none" and better(score, best)):

@@ -1,0 +1,69 @@
+"""A protocol sweep on synthetic features with the real datasets' sizes: total wall time and peak memory.
+
+Usage: python benchmarks/sweep.py [--datasets all|name,...] [--shots 1,2,4,8,16] [--seeds 1,2,3]
+                                  [--methods clip-adapter,tip-adapter-f,linear-probe,clap,gda] [--dim 1024]
+
+Each cell is ``synthetic_world.make_world`` with the dataset's class count and
+test-set size (CoOp splits), K shots × 10 views, min(K, 4) validation shots;
+every method runs with its default config and validation search. Prints one
+line per dataset, the total and the peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("CLIP_ADAPTER_NO_PROGRESS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from clip_adapter.methods import get_method  # noqa: E402
+from machine import describe_machine  # noqa: E402
+from synthetic_world import make_world  # noqa: E402
+
+# (classes, test images) of the CoOp splits.
+DATASETS = {
+    "imagenet": (1000, 50000), "caltech101": (100, 2465), "oxford_pets": (37, 3669), "stanford_cars": (196, 8041),
+    "oxford_flowers": (102, 2463), "food101": (101, 30300), "fgvc_aircraft": (100, 3333), "sun397": (397, 19850),
+    "dtd": (47, 1692), "eurosat": (10, 8100), "ucf101": (101, 3783),
+}
+METHODS = ("clip-adapter", "tip-adapter-f", "linear-probe", "clap", "gda")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="all")
+    parser.add_argument("--shots", default="1,2,4,8,16")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--dim", type=int, default=1024)
+    args = parser.parse_args()
+    names = list(DATASETS) if args.datasets == "all" else args.datasets.split(",")
+    shots, seeds, methods = [int(s) for s in args.shots.split(",")], [int(s) for s in args.seeds.split(",")], args.methods.split(",")
+    print(describe_machine())
+    print(f"{len(names)} datasets × shots {shots} × seeds {seeds} × {methods}, D={args.dim}\n")
+    print("| dataset | classes | " + " | ".join(f"{m} s" for m in methods) + " | total s |\n|---|---|" + "---|" * (len(methods) + 1))
+    start = time.perf_counter()
+    for name in names:
+        classes, test = DATASETS[name]
+        per_method = dict.fromkeys(methods, 0.0)
+        for k in shots:
+            for seed in seeds:
+                data, _, _ = make_world(classes, k, dim=args.dim, test_per_class=math.ceil(test / classes), seed=seed)
+                data.seed = seed
+                for m in methods:
+                    t = time.perf_counter()
+                    get_method(m)().fit(data)
+                    per_method[m] += time.perf_counter() - t
+        print(f"| {name} | {classes} | " + " | ".join(f"{per_method[m]:.1f}" for m in methods) + f" | {sum(per_method.values()):.1f} |", flush=True)
+    print(f"\ntotal wall: {time.perf_counter() - start:.1f} s; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
