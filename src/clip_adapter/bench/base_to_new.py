@@ -56,10 +56,9 @@ def harmonic_mean(base: float, new: float) -> float:
 
 def for_new_classes(clf: Classifier, text: Any, text_raw: Any, classnames: list[str], backbone: Backbone) -> Classifier | None:
     """The same trained classifier rebuilt for ``classnames`` it never saw, or None if the method cannot."""
-    transfer = getattr(clf.head, "for_classes", None)
-    if transfer is None:
+    head = clf.head.for_classes(text, text_raw, list(classnames), backbone)
+    if head is None:
         return None
-    head = transfer(text, text_raw, list(classnames), backbone)
     return Classifier(clf.method, head, list(classnames), clf.templates, clf.backbone, clf.selection)
 
 

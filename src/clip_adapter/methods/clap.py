@@ -17,7 +17,10 @@ probabilities computed with the mean of the raw prompt embeddings (the same
 anchors the prototypes start from), not from the normalised ensemble. ``constraint="none"``
 is plain ZS-LP. As in the official code every cached augmented view is a
 training sample (SGD lr 0.1, momentum 0.9, no weight decay, batch 256, 300
-epochs). Prototypes and anchors are the per-class mean of the raw prompt
+epochs, one epoch of constant warm-up at 1e-5), and an epoch is as many batches
+as the official image loader has (``⌊N/256⌋``, or 1 when N < 256 images), each
+drawn from a fresh shuffle of all the cached views: at 16 shots on 10 classes,
+1 step per epoch, not one per 256 views. Prototypes and anchors are the per-class mean of the raw prompt
 embeddings, as in the official code: logits normalise the prototypes, so their
 norm sets how strongly the penalty pulls against the cross-entropy (with unit
 vectors it would be ~||t||² times weaker than the published method).
@@ -51,6 +54,9 @@ class ClapConfig(TrainConfig):
     epochs: int = option(300, "passes over all cached views")
     batch_size: int = option(256, "views per step")
     warmup_epochs: float = option(1.0, "warm-up epochs")
+    warmup_type: str = option("constant", "warm-up: constant at warmup_lr (official config) or linear")
+    warmup_lr: float = option(1e-5, "learning rate of the constant warm-up")
+    drop_last: bool = option(True, "the official image loader drops a last partial batch (unless it is the only one)")
     select_epoch: bool = option(False, "CLAP uses the last epoch; no validation set")
 
     def validate(self) -> None:
@@ -129,7 +135,7 @@ class Clap(Method):
         views_as_samples = replace(data, train=data.train.reshape(n * v, 1, d), train_labels=data.train_labels.repeat_interleave(v))
         on_epoch = head.outer_step if cfg.constraint == "adaptive" else None
         with torch_threads(1):
-            info = train_head(head, views_as_samples, cfg, data.seed, on_epoch=on_epoch)
+            info = train_head(head, views_as_samples, cfg, data.seed, on_epoch=on_epoch, epoch_size=n)
         record = selection_record("none", {}, {"constraint": cfg.constraint})
         record["chosen_on"] = "nothing: CLAP uses a fixed recipe and the last epoch (no validation set)"
         return FitResult(head.eval(), record, None, [info])

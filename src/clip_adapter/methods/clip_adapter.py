@@ -164,6 +164,20 @@ class ClipAdapterHead(Head):
             return self.ratio_net(features, self.text)
         return cfg.alpha, cfg.beta
 
+    def adapted_image_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``α·A_v(f) + (1−α)·f`` (``f`` itself without a visual adapter): what the logits compare."""
+        if self.visual is None:
+            return features
+        alpha, _ = self.ratios(features)
+        return alpha * self.visual(features) + (1 - alpha) * features
+
+    def for_classes(self, text: torch.Tensor, text_raw: torch.Tensor | None, classnames: list[str], backbone: Any) -> "ClipAdapterHead":
+        """The trained adapters applied to other classes' prompt embeddings (nothing here is per class but ``text``)."""
+        head = ClipAdapterHead(self.config, {**self.meta, "num_classes": len(classnames)})
+        state = {k: v for k, v in self.state_dict().items() if k != "text"}
+        head.load_state_dict({**state, "text": text.to(self.text)})
+        return head.eval()
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         alpha, beta = self.ratios(features)
         image = features
@@ -205,8 +219,13 @@ class ClipAdapter(Method):
     presets = {
         "fast": {},
         # The official recipe (CoOp/Dassl settings the official code runs under).
-        "official": {"optimizer": "sgd", "lr": 2e-3, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 32, "epochs": 200, "max_passes": 0},
+        # The released code's recipe (Dassl): SGD, one epoch of constant warm-up at 1e-5, cosine, batch 32
+        # with the last partial batch dropped, 200 epochs, the last epoch's model, α fixed at 0.2.
+        "official": {"optimizer": "sgd", "lr": 2e-3, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 32, "epochs": 200,
+                     "max_passes": 0, "warmup_type": "constant", "warmup_epochs": 1.0, "warmup_lr": 1e-5,
+                     "select_epoch": False, "alpha": 0.2, "beta": 0.2, "alpha_grid": (), "lr_grid": (), "drop_last": True},
     }
+    preset_crop_scale = {"official": (0.08, 1.0)}  # Dassl's random resized crop
 
     def fit(self, data: FewShotData) -> FitResult:
         cfg: ClipAdapterConfig = sized_recipe(self.config, data.train.shape[0])

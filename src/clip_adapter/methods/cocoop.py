@@ -160,8 +160,10 @@ class CoCoOp(PromptMethod):
             "n_ctx": 4, "ctx_init": "a photo of a",
             "warmup_type": "constant", "warmup_epochs": 1.0, "warmup_lr": 1e-5,
             "select_epoch": False,  # the official code tests the last epoch's model
+            "drop_last": True,  # Dassl's training loader
         },
     }
+    preset_crop_scale = {"official": (0.08, 1.0)}  # Dassl's random resized crop
 
     @classmethod
     def head_meta(cls, data: FewShotData, layout: PromptLayout, backbone: Any, cfg: CoCoOpConfig) -> dict[str, Any]:

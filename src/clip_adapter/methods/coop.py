@@ -173,5 +173,7 @@ class CoOp(PromptMethod):
             "epochs": 200, "epochs_by_shots": COOP_EPOCHS_BY_SHOTS,
             "warmup_type": "constant", "warmup_epochs": 1.0, "warmup_lr": 1e-5,
             "select_epoch": False,  # the official code tests the last epoch's model
+            "drop_last": True,  # Dassl's training loader
         },
     }
+    preset_crop_scale = {"official": (0.08, 1.0)}  # Dassl's random resized crop

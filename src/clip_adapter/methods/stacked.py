@@ -13,7 +13,6 @@ classifier is computed once: the text side is frozen, so nothing flows to it.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ from torch import nn
 
 from ..progress import progress
 from .base import FewShotData, better
-from .train import EVALS_PER_RUN, TrainConfig, _check_finite, epoch_samples, make_optimizer, warmup_cosine
+from .train import EVALS_PER_RUN, TrainConfig, _check_finite, epoch_samples, make_optimizer, steps_per_epoch, warmup_cosine
 
 EVAL_CHUNK = 2048  # selection images per forward: bounds the [K, chunk, C] logits
 
@@ -88,8 +87,8 @@ def train_stacked(model: StackedAdapters, data: FewShotData, cfg: TrainConfig, s
     """
     params = [model.w1, model.w2]
     k, n = model.alpha.shape[0], data.train.shape[0]
-    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
-    total, warmup = steps_per_epoch * cfg.epochs, round(cfg.warmup_epochs * steps_per_epoch)
+    per_epoch = steps_per_epoch(n, cfg.batch_size, cfg.drop_last)
+    total, warmup = per_epoch * cfg.epochs, round(cfg.warmup_epochs * per_epoch)
     opt = make_optimizer(params, cfg)
     constant = cfg.warmup_lr / cfg.lr if cfg.warmup_type == "constant" else None
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, constant))
@@ -103,7 +102,8 @@ def train_stacked(model: StackedAdapters, data: FewShotData, cfg: TrainConfig, s
     bar = progress(total=cfg.epochs, desc=f"training {k} CLIP-Adapters", unit="epoch")
     for epoch in range(cfg.epochs):
         xs, ys = epoch_samples(data, gen)
-        for x, y in zip(xs.split(cfg.batch_size), ys.split(cfg.batch_size)):
+        used = per_epoch * cfg.batch_size
+        for x, y in zip(xs[:used].split(cfg.batch_size), ys[:used].split(cfg.batch_size)):
             loss = stacked_loss(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -67,6 +67,7 @@ class TipAdapterFConfig(TrainConfig, TipAdapterConfig):
     optimizer: str = option("adamw", "adamw or sgd")
     lr: float = option(1e-3, "learning rate (official: 1e-3)")
     weight_decay: float = option(0.01, "AdamW weight decay (torch default, as the official code)")
+    adam_eps: float = option(1e-4, "AdamW epsilon (official: 1e-4)")
     epochs: int = option(20, "training epochs (official: 20; 100 for EuroSAT)")
     batch_size: int = option(256, "images per step (official: 256)")
     warmup_epochs: float = option(0.0, "warm-up epochs (official: none)")

@@ -43,6 +43,8 @@ class TrainConfig(Config):
     warmup_lr: float = option(1e-5, "learning rate of a constant warm-up")
     select_epoch: bool = option(True, "choose the epoch on the selection split (protocol val/oracle)")
     lr_grid: tuple[float, ...] = option((), "learning rates searched on validation (empty: just `lr`)")
+    adam_eps: float = option(1e-8, "AdamW epsilon (torch's default; Tip-Adapter-F's official code uses 1e-4)")
+    drop_last: bool = option(False, "drop each epoch's last partial batch, as Dassl's training loader does (official presets)")
 
     # Zero epochs or a zero learning rate would silently save an untrained head.
     # (A config whose untrained state is meaningful, e.g. a prompt initialised
@@ -60,6 +62,7 @@ class TrainConfig(Config):
         check_range("warmup_epochs", self.warmup_epochs, 0.0, 100_000.0)
         check_choice("warmup_type", self.warmup_type, ("linear", "constant"))
         check_range("warmup_lr", self.warmup_lr, 0.0, 10.0)
+        check_range("adam_eps", self.adam_eps, 1e-12, 1.0)
         for lr in self.lr_grid:
             check_positive("lr_grid", lr, 10.0)
 
@@ -81,7 +84,7 @@ def epoch_samples(data: FewShotData, gen: torch.Generator) -> tuple[torch.Tensor
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
 
 
 def warmup_cosine(step: int, total: int, warmup: int, constant: float | None = None) -> float:
@@ -90,6 +93,20 @@ def warmup_cosine(step: int, total: int, warmup: int, constant: float | None = N
         return constant if constant is not None else (step + 1) / (warmup + 1)
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
+    """Batches in an epoch of ``n`` samples; with ``drop_last`` the partial one is dropped unless it is the only one (Dassl)."""
+    if drop_last and n >= batch_size:
+        return n // batch_size
+    return max(1, math.ceil(n / batch_size))
+
+
+def training_title(head: Head) -> str:
+    """The registered name of the method whose head this is (for progress lines people read)."""
+    from .base import METHODS
+
+    return next((name for name in METHODS.names() if METHODS.get(name).Head is type(head)), type(head).__name__)
 
 
 def _check_finite(loss: torch.Tensor, params: list[torch.nn.Parameter], step: int, epoch: int) -> None:
@@ -108,19 +125,24 @@ def train_head(
     seed: int,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     on_epoch: Callable[[int], None] | None = None,
+    epoch_size: int | None = None,
 ) -> dict[str, Any]:
     """Train ``head``'s trainable parameters on ``data.train``; return a summary.
 
-    With ``cfg.select_epoch`` and a selection split, the head is evaluated
+    An epoch visits every training image once (one random cached view each) in
+    ``steps_per_epoch`` batches; ``epoch_size`` instead makes an epoch that many
+    samples' worth of batches drawn from a fresh shuffle of all rows (CLAP's
+    official loop: as many batches as its image loader has, over all cached
+    views). With ``cfg.select_epoch`` and a selection split, the head is evaluated
     ``EVALS_PER_RUN`` times and left at its best checkpoint (accuracy, then
     loss); otherwise at the last epoch.
     """
     params = [p for p in head.parameters() if p.requires_grad]
     n = data.train.shape[0]
-    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
-    total = steps_per_epoch * cfg.epochs
+    per_epoch = steps_per_epoch(epoch_size or n, cfg.batch_size, cfg.drop_last)
+    total = per_epoch * cfg.epochs
     opt = make_optimizer(params, cfg)
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    warmup = round(cfg.warmup_epochs * per_epoch)
     constant = cfg.warmup_lr / cfg.lr if cfg.warmup_type == "constant" and cfg.lr > 0 else None
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, constant))
     gen = torch.Generator().manual_seed(seed)
@@ -129,11 +151,12 @@ def train_head(
     every = max(1, cfg.epochs // EVALS_PER_RUN)
     best, best_state, best_epoch, step = None, None, cfg.epochs, 0
     start = time.perf_counter()
-    bar = progress(total=cfg.epochs, desc=f"training {type(head).__name__}", unit="epoch")
+    bar = progress(total=cfg.epochs, desc=f"training {training_title(head)}", unit="epoch")
     head.train()
     for epoch in range(cfg.epochs):
         xs, ys = epoch_samples(data, gen)
-        for x, y in zip(xs.split(cfg.batch_size), ys.split(cfg.batch_size)):
+        used = per_epoch * cfg.batch_size  # everything, unless the last partial batch is dropped
+        for x, y in zip(xs[:used].split(cfg.batch_size), ys[:used].split(cfg.batch_size)):
             loss = loss_fn(head(x), y) + head.regularizer()
             opt.zero_grad(set_to_none=True)
             loss.backward()

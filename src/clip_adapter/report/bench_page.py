@@ -19,7 +19,7 @@ from typing import Any
 
 from ..io import quoted
 from . import figures
-from .html import esc, figure, key_values, note, page, table
+from .html import figure, key_values, note, page, table
 from .markdown import markdown_to_html
 from .run_files import is_artifact_dir
 
