@@ -96,8 +96,8 @@ class Classifier:
         with atomic_dir(directory, may_replace=lambda p: overwrite and is_own_output(p, "artifact")) as tmp:
             (tmp / CONFIG_FILE).write_text(to_json(self.config_dict()))
             save_tensors(tmp / WEIGHTS_FILE, self.head.state_dict(), metadata={"format": FORMAT})
-            for name, obj in (extra_json or {}).items():
-                (tmp / name).write_text(to_json(obj))
+            for name, obj in (extra_json or {}).items():  # JSON objects, or text (a CSV log) as it is
+                (tmp / name).write_text(obj if isinstance(obj, str) else to_json(obj))
         return directory
 
     @classmethod

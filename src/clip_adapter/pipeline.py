@@ -271,6 +271,30 @@ def fit_and_evaluate(backbone: Backbone, prepared: PreparedSplit, run: RunConfig
     return clf, result
 
 
+LOG_FIELDS = ("candidate", "epoch", "loss", "lr", "selection_accuracy", "selection_loss")
+
+
+def epoch_log_csv(history: list[dict[str, Any]]) -> str:
+    """The per-epoch records of every candidate a run trained, as CSV (the run's ``log.csv``).
+
+    Example:
+        >>> print(epoch_log_csv([{"alpha": 0.2, "epochs": [{"epoch": 1, "loss": 0.5, "lr": 0.001}]}]), end="")
+        candidate,epoch,loss,lr,selection_accuracy,selection_loss
+        alpha=0.2,1,0.5,0.001,,
+    """
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for record in history:
+        name = " ".join(f"{k}={v}" for k, v in record.items() if k in ("lr", "alpha", "beta") and not isinstance(v, (list, dict)))
+        for row in record.get("epochs", []):
+            writer.writerow({"candidate": name, **row})
+    return buffer.getvalue()
+
+
 def run_few_shot(
     backbone: Backbone,
     dataset: Dataset,

@@ -21,9 +21,9 @@ from .. import __version__
 from ..backbones import Backbone
 from ..data import Dataset
 from ..errors import ConfigError
-from ..io import atomic_write_json
+from ..io import atomic_write_bytes, atomic_write_json
 from ..methods import get_method
-from ..pipeline import FeatureConfig, RunConfig, fit_and_evaluate, prepare
+from ..pipeline import FeatureConfig, RunConfig, epoch_log_csv, fit_and_evaluate, prepare
 
 
 @dataclass(frozen=True)
@@ -151,8 +151,9 @@ def _run_cell(backbone, plan, out, name, dataset, shots, seed, report, log) -> N
     atomic_write_json(split_file, prepared.split.to_json())  # the exact shots, to reproduce or share
     for spec, run_spec_, path in todo:
         _, result = fit_and_evaluate(backbone, prepared, run.replace(method=spec.method), spec.config())
-        result.pop("history", None)  # per-grid-point logs stay out of the summary files
+        history = result.pop("history", None)  # per-grid-point logs stay out of the summary files
         result["bench"] = {"label": spec.label, "spec": run_spec_, "spec_hash": spec_hash(run_spec_)}
+        atomic_write_bytes(path.with_suffix(".log.csv"), epoch_log_csv(history or []).encode())
         atomic_write_json(path, result)
         report.ran += 1
         acc = result["test"]["accuracy"]

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..methods import get_method, list_methods
-from ..pipeline import RunConfig, run_few_shot
+from ..pipeline import RunConfig, epoch_log_csv, run_few_shot
 from ..outputs import claim_output_dir
 from .common import (
     add_backbone_options,
@@ -78,11 +78,15 @@ def main(args: argparse.Namespace) -> int:
     preset_crop = getattr(get_method(args.method), "preset_crop_scale", {}).get(args.preset or "")
     features = features_from_args(args, data_inputs(args, dataset), crop_scale=preset_crop)
     backbone = backbone_from_args(args)
+    if get_method(args.method).needs_backbone:
+        print(f"{args.method} runs the text encoder at every training step (not only cached features): "
+              "expect minutes where cached-feature methods take seconds", file=sys.stderr)
     clf, result, split = run_few_shot(backbone, dataset, run, method_config, features)
-    clf.save_pretrained(args.out, {"result.json": result, "split.json": split.to_json()}, overwrite=args.overwrite)
+    files = {"result.json": result, "split.json": split.to_json(), "log.csv": epoch_log_csv(result.get("history", []))}
+    clf.save_pretrained(args.out, files, overwrite=args.overwrite)
     print(summary_line(result), file=sys.stderr)
     print(f"prompts: {' | '.join(result['templates'])} ({result['templates_source']})", file=sys.stderr)
-    print(f"artifact written to {args.out} (config.json, model.safetensors, result.json, split.json)", file=sys.stderr)
+    print(f"artifact written to {args.out} (config.json, model.safetensors, result.json, split.json, log.csv)", file=sys.stderr)
     return 0
 
 

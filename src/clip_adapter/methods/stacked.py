@@ -99,12 +99,15 @@ def train_stacked(model: StackedAdapters, data: FewShotData, cfg: TrainConfig, s
     best: list[Any] = [None] * k
     best_epoch, best_w = [cfg.epochs] * k, [None] * k
     start, step = time.perf_counter(), 0
+    epoch_logs: list[list[dict[str, Any]]] = [[] for _ in range(k)]
     bar = progress(total=cfg.epochs, desc=f"training {k} CLIP-Adapters", unit="epoch")
     for epoch in range(cfg.epochs):
         xs, ys = epoch_samples(data, gen)
         used = per_epoch * cfg.batch_size
+        losses = []
         for x, y in zip(xs[:used].split(cfg.batch_size), ys[:used].split(cfg.batch_size)):
             loss = stacked_loss(model(x), y)
+            losses.append(loss.detach() / k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             _check_finite(loss, params, step, epoch)
@@ -112,8 +115,12 @@ def train_stacked(model: StackedAdapters, data: FewShotData, cfg: TrainConfig, s
             sched.step()
             step += 1
         bar.update(1)
+        record = {"epoch": epoch + 1, "loss": round(float(torch.stack(losses).mean()), 6), "lr": sched.get_last_lr()[0]}
+        for log in epoch_logs:  # the candidates' mean loss; each one's selection score below
+            log.append(dict(record))
         if selecting and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs):
             for i, score in enumerate(evaluate_stacked(model, sel_x, sel_y)):
+                epoch_logs[i][-1].update(selection_accuracy=score[0], selection_loss=round(score[1], 6))
                 if better(score, best[i]):
                     best[i], best_epoch[i], best_w[i] = score, epoch + 1, (model.w1[i].detach().clone(), model.w2[i].detach().clone())
     bar.close()
@@ -123,5 +130,6 @@ def train_stacked(model: StackedAdapters, data: FewShotData, cfg: TrainConfig, s
                 model.w1[i].copy_(saved[0])
                 model.w2[i].copy_(saved[1])
     seconds = time.perf_counter() - start
-    return [{"epochs_run": cfg.epochs, "best_epoch": best_epoch[i], "steps": step, "train_seconds": seconds, "trained_together": k} for i in range(k)]
+    return [{"epochs_run": cfg.epochs, "best_epoch": best_epoch[i], "steps": step, "train_seconds": seconds, "trained_together": k,
+             "epochs": epoch_logs[i]} for i in range(k)]
 

@@ -152,10 +152,12 @@ def train_head(
     best, best_state, best_epoch, step = None, None, cfg.epochs, 0
     start = time.perf_counter()
     bar = progress(total=cfg.epochs, desc=f"training {training_title(head)}", unit="epoch")
+    log: list[dict[str, Any]] = []  # one record per epoch (written as the run's log.csv)
     head.train()
     for epoch in range(cfg.epochs):
         xs, ys = epoch_samples(data, gen)
         used = per_epoch * cfg.batch_size  # everything, unless the last partial batch is dropped
+        losses = []
         for x, y in zip(xs[:used].split(cfg.batch_size), ys[:used].split(cfg.batch_size)):
             loss = loss_fn(head(x), y) + head.regularizer()
             opt.zero_grad(set_to_none=True)
@@ -164,11 +166,14 @@ def train_head(
             opt.step()
             sched.step()
             step += 1
+            losses.append(loss.detach())
         bar.update(1)
+        log.append({"epoch": epoch + 1, "loss": round(float(torch.stack(losses).mean()), 6), "lr": sched.get_last_lr()[0]})
         if on_epoch is not None:
             on_epoch(epoch)
         if selecting and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs):
             score = evaluate_head(head, sel_x, sel_y)
+            log[-1].update(selection_accuracy=score[0], selection_loss=round(score[1], 6))
             if better(score, best):
                 best, best_epoch = score, epoch + 1
                 best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
@@ -176,7 +181,7 @@ def train_head(
     if best_state is not None:
         head.load_state_dict(best_state)
     head.eval()
-    return {"epochs_run": cfg.epochs, "best_epoch": best_epoch, "steps": step, "train_seconds": time.perf_counter() - start}
+    return {"epochs_run": cfg.epochs, "best_epoch": best_epoch, "steps": step, "train_seconds": time.perf_counter() - start, "epochs": log}
 
 
 def axis(default: Any, grid: tuple) -> tuple:
