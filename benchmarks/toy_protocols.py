@@ -37,7 +37,7 @@ from clip_adapter.toyworld import DOMAINS, write_task_dataset  # noqa: E402
 
 WORK = Path(os.environ.get("TOY_PROTOCOLS_DIR", "toy-protocols"))
 PER_CLASS = {"shape": (32, 8, 40), "color": (32, 8, 40), "shape-color": (20, 4, 8)}  # train pool, val, test per class
-SEEDS = (1, 2, 3)
+SEEDS = tuple(int(x) for x in os.environ.get("TOY_PROTOCOLS_SEEDS", "1,2,3").split(","))
 DG_METHODS = ("zero-shot", "clip-adapter", "coop", "cocoop", "tip-adapter-f", "linear-probe", "clap", "gda")
 B2N_TASKS = [("color", "night"), ("shape", "sketch"), ("shape-color", "night")]
 B2N_METHODS = ("zero-shot", "clip-adapter", "coop", "cocoop", "linear-probe", "tip-adapter-f")
@@ -81,7 +81,7 @@ def auto(backbone, features: FeatureConfig) -> int:
         cells.setdefault((row["method"], row["shots"], row["dataset"]), []).append(row["accuracy"])
     mean = {k: 100 * statistics.fmean(v) for k, v in cells.items()}
     methods = [*CANDIDATES, "auto"]
-    print("(AUTO) mean test accuracy (%) over six shifted task × domain pairs, seeds 1–3\n")
+    print(f"(AUTO) mean test accuracy (%) over six shifted task × domain pairs, seeds {', '.join(map(str, SEEDS))}\n")
     print("| method | " + " | ".join(f"{s} shot{'s' * (s > 1)}" for s in AUTO_SHOTS) + " |\n|---|" + "---|" * len(AUTO_SHOTS))
     avg = {(m, s): statistics.fmean(mean[(m, s, d)] for d in datasets) for m in methods for s in AUTO_SHOTS}
     for m in methods:

@@ -219,7 +219,7 @@ def test_constant_warmup_runs_at_the_warmup_lr(tiny_backbone):
     result = method(cfg).fit(data)
     start = _phrase_embeddings(tiny_backbone, "a photo of a")
     assert torch.equal(result.head.ctx, start), "lr 0 during the warm-up epoch must leave the context alone"
-    assert result.history[0]["epochs_run"] == 1 and result.history[0]["steps"] == 2  # 40 images, batch 32
+    assert result.history[0]["epochs_run"] == 1 and result.history[0]["steps"] == 1  # 40 images, batch 32: Dassl drops the partial 8
     # After the warm-up the peak lr applies.
     moved = method(cfg.replace(epochs=2)).fit(data)
     assert not torch.equal(moved.head.ctx, start) and moved.history[0]["epochs_run"] == 2

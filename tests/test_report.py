@@ -99,6 +99,9 @@ def test_adapted_run_moves_features_and_differs_from_zero_shot(world):
 def test_images_gone_gives_a_note_and_data_brings_them_back(world, tmp_path):
     moved = tmp_path / "elsewhere" / "run"
     shutil.copytree(world["adapted"], moved)
+    result = json.loads((moved / "result.json").read_text())
+    result["data"]["root"] = str(tmp_path / "deleted-dataset")  # the recorded dataset is gone too
+    (moved / "result.json").write_text(json.dumps(result))
     html = _page(moved, cache_dir=world["cache"])
     assert "were not found beside the artifact" in html
     assert 'class="card"' not in html
