@@ -23,7 +23,7 @@ from ..errors import DataError
 from ..io import atomic_write_json
 from ..metrics import accuracy
 from ..pipeline import RunConfig, fit_and_evaluate, prepare
-from .runner import BenchPlan, BenchReport, is_done, run_spec, spec_hash
+from .runner import BenchPlan, BenchReport, pending_runs, run_spec, spec_hash
 
 
 def split_base_new(dataset: Dataset) -> tuple[Dataset, Dataset]:
@@ -82,15 +82,8 @@ def run_base_to_new(backbone: Backbone, plan: BenchPlan, out: str | Path, log: C
 
 
 def _b2n_cell(backbone, plan, name, base, new, shots, seed, out, report, log) -> None:
-    todo = []
-    for spec in plan.methods:
-        key = {**run_spec(backbone, plan, spec, name, shots, seed), "setting": "base-to-new"}
-        path = b2n_result_path(out, plan.protocol, name, spec.label, shots, seed)
-        report.results.append(path)
-        if is_done(path, spec_hash(key)):
-            report.skipped += 1
-        else:
-            todo.append((spec, key, path))
+    todo = pending_runs(plan, report, lambda spec: {**run_spec(backbone, plan, spec, name, shots, seed), "setting": "base-to-new"},
+                        lambda spec: b2n_result_path(out, plan.protocol, name, spec.label, shots, seed))
     if not todo:
         return
     run = RunConfig(method=todo[0][0].method, shots=shots, seed=seed, protocol=plan.protocol, templates=plan.templates)

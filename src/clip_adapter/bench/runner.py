@@ -133,16 +133,28 @@ def run_bench(backbone: Backbone, plan: BenchPlan, out: str | Path, log: Callabl
     return report
 
 
-def _run_cell(backbone, plan, out, name, dataset, shots, seed, report, log) -> None:
+def pending_runs(
+    plan: BenchPlan, report: BenchReport, key_of: Callable[[MethodSpec], dict[str, Any]], path_of: Callable[[MethodSpec], Path]
+) -> list[tuple[MethodSpec, dict[str, Any], Path]]:
+    """The cell's ``(spec, key, result path)`` still to run; finished ones are counted as skipped.
+
+    Every setting (few-shot, domain generalisation, base-to-new) skips a run whose
+    result file holds the same key, so an interrupted grid resumes where it stopped.
+    """
     todo = []
     for spec in plan.methods:
-        run_spec_ = run_spec(backbone, plan, spec, name, shots, seed)
-        path = result_path(out, plan.protocol, name, spec.label, shots, seed)
+        key, path = key_of(spec), path_of(spec)
         report.results.append(path)
-        if is_done(path, spec_hash(run_spec_)):
+        if is_done(path, spec_hash(key)):
             report.skipped += 1
         else:
-            todo.append((spec, run_spec_, path))
+            todo.append((spec, key, path))
+    return todo
+
+
+def _run_cell(backbone, plan, out, name, dataset, shots, seed, report, log) -> None:
+    todo = pending_runs(plan, report, lambda spec: run_spec(backbone, plan, spec, name, shots, seed),
+                        lambda spec: result_path(out, plan.protocol, name, spec.label, shots, seed))
     if not todo:
         return
     run = RunConfig(method=todo[0][0].method, shots=shots, seed=seed, protocol=plan.protocol, templates=plan.templates)

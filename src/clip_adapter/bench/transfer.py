@@ -22,7 +22,7 @@ from ..errors import DataError
 from ..features import extract_images, image_store
 from ..io import atomic_write_json
 from ..pipeline import RunConfig, fit_and_evaluate, prepare
-from .runner import BenchPlan, BenchReport, is_done, run_spec, spec_hash
+from .runner import BenchPlan, BenchReport, pending_runs, run_spec, spec_hash
 
 
 @dataclass
@@ -117,15 +117,9 @@ def run_domain_generalization(
 
 
 def _dg_cell(backbone, plan, source_name, source, targets, encoded, shots, seed, out, report, log) -> None:
-    todo = []
-    for spec in plan.methods:
-        key = {**run_spec(backbone, plan, spec, source_name, shots, seed), "targets": [(t.name, len(t.samples)) for t in targets]}
-        path = dg_result_path(out, plan.protocol, source_name, spec.label, shots, seed)
-        report.results.append(path)
-        if is_done(path, spec_hash(key)):
-            report.skipped += 1
-        else:
-            todo.append((spec, key, path))
+    described = [(t.name, len(t.samples)) for t in targets]
+    todo = pending_runs(plan, report, lambda spec: {**run_spec(backbone, plan, spec, source_name, shots, seed), "targets": described},
+                        lambda spec: dg_result_path(out, plan.protocol, source_name, spec.label, shots, seed))
     if not todo:
         return
     run = RunConfig(method=todo[0][0].method, shots=shots, seed=seed, protocol=plan.protocol, templates=plan.templates)
