@@ -17,6 +17,28 @@ def _figure():
     return plt
 
 
+def draw_curves(curves: dict[str, dict[int, float]], title: str, reference: float | None = None):
+    """The accuracy-vs-shots figure (log2 axis, zero-shot dashed); the caller saves and closes it."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    for method, points in sorted(curves.items()):
+        shots = sorted(points)
+        ax.plot(shots, [100 * points[s] for s in shots], marker="o", label=method)
+    if reference is not None:
+        ax.axhline(100 * reference, color="gray", linestyle="--", label="zero-shot")
+    all_shots = sorted({s for points in curves.values() for s in points})
+    if all_shots and min(all_shots) > 0:  # a log axis cannot show 0 shots
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(all_shots, [str(s) for s in all_shots])
+    ax.set_xlabel("training images per class (shots)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_curves(curves: dict[str, dict[int, float]], title: str, path: Path, reference: float | None = None) -> Path:
     """One line per method (accuracy in % against shots on a log2 axis), saved atomically as PNG.
 
@@ -27,21 +49,7 @@ def plot_curves(curves: dict[str, dict[int, float]], title: str, path: Path, ref
         True
     """
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
-    for method, points in sorted(curves.items()):
-        shots = sorted(points)
-        ax.plot(shots, [100 * points[s] for s in shots], marker="o", label=method)
-    if reference is not None:
-        ax.axhline(100 * reference, color="gray", linestyle="--", label="zero-shot")
-    all_shots = sorted({s for points in curves.values() for s in points})
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(all_shots, [str(s) for s in all_shots])
-    ax.set_xlabel("training images per class (shots)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig = draw_curves(curves, title, reference)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

@@ -93,25 +93,10 @@ def curves_png(series: dict[str, dict[str, list[tuple[float, float]]]], xlabel: 
 
 
 def shots_png(curves: dict[str, dict[int, float]], title: str, reference: float | None) -> bytes:
-    """Accuracy (%) against shots on a log2 axis, zero-shot as a dashed line (as the bench plots)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=100)
-    for method, points in sorted(curves.items()):
-        shots = sorted(points)
-        ax.plot(shots, [100 * points[s] for s in shots], marker="o", label=method)
-    if reference is not None:
-        ax.axhline(100 * reference, color="gray", linestyle="--", label="zero-shot")
-    ticks = sorted({s for points in curves.values() for s in points})
-    if ticks and min(ticks) > 0:
-        ax.set_xscale("log", base=2)
-    ax.set_xticks(ticks, [str(s) for s in ticks])
-    ax.set_xlabel("training images per class (shots)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _png(fig)
+    """Accuracy (%) against shots, drawn exactly as the bench plots are."""
+    from ..bench.plots import draw_curves
+
+    return _png(draw_curves(curves, title, reference))
 
 
 def histogram_png(values: Sequence[float], xlabel: str, title: str) -> bytes:
