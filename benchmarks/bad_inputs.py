@@ -99,6 +99,10 @@ def option_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
         ("option/--cache-dir is a file", base + ["--cache-dir", str(_user_file(tmp, "cachefile"))], False),
         ("option/--cache-dir inside the dataset", base + ["--cache-dir", str(good / "cache")], False),
         ("option/--classnames map missing", base + ["--classnames", str(tmp / "nope.json")], False),
+        ("option/--crop-scale out of range", base + ["--crop-scale", "2,1"], False),
+        ("option/--crop-scale not numbers", base + ["--crop-scale", "big"], False),
+        ("option/bench domain-generalization without targets", ["bench", "--setting", "domain-generalization", "--dataset", f"g={good}", *TINY, "--out", str(tmp / "b")], False),
+        ("option/cache prune without a rule", ["cache", "prune", "--cache-dir", str(tmp / "cache")], False),
     ]
 
 
