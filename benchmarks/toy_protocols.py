@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/toy_protocols.py            # all three sections
     python benchmarks/toy_protocols.py dg b2n     # some of them (dg, b2n, auto)
+    TOY_PROTOCOLS_SEEDS=1 TOY_PROTOCOLS_SHOTS=1,2 python benchmarks/toy_protocols.py auto   # a quick look
 
 (DG) domain generalisation: train on the `photo` rendering of a task (16 shots), test the same
 classifier on every other domain; one column per target and their average (mean of seeds 1–3).
@@ -42,7 +43,7 @@ DG_METHODS = ("zero-shot", "clip-adapter", "coop", "cocoop", "tip-adapter-f", "l
 B2N_TASKS = [("color", "night"), ("shape", "sketch"), ("shape-color", "night")]
 B2N_METHODS = ("zero-shot", "clip-adapter", "coop", "cocoop", "linear-probe", "tip-adapter-f")
 AUTO_TASKS = [("color", "sketch"), ("color", "night"), ("shape", "sketch"), ("shape", "night"), ("shape-color", "sketch"), ("shape-color", "night")]
-AUTO_SHOTS = (1, 2, 4, 8, 16)
+AUTO_SHOTS = tuple(int(x) for x in os.environ.get("TOY_PROTOCOLS_SHOTS", "1,2,4,8,16").split(","))
 
 
 def dataset(task: str, domain: str):

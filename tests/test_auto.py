@@ -24,6 +24,20 @@ def test_folds_are_stratified_and_cover_every_image_once():
         assert set(pool.labels[held_out].tolist()) == set(range(data.num_classes))
 
 
+def test_tiny_pools_repeat_the_deal_until_every_class_is_held_out_enough():
+    data, *_ = synthetic_data(shots=1, val_shots=1)  # 2 images per class
+    pool = _Pool.from_data(data)
+    folds = pool.folds(4, seed=1, min_held_out=8)
+    assert len(folds) == 8  # 2 folds, dealt 4 times
+    held = torch.bincount(torch.cat(folds), minlength=len(pool.labels))
+    assert torch.equal(held, torch.full_like(held, 4))  # every image held out once per deal
+    deals = {tuple(torch.cat(folds[i:i + 2]).tolist()) for i in range(0, 8, 2)}
+    assert len(deals) > 1  # fresh deals, not one deal copied
+    assert all(torch.equal(a, b) for a, b in zip(pool.folds(4, seed=1, min_held_out=8), folds))  # seeded
+    many, *_ = synthetic_data(shots=8, val_shots=4)
+    assert len(_Pool.from_data(many).folds(4, seed=1, min_held_out=8)) == 4  # 12 per class: one deal is enough
+
+
 def test_auto_picks_the_cross_validated_best_and_records_why(tmp_path):
     data, test_x, test_y = synthetic_data()
     auto = get_method("auto")
@@ -32,6 +46,7 @@ def test_auto_picks_the_cross_validated_best_and_records_why(tmp_path):
     best = max(cv.values(), key=lambda r: r["mean"])["mean"]
     assert result.method in FAST and cv[result.method]["mean"] >= best - 0.005
     assert result.selected["chosen"]["method"] == result.method and "fold cross-validation" in result.selected["chosen_on"]
+    assert all(len(r["folds"]) == len(next(iter(cv.values()))["folds"]) for r in cv.values())
     # saved as an ordinary artifact of the chosen method
     clf = Classifier(result.method, result.head, data.classnames, data.templates, {"id": "s", "name": "s"}, result.selected)
     clf.save_pretrained(tmp_path / "a")

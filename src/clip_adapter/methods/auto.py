@@ -4,14 +4,23 @@ With a handful of shots the few-shot validation split (≤ 4 images per class) i
 to rank methods: one image flips a ranking. So ``auto`` pools the training and validation
 images and runs stratified k-fold cross-validation over the pool (k = the smallest
 number of images any class has, at most ``max_folds``; 2 folds at 1 shot, where each
-image takes its turn as the held-out one). In each fold every candidate is fitted with
-its own default recipe and validation search (its inner validation split is the held-out
-fold, never the test split) and scored on the held-out images. The candidate with the best
-mean held-out accuracy wins; near-ties (within ``tie_margin``) go to the candidate listed
-earlier (cheaper and closer to zero-shot), and zero-shot itself is always a candidate, so a
-method that does not help the task is not chosen. The winner is then fitted on the
-original split as usual and saved as an ordinary artifact of that method; the result
-records every candidate's fold scores and why the winner was chosen.
+image takes its turn as the held-out one). When the pool is that small the k-fold split
+is repeated with fresh seeded deals until every class has been held out at least
+``min_held_out`` times (4 repeats at 1 shot, 2 at 2 shots, 1 from 4 shots on): one
+deal of 2 images per class is a coin flip per class, and averaging deals removes that
+luck of the draw without costing anything at the shot counts where it is not needed.
+
+In each fold every candidate is fitted with its own default recipe and validation search
+(its inner validation split is the held-out fold, never the test split) and scored on the
+held-out images. The candidate with the best mean held-out accuracy wins; near-ties
+(within ``tie_margin``) go to the candidate listed earlier. The default order is zero-shot
+first (a method that does not help the task is not chosen), then the learned methods from
+the most conservative: CLIP-Adapter (its residual ratio α is searched from 0, so its worst
+case is zero-shot), GDA and Tip-Adapter-F (zero-shot plus a weighted correction), CLAP, and
+the linear probe last (it discards the text classifier, so it needs the most shots). The
+winner is then fitted on the original split as usual and saved as an ordinary artifact
+of that method; the result records every candidate's fold scores and why the winner was
+chosen.
 
 Held-out training images are represented by the mean of their cached augmented views
 (their centre view is not cached), validation images by their centre view; a
@@ -20,6 +29,7 @@ validation image that lands in a training fold is used as one view, repeated.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -28,19 +38,21 @@ from ..config import Config, check_range, option
 from ..errors import ConfigError
 from .base import FewShotData, FitResult, Head, Method, evaluate_head, get_method, register
 
-CANDIDATES = ("zero-shot", "gda", "clip-adapter", "tip-adapter-f", "clap", "linear-probe")
+CANDIDATES = ("zero-shot", "clip-adapter", "gda", "tip-adapter-f", "clap", "linear-probe")
 
 
 @dataclass
 class AutoConfig(Config):
     """What ``auto`` chooses among, and how."""
 
-    candidates: tuple[str, ...] = option(CANDIDATES, "methods to choose among, cheapest first (ties go to the earlier)")
+    candidates: tuple[str, ...] = option(CANDIDATES, "methods to choose among, most conservative first (ties go to the earlier)")
     max_folds: int = option(4, "at most this many cross-validation folds")
+    min_held_out: int = option(8, "repeat the k-fold split until every class has been held out this many times")
     tie_margin: float = option(0.005, "candidates within this mean accuracy of the best count as tied")
 
     def validate(self) -> None:
         check_range("max_folds", self.max_folds, 2, 20)
+        check_range("min_held_out", self.min_held_out, 1, 100)
         check_range("tie_margin", self.tie_margin, 0.0, 1.0)
         if not self.candidates:
             raise ConfigError("auto: candidates must not be empty")
@@ -65,7 +77,7 @@ class Auto(Method):
 
     def fit(self, data: FewShotData) -> FitResult:
         pool = _Pool.from_data(data)
-        folds = pool.folds(self.config.max_folds, data.seed)
+        folds = pool.folds(self.config.max_folds, data.seed, self.config.min_held_out)
         scores = {name: [self._fold_score(name, pool, held_out, data) for held_out in folds] for name in self.config.candidates}
         means = {name: sum(s) / len(s) if s else 0.0 for name, s in scores.items()}  # no folds: the first candidate
         best = max(means.values())
@@ -73,7 +85,7 @@ class Auto(Method):
         result = get_method(chosen)().fit(data)
         selected = {
             "protocol": data.protocol,
-            "chosen_on": f"{len(folds)}-fold cross-validation over the training and validation shots",
+            "chosen_on": f"{_describe(folds, len(pool.labels))} over the training and validation shots",
             "chosen": {"method": chosen, **result.selected.get("chosen", {})},
             "cross_validation": {name: {"mean": round(means[name], 6), "folds": [round(s, 6) for s in scores[name]]} for name in scores},
             "why": f"best mean held-out accuracy {100 * means[chosen]:.2f}% (best overall {100 * best:.2f}%, "
@@ -105,11 +117,13 @@ class _Pool:
         point = torch.cat([data.train.mean(dim=1), data.val])
         return cls(views, point, torch.cat([data.train_labels, data.val_labels]), len(data.val_labels))
 
-    def folds(self, max_folds: int, seed: int) -> list[torch.Tensor]:
+    def folds(self, max_folds: int, seed: int, min_held_out: int = 1) -> list[torch.Tensor]:
         """Stratified folds (index tensors): each class's images dealt round-robin in a seeded order.
 
-        A class with a single labelled image cannot be both trained on and held out:
-        then the only fold is the given validation split (as plain validation would do).
+        The deal is repeated (each time in a fresh seeded order) until every class has
+        been held out ``min_held_out`` times. A class with a single labelled image
+        cannot be both trained on and held out: then the only fold is the given
+        validation split (as plain validation would do).
         """
         counts = torch.bincount(self.labels)
         smallest = int(counts[counts > 0].min().item())
@@ -117,7 +131,11 @@ class _Pool:
             n_train = len(self.labels) - self.n_val
             return [torch.arange(n_train, len(self.labels))] if self.n_val else []
         k = min(max_folds, smallest)
+        repeats = max(1, math.ceil(min_held_out / smallest))
         generator = torch.Generator().manual_seed(seed)
+        return [fold for _ in range(repeats) for fold in self._deal(k, generator)]
+
+    def _deal(self, k: int, generator: torch.Generator) -> list[torch.Tensor]:
         assignment = torch.empty_like(self.labels)
         for label in self.labels.unique():
             members = (self.labels == label).nonzero().flatten()
@@ -131,3 +149,14 @@ class _Pool:
         return replace(data, train=self.views[keep], train_labels=self.labels[keep], val=self.point[held_out],
                        val_labels=self.labels[held_out], protocol="val", selection_override=None)
 
+
+
+def _describe(folds: list[torch.Tensor], pool_size: int) -> str:
+    """'4-fold cross-validation', or '2-fold cross-validation repeated 4 times'."""
+    if not folds:
+        return "no cross-validation (a class has a single labelled image; the first candidate)"
+    if len(folds) == 1:
+        return "the validation split (a class has a single labelled image, so no cross-validation)"
+    repeats = max(1, round(sum(len(f) for f in folds) / pool_size))
+    k = len(folds) // repeats
+    return f"{k}-fold cross-validation" + (f" repeated {repeats} times" if repeats > 1 else "")
