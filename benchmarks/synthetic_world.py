@@ -62,3 +62,13 @@ def make_world(
     names = [f"class{i}" for i in range(classes)]
     data = FewShotData(train_x, train_y, val_x, val_y, text, 100.0, names, seed=1)
     return data, test_x, test_y
+
+
+# The slow reference recipes, measured on a short run and scaled up (``scale.py --skip-slow``,
+# ``sweep.py --extrapolate``): method -> (config overrides of the short run, factor to the full
+# run, what was measured). The factors are upper bounds: the short run's fixed costs are scaled too.
+SHORT_RUNS = {
+    "tip-adapter-f": ({"epochs": 2}, 10, "2 of 20 epochs (+ the α/β search) measured, × 10 (upper bound)"),
+    "clap": ({"epochs": 3}, 100, "3 of 300 epochs measured, × 100"),
+    "linear-probe": ({"max_iter": 10, "bisection_steps": 0}, 30 * 23 / 7, "7 fits × 10 iterations measured; × 30 × 23/7 (upper bound)"),
+}
