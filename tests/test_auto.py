@@ -38,6 +38,21 @@ def test_tiny_pools_repeat_the_deal_until_every_class_is_held_out_enough():
     assert len(_Pool.from_data(many).folds(4, seed=1, min_held_out=8)) == 4  # 12 per class: one deal is enough
 
 
+def test_candidates_far_behind_after_a_deal_are_dropped_from_the_race():
+    data, *_ = synthetic_data(shots=1, val_shots=1)  # 2 folds dealt 4 times
+    auto = get_method("auto")
+    strict = auto(auto.make_config(candidates=FAST, race_margin=0.0, min_held_out=8)).fit(data).selected
+    cv, chosen = strict["cross_validation"], strict["chosen"]["method"]
+    assert len(cv[chosen]["folds"]) == 8  # the leader runs every deal
+    dropped = {name: r["folds"] for name, r in cv.items() if len(r["folds"]) < 8}
+    assert dropped and "dropped" in strict["why"]
+    for scores in dropped.values():  # stopped at a deal's end, when it trailed the leader
+        n = len(scores)
+        assert n % 2 == 0 and sum(scores) / n < sum(cv[chosen]["folds"][:n]) / n
+    relaxed = auto(auto.make_config(candidates=FAST, race_margin=1.0, min_held_out=8)).fit(data).selected
+    assert all(len(r["folds"]) == 8 for r in relaxed["cross_validation"].values()) and "dropped" not in relaxed["why"]
+
+
 def test_auto_picks_the_cross_validated_best_and_records_why(tmp_path):
     data, test_x, test_y = synthetic_data()
     auto = get_method("auto")
