@@ -88,6 +88,16 @@ def test_split_base_new_follows_cocoop():
     assert harmonic_mean(0.8, 0.6) == pytest.approx(2 * 0.8 * 0.6 / 1.4)
 
 
+def test_base_and_new_parts_keep_their_datasets_templates_and_tip_settings():
+    from clip_adapter.methods.tip_adapter import TipAdapter
+    from clip_adapter.pipeline import templates_for
+
+    ds = Dataset("dtd", list("abcd"), Path("."), {"train": [Sample(Path(str(i)), i) for i in range(4)]})
+    for part in split_base_new(ds):
+        assert templates_for(part) == templates_for(ds) == ("{} texture.",)
+        assert TipAdapter.for_dataset(TipAdapter.Config(), part.name) == TipAdapter.for_dataset(TipAdapter.Config(), "dtd")
+
+
 def test_base_to_new_bench_reports_methods_that_cannot_transfer(toy_domains, tmp_path, capsys):
     out = tmp_path / "b2n"
     argv = ["bench", "--setting", "base-to-new", "--dataset", f"night={toy_domains['night']}",

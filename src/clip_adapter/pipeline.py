@@ -22,12 +22,12 @@ from . import __version__
 from .artifacts import Classifier
 from .backbones.base import Backbone
 from .config import Config, check_choice, check_range, option
-from .data import Dataset, FewShotSplit, ensemble, mean_raw, prompts_for, resolve_templates, sample_few_shot
+from .data import Dataset, FewShotSplit, Sample, ensemble, mean_raw, prompts_for, resolve_templates, sample_few_shot
 from .data.templates import dataset_key
 from .errors import ConfigError, DataError
 from .features import AugmentConfig, ExtractStats, default_cache_dir, extract_images, extract_texts, image_store, text_store
 from .methods import FewShotData, get_method
-from .methods.base import PROTOCOLS
+from .methods.base import PROTOCOLS, for_dataset
 from .metrics import classification_report
 
 
@@ -69,7 +69,8 @@ class RunConfig(Config):
     method: str = option("clip-adapter", "method name (see `clip-adapter methods`)")
     shots: int = option(16, "training images per class (CoOp protocol)")
     seed: int = option(1, "few-shot sampling and training seed")
-    protocol: str = option("val", "hyper-parameters chosen on: val (few-shot validation), none (defaults) or oracle (TEST)")
+    protocol: str = option("val", "hyper-parameters chosen on: val (few-shot validation), full-val (the dataset's whole validation split), "
+                                  "none (defaults) or oracle (TEST)")
     templates: tuple[str, ...] = option((), "prompt templates; empty = the dataset's default")
     allow_unknown_words: bool = option(False, "train a prompt-based method even if the tokenizer cannot read some class names")
 
@@ -93,6 +94,7 @@ class SplitFeatures:
     text: torch.Tensor
     text_raw: torch.Tensor
     stats: ExtractStats = field(default_factory=ExtractStats)
+    full_val: tuple[torch.Tensor, torch.Tensor] | None = None  # protocol full-val: the whole validation split
 
 
 def templates_for(dataset: Dataset, requested: tuple[str, ...] | str | None = None) -> tuple[str, ...]:
@@ -153,8 +155,15 @@ def prompt_embeddings(backbone: Backbone, classnames: list[str], templates: tupl
     return extract_texts(backbone, prompts_for(classnames, templates), text_store(backbone, cache_dir))
 
 
-def encode_split(backbone: Backbone, split: FewShotSplit, templates: tuple[str, ...], features: FeatureConfig, with_test: bool = True) -> SplitFeatures:
-    """Encode (or read from the cache) the train views, val, test and class prompts of ``split``."""
+def encode_split(
+    backbone: Backbone, split: FewShotSplit, templates: tuple[str, ...], features: FeatureConfig, with_test: bool = True,
+    full_val: list[Sample] | None = None,
+) -> SplitFeatures:
+    """Encode (or read from the cache) the train views, val, test and class prompts of ``split``.
+
+    ``full_val`` (protocol ``full-val``): the dataset's whole validation split, encoded like val (one
+    centre view; the few-shot val images among them come from the cache).
+    """
     store, stats = image_store(backbone, features.cache_path()), ExtractStats()
 
     def encode(samples, augment, desc):
@@ -166,9 +175,26 @@ def encode_split(backbone: Backbone, split: FewShotSplit, templates: tuple[str, 
     train, train_labels = encode(split.train, features.augment(), "train views")
     val, val_labels = encode(split.val, None, "val")
     test, test_labels = encode(split.test, None, "test") if with_test else (torch.empty(0, backbone.embed_dim), torch.empty(0, dtype=torch.long))
+    whole_val = encode(full_val, None, "full val") if full_val is not None else None
     prompts = prompt_embeddings(backbone, split.dataset.classnames, templates, features.cache_path())
     classes = split.dataset.num_classes
-    return SplitFeatures(train, train_labels, val, val_labels, test, test_labels, ensemble(prompts, classes), mean_raw(prompts, classes), stats)
+    return SplitFeatures(train, train_labels, val, val_labels, test, test_labels, ensemble(prompts, classes), mean_raw(prompts, classes),
+                         stats, whole_val)
+
+
+def full_validation(dataset: Dataset, protocol: str) -> list[Sample] | None:
+    """The samples protocol ``full-val`` chooses on: the dataset's whole validation split (None for other protocols).
+
+    A dataset without one (ImageNet in CoOp's layout) is refused: the official Tip-Adapter code searches
+    ImageNet on the test split, which is protocol ``oracle`` here.
+    """
+    if protocol != "full-val":
+        return None
+    samples = dataset.split("val")
+    if not samples:
+        raise DataError(f"protocol full-val: dataset {dataset.name} has no validation split to choose on "
+                        "(use --protocol val, or oracle to choose on TEST as the official code does for ImageNet)")
+    return samples
 
 
 def sample_split(dataset: Dataset, shots: int, seed: int) -> FewShotSplit:
@@ -183,10 +209,11 @@ def sample_split(dataset: Dataset, shots: int, seed: int) -> FewShotSplit:
 
 
 def few_shot_data(feats: SplitFeatures, backbone: Backbone, classnames: list[str], templates: tuple[str, ...], run: RunConfig) -> FewShotData:
-    oracle = (feats.test, feats.test_labels) if run.protocol == "oracle" else None
+    """What the method may learn from; the selection split is the whole val split under ``full-val``, test only under ``oracle``."""
+    override = {"oracle": (feats.test, feats.test_labels), "full-val": feats.full_val}.get(run.protocol)
     return FewShotData(
         feats.train, feats.train_labels, feats.val, feats.val_labels, feats.text, backbone.logit_scale,
-        list(classnames), templates, run.seed, run.protocol, backbone, oracle, feats.text_raw,
+        list(classnames), templates, run.seed, run.protocol, backbone, override, feats.text_raw,
     )
 
 
@@ -233,15 +260,16 @@ def prepare(backbone: Backbone, dataset: Dataset, run: RunConfig, features: Feat
     features = features or FeatureConfig()
     templates = templates_for(dataset, run.templates)
     check_prompts_readable(backbone, dataset.classnames, templates, run)
+    full_val = full_validation(dataset, run.protocol)  # refused before any encoding when there is none
     split = sample_split(dataset, run.shots, run.seed)
     start = time.perf_counter()
-    feats = encode_split(backbone, split, templates, features)
+    feats = encode_split(backbone, split, templates, features, full_val=full_val)
     return PreparedSplit(dataset, split, templates, feats, features, time.perf_counter() - start)
 
 
 def fit_and_evaluate(backbone: Backbone, prepared: PreparedSplit, run: RunConfig, method_config: Config | None = None) -> tuple[Classifier, dict[str, Any]]:
     """Fit ``run.method`` on a prepared split and evaluate it (and zero-shot) on the test split."""
-    method_config = method_config or get_method(run.method).Config()
+    method_config = for_dataset(run.method, method_config or get_method(run.method).Config(), prepared.dataset.name)
     feats, dataset = prepared.features, prepared.dataset
     data = few_shot_data(feats, backbone, dataset.classnames, prepared.templates, run)
     clf, record = fit(run, method_config, data, backbone)
@@ -262,7 +290,8 @@ def fit_and_evaluate(backbone: Backbone, prepared: PreparedSplit, run: RunConfig
         "templates_source": templates_source(dataset, run.templates),
         "data": {"dataset": dataset.name, "root": str(dataset.root.resolve()), "num_classes": dataset.num_classes,
                  "fingerprint": split_fingerprint(prepared.split),
-                 "counts": {"train": len(feats.train_labels), "val": len(feats.val_labels), "test": len(feats.test_labels)},
+                 "counts": {"train": len(feats.train_labels), "val": len(feats.val_labels), "test": len(feats.test_labels),
+                            "selection": len(data.selection[1])},
                  "short_classes": prepared.split.short_classes},
         "extraction": feats.stats.to_dict(),
         "timings": {"encode_seconds": round(prepared.encode_seconds, 3), "fit_seconds": record["fit_seconds"]},

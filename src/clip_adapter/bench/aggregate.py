@@ -14,6 +14,7 @@ from ..io import atomic_write_bytes
 
 PROTOCOL_TITLES = {
     "val": "hyper-parameters chosen on the few-shot validation split",
+    "full-val": "hyper-parameters chosen on the full validation split of each dataset",
     "none": "fixed default hyper-parameters (no selection)",
     "oracle": "ORACLE: hyper-parameters chosen on the TEST split (not a fair comparison)",
 }

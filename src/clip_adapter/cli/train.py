@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..methods import get_method, list_methods
+from ..methods.base import PROTOCOLS
 from ..pipeline import RunConfig, epoch_log_csv, run_few_shot
 from ..outputs import claim_output_dir
 from .common import (
@@ -41,7 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run = p.add_argument_group("run")
     run.add_argument("--shots", type=count_int, default=16, help="training images per class (default: %(default)s)")
     run.add_argument("--seed", type=seed_int, default=1, help="sampling and training seed (default: %(default)s)")
-    run.add_argument("--protocol", default="val", choices=("val", "none", "oracle"), help="choose hyper-parameters on: val (default), none, oracle (TEST; labelled)")
+    run.add_argument("--protocol", default="val", choices=PROTOCOLS,
+                     help="choose hyper-parameters on: val (the few-shot validation split; default), full-val (the dataset's whole "
+                          "validation split, as Tip-Adapter's official code), none (defaults), oracle (TEST; labelled)")
     run.add_argument("--template", action="append", default=[], help="prompt template with {} (repeat to ensemble; 'imagenet-ensemble' for the 7)")
     run.add_argument("--allow-unknown-words", action="store_true",
                      help="train even if the backbone's tokenizer cannot read some class names (they are still reported)")
@@ -94,7 +97,7 @@ def summary_line(result: dict) -> str:
     acc, zs = result["test"]["accuracy"], result["zero_shot_test_accuracy"]
     chosen = result["selection"].get("chosen", {})
     chosen_text = ", ".join(f"{k}={v}" for k, v in chosen.items()) or "defaults"
-    protocol = result["protocol"] + (" — chosen on TEST" if result["protocol"] == "oracle" else "")
+    protocol = result["protocol"] + {"oracle": " — chosen on TEST", "full-val": " — chosen on the full validation split"}.get(result["protocol"], "")
     fmt = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
     return (f"{result['method']} {result['run']['shots']}-shot seed {result['run']['seed']}: test {fmt(acc)} "
             f"(zero-shot {fmt(zs)}); chosen {chosen_text} [protocol {protocol}]")

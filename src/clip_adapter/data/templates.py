@@ -49,13 +49,18 @@ DATASET_ALIASES: dict[str, str] = {
 def dataset_key(name: str | None) -> str | None:
     """The toolkit's name for a dataset given by a CoOp file or folder name, if it is a standard one.
 
+    A ``:part`` suffix (base-to-new's ``oxford_pets:base``) names a part of the dataset,
+    which keeps the dataset's templates and settings.
+
     Example:
         >>> dataset_key("split_zhou_OxfordPets"), dataset_key("food-101"), dataset_key("my-photos")
         ('oxford_pets', 'food101', None)
+        >>> dataset_key("dtd:new")
+        'dtd'
     """
     if not name:
         return None
-    key = name.strip().lower()
+    key = name.split(":", 1)[0].strip().lower()
     key = DATASET_ALIASES.get(key, key)
     return key if key in DATASET_TEMPLATES else None
 

@@ -22,7 +22,16 @@ from ..errors import ConfigError
 from ..registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry("method")
-PROTOCOLS = ("val", "none", "oracle")
+# Where hyper-parameters are chosen: the few-shot validation split (default), nowhere (fixed defaults),
+# the dataset's full validation split (what Tip-Adapter's official code does), or the TEST split (oracle:
+# what the official Tip-Adapter code does for ImageNet, and for Tip-Adapter-F's epoch everywhere).
+PROTOCOLS = ("val", "full-val", "none", "oracle")
+CHOSEN_ON = {
+    "val": "few-shot validation split",
+    "full-val": "full validation split of the dataset",
+    "none": "fixed defaults (no selection)",
+    "oracle": "TEST split (oracle)",
+}
 
 
 def register(name: str):
@@ -52,8 +61,9 @@ class FewShotData:
     features); ``val`` one centre view per image; ``text`` the class
     embeddings, L2-normalised (prompt-ensembled when several templates).
     ``selection`` is what hyper-parameters are chosen on: the few-shot
-    validation split (protocol ``val``), or, only when asked for, the test
-    split (protocol ``oracle``).
+    validation split (protocol ``val``), the dataset's whole validation split
+    (``full-val``, passed as ``selection_override``), or, only when asked
+    for, the test split (``oracle``, passed the same way).
     """
 
     train: torch.Tensor
@@ -67,11 +77,13 @@ class FewShotData:
     seed: int = 1
     protocol: str = "val"
     backbone: Any = None  # only prompt-learning methods (CoOp, CoCoOp) use it
-    selection_override: tuple[torch.Tensor, torch.Tensor] | None = None  # oracle: the test split
+    selection_override: tuple[torch.Tensor, torch.Tensor] | None = None  # oracle: the test split; full-val: the full val split
     text_raw: torch.Tensor | None = None  # per-class mean of the raw prompt embeddings (CLAP's anchors)
 
     def __post_init__(self) -> None:
         check_choice("protocol", self.protocol, PROTOCOLS)
+        if self.protocol == "full-val" and self.selection_override is None:  # never fall back to the few-shot split unsaid
+            raise ConfigError("protocol full-val needs the full validation split's features (selection_override); got none")
 
     @property
     def num_classes(self) -> int:
@@ -83,7 +95,7 @@ class FewShotData:
 
     @property
     def selection(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.protocol == "oracle" and self.selection_override is not None:
+        if self.protocol in ("oracle", "full-val") and self.selection_override is not None:
             return self.selection_override
         return self.val, self.val_labels
 
@@ -186,6 +198,22 @@ def get_method(name: str) -> type[Method]:
     return METHODS.get(name)
 
 
+def for_dataset(method: str, config: Config, dataset: str | None) -> Config:
+    """``config`` with what depends on the dataset filled in, for methods that have such settings.
+
+    A method opts in with a ``for_dataset(config, dataset)`` classmethod: Tip-Adapter's
+    ``settings="auto"`` becomes the official per-dataset search range and starting α, β
+    when ``dataset`` names one of the standard datasets; ``auto`` passes the name on to
+    its candidates.
+
+    Example:
+        >>> for_dataset("tip-adapter", get_method("tip-adapter").Config(), "dtd").beta_max
+        13.0
+    """
+    hook = getattr(get_method(method), "for_dataset", None)
+    return hook(config, dataset) if hook is not None else config
+
+
 @torch.no_grad()
 def evaluate_head(head: Head, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     """``(accuracy, mean cross-entropy)`` of ``head`` on ``features``."""
@@ -203,8 +231,7 @@ def better(score: tuple[float, float], best: tuple[float, float] | None) -> bool
 
 def selection_record(protocol: str, grid: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
     """How hyper-parameters were chosen, recorded with every result."""
-    source = {"val": "few-shot validation split", "none": "fixed defaults (no selection)", "oracle": "TEST split (oracle)"}
-    return {"protocol": protocol, "chosen_on": source[protocol], "grid": grid, "chosen": chosen}
+    return {"protocol": protocol, "chosen_on": CHOSEN_ON[protocol], "grid": grid, "chosen": chosen}
 
 
 __all__ = [
