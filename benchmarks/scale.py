@@ -25,7 +25,6 @@ from pathlib import Path
 os.environ.setdefault("CLIP_ADAPTER_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
 
 from clip_adapter.methods import get_method  # noqa: E402
 from machine import describe_machine, matmul_rates  # noqa: E402

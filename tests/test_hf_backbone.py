@@ -8,7 +8,6 @@ a tiny sentencepiece model for SigLIP): nothing is downloaded.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import shutil
@@ -22,7 +21,6 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 
 import clip_adapter  # noqa: E402
 from clip_adapter.backbones import create_backbone  # noqa: E402
-from clip_adapter.backbones.hf import HFClipBackbone  # noqa: E402
 from clip_adapter.errors import ArtifactError, ClipAdapterError, ConfigError  # noqa: E402
 from clip_adapter.io import save_tensors  # noqa: E402
 

@@ -87,6 +87,12 @@ def test_write_task_dataset_writes_an_image_folder_and_coop_split(tmp_path):
     assert sha256_file(out / "images" / split["test"][5][0]) == sha256_file(again / "images" / split["test"][5][0])
 
 
+def test_a_task_dataset_may_have_an_empty_split(tmp_path):
+    out = write_task_dataset("shape", "photo", tmp_path / "task", 1, 0, 1, seed=3)
+    split = json.loads((out / "split.json").read_text())
+    assert split["val"] == [] and len(split["train"]) == len(split["test"]) == len(TASKS["shape"].classes)
+
+
 def _run(shipped, task, domain, tmp_path, shots, method="zero-shot"):
     """A toy task through the user's path: files on disk, dataset reader, feature cache, method."""
     from clip_adapter.data import load_dataset

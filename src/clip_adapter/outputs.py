@@ -34,6 +34,7 @@ KIND_ENTRIES: dict[str, re.Pattern[str]] = {
     "toy-dataset": re.compile(r"^(images|split\.json)$"),
     "toy-pretrain": re.compile(r"^(toy_clip\.safetensors|toy_clip\.json|pretrain_log\.csv)$"),
     "index": re.compile(r"^(index\.json|features\.safetensors|faiss-(raw|adapted)\.index)$"),
+    "gap": re.compile(r"^(gap\.json|similarities\.png|projection\.png)$"),
 }
 
 

@@ -99,6 +99,8 @@ def task_images(
             rng = np.random.default_rng([seed, SPLITS.index(split), label, i])
             images.append(render_array(task_scene(task, label, rng), domain, rng, size))
             labels.append(label)
+    if not images:  # an empty split (0 per class) is allowed: no images, not a numpy error
+        return np.zeros((0, size, size, 3), dtype=np.uint8), np.zeros(0, dtype=np.int64)
     return np.stack(images), np.array(labels, dtype=np.int64)
 
 
