@@ -218,6 +218,69 @@ def _other_weights(tmp: Path) -> Path:
     return path
 
 
+def ray_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
+    """Bad Ray options (`extract --ray`, `bench --ray`): each refused in one line before Ray starts."""
+    extract = ["extract", "--data", str(good), *TINY, "--shots", "2", "--seeds", "1", "--views", "1", "--cache-dir", str(tmp / "ray-cache")]
+    return [
+        ("option/--ray --address nobody listens at", extract + ["--ray", "--address", "127.0.0.1:1"], False),
+        ("option/--ray --address malformed", extract + ["--ray", "--address", "head-node"], False),
+        ("option/--ray --address port out of range", extract + ["--ray", "--address", "10.0.0.1:99999"], False),
+        ("option/--address without --ray", extract + ["--address", "auto"], False),
+        ("option/--ray-workers 0", extract + ["--ray", "--ray-workers", "0"], False),
+        ("option/--ray-gpus-per-worker negative", extract + ["--ray", "--ray-gpus-per-worker", "-0.5"], False),
+        ("option/--ray-cpus-per-worker and gpus both 0", extract + ["--ray", "--ray-cpus-per-worker", "0"], False),
+        ("option/--ray-retries -1", extract + ["--ray", "--ray-retries", "-1"], False),
+        ("option/bench --ray --setting base-to-new", ["bench", "--setting", "base-to-new", "--dataset", f"g={good}", *TINY, "--ray",
+                                                       "--out", str(tmp / "ray-b")], False),
+    ]
+
+
+def gap_cases(tmp: Path, good: Path, art: Path) -> list[tuple[str, list[str], bool]]:
+    """`clip-adapter gap`: data, options, artifact and output path faults."""
+    gap = ["gap", "--data", str(good), *TINY]
+    tip = tmp / "tip-artifact"
+    assert main(["train", "--data", str(good), *TINY, "--method", "tip-adapter", "--shots", "2", "--views", "1", "--out", str(tip)]) == 0
+    own = tmp / "gap-own"
+    assert main([*gap, "--out", str(own)]) == 0
+    return [
+        ("gap/missing dataset", ["gap", "--data", str(tmp / "nope"), *TINY, "--out", str(tmp / "g1")], False),
+        ("gap/--template without {}", [*gap, "--template", "a photo", "--out", str(tmp / "g2")], False),
+        ("gap/--inversion-template without {}", [*gap, "--inversion", "--inversion-template", "a photo", "--out", str(tmp / "g3")], False),
+        ("gap/--inversion-lr 0", [*gap, "--inversion", "--inversion-lr", "0", "--out", str(tmp / "g4")], False),
+        ("gap/--inversion-lr nan", [*gap, "--inversion", "--inversion-lr", "nan", "--out", str(tmp / "g5")], False),
+        ("gap/--inversion-steps 10^6", [*gap, "--inversion", "--inversion-steps", "1000000", "--out", str(tmp / "g6")], False),
+        ("gap/--bins 0", [*gap, "--bins", "0", "--out", str(tmp / "g7")], False),
+        ("gap/--inversion with too few images for queries + gallery", [*gap, "--inversion", "--queries-per-class", "1000", "--out", str(tmp / "g8")], False),
+        ("gap/artifact missing", [*gap, "--artifact", str(tmp / "no-artifact"), "--out", str(tmp / "g9")], False),
+        ("gap/artifact of another backbone", ["gap", "--data", str(good), "--backbone", "toy", "--artifact", str(art), "--out", str(tmp / "g10")], False),
+        ("gap/artifact without adapted features (tip-adapter)", [*gap, "--artifact", str(tip), "--out", str(tmp / "g11")], False),
+        ("gap/--out inside the dataset", [*gap, "--out", str(good / "gap-out")], False),
+        ("gap/--out holding the user's files", [*gap, "--out", str(_user_folder(tmp, "gap-user"))], False),
+        ("gap/--out our own gap output without --overwrite", [*gap, "--out", str(own)], False),
+    ]
+
+
+def no_ray_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
+    """`--ray` where Ray is not installed (run with `import ray` failing): one line naming the extra."""
+    return [
+        ("option/extract --ray without Ray installed", ["extract", "--data", str(good), *TINY, "--ray"], False),
+        ("option/bench --ray without Ray installed", ["bench", "--dataset", f"g={good}", *TINY, "--ray", "--out", str(tmp / "ray-b")], False),
+    ]
+
+
+@contextlib.contextmanager
+def _without_ray():
+    saved = sys.modules.get("ray")
+    sys.modules["ray"] = None  # type: ignore[assignment]  # `import ray` now raises ImportError
+    try:
+        yield
+    finally:
+        if saved is None:
+            sys.modules.pop("ray", None)
+        else:
+            sys.modules["ray"] = saved
+
+
 def main_table() -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -225,10 +288,15 @@ def main_table() -> int:
         good = good_folder(tmp / "good")
         art = train_artifact(tmp, good)
         cases = dataset_cases(tmp) + option_cases(tmp, good) + output_cases(tmp, good, art) + artifact_cases(tmp, good, art)
+        cases += ray_cases(tmp, good) + gap_cases(tmp, good, art)
         guarded = {**user_files(tmp), **{str(p): p.read_bytes() for p in good.rglob("*") if p.is_file()}}
         rows = []
         for name, argv, expect_ok in cases:
             code, err = run(argv)
+            rows.append((name, verdict(code, err, tmp, expect_ok, lost_files(guarded))))
+        for name, argv, expect_ok in no_ray_cases(tmp, good):
+            with _without_ray():
+                code, err = run(argv)
             rows.append((name, verdict(code, err, tmp, expect_ok, lost_files(guarded))))
     print("| input | exit | clear one-line message | traceback | half-written files | user files lost | message |\n|---|---|---|---|---|---|---|")
     for name, v in rows:

@@ -23,6 +23,7 @@ from ..data import Dataset
 from ..errors import ConfigError
 from ..io import atomic_write_bytes, atomic_write_json
 from ..methods import get_method
+from ..methods.base import PROTOCOLS
 from ..pipeline import FeatureConfig, RunConfig, epoch_log_csv, fit_and_evaluate, prepare
 
 
@@ -80,8 +81,8 @@ class BenchPlan:
         labels = [m.label for m in self.methods]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"method labels must be unique: {labels}")
-        if self.protocol not in ("val", "none", "oracle"):
-            raise ConfigError(f"protocol must be val, none or oracle; got {self.protocol!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {self.protocol!r}")
 
 
 @dataclass
@@ -90,6 +91,7 @@ class BenchReport:
     skipped: int = 0
     seconds: float = 0.0
     results: list[Path] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # runs that failed for good (a Ray sweep reports them and goes on)
 
 
 def result_path(out: Path, protocol: str, dataset: str, label: str, shots: int, seed: int) -> Path:
@@ -153,20 +155,43 @@ def pending_runs(
 
 
 def _run_cell(backbone, plan, out, name, dataset, shots, seed, report, log) -> None:
-    todo = pending_runs(plan, report, lambda spec: run_spec(backbone, plan, spec, name, shots, seed),
-                        lambda spec: result_path(out, plan.protocol, name, spec.label, shots, seed))
+    todo = cell_runs(backbone, plan, out, name, shots, seed, report)
     if not todo:
         return
+    run, prepared = prepare_cell(backbone, plan, out, name, dataset, shots, seed, todo)
+    for spec, run_spec_, path in todo:
+        result, history = run_one(backbone, prepared, run, spec, run_spec_)
+        commit_result(path, result, history, report, log)
+
+
+def cell_runs(backbone: Backbone, plan: BenchPlan, out: Path, name: str, shots: int, seed: int, report: BenchReport) -> list:
+    """The (dataset, shots, seed) cell's runs still to do, as :func:`pending_runs` gives them."""
+    return pending_runs(plan, report, lambda spec: run_spec(backbone, plan, spec, name, shots, seed),
+                        lambda spec: result_path(out, plan.protocol, name, spec.label, shots, seed))
+
+
+def prepare_cell(backbone: Backbone, plan: BenchPlan, out: Path, name: str, dataset: Dataset, shots: int, seed: int, todo: list) -> tuple[RunConfig, Any]:
+    """Sample and encode the cell's split (the first pending run's method checks the prompts) and record the split."""
     run = RunConfig(method=todo[0][0].method, shots=shots, seed=seed, protocol=plan.protocol, templates=plan.templates)
     prepared = prepare(backbone, dataset, run, plan.features)
     split_file = out / "splits" / name / f"shots{shots}_seed{seed}.json"
     atomic_write_json(split_file, prepared.split.to_json())  # the exact shots, to reproduce or share
-    for spec, run_spec_, path in todo:
-        _, result = fit_and_evaluate(backbone, prepared, run.replace(method=spec.method), spec.config())
-        history = result.pop("history", None)  # per-grid-point logs stay out of the summary files
-        result["bench"] = {"label": spec.label, "spec": run_spec_, "spec_hash": spec_hash(run_spec_)}
-        atomic_write_bytes(path.with_suffix(".log.csv"), epoch_log_csv(history or []).encode())
-        atomic_write_json(path, result)
-        report.ran += 1
-        acc = result["test"]["accuracy"]
-        log(f"{name} {spec.label} {shots}-shot seed {seed}: {100 * acc:.2f}% (zero-shot {100 * result['zero_shot_test_accuracy']:.2f}%)")
+    return run, prepared
+
+
+def run_one(backbone: Backbone, prepared: Any, run: RunConfig, spec: MethodSpec, key: dict[str, Any]) -> tuple[dict[str, Any], list]:
+    """Fit and evaluate one run of a prepared cell: its result record (with its skip key) and training history."""
+    _, result = fit_and_evaluate(backbone, prepared, run.replace(method=spec.method), spec.config())
+    history = result.pop("history", None)  # per-grid-point logs stay out of the summary files
+    result["bench"] = {"label": spec.label, "spec": key, "spec_hash": spec_hash(key)}
+    return result, history or []
+
+
+def commit_result(path: Path, result: dict[str, Any], history: list, report: BenchReport, log: Callable[[str], None]) -> None:
+    """Write a run's log CSV, then its result JSON (which marks it finished), atomically; log its accuracy."""
+    atomic_write_bytes(path.with_suffix(".log.csv"), epoch_log_csv(history).encode())
+    atomic_write_json(path, result)
+    report.ran += 1
+    key, acc = result["bench"]["spec"], result["test"]["accuracy"]
+    log(f"{key['dataset']} {result['bench']['label']} {key['shots']}-shot seed {key['seed']}: {100 * acc:.2f}% "
+        f"(zero-shot {100 * result['zero_shot_test_accuracy']:.2f}%)")

@@ -12,6 +12,10 @@ Three settings (``--setting``):
   base and new classes; base, new and harmonic mean in table_b2n_<protocol>.md.
 
 Re-running skips finished runs; an interrupted grid resumes.
+
+With ``--ray`` (few-shot setting) each pending run is a Ray task on a new local instance or the
+cluster at ``--address``; a run that fails is retried ``--ray-retries`` times, then listed at the end
+(exit status 1) while the rest of the grid finishes.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from ..bench.datasets import IMAGENET_TARGETS, load_benchmark
 from ..bench.protocol_tables import write_transfer_reports
 from ..bench.transfer import align_target, run_domain_generalization
 from ..errors import ConfigError, DataError
+from ..methods.base import PROTOCOLS
 from ..outputs import claim_output_dir, mark_output_dir
 from .common import add_backbone_options, add_feature_options, backbone_from_args, features_from_args
 from .parsing import SEED_MAX, bounded_int_list, name_list
+from .ray_options import add_ray_options, backbone_spec_from_args, ray_options_from_args
 
 SETTINGS = ("few-shot", "domain-generalization", "base-to-new")
 
@@ -45,11 +51,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", action="append", default=[], metavar="LABEL=METHOD:KEY=VALUE:...", help="a method with options under a label; repeatable")
     p.add_argument("--shots", default="1,2,4,8,16", help="comma-separated shot counts (default: %(default)s)")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default: %(default)s)")
-    p.add_argument("--protocol", default="val", choices=("val", "none", "oracle"), help="hyper-parameters chosen on val (default), none, or oracle (TEST; labelled)")
+    p.add_argument("--protocol", default="val", choices=PROTOCOLS, help="hyper-parameters chosen on val (few-shot; default), full-val (whole validation split), none, or oracle (TEST; labelled)")
     p.add_argument("--template", action="append", default=[], help="prompt template(s); default: each dataset's own")
     p.add_argument("--out", default="bench-results", help="output folder: new, empty, or an earlier bench output to resume (default: %(default)s)")
     add_backbone_options(p)
     add_feature_options(p)
+    add_ray_options(p, "each run of the grid as a task")
     p.set_defaults(func=main)
 
 
@@ -67,6 +74,9 @@ def _targets(args: argparse.Namespace) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
+    ray_options = ray_options_from_args(args)
+    if ray_options and args.setting != "few-shot":
+        raise ConfigError(f"--ray runs the few-shot grid; --setting {args.setting} runs locally (drop --ray)")
     methods = [MethodSpec.parse(m) for m in (name_list(args.methods, "--methods") if args.methods else [])]
     methods += [MethodSpec.parse(m) for m in args.method]
     shots = tuple(bounded_int_list(args.shots, "--shots", 0, 100_000))
@@ -80,6 +90,8 @@ def main(args: argparse.Namespace) -> int:
     mark_output_dir(out, "bench")
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     if args.setting == "few-shot":
+        if ray_options:
+            return _few_shot(backbone, plan, out, args.protocol, log, (ray_options, backbone_spec_from_args(args, backbone.precision)))
         return _few_shot(backbone, plan, out, args.protocol, log)
     if args.setting == "domain-generalization":
         (source_name, source), = _one_source(datasets)
@@ -100,11 +112,20 @@ def _one_source(datasets: dict) -> list:
     return list(datasets.items())
 
 
-def _few_shot(backbone, plan: BenchPlan, out: Path, protocol: str, log) -> int:
-    report = run_bench(backbone, plan, out, log=log)
+def _few_shot(backbone, plan: BenchPlan, out: Path, protocol: str, log, ray=None) -> int:
+    if ray:
+        from ..distributed import ray_session, run_bench_ray
+
+        with ray_session(ray[0]) as session:
+            report = run_bench_ray(session, backbone, ray[1], plan, out, ray[0], log)
+    else:
+        report = run_bench(backbone, plan, out, log=log)
     files = write_reports(out, protocol, report.results)
     plots = plot_summary(files["summary"], protocol, out / "plots")
     sys.stdout.write(files["table"].read_text())
     print(f"{report.ran} runs done, {report.skipped} already finished (skipped), in {report.seconds:.1f} s; "
           f"table: {files['table']}, plots: {', '.join(str(p) for p in plots)}", file=sys.stderr)
+    if report.failed:  # the sweep finished what it could; say what it could not
+        print(f"{len(report.failed)} run(s) failed after retries (re-run to retry them): " + "; ".join(report.failed), file=sys.stderr)
+        return 1
     return 0

@@ -8,6 +8,8 @@ features it produces are bit-identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -15,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -59,7 +61,7 @@ class ExtractStats:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Image:
     index: int  # position in the caller's list
     path: Path
@@ -148,44 +150,127 @@ def _bad_image(path: Path, exc: Exception, skip_bad: bool, stats: ExtractStats) 
     stats.skipped.append((str(path), message))
 
 
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How every chunk of one :func:`extract_images` call is decoded and encoded (the same for all its chunks)."""
+
+    views: int
+    augment: AugmentConfig | None
+    seed: int
+    batch_size: int
+
+
+@dataclass
+class ChunkJob:
+    """One chunk to encode: its images and the content ids of those with a row missing from the store."""
+
+    images: list[_Image]
+    needed: set[str]
+
+
+@dataclass
+class ChunkResult:
+    """A chunk's decoded images, decode failures, and features (``None``: nothing it needed could be decoded)."""
+
+    job: ChunkJob
+    ok: list[_Image]
+    failures: list[tuple[_Image, Exception]]
+    features: torch.Tensor | None
+    seconds: float
+
+
+# Who encodes the chunks of the extractions run inside `encoding_with(...)`: the
+# local loop below by default, or e.g. Ray actors (clip_adapter.distributed).
+# A context variable, so every caller of extract_images (encode_split, the CLI)
+# gets the same shards either way without a parameter threaded through each.
+_RUNNER: contextvars.ContextVar = contextvars.ContextVar("clip_adapter_chunk_runner", default=None)
+
+
+@contextlib.contextmanager
+def encoding_with(runner: Callable[[Backbone, ChunkPlan, list[ChunkJob]], Iterable[ChunkResult]]) -> Iterator[None]:
+    """Encode the chunks of every extraction inside the block with ``runner`` instead of locally.
+
+    ``runner(backbone, plan, jobs)`` yields one :class:`ChunkResult` per job, in
+    any order; the shards are still committed here, so they are exactly a
+    local run's (same keys, names, checksums, atomic writes).
+
+    Example:
+        >>> with encoding_with(encode_chunks_locally):
+        ...     pass  # extract_images(...) calls here use the runner
+    """
+    token = _RUNNER.set(runner)
+    try:
+        yield
+    finally:
+        _RUNNER.reset(token)
+
+
+def plan_chunks(images: list[_Image], views: int) -> list[list[_Image]]:
+    """The request's images (in canonical order) cut into chunks of about ``IMAGES_PER_CHUNK`` rows."""
+    size = max(1, IMAGES_PER_CHUNK // views)
+    return [images[i : i + size] for i in range(0, len(images), size)]
+
+
 def _encode_missing(backbone, store, images, views, key, augment, seed, batch_size, stats, skip_bad, desc) -> set[str]:
     """Encode every chunk with a missing row; returns content ids of images that could not be decoded."""
-    chunks = [images[i : i + max(1, IMAGES_PER_CHUNK // views)] for i in range(0, len(images), max(1, IMAGES_PER_CHUNK // views))]
-    todo = [c for c in chunks if store.missing([key(img, v) for img in c for v in range(views)])]
-    stats.cached += (len(images) - sum(len(c) for c in todo)) * views
+    jobs = []
+    for chunk in plan_chunks(images, views):
+        missing = set(store.missing([key(img, v) for img in chunk for v in range(views)]))
+        if missing:
+            jobs.append(ChunkJob(chunk, {img.content for img in chunk if any(key(img, v) in missing for v in range(views))}))
+    stats.cached += (len(images) - sum(len(j.images) for j in jobs)) * views
     bad: set[str] = set()
-    if not todo:
+    if not jobs:
         return bad
-    bar = progress(total=sum(len(c) for c in todo) * views, desc=f"encoding {desc}", unit="view")
-    with ThreadPoolExecutor(max_workers=1) as pool:  # decode the next chunk while this one encodes
-        for chunk, (pixels, ok, failures) in zip(todo, _prefetch(pool, todo, backbone, views, augment, seed)):
-            for img, exc in failures:
-                _bad_image(img.path, exc, skip_bad, stats)
-                bad.add(img.content)
-            keys = [key(img, v) for img in ok for v in range(views)]
-            if store.missing(keys):  # else only known-bad images kept the chunk open
-                start = time.perf_counter()
-                features = torch.cat([backbone.encode_images(b) for b in pixels.split(batch_size)])
-                stats.seconds += time.perf_counter() - start
-                stats.encoded += features.shape[0]
-                store.put(keys, features, {k: str(img.path) for img in ok for k in (key(img, v) for v in range(views))})
-            else:
-                stats.cached += len(keys)
-            bar.update(len(chunk) * views)
+    bar = progress(total=sum(len(j.images) for j in jobs) * views, desc=f"encoding {desc}", unit="view")
+    runner = _RUNNER.get() or encode_chunks_locally
+    for result in runner(backbone, ChunkPlan(views, augment, seed, batch_size), jobs):
+        for img, exc in result.failures:
+            _bad_image(img.path, exc, skip_bad, stats)
+            bad.add(img.content)
+        keys = [key(img, v) for img in result.ok for v in range(views)]
+        stats.seconds += result.seconds
+        if result.features is not None:
+            stats.encoded += result.features.shape[0]
+            store.put(keys, result.features, {k: str(img.path) for img in result.ok for k in (key(img, v) for v in range(views))})
+        else:  # only known-bad images kept the chunk open
+            stats.cached += len(keys)
+        bar.update(len(result.job.images) * views)
     bar.close()
     return bad
 
 
-def _prefetch(pool, chunks, backbone, views, augment, seed) -> Iterator:
-    future = pool.submit(_decode_chunk, chunks[0], backbone, views, augment, seed)
+def encode_chunks_locally(backbone: Backbone, plan: ChunkPlan, jobs: list[ChunkJob]) -> Iterator[ChunkResult]:
+    """The local runner: decode the next chunk on a thread while this one encodes."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for job, (pixels, ok, failures) in zip(jobs, _prefetch(pool, [j.images for j in jobs], backbone, plan)):
+            yield encode_decoded(backbone, plan, job, pixels, ok, failures)
+
+
+def encode_decoded(backbone: Backbone, plan: ChunkPlan, job: ChunkJob, pixels: torch.Tensor, ok: list, failures: list) -> ChunkResult:
+    """Encode a decoded chunk in ``plan.batch_size`` batches, unless none of its decoded images is needed.
+
+    Every runner encodes through this, so a chunk's batches (and hence its
+    features, bit for bit) do not depend on who encodes it.
+    """
+    if not any(img.content in job.needed for img in ok):
+        return ChunkResult(job, ok, failures, None, 0.0)
+    start = time.perf_counter()
+    features = torch.cat([backbone.encode_images(b) for b in pixels.split(plan.batch_size)])
+    return ChunkResult(job, ok, failures, features, time.perf_counter() - start)
+
+
+def _prefetch(pool, chunks, backbone, plan: ChunkPlan) -> Iterator:
+    future = pool.submit(decode_chunk, chunks[0], backbone, plan)
     for nxt in chunks[1:] + [None]:
         result = future.result()
         if nxt is not None:
-            future = pool.submit(_decode_chunk, nxt, backbone, views, augment, seed)
+            future = pool.submit(decode_chunk, nxt, backbone, plan)
         yield result
 
 
-def _decode_chunk(chunk, backbone, views, augment, seed):
+def decode_chunk(chunk: list[_Image], backbone: Backbone, plan: ChunkPlan) -> tuple[torch.Tensor, list[_Image], list[tuple[_Image, Exception]]]:
+    """Pixels of every view of every decodable image of ``chunk``, the images kept, and the failures."""
     from ..data.images import load_rgb
 
     tensors, ok, failures = [], [], []
@@ -195,8 +280,8 @@ def _decode_chunk(chunk, backbone, views, augment, seed):
         except DataError as exc:
             failures.append((img, exc))
             continue
-        if augment:
-            tensors += [train_view(rgb, backbone.preprocess, augment, img.content, v, seed) for v in range(views)]
+        if plan.augment:
+            tensors += [train_view(rgb, backbone.preprocess, plan.augment, img.content, v, plan.seed) for v in range(plan.views)]
         else:
             tensors.append(eval_view(rgb, backbone.preprocess))
         ok.append(img)
