@@ -32,6 +32,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from clip_adapter.backbones import create_backbone  # noqa: E402
 from clip_adapter.methods import get_method  # noqa: E402
+from clip_adapter.methods.train import axis  # noqa: E402
 from machine import describe_machine, matmul_rates  # noqa: E402
 from synthetic_world import make_world  # noqa: E402
 
@@ -63,7 +64,7 @@ def main() -> int:
     data = replace(data, backbone=backbone, classnames=names, text=text)
     n, scale = args.target_classes * args.shots, args.target_classes / args.classes
     coop, cocoop = get_method("coop")().config, get_method("cocoop")().config
-    coop_lrs, cocoop_lrs = len(coop.lr_grid or (1,)), len(cocoop.lr_grid or (1,))
+    coop_lrs, cocoop_lrs = len(axis(coop.lr, coop.lr_grid)), len(axis(cocoop.lr, cocoop.lr_grid))  # runs of the lr search
     official = {"optimizer": "sgd", "lr": 2e-3}
     # (recipe, method, overrides, per image?, runs, epochs, units per epoch at the target size)
     recipes = [
