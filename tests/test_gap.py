@@ -188,6 +188,10 @@ def test_ovi_text_retrieval_comparison_reports_both_rows(toy):
     with torch_threads(1):
         out = text_retrieval_comparison(toy, texts[:2], labels[:2], texts[2:], labels[2:], InversionConfig(steps=30, lr=0.05))
     assert [row["mode"] for row in out["rows"]] == ["text→text", "OVI image→text"]
+    inversion = out["inversion"]
+    assert inversion["last_loss"] < inversion["first_loss"] and inversion["mean_cosine"] > 0.8  # the images now match their texts
+    plain, inverted = (row["mAP"] for row in out["rows"])
+    assert inverted >= plain - 0.25  # an inverted image stands in for its text in retrieval
 
 
 def test_ovi_needs_a_differentiable_image_encoder(toy):

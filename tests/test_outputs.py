@@ -203,6 +203,19 @@ def test_stale_temporaries_of_dead_writers_are_cleaned_and_live_ones_kept(tmp_pa
     assert not stale.exists() and live.exists() and user.read_text() == "mine" and (target / "f").read_text() == "new"
 
 
+def test_temporaries_written_on_another_machine_are_never_judged_dead(tmp_path):
+    # A shared cache on a cluster: a pid from another host says nothing about its writer here.
+    from clip_adapter.io import host_tag, temp_prefix
+
+    dead = _dead_pid()
+    ours = tmp_path / f"shard{TMP_MARK}{dead}@{host_tag()}-abc"
+    theirs = tmp_path / f"shard{TMP_MARK}{dead}@{'0' * 8 if host_tag() != '0' * 8 else '1' * 8}-abc"
+    ours.write_text("x"), theirs.write_text("y")
+    assert temp_prefix(tmp_path / "shard").startswith(f"shard{TMP_MARK}{os.getpid()}@{host_tag()}-")
+    assert clean_stale_temporaries(tmp_path) == 1
+    assert not ours.exists() and theirs.read_text() == "y"
+
+
 def test_an_output_moved_aside_by_a_killed_writer_is_put_back(tmp_path):
     target = tmp_path / "art"
     aside = tmp_path / f"art{TMP_MARK}{_dead_pid()}-old"

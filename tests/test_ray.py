@@ -168,7 +168,7 @@ def test_ray_sweep_equals_local_retries_crashes_and_reports_failures(ray_cluster
     assert (tmp_path / "g_ca_1_1.crash0").exists() and (tmp_path / "g_zero-shot_1_2.crash1").exists()
     assert not (out / "runs/val/g/zero-shot/shots1_seed2.json").exists()
 
-    # The CLI finishes the sweep: the five finished runs are skipped, the failed one runs now.
+    # The CLI finishes the sweep: the three finished runs are skipped, the failed one runs now.
     capsys.readouterr()
     assert main(["bench", "--dataset", f"g={photos}", *BENCH, "--cache-dir", str(cache), "--out", str(out), "--ray"]) == 0
     assert "1 runs done, 3 already finished (skipped)" in capsys.readouterr().err

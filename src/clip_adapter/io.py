@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -49,9 +50,19 @@ def respect_umask(path: Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
+def host_tag() -> str:
+    """A short, file-name-safe tag of this machine (a hash of its host name).
+
+    Temporaries carry it so that a process on another machine sharing the folder
+    (a cluster's shared cache) never judges their writer dead: it cannot see that
+    writer's pid.
+    """
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
 def temp_prefix(path: Path) -> str:
-    """Prefix of the temporaries written for ``path``: its name, the mark, this process's pid."""
-    return f"{path.name}{TMP_MARK}{os.getpid()}-"
+    """Prefix of the temporaries written for ``path``: its name, the mark, this process's pid and host."""
+    return f"{path.name}{TMP_MARK}{os.getpid()}@{host_tag()}-"
 
 
 def _make_parent(path: Path) -> None:
@@ -256,7 +267,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", error: type = Da
         raise error(f"{what} {quoted(path)} is not valid JSON ({exc.__class__.__name__}: {one_line(str(exc))[:200]})") from None
 
 
-_TEMP_NAME = re.compile(r"^(?P<target>.+)" + re.escape(TMP_MARK) + r"(?P<pid>\d+)-(?P<rest>[A-Za-z0-9_]*)$")
+_TEMP_NAME = re.compile(r"^(?P<target>.+)" + re.escape(TMP_MARK) + r"(?P<pid>\d+)(?:@(?P<host>[0-9a-f]+))?-(?P<rest>[A-Za-z0-9_]*)$")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -271,6 +282,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _writer_may_live(match: re.Match) -> bool:
+    """True unless the temporary's writer ran on this machine and is gone."""
+    return (match["host"] is not None and match["host"] != host_tag()) or _pid_alive(int(match["pid"]))
+
+
 def clean_stale_temporaries(directory: str | os.PathLike, only: str | None = None) -> int:
     """Remove temporaries that killed writers left in ``directory``; return how many.
 
@@ -278,7 +294,9 @@ def clean_stale_temporaries(directory: str | os.PathLike, only: str | None = Non
     whose writer is gone is removed at once and a writer still at work keeps
     its file. A directory moved aside by :func:`atomic_dir` (``<name>.tmp-<pid>-old``)
     is put back when a kill left nothing at ``<name>``. ``only`` limits the
-    sweep to the temporaries of one target name. Nothing else is touched.
+    sweep to the temporaries of one target name. A temporary written on another
+    machine (its host tag differs) is left alone: its writer's pid means nothing
+    here. Nothing else is touched.
     """
     removed, directory = 0, Path(directory)
     if not directory.is_dir():
@@ -286,7 +304,7 @@ def clean_stale_temporaries(directory: str | os.PathLike, only: str | None = Non
     with contextlib.suppress(OSError):
         for entry in list(directory.iterdir()):
             match = _TEMP_NAME.match(entry.name)
-            if match is None or (only is not None and match["target"] != only) or _pid_alive(int(match["pid"])):
+            if match is None or (only is not None and match["target"] != only) or _writer_may_live(match):
                 continue
             target = directory / match["target"]
             if match["rest"] == "old" and entry.is_dir() and not os.path.lexists(target):

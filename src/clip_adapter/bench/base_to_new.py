@@ -88,7 +88,8 @@ def _b2n_cell(backbone, plan, name, base, new, shots, seed, out, report, log) ->
         return
     run = RunConfig(method=todo[0][0].method, shots=shots, seed=seed, protocol=plan.protocol, templates=plan.templates)
     prepared = prepare(backbone, base, run, plan.features)
-    new_feats = prepare(backbone, new, run.replace(shots=0), plan.features).features
+    # The new classes only need their test images and prompts: never their validation split.
+    new_feats = prepare(backbone, new, run.replace(shots=0, protocol="val"), plan.features).features
     for spec, key, path in todo:
         clf, result = fit_and_evaluate(backbone, prepared, run.replace(method=spec.method), spec.config())
         result.pop("history", None)

@@ -70,8 +70,10 @@ def _inversion_config(args: argparse.Namespace) -> InversionConfig:
         config = InversionConfig(steps=args.inversion_steps, lr=args.inversion_lr, template=args.inversion_template,
                                  batch_size=args.inversion_batch, seed=args.seed)
         config.validate()
-    except ConfigError as exc:  # its messages start with the field name: steps, lr, template
-        raise ConfigError(f"--inversion-{exc}") from None
+    except ConfigError as exc:  # its messages start with the field name: steps, lr, template, batch_size
+        message = str(exc)
+        message = "batch" + message[len("batch_size"):] if message.startswith("batch_size") else message
+        raise ConfigError(f"--inversion-{message}") from None
     return config
 
 

@@ -43,7 +43,7 @@ def run_bench_ray(
     pending: dict[Any, tuple[str, Path]] = {}
     cache = str(plan.features.cache_path())
     for name, dataset in plan.datasets.items():
-        data = dataset_to_dict(dataset)
+        data = ray.put(dataset_to_dict(dataset))  # stored once; every task of the dataset gets a reference
         for shots in plan.shots:
             for seed in plan.seeds:
                 todo = cell_runs(backbone, plan, out, name, shots, seed, report)
@@ -51,11 +51,11 @@ def run_bench_ray(
                     continue
                 run, _ = prepare_cell(backbone, plan, out, name, dataset, shots, seed, todo)
                 for method, key, path in todo:
-                    payload = {"backbone": spec.to_dict(), "fingerprint": backbone.encoder_fingerprint, "dataset": data,
+                    payload = {"backbone": spec.to_dict(), "fingerprint": backbone.encoder_fingerprint,
                                "features": plan.features.to_dict(), "cache": cache, "run": run.to_dict(),
                                "method": [method.label, method.method, list(method.overrides)], "key": key,
                                "threads": options.threads, "faults": list(options.faults)}
-                    pending[task.remote(payload)] = (f"{name} {method.label} {shots}-shot seed {seed}", path)
+                    pending[task.remote(payload, data)] = (f"{name} {method.label} {shots}-shot seed {seed}", path)
                 _collect(ray, pending, report, log, wait=False)
     _collect(ray, pending, report, log, wait=True)
     report.seconds = time.perf_counter() - start
@@ -81,18 +81,22 @@ def _collect(ray, pending: dict, report: BenchReport, log: Callable[[str], None]
         commit_result(path, answer["result"], answer["history"], report, log)
 
 
-def bench_task(payload: dict[str, Any]) -> dict[str, Any]:
-    """One run on a worker: ``{"result", "history"}``, or ``{"error"}`` for a project error (not retried: it would recur)."""
+def bench_task(payload: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
+    """One run on a worker: ``{"result", "history"}``, or ``{"error"}`` for a project error (not retried: it would recur).
+
+    ``dataset`` (:func:`dataset_to_dict`) arrives as a separate argument: the driver puts it in
+    Ray's object store once per dataset, not once per run.
+    """
     label = payload["method"][0]
-    maybe_crash(payload["faults"], f"{payload['dataset']['name']}/{label}/{payload['run']['shots']}/{payload['run']['seed']}")
+    maybe_crash(payload["faults"], f"{dataset['name']}/{label}/{payload['run']['shots']}/{payload['run']['seed']}")
     try:
         backbone = _backbone(json.dumps(payload["backbone"], sort_keys=True), payload["threads"])
         check_fingerprint(backbone.encoder_fingerprint, payload["fingerprint"])
-        features = FeatureConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in payload["features"].items()})
+        features = FeatureConfig.from_dict(payload["features"])
         if not features.cache_dir:  # the driver's default cache, not this worker's environment's
             os.environ["CLIP_ADAPTER_CACHE"] = payload["cache"]
-        run = RunConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in payload["run"].items()})
-        prepared = prepare(backbone, dataset_from_dict(payload["dataset"]), run, features)
+        run = RunConfig.from_dict(payload["run"])
+        prepared = prepare(backbone, dataset_from_dict(dataset), run, features)
         _, method, overrides = payload["method"]
         spec = MethodSpec(label, method, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in overrides))
         result, history = run_one(backbone, prepared, run, spec, payload["key"])

@@ -2,7 +2,19 @@
 
 An augmented view depends only on (image content, view index, seed), never on
 batch order or how many images came before it; that is what lets a killed
-extraction resume with bit-identical features.
+extraction resume with bit-identical features. It also makes view ``i`` the
+same whatever ``views`` is, so ``V`` views are the first ``V`` of any larger set.
+
+Cached views stand in for on-the-fly augmentation. Tip-Adapter itself caches a
+fixed set of views (10 at crop scale (0.5, 1): the default here); Dassl, which
+trains CoOp, CoCoOp and CLIP-Adapter, draws a fresh crop at scale (0.08, 1)
+every time an image is loaded, i.e. once per image per epoch. Their official
+presets cache views at (0.08, 1) (``--crop-scale``, picked by ``--preset
+official``) and the training loop picks one view per image per epoch (see
+:mod:`clip_adapter.methods.train`): at random, so ``V`` views approximate
+``epochs`` fresh crops with repeats, or without repeats
+(``view_order="distinct"``), which with ``V ≥ epochs`` is the fresh crops
+exactly.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ _INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": Interpolatio
 
 @dataclass
 class AugmentConfig(Config):
-    """Training-view augmentation (Tip-Adapter's cache recipe by default)."""
+    """Training-view augmentation (Tip-Adapter's cache recipe by default; Dassl's crops are ``crop_scale=(0.08, 1)``)."""
 
     views: int = option(10, "augmented views cached per training image")
     crop_scale: tuple[float, ...] = option((0.5, 1.0), "random-resized-crop area range")

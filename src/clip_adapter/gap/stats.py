@@ -126,11 +126,20 @@ def gap_statistics(
     return out
 
 
+MATCH_CHUNK = 4096  # image rows per block of the own-class similarities
+
+
 def _matched(x: torch.Tensor, t: torch.Tensor, xl: torch.Tensor, tl: torch.Tensor) -> torch.Tensor:
     if len(xl) != len(x) or len(tl) != len(t):
         raise DataError(f"labels do not match the embeddings ({len(xl)} image labels for {len(x)} images, {len(tl)} text labels for {len(t)} texts)")
-    same = xl.view(-1, 1) == tl.view(1, -1)
-    return (x @ t.T)[same]
+    # Each image against its own class's texts, a row block at a time: never the full N × T matrix
+    # (ImageNet's 1.3 M images × 1,000 prompts would be gigabytes).
+    parts = []
+    for start in range(0, len(x), MATCH_CHUNK):
+        rows, labels = x[start:start + MATCH_CHUNK], xl[start:start + MATCH_CHUNK]
+        same = labels.view(-1, 1) == tl.view(1, -1)
+        parts.append((rows @ t.T)[same])
+    return torch.cat(parts) if parts else x.new_zeros(0)
 
 
 def joint_pca(image: torch.Tensor, text: torch.Tensor, dims: int = 2) -> tuple[torch.Tensor, torch.Tensor, list[float]]:

@@ -24,8 +24,26 @@ candidate at 96,000, i.e. 6 epochs for ImageNet's 16,000 images, where
 60 epochs would cost ~30 minutes on a 2-core CPU. On the toy world's tasks
 (≤ 1,024 images) neither rule changes anything. The visual adapters of a
 fixed-ratio search train side by side as one stacked model (same result as
-one after another, see :mod:`clip_adapter.methods.stacked`).
-``preset="official"`` is the paper's recipe (SGD, batch 32, 200 epochs, no cap).
+one after another, see :mod:`clip_adapter.methods.stacked`), which is why
+the default steps its lr per batch (the stacked loop's schedule) and draws
+views at random.
+
+``preset="official"`` is the released code's recipe, as Dassl runs it (SGD lr
+2e-3, momentum 0.9, weight decay 5e-4, batch 32 with the last partial batch
+dropped, 200 epochs, no cap, one constant warm-up epoch at 1e-5, then a cosine
+stepped once per epoch (``schedule_unit="epoch"``: the last epoch keeps
+2.5e-4 × the peak lr, where a per-batch cosine ends at 0), α fixed at 0.2, the
+last epoch's model), and ``clip-adapter train --preset official`` caches its
+views with Dassl's crop scale (0.08, 1) instead of Tip-Adapter's (0.5, 1).
+One departure remains: Dassl re-crops every image at every epoch, where the
+preset samples one of ``V`` cached views per image per epoch (default 10: an
+image shows each view ~20 times over 200 epochs). ``view_order="distinct"``
+with ``V ≥ epochs`` views reproduces the fresh crops exactly, at the cost of
+encoding ``epochs`` views per image; ``benchmarks/views_curve.py`` measures how
+many cached views the preset needs to match it (the curve is in the README).
+The per-epoch schedule and the distinct view order train the candidates one
+after another rather than stacked (:func:`stackable`): the official preset has
+one candidate, so nothing is lost there.
 
 Ratios: ``fixed`` (α/β constants, searched on validation by default),
 ``learned`` (one scalar each, ``sigmoid`` of a trained logit) or ``network``
@@ -110,6 +128,16 @@ class ClipAdapterConfig(TrainConfig):
         check_range("beta", self.beta, 0.0, 1.0)
         for value in self.alpha_grid:
             check_range("alpha_grid", value, 0.0, 1.0)
+
+
+def stackable(cfg: ClipAdapterConfig) -> bool:
+    """Whether the candidates can train side by side (:mod:`.stacked` steps its lr per batch and draws views at random).
+
+    Example:
+        >>> stackable(ClipAdapterConfig()), stackable(ClipAdapter.make_config("official"))
+        (True, False)
+    """
+    return cfg.variant == "visual" and cfg.ratio == "fixed" and cfg.schedule_unit == "step" and cfg.view_order == "random"
 
 
 def bottleneck(dim: int, reduction: int, final_relu: bool) -> nn.Sequential:
@@ -223,7 +251,8 @@ class ClipAdapter(Method):
         # with the last partial batch dropped, 200 epochs, the last epoch's model, α fixed at 0.2.
         "official": {"optimizer": "sgd", "lr": 2e-3, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 32, "epochs": 200,
                      "max_passes": 0, "warmup_type": "constant", "warmup_epochs": 1.0, "warmup_lr": 1e-5,
-                     "select_epoch": False, "alpha": 0.2, "beta": 0.2, "alpha_grid": (), "lr_grid": (), "drop_last": True},
+                     "select_epoch": False, "alpha": 0.2, "beta": 0.2, "alpha_grid": (), "lr_grid": (), "drop_last": True,
+                     "schedule_unit": "epoch"},  # Dassl steps the lr at each epoch's end
     }
     preset_crop_scale = {"official": (0.08, 1.0)}  # Dassl's random resized crop
 
@@ -235,7 +264,7 @@ class ClipAdapter(Method):
         # One thread even at ImageNet scale: measured on the shared 2-core machine, a second
         # thread made a 1,000-class step 2× slower when another job held a core.
         with torch_threads(1):
-            fits = self._fit_stacked(data, cfg, grid) if cfg.variant == "visual" and cfg.ratio == "fixed" else self._fit_each(data, cfg, grid)
+            fits = self._fit_stacked(data, cfg, grid) if stackable(cfg) else self._fit_each(data, cfg, grid)
             return select_best(data, grid, fits)
 
     def _head(self, data: FewShotData, run_cfg: ClipAdapterConfig) -> ClipAdapterHead:

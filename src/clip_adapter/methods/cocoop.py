@@ -19,8 +19,11 @@ method; where the code says more, we follow the code:
   only "two-layer bottleneck, 16× reduction"), and reads the L2-normalised
   image feature.
 - ``official`` preset: SGD lr 0.002, momentum 0.9, weight decay 5e-4, batch 1,
-  10 epochs, cosine decay, one warm-up epoch at a constant lr 1e-5, a fixed lr
-  and the last epoch's model.
+  10 epochs, one warm-up epoch at a constant lr 1e-5, then a cosine stepped
+  once per epoch at the epoch's end (``schedule_unit="epoch"``, the trainer's
+  ``update_lr``): epochs 2–10 run at 2e-3 · ½(1 + cos(π(e − 1)/10)), so the
+  last one at 1.9e-4 rather than a per-batch cosine's 0; a fixed lr and the
+  last epoch's model; views cached with Dassl's crop scale (0.08, 1).
 
 The official code loops over the images of a batch; here all ``B × C`` prompts
 of a batch go through the encoder together (the same function, batched), at
@@ -28,16 +31,23 @@ most ``prompt_batch`` prompts per call; in training, the chunks are
 checkpointed so memory stays bounded whatever ``batch_size × C``. The encoder
 runs in the backbone's precision (bf16 where the backbone uses it) while the
 context and the meta-net stay float32.
-As for CoOp, the lr schedule steps per batch and augmentation is one of the
-cached views. ``class_position`` middle/front is an extension: the official
-CoCoOp puts the class name at the end.
+As for CoOp, augmentation is one of the ``V`` cached views per image, drawn
+at random each epoch, where Dassl re-crops every image every epoch: over the
+official 10 epochs the default 10 views give an image about 6.5 distinct crops
+(``V·(1 − (1 − 1/V)^E)``); ``view_order="distinct"`` with ``V ≥ 10`` gives it
+10, exactly the fresh crops (see :mod:`.train`). ``class_position``
+middle/front is an extension: the official CoCoOp puts the class name at the
+end.
 
 Default (fast) recipe: AdamW lr 5e-3, batch 8, 3 epochs with half an epoch of
 linear warm-up, the epoch chosen on the selection split (no lr grid: every
 grid point is a full run, and CoCoOp is the expensive method). A CoCoOp
 epoch costs ``N × C`` prompt passes whatever the batch, so the saving comes
 from fewer epochs (3 instead of 10). On the toy world (3 tasks × 3 seeds,
-16 shots) it matched or beat the official recipe's validation accuracy.
+16 shots) it matched or beat the official recipe's validation accuracy. It
+steps the lr per batch (``schedule_unit="step"``): over 3 epochs a per-epoch
+cosine would be three plateaus, and half an epoch of warm-up has no
+per-epoch form.
 
 Example:
     >>> import torch
@@ -161,6 +171,7 @@ class CoCoOp(PromptMethod):
             "warmup_type": "constant", "warmup_epochs": 1.0, "warmup_lr": 1e-5,
             "select_epoch": False,  # the official code tests the last epoch's model
             "drop_last": True,  # Dassl's training loader
+            "schedule_unit": "epoch",  # the trainer steps the lr once, at each epoch's end
         },
     }
     preset_crop_scale = {"official": (0.08, 1.0)}  # Dassl's random resized crop

@@ -24,19 +24,25 @@ method; where the code says more, we follow the code:
   code ignores ``csc`` when given an init phrase; here every class's context
   starts from the phrase.
 - ``official`` preset (paper §4.1 and the code's configs): SGD lr 0.002,
-  momentum 0.9, weight decay 5e-4, batch 32, cosine decay, one warm-up epoch at
-  a constant lr 1e-5, a fixed lr and the last epoch's model. Its epochs depend
+  momentum 0.9, weight decay 5e-4, batch 32 with the last partial batch dropped
+  (Dassl's loader), one warm-up epoch at a constant lr 1e-5, then a cosine
+  stepped once per epoch as the trainer's ``update_lr`` does
+  (``schedule_unit="epoch"``: constant within an epoch, never reaching 0), a
+  fixed lr and the last epoch's model; ``train --preset official`` caches the
+  views with Dassl's crop scale (0.08, 1). Its epochs depend
   on the shots (``COOP.md``): 50 for 1 shot, 100 for 2–4, 200 for 8–16. The
   preset sets ``epochs_by_shots`` to that table and reads the shots off the data
   (training images per class); ``epochs`` (200) applies only when the table is
   emptied. For ImageNet the official runs use 50 epochs at every shot count:
   ``epochs_by_shots=[]``, ``epochs=50``.
 
-Departures, all from training on cached features on a CPU: the lr schedule
-steps per batch, not per epoch; augmentation is one of ``V`` cached views per
-image rather than a fresh random crop; the encoder runs in bf16 (where the
-backbone does), not fp16. The constant warm-up is one of the shared training
-loop's schedules.
+Departures, all from training on cached features on a CPU: augmentation is
+one of ``V`` cached views per image (drawn at random each epoch) rather than a
+fresh random crop per epoch, so over 200 epochs an image repeats each of the
+default 10 views ~20 times where Dassl shows it 200 different crops;
+``view_order="distinct"`` with ``V ≥ epochs`` cached views is exactly the fresh
+crops (see :mod:`.train`), and ``benchmarks/views_curve.py`` measures how close
+fewer views come. The encoder runs in bf16 (where the backbone does), not fp16.
 
 Default (fast) recipe: AdamW, batch 64, 40 epochs, one linear warm-up epoch;
 lr searched over {5e-3, 1e-3, 2e-2} and the epoch chosen on the selection
@@ -44,7 +50,8 @@ split. A step costs the same whatever the batch (the text encoder runs over
 the ``C`` prompts once), so a larger batch and fewer epochs cut the steps
 from 600–800 (official, 16 shots) to 3 × 80. On the toy world (3 tasks × 3
 seeds, 16 shots) it matched or beat the official recipe's validation
-accuracy.
+accuracy. It steps the lr per batch (the shared loop's default, a smooth
+decay to 0) and draws the view of each image at random each epoch.
 
 After training the head keeps the final class text features as a buffer, so
 prediction needs no text encoder: an artifact loads without a backbone. The
@@ -174,6 +181,7 @@ class CoOp(PromptMethod):
             "warmup_type": "constant", "warmup_epochs": 1.0, "warmup_lr": 1e-5,
             "select_epoch": False,  # the official code tests the last epoch's model
             "drop_last": True,  # Dassl's training loader
+            "schedule_unit": "epoch",  # the trainer steps the lr once, at each epoch's end
         },
     }
     preset_crop_scale = {"official": (0.08, 1.0)}  # Dassl's random resized crop

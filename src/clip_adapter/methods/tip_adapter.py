@@ -213,7 +213,8 @@ def search_alpha_beta(head: TipAdapterHead, data: FewShotData) -> tuple[dict[str
         clip_logits, affinity = cosine_logits(x, head.text, head.logit_scale), head.affinity(x)
         lo, hi = _winning_intervals(clip_logits, affinity, head, betas, y, scale)
         alpha_t = torch.tensor(alphas, dtype=lo.dtype)
-        approx = ((lo[:, :, None] <= alpha_t) & (alpha_t <= hi[:, :, None])).float().mean(1)  # [β, α]
+        # [β, α]: one α at a time, so the temporary is β × N, not β × N × α (full-val/oracle splits are large)
+        approx = torch.stack([((lo <= a) & (a <= hi)).float().mean(1) for a in alpha_t], dim=1)
         floor = approx.max() - 3.0 / len(y)  # within 3 rows of the best: rows on a rounding boundary are rescored exactly
         best, best_score = None, None
         for bi, beta in enumerate(betas):

@@ -1,11 +1,32 @@
 """One training loop on cached features, shared by every trained method.
 
 Each epoch visits every training image once, through one of its cached
-augmented views chosen at random (what re-encoding with fresh augmentation
-would do, without running the encoder); the epoch's samples are gathered with
-one indexing op and then cut into batches. Hyper-parameter candidates are
-trained in turn (or, for CLIP-Adapter's α, side by side: see
-:mod:`clip_adapter.methods.stacked`) and compared on the selection split only.
+augmented views, and the epoch's samples are gathered with one indexing op
+and then cut into batches. Hyper-parameter candidates are trained in turn (or,
+for CLIP-Adapter's α, side by side: see :mod:`clip_adapter.methods.stacked`)
+and compared on the selection split only.
+
+Cached views against Dassl's fresh crops. Dassl (CoOp, CoCoOp, CLIP-Adapter's
+official code) draws a new random resized crop of every image at every step it
+is used, i.e. once per image per epoch. Here the encoder ran once over ``V``
+cached crops per image, and each epoch picks one of them per image:
+
+- ``view_order="random"`` (default): a view drawn uniformly per image per
+  epoch, so over ``E`` epochs an image shows about ``V·(1 − (1 − 1/V)^E)``
+  distinct crops (all ``V`` once ``E ≫ V``) and repeats the rest.
+- ``view_order="distinct"``: each image walks through its views in a random
+  order without repeating one until all ``V`` have been used; with
+  ``V ≥ epochs`` every epoch sees a crop it never saw before, which is exactly
+  Dassl's fresh crop per epoch (the views are independent draws of the same
+  random crop). This is the fresh-crop reference of
+  ``benchmarks/views_curve.py``, which measures how many views the random
+  order needs to get there.
+
+The learning rate follows a warm-up then a cosine decay, stepped after every
+batch (``schedule_unit="step"``, the default: a smooth decay to zero) or after
+every epoch as Dassl's trainers do (``"epoch"``: constant within an epoch,
+the cosine over ``epochs`` counted from the end of the warm-up, so the last
+epoch keeps a non-zero lr; see :func:`dassl_epoch_factor`).
 """
 
 from __future__ import annotations
@@ -26,6 +47,8 @@ from ..threads import torch_threads
 from .base import FewShotData, FitResult, Head, better, evaluate_head, selection_record
 
 EVALS_PER_RUN = 10  # validation checkpoints per training run, for choosing the epoch
+SCHEDULE_UNITS = ("step", "epoch")
+VIEW_ORDERS = ("random", "distinct")
 
 
 @dataclass
@@ -40,11 +63,13 @@ class TrainConfig(Config):
     batch_size: int = option(32, "images per step")
     warmup_epochs: float = option(1.0, "warm-up length, in epochs, before the cosine decay")
     warmup_type: str = option("linear", "warm-up: linear (to the peak lr) or constant (at warmup_lr, as CoOp's official code)")
-    warmup_lr: float = option(1e-5, "learning rate of a constant warm-up")
+    warmup_lr: float = option(1e-5, "learning rate of a constant warm-up (and of a per-epoch linear warm-up's first epoch, as Dassl's)")
     select_epoch: bool = option(True, "choose the epoch on the selection split (protocol val/oracle)")
     lr_grid: tuple[float, ...] = option((), "learning rates searched on validation (empty: just `lr`)")
     adam_eps: float = option(1e-8, "AdamW epsilon (torch's default; Tip-Adapter-F's official code uses 1e-4)")
     drop_last: bool = option(False, "drop each epoch's last partial batch, as Dassl's training loader does (official presets)")
+    schedule_unit: str = option("step", "lr schedule stepped per batch (step) or per epoch as Dassl's trainers do (epoch; official presets)")
+    view_order: str = option("random", "cached view per image per epoch: random, or distinct (no view repeats until all were used)")
 
     # Zero epochs or a zero learning rate would silently save an untrained head.
     # (A config whose untrained state is meaningful, e.g. a prompt initialised
@@ -63,6 +88,11 @@ class TrainConfig(Config):
         check_choice("warmup_type", self.warmup_type, ("linear", "constant"))
         check_range("warmup_lr", self.warmup_lr, 0.0, 10.0)
         check_range("adam_eps", self.adam_eps, 1e-12, 1.0)
+        check_choice("schedule_unit", self.schedule_unit, SCHEDULE_UNITS)
+        check_choice("view_order", self.view_order, VIEW_ORDERS)
+        if self.schedule_unit == "epoch" and self.warmup_epochs != int(self.warmup_epochs):
+            # Dassl counts warm-up in whole epochs; rounding silently would change the recipe
+            raise ConfigError(f"warmup_epochs must be a whole number with schedule_unit=epoch, got {self.warmup_epochs!r}")
         for lr in self.lr_grid:
             check_positive("lr_grid", lr, 10.0)
 
@@ -74,11 +104,43 @@ def check_positive(name: str, value: float, hi: float) -> None:
         raise ConfigError(f"{name} must be > 0 (0 would leave the head untrained), got {value!r}")
 
 
-def epoch_samples(data: FewShotData, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One epoch's ``(features [N, D], labels [N])``: a random order, one random view each, one gather."""
+def epoch_samples(data: FewShotData, gen: torch.Generator, view: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch's ``(features [N, D], labels [N])``: a random order, one view each, one gather.
+
+    Each image's view is ``view[i]`` when given (see :class:`DistinctViews`), else drawn at random.
+    """
     n, views = data.train.shape[0], data.train.shape[1]
-    order, view = torch.randperm(n, generator=gen), torch.randint(views, (n,), generator=gen)
+    order = torch.randperm(n, generator=gen)
+    if view is None:
+        view = torch.randint(views, (n,), generator=gen)
     return data.train[order, view[order]], data.train_labels[order]
+
+
+class DistinctViews:
+    """Per image, its ``V`` cached views in a random order, none repeated until all were used.
+
+    Epoch ``e`` uses column ``e mod V`` of a per-image permutation, re-drawn every
+    ``V`` epochs; with ``V ≥ epochs`` no image ever sees a view twice, as with a
+    fresh random crop per epoch. Its own generator leaves the batch order's
+    stream untouched.
+
+    Example:
+        >>> picker = DistinctViews(n=3, views=4, seed=0)
+        >>> seen = torch.stack([picker.epoch(e) for e in range(4)], dim=1)
+        >>> [sorted(row.tolist()) for row in seen]
+        [[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]]
+    """
+
+    def __init__(self, n: int, views: int, seed: int) -> None:
+        self.n, self.views = n, views
+        self.gen = torch.Generator().manual_seed(seed + 0x5EED)  # not the batch-order generator
+        self.table = torch.empty(n, views, dtype=torch.long)
+
+    def epoch(self, epoch: int) -> torch.Tensor:
+        """The view index of every image for ``epoch`` (0-based; epochs must come in order)."""
+        if epoch % self.views == 0:
+            self.table = torch.rand(self.n, self.views, generator=self.gen).argsort(dim=1)
+        return self.table[:, epoch % self.views]
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -93,6 +155,45 @@ def warmup_cosine(step: int, total: int, warmup: int, constant: float | None = N
         return constant if constant is not None else (step + 1) / (warmup + 1)
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def dassl_epoch_factor(epoch: int, epochs: int, warmup: int, constant: float | None = None, first: float = 0.0) -> float:
+    """Learning-rate multiplier of 0-based ``epoch`` under Dassl's per-epoch schedule.
+
+    Dassl wraps ``CosineAnnealingLR(T_max=epochs)`` in a warm-up scheduler and
+    steps it once, at each epoch's end. Warm-up epochs run at ``constant``
+    (constant warm-up) or, for a linear one, at ``first`` in epoch 0 and
+    ``epoch / warmup`` after; then the cosine starts at the peak and counts its
+    epochs from the warm-up's end over the full ``epochs``, so it never reaches
+    zero: CoCoOp's 10 epochs with one warm-up epoch end at 0.0955 × the peak.
+
+    Example:
+        >>> round(dassl_epoch_factor(9, 10, 1, constant=0.005), 4), dassl_epoch_factor(1, 10, 1, constant=0.005)
+        (0.0955, 1.0)
+    """
+    if epoch < warmup:
+        if constant is not None:
+            return constant
+        return first if epoch == 0 else epoch / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / epochs))
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The lr schedule of ``cfg``: step it after every batch, or (``schedule_unit="epoch"``) after every epoch.
+
+    Example:
+        >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-3)
+        >>> sched = make_scheduler(opt, TrainConfig(lr=2e-3, schedule_unit="epoch", warmup_type="constant"), per_epoch=4)
+        >>> sched.get_last_lr()  # the first (warm-up) epoch runs at warmup_lr
+        [1e-05]
+    """
+    ratio = cfg.warmup_lr / cfg.lr
+    constant = ratio if cfg.warmup_type == "constant" else None
+    if cfg.schedule_unit == "epoch":
+        warmup = int(cfg.warmup_epochs)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: dassl_epoch_factor(e, cfg.epochs, warmup, constant, ratio))
+    total, warmup = per_epoch * cfg.epochs, round(cfg.warmup_epochs * per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, constant))
 
 
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
@@ -142,10 +243,9 @@ def train_head(
     per_epoch = steps_per_epoch(epoch_size or n, cfg.batch_size, cfg.drop_last)
     total = per_epoch * cfg.epochs
     opt = make_optimizer(params, cfg)
-    warmup = round(cfg.warmup_epochs * per_epoch)
-    constant = cfg.warmup_lr / cfg.lr if cfg.warmup_type == "constant" and cfg.lr > 0 else None
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, constant))
+    sched, per_step = make_scheduler(opt, cfg, per_epoch), cfg.schedule_unit == "step"
     gen = torch.Generator().manual_seed(seed)
+    distinct = DistinctViews(n, data.train.shape[1], seed) if cfg.view_order == "distinct" and epoch_size is None else None
     sel_x, sel_y = data.selection
     selecting = cfg.select_epoch and data.protocol != "none" and len(sel_y) > 0
     every = max(1, cfg.epochs // EVALS_PER_RUN)
@@ -155,7 +255,7 @@ def train_head(
     log: list[dict[str, Any]] = []  # one record per epoch (written as the run's log.csv)
     head.train()
     for epoch in range(cfg.epochs):
-        xs, ys = epoch_samples(data, gen)
+        xs, ys = epoch_samples(data, gen, distinct.epoch(epoch) if distinct else None)
         used = per_epoch * cfg.batch_size  # everything, unless the last partial batch is dropped
         losses = []
         for x, y in zip(xs[:used].split(cfg.batch_size), ys[:used].split(cfg.batch_size)):
@@ -163,12 +263,16 @@ def train_head(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             _check_finite(loss, params, step, epoch)
+            lr = opt.param_groups[0]["lr"]  # what this step uses (logged: the epoch's last step)
             opt.step()
-            sched.step()
+            if per_step:
+                sched.step()
             step += 1
             losses.append(loss.detach())
+        if not per_step:
+            sched.step()  # Dassl: once, at the epoch's end
         bar.update(1)
-        log.append({"epoch": epoch + 1, "loss": round(float(torch.stack(losses).mean()), 6), "lr": sched.get_last_lr()[0]})
+        log.append({"epoch": epoch + 1, "loss": round(float(torch.stack(losses).mean()), 6), "lr": lr})
         if on_epoch is not None:
             on_epoch(epoch)
         if selecting and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs):
