@@ -26,7 +26,6 @@ from clip_adapter.data import load_dataset  # noqa: E402
 from clip_adapter.data.sampler import sample_few_shot  # noqa: E402
 from clip_adapter.distributed import BackboneSpec, RayOptions, ray_extraction, run_bench_ray  # noqa: E402
 from clip_adapter.features import extract as extract_module  # noqa: E402
-from clip_adapter.features.extract import encoding_with  # noqa: E402
 from clip_adapter.pipeline import FeatureConfig, encode_split, templates_for  # noqa: E402
 from clip_adapter.threads import torch_threads  # noqa: E402
 

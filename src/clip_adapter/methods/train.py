@@ -241,7 +241,6 @@ def train_head(
     params = [p for p in head.parameters() if p.requires_grad]
     n = data.train.shape[0]
     per_epoch = steps_per_epoch(epoch_size or n, cfg.batch_size, cfg.drop_last)
-    total = per_epoch * cfg.epochs
     opt = make_optimizer(params, cfg)
     sched, per_step = make_scheduler(opt, cfg, per_epoch), cfg.schedule_unit == "step"
     gen = torch.Generator().manual_seed(seed)
