@@ -90,8 +90,10 @@ def main() -> int:
             for seed in seeds[:1] if args.extrapolate else seeds:
                 data, _, _ = make_world(classes, k, dim=args.dim, test_per_class=math.ceil(test / classes), seed=seed)
                 data.seed = seed
+                cell = {m: fit_seconds(m, data, args.extrapolate, name) for m in methods}
                 for m in methods:
-                    per_method[m] += fit_seconds(m, data, args.extrapolate, name) * (len(seeds) if args.extrapolate else 1)
+                    per_method[m] += cell[m] * (len(seeds) if args.extrapolate else 1)
+                print(f"  {name} {k}-shot seed {seed}: " + ", ".join(f"{m} {v:.1f} s" for m, v in cell.items()), file=sys.stderr, flush=True)
         grand += sum(per_method.values())
         print(f"| {name} | {classes} | " + " | ".join(f"{per_method[m]:.1f}" for m in methods) + f" | {sum(per_method.values()):.1f} |", flush=True)
     total = "projected total (sum of the table)" if args.extrapolate else "total wall"

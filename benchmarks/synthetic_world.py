@@ -68,7 +68,7 @@ def make_world(
 # ``sweep.py --extrapolate``): method -> (config overrides of the short run, factor to the full
 # run, what was measured). The factors are upper bounds: the short run's fixed costs are scaled too.
 SHORT_RUNS = {
-    "tip-adapter-f": ({"epochs": 2}, 10, "2 of 20 epochs (+ the α/β search) measured, × 10 (upper bound)"),
-    "clap": ({"epochs": 3}, 100, "3 of 300 epochs measured, × 100"),
-    "linear-probe": ({"max_iter": 10, "bisection_steps": 0}, 30 * 23 / 7, "7 fits × 10 iterations measured; × 30 × 23/7 (upper bound)"),
+    "tip-adapter-f": ({"epochs": 1}, 20, "1 of 20 epochs (+ the α/β search) measured, × 20 (upper bound)"),
+    "clap": ({"epochs": 1}, 300, "1 of 300 epochs measured, × 300"),
+    "linear-probe": ({"max_iter": 2, "bisection_steps": 0}, 150 * 23 / 7, "7 fits × 2 iterations measured; × 150 × 23/7 (upper bound)"),
 }
