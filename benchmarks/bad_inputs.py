@@ -103,6 +103,11 @@ def option_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
         ("option/--crop-scale not numbers", base + ["--crop-scale", "big"], False),
         ("option/bench domain-generalization without targets", ["bench", "--setting", "domain-generalization", "--dataset", f"g={good}", *TINY, "--out", str(tmp / "b")], False),
         ("option/cache prune without a rule", ["cache", "prune", "--cache-dir", str(tmp / "cache")], False),
+        ("option/--set schedule_unit=batch", base + ["--set", "schedule_unit=batch"], False),
+        ("option/--set view_order=sorted", base + ["--set", "view_order=sorted"], False),
+        ("option/auto --set race_margin=-1", base + ["--method", "auto", "--set", "race_margin=-1"], False),
+        ("option/auto --set min_held_out=0", base + ["--method", "auto", "--set", "min_held_out=0"], False),
+        ("option/tip-adapter --set settings=magic", base + ["--method", "tip-adapter", "--set", "settings=magic"], False),
     ]
 
 
