@@ -273,3 +273,25 @@ def test_is_own_output_recognises_only_complete_own_folders(tmp_path):
     assert is_own_output(art, "artifact")
     (art / "config.json").write_text(json.dumps({"format": "something-else"}))
     assert not is_own_output(art, "artifact")
+
+
+def test_an_existing_empty_folder_receives_the_output(tmp_path):
+    from clip_adapter.io import atomic_dir
+
+    target = tmp_path / "out"
+    target.mkdir()
+    with atomic_dir(target) as tmp:
+        (tmp / "result.json").write_text("{}")
+    assert sorted(p.name for p in target.iterdir()) == ["result.json"]
+
+
+def test_a_folder_filled_while_writing_is_never_replaced(tmp_path):
+    from clip_adapter.io import atomic_dir
+
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(OutputError):
+        with atomic_dir(target) as tmp:
+            (tmp / "result.json").write_text("{}")
+            (target / "notes.md").write_text("the user's")  # appears after the claim
+    assert sorted(p.name for p in target.iterdir()) == ["notes.md"]

@@ -164,9 +164,15 @@ def atomic_dir(path: str | os.PathLike, may_replace: Callable[[Path], bool] = la
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(os.scandir(path))
+
+
 def _install_dir(tmp: Path, path: Path, may_replace: Callable[[Path], bool]) -> None:
-    if not os.path.lexists(path):
-        os.rename(tmp, path)  # fails (ENOTEMPTY/EEXIST) rather than replace anything created meanwhile
+    if not os.path.lexists(path) or _is_empty_dir(path):
+        # rename(2) replaces only an empty folder: it fails (ENOTEMPTY/EEXIST) rather than
+        # replace anything created meanwhile.
+        os.rename(tmp, path)
     elif path.is_dir() and not path.is_symlink() and may_replace(path):
         if not _exchange(tmp, path):
             backup = path.with_name(temp_prefix(path) + "old")

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..io import atomic_write_bytes, atomic_write_json, clean_stale_temporaries, sha256_bytes
 from .transforms import fingerprint
 
@@ -45,6 +45,8 @@ class FeatureStore:
     """
 
     def __init__(self, root: str | os.PathLike, encoder: dict[str, str], kind: str) -> None:
+        if not os.fspath(root):  # Path("") is the working directory: a missing default, never a choice
+            raise ConfigError("the feature cache directory is empty (give --cache-dir or set CLIP_ADAPTER_CACHE)")
         self.encoder_key = fingerprint(encoder)
         self.dir = Path(root) / self.encoder_key / kind
         self.dir.mkdir(parents=True, exist_ok=True)
