@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 from ..config import Config, check_choice, check_range, option
+from ..errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -54,6 +55,8 @@ class Backbone(abc.ABC):
     # True when encode_token_embeddings accepts rows cut after their last
     # end-of-text token (prompt learners then skip the padding's compute).
     accepts_truncated_tokens: bool = False
+    # True when encode_dense gives per-location features (an optional capability).
+    supports_dense: bool = False
     name: str
     pretrained: str
     weights_id: str  # "sha256:<hex>" of the checkpoint file, or "random-init:<seed>"
@@ -80,6 +83,24 @@ class Backbone(abc.ABC):
     @abc.abstractmethod
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Raw image embeddings, float32 ``[B, embed_dim]``, for preprocessed ``pixels``."""
+
+    def encode_dense(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Per-location image embeddings, float32 ``[B, H*W, embed_dim]``, for preprocessed ``pixels``.
+
+        The spatial features before pooling, mapped into the joint embedding
+        space the way MaskCLIP (Zhou et al., ECCV 2022) does: ViT patch tokens
+        through the final norm and projection, an attention pool's value and
+        output projections applied at every location. Rows are in raster
+        order (row-major over the feature grid). Optional: backbones that
+        implement it set ``supports_dense``; the default refuses in one line.
+
+        Example:
+            >>> from clip_adapter.backbones import create_backbone
+            >>> bb = create_backbone("toy", pretrained="none", precision="fp32")
+            >>> bb.supports_dense, bb.encode_dense(torch.zeros(1, 3, 64, 64)).shape[-1] == bb.embed_dim
+            (True, True)
+        """
+        raise ConfigError(f"backbone {self.id} has no dense (per-location) image features")
 
     @abc.abstractmethod
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:

@@ -94,6 +94,33 @@ class OpenClipBackbone(Backbone):
         with torch.no_grad():
             return self.model.encode_image(pixels.to(self.device, self.dtype)).float()
 
+    @property
+    def supports_dense(self) -> bool:  # type: ignore[override]
+        """True for open_clip's VisionTransformer (without an attentional pooler) and ModifiedResNet."""
+        return _dense_kind(self.model.visual) is not None
+
+    def encode_dense(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Per-location embeddings ``[B, H*W, embed_dim]`` (MaskCLIP's mapping, without its last-block value trick).
+
+        ViT: the patch tokens of the last block through ``ln_post`` and ``proj``,
+        as the class token is. ModifiedResNet: every location of the last
+        feature map, with its positional embedding, through the attention
+        pool's value and output projections (both affine, so the pooled
+        embedding is the attention-weighted mean of these rows, per head).
+
+        Example:
+            >>> bb = OpenClipBackbone("RN50", pretrained="none", precision="fp32")  # doctest: +SKIP
+            >>> bb.encode_dense(torch.zeros(1, 3, 224, 224)).shape  # doctest: +SKIP
+            torch.Size([1, 49, 1024])
+        """
+        visual, kind = self.model.visual, _dense_kind(self.model.visual)
+        if kind is None:
+            raise ConfigError(f"backbone {self.id}: dense features need an open_clip VisionTransformer or ModifiedResNet image tower, "
+                              f"not {type(visual).__name__}")
+        with torch.no_grad():
+            x = pixels.to(self.device, self.dtype)
+            return (_vit_dense(visual, x) if kind == "vit" else _resnet_dense(visual, x)).float()
+
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         return self._tokenizer(list(texts))
 
@@ -112,6 +139,32 @@ class OpenClipBackbone(Backbone):
         x = text_global_pool(x, tokens.to(self.device), m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
         x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
         return x.float()
+
+
+def _dense_kind(visual: torch.nn.Module) -> str | None:
+    from open_clip.modified_resnet import ModifiedResNet
+    from open_clip.transformer import VisionTransformer
+
+    if isinstance(visual, VisionTransformer) and getattr(visual, "attn_pool", None) is None:
+        return "vit"  # an attentional pooler (CoCa) mixes the tokens: no per-location reading
+    return "resnet" if isinstance(visual, ModifiedResNet) else None
+
+
+def _vit_dense(visual: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = visual.transformer(visual._embeds(x))
+    _, tokens = visual._global_pool(visual.ln_post(x))  # the patch tokens, whatever the pool type
+    return tokens @ visual.proj if visual.proj is not None else tokens
+
+
+def _resnet_dense(visual: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    for stage in (visual.stem, visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+        x = stage(x)
+    pool = visual.attnpool
+    tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
+    if tokens.shape[1] + 1 != pool.positional_embedding.shape[0]:
+        raise ConfigError(f"dense features need the backbone's input size; got a {tuple(x.shape[-2:])} feature grid")
+    tokens = tokens + pool.positional_embedding[1:].to(tokens.dtype)
+    return pool.c_proj(pool.v_proj(tokens))
 
 
 def _sequence_first(transformer: torch.nn.Module) -> None:
