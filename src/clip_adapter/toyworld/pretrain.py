@@ -78,6 +78,22 @@ def to_pixels(images: np.ndarray, preprocess: PreprocessConfig = PREPROCESS) -> 
     return (x - mean) / std
 
 
+def render_batch(seed: int, step: int, batch_size: int) -> tuple[np.ndarray, list[str]]:
+    """uint8 images ``[B, H, W, 3]`` and captions of step ``step`` (a function of ``(seed, step)`` only).
+
+    Other models (a distillation student with its own tokenizer and input size) read these raw.
+
+    Example:
+        >>> images, texts = render_batch(0, 0, 2)
+        >>> images.shape, len(texts)
+        ((2, 64, 64, 3), 2)
+    """
+    rng = np.random.default_rng([seed, step])
+    scenes = [sample_scene(rng) for _ in range(batch_size)]
+    texts = [caption(scene, rng) for scene in scenes]
+    return np.stack([render_array(scene, "photo", rng) for scene in scenes]), texts
+
+
 def make_batch(seed: int, step: int, batch_size: int, tokenizer: ToyTokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pixels, tokens and caption-group ids of step ``step`` (a function of ``(seed, step)`` only).
 
@@ -86,10 +102,7 @@ def make_batch(seed: int, step: int, batch_size: int, tokenizer: ToyTokenizer) -
         >>> px.shape, tok.shape[0], groups.shape
         (torch.Size([4, 3, 64, 64]), 4, torch.Size([4]))
     """
-    rng = np.random.default_rng([seed, step])
-    scenes = [sample_scene(rng) for _ in range(batch_size)]
-    texts = [caption(scene, rng) for scene in scenes]
-    images = np.stack([render_array(scene, "photo", rng) for scene in scenes])
+    images, texts = render_batch(seed, step, batch_size)
     tokens = tokenizer(texts)
     # Captions that tokenize identically are the same caption ("a circle." == "a circle").
     _, groups = torch.unique(tokens, dim=0, return_inverse=True)
@@ -229,27 +242,45 @@ def _default_command(cfg: PretrainConfig) -> str:
 
 def save_checkpoint(model: ToyClip, tokenizer: ToyTokenizer, cfg: PretrainConfig, out: Path, wall: float, command: str | None) -> Path:
     """Write the weights (safetensors, float32) and the JSON config beside them."""
+    return write_toy_checkpoint(
+        model,
+        tokenizer,
+        out,
+        {
+            "command": command or _default_command(cfg),
+            "pretrain_config": cfg.to_dict(),
+            "seed": cfg.seed,
+            "steps": cfg.steps,
+            "wall_time_s": round(wall, 1),
+        },
+    )
+
+
+def write_toy_checkpoint(model: ToyClip, tokenizer: ToyTokenizer, out: Path, info: dict) -> Path:
+    """Write ``toy_clip.safetensors`` (float32) and ``toy_clip.json`` (architecture, vocab, ``info``) into ``out``.
+
+    Any toy CLIP written here loads with ``--backbone toy --pretrained <out>``; returns the weights' path.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp())
+        >>> write_toy_checkpoint(ToyClip(ToyClipConfig()), ToyTokenizer(), out, {"command": "test"}).name
+        'toy_clip.safetensors'
+    """
     from .. import __version__
 
     weights = out / f"{CHECKPOINT_STEM}.safetensors"
     state = {k: v.float().contiguous() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     save_tensors(weights, state, metadata={"format": CHECKPOINT_FORMAT})
-    atomic_write_json(
-        out / f"{CHECKPOINT_STEM}.json",
-        {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_FORMAT_VERSION,
-            "architecture": model.cfg.to_dict(),
-            "preprocess": PREPROCESS.to_dict(),
-            "vocab": tokenizer.vocab,
-            "command": command or _default_command(cfg),
-            "pretrain_config": cfg.to_dict(),
-            "seed": cfg.seed,
-            "steps": cfg.steps,
-            "library_version": __version__,
-            "wall_time_s": round(wall, 1),
-            "parameters": {"image": count_parameters(model.visual), "total": count_parameters(model)},
-            "torch_version": torch.__version__,
-        },
-    )
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "architecture": model.cfg.to_dict(),
+        "preprocess": PREPROCESS.to_dict(),
+        "vocab": tokenizer.vocab,
+        "library_version": __version__,
+        "parameters": {"image": count_parameters(model.visual), "total": count_parameters(model)},
+        "torch_version": torch.__version__,
+    }
+    atomic_write_json(out / f"{CHECKPOINT_STEM}.json", {**info, **meta})  # info never overrides the format fields
     return weights

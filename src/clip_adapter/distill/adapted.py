@@ -1,0 +1,125 @@
+"""Distil an adapted teacher (backbone + CLIP-Adapter) into an adapted student (student backbone + CLIP-Adapter).
+
+The teacher artifact labels every training image of the dataset softly (its
+adapted logits; no labels are read), and a CLIP-Adapter of the same
+configuration (variant, α/β, reduction) on the student's features learns to
+match them: ``KL(softmax(z_T/T) ‖ softmax(z_S/T))·T²`` (Hinton et al.), with
+AdamW and a cosine schedule. The student's class embeddings are its own
+prompt embeddings (the teacher's templates, ensembled). The result is an
+ordinary ``clip-adapter`` artifact on the student backbone: ``eval``,
+``predict``, ``serve`` take it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..artifacts import Classifier
+from ..backbones import Backbone
+from ..config import Config, check_range, option
+from ..data import load_dataset
+from ..errors import ArtifactError, DataError
+from ..features import extract_images, image_store
+from ..features import default_cache_dir
+from ..methods.clip_adapter import ClipAdapterHead
+from ..pipeline import prompt_embeddings
+from ..threads import torch_threads
+
+
+@dataclass
+class AdapterDistillConfig(Config):
+    """How the student's adapter learns from the teacher's adapted logits."""
+
+    epochs: int = option(60, "passes over the dataset's training images")
+    lr: float = option(1e-3, "peak learning rate (AdamW, cosine to zero)")
+    batch_size: int = option(32, "images per step")
+    temperature: float = option(1.0, "softmax temperature T of the KL (the loss is scaled by T²)")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    seed: int = option(1, "seed of the adapter's initialisation and the batch order")
+
+    def validate(self) -> None:
+        check_range("epochs", self.epochs, 1)
+        check_range("lr", self.lr, 0.0)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("temperature", self.temperature, 1e-3)
+        check_range("weight_decay", self.weight_decay, 0.0)
+
+
+def class_embeddings(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], cache_dir: Any) -> torch.Tensor:
+    """L2-normalised, template-ensembled prompt embeddings ``[C, D]`` (what zero-shot and CLIP-Adapter use)."""
+    raw = prompt_embeddings(backbone, classnames, templates, cache_dir).view(len(classnames), len(templates), -1)
+    return F.normalize(F.normalize(raw, dim=-1).mean(1), dim=-1)
+
+
+def split_features(backbone: Backbone, paths: list[Path], cache_dir: Any) -> torch.Tensor:
+    """Centre-view features of ``paths`` through the feature cache."""
+    feats, _, _ = extract_images(backbone, paths, image_store(backbone, cache_dir), None, 0, 64, False, "distill")
+    return feats
+
+
+def distill_adapter(teacher: Classifier, teacher_backbone: Backbone, student_backbone: Backbone, data: str | Path,
+                    cfg: AdapterDistillConfig | None = None, cache_dir: Any = None) -> tuple[Classifier, dict[str, Any]]:
+    """A CLIP-Adapter classifier on ``student_backbone`` trained to reproduce ``teacher`` on ``data``'s training images.
+
+    Example:
+        >>> # clf, info = distill_adapter(Classifier.from_pretrained("runs/t"), teacher_bb, student_bb, "photos")
+        >>> # clf.save_pretrained("runs/student")
+    """
+    cfg = cfg or AdapterDistillConfig()
+    if teacher.method != "clip-adapter" or not isinstance(teacher.head, ClipAdapterHead):
+        raise ArtifactError(f"the teacher artifact is a {teacher.method} classifier; distillation into an adapter needs a clip-adapter one")
+    dataset = load_dataset(data)
+    if dataset.classnames != teacher.classnames:
+        raise DataError(f"dataset {data} has classes {dataset.classnames[:3]}… but the teacher artifact has {teacher.classnames[:3]}…")
+    paths = [s.path for s in dataset.split("train")]
+    if not paths:
+        raise DataError(f"dataset {data} has no training images to distil on")
+    cache_dir = cache_dir or default_cache_dir()
+    with torch.no_grad():
+        targets = teacher.logits(split_features(teacher_backbone, paths, cache_dir))
+    feats = split_features(student_backbone, paths, cache_dir)
+    head = _student_head(teacher, student_backbone, cache_dir, cfg.seed)
+    with torch_threads(1):  # a head on cached features: one thread is fastest (see clip_adapter.threads)
+        losses = _fit(head, feats, targets, cfg)
+    selection = {"distilled_from": teacher.backbone.get("id"), "teacher_method": teacher.method, "distill_config": cfg.to_dict()}
+    clf = Classifier("clip-adapter", head.eval(), list(teacher.classnames), teacher.templates, student_backbone.describe(), selection)
+    return clf, {"train_images": len(paths), "first_loss": losses[0], "final_loss": losses[-1]}
+
+
+def _student_head(teacher: Classifier, backbone: Backbone, cache_dir: Any, seed: int) -> ClipAdapterHead:
+    torch.manual_seed(seed)
+    meta = {"num_classes": len(teacher.classnames), "embed_dim": backbone.embed_dim, "logit_scale": float(backbone.logit_scale)}
+    head = ClipAdapterHead(teacher.head.config, meta)
+    with torch.no_grad():
+        head.text.copy_(class_embeddings(backbone, list(teacher.classnames), teacher.templates, cache_dir))
+    return head
+
+
+def _fit(head: ClipAdapterHead, feats: torch.Tensor, targets: torch.Tensor, cfg: AdapterDistillConfig) -> list[float]:
+    params = [p for p in head.parameters() if p.requires_grad]
+    if not params:  # a zero-shot-like head (nothing to train) is the student's zero-shot
+        return [float("nan")]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    steps_per_epoch = math.ceil(len(feats) / cfg.batch_size)
+    total, step, losses = cfg.epochs * steps_per_epoch, 0, []
+    t = cfg.temperature
+    head.train()
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(feats), generator=gen)
+        for idx in order.split(cfg.batch_size):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            loss = F.kl_div(F.log_softmax(head(feats[idx]) / t, 1), F.softmax(targets[idx] / t, 1), reduction="batchmean") * t * t
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            step += 1
+    return losses

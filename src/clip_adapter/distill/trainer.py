@@ -1,0 +1,183 @@
+"""Distil a frozen teacher CLIP into a student: ``L = L_CLIP + Σ λ_k·L_k`` (CLIP-KD) on image–caption batches.
+
+The recipe is the toy pretraining's (AdamW, linear warm-up then cosine,
+weight decay on matrices only, logit scale clamped at 100; functions reused
+from :mod:`clip_adapter.toyworld.pretrain`), so a student trained with the
+CLIP loss alone is exactly a small toy pretraining run, and the KD runs
+differ from it by their loss only. The KD module's projections and ICL scale
+train with AdamW's default weight decay (0.01), as in the official code,
+where they form a third parameter group with no decay set.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from ..backbones import Backbone
+from ..config import Config, check_choice, check_range, option
+from ..errors import ConfigError, TrainingError
+from ..io import atomic_write_bytes, atomic_write_json
+from ..progress import progress
+from ..threads import torch_threads
+from ..toyworld.pretrain import _optimizer, lr_at
+from .data import Batch
+from .losses import ICL_SCALES, KD_LOSSES, PAPER_WEIGHTS, KDLoss
+from .students import Student, pixels_for
+
+LOG_NAME, RESULT_NAME = "distill_log.csv", "distill.json"
+LOG_EVERY = 25  # steps between atomic rewrites of the CSV log
+KD_DECAY = 0.01  # torch AdamW's default, which the official code leaves the KD parameters at
+
+
+@dataclass
+class DistillConfig(Config):
+    """Settings of ``clip-adapter distill`` (λ defaults are the paper's)."""
+
+    losses: tuple[str, ...] = option((), "KD losses added to the CLIP loss: any of fd, icl, crd (empty: the CLIP loss alone)")
+    clip_weight: float = option(1.0, "weight of the student's own CLIP loss")
+    fd_weight: float = option(PAPER_WEIGHTS["fd"], "λ_FD (on a per-element MSE of normalised embeddings)")
+    icl_weight: float = option(PAPER_WEIGHTS["icl"], "λ_ICL")
+    crd_weight: float = option(PAPER_WEIGHTS["crd"], "λ_CRD")
+    icl_scale: str = option("code", "ICL logit scale: code (raw learnable multiplier from 2.66) or paper (exp, from 1/0.07)")
+    steps: int = option(400, "optimisation steps")
+    batch_size: int = option(64, "image-caption pairs per step")
+    lr: float = option(5e-4, "peak learning rate (AdamW)")
+    warmup_steps: int = option(50, "linear warm-up steps before the cosine decay")
+    weight_decay: float = option(0.05, "AdamW weight decay on the student's weight matrices")
+    seed: int = option(0, "seed of the student's initialisation and of the data")
+    threads: int = option(1, "torch CPU threads while training (0: leave as is)")
+    workers: int = option(1, "toy stream: 1 renders batches ahead in a worker process, 0 in the loop (same batches)")
+
+    def validate(self) -> None:
+        for name in self.losses:
+            check_choice("losses", name, KD_LOSSES)
+        if len(set(self.losses)) != len(self.losses):
+            raise ConfigError(f"losses lists a loss twice: {','.join(self.losses)}")
+        check_choice("icl_scale", self.icl_scale, ICL_SCALES)
+        for name in ("clip_weight", "fd_weight", "icl_weight", "crd_weight", "lr", "weight_decay"):
+            check_range(name, getattr(self, name), 0.0)
+        check_range("steps", self.steps, 1)
+        check_range("batch_size", self.batch_size, 2)
+        check_range("warmup_steps", self.warmup_steps, 0)
+        check_range("threads", self.threads, 0)
+        check_range("workers", self.workers, 0, 1)
+
+    @property
+    def label(self) -> str:
+        """``clip`` or ``clip+fd+icl``…: what the student was trained with."""
+        return "+".join(("clip", *self.losses)) if self.clip_weight else "+".join(self.losses)
+
+
+class Teacher:
+    """A frozen backbone's embeddings of raw batches; with ``memo``, each ``step``'s are computed once.
+
+    The memo serves runs that share the data (same seed and batch size): a
+    benchmark comparing losses pays the teacher's forward pass once.
+    """
+
+    def __init__(self, backbone: Backbone, memo: bool = False) -> None:
+        self.backbone, self.memo = backbone, ({} if memo else None)
+        self.embed_dim, self.logit_scale = backbone.embed_dim, float(backbone.logit_scale)
+
+    def embed(self, step: int, images: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (step, tuple(texts), len(images))
+        if self.memo is not None and key in self.memo:
+            return self.memo[key]
+        # The student trains on the CPU: bring the teacher's outputs there (a CUDA teacher returns CUDA tensors).
+        out = (self.backbone.encode_images(pixels_for(images, self.backbone.preprocess)).float().cpu(),
+               self.backbone.encode_texts(texts).float().cpu())
+        if self.memo is not None:
+            self.memo[key] = out
+        return out
+
+
+@dataclass
+class DistillRun:
+    """What :func:`distill` returns: the trained student, its log and the measured facts."""
+
+    student: Student
+    log: list[dict[str, float]]
+    info: dict[str, Any]
+
+
+def distill(teacher: Teacher, student: Student, cfg: DistillConfig, batches: Iterable[Batch], log_dir: Path | None = None) -> DistillRun:
+    """Train ``student`` for ``cfg.steps`` on ``batches`` with the CLIP loss plus ``cfg.losses``.
+
+    Example:
+        >>> from clip_adapter.backbones import create_backbone
+        >>> from clip_adapter.distill.data import toy_batches
+        >>> cfg = DistillConfig(losses=("fd",), steps=2, batch_size=4, workers=0)
+        >>> run = distill(Teacher(create_backbone("toy", precision="fp32")), Student("toy-tiny"), cfg, toy_batches(0, 2, 4, 0))
+        >>> len(run.log), sorted(run.log[-1])[:3]
+        (2, ['clip', 'fd', 'images_per_s'])
+    """
+    with torch_threads(cfg.threads or None):
+        return _train(teacher, student, cfg, batches, log_dir)
+
+
+def _kd_module(cfg: DistillConfig, student: Student, teacher: Teacher) -> KDLoss:
+    torch.manual_seed(cfg.seed)  # the projections start the same in every run of a seed
+    weights = {"fd": cfg.fd_weight, "icl": cfg.icl_weight, "crd": cfg.crd_weight}
+    return KDLoss(cfg.losses, student.embed_dim, teacher.embed_dim, weights, cfg.clip_weight, cfg.icl_scale)
+
+
+def _train(teacher: Teacher, student: Student, cfg: DistillConfig, batches: Iterable[Batch], log_dir: Path | None) -> DistillRun:
+    kd = _kd_module(cfg, student, teacher)
+    opt = _optimizer(student.model, cfg)  # type: ignore[arg-type]  # reads lr and weight_decay only
+    opt.add_param_group({"params": list(kd.parameters()), "weight_decay": KD_DECAY})
+    rows: list[dict[str, float]] = []
+    start = time.perf_counter()
+    with progress(total=cfg.steps, desc=f"distill {cfg.label}", unit="step") as bar:
+        for step, images, texts in batches:
+            tick = time.perf_counter()
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)  # type: ignore[arg-type]
+            parts = _step(teacher, student, kd, opt, images, texts, step)
+            rows.append({"step": step, **parts, "lr": lr_at(step, cfg), "logit_scale": float(student.log_logit_scale.detach().exp()),  # type: ignore[arg-type]
+                         "images_per_s": len(texts) / (time.perf_counter() - tick)})
+            bar.update(1)
+            if log_dir is not None and ((step + 1) % LOG_EVERY == 0 or step + 1 == cfg.steps):
+                write_log(log_dir / LOG_NAME, rows)
+    info = {"label": cfg.label, "wall_time_s": round(time.perf_counter() - start, 1), "steps_run": len(rows),
+            "final_loss": rows[-1]["total"] if rows else None}
+    return DistillRun(student, rows, info)
+
+
+def _step(teacher: Teacher, student: Student, kd: KDLoss, opt: torch.optim.Optimizer, images: Any, texts: list[str], step: int) -> dict[str, float]:
+    t_img, t_txt = teacher.embed(step, images, texts) if kd.losses else (None, None)
+    tokens = student.tokenize(texts)
+    _, groups = torch.unique(tokens, dim=0, return_inverse=True)  # identical captions are all positives
+    s_img = student.encode_image(pixels_for(images, student.preprocess))
+    s_txt = student.encode_text(tokens)
+    total, parts = kd(s_img, s_txt, student.log_logit_scale.exp(), t_img, t_txt, teacher.logit_scale, groups)
+    if not torch.isfinite(total):
+        raise TrainingError(f"distillation loss became {float(total)} at step {step} ({parts}); lower --lr or the λ weights")
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    student.clamp_logit_scale()
+    return {"total": float(total.detach()), **parts}
+
+
+def write_log(path: Path, rows: list[dict[str, float]]) -> None:
+    """The per-step CSV (columns: step, total, clip, each KD loss, lr, logit_scale, images_per_s)."""
+    keys = list(rows[0])
+    lines = [",".join(keys)] + [",".join(f"{row[k]:.6g}" for k in keys) for row in rows]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def save_student(out: Path, run: DistillRun, cfg: DistillConfig, teacher: Backbone, extra: dict[str, Any]) -> tuple[str, str]:
+    """Write the student checkpoint and ``distill.json`` into ``out``; returns ``(--backbone, --pretrained)`` for it."""
+    student = run.student
+    record = {"distill_config": cfg.to_dict(), "teacher": teacher.describe(), "student": student.spec,
+              "parameters": {"student": student.parameter_count()}, **run.info, **extra}
+    saved = student.save(out, {"command": extra.get("command", "clip-adapter distill"), "distill": record})
+    backbone, pretrained = student.backbone_args(saved)
+    relative = "." if saved == out else saved.name  # the folder may move (it is written beside its final place)
+    atomic_write_json(out / RESULT_NAME, {**record, "student_backbone": {"backbone": backbone, "pretrained_in_folder": relative}})
+    return backbone, pretrained
