@@ -35,6 +35,16 @@ KIND_ENTRIES: dict[str, re.Pattern[str]] = {
     "toy-pretrain": re.compile(r"^(toy_clip\.safetensors|toy_clip\.json|pretrain_log\.csv)$"),
     "index": re.compile(r"^(index\.json|features\.safetensors|faiss-(raw|adapted)\.index)$"),
     "gap": re.compile(r"^(gap\.json|similarities\.png|projection\.png)$"),
+    "multilabel-dataset": re.compile(r"^(images|labels\.json)$"),
+    "multilabel-artifact": re.compile(r"^(config\.json|model\.safetensors|result\.json|split\.json)$"),
+    "toy-video-dataset": re.compile(r"^(videos|(train|val|test)\.csv|classmap\.json|descriptions\.json|meta\.json)$"),
+    "video-eval": re.compile(r"^(metrics\.json|predictions\.csv)$"),
+    "compose-suites": re.compile(r"^(attribution|relation|order|negation)$"),
+    "compose-bench": re.compile(r"^(compose\.json|compose\.md|[\w-]+\.png)$"),
+    "toy-video-clip": re.compile(r"^toy_clip\.(safetensors|json)$"),
+    "video-train": re.compile(r"^(toy_clip\.(safetensors|json)|finetuned\.(safetensors|json)|stdd\.json|video_train_log\.csv|result\.json)$"),
+    "finetune": re.compile(r"^(toy_clip\.(safetensors|json)|finetuned\.(safetensors|json)|finetune_log\.csv)$"),
+    "distill": re.compile(r"^(toy_clip\.safetensors|toy_clip\.json|student\.safetensors|distill\.json|distill_log\.csv)$"),
 }
 
 
