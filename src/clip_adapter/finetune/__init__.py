@@ -1,0 +1,19 @@
+"""Fine-tuning the encoders themselves: the one home for training a backbone (not a head on cached features).
+
+- :mod:`.trainable`: a backbone's encoders with gradients, the parts to unfreeze chosen, the toy vocabulary grown;
+- :mod:`.trainer`: the loop (AdamW, warm-up + cosine, clipping, CSV log, validation-based selection),
+  taking any ``loss_at(step)`` and ``validate()``;
+- :mod:`.checkpoint`: the output, a backbone checkpoint every command loads with ``--pretrained``;
+- :mod:`.recipes`: the remedies for CLIP's bag-of-words behaviour — ``labclip``, ``negclip``, ``negation``.
+
+Example:
+    >>> sorted(RECIPES.names())
+    ['labclip', 'negation', 'negclip']
+"""
+
+from .recipes import RECIPES, Recipe, RecipeConfig
+from .run import FinetuneResult, finetune, recipe_config
+from .trainable import TrainableClip
+from .trainer import TrainerConfig, TrainResult, train
+
+__all__ = ["RECIPES", "FinetuneResult", "Recipe", "RecipeConfig", "TrainResult", "TrainableClip", "TrainerConfig", "finetune", "recipe_config", "train"]
