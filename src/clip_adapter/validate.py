@@ -3,6 +3,9 @@
 Reads the dataset leniently (every bad entry recorded, not just the first),
 decodes every image, hashes every file to find duplicates across splits, and
 checks class sizes against the shots a run will ask for. Nothing is written.
+Video datasets (a folder per class, or split CSVs with a class map) get the
+same treatment through :func:`validate_videos`: every frame of every video is
+decoded.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .data import Dataset, load_dataset
 from .data.classnames import ClassnameMap, load_classname_map, renamed
@@ -93,14 +96,42 @@ def validate_dataset(
     issues = Issues(strict=False)
     mapping = load_classname_map(classnames)
     dataset = load_dataset(data, split_file, issues=issues, classnames=mapping)
-    files = _files_by_split(dataset)
+    files = files_by_split(dataset)
     hashes = _check_images(sorted({p for paths in files.values() for p in paths}), issues, workers)
     _check_duplicates(files, hashes, issues)
     _check_class_sizes(dataset, shots, issues, mapping)
     return ValidationReport(dataset.name, issues.items, len(hashes), dataset.num_classes)
 
 
-def _files_by_split(dataset: Dataset) -> dict[str, list[Path]]:
+def validate_videos(
+    data: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    classmap: str | os.PathLike | None = None,
+    frames: int = 8,
+    workers: int = 2,
+) -> ValidationReport:
+    """Check a video dataset (folder per class, or a folder of split CSVs) and report every problem.
+
+    Every frame of every video is decoded; videos shorter than ``frames`` are
+    noted (a run repeats their frames). ``images_checked`` counts readable videos.
+
+    Example:
+        >>> validate_videos("/no/such/dir")
+        Traceback (most recent call last):
+        ...
+        clip_adapter.errors.DataError: video folder not found: /no/such/dir
+    """
+    from .video.check import check_videos, empty_classes, read_leniently
+
+    dataset, issues = read_leniently(data, root, classmap)
+    hashes = check_videos(dataset, issues, frames, workers)
+    _check_duplicates(files_by_split(dataset), hashes, issues)
+    empty_classes(dataset, issues)
+    return ValidationReport(dataset.name, issues.items, len(hashes), dataset.num_classes)
+
+
+def files_by_split(dataset: Any) -> dict[str, list[Path]]:
+    """Paths of each split of an image or video dataset (anything with ``splits``)."""
     return {split: [s.path for s in samples] for split, samples in dataset.splits.items()}
 
 
@@ -123,10 +154,16 @@ def _check_one(path: Path) -> tuple[Path, str | None, list[tuple[str, str, str]]
 
 
 def _check_images(paths: list[Path], issues: Issues, workers: int) -> dict[Path, str]:
+    return check_files(paths, _check_one, issues, workers, "checking images", "img")
+
+
+def check_files(paths: list[Path], check_one: Callable[[Path], tuple[Path, str | None, list[tuple[str, str, str]]]],
+                issues: Issues, workers: int, desc: str, unit: str) -> dict[Path, str]:
+    """Run ``check_one`` over ``paths`` in threads; record its findings in ``issues``; return the good files' hashes."""
     hashes: dict[Path, str] = {}
-    bar = progress(total=len(paths), desc="checking images", unit="img")
+    bar = progress(total=len(paths), desc=desc, unit=unit)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for path, digest, found in pool.map(_check_one, paths):
+        for path, digest, found in pool.map(check_one, paths):
             for kind, severity, message in found:
                 issues.add(kind, message, path, severity)
             if digest:
@@ -165,9 +202,9 @@ def _check_class_sizes(dataset: Dataset, shots: int, issues: Issues, mapping: di
             issues.add("few-images", f"class {name!r} has {counts[label]} training images, fewer than {shots} shots", None, "warning")
 
 
-def format_report(report: ValidationReport, examples: int = 5) -> str:
-    """Human-readable report: one group per kind, with a count and the first examples."""
-    lines = [f"dataset {report.dataset}: {report.classes} classes, {report.images_checked} readable images checked"]
+def format_report(report: ValidationReport, examples: int = 5, unit: str = "images") -> str:
+    """Human-readable report: one group per kind, with a count and the first examples (``unit``: images or videos)."""
+    lines = [f"dataset {report.dataset}: {report.classes} classes, {report.images_checked} readable {unit} checked"]
     for kind, items in report.grouped().items():
         lines.append(f"{items[0].severity.upper():7s} {kind}: {len(items)}")
         lines += [f"    {item.message}" for item in items[:examples]]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..backbones.base import Backbone, PreprocessConfig
 from ..backbones.checkpoint import load_into, load_state_dict
@@ -79,7 +80,7 @@ def load_toy_clip(pretrained: str | Path) -> tuple[ToyClip, ToyTokenizer, Prepro
 
 
 class ToyClipBackbone(Backbone):
-    """The built-in tiny CLIP, frozen.
+    """The built-in tiny CLIP (CNN or ViT image tower, as its checkpoint says), frozen.
 
     Example:
         >>> bb = ToyClipBackbone(precision="fp32")
@@ -100,7 +101,7 @@ class ToyClipBackbone(Backbone):
             self.weights_id = f"random-init:{seed}"
         else:
             model, tokenizer, self.preprocess, self.weights_id = load_toy_clip(self.pretrained)
-        self.name = "toy-cnn"
+        self.name = f"toy-{model.cfg.image_tower}"  # "toy-cnn" for every checkpoint made before the ViT option
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.embed_dim = model.cfg.embed_dim
@@ -109,6 +110,41 @@ class ToyClipBackbone(Backbone):
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.model.encode_image(pixels.to(self.device, self.dtype)).float()
+
+    @property
+    def supports_dense(self) -> bool:  # type: ignore[override]
+        """Dense features come from the CNN tower's attention pool; the ViT tower has none here."""
+        return self.model.cfg.image_tower == "cnn"
+
+    def encode_dense(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Per-location embeddings ``[B, grid*grid, embed_dim]`` of the CNN's last feature map.
+
+        MaskCLIP's reading of an attention pool: each location (with its
+        positional embedding, as the pool sees it) goes through the value and
+        output projections only. Both are affine, so the pooled embedding is
+        the attention-weighted mean of these rows (plus the mean token's row),
+        head by head; with one head, exactly.
+
+        Example:
+            >>> bb = ToyClipBackbone(pretrained="none", precision="fp32")
+            >>> bb.encode_dense(torch.zeros(2, 3, 64, 64)).shape
+            torch.Size([2, 16, 128])
+        """
+        from ..errors import ConfigError
+
+        if self.model.cfg.image_tower != "cnn":
+            raise ConfigError(f"dense features are defined for the toy CNN tower only, not {self.name} (its checkpoint {self.pretrained})")
+        visual = self.model.visual
+        pool = visual.pool
+        with torch.no_grad():
+            grid = visual.trunk(pixels.to(self.device, self.dtype))
+            tokens = grid.flatten(2).transpose(1, 2)  # [B, HW, C]
+            if tokens.shape[1] + 1 != pool.position.shape[0]:
+                raise ConfigError(f"toy dense features need {self.preprocess.image_size}-pixel inputs, got {tuple(pixels.shape[-2:])}")
+            tokens = tokens + pool.position[1:].to(tokens.dtype)
+            width = tokens.shape[-1]
+            values = F.linear(tokens, pool.qkv.weight[2 * width :], pool.qkv.bias[2 * width :])
+            return pool.out(values).float()
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         return self.tokenizer(texts)

@@ -1,10 +1,16 @@
-"""The tiny CLIP: a small residual CNN image tower and a small causal text transformer.
+"""The tiny CLIP: a small residual CNN (or ViT) image tower and a small causal text transformer.
 
 Both towers end in a shared ``embed_dim`` space; a learnable logit scale
 (initialised at 1/0.07, clamped at 100 as in CLIP) sets the softmax
 temperature. The image tower pools with CLIP's attention pooling, which keeps
 where things are (captions and tasks mention positions); the text tower reads
 its output at the end-of-text token.
+
+``image_tower="vit"`` swaps the CNN for a small ViT (patch embedding, class
+token, pre-norm blocks laid out like open_clip's — ``ln_1``/``attn``/``ln_2``/
+``mlp`` — so :mod:`clip_adapter.video.stdd` can run space-time attention
+inside them). The default stays ``"cnn"``: the shipped checkpoint and every
+result made with it are unchanged.
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, check_range, option
+from ..config import Config, check_choice, check_range, option
 from .render import IMAGE_SIZE
 from .tokenizer import CONTEXT_LENGTH, SPECIAL_TOKENS, EOT, default_vocab
 
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_LOGIT_SCALE = math.log(100.0)
+IMAGE_TOWERS = ("cnn", "vit")
 
 
 @dataclass
@@ -38,16 +45,29 @@ class ToyClipConfig(Config):
     context_length: int = option(CONTEXT_LENGTH, "tokens per text, including <sot> and <eot>")
     vocab_size: int = option(len(default_vocab()), "number of token ids")
     eot_id: int = option(SPECIAL_TOKENS.index(EOT), "id of the end-of-text token the text is read at")
+    image_tower: str = option("cnn", "cnn (residual CNN + attention pool) or vit (small ViT, class token)")
+    patch_size: int = option(8, "ViT patch side in pixels")
+    vit_width: int = option(128, "ViT width")
+    vit_layers: int = option(4, "ViT blocks")
+    vit_heads: int = option(4, "ViT attention heads")
 
     def validate(self) -> None:
         check_range("image_size", self.image_size, 16, 1024)
+        check_choice("image_tower", self.image_tower, IMAGE_TOWERS)
+        if self.image_tower == "vit":
+            if self.image_size % self.patch_size:
+                raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            check_range("vit_width / vit_heads", self.vit_width % self.vit_heads, 0, 0)
+            check_range("vit_layers", self.vit_layers, 1, 64)
         if len(self.widths) != len(self.depths) or not self.widths:
             raise ValueError("widths and depths need one entry per stage")
         check_range("text_width / text_heads", self.text_width % self.text_heads, 0, 0)
 
     @property
     def grid(self) -> int:
-        """Side of the last feature map: the stem and every later stage halve the input."""
+        """Side of the last feature map: the stem and every later CNN stage halve the input; a ViT's patch grid."""
+        if self.image_tower == "vit":
+            return self.image_size // self.patch_size
         return self.image_size // 2 ** len(self.widths)
 
 
@@ -104,6 +124,66 @@ class ImageTower(nn.Module):
         return self.pool(self.trunk(pixels))
 
 
+class VitBlock(nn.Module):
+    """Pre-norm ViT block with open_clip's layout: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``.
+
+    ``attention`` takes normalised tokens ``[B, L, D]`` (batch first), as
+    open_clip's ``ResidualAttentionBlock.attention`` does, so the space-time
+    wrapper treats both alike.
+    """
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def attention(self, q_x: torch.Tensor) -> torch.Tensor:
+        return self.attn(q_x, q_x, q_x, need_weights=False)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class VitTransformer(nn.Module):
+    """The blocks, at ``resblocks`` as in open_clip (``finetune.trainable``'s ``image-last-N`` finds them there)."""
+
+    def __init__(self, width: int, layers: int, heads: int) -> None:
+        super().__init__()
+        self.resblocks = nn.ModuleList(VitBlock(width, heads) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.resblocks:
+            x = block(x)
+        return x
+
+
+class VitImageTower(nn.Module):
+    """Patch embedding + class token + positions → ViT blocks → class token → ``embed_dim``."""
+
+    def __init__(self, cfg: ToyClipConfig) -> None:
+        super().__init__()
+        width = cfg.vit_width
+        self.conv1 = nn.Conv2d(3, width, cfg.patch_size, cfg.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(torch.randn(width) / width**0.5)
+        self.positional_embedding = nn.Parameter(torch.randn(cfg.grid**2 + 1, width) / width**0.5)
+        self.ln_pre = nn.LayerNorm(width)
+        self.transformer = VitTransformer(width, cfg.vit_layers, cfg.vit_heads)
+        self.ln_post = nn.LayerNorm(width)
+        self.proj = nn.Parameter(torch.randn(width, cfg.embed_dim) / width**0.5)
+
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Output tokens ``[B, 1 + grid², width]`` after ``ln_post`` (class token first)."""
+        x = self.conv1(pixels).flatten(2).transpose(1, 2)  # [B, HW, C]
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], 1) + self.positional_embedding.to(x.dtype)
+        return self.ln_post(self.transformer(self.ln_pre(x)))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.tokens(pixels)[:, 0] @ self.proj
+
+
 class TextBlock(nn.Module):
     """Pre-norm causal self-attention and MLP."""
 
@@ -134,7 +214,7 @@ class ToyClip(nn.Module):
     def __init__(self, cfg: ToyClipConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.visual = ImageTower(cfg)
+        self.visual = VitImageTower(cfg) if cfg.image_tower == "vit" else ImageTower(cfg)
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.text_width)
         self.positional_embedding = nn.Parameter(0.01 * torch.randn(cfg.context_length, cfg.text_width))
         self.blocks = nn.ModuleList(TextBlock(cfg.text_width, cfg.text_heads) for _ in range(cfg.text_layers))

@@ -1,0 +1,226 @@
+"""STDD-style video fine-tuning on the toy world in motion: base-to-novel, ablations, and training clips/s.
+
+Base-to-novel protocol (as Open-VCLIP/FROSTER/STDD): train on the base actions
+(16 clips per class, seeds 1–3), test on the base actions among themselves and
+on the novel actions (never seen in training) among themselves; report base,
+novel and their harmonic mean, plus accuracy within the time-reversed pairs
+(a clip against its own reversal, 50 % = blind to time). Rows:
+
+* frame averaging: the frozen toy video CLIP, ``frame-mean`` over templates;
+* frozen + STDD's prompt-level matching over the descriptions (still frame-wise);
+* STDD-style: space-time attention + FROSTER distillation + description prompts;
+* ablations: without space-time attention, without description prompts
+  (templates), without distillation.
+
+Trained models are scored by ``embed-mean`` (the video feature they were trained with).
+Then training throughput: clips/s of one STDD-style step (space-time attention,
+frozen teacher, distillation) against a plain per-frame open_clip loop
+(per-frame encoding, mean, cross-entropy) on the same random-weight open_clip
+architecture, and the toy ViT's clips/s from the runs above.
+
+Usage: python benchmarks/video_stdd.py --pretrained runs/toy-video-clip [--out DIR] [--steps 150] [--seeds 1 2 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("CLIP_ADAPTER_NO_PROGRESS", "1")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from clip_adapter.backbones import create_backbone  # noqa: E402
+from clip_adapter.finetune.trainable import TrainableClip  # noqa: E402
+from clip_adapter.finetune.trainer import TrainerConfig  # noqa: E402
+from clip_adapter.video import load_video_dataset  # noqa: E402
+from clip_adapter.video.metrics import pair_accuracy  # noqa: E402
+from clip_adapter.video.scoring import class_ensemble  # noqa: E402
+from clip_adapter.video.stdd import SpaceTimeConfig, install_space_time  # noqa: E402
+from clip_adapter.video.toyclips import write_toy_videos  # noqa: E402
+from clip_adapter.video.train import VideoTrainConfig, train_video, video_features  # noqa: E402
+from clip_adapter.video.zeroshot import VideoZeroShotConfig, score_videos, text_side, time_reversed_pairs  # noqa: E402
+
+VARIANTS = {
+    "STDD-style": {"stdd": True, "descriptions": True, "distill": 2.0},
+    "- space-time attention": {"stdd": False, "descriptions": True, "distill": 2.0},
+    "- description prompts": {"stdd": True, "descriptions": False, "distill": 2.0},
+    "- distillation": {"stdd": True, "descriptions": True, "distill": 0.0},
+}
+
+
+def hm(a: float, b: float) -> float:
+    return 2 * a * b / (a + b) if a + b else 0.0
+
+
+def evaluate(backbone, dataset, descriptions, scorer: str, frames: int, cache: str) -> dict:
+    """Base, novel, HM (each among its own classes) and time-reversed-pair accuracy on the test split."""
+    samples = dataset.split("test")
+    prompts, mask, _ = text_side(backbone, dataset.classnames, dataset.templates, descriptions, cache)
+    logits, kept, _ = score_videos(backbone, [s.path for s in samples], prompts, mask,
+                                   VideoZeroShotConfig(frames=frames, scorer=scorer), cache)
+    labels = torch.tensor([samples[i].label for i in kept])
+    out = {}
+    for side in ("base", "novel"):
+        cols = [dataset.classnames.index(n) for n in dataset.meta[side]]
+        rows = torch.isin(labels, torch.tensor(cols))
+        pred = torch.tensor(cols)[logits[rows][:, cols].argmax(1)]
+        out[side] = float((pred == labels[rows]).float().mean())
+    out["hm"] = hm(out["base"], out["novel"])
+    out["pairs"] = pair_accuracy(logits, labels, time_reversed_pairs(dataset))["accuracy"]
+    return out
+
+
+def train_variant(args, dataset, spec: dict, seed: int, out: Path, cache: str) -> tuple[dict, float]:
+    backbone = create_backbone("toy", args.pretrained, precision="fp32")
+    descriptions = dataset.root / "descriptions.json" if spec["descriptions"] else None
+    names = list(dataset.meta["base"])
+    prompts, mask, _ = text_side(backbone, names, dataset.templates, descriptions, cache)
+    cfg = VideoTrainConfig(frames=args.frames, batch_clips=args.batch_clips, shots=args.shots, distill_weight=spec["distill"], precision="fp32",
+                           unfreeze=args.unfreeze)
+    trainer = TrainerConfig(steps=args.steps, lr=args.lr, warmup_steps=args.steps // 10, val_every=args.val_every, seed=seed)
+    space = SpaceTimeConfig(enabled=spec["stdd"], channel_fold=args.channel_fold)
+    record = train_video(backbone, dataset, cfg, space, trainer, out,
+                         class_ensemble(prompts, mask), overwrite=True)
+    tuned = create_backbone("toy", str(out), precision="fp32")
+    if spec["stdd"]:
+        install_space_time(tuned.model.visual, space)
+    return evaluate(tuned, dataset, descriptions, "embed-mean", args.frames, cache), record["clips_per_s"]
+
+
+def throughput(arch: str, frames: int, batch_clips: int, steps: int) -> dict:
+    """Training clips/s: a plain per-frame open_clip loop against the STDD-style step, same model and batch."""
+    out = {}
+    for kind in ("plain per-frame loop", "STDD-style step"):
+        torch.manual_seed(0)
+        view = TrainableClip(create_backbone(arch, "none", precision="fp32"), unfreeze="image", precision="fp32")
+        size = view.preprocess.image_size
+        classes = F.normalize(torch.randn(10, view.backbone.embed_dim), dim=-1)
+        teacher = copy.deepcopy(view.model.visual).requires_grad_(False) if kind != "plain per-frame loop" else None
+        st = install_space_time(view.model.visual, SpaceTimeConfig()) if teacher is not None else None
+        proj = torch.nn.Linear(classes.shape[1], classes.shape[1])
+        opt = torch.optim.AdamW([p for p in view.model.visual.parameters() if p.requires_grad] + list(proj.parameters()), lr=1e-5)
+        times = []
+        for step in range(steps + 1):  # the first step warms up and is not timed
+            pixels = torch.randn(batch_clips * frames, 3, size, size)
+            labels = torch.randint(10, (batch_clips,))
+            started = time.perf_counter()
+            if st is None:
+                feats = video_features(view.encode_images(pixels), frames)
+                loss = F.cross_entropy(100 * feats @ classes.T, labels)
+            else:
+                st.randomize = True
+                with st.clips(frames):
+                    feats = video_features(view.encode_images(pixels), frames)
+                with torch.no_grad():
+                    target = video_features(teacher(pixels), frames)
+                loss = F.cross_entropy(100 * feats @ classes.T, labels) + 2 * (1 - F.cosine_similarity(feats + 0.1 * proj(feats), target)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step:
+                times.append(time.perf_counter() - started)
+        out[kind] = round(batch_clips / statistics.mean(times), 3)
+    return out
+
+
+def plot(rows: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    keys = ("base", "novel", "hm", "pairs")
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(keys)
+    for k, key in enumerate(keys):
+        ax.bar([i + k * width for i in range(len(names))], [100 * rows[n][key]["mean"] for n in names], width,
+               yerr=[100 * rows[n][key]["std"] for n in names], label={"hm": "harmonic mean", "pairs": "reversed pairs"}.get(key, key))
+    ax.set_xticks([i + 1.5 * width for i in range(len(names))], names, rotation=12, fontsize=8)
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("toy world in motion: base-to-novel (seeds 1-3, 16 clips per base class)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def summarise(values: list[dict]) -> dict:
+    return {k: {"mean": statistics.mean(v[k] for v in values), "std": statistics.pstdev([v[k] for v in values]) if len(values) > 1 else 0.0}
+            for k in values[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pretrained", required=True, help="the toy video CLIP checkpoint folder")
+    parser.add_argument("--out", default="runs/video-stdd-bench")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--shots", type=int, default=16, help="training clips per base class (protocol: 16)")
+    parser.add_argument("--val-every", type=int, default=25, help="steps between validations (the best validated step is kept)")
+    parser.add_argument("--unfreeze", default="image", help="what trains: image, image-last-N (default: %(default)s)")
+    parser.add_argument("--channel-fold", type=int, default=32, help="D // fold channels shifted in time (official: 32)")
+    parser.add_argument("--batch-clips", type=int, default=8)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--arch", default="ViT-B-16", help="open_clip architecture for the clips/s comparison, a patch grid "
+                        "divisible by 2 as STDD's windows need (ViT-B-16: 14x14; ViT-B-32's 7x7 is refused) ('' skips it)")
+    parser.add_argument("--speed-clips", type=int, default=2, help="clips per timed step (default: %(default)s)")
+    parser.add_argument("--speed-steps", type=int, default=1, help="timed steps after one warm-up (default: %(default)s)")
+    parser.add_argument("--throughput-only", action="store_true", help="only the clips/s comparison")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.throughput_only:
+        print(json.dumps(throughput(args.arch, args.frames, args.speed_clips, args.speed_steps), indent=1))
+        return
+    cache = str(out / "cache")
+    data = out / "toy-videos"
+    if not data.exists():
+        write_toy_videos(data, train=16, val=4, test=8, frames=16, size=64, seed=0)
+    dataset = load_video_dataset(None, data)
+    frozen = create_backbone("toy", args.pretrained, precision="fp32")
+    rows = {"frame averaging (frozen)": [evaluate(frozen, dataset, None, "frame-mean", args.frames, cache)],
+            "frozen, prompt-match + descriptions": [evaluate(frozen, dataset, data / "descriptions.json", "prompt-match", args.frames, cache)]}
+    speeds = {}
+    for name in args.variants:
+        results = []
+        for seed in args.seeds:
+            started = time.perf_counter()
+            result, speed = train_variant(args, dataset, VARIANTS[name], seed, out / f"run-{name.strip('- ').replace(' ', '-')}-{seed}", cache)
+            results.append(result)
+            speeds.setdefault(name, []).append(speed)
+            print(f"{name} seed {seed}: " + "  ".join(f"{k} {100 * v:.1f}" for k, v in result.items())
+                  + f"  ({time.perf_counter() - started:.0f} s, {speed} clips/s)", flush=True)
+        rows[name] = results
+    table = {name: summarise(results) for name, results in rows.items()}
+    lines = ["| row | base | novel | HM | reversed pairs |", "|---|---|---|---|---|"]
+    for name, r in table.items():
+        cell = lambda k: f"{100 * r[k]['mean']:.1f} ± {100 * r[k]['std']:.1f}"  # noqa: E731
+        lines.append(f"| {name} | {cell('base')} | {cell('novel')} | {cell('hm')} | {cell('pairs')} |")
+    print("\n".join(lines))
+    plot(table, out / "base_to_novel.png")
+    speed = {"toy ViT, STDD-style training (clips/s)": {k: round(statistics.mean(v), 2) for k, v in speeds.items()}}
+    results = {"rows": rows, "table": table, "throughput": speed, "args": vars(args)}
+    (out / "results.json").write_text(json.dumps(results, indent=1))  # before the slow part
+    if args.arch:
+        speed[f"open_clip {args.arch}, random weights, {args.frames} frames x {args.speed_clips} clips"] = \
+            throughput(args.arch, args.frames, args.speed_clips, args.speed_steps)
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(speed, indent=1))
+
+
+if __name__ == "__main__":
+    main()

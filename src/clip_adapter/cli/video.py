@@ -1,0 +1,303 @@
+"""``clip-adapter video``: zero-shot action recognition on real video files, and the toy world in motion.
+
+Data: a folder per class (``--data videos/``: ``videos/<class>/<file>.mp4``) or
+PySlowFast/Open-VCLIP split CSVs (``--split-dir DIR``: ``train.csv``/``val.csv``/
+``test.csv`` with ``relative/path,label`` rows, ``classmap.json`` = ``{"0": "name", …}``).
+Videos are decoded with PyAV, ``--frames`` frames sampled TSN-style per
+``--views`` temporal view, each frame encoded by the frozen image encoder
+(cached), and the clip scored against the class prompts: ``frame-mean`` (frame
+averaging), ``embed-mean`` (mean frame embedding) or ``prompt-match`` (STDD's
+prompt-level matching over the ``--descriptions`` clauses). ``video train``
+fine-tunes the image encoder of a ViT CLIP on the seen actions with STDD's
+space-time cross attention and FROSTER's residual distillation; its output
+folder is a checkpoint every video command takes (``--pretrained OUT``, or
+``OUT/finetuned.safetensors`` for open_clip), and ``--stdd auto`` (the default)
+turns the space-time attention on when the checkpoint's ``stdd.json`` says so.
+
+Examples::
+
+    clip-adapter video toy-dataset --out toy-videos
+    clip-adapter video zero-shot --split-dir toy-videos --out zs-toy
+    clip-adapter video zero-shot --split-dir toy-videos --descriptions toy-videos/descriptions.json --scorer prompt-match --out zs-pm
+    clip-adapter video predict --classmap toy-videos/classmap.json --video a.mp4 b.mp4
+    clip-adapter video train --split-dir toy-videos --backbone toy --pretrained runs/toy-video-clip --out stdd-toy
+    clip-adapter video zero-shot --split-dir toy-videos --backbone toy --pretrained stdd-toy --out zs-stdd
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+
+from .common import add_backbone_options, add_overwrite_option, backbone_from_args, cache_dir_from_args, print_json
+from .parsing import count_int, positive_int, seed_int
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("video", help="zero-shot action recognition on video files; the toy world in motion",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    video_sub = p.add_subparsers(dest="video_command", metavar="VIDEO_COMMAND")
+    _add_toy_dataset(video_sub)
+    _add_zero_shot(video_sub)
+    _add_predict(video_sub)
+    _add_train(video_sub)
+    _add_toy_pretrain(video_sub)
+    p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
+
+
+def _add_toy_dataset(sub: argparse._SubParsersAction) -> None:
+    ds = sub.add_parser("toy-dataset", help="write the toy action clips: mp4 class folders, split CSVs, class map, descriptions")
+    ds.add_argument("--out", required=True, help="output folder: new, empty, or a toy video dataset with --overwrite")
+    add_overwrite_option(ds, "a toy video dataset")
+    ds.add_argument("--train", type=count_int, default=16, help="training clips per class (default: %(default)s)")
+    ds.add_argument("--val", type=count_int, default=4, help="validation clips per class (default: %(default)s)")
+    ds.add_argument("--test", type=count_int, default=8, help="test clips per class (default: %(default)s)")
+    ds.add_argument("--frames", type=positive_int, default=16, help="frames per clip (default: %(default)s)")
+    ds.add_argument("--size", type=positive_int, default=64, help="frame side in pixels, even (default: %(default)s)")
+    ds.add_argument("--seed", type=seed_int, default=0, help="rendering seed (default: %(default)s)")
+    ds.set_defaults(func=toy_dataset_main)
+
+
+def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    from ..video.scoring import SCORERS
+
+    group = parser.add_argument_group("clips and scoring")
+    group.add_argument("--frames", type=positive_int, default=8, help="frames per clip, one per TSN segment (default: %(default)s)")
+    group.add_argument("--views", type=positive_int, default=1, help="temporal views per clip, scores averaged (default: %(default)s)")
+    group.add_argument("--scorer", default="frame-mean", choices=SCORERS, help="frame-mean, embed-mean, or prompt-match (STDD) (default: %(default)s)")
+    group.add_argument("--descriptions", default=None, metavar="FILE",
+                       help="class → list of clauses (JSON, or YAML with PyYAML); without it, plain templates")
+    group.add_argument("--template", action="append", default=None, help='prompt template with {} (repeatable; default: the dataset\'s, else "a video of a person {}.")')
+    group.add_argument("--batch-size", type=positive_int, default=64, help="frames per encoder batch (default: %(default)s)")
+    group.add_argument("--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
+    group.add_argument("--stdd", default="auto", choices=("auto", "on", "off"),
+                       help="space-time attention in the ViT blocks: auto = as the checkpoint's stdd.json says (default: %(default)s)")
+
+
+def _add_zero_shot(sub: argparse._SubParsersAction) -> None:
+    zs = sub.add_parser("zero-shot", help="evaluate a frozen CLIP zero-shot on a video dataset; writes metrics.json")
+    _add_data_options(zs)
+    data = [g for g in zs._action_groups if g.title == "data"][0]
+    data.add_argument("--split", default=None, choices=("train", "val", "test", "all"), help="split to evaluate (default: test, else all)")
+    zs.add_argument("--out", required=True, help="output folder for metrics.json and predictions.csv")
+    add_overwrite_option(zs, "an evaluation")
+    zs.add_argument("--skip-bad", action="store_true", help="leave unreadable videos out and list them, instead of stopping")
+    _add_sampling_options(zs)
+    add_backbone_options(zs)
+    zs.set_defaults(func=zero_shot_main)
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", default=None, help="folder per class: DIR/<class>/<video>")
+    data.add_argument("--split-dir", default=None, help="folder of train.csv/val.csv/test.csv (relative/path,label rows)")
+    data.add_argument("--classmap", default=None, metavar="FILE", help='class map JSON {"0": "name", …} (default: SPLIT_DIR/classmap.json)')
+    data.add_argument("--video-root", default=None, metavar="DIR", help="what CSV paths are relative to (default: the split folder)")
+
+
+def _add_toy_pretrain(sub: argparse._SubParsersAction) -> None:
+    pt = sub.add_parser("toy-pretrain", help="pretrain the toy video CLIP (ViT tower, motion words) in minutes")
+    pt.add_argument("--out", required=True, help="output folder for toy_clip.safetensors/.json (--pretrained OUT)")
+    add_overwrite_option(pt, "a toy video CLIP")
+    pt.add_argument("--steps", type=positive_int, default=450, help="optimisation steps (default: %(default)s)")
+    pt.add_argument("--batch-size", type=positive_int, default=96, help="image-caption pairs per step (default: %(default)s)")
+    pt.add_argument("--seed", type=seed_int, default=0, help="seed (default: %(default)s)")
+    pt.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="autocast (default: %(default)s)")
+    pt.set_defaults(func=toy_pretrain_main)
+
+
+def toy_pretrain_main(args: argparse.Namespace) -> int:
+    from ..video.pretrain import VideoPretrainConfig, pretrain_video_clip
+
+    cfg = VideoPretrainConfig.from_dict({"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
+                                         "precision": args.precision}, where="options")
+    weights = pretrain_video_clip(cfg, args.out, log=lambda m: print(m, file=sys.stderr), overwrite=args.overwrite)
+    print(f"wrote the toy video CLIP to {weights.parent}: use --backbone toy --pretrained {weights.parent}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser("train", help="fine-tune a ViT CLIP's image encoder on seen actions (STDD space-time attention + FROSTER distillation)")
+    _add_data_options(tr)
+    tr.add_argument("--out", required=True, help="output folder: the checkpoint, stdd.json, log and result.json")
+    add_overwrite_option(tr, "a video training output")
+    tr.add_argument("--classes", default=None, help="comma-separated seen classes (default: meta.json's base, else all)")
+    tr.add_argument("--shots", type=count_int, default=16, help="training clips per seen class, 0 = all (default: %(default)s)")
+    tr.add_argument("--steps", type=positive_int, default=200, help="optimisation steps (default: %(default)s)")
+    tr.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: %(default)s)")
+    tr.add_argument("--batch-clips", type=positive_int, default=8, help="clips per step (default: %(default)s)")
+    tr.add_argument("--distill-weight", type=float, default=2.0, help="FROSTER distillation weight, 0 = off (default: %(default)s)")
+    tr.add_argument("--seed", type=seed_int, default=1, help="seed of the shots, batches and masks (default: %(default)s)")
+    tr.add_argument("--val-every", type=positive_int, default=25, help="steps between validations (default: %(default)s)")
+    tr.add_argument("--train-precision", default="auto", choices=("auto", "bf16", "fp32"), help="autocast while training (default: %(default)s)")
+    _add_sampling_options(tr)
+    add_backbone_options(tr)
+    tr.set_defaults(func=train_main)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    pr = sub.add_parser("predict", help="top-k actions of video files, zero-shot (CSV or JSON on stdout)")
+    pr.add_argument("--video", nargs="+", required=True, help="video files")
+    classes = pr.add_argument_group("classes (one of)")
+    classes.add_argument("--classmap", default=None, metavar="FILE", help='class map JSON {"0": "name", …}')
+    classes.add_argument("--classes", default=None, help="comma-separated class names")
+    pr.add_argument("--top-k", type=positive_int, default=5, help="classes per video (default: %(default)s)")
+    pr.add_argument("--format", default="csv", choices=("csv", "json"), help="output format (default: %(default)s)")
+    _add_sampling_options(pr)
+    add_backbone_options(pr)
+    pr.set_defaults(func=predict_main)
+
+
+def toy_dataset_main(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..video.toyclips import write_toy_videos
+
+    if args.size % 2:
+        raise ConfigError(f"--size must be even (H.264 with 4:2:0 chroma), got {args.size}")
+    out = write_toy_videos(args.out, args.train, args.val, args.test, args.frames, args.size, seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote the toy action clips to {out}: videos/, train/val/test.csv, classmap.json, descriptions.json, meta.json",
+          file=sys.stderr)
+    return 0
+
+
+def _config(args: argparse.Namespace):
+    from ..video.zeroshot import VideoZeroShotConfig
+
+    return VideoZeroShotConfig.from_dict({"frames": args.frames, "views": args.views, "scorer": args.scorer,
+                                          "batch_size": args.batch_size}, where="options")
+
+
+def zero_shot_main(args: argparse.Namespace) -> int:
+    from ..io import atomic_write_bytes, atomic_write_json
+    from ..outputs import claim_output_dir, mark_output_dir
+    from ..video.dataset import load_video_dataset
+    from ..video.kinds import VIDEO_EVAL
+    from ..video.zeroshot import evaluate_zero_shot
+
+    inputs = [args.data, args.split_dir, args.video_root]
+    out = claim_output_dir(args.out, VIDEO_EVAL, overwrite=args.overwrite, inputs=inputs)
+    cache_dir = cache_dir_from_args(args, inputs)
+    dataset = load_video_dataset(args.data, args.split_dir, args.video_root, args.classmap)
+    config = _config(args)
+    backbone = video_backbone(args)
+    result = evaluate_zero_shot(backbone, dataset, args.split, config, args.template, args.descriptions, cache_dir, args.skip_bad)
+    predictions = result.pop("predictions")
+    mark_output_dir(out, VIDEO_EVAL)
+    atomic_write_json(out / "metrics.json", result)
+    atomic_write_bytes(out / "predictions.csv", _predictions_csv(predictions, dataset.classnames).encode("utf-8"))
+    print(_summary(result))
+    return 0
+
+
+def _predictions_csv(rows: list[dict], classnames: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "predicted"])
+    for row in rows:
+        writer.writerow([row["path"], classnames[row["label"]], classnames[row["predicted"]]])
+    return buffer.getvalue()
+
+
+def _summary(result: dict) -> str:
+    m = result["metrics"]
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
+    lines = [f"{result['dataset']} ({result['split']}): {m['num_clips']} clips, {len(m['per_class_accuracy'])} classes, "
+             f"scorer {result['config']['scorer']}, {result['config']['frames']} frames x {result['config']['views']} view(s)",
+             f"top-1 {pct(m['top1'])}  top-5 {pct(m['top5'])}  mean per-class {pct(m['mean_per_class_accuracy'])}  "
+             f"(chance {pct(m['chance_top1'])})"]
+    pairs = m.get("time_reversed_pairs")
+    if pairs and pairs["num_clips"]:
+        lines.append(f"time-reversed pairs: {pct(pairs['accuracy'])} of {pairs['num_clips']} clips beat their reversal (chance 50.00)")
+    return "\n".join(lines)
+
+
+def _classnames(args: argparse.Namespace) -> list[str]:
+    from ..errors import ConfigError
+    from ..video.dataset import read_classmap
+    from ..video.descriptions import read_descriptions
+
+    if args.classmap and args.classes:
+        raise ConfigError("give --classmap or --classes, not both")
+    if args.classmap:
+        return read_classmap(args.classmap)
+    if args.classes:
+        names = [n.strip() for n in args.classes.split(",") if n.strip()]
+        if len(names) < 2:
+            raise ConfigError(f"--classes needs at least two comma-separated class names, got {args.classes!r}")
+        return names
+    if args.descriptions:
+        return sorted(read_descriptions(args.descriptions))
+    raise ConfigError("name the classes: --classmap FILE, --classes a,b,c, or --descriptions FILE")
+
+
+def predict_main(args: argparse.Namespace) -> int:
+    from ..video.zeroshot import predict_videos
+
+    classnames = _classnames(args)
+    config = _config(args)
+    cache_dir = cache_dir_from_args(args, [])
+    backbone = video_backbone(args)
+    rows = predict_videos(backbone, args.video, classnames, config, args.template, args.descriptions, args.top_k, cache_dir)
+    if args.format == "json":
+        print_json(rows)
+        return 0
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["path", "label", "score", "top_k"])
+    for row in rows:
+        writer.writerow([row["path"], row["label"], f"{row['score']:.6f}", json.dumps(row["top_k"])])
+    return 0
+
+
+def video_backbone(args: argparse.Namespace):
+    """The backbone, with space-time attention installed as ``--stdd`` and the checkpoint's ``stdd.json`` say."""
+    from ..errors import ConfigError
+    from ..video.stdd import SpaceTimeConfig, install_space_time
+    from ..video.train import read_stdd
+
+    backbone = backbone_from_args(args)
+    meta = read_stdd(args.pretrained) if args.pretrained and args.pretrained not in ("shipped", "none") else None
+    if args.stdd == "off" or (args.stdd == "auto" and not (meta and meta["space_time"].get("enabled", True))):
+        return backbone
+    space = SpaceTimeConfig.from_dict(meta["space_time"], where="stdd.json") if meta else SpaceTimeConfig()
+    visual = getattr(getattr(backbone, "model", None), "visual", None)
+    if visual is None:
+        raise ConfigError(f"--stdd on needs a toy or open_clip ViT backbone, not {backbone.id}")
+    install_space_time(visual, space.replace(enabled=True))
+    return backbone
+
+
+def train_main(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..finetune.trainer import TrainerConfig
+    from ..video.dataset import load_video_dataset
+    from ..video.scoring import class_ensemble
+    from ..video.stdd import SpaceTimeConfig
+    from ..video.train import VideoTrainConfig, seen_classes, train_video
+    from ..video.zeroshot import DEFAULT_TEMPLATES, text_side
+
+    inputs = [args.data, args.split_dir, args.video_root]
+    cache_dir = cache_dir_from_args(args, inputs)
+    dataset = load_video_dataset(args.data, args.split_dir, args.video_root, args.classmap)
+    classes = tuple(n.strip() for n in args.classes.split(",") if n.strip()) if args.classes else ()
+    cfg = VideoTrainConfig.from_dict({"frames": args.frames, "batch_clips": args.batch_clips, "shots": args.shots,
+                                      "classes": classes, "distill_weight": args.distill_weight,
+                                      "precision": args.train_precision}, where="options")
+    if args.lr <= 0:
+        raise ConfigError(f"--lr must be positive, got {args.lr}")
+    trainer = TrainerConfig(steps=args.steps, lr=args.lr, warmup_steps=min(20, args.steps // 10), val_every=args.val_every, seed=args.seed)
+    space = SpaceTimeConfig(enabled=args.stdd != "off")
+    backbone = backbone_from_args(args)
+    names = seen_classes(dataset, classes)
+    templates = tuple(args.template or dataset.templates or DEFAULT_TEMPLATES)
+    prompts, mask, _ = text_side(backbone, names, templates, args.descriptions, cache_dir)
+    text_info = {"source": "descriptions" if args.descriptions else "templates", "templates": list(templates)}
+    record = train_video(backbone, dataset, cfg, space, trainer, args.out, class_ensemble(prompts, mask),
+                         overwrite=args.overwrite, inputs=inputs, text_info=text_info)
+    r = record["result"]
+    print(f"trained on {len(names)} seen classes, {record['train_clips']} clips; validation top-1 "
+          f"{r['validation_initial']['score']:.4f} -> {r['validation_selected']['score']:.4f} (step {r['selected_step']}); "
+          f"{record['clips_per_s']} clips/s; checkpoint in {args.out} (space-time attention {'on' if space.enabled else 'off'})")
+    return 0

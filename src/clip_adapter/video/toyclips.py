@@ -1,0 +1,262 @@
+"""The toy world in motion: short clips of one toy shape doing something, written as real mp4 files.
+
+Eleven actions, ten of them in **time-reversed pairs** whose clips differ only
+in frame order (``moving left`` is ``moving right`` played backwards; likewise
+up/down, growing/shrinking, appearing/disappearing, rotating clockwise /
+counterclockwise), so any score that ignores frame order — frame averaging —
+cannot tell a pair apart. ``changing color`` has no partner.
+
+:func:`write_toy_videos` writes, from a fixed seed, both layouts users hold:
+
+* ``videos/<class_folder>/<split>_<i>.mp4`` (a folder per class; H.264 via PyAV);
+* ``train.csv``/``val.csv``/``test.csv`` (``videos/…/x.mp4,label``, relative to
+  the folder), ``classmap.json`` (``{"0": "appearing", …}``);
+* ``descriptions.json``: per class, clauses written from the action's scene
+  metadata (its start, middle and end states, and the motion), for STDD's
+  prompt-level matching;
+* ``meta.json``: seed, sizes, templates, the time-reversed pairs, the
+  base/novel split of the actions, and each action's states.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import check_range
+from ..io import atomic_dir, atomic_write_bytes, atomic_write_json
+from ..outputs import claim_output_dir, is_own_output, mark_output_dir
+from ..toyworld.render import PHOTO_GRAY, Placement, object_alpha
+from ..toyworld.world import COLOR_NAMES, COLORS, FILLS, SHAPES, ToyObject
+from .kinds import TOY_VIDEOS
+
+SPLITS = ("train", "val", "test")
+TEMPLATE = "a photo of a shape {}."  # toy-vocabulary words where it has them; motion words become <unk>
+ASYMMETRIC_SHAPES = ("triangle", "heart", "semicircle", "diamond")  # a rotation of these is visible
+TRAVEL = 0.27  # a move goes from 0.5 - TRAVEL to 0.5 + TRAVEL of the side
+RADIUS = 0.13  # fraction of the side, for everything that does not grow or shrink
+SIZE_RANGE = (0.08, 0.25)  # growing: from the first to the second
+TURN = math.radians(90)  # total turn of a rotating clip
+
+
+@dataclass(frozen=True)
+class Action:
+    """One action class: what it looks like at the start, middle and end, and its time reversal."""
+
+    name: str
+    start: str
+    middle: str
+    end: str
+    motion: str
+    reverse: str | None = None
+
+
+ACTIONS: tuple[Action, ...] = (
+    Action("moving left", "a shape on the right", "a shape in the center", "a shape on the left", "a shape moving from the right to the left", "moving right"),
+    Action("moving right", "a shape on the left", "a shape in the center", "a shape on the right", "a shape moving from the left to the right", "moving left"),
+    Action("moving up", "a shape at the bottom", "a shape in the center", "a shape at the top", "a shape moving from the bottom to the top", "moving down"),
+    Action("moving down", "a shape at the top", "a shape in the center", "a shape at the bottom", "a shape moving from the top to the bottom", "moving up"),
+    Action("growing", "a small shape", "a shape", "a large shape", "a small shape becoming large", "shrinking"),
+    Action("shrinking", "a large shape", "a shape", "a small shape", "a large shape becoming small", "growing"),
+    Action("appearing", "an empty background", "a faint shape", "a shape", "a shape fading in", "disappearing"),
+    Action("disappearing", "a shape", "a faint shape", "an empty background", "a shape fading out", "appearing"),
+    Action("rotating clockwise", "a shape leaning to the left", "an upright shape", "a shape leaning to the right", "a shape turning clockwise", "rotating counterclockwise"),
+    Action("rotating counterclockwise", "a shape leaning to the right", "an upright shape", "a shape leaning to the left", "a shape turning counterclockwise", "rotating clockwise"),
+    Action("changing color", "a shape in one color", "a shape", "a shape in another color", "a shape changing its color", None),
+)
+CLASSES = tuple(sorted(a.name for a in ACTIONS))
+BY_NAME = {a.name: a for a in ACTIONS}
+# Base actions are seen in training, novel ones only at test (base-to-novel protocol); each
+# time-reversed pair stays on one side, so a novel pair is new in both directions.
+BASE = ("appearing", "disappearing", "growing", "moving left", "moving right", "shrinking")
+NOVEL = tuple(c for c in CLASSES if c not in BASE)
+
+
+def time_reversed_pairs() -> list[list[str]]:
+    """The ``[a, b]`` class pairs whose clips are each other's reversal (each pair once).
+
+    Example:
+        >>> time_reversed_pairs()[0]
+        ['appearing', 'disappearing']
+    """
+    return sorted(list(pair) for pair in {tuple(sorted((a.name, a.reverse))) for a in ACTIONS if a.reverse})
+
+
+def _state(action: str, u: float, clip: dict) -> tuple[float, float, float, float, float, np.ndarray]:
+    """Centre x, y, radius, rotation, opacity and colour at time ``u`` in [0, 1] (pixels as fractions, y down)."""
+    cx, cy, radius, rotation, opacity, color = clip["cx"], clip["cy"], RADIUS, clip["rotation"], 1.0, clip["color"]
+    lo, hi = 0.5 - TRAVEL, 0.5 + TRAVEL
+    if action.startswith("moving"):
+        forward = action in ("moving right", "moving down")
+        pos = lo + (hi - lo) * (u if forward else 1 - u)
+        cx, cy = (pos, cy) if action in ("moving left", "moving right") else (cx, pos)
+    elif action in ("growing", "shrinking"):
+        radius = SIZE_RANGE[0] + (SIZE_RANGE[1] - SIZE_RANGE[0]) * (u if action == "growing" else 1 - u)
+    elif action in ("appearing", "disappearing"):
+        opacity = float(np.clip(((u if action == "appearing" else 1 - u) - 0.25) / 0.5, 0.0, 1.0))
+    elif action.startswith("rotating"):
+        # Centred on the clip's base angle, so the two directions show the same set of angles.
+        # A positive angle turns counterclockwise (y up).
+        rotation += TURN * ((0.5 - u) if action == "rotating clockwise" else (u - 0.5))
+    elif action == "changing color":
+        color = clip["color"] if u < clip["switch"] else clip["color2"]
+    return cx, cy, radius, rotation, opacity, color
+
+
+def _clip_params(action: str, rng: np.random.Generator) -> dict:
+    """Everything about one clip that does not change over time."""
+    shapes = ASYMMETRIC_SHAPES if action.startswith("rotating") else SHAPES
+    names = rng.permutation(len(COLOR_NAMES))[:2]
+    color = lambda i: np.clip(np.asarray(COLORS[COLOR_NAMES[i]]) + rng.normal(0, 0.03, 3), 0, 1)  # noqa: E731
+    return {
+        "object": ToyObject(str(shapes[rng.integers(len(shapes))]), COLOR_NAMES[names[0]], "small", "center", str(FILLS[rng.integers(len(FILLS))])),
+        "cx": 0.5 + rng.uniform(-0.04, 0.04),
+        "cy": 0.5 + rng.uniform(-0.04, 0.04),
+        "rotation": rng.uniform(-0.2, 0.2),
+        "color": color(names[0]),
+        "color2": color(names[1]),
+        "switch": rng.uniform(0.35, 0.65),
+        "background": np.clip(rng.uniform(*PHOTO_GRAY) + rng.normal(0, 0.04, 3), 0, 1),
+        "alpha_seed": int(rng.integers(1 << 31)),
+        "noise": rng.uniform(0.0, 0.03),
+    }
+
+
+def render_clip(action: str, rng: np.random.Generator, frames: int = 16, size: int = 64) -> np.ndarray:
+    """uint8 ``[frames, size, size, 3]`` of one clip of ``action``; every random choice comes from ``rng``.
+
+    Example:
+        >>> clip = render_clip("moving left", np.random.default_rng(0), frames=8, size=32)
+        >>> clip.shape
+        (8, 32, 32, 3)
+    """
+    return render_clip_object(action, rng, frames, size)[0]
+
+
+def render_clip_object(action: str, rng: np.random.Generator, frames: int = 16, size: int = 64) -> tuple[np.ndarray, ToyObject]:
+    """:func:`render_clip`'s frames and the clip's shape (its shape and colour name caption it).
+
+    Example:
+        >>> frames, obj = render_clip_object("growing", np.random.default_rng(0), frames=4, size=32)
+        >>> frames.shape, obj.shape in SHAPES
+        ((4, 32, 32, 3), True)
+    """
+    if action not in BY_NAME:
+        raise ValueError(f"unknown toy action {action!r}; choose from {', '.join(CLASSES)}")
+    clip = _clip_params(action, rng)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    for t in range(frames):
+        cx, cy, radius, rotation, opacity, color = _state(action, t / max(frames - 1, 1), clip)
+        p = Placement(cx * size, cy * size, radius * size, rotation)
+        # The same generator for every frame, so stripes and outlines do not flicker.
+        alpha = object_alpha(clip["object"], p, xs - p.cx, p.cy - ys, np.random.default_rng(clip["alpha_seed"]))[..., None] * opacity
+        canvas = clip["background"] * (1 - alpha) + color * alpha + rng.normal(0, clip["noise"], (size, size, 3))
+        out[t] = (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return out, clip["object"]
+
+
+def encode_mp4(frames: np.ndarray, fps: int = 8) -> bytes:
+    """H.264 mp4 bytes of uint8 ``[T, H, W, 3]`` frames (even sides; one encoder thread, so the bytes are reproducible).
+
+    Example:
+        >>> data = encode_mp4(np.zeros((4, 16, 16, 3), dtype=np.uint8))
+        >>> data[4:8]
+        b'ftyp'
+    """
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"crf": "14", "threads": "1", "preset": "fast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def folder_name(class_name: str) -> str:
+    """``"moving left"`` → ``"moving_left"``."""
+    return class_name.replace(" ", "_")
+
+
+def descriptions() -> dict[str, list[str]]:
+    """The description file's content: each action's start, middle, end and motion clauses."""
+    return {a.name: [a.start, a.middle, a.end, a.motion] for a in sorted(ACTIONS, key=lambda a: a.name)}
+
+
+def toy_meta(seed: int, frames: int, size: int, fps: int, counts: dict[str, int]) -> dict:
+    """What ``meta.json`` records: how the clips were made, the pairs, and the base/novel split."""
+    return {
+        "format": "clip-adapter-toy-videos",
+        "seed": seed, "frames": frames, "size": size, "fps": fps, "clips_per_class": counts,
+        "templates": [TEMPLATE],
+        "time_reversed_pairs": time_reversed_pairs(),
+        "base": list(BASE), "novel": list(NOVEL),
+        "actions": {a.name: {"start": a.start, "middle": a.middle, "end": a.end, "motion": a.motion, "reverse": a.reverse}
+                    for a in ACTIONS},
+    }
+
+
+def write_toy_videos(
+    out_dir: str | Path,
+    train: int = 16,
+    val: int = 4,
+    test: int = 8,
+    frames: int = 16,
+    size: int = 64,
+    fps: int = 8,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Write the toy action dataset (both layouts, descriptions, meta) to ``out_dir``; return it.
+
+    A clip depends only on ``(seed, split, class, index)``, so the same
+    arguments give the same files. ``out_dir`` must be new, empty, or (with
+    ``overwrite``) a toy video dataset this tool wrote.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = write_toy_videos(pathlib.Path(tempfile.mkdtemp()) / "toy", 1, 0, 1, frames=8, size=32)
+        >>> (out / "train.csv").read_text().splitlines()[0]
+        'videos/appearing/train_0000.mp4,0'
+    """
+    counts = dict(zip(SPLITS, (train, val, test)))
+    for split, n in counts.items():
+        check_range(f"clips per class ({split})", n, 0, 10_000)
+    check_range("frames", frames, 2, 512)
+    check_range("size", size, 16, 1024)
+    check_range("fps", fps, 1, 120)
+    if size % 2:
+        raise ValueError(f"size must be even (H.264 with 4:2:0 chroma), got {size}")
+    out_dir = claim_output_dir(out_dir, TOY_VIDEOS, overwrite=overwrite)
+    with atomic_dir(out_dir, may_replace=lambda p: overwrite and is_own_output(p, TOY_VIDEOS)) as tmp:
+        mark_output_dir(tmp, TOY_VIDEOS)
+        for split, n in counts.items():
+            rows = _write_split(tmp, split, n, frames, size, fps, seed)
+            atomic_write_bytes(tmp / f"{split}.csv", "".join(f"{rel},{label}\n" for rel, label in rows).encode())
+        atomic_write_json(tmp / "classmap.json", {str(i): name for i, name in enumerate(CLASSES)})
+        atomic_write_json(tmp / "descriptions.json", descriptions())
+        atomic_write_json(tmp / "meta.json", toy_meta(seed, frames, size, fps, counts))
+    return out_dir
+
+
+def _write_split(root: Path, split: str, n: int, frames: int, size: int, fps: int, seed: int) -> list[tuple[str, int]]:
+    rows = []
+    for label, name in enumerate(CLASSES):
+        for i in range(n):
+            rng = np.random.default_rng([seed, SPLITS.index(split), label, i])
+            rel = f"videos/{folder_name(name)}/{split}_{i:04d}.mp4"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(root / rel, encode_mp4(render_clip(name, rng, frames, size), fps))
+            rows.append((rel, label))
+    return rows
