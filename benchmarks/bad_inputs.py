@@ -265,6 +265,31 @@ def gap_cases(tmp: Path, good: Path, art: Path) -> list[tuple[str, list[str], bo
     ]
 
 
+def survey_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
+    """The survey's commands: compose-bench, finetune, multilabel, distill, video."""
+    videos = tmp / "videos"
+    (videos / "jump").mkdir(parents=True, exist_ok=True)
+    (videos / "jump" / "a.mp4").write_bytes(b"not a video at all")
+    labels = _user_file(tmp, "labels.json", '{"train": {"x.png": [["nested"]]}}')
+    return [
+        ("compose/--suites missing", ["compose-bench", "--suites", str(tmp / "no-suites"), "--out", str(tmp / "c1")], False),
+        ("compose/--out inside --write-toy-suites", ["compose-bench", "--write-toy-suites", str(tmp / "s"), "--out", str(tmp / "s" / "o")], False),
+        ("compose/--model without LABEL=", ["compose-bench", "--suites", str(tmp / "no-suites"), "--model", "shipped", "--out", str(tmp / "c2")], False),
+        ("finetune/unknown recipe", ["finetune", "--recipe", "magic", "--out", str(tmp / "f1")], False),
+        ("finetune/--data missing", ["finetune", "--recipe", "negclip", "--data", str(tmp / "no.json"), "--out", str(tmp / "f2")], False),
+        ("finetune/--set unfreeze=everything", ["finetune", "--recipe", "negation", "--set", "unfreeze=everything", "--out", str(tmp / "f3")], False),
+        ("finetune/--out holding the user's files", ["finetune", "--recipe", "negation", "--out", str(_user_folder(tmp, "ft-user"))], False),
+        ("multilabel/--data missing", ["multilabel", "train", "--data", str(tmp / "no-labels.json"), "--out", str(tmp / "m1")], False),
+        ("multilabel/nested label list", ["multilabel", "train", "--data", str(labels), "--out", str(tmp / "m2")], False),
+        ("distill/unknown student", ["distill", "--student", "toy-huge", "--out", str(tmp / "d1")], False),
+        ("distill/--captions missing", ["distill", "--student", "toy-tiny", "--captions", str(tmp / "no.json"), "--out", str(tmp / "d2")], False),
+        ("video/--data missing", ["video", "zero-shot", "--data", str(tmp / "no-videos"), "--out", str(tmp / "v1")], False),
+        ("video/corrupt mp4", ["video", "zero-shot", "--data", str(videos), "--out", str(tmp / "v2")], False),
+        ("video/--frames 0", ["video", "zero-shot", "--data", str(videos), "--frames", "0", "--out", str(tmp / "v3")], False),
+        ("video/--template without {}", ["video", "zero-shot", "--data", str(videos), "--template", "a video", "--out", str(tmp / "v4")], False),
+    ]
+
+
 def no_ray_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
     """`--ray` where Ray is not installed (run with `import ray` failing): one line naming the extra."""
     return [
@@ -293,7 +318,7 @@ def main_table() -> int:
         good = good_folder(tmp / "good")
         art = train_artifact(tmp, good)
         cases = dataset_cases(tmp) + option_cases(tmp, good) + output_cases(tmp, good, art) + artifact_cases(tmp, good, art)
-        cases += ray_cases(tmp, good) + gap_cases(tmp, good, art)
+        cases += ray_cases(tmp, good) + gap_cases(tmp, good, art) + survey_cases(tmp, good)
         guarded = {**user_files(tmp), **{str(p): p.read_bytes() for p in good.rglob("*") if p.is_file()}}
         rows = []
         for name, argv, expect_ok in cases:

@@ -59,7 +59,7 @@ def test_same_command_same_seed_gives_identical_artifacts(image_folder, tmp_path
 
 def test_every_command_has_help(capsys):
     for command in ("train", "eval", "predict", "extract", "methods", "bench", "validate", "demo", "toy", "report",
-                    "serve", "index", "search", "cache", "gap"):
+                    "serve", "index", "search", "cache", "gap", "compose-bench", "finetune", "distill", "multilabel", "video"):
         assert main([command, "--help"]) == 0
         assert "usage: clip-adapter" in capsys.readouterr().out
 

@@ -85,6 +85,11 @@ class Student:
         self.tokenizer, self.preprocess = ToyTokenizer(context_length=self.model.cfg.context_length), PREPROCESS
 
     def _init_open_clip(self, spec: str, pretrained: str, seed: int) -> None:
+        import open_clip
+
+        if spec not in open_clip.list_models():
+            presets = ", ".join(["toy", *TOY_STUDENTS])
+            raise ConfigError(f"unknown student {spec!r}: a toy preset ({presets}) or an open_clip architecture (open_clip.list_models())")
         self.backbone = create_backbone(spec, pretrained, precision="fp32", device="cpu", seed=seed)
         self.model, self.preprocess = self.backbone.model, self.backbone.preprocess
 
