@@ -19,7 +19,6 @@ and after) to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time

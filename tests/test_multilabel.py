@@ -20,7 +20,7 @@ from clip_adapter.features.dense import dense_store, extract_dense
 from clip_adapter.multilabel.artifact import load_model, save_model
 from clip_adapter.multilabel.config import MultiLabelConfig
 from clip_adapter.multilabel.data import read_multilabel
-from clip_adapter.multilabel.heads import UnmixHead, build_head
+from clip_adapter.multilabel.heads import build_head
 from clip_adapter.multilabel.losses import asl_loss, mfi_loss
 from clip_adapter.multilabel.metrics import average_precision, choose_threshold, f1_scores, mean_offdiagonal_similarity
 from clip_adapter.multilabel.pipeline import evaluate, fit
