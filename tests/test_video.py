@@ -291,6 +291,13 @@ def test_cli_zero_shot_predict_and_output_rules(toy_videos, tmp_path, capsys):
                      "--frames", "4", "--top-k", "2", "--precision", "fp32"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "path,label,score,top_k" and lines[1].startswith(str(clip)) and len(lines) == 2
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video")
+    predict = ["video", "predict", "--video", str(clip), str(junk), "--classmap", str(toy_videos / "classmap.json"), "--frames", "4"]
+    assert cli_main(predict) == 2 and "junk.mp4" in capsys.readouterr().err
+    assert cli_main(predict + ["--skip-bad"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.strip().splitlines()) == 2 and "skipped" in captured.err and "junk.mp4" in captured.err
 
 
 def test_cli_toy_dataset_and_validate_videos(tmp_path, capsys):

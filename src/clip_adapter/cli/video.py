@@ -146,6 +146,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     classes.add_argument("--classes", default=None, help="comma-separated class names")
     pr.add_argument("--top-k", type=positive_int, default=5, help="classes per video (default: %(default)s)")
     pr.add_argument("--format", default="csv", choices=("csv", "json"), help="output format (default: %(default)s)")
+    pr.add_argument("--skip-bad", action="store_true", help="leave unreadable videos out (listed on stderr), instead of stopping")
     _add_sampling_options(pr)
     add_backbone_options(pr)
     pr.set_defaults(func=predict_main)
@@ -240,7 +241,8 @@ def predict_main(args: argparse.Namespace) -> int:
     config = _config(args)
     cache_dir = cache_dir_from_args(args, [])
     backbone = video_backbone(args)
-    rows = predict_videos(backbone, args.video, classnames, config, args.template, args.descriptions, args.top_k, cache_dir)
+    rows = predict_videos(backbone, args.video, classnames, config, args.template, args.descriptions, args.top_k, cache_dir,
+                          args.skip_bad)
     if args.format == "json":
         print_json(rows)
         return 0

@@ -134,8 +134,9 @@ def evaluate_zero_shot(
 
 def predict_videos(backbone: Backbone, paths: Sequence[str | os.PathLike], classnames: Sequence[str],
                    config: VideoZeroShotConfig | None = None, templates: Sequence[str] | None = None,
-                   descriptions: str | os.PathLike | dict | None = None, top_k: int = 5, cache_dir: Any = "") -> list[dict]:
-    """Top-``k`` classes with probabilities for each video, in input order.
+                   descriptions: str | os.PathLike | dict | None = None, top_k: int = 5, cache_dir: Any = "",
+                   skip_bad: bool = False) -> list[dict]:
+    """Top-``k`` classes with probabilities for each video, in input order (unreadable ones left out with ``skip_bad``).
 
     Example:
         >>> # predict_videos(create_backbone("toy"), ["a.mp4"], ["moving left", "moving right"], top_k=1)
@@ -143,7 +144,9 @@ def predict_videos(backbone: Backbone, paths: Sequence[str | os.PathLike], class
     """
     config = config or VideoZeroShotConfig()
     prompts, mask, _ = text_side(backbone, classnames, tuple(templates or DEFAULT_TEMPLATES), descriptions, cache_dir)
-    logits, kept, _ = score_videos(backbone, paths, prompts, mask, config, cache_dir)
+    logits, kept, stats = score_videos(backbone, paths, prompts, mask, config, cache_dir, skip_bad)
+    for skipped in stats.get("skipped", []):
+        warnings.warn(f"skipped: {skipped['reason']}")
     probs = logits.softmax(dim=1)
     values, indices = torch.sort(probs, dim=1, descending=True, stable=True)
     rows = []
