@@ -217,3 +217,13 @@ def test_same_seed_same_weights(tmp_path):
     losses = {name: [row["loss"] for row in csv.DictReader((r.out / "finetune_log.csv").open())] for name, r in runs.items()}
     assert runs["a"].weights.read_bytes() == runs["b"].weights.read_bytes() and losses["a"] == losses["b"]
     assert losses["a"] != losses["c"]
+
+
+def test_new_words_train_even_when_only_the_last_text_blocks_do():
+    from clip_adapter.backbones import create_backbone
+    from clip_adapter.finetune.trainable import TrainableClip
+
+    view = TrainableClip(create_backbone("toy", pretrained="none", precision="fp32"), unfreeze="text-last-1")
+    assert not view.model.token_embedding.weight.requires_grad
+    assert view.extend_vocab(["no"]) == ["no"]
+    assert view.model.token_embedding.weight.requires_grad  # else "no" would stay a copy of <unk> forever

@@ -167,7 +167,8 @@ def test_cli_train_then_zero_shot_and_predict_on_the_toy_vit(toy_videos, toy_vit
     assert log[0].startswith("step") and len(log) >= 4
     base = create_backbone("toy", pretrained=str(toy_vit_checkpoint), precision="fp32").model.visual.state_dict()
     tuned = create_backbone("toy", pretrained=str(out), precision="fp32").model.visual.state_dict()
-    assert meta["result"]["selected_step"] == 0 or any(not torch.equal(base[k], tuned[k]) for k in base)
+    changed = any(not torch.equal(base[k], tuned[k]) for k in base)
+    assert changed == (meta["result"]["selected_step"] > 0)  # the saved weights are those of the chosen step
     capsys.readouterr()
     zs = tmp_path / "zs"
     assert cli_main(["video", "zero-shot", "--split-dir", str(toy_videos), "--out", str(zs), "--frames", "4",
@@ -219,3 +220,12 @@ def test_toy_video_pretraining_reads_motion_words_and_loads(tmp_path, capsys):
     bb = create_backbone("toy", pretrained=str(out), precision="fp32")
     assert bb.name == "toy-vit" and not bb.unknown_words(["a shape shrinking"])
     assert cli_main(["video", "toy-pretrain", "--out", str(out), "--steps", "1"]) == 2  # our output: only with --overwrite
+
+
+def test_train_without_validation_clips_is_refused_before_training(toy_vit_checkpoint, tmp_path, capsys):
+    no_val = write_toy_videos(tmp_path / "noval", train=2, val=0, test=1, frames=8, size=32)
+    out = tmp_path / "stdd"
+    assert cli_main(_train_args(no_val, out, "--pretrained", str(toy_vit_checkpoint))) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no validation clips" in err and len(err.splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())

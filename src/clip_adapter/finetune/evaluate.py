@@ -35,15 +35,16 @@ class Encoder(Protocol):
 
 @torch.no_grad()
 def encode_rendered(encoder: Encoder, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised image embeddings of uint8 renders."""
-    out = [encoder.encode_images(pixels(images[i : i + batch_size], encoder.preprocess)).float() for i in range(0, len(images), batch_size)]
+    """L2-normalised image embeddings of uint8 renders, on the CPU (where every measure and the k-NN run)."""
+    out = [encoder.encode_images(pixels(images[i : i + batch_size], encoder.preprocess)).float().cpu()
+           for i in range(0, len(images), batch_size)]
     return F.normalize(torch.cat(out), dim=-1)
 
 
 @torch.no_grad()
 def encode_captions(encoder: Encoder, texts: Sequence[str]) -> torch.Tensor:
-    """L2-normalised text embeddings."""
-    return F.normalize(encoder.encode_texts(list(texts)).float(), dim=-1)
+    """L2-normalised text embeddings, on the CPU."""
+    return F.normalize(encoder.encode_texts(list(texts)).float().cpu(), dim=-1)
 
 
 @torch.no_grad()

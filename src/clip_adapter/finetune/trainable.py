@@ -104,7 +104,10 @@ class TrainableClip:
         New rows of the token embedding are copies of ``<unk>``'s row: the
         base model read these words as ``<unk>``, so the extended model
         encodes every text exactly as before until training moves them.
-        open_clip's byte-level BPE already reads any word: nothing to add.
+        The token embedding then trains whatever ``unfreeze`` says (with
+        ``text-last-N`` it would otherwise stay frozen and the new words would
+        remain ``<unk>`` forever). open_clip's byte-level BPE already reads any
+        word: nothing to add.
 
         Example:
             >>> from clip_adapter.backbones import create_backbone
@@ -116,7 +119,10 @@ class TrainableClip:
             return []
         from .vocab import extend_toy_vocab
 
-        return extend_toy_vocab(self.backbone, words)
+        added = extend_toy_vocab(self.backbone, words)
+        if added:
+            self.model.token_embedding.weight.requires_grad_(True)
+        return added
 
 
 def _fast_bf16(device: torch.device) -> bool:

@@ -50,7 +50,7 @@ from ..outputs import claim_output_dir, is_own_output, mark_output_dir
 from .clipencode import frames_to_pixels
 from .dataset import Sample, VideoDataset
 from .decode import decode_frames, probe, random_segment_indices, segment_indices
-from .stdd import SpaceTime, SpaceTimeConfig, install_space_time, space_time_of
+from .stdd import SpaceTime, SpaceTimeConfig, install_space_time, remove_space_time, space_time_of
 
 OUTPUT_KIND = "video-train"
 STDD_FILE = "stdd.json"
@@ -168,19 +168,25 @@ def train_video(backbone: Backbone, dataset: VideoDataset, cfg: VideoTrainConfig
     label_of = {dataset.classnames.index(n): i for i, n in enumerate(names)}
     if text is None or text.shape[0] != len(names):
         raise ConfigError(f"text features for the {len(names)} seen classes are needed, got {None if text is None else tuple(text.shape)}")
-    view = TrainableClip(backbone, unfreeze=cfg.unfreeze, precision=cfg.precision)
-    teacher = copy.deepcopy(view.model.visual).eval().requires_grad_(False)  # the frozen CLIP, frame by frame
-    space_time = space_time_of(view.model.visual) or install_space_time(view.model.visual, space)
-    train_set = ClipSet(few_shot(dataset.split("train"), list(label_of), cfg.shots, trainer.seed), backbone, label_of)
     val_samples = [s for s in dataset.splits.get("val", []) if s.label in label_of]
-    val_set = ClipSet(val_samples, backbone, label_of) if val_samples else None
+    if not val_samples:  # the saved step is chosen on validation; without it, training could not be kept
+        raise DataError(f"{dataset.name} has no validation clips of the seen classes (a val split chooses the saved step)")
+    view = TrainableClip(backbone, unfreeze=cfg.unfreeze, precision=cfg.precision)
+    installed = space_time_of(view.model.visual)
+    space = installed.cfg if installed else space
+    teacher = _frozen_copy(view.model.visual)  # the frozen CLIP, frame by frame (never the space-time blocks)
+    space_time = installed or install_space_time(view.model.visual, space)
+    train_set = ClipSet(few_shot(dataset.split("train"), list(label_of), cfg.shots, trainer.seed), backbone, label_of)
+    val_set = ClipSet(val_samples, backbone, label_of)
     if len(train_set) == 0:
         raise DataError(f"no training clips of the seen classes in {dataset.name}")
     classes = F.normalize(text.float(), dim=-1).to(view.device)
-    projector = Projector(classes.shape[-1], cfg.residual).to(view.device)
+    with torch.random.fork_rng():
+        torch.manual_seed(trainer.seed)  # the projector's start is a function of the seed, not of what ran before
+        projector = Projector(classes.shape[-1], cfg.residual).to(view.device)
     module = nn.ModuleDict({"visual": view.model.visual, "projector": projector})
     loss_at = _loss_fn(view, teacher, space_time, projector, train_set, classes, cfg, trainer.seed)
-    validate = (lambda: {"score": _accuracy(view, space_time, val_set, classes, cfg.frames)}) if val_set else None
+    validate = lambda: {"score": _accuracy(view, space_time, val_set, classes, cfg.frames)}  # noqa: E731
     started = time.perf_counter()
     with torch.random.fork_rng():
         result = train(module, loss_at, trainer, validate, log_path=None, desc="video train")
@@ -192,6 +198,15 @@ def train_video(backbone: Backbone, dataset: VideoDataset, cfg: VideoTrainConfig
     }
     _write(out, overwrite, backbone, record, result)
     return record
+
+
+def _frozen_copy(visual: nn.Module) -> nn.Module:
+    """A frozen copy of ``visual`` with plain blocks: deepcopy keeps the installed forwards, which call the live blocks."""
+    copy_ = copy.deepcopy(visual)
+    remove_space_time(copy_)
+    for block in getattr(getattr(copy_, "transformer", None), "resblocks", []):
+        block.__dict__.pop("forward", None)
+    return copy_.eval().requires_grad_(False)
 
 
 def _loss_fn(view: TrainableClip, teacher: nn.Module, space_time: SpaceTime, projector: Projector, data: ClipSet,

@@ -94,7 +94,8 @@ class LabView:
 def fold_into_projection(projection: nn.Module | nn.Parameter, weight: torch.Tensor) -> None:
     """Make the text projection return ``A(t)`` (``weight`` is ``A``'s ``[D, D]`` matrix) instead of ``t``."""
     with torch.no_grad():
-        a = weight.detach().to(projection.weight.dtype if isinstance(projection, nn.Linear) else projection.dtype)
+        target = projection.weight if isinstance(projection, nn.Linear) else projection
+        a = weight.detach().to(device=target.device, dtype=target.dtype)  # A was trained on the CPU
         if isinstance(projection, nn.Linear):
             projection.weight.copy_(a @ projection.weight)
             if projection.bias is not None:
@@ -117,7 +118,7 @@ class LabClip(Recipe):
         everything = pool + plain
         image_emb = encode_rendered(backbone, [it.image for it in everything])
         texts = list(dict.fromkeys([it.caption for it in everything] + [n for it in pool for n in it.negatives]))
-        text_emb = F.normalize(backbone.encode_texts(texts), dim=-1)
+        text_emb = F.normalize(backbone.encode_texts(texts).float().cpu(), dim=-1)
         row = {t: i for i, t in enumerate(texts)}
         transform = nn.Linear(backbone.embed_dim, backbone.embed_dim, bias=False)
         with torch.no_grad():
