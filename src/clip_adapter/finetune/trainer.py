@@ -38,7 +38,7 @@ from ..config import Config, check_range, option
 from ..errors import ConfigError, TrainingError
 from ..io import atomic_write_bytes
 from ..progress import progress
-from ..toyworld.pretrain import lr_at
+from ..toyworld.pretrain import clip_adamw, lr_at
 
 LOG_FLUSH_EVERY = 25
 
@@ -83,16 +83,10 @@ class TrainResult:
 
 
 def make_optimizer(module: nn.Module, cfg: TrainerConfig) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters; weight matrices decay, embeddings, norms, biases and scales do not."""
-    decay, free = [], []
-    for name, p in module.named_parameters():
-        if p.requires_grad:
-            is_matrix = p.ndim >= 2 and "embedding" not in name and "position" not in name
-            (decay if is_matrix else free).append(p)
-    if not decay and not free:
+    """:func:`~clip_adapter.toyworld.pretrain.clip_adamw` over the trainable parameters; refuses a fully frozen module."""
+    if not any(p.requires_grad for p in module.parameters()):
         raise ConfigError("nothing to train: every parameter is frozen (check unfreeze)")
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": free, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    return clip_adamw(module, cfg.lr, cfg.weight_decay)
 
 
 def train(

@@ -152,14 +152,27 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * done))
 
 
-def _optimizer(model: ToyClip, cfg: PretrainConfig) -> torch.optim.Optimizer:
-    # Decay weight matrices and kernels only; norms, biases, embeddings and the scale stay free.
+def clip_adamw(module: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """CLIP's AdamW over ``module``'s trainable parameters (pretraining, fine-tuning and distillation share it).
+
+    Weight matrices and kernels decay; norms, biases, embeddings and the logit scale stay free.
+
+    Example:
+        >>> opt = clip_adamw(torch.nn.Linear(2, 2), lr=1e-3, weight_decay=0.1)
+        >>> [g["weight_decay"] for g in opt.param_groups]
+        [0.1, 0.0]
+    """
     decay, free = [], []
-    for name, p in model.named_parameters():
-        is_matrix = p.ndim >= 2 and "embedding" not in name and "position" not in name
-        (decay if is_matrix else free).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": free, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            is_matrix = p.ndim >= 2 and "embedding" not in name and "position" not in name
+            (decay if is_matrix else free).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": free, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
+    return clip_adamw(model, cfg.lr, cfg.weight_decay)
 
 
 def _use_bf16(precision: str) -> bool:
