@@ -287,7 +287,32 @@ def survey_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
         ("video/corrupt mp4", ["video", "zero-shot", "--data", str(videos), "--out", str(tmp / "v2")], False),
         ("video/--frames 0", ["video", "zero-shot", "--data", str(videos), "--frames", "0", "--out", str(tmp / "v3")], False),
         ("video/--template without {}", ["video", "zero-shot", "--data", str(videos), "--template", "a video", "--out", str(tmp / "v4")], False),
+        ("video/toy-dataset --size odd", ["video", "toy-dataset", "--size", "33", "--out", str(tmp / "v5")], False),
+        ("video/train on a dataset without validation clips", ["video", "train", "--split-dir", str(_toy_videos_without_val(tmp)),
+                                                              "--steps", "2", "--out", str(tmp / "v6")], False),
+        ("video/toy-pretrain --out holding the user's files", ["video", "toy-pretrain", "--out", str(_user_folder(tmp, "vp-user"))], False),
+        ("compose/--model checkpoint missing", ["compose-bench", "--write-toy-suites", str(tmp / "s2"), "--items-per-suite", "2",
+                                                 "--model", f"gone={tmp / 'no-ckpt'}", "--out", str(tmp / "c3")], False),
+        ("finetune/unknown --set key", ["finetune", "--recipe", "labclip", "--set", "colour=red", "--out", str(tmp / "f4")], False),
+        ("multilabel/evaluate a missing artifact", ["multilabel", "evaluate", str(tmp / "no-art"), "--data", str(_multilabel_file(tmp, good))], False),
+        ("distill/--teacher-artifact missing", ["distill", "--teacher-artifact", str(tmp / "no-art"), "--data", str(good),
+                                                "--student", "toy-tiny", "--out", str(tmp / "d3")], False),
     ]
+
+
+def _multilabel_file(tmp: Path, good: Path) -> Path:
+    """A valid one-image multi-label file in its own folder (the feature cache stays outside it)."""
+    root = tmp / "ml-data" / "data"
+    root.mkdir(parents=True)
+    (root / "0.png").write_bytes((good / "cat" / "0.png").read_bytes())
+    (root / "labels.json").write_text('{"classes": ["cat"], "test": {"0.png": ["cat"]}}')
+    return root / "labels.json"
+
+
+def _toy_videos_without_val(tmp: Path) -> Path:
+    from clip_adapter.video.toyclips import write_toy_videos
+
+    return write_toy_videos(tmp / "toy-videos-noval", train=1, val=0, test=1, frames=4, size=16)
 
 
 def no_ray_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:

@@ -47,7 +47,7 @@ def recipe_config(recipe: str, values: dict[str, Any] | Config | None = None) ->
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"recipe {recipe} has no option {', '.join(unknown)} (see clip-adapter finetune --recipe {recipe} --help-options)")
+        raise ConfigError(f"recipe {recipe} has no option {', '.join(unknown)} (see clip-adapter finetune --recipe {recipe} --list-options)")
     try:
         return cls.from_dict(values, where=f"{recipe} options")
     except (ValueError, TypeError) as exc:
