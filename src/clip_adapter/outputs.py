@@ -39,6 +39,7 @@ KIND_ENTRIES: dict[str, re.Pattern[str]] = {
     "multilabel-artifact": re.compile(r"^(config\.json|model\.safetensors|result\.json|split\.json)$"),
     "toy-video-dataset": re.compile(r"^(videos|(train|val|test)\.csv|classmap\.json|descriptions\.json|meta\.json)$"),
     "video-eval": re.compile(r"^(metrics\.json|predictions\.csv)$"),
+    "video-cross-dataset": re.compile(r"^(metrics\.json|predictions\.csv)$"),
     "compose-suites": re.compile(r"^(attribution|relation|order|negation)$"),
     "compose-bench": re.compile(r"^(compose\.json|compose\.md|[\w-]+\.png)$"),
     "toy-video-clip": re.compile(r"^toy_clip\.(safetensors|json)$"),

@@ -22,6 +22,8 @@ Examples::
     clip-adapter video predict --classmap toy-videos/classmap.json --video a.mp4 b.mp4
     clip-adapter video train --split-dir toy-videos --backbone toy --pretrained runs/toy-video-clip --out stdd-toy
     clip-adapter video zero-shot --split-dir toy-videos --backbone toy --pretrained stdd-toy --out zs-stdd
+    clip-adapter video toy-dataset --actions base --out src && clip-adapter video toy-dataset --actions novel --seed 1 --out tgt1
+    clip-adapter video cross-dataset --train-split-dir src --eval-split-dir tgt1 tgt2 tgt3 --backbone toy --pretrained stdd-toy --out cross
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_zero_shot(video_sub)
     _add_predict(video_sub)
     _add_train(video_sub)
+    _add_cross_dataset(video_sub)
     _add_toy_pretrain(video_sub)
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
 
@@ -58,20 +61,31 @@ def _add_toy_dataset(sub: argparse._SubParsersAction) -> None:
     ds.add_argument("--frames", type=positive_int, default=16, help="frames per clip (default: %(default)s)")
     ds.add_argument("--size", type=positive_int, default=64, help="frame side in pixels, even (default: %(default)s)")
     ds.add_argument("--seed", type=seed_int, default=0, help="rendering seed (default: %(default)s)")
+    ds.add_argument("--actions", default=None,
+                    help="comma-separated actions to write, or base / novel (default: all 11): a source set and a "
+                         "disjoint target set for `video cross-dataset`")
     ds.set_defaults(func=toy_dataset_main)
 
 
-def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
+def _add_sampling_options(parser: argparse.ArgumentParser, for_training: bool = False) -> None:
     from ..video.scoring import SCORERS
+    from ..video.train import TRAIN_SCORER
 
+    when = " when validating" if for_training else ""
     group = parser.add_argument_group("clips and scoring")
     group.add_argument("--frames", type=positive_int, default=8, help="frames per clip, one per TSN segment (default: %(default)s)")
-    group.add_argument("--views", type=positive_int, default=1, help="temporal views per clip, scores averaged (default: %(default)s)")
-    group.add_argument("--scorer", default="frame-mean", choices=SCORERS, help="frame-mean, embed-mean, or prompt-match (STDD) (default: %(default)s)")
+    group.add_argument("--views", type=positive_int, default=1, help=f"temporal views per clip{when}, scores averaged (default: %(default)s)")
+    group.add_argument("--scorer", default=None if not for_training else TRAIN_SCORER, choices=SCORERS,
+                       help=f"frame-mean, embed-mean, or prompt-match (STDD){when} (default: %(default)s)" if for_training else
+                       "frame-mean, embed-mean, or prompt-match (STDD) (default: the scorer a `video train` checkpoint was "
+                       "validated with, from its stdd.json, else frame-mean)")
     group.add_argument("--descriptions", default=None, metavar="FILE",
                        help="class → list of clauses (JSON, or YAML with PyYAML); without it, plain templates")
     group.add_argument("--template", action="append", default=None, help='prompt template with {} (repeatable; default: the dataset\'s, else "a video of a person {}.")')
-    group.add_argument("--batch-size", type=positive_int, default=64, help="frames per encoder batch (default: %(default)s)")
+    group.add_argument("--batch-size", type=positive_int, default=64,
+                       help=f"frames per encoder batch{when} (whole clips; a training step holds --batch-clips clips) (default: %(default)s)"
+                       if for_training else "frames per encoder batch; with space-time attention, whole clips of "
+                       "--views x --frames frames, at least one clip (default: %(default)s)")
     group.add_argument("--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
     group.add_argument("--stdd", default="auto", choices=("auto", "on", "off"),
                        help="space-time attention in the ViT blocks: auto = as the checkpoint's stdd.json says (default: %(default)s)")
@@ -133,9 +147,86 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--seed", type=seed_int, default=1, help="seed of the shots, batches and masks (default: %(default)s)")
     tr.add_argument("--val-every", type=positive_int, default=25, help="steps between validations (default: %(default)s)")
     tr.add_argument("--train-precision", default="auto", choices=("auto", "bf16", "fp32"), help="autocast while training (default: %(default)s)")
-    _add_sampling_options(tr)
+    # Validation scores clips the way the model was trained (the mean frame embedding), unless told otherwise.
+    _add_sampling_options(tr, for_training=True)
     add_backbone_options(tr)
     tr.set_defaults(func=train_main)
+
+
+def _add_cross_dataset(sub: argparse._SubParsersAction) -> None:
+    cd = sub.add_parser("cross-dataset", help="zero-shot cross-dataset: test a (trained) CLIP on splits of unseen actions; "
+                        "per-split top-1/top-5 and each dataset's mean ± std",
+                        description="Score every evaluation split over its own classes (as `video zero-shot`), then report each "
+                        "dataset's mean ± std over its splits; std is the population std (ddof 0), as Open-VCLIP/FROSTER. "
+                        "A split's dataset is NAME when given as NAME=DIR, else the folder holding DIR (ucf101/split1 ucf101/split2 "
+                        "hmdb51/split1: two datasets); splits of different datasets are never averaged together.")
+    train = cd.add_argument_group("training actions (an evaluation class among them is refused; one source, else the "
+                                  "checkpoint's stdd.json)")
+    train.add_argument("--train-split-dir", default=None, help="the training split folder (its classmap.json is read)")
+    train.add_argument("--train-data", default=None, help="the training video folder (its class folders are read)")
+    train.add_argument("--train-classmap", default=None, metavar="FILE", help="the training class map (instead of the two above)")
+    train.add_argument("--allow-overlap", action="store_true",
+                       help="evaluate splits sharing class names with the training actions (as K400 -> UCF101 is published); "
+                            "recorded. Names are compared, not meanings: case, spaces, punctuation and CamelCase are ignored "
+                            "(ApplyEyeMakeup = apply eye makeup), but 'applying eye makeup' is another name")
+    ev = cd.add_argument_group("evaluation splits (one or more, DIR or NAME=DIR; each scored over its own classes)")
+    ev.add_argument("--eval-split-dir", nargs="+", default=[], metavar="DIR", help="folders of split CSVs (e.g. UCF101 splits 1-3)")
+    ev.add_argument("--eval-data", nargs="+", default=[], metavar="DIR",
+                    help="video folders: DIR/<class>/<video> (or train/val/test/ inside); they read their own classes")
+    ev.add_argument("--eval-classmap", default=None, metavar="FILE",
+                    help="class map for every --eval-split-dir (default: each SPLIT_DIR/classmap.json); not for --eval-data")
+    ev.add_argument("--video-root", default=None, metavar="DIR",
+                    help="what the --eval-split-dir CSV paths are relative to (default: each split folder); not for --eval-data")
+    ev.add_argument("--split", default=None, choices=("test", "all"),
+                    help="clips evaluated in each split (default: its test clips, else all, as `video zero-shot`)")
+    cd.add_argument("--out", required=True, help="output folder for metrics.json and predictions.csv")
+    add_overwrite_option(cd, "a cross-dataset evaluation")
+    cd.add_argument("--skip-bad", action="store_true", help="leave unreadable videos out and list them, instead of stopping")
+    _add_sampling_options(cd)
+    add_backbone_options(cd)
+    cd.set_defaults(func=cross_dataset_main)
+
+
+def cross_dataset_main(args: argparse.Namespace) -> int:
+    from ..io import atomic_write_bytes, atomic_write_json
+    from ..outputs import claim_output_dir, mark_output_dir
+    from ..video.cross import check_eval_sets, evaluate_cross_dataset, load_eval_sets, one_line_table, parse_eval_arg, training_classes
+    from ..video.descriptions import read_descriptions
+    from ..video.kinds import VIDEO_CROSS
+
+    folders = [parse_eval_arg(p)[1] for p in [*args.eval_split_dir, *args.eval_data]]
+    inputs = [*folders, args.video_root, args.train_split_dir, args.train_data]
+    out = claim_output_dir(args.out, VIDEO_CROSS, overwrite=args.overwrite, inputs=inputs)
+    cache_dir = cache_dir_from_args(args, inputs)
+    trained = training_classes(args.train_split_dir, args.train_data, args.train_classmap)
+    meta = _stdd_meta(args)
+    seen = list(meta.get("seen_classes", [])) if meta else []  # a `video train` checkpoint names what it saw
+    train_classes = list(dict.fromkeys([*trained, *seen]))
+    eval_sets = load_eval_sets(args.eval_split_dir, args.eval_data, args.video_root, args.eval_classmap)
+    descriptions = read_descriptions(args.descriptions) if args.descriptions else None
+    check_eval_sets(eval_sets, train_classes, args.split, args.allow_overlap, args.template, descriptions)  # before the backbone loads
+    if not train_classes:  # nothing to compare with: say so rather than pass silently
+        print("warning: no training classes known (no --train-split-dir/--train-data/--train-classmap, and no stdd.json "
+              "beside the checkpoint): evaluation classes were not checked for overlap", file=sys.stderr)
+    backbone = video_backbone(args)
+    result = evaluate_cross_dataset(backbone, eval_sets, _config(args, meta), train_classes, args.template, descriptions,
+                                    cache_dir, args.skip_bad, args.allow_overlap, args.split)
+    result["train_class_sources"] = {"training set": len(trained), "checkpoint stdd.json": len(seen)}
+    predictions = result.pop("predictions")
+    mark_output_dir(out, VIDEO_CROSS)
+    atomic_write_json(out / "metrics.json", result)
+    atomic_write_bytes(out / "predictions.csv", _cross_predictions_csv(predictions).encode("utf-8"))
+    print(one_line_table(result))
+    return 0
+
+
+def _cross_predictions_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["split", "path", "label", "predicted"])
+    for row in rows:
+        writer.writerow([row["split"], row["path"], row["label"], row["predicted"]])
+    return buffer.getvalue()
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -158,16 +249,27 @@ def toy_dataset_main(args: argparse.Namespace) -> int:
 
     if args.size % 2:
         raise ConfigError(f"--size must be even (H.264 with 4:2:0 chroma), got {args.size}")
-    out = write_toy_videos(args.out, args.train, args.val, args.test, args.frames, args.size, seed=args.seed, overwrite=args.overwrite)
+    out = write_toy_videos(args.out, args.train, args.val, args.test, args.frames, args.size, seed=args.seed,
+                           overwrite=args.overwrite, actions=args.actions)
     print(f"wrote the toy action clips to {out}: videos/, train/val/test.csv, classmap.json, descriptions.json, meta.json",
           file=sys.stderr)
     return 0
 
 
-def _config(args: argparse.Namespace):
+def _stdd_meta(args: argparse.Namespace) -> dict | None:
+    """The checkpoint's ``stdd.json`` (a `video train` output), or None."""
+    from ..video.train import read_stdd
+
+    return read_stdd(args.pretrained) if args.pretrained and args.pretrained not in ("shipped", "none") else None
+
+
+def _config(args: argparse.Namespace, meta: dict | None = None):
+    """Sampling and scoring options; ``--scorer`` defaults to the one the checkpoint was validated with, else frame-mean."""
+    from ..video.train import recorded_scorer
     from ..video.zeroshot import VideoZeroShotConfig
 
-    return VideoZeroShotConfig.from_dict({"frames": args.frames, "views": args.views, "scorer": args.scorer,
+    scorer = args.scorer or (recorded_scorer(meta) if meta else "frame-mean")
+    return VideoZeroShotConfig.from_dict({"frames": args.frames, "views": args.views, "scorer": scorer,
                                           "batch_size": args.batch_size}, where="options")
 
 
@@ -182,7 +284,7 @@ def zero_shot_main(args: argparse.Namespace) -> int:
     out = claim_output_dir(args.out, VIDEO_EVAL, overwrite=args.overwrite, inputs=inputs)
     cache_dir = cache_dir_from_args(args, inputs)
     dataset = load_video_dataset(args.data, args.split_dir, args.video_root, args.classmap)
-    config = _config(args)
+    config = _config(args, _stdd_meta(args))
     backbone = video_backbone(args)
     result = evaluate_zero_shot(backbone, dataset, args.split, config, args.template, args.descriptions, cache_dir, args.skip_bad)
     predictions = result.pop("predictions")
@@ -238,7 +340,7 @@ def predict_main(args: argparse.Namespace) -> int:
     from ..video.zeroshot import predict_videos
 
     classnames = _classnames(args)
-    config = _config(args)
+    config = _config(args, _stdd_meta(args))
     cache_dir = cache_dir_from_args(args, [])
     backbone = video_backbone(args)
     rows = predict_videos(backbone, args.video, classnames, config, args.template, args.descriptions, args.top_k, cache_dir,
@@ -257,10 +359,9 @@ def video_backbone(args: argparse.Namespace):
     """The backbone, with space-time attention installed as ``--stdd`` and the checkpoint's ``stdd.json`` say."""
     from ..errors import ConfigError
     from ..video.stdd import SpaceTimeConfig, install_space_time
-    from ..video.train import read_stdd
 
     backbone = backbone_from_args(args)
-    meta = read_stdd(args.pretrained) if args.pretrained and args.pretrained not in ("shipped", "none") else None
+    meta = _stdd_meta(args)
     if args.stdd == "off" or (args.stdd == "auto" and not (meta and meta["space_time"].get("enabled", True))):
         return backbone
     space = SpaceTimeConfig.from_dict(meta["space_time"], where="stdd.json") if meta else SpaceTimeConfig()
@@ -286,7 +387,8 @@ def train_main(args: argparse.Namespace) -> int:
     classes = tuple(n.strip() for n in args.classes.split(",") if n.strip()) if args.classes else ()
     cfg = VideoTrainConfig.from_dict({"frames": args.frames, "batch_clips": args.batch_clips, "shots": args.shots,
                                       "classes": classes, "distill_weight": args.distill_weight,
-                                      "precision": args.train_precision}, where="options")
+                                      "precision": args.train_precision, "scorer": args.scorer, "views": args.views,
+                                      "batch_size": args.batch_size}, where="options")
     if args.lr <= 0:
         raise ConfigError(f"--lr must be positive, got {args.lr}")
     trainer = TrainerConfig(steps=args.steps, lr=args.lr, warmup_steps=min(20, args.steps // 10), val_every=args.val_every, seed=args.seed)
@@ -297,7 +399,7 @@ def train_main(args: argparse.Namespace) -> int:
     prompts, mask, _ = text_side(backbone, names, templates, args.descriptions, cache_dir)
     text_info = {"source": "descriptions" if args.descriptions else "templates", "templates": list(templates)}
     record = train_video(backbone, dataset, cfg, space, trainer, args.out, class_ensemble(prompts, mask),
-                         overwrite=args.overwrite, inputs=inputs, text_info=text_info)
+                         overwrite=args.overwrite, inputs=inputs, text_info=text_info, val_prompts=(prompts, mask))
     r = record["result"]
     print(f"trained on {len(names)} seen classes, {record['train_clips']} clips; validation top-1 "
           f"{r['validation_initial']['score']:.4f} -> {r['validation_selected']['score']:.4f} (step {r['selected_step']}); "

@@ -8,7 +8,9 @@ The layers, each usable alone, in the order data flows through them:
 * :mod:`.descriptions`: descriptive prompts per class (STDD's text side);
 * :mod:`.scoring`: frame averaging (two variants) and STDD's prompt-level matching;
 * :mod:`.metrics`: top-1, top-5, per-class, and accuracy within time-reversed pairs;
-* :mod:`.zeroshot`: the pipeline over them; :mod:`.toyclips`: the toy world in motion.
+* :mod:`.zeroshot`: the pipeline over them; :mod:`.toyclips`: the toy world in motion;
+* :mod:`.cross`: the zero-shot cross-dataset protocol (train on some actions, test on disjoint
+  splits of others, mean ± std over the splits) through the same pipeline.
 
 Training a video encoder: :mod:`.stdd` (STDD's parameter-free space-time cross
 attention inside the ViT blocks of the toy ViT and of open_clip), :mod:`.train`
@@ -24,6 +26,7 @@ Example:
     [1, 3, 5, 7, 9]
 """
 
+from .cross import EvalSplit, class_overlap, evaluate_cross_dataset, load_eval_sets, training_classes
 from .dataset import VideoDataset, load_video_dataset, read_classmap, read_split_dir, read_video_folder
 from .decode import BadVideo, clip_indices, decode_frames, probe, random_segment_indices, sampled_frames, segment_indices
 from .descriptions import class_prompts, read_descriptions
@@ -35,18 +38,22 @@ from .zeroshot import VideoZeroShotConfig, evaluate_zero_shot, predict_videos
 __all__ = [
     "SCORERS",
     "BadVideo",
+    "EvalSplit",
     "VideoDataset",
     "VideoStats",
     "VideoZeroShotConfig",
+    "class_overlap",
     "class_prompts",
     "clip_indices",
     "decode_frames",
     "embed_mean",
+    "evaluate_cross_dataset",
     "evaluate_zero_shot",
     "extract_clip_features",
     "frame_mean",
     "frame_store",
     "get_scorer",
+    "load_eval_sets",
     "load_video_dataset",
     "pad_prompts",
     "pair_accuracy",
@@ -62,5 +69,6 @@ __all__ = [
     "score_clips",
     "segment_indices",
     "top_k_accuracy",
+    "training_classes",
     "video_report",
 ]

@@ -64,7 +64,8 @@ def extract_temporal_features(backbone: Backbone, space_time: SpaceTime, paths: 
         out.append(_encode(backbone, space_time, pending, frames, stats))
     stats.clips = len(kept)
     feats = torch.cat(out) if out else torch.zeros(0, backbone.embed_dim)
-    return feats.view(len(kept), views, frames, -1), kept, stats
+    # The width is named: with every clip skipped, -1 would be ambiguous for a tensor of 0 elements.
+    return feats.view(len(kept), views, frames, feats.shape[-1]), kept, stats
 
 
 def _encode(backbone: Backbone, space_time: SpaceTime, pending: list[torch.Tensor], frames: int, stats: VideoStats) -> torch.Tensor:

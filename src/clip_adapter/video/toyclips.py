@@ -23,10 +23,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from ..config import check_range
+from ..errors import ConfigError
 from ..io import atomic_dir, atomic_write_bytes, atomic_write_json
 from ..outputs import claim_output_dir, is_own_output, mark_output_dir
 from ..toyworld.render import PHOTO_GRAY, Placement, object_alpha
@@ -189,21 +191,49 @@ def folder_name(class_name: str) -> str:
     return class_name.replace(" ", "_")
 
 
-def descriptions() -> dict[str, list[str]]:
+def descriptions(actions: Sequence[str] = CLASSES) -> dict[str, list[str]]:
     """The description file's content: each action's start, middle, end and motion clauses."""
-    return {a.name: [a.start, a.middle, a.end, a.motion] for a in sorted(ACTIONS, key=lambda a: a.name)}
+    return {a.name: [a.start, a.middle, a.end, a.motion] for a in sorted(ACTIONS, key=lambda a: a.name) if a.name in actions}
 
 
-def toy_meta(seed: int, frames: int, size: int, fps: int, counts: dict[str, int]) -> dict:
-    """What ``meta.json`` records: how the clips were made, the pairs, and the base/novel split."""
+def select_actions(actions: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The actions a dataset holds, sorted: all (None), ``"base"``, ``"novel"``, or names (a list or ``"a,b,c"``).
+
+    A source set and a disjoint target set (the zero-shot cross-dataset protocol) are two choices here.
+
+    Example:
+        >>> select_actions("moving up,moving down")
+        ('moving down', 'moving up')
+        >>> select_actions("novel") == NOVEL
+        True
+    """
+    if actions is None:
+        return CLASSES
+    if isinstance(actions, str):
+        named = {"base": BASE, "novel": NOVEL, "all": CLASSES}.get(actions.strip())
+        actions = named if named is not None else [a.strip() for a in actions.split(",") if a.strip()]
+    unknown = [a for a in actions if a not in BY_NAME]
+    if unknown:
+        raise ConfigError(f"unknown toy action(s) {', '.join(map(repr, unknown))} in --actions; choose from "
+                          f"{', '.join(CLASSES)} (or base, novel, all)")
+    repeated = sorted({a for a in actions if list(actions).count(a) > 1})
+    if repeated:
+        raise ConfigError(f"toy action(s) named twice in --actions: {', '.join(repeated)}")
+    if len(actions) < 2:
+        raise ConfigError(f"--actions needs at least two toy actions, got {len(actions)}")
+    return tuple(sorted(actions))
+
+
+def toy_meta(seed: int, frames: int, size: int, fps: int, counts: dict[str, int], actions: Sequence[str] = CLASSES) -> dict:
+    """What ``meta.json`` records: how the clips were made, the pairs, and the base/novel split (of ``actions``)."""
     return {
         "format": "clip-adapter-toy-videos",
         "seed": seed, "frames": frames, "size": size, "fps": fps, "clips_per_class": counts,
         "templates": [TEMPLATE],
-        "time_reversed_pairs": time_reversed_pairs(),
-        "base": list(BASE), "novel": list(NOVEL),
+        "time_reversed_pairs": [p for p in time_reversed_pairs() if all(a in actions for a in p)],
+        "base": [a for a in BASE if a in actions], "novel": [a for a in NOVEL if a in actions],
         "actions": {a.name: {"start": a.start, "middle": a.middle, "end": a.end, "motion": a.motion, "reverse": a.reverse}
-                    for a in ACTIONS},
+                    for a in ACTIONS if a.name in actions},
     }
 
 
@@ -217,11 +247,14 @@ def write_toy_videos(
     fps: int = 8,
     seed: int = 0,
     overwrite: bool = False,
+    actions: str | Sequence[str] | None = None,
 ) -> Path:
     """Write the toy action dataset (both layouts, descriptions, meta) to ``out_dir``; return it.
 
-    A clip depends only on ``(seed, split, class, index)``, so the same
-    arguments give the same files. ``out_dir`` must be new, empty, or (with
+    A clip depends only on ``(seed, split, action, index)``, so the same
+    arguments give the same files, and an action's clips are the same in a
+    dataset of a subset of ``actions`` (see :func:`select_actions`; labels
+    index the subset). ``out_dir`` must be new, empty, or (with
     ``overwrite``) a toy video dataset this tool wrote.
 
     Example:
@@ -238,23 +271,26 @@ def write_toy_videos(
     check_range("fps", fps, 1, 120)
     if size % 2:
         raise ValueError(f"size must be even (H.264 with 4:2:0 chroma), got {size}")
+    chosen = select_actions(actions)
     out_dir = claim_output_dir(out_dir, TOY_VIDEOS, overwrite=overwrite)
     with atomic_dir(out_dir, may_replace=lambda p: overwrite and is_own_output(p, TOY_VIDEOS)) as tmp:
         mark_output_dir(tmp, TOY_VIDEOS)
         for split, n in counts.items():
-            rows = _write_split(tmp, split, n, frames, size, fps, seed)
+            rows = _write_split(tmp, split, n, frames, size, fps, seed, chosen)
             atomic_write_bytes(tmp / f"{split}.csv", "".join(f"{rel},{label}\n" for rel, label in rows).encode())
-        atomic_write_json(tmp / "classmap.json", {str(i): name for i, name in enumerate(CLASSES)})
-        atomic_write_json(tmp / "descriptions.json", descriptions())
-        atomic_write_json(tmp / "meta.json", toy_meta(seed, frames, size, fps, counts))
+        atomic_write_json(tmp / "classmap.json", {str(i): name for i, name in enumerate(chosen)})
+        atomic_write_json(tmp / "descriptions.json", descriptions(chosen))
+        atomic_write_json(tmp / "meta.json", toy_meta(seed, frames, size, fps, counts, chosen))
     return out_dir
 
 
-def _write_split(root: Path, split: str, n: int, frames: int, size: int, fps: int, seed: int) -> list[tuple[str, int]]:
+def _write_split(root: Path, split: str, n: int, frames: int, size: int, fps: int, seed: int,
+                 actions: Sequence[str] = CLASSES) -> list[tuple[str, int]]:
     rows = []
-    for label, name in enumerate(CLASSES):
+    for label, name in enumerate(actions):
         for i in range(n):
-            rng = np.random.default_rng([seed, SPLITS.index(split), label, i])
+            # Seeded by the action's place among all actions, so a subset's clips match the full set's.
+            rng = np.random.default_rng([seed, SPLITS.index(split), CLASSES.index(name), i])
             rel = f"videos/{folder_name(name)}/{split}_{i:04d}.mp4"
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(root / rel, encode_mp4(render_clip(name, rng, frames, size), fps))

@@ -12,13 +12,19 @@ computes the projector under ``no_grad`` (so its distillation term carries no
 gradient); here it follows FROSTER: the term has its gradient, to the encoder
 and the projector.
 
-Training clips are decoded once, then every step samples ``batch_clips``
-clips and one random frame per TSN segment (a function of the seed and the
-step only). Validation: top-1 on the seen classes' ``val`` clips (deterministic
-test-time sampling, masks unpermuted); the finetune trainer keeps the best
-validated step. The output folder is a backbone checkpoint (``--pretrained``
-in every command) plus ``stdd.json`` (the space-time settings, read by
-``video zero-shot``/``predict``), the CSV log and ``result.json``.
+Every clip is decoded once before the first step, so a missing or broken
+file stops the run there, in one line naming it. Every step samples
+``batch_clips`` clips and one random frame per TSN segment (a function of the
+seed and the step only) and preprocesses just those frames; decoded clips are
+kept as uint8 up to ``hold_mb`` (training and validation each), the rest
+decoded per batch, so memory is bounded whatever the dataset (a Kinetics clip
+is hundreds of frames). Validation: top-1 on the seen classes' ``val`` clips
+with the configured ``scorer`` over ``views`` test-time views (deterministic
+segment centres, masks unpermuted), encoded ``batch_size`` frames at a time;
+the finetune trainer keeps the best validated step. The output folder is a
+backbone checkpoint (``--pretrained`` in every command) plus ``stdd.json``
+(the space-time settings, read by ``video zero-shot``/``predict``), the CSV
+log and ``result.json``.
 
 Example:
     >>> # result = train_video(create_backbone("toy", "runs/toy-video-clip"), load_video_dataset(None, "toy-videos"),
@@ -40,22 +46,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.base import Backbone
-from ..config import Config, check_range, option
+from ..config import Config, check_choice, check_range, option
 from ..errors import ConfigError, DataError
 from ..finetune.checkpoint import write_backbone_checkpoint
 from ..finetune.trainable import TrainableClip
 from ..finetune.trainer import TrainerConfig, train
-from ..io import atomic_dir, atomic_write_json
+from ..io import atomic_dir, atomic_write_json, quoted
 from ..outputs import claim_output_dir, is_own_output, mark_output_dir
 from .clipencode import frames_to_pixels
 from .dataset import Sample, VideoDataset
-from .decode import decode_frames, probe, random_segment_indices, segment_indices
+from .decode import BadVideo, count_decoded, decode_frames, probe, random_segment_indices, segment_indices
+from .scoring import SCORERS, score_clips
 from .stdd import SpaceTime, SpaceTimeConfig, install_space_time, remove_space_time, space_time_of
 
 OUTPUT_KIND = "video-train"
 STDD_FILE = "stdd.json"
 STDD_FORMAT = "clip-adapter-video-stdd"
 LOG_NAME = "video_train_log.csv"
+TRAIN_SCORER = "embed-mean"  # the video feature training optimises; what validation scores by default
+HOLD_BYTES = 1 << 30  # decoded uint8 frames kept across steps (1 GiB: every toy clip, ~13 Kinetics-length ones at 340x256)
 
 
 @dataclass
@@ -70,41 +79,97 @@ class VideoTrainConfig(Config):
     residual: float = option(0.1, "projector residual ratio: f + residual * MLP(f)")
     unfreeze: str = option("image", "image, image-last-N or all (see finetune.trainable)")
     precision: str = option("auto", "autocast: auto (bf16 where fast), bf16 or fp32")
+    scorer: str = option(TRAIN_SCORER, "validation scorer: embed-mean (the trained video feature), frame-mean or prompt-match")
+    views: int = option(1, "test-time views per validation clip (segment offsets (v+0.5)/views)")
+    batch_size: int = option(64, "frames per encoder batch when validating (whole clips, at least one)")
+    hold_mb: int = option(HOLD_BYTES >> 20, "MiB of decoded uint8 frames kept across steps (past it: decoded per batch)")
 
     def validate(self) -> None:
         check_range("frames", self.frames, 1, 512)
         check_range("batch_clips", self.batch_clips, 1, 4096)
+        check_choice("scorer", self.scorer, SCORERS)
+        check_range("views", self.views, 1, 64)
+        check_range("batch_size", self.batch_size, 1, 1 << 16)
+        check_range("hold_mb", self.hold_mb, 0, 1 << 30)
         check_range("shots", self.shots, 0, 1_000_000)
         check_range("distill_weight", self.distill_weight, 0.0)
         check_range("residual", self.residual, 0.0)
 
 
 class ClipSet:
-    """Decoded clips held as preprocessed frames: ``pixels[i]`` is ``[F_i, 3, S, S]``, ``labels[i]`` its class."""
+    """Training or validation clips; each batch's frames preprocessed on demand from uint8 frames.
 
-    def __init__(self, samples: Sequence[Sample], backbone: Backbone, label_of: dict[int, int]) -> None:
-        self.pixels, self.labels, self.paths = [], [], []
-        for sample in samples:
-            count = probe(sample.path).num_frames
-            decoded = decode_frames(sample.path, range(count))
-            frames = [decoded[i] for i in sorted(decoded)]
-            if not frames:
-                raise DataError(f"video {sample.path} holds no decodable frames")
-            self.pixels.append(frames_to_pixels(frames, backbone))
-            self.labels.append(label_of[sample.label])
-            self.paths.append(str(sample.path))
+    Holding every clip as float32 pixels (the first version) needs ``frames × 3 × S × S × 4``
+    bytes per clip — about 180 MB for a 300-frame Kinetics clip at 224 px. Here every clip is
+    decoded once when the set is built (a missing, unreadable or corrupt file is a one-line error
+    naming it, before the first step); its uint8 frames are kept while they fit in ``hold_bytes``
+    (small datasets decode once, as before), the others are only counted and their sampled frames
+    decoded per batch, through the same decode helpers. The pixels are the same either way, so
+    training stays a function of the seed.
+
+    Example:
+        >>> # pixels, labels = ClipSet(samples, backbone, {0: 0, 3: 1}).batch([0, 1], 8, np.random.default_rng(0))
+    """
+
+    def __init__(self, samples: Sequence[Sample], backbone: Backbone, label_of: dict[int, int],
+                 hold_bytes: int = HOLD_BYTES) -> None:
+        self.backbone, self.hold_bytes, self.held_bytes = backbone, hold_bytes, 0
+        self.paths = [str(s.path) for s in samples]
+        self.labels = [label_of[s.label] for s in samples]
+        self.infos = [probe(p) for p in self.paths]
+        # Sampling starts from the header's count, as zero-shot's sampled_frames does (the same frames).
+        self.counts = [info.num_frames for info in self.infos]
+        self.held: dict[int, list[np.ndarray]] = {}  # clip → uint8 [H, W, 3] frames (sizes may change mid-stream)
+        self.decoded = [self._check(i) for i in range(len(self.paths))]  # frames really there
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, which: Sequence[int], frames: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixels ``[B·T, 3, S, S]`` (random segment frames with ``rng``, else the segment centres) and labels."""
-        chosen = []
-        for i in which:
-            n = self.pixels[i].shape[0]
-            idx = random_segment_indices(n, frames, rng) if rng is not None else segment_indices(n, frames)
-            chosen.append(self.pixels[i][idx])
+    def _check(self, i: int) -> int:
+        """Decode clip ``i`` once (held if it fits, else only counted); return its number of decodable frames."""
+        path, info = self.paths[i], self.infos[i]
+        estimate = self.counts[i] * info.width * info.height * 3  # 0 when the header gives no size: measured after decoding
+        if self.held_bytes + estimate <= self.hold_bytes and self.held_bytes < self.hold_bytes:
+            decoded = decode_frames(path, range(self.counts[i]))
+            frames = [decoded[j] for j in sorted(decoded)]
+            size = sum(f.nbytes for f in frames)
+            if frames and self.held_bytes + size <= self.hold_bytes:
+                self.held[i], self.held_bytes = frames, self.held_bytes + size
+            count = len(frames)
+        else:
+            count = count_decoded(path)
+        if count < 1:  # probe counted packets; none of them decoded to a frame
+            raise BadVideo(f"video {quoted(path)} holds no decodable frames", "no-frames")
+        return count
+
+    def batch(self, which: Sequence[int], frames: int, rng: np.random.Generator | None,
+              views: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels ``[B·V·T, 3, S, S]`` (random segment frames with ``rng``, else the ``views`` segment centres) and labels."""
+        chosen = [frames_to_pixels(self._frames(i, frames, rng, views), self.backbone) for i in which]
         return torch.cat(chosen), torch.tensor([self.labels[i] for i in which])
+
+    def _frames(self, i: int, frames: int, rng: np.random.Generator | None, views: int) -> list[np.ndarray]:
+        for _ in range(2):
+            n = self.counts[i]
+            if rng is not None:
+                idx = random_segment_indices(n, frames, rng)
+            else:
+                idx = [j for v in range(views) for j in segment_indices(n, frames, v, views)]
+            got = self._source(i, idx)
+            if all(j in got for j in idx):
+                return [got[j] for j in idx]
+            # The header overstated the frame count: sample again from the frames really there
+            # (held or not, the same draws: the run stays a function of the files and the seed).
+            self.counts[i] = self.decoded[i]
+        missing = min(j for j in idx if j not in got)
+        raise BadVideo(f"video {quoted(self.paths[i])} changed since it was checked: frame {missing} no longer decodes", "corrupt-video")
+
+    def _source(self, i: int, idx: Sequence[int]) -> dict[int, np.ndarray]:
+        """``{index: frame}`` of clip ``i`` at ``idx`` that exist: its held frames, else a decode."""
+        if i in self.held:
+            frames = self.held[i]
+            return {j: frames[j] for j in idx if j < len(frames)}
+        return decode_frames(self.paths[i], idx)
 
 
 def seen_classes(dataset: VideoDataset, classes: Sequence[str]) -> list[str]:
@@ -157,11 +222,14 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, projector: Projec
 
 def train_video(backbone: Backbone, dataset: VideoDataset, cfg: VideoTrainConfig, space: SpaceTimeConfig,
                 trainer: TrainerConfig, out_dir: str | os.PathLike, text: torch.Tensor | None = None,
-                overwrite: bool = False, inputs: Sequence[Any] = (), text_info: dict | None = None) -> dict:
+                overwrite: bool = False, inputs: Sequence[Any] = (), text_info: dict | None = None,
+                val_prompts: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Fine-tune ``backbone``'s image encoder on ``dataset``'s seen classes; write the checkpoint to ``out_dir``.
 
     ``text``: the seen classes' text features ``[C_seen, D]`` (normalised inside; the caller builds them from
-    templates or descriptions). Returns the result dict (also ``result.json``).
+    templates or descriptions). ``val_prompts``: their prompt embeddings ``[C_seen, P, D]`` and mask, for
+    ``cfg.scorer`` at validation (``prompt-match`` needs them; default: ``text`` as one prompt per class).
+    Returns the result dict (also ``result.json``).
     """
     out = claim_output_dir(out_dir, OUTPUT_KIND, overwrite=overwrite, inputs=list(inputs))
     names = seen_classes(dataset, cfg.classes)
@@ -176,8 +244,9 @@ def train_video(backbone: Backbone, dataset: VideoDataset, cfg: VideoTrainConfig
     space = installed.cfg if installed else space
     teacher = _frozen_copy(view.model.visual)  # the frozen CLIP, frame by frame (never the space-time blocks)
     space_time = installed or install_space_time(view.model.visual, space)
-    train_set = ClipSet(few_shot(dataset.split("train"), list(label_of), cfg.shots, trainer.seed), backbone, label_of)
-    val_set = ClipSet(val_samples, backbone, label_of)
+    hold = cfg.hold_mb << 20
+    train_set = ClipSet(few_shot(dataset.split("train"), list(label_of), cfg.shots, trainer.seed), backbone, label_of, hold)
+    val_set = ClipSet(val_samples, backbone, label_of, hold)  # its own budget: validation clips are decoded every validation
     if len(train_set) == 0:
         raise DataError(f"no training clips of the seen classes in {dataset.name}")
     classes = F.normalize(text.float(), dim=-1).to(view.device)
@@ -186,7 +255,10 @@ def train_video(backbone: Backbone, dataset: VideoDataset, cfg: VideoTrainConfig
         projector = Projector(classes.shape[-1], cfg.residual).to(view.device)
     module = nn.ModuleDict({"visual": view.model.visual, "projector": projector})
     loss_at = _loss_fn(view, teacher, space_time, projector, train_set, classes, cfg, trainer.seed)
-    validate = lambda: {"score": _accuracy(view, space_time, val_set, classes, cfg.frames)}  # noqa: E731
+    prompts, mask = val_prompts if val_prompts is not None else (text[:, None, :], torch.ones(len(names), 1, dtype=torch.bool))
+    if prompts.shape[0] != len(names):
+        raise ConfigError(f"validation prompts for the {len(names)} seen classes are needed, got {tuple(prompts.shape)}")
+    validate = lambda: {"score": validation_accuracy(view, space_time, val_set, prompts, mask, cfg)}  # noqa: E731
     started = time.perf_counter()
     with torch.random.fork_rng():
         result = train(module, loss_at, trainer, validate, log_path=None, desc="video train")
@@ -233,14 +305,30 @@ def _loss_fn(view: TrainableClip, teacher: nn.Module, space_time: SpaceTime, pro
     return loss_at
 
 
-def _accuracy(view: TrainableClip, space_time: SpaceTime, data: ClipSet, classes: torch.Tensor, frames: int) -> float:
-    hits = 0
-    for start in range(0, len(data), 16):
-        pixels, labels = data.batch(range(start, min(start + 16, len(data))), frames, None)
-        with space_time.clips(frames):
-            feats = video_features(view.encode_images(pixels), frames)
-        hits += int(((feats @ classes.T).argmax(1).cpu() == labels).sum())
-    return hits / len(data)
+def validation_logits(view: TrainableClip, space_time: SpaceTime, data: ClipSet, prompts: torch.Tensor,
+                      mask: torch.Tensor, cfg: VideoTrainConfig) -> torch.Tensor:
+    """Scores ``[N, C]`` (unscaled) of ``data`` with ``cfg.scorer`` over ``cfg.views`` views, ``cfg.batch_size`` frames per batch.
+
+    The frames and scores are those ``video zero-shot`` computes for the same clips with the same
+    ``--frames``, ``--views`` and scorer (its ``--scorer`` defaults to the one recorded in the
+    checkpoint's ``stdd.json``), so then the validated number is the one that evaluation reports.
+    """
+    per_batch = max(1, cfg.batch_size // (cfg.frames * cfg.views))  # whole clips: the attention spans a clip's frames
+    out = []
+    for start in range(0, len(data), per_batch):
+        which = range(start, min(start + per_batch, len(data)))
+        pixels, _ = data.batch(which, cfg.frames, None, cfg.views)
+        with space_time.clips(cfg.frames):
+            feats = view.encode_images(pixels).float().cpu()
+        out.append(score_clips(cfg.scorer, feats.view(len(which), cfg.views, cfg.frames, -1), prompts.cpu(), mask.cpu(), 1.0))
+    return torch.cat(out)
+
+
+def validation_accuracy(view: TrainableClip, space_time: SpaceTime, data: ClipSet, prompts: torch.Tensor,
+                        mask: torch.Tensor, cfg: VideoTrainConfig) -> float:
+    """Top-1 of :func:`validation_logits`."""
+    logits = validation_logits(view, space_time, data, prompts, mask, cfg)
+    return int((logits.argmax(1) == torch.tensor(data.labels)).sum()) / len(data)
 
 
 def _write(out: Path, overwrite: bool, backbone: Backbone, record: dict, result) -> None:
@@ -282,4 +370,25 @@ def read_stdd(pretrained: str | os.PathLike) -> dict | None:
     meta = read_json(file, "video STDD settings", error=ConfigError)
     if not isinstance(meta, dict) or meta.get("format") != STDD_FORMAT or not isinstance(meta.get("space_time"), dict):
         raise ConfigError(f"{file} is not a {STDD_FORMAT} file")
+    seen = meta.get("seen_classes", [])
+    # A string would be read letter by letter, a nested list would crash the overlap check: refuse both here.
+    if not isinstance(seen, list) or not all(isinstance(n, str) for n in seen):
+        raise ConfigError(f"{file}: seen_classes must be a list of class names (strings), got {seen!r:.80}")
+    train_cfg = meta.get("train_config", {})
+    if not isinstance(train_cfg, dict):
+        raise ConfigError(f"{file}: train_config must be a JSON object, got {train_cfg!r:.80}")
+    if train_cfg.get("scorer", TRAIN_SCORER) not in SCORERS:
+        raise ConfigError(f"{file}: train_config.scorer must be one of {', '.join(SCORERS)}, got {train_cfg['scorer']!r:.80}")
     return meta
+
+
+def recorded_scorer(meta: dict) -> str:
+    """The scorer a ``video train`` checkpoint was validated with (its ``stdd.json``, as :func:`read_stdd` returns it).
+
+    Files written before the scorer was recorded were validated on the mean frame embedding.
+
+    Example:
+        >>> recorded_scorer({"train_config": {"scorer": "prompt-match"}}), recorded_scorer({})
+        ('prompt-match', 'embed-mean')
+    """
+    return meta.get("train_config", {}).get("scorer", TRAIN_SCORER)

@@ -38,7 +38,7 @@ class VideoZeroShotConfig(Config):
     frames: int = option(8, "frames sampled per clip (T, one per TSN segment)")
     views: int = option(1, "temporal views per clip at test time (segment offsets (v+0.5)/views)")
     scorer: str = option("frame-mean", "frame-mean, embed-mean or prompt-match (STDD)")
-    batch_size: int = option(64, "frames per encoder batch")
+    batch_size: int = option(64, "frames per encoder batch (with space-time attention: whole clips of views x frames, at least one)")
 
     def validate(self) -> None:
         check_range("frames", self.frames, 1, 512)
@@ -72,13 +72,23 @@ def text_side(backbone: Backbone, classnames: Sequence[str], templates: Sequence
     return emb, mask, prompts
 
 
+def clips_per_batch(config: VideoZeroShotConfig) -> int:
+    """Whole clips per encoder batch with space-time attention: a clip is ``views × frames`` frames, at least one clip.
+
+    Example:
+        >>> clips_per_batch(VideoZeroShotConfig(frames=8, views=2, batch_size=64))
+        4
+    """
+    return max(1, config.batch_size // (config.frames * config.views))
+
+
 def score_videos(backbone: Backbone, paths: Sequence[str | os.PathLike], prompts: torch.Tensor, mask: torch.Tensor,
                  config: VideoZeroShotConfig, cache_dir: Any = "", skip_bad: bool = False) -> tuple[torch.Tensor, list[int], dict]:
     """Logits ``[N_kept, C]`` of the videos at ``paths``, the kept indices, and extraction stats."""
     space_time = space_time_of(getattr(getattr(backbone, "model", None), "visual", None))
     if space_time is not None and space_time.cfg.enabled:  # temporal encoder: clips encoded whole, uncached
         feats, kept, stats = extract_temporal_features(backbone, space_time, paths, config.frames, config.views,
-                                                       max(1, config.batch_size // config.frames), skip_bad)
+                                                       clips_per_batch(config), skip_bad)
     else:
         store = frame_store(backbone, cache_dir or default_cache_dir())
         feats, kept, stats = extract_clip_features(backbone, paths, store, config.frames, config.views, config.batch_size, skip_bad)
