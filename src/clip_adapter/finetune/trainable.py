@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..backbones.base import Backbone
-from ..backbones.precision import cpu_has_fast_bf16
+from ..backbones.precision import resolve_precision
 from ..config import check_choice
 from ..errors import ConfigError
 
@@ -59,7 +59,7 @@ class TrainableClip:
         self.model: nn.Module = backbone.model.float().eval()  # float32 master weights; autocast does bf16
         backbone.precision = "fp32"  # the backbone's own casts must not undo that
         self.unfreeze = unfreeze
-        self.bf16 = precision == "bf16" or (precision == "auto" and _fast_bf16(backbone.device))
+        self.bf16 = resolve_precision(precision, backbone.device) == "bf16"
         set_trainable(self.model, backbone.provider, unfreeze)
 
     @property
@@ -123,12 +123,6 @@ class TrainableClip:
         if added:
             self.model.token_embedding.weight.requires_grad_(True)
         return added
-
-
-def _fast_bf16(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    return device.type == "cpu" and cpu_has_fast_bf16()
 
 
 def set_trainable(model: nn.Module, provider: str, unfreeze: str) -> None:
