@@ -297,6 +297,32 @@ def survey_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
         ("multilabel/evaluate a missing artifact", ["multilabel", "evaluate", str(tmp / "no-art"), "--data", str(_multilabel_file(tmp, good))], False),
         ("distill/--teacher-artifact missing", ["distill", "--teacher-artifact", str(tmp / "no-art"), "--data", str(good),
                                                 "--student", "toy-tiny", "--out", str(tmp / "d3")], False),
+        *cross_dataset_cases(tmp),
+        ("toy pretrain/--init missing", ["toy", "pretrain", "--init", str(tmp / "no-ckpt"), "--steps", "1", "--out", str(tmp / "tp1")], False),
+        ("toy pretrain/--init with --widths", ["toy", "pretrain", "--init", "shipped", "--widths", "8,16", "--out", str(tmp / "tp2")], False),
+    ]
+
+
+def cross_dataset_cases(tmp: Path) -> list[tuple[str, list[str], bool]]:
+    """``video cross-dataset``: evaluation splits that are missing, empty, repeated or share classes with training."""
+    from clip_adapter.video.toyclips import write_toy_videos
+
+    tiny = dict(frames=4, size=16)
+    target = str(write_toy_videos(tmp / "xd-t1", 0, 0, 1, actions="novel", **tiny))
+    source = str(write_toy_videos(tmp / "xd-src", 1, 1, 0, actions="base", **tiny))
+    mixed = str(write_toy_videos(tmp / "xd-mix", 0, 0, 1, actions="growing,moving up", **tiny))
+    cross = ["video", "cross-dataset"]
+    return [
+        ("video/toy-dataset --actions unknown", ["video", "toy-dataset", "--actions", "moving up,flying", "--out", str(tmp / "v7")], False),
+        ("video/toy-dataset --actions one", ["video", "toy-dataset", "--actions", "growing", "--out", str(tmp / "v8")], False),
+        ("video/cross-dataset eval folder missing", [*cross, "--eval-split-dir", str(tmp / "no-split"), "--out", str(tmp / "v9")], False),
+        ("video/cross-dataset eval split without test clips", [*cross, "--eval-split-dir", source, "--split", "test", "--out", str(tmp / "v10")], False),
+        ("video/cross-dataset classes shared with training", [*cross, "--train-split-dir", source, "--eval-split-dir", mixed,
+                                                              "--out", str(tmp / "v11")], False),
+        ("video/cross-dataset no eval splits", [*cross, "--out", str(tmp / "v12")], False),
+        ("video/cross-dataset training folder missing", [*cross, "--train-split-dir", str(tmp / "gone"), "--eval-split-dir", target,
+                                                         "--out", str(tmp / "v13")], False),
+        ("video/cross-dataset same split twice", [*cross, "--eval-split-dir", target, str(Path(target) / "."), "--out", str(tmp / "v14")], False),
     ]
 
 

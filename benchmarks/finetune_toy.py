@@ -1,6 +1,7 @@
 """Train each compositional remedy on the shipped toy CLIP and compare it with the base model.
 
     python benchmarks/finetune_toy.py [--out runs/finetune-toy] [--recipes negclip,labclip,negation] [--set negclip.lr=3e-5]
+                                      [--base runs/toy-binding]
 
 For the base model and each remedy (its default recipe, trained with
 ``clip_adapter.finetune.finetune`` into ``<out>/<recipe>`` and loaded back
@@ -76,16 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=500, help="benchmark items per measure")
     parser.add_argument("--zs-per-class", type=int, default=50)
     parser.add_argument("--set", action="append", default=[], metavar="RECIPE.KEY=VALUE")
+    parser.add_argument("--base", default="shipped", help="toy checkpoint the remedies start from (default: the shipped one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
-    rows = [{"model": "base (shipped)", **measure(create_backbone("toy", precision="fp32"), args.items, args.zs_per_class)}]
+    base_model = create_backbone("toy", pretrained=args.base, precision="fp32")
+    rows = [{"model": f"base ({args.base})", **measure(base_model, args.items, args.zs_per_class)}]
     print(table(rows), flush=True)
     for recipe in [r for r in args.recipes.split(",") if r]:
         RECIPES.get(recipe)
         start = time.perf_counter()
-        result = finetune(recipe, out=out / recipe, config=overrides(args.set, recipe), overwrite=True,
-                          command=f"benchmarks/finetune_toy.py --recipes {recipe}")
+        result = finetune(recipe, pretrained=args.base, out=out / recipe, config=overrides(args.set, recipe), overwrite=True,
+                          command=f"benchmarks/finetune_toy.py --recipes {recipe} --base {args.base}")
         wall = time.perf_counter() - start
         tuned = create_backbone("toy", pretrained=str(result.out), precision="fp32")
         rows.append({"model": recipe, **measure(tuned, args.items, args.zs_per_class), "train_s": round(wall, 1),

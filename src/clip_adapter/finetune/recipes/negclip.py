@@ -15,9 +15,13 @@ epochs at lr 1e-6 and keeps zero-shot skills by that small step; here
 toy CLIP's own pretraining distribution), and the saved step is the best on
 validation items whose zero-shot accuracy stayed within
 ``max_zero_shot_drop`` (the paper reports its last epoch). Toy hard negatives
-are the attribute swaps and relation swaps of
-:mod:`clip_adapter.compose.captions` (``order_negatives`` adds ARO's word-order
-shuffles); a captions file brings its own, or gets trigram shuffles.
+are the colour swaps of :mod:`clip_adapter.compose.captions` (``kinds`` adds
+size/fill and relation swaps, ``order_negatives`` ARO's word-order shuffles);
+a captions file brings its own, or gets trigram shuffles. The toy defaults —
+text tower only, lr 1e-3 without weight decay, 600 steps, colour swaps — were
+chosen on the validation items (the earlier all-parts, lr 1e-4, colour+relation
+setting never beat the base there). On a real CLIP set the paper's lr
+(``--set lr=1e-6``) and ``unfreeze`` yourself.
 
 Example:
     >>> NegClipConfig().neighbours
@@ -42,20 +46,21 @@ from ..trainable import TrainableClip
 from ..trainer import TrainResult, train
 from .base import RECIPES, Recipe, RecipeConfig, Validator, file_data, toy_data
 
-TRAIN_KINDS = ("attribution-color", "relation")  # what validation scores; "attribution" adds size and fill swaps
+TRAIN_KINDS = ("attribution-color",)  # tuned on validation: adding relation swaps halved the attribution gain per step
 VAL_KINDS = ("attribution-color", "relation")
 
 
 @dataclass
 class NegClipConfig(RecipeConfig):
-    """NegCLIP's settings (defaults tuned on the toy world's validation items)."""
+    """NegCLIP's settings (toy defaults chosen on the toy world's validation items; see the module docstring)."""
 
-    unfreeze: str = option("all", "what trains (the paper: all)")
-    steps: int = option(150, "optimisation steps")
-    lr: float = option(1e-4, "peak learning rate (the paper: 1e-6 on ViT-B/32)")
-    batch_size: int = option(32, "hard-negative items per step (each brings a neighbour image: 2x images)")
+    unfreeze: str = option("text", "what trains (the paper: all; toy default text: the image tower already binds, probe 79 %)")
+    steps: int = option(600, "optimisation steps")
+    lr: float = option(1e-3, "peak learning rate (toy default; the paper: 1e-6 on ViT-B/32, set it for real CLIP)")
+    weight_decay: float = option(0.0, "AdamW weight decay on weight matrices")
+    batch_size: int = option(64, "hard-negative items per step (each brings a neighbour image: 2x images)")
     plain_batch: int = option(32, "ordinary image-caption pairs mixed into each step (keeps zero-shot skills)")
-    train_items: int = option(1500, "toy training items (attribute and relation swaps)")
+    train_items: int = option(3000, "toy training items (attribute and relation swaps)")
     plain_items: int = option(1000, "toy ordinary pretraining pairs in the mixing pool")
     neighbours: int = option(3, "K nearest images (starting model, cosine) a hard image is drawn from")
     kinds: tuple[str, ...] = option(TRAIN_KINDS, "toy training item kinds (attribution, attribution-color, relation), split evenly")
