@@ -35,10 +35,6 @@ def pretrain_main(args: argparse.Namespace) -> int:
     from ..toyworld import PretrainConfig, pretrain
 
     config = config_from_args(PretrainConfig, args)
-    if config.init:  # refuse a bad --init before the output folder exists
-        from ..toyworld.backbone import resolve_checkpoint
-
-        resolve_checkpoint(config.init)
     claim_output_dir(config.out_dir, "toy-pretrain", resume=True, option="--out-dir")
     mark_output_dir(config.out_dir, "toy-pretrain")
     path = pretrain(config)

@@ -20,12 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones.base import PreprocessConfig
-from ..backbones.precision import resolve_precision
+from ..backbones.precision import cpu_has_fast_bf16
 from ..config import Config, check_choice, check_range, option
-from ..errors import ConfigError
 from ..io import atomic_write_bytes, atomic_write_json, save_tensors
 from ..progress import progress
-from .binding import binding_text_batch, binding_text_loss
 from .model import ToyClip, ToyClipConfig, count_parameters
 from .render import IMAGE_SIZE, render_array
 from .tokenizer import ToyTokenizer
@@ -37,9 +35,6 @@ CHECKPOINT_FORMAT_VERSION = 1
 LOG_NAME = "pretrain_log.csv"
 LOG_FLUSH_EVERY = 25  # steps between atomic rewrites of the CSV log
 PREPROCESS = PreprocessConfig(image_size=IMAGE_SIZE, interpolation="bilinear")  # CLIP's mean/std
-
-
-ARCHITECTURE_FIELDS = ("widths", "depths", "embed_dim", "text_layers")
 
 
 @dataclass
@@ -60,14 +55,9 @@ class PretrainConfig(Config):
     depths: tuple[int, ...] = option((1, 1, 2, 1), "CNN residual blocks per stage")
     embed_dim: int = option(128, "shared embedding dimension")
     text_layers: int = option(3, "text transformer layers")
-    text_binding_weight: float = option(0.0, "weight of the text-only binding loss (toyworld.binding; 0: plain CLIP pretraining, as shipped)")
-    text_binding_batch: int = option(64, "anchor captions per step of the text-only binding loss")
-    init: str = option("", "toy checkpoint to continue pretraining from (shipped or a path; its architecture and vocabulary are kept); empty: random init")
 
     def validate(self) -> None:
         check_range("steps", self.steps, 1)
-        check_range("text_binding_weight", self.text_binding_weight, 0.0, 100.0)
-        check_range("text_binding_batch", self.text_binding_batch, 2)
         check_range("batch_size", self.batch_size, 2)
         check_range("lr", self.lr, 0.0)
         check_range("warmup_steps", self.warmup_steps, 0)
@@ -75,11 +65,6 @@ class PretrainConfig(Config):
         check_range("threads", self.threads, 0)
         check_range("workers", self.workers, 0, 1)
         check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
-        if self.init:
-            fresh = PretrainConfig()
-            changed = [k for k in ARCHITECTURE_FIELDS if getattr(self, k) != getattr(fresh, k)]
-            if changed:
-                raise ConfigError(f"init keeps {self.init}'s architecture: drop {', '.join(changed)}")
 
     def model_config(self) -> ToyClipConfig:
         return ToyClipConfig(widths=self.widths, depths=self.depths, embed_dim=self.embed_dim, text_layers=self.text_layers)
@@ -109,11 +94,8 @@ def render_batch(seed: int, step: int, batch_size: int) -> tuple[np.ndarray, lis
     return np.stack([render_array(scene, "photo", rng) for scene in scenes]), texts
 
 
-def make_batch(seed: int, step: int, batch_size: int, tokenizer: ToyTokenizer, binding_batch: int = 0) -> tuple[torch.Tensor, ...]:
+def make_batch(seed: int, step: int, batch_size: int, tokenizer: ToyTokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pixels, tokens and caption-group ids of step ``step`` (a function of ``(seed, step)`` only).
-
-    With ``binding_batch`` > 0, also the text-only binding batch
-    (:func:`.binding.binding_text_batch`): anchor tokens, candidate tokens, positive mask.
 
     Example:
         >>> px, tok, groups = make_batch(0, 0, 4, ToyTokenizer())
@@ -124,28 +106,23 @@ def make_batch(seed: int, step: int, batch_size: int, tokenizer: ToyTokenizer, b
     tokens = tokenizer(texts)
     # Captions that tokenize identically are the same caption ("a circle." == "a circle").
     _, groups = torch.unique(tokens, dim=0, return_inverse=True)
-    if not binding_batch:
-        return to_pixels(images), tokens, groups
-    anchors, candidates, targets = binding_text_batch(seed, step, binding_batch)
-    return to_pixels(images), tokens, groups, tokenizer(anchors), tokenizer(candidates), targets
+    return to_pixels(images), tokens, groups
 
 
 class BatchStream(torch.utils.data.IterableDataset):
     """Yields ``make_batch(seed, step)`` for every step in order."""
 
-    def __init__(self, seed: int, steps: int, batch_size: int, tokenizer: ToyTokenizer, binding_batch: int = 0) -> None:
+    def __init__(self, seed: int, steps: int, batch_size: int, tokenizer: ToyTokenizer) -> None:
         super().__init__()
         self.seed, self.steps, self.batch_size, self.tokenizer = seed, steps, batch_size, tokenizer
-        self.binding_batch = binding_batch
 
     def __iter__(self):
-        return (make_batch(self.seed, step, self.batch_size, self.tokenizer, self.binding_batch) for step in range(self.steps))
+        return (make_batch(self.seed, step, self.batch_size, self.tokenizer) for step in range(self.steps))
 
 
 def batches(cfg: PretrainConfig, tokenizer: ToyTokenizer):
     """Batches of every step, rendered ahead by a worker process when ``cfg.workers`` is 1."""
-    binding = cfg.text_binding_batch if cfg.text_binding_weight > 0 else 0
-    stream = BatchStream(cfg.seed, cfg.steps, cfg.batch_size, tokenizer, binding)
+    stream = BatchStream(cfg.seed, cfg.steps, cfg.batch_size, tokenizer)
     if cfg.workers == 0:
         return iter(stream)
     return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=1, prefetch_factor=4))
@@ -199,25 +176,16 @@ def _optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optim
 
 
 def _use_bf16(precision: str) -> bool:
-    """Pretraining runs on the CPU: bf16 when asked, or on ``auto`` where the CPU is fast at it."""
-    return resolve_precision(precision, torch.device("cpu")) == "bf16"
+    return precision == "bf16" or (precision == "auto" and cpu_has_fast_bf16())
 
 
-def train_step(model: ToyClip, opt: torch.optim.Optimizer, batch: tuple, bf16: bool, text_binding_weight: float = 0.0) -> float:
-    """One optimisation step; returns the loss.
-
-    ``batch`` is :func:`make_batch`'s tuple; when it carries the text-only
-    binding batch, ``text_binding_weight`` times its loss is added.
-    """
-    pixels, tokens, groups, *binding = batch
+def train_step(model: ToyClip, opt: torch.optim.Optimizer, batch: tuple, bf16: bool) -> float:
+    """One optimisation step; returns the loss."""
+    pixels, tokens, groups = batch
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         image_emb = model.encode_image(pixels.contiguous(memory_format=torch.channels_last))
         text_emb = model.encode_text(tokens)
-        if binding and text_binding_weight:
-            anchors, candidates = model.encode_text(binding[0]), model.encode_text(binding[1])
     loss = multi_positive_infonce(image_emb, text_emb, model.logit_scale.exp(), groups)
-    if binding and text_binding_weight:
-        loss = loss + text_binding_weight * binding_text_loss(anchors, candidates, binding[2])
     if not torch.isfinite(loss):
         from ..errors import TrainingError
 
@@ -253,8 +221,8 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
 
 def _train(cfg: PretrainConfig, command: str | None) -> Path:
     torch.manual_seed(cfg.seed)
-    model, tokenizer = _starting_model(cfg)
-    model = model.to(memory_format=torch.channels_last).train()
+    model = ToyClip(cfg.model_config()).to(memory_format=torch.channels_last).train()
+    tokenizer = ToyTokenizer(context_length=model.cfg.context_length)
     opt, bf16 = _optimizer(model, cfg), _use_bf16(cfg.precision)
     out = Path(cfg.out_dir)
     rows, start = ["step,loss,lr,logit_scale,images_per_s"], time.perf_counter()
@@ -264,7 +232,7 @@ def _train(cfg: PretrainConfig, command: str | None) -> Path:
         for step, batch in enumerate(stream):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            loss = train_step(model, opt, batch, bf16, cfg.text_binding_weight)
+            loss = train_step(model, opt, batch, bf16)
             speed, tick = cfg.batch_size / (time.perf_counter() - tick), time.perf_counter()
             rows.append(f"{step},{loss:.5f},{lr_at(step, cfg):.6g},{model.logit_scale.exp().item():.3f},{speed:.1f}")
             bar.update(1)
@@ -273,17 +241,6 @@ def _train(cfg: PretrainConfig, command: str | None) -> Path:
                 atomic_write_bytes(out / LOG_NAME, ("\n".join(rows) + "\n").encode())
     wall = time.perf_counter() - start
     return save_checkpoint(model.eval(), tokenizer, cfg, out, wall, command)
-
-
-def _starting_model(cfg: PretrainConfig) -> tuple[ToyClip, ToyTokenizer]:
-    """A seeded random model, or the ``init`` checkpoint's weights and vocabulary (continued pretraining)."""
-    if not cfg.init:
-        model = ToyClip(cfg.model_config())
-        return model, ToyTokenizer(context_length=model.cfg.context_length)
-    from .backbone import load_toy_clip  # backbone imports this module's checkpoint constants
-
-    model, tokenizer, _, _ = load_toy_clip(cfg.init)
-    return model, tokenizer
 
 
 def _default_command(cfg: PretrainConfig) -> str:
