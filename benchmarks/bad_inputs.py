@@ -298,8 +298,6 @@ def survey_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
         ("distill/--teacher-artifact missing", ["distill", "--teacher-artifact", str(tmp / "no-art"), "--data", str(good),
                                                 "--student", "toy-tiny", "--out", str(tmp / "d3")], False),
         *cross_dataset_cases(tmp),
-        ("toy pretrain/--init missing", ["toy", "pretrain", "--init", str(tmp / "no-ckpt"), "--steps", "1", "--out", str(tmp / "tp1")], False),
-        ("toy pretrain/--init with --widths", ["toy", "pretrain", "--init", "shipped", "--widths", "8,16", "--out", str(tmp / "tp2")], False),
     ]
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones.base import PreprocessConfig
-from ..backbones.precision import cpu_has_fast_bf16
+from ..backbones.precision import resolve_precision
 from ..config import Config, check_choice, check_range, option
 from ..io import atomic_write_bytes, atomic_write_json, save_tensors
 from ..progress import progress
@@ -176,7 +176,8 @@ def _optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optim
 
 
 def _use_bf16(precision: str) -> bool:
-    return precision == "bf16" or (precision == "auto" and cpu_has_fast_bf16())
+    """Pretraining runs on the CPU: bf16 when asked, or on ``auto`` where the CPU is fast at it."""
+    return resolve_precision(precision, torch.device("cpu")) == "bf16"
 
 
 def train_step(model: ToyClip, opt: torch.optim.Optimizer, batch: tuple, bf16: bool) -> float:
