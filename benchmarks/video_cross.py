@@ -123,6 +123,29 @@ def table_row(runs: list[dict]) -> dict:
             for key, field in (("top1", "top1"), ("pairs", "time_reversed_pairs"))}
 
 
+def plot(table: dict, path: Path) -> None:
+    """Bars of top-1 and time-reversed-pair accuracy (mean ± std over the target splits) per row, with chance lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = ["frame averaging (frozen)", "frozen + prompt-match (descriptions)", *VARIANTS]  # results.json sorts its keys
+    names = sorted(table, key=lambda n: order.index(n) if n in order else len(order))
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for k, (key, label, chance) in enumerate((("top1", "top-1 (5 unseen actions)", 20), ("pairs", "time-reversed pairs", 50))):
+        ax.bar([i + k * 0.4 for i in range(len(names))], [100 * table[n][key]["mean"] for n in names], 0.4,
+               yerr=[100 * table[n][key]["std"] for n in names], label=label, color=f"C{k}")
+        ax.axhline(chance, color=f"C{k}", linestyle=":", linewidth=1)
+    ax.set_xticks([i + 0.2 for i in range(len(names))], names, rotation=12, fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("toy world in motion: zero-shot cross-dataset (6 base actions -> 5 novel; 3 target splits; dotted: chance)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pretrained", default="runs/toy-video-clip", help="the toy video CLIP (`video toy-pretrain`)")
@@ -138,7 +161,11 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=8, help="test clips per target class and split")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--replot", action="store_true", help="only redraw cross_dataset.png from --out's results.json")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads((Path(args.out) / "results.json").read_text())["table"], Path(args.out) / "cross_dataset.png")
+        return
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     started = time.perf_counter()
@@ -175,6 +202,7 @@ def main() -> None:
           + ", ".join(f"{k} {statistics.fmean(v):.1f}" for k, v in speeds.items()))
     atomic_write_json(out / "results.json", {"runs": runs, "table": table, "clips_per_s": speeds, "seconds": elapsed,
                                              "args": vars(args), "std": STD_NOTE})
+    plot(table, out / "cross_dataset.png")
 
 
 if __name__ == "__main__":

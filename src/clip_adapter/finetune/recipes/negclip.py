@@ -46,7 +46,7 @@ from ..trainable import TrainableClip
 from ..trainer import TrainResult, train
 from .base import RECIPES, Recipe, RecipeConfig, Validator, file_data, toy_data
 
-TRAIN_KINDS = ("attribution-color",)  # tuned on validation: adding relation swaps halved the attribution gain per step
+TRAIN_KINDS = ("attribution-color",)  # on validation, a run with relation swaps mixed in reached 58-63 % attribution by step 300, 77 % without
 VAL_KINDS = ("attribution-color", "relation")
 
 
