@@ -321,6 +321,10 @@ def cross_dataset_cases(tmp: Path) -> list[tuple[str, list[str], bool]]:
         ("video/cross-dataset training folder missing", [*cross, "--train-split-dir", str(tmp / "gone"), "--eval-split-dir", target,
                                                          "--out", str(tmp / "v13")], False),
         ("video/cross-dataset same split twice", [*cross, "--eval-split-dir", target, str(Path(target) / "."), "--out", str(tmp / "v14")], False),
+        ("video/base-to-novel unknown --base class", ["video", "base-to-novel", "--split-dir", source, "--base", "flying,growing",
+                                                      "--out", str(tmp / "v15")], False),
+        ("video/base-to-novel class both base and novel", ["video", "base-to-novel", "--split-dir", source, "--base", "growing",
+                                                           "--novel", "growing,shrinking", "--out", str(tmp / "v16")], False),
     ]
 
 

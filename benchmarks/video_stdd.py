@@ -13,6 +13,8 @@ novel and their harmonic mean, plus accuracy within the time-reversed pairs
   (templates), without distillation.
 
 Trained models are scored by ``embed-mean`` (the video feature they were trained with).
+The protocol runs through :func:`clip_adapter.video.bench.run_base_to_novel` (``clip-adapter video
+base-to-novel``), which writes OUT/base-to-novel/{results.json,table.md,base_to_novel.png}.
 Then training throughput: clips/s of one STDD-style step (space-time attention,
 frozen teacher, distillation) against a plain per-frame open_clip loop
 (per-frame encoding, mean, cross-entropy) on the same random-weight open_clip
@@ -40,60 +42,16 @@ import torch.nn.functional as F  # noqa: E402
 
 from clip_adapter.backbones import create_backbone  # noqa: E402
 from clip_adapter.finetune.trainable import TrainableClip  # noqa: E402
-from clip_adapter.finetune.trainer import TrainerConfig  # noqa: E402
 from clip_adapter.video import load_video_dataset  # noqa: E402
-from clip_adapter.video.metrics import pair_accuracy  # noqa: E402
-from clip_adapter.video.scoring import class_ensemble  # noqa: E402
+from clip_adapter.video.bench import BaseToNovelConfig, run_base_to_novel, trained_loader  # noqa: E402
 from clip_adapter.video.stdd import SpaceTimeConfig, install_space_time  # noqa: E402
 from clip_adapter.video.toyclips import write_toy_videos  # noqa: E402
-from clip_adapter.video.train import VideoTrainConfig, train_video, video_features  # noqa: E402
-from clip_adapter.video.zeroshot import VideoZeroShotConfig, score_videos, text_side, time_reversed_pairs  # noqa: E402
+from clip_adapter.video.train import video_features  # noqa: E402
 
-VARIANTS = {
-    "STDD-style": {"stdd": True, "descriptions": True, "distill": 2.0},
-    "- space-time attention": {"stdd": False, "descriptions": True, "distill": 2.0},
-    "- description prompts": {"stdd": True, "descriptions": False, "distill": 2.0},
-    "- distillation": {"stdd": True, "descriptions": True, "distill": 0.0},
-}
-
-
-def hm(a: float, b: float) -> float:
-    return 2 * a * b / (a + b) if a + b else 0.0
-
-
-def evaluate(backbone, dataset, descriptions, scorer: str, frames: int, cache: str) -> dict:
-    """Base, novel, HM (each among its own classes) and time-reversed-pair accuracy on the test split."""
-    samples = dataset.split("test")
-    prompts, mask, _ = text_side(backbone, dataset.classnames, dataset.templates, descriptions, cache)
-    logits, kept, _ = score_videos(backbone, [s.path for s in samples], prompts, mask,
-                                   VideoZeroShotConfig(frames=frames, scorer=scorer), cache)
-    labels = torch.tensor([samples[i].label for i in kept])
-    out = {}
-    for side in ("base", "novel"):
-        cols = [dataset.classnames.index(n) for n in dataset.meta[side]]
-        rows = torch.isin(labels, torch.tensor(cols))
-        pred = torch.tensor(cols)[logits[rows][:, cols].argmax(1)]
-        out[side] = float((pred == labels[rows]).float().mean())
-    out["hm"] = hm(out["base"], out["novel"])
-    out["pairs"] = pair_accuracy(logits, labels, time_reversed_pairs(dataset))["accuracy"]
-    return out
-
-
-def train_variant(args, dataset, spec: dict, seed: int, out: Path, cache: str) -> tuple[dict, float]:
-    backbone = create_backbone("toy", args.pretrained, precision="fp32")
-    descriptions = dataset.root / "descriptions.json" if spec["descriptions"] else None
-    names = list(dataset.meta["base"])
-    prompts, mask, _ = text_side(backbone, names, dataset.templates, descriptions, cache)
-    cfg = VideoTrainConfig(frames=args.frames, batch_clips=args.batch_clips, shots=args.shots, distill_weight=spec["distill"], precision="fp32",
-                           unfreeze=args.unfreeze)
-    trainer = TrainerConfig(steps=args.steps, lr=args.lr, warmup_steps=args.steps // 10, val_every=args.val_every, seed=seed)
-    space = SpaceTimeConfig(enabled=spec["stdd"], channel_fold=args.channel_fold)
-    record = train_video(backbone, dataset, cfg, space, trainer, out,
-                         class_ensemble(prompts, mask), overwrite=True)
-    tuned = create_backbone("toy", str(out), precision="fp32")
-    if spec["stdd"]:
-        install_space_time(tuned.model.visual, space)
-    return evaluate(tuned, dataset, descriptions, "embed-mean", args.frames, cache), record["clips_per_s"]
+# The script's variant names (kept for --variants) -> the library's.
+LEGACY = {"STDD-style": "stdd", "- space-time attention": "no-space-time", "- description prompts": "no-descriptions",
+          "- distillation": "no-distill"}
+FROZEN = ("frozen-frame-mean", "frozen-prompt-match")
 
 
 def throughput(arch: str, frames: int, batch_clips: int, steps: int) -> dict:
@@ -132,32 +90,6 @@ def throughput(arch: str, frames: int, batch_clips: int, steps: int) -> dict:
     return out
 
 
-def plot(rows: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(rows)
-    keys = ("base", "novel", "hm", "pairs")
-    fig, ax = plt.subplots(figsize=(10, 4))
-    width = 0.8 / len(keys)
-    for k, key in enumerate(keys):
-        ax.bar([i + k * width for i in range(len(names))], [100 * rows[n][key]["mean"] for n in names], width,
-               yerr=[100 * rows[n][key]["std"] for n in names], label={"hm": "harmonic mean", "pairs": "reversed pairs"}.get(key, key))
-    ax.set_xticks([i + 1.5 * width for i in range(len(names))], names, rotation=12, fontsize=8)
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title("toy world in motion: base-to-novel (seeds 1-3, 16 clips per base class)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def summarise(values: list[dict]) -> dict:
-    return {k: {"mean": statistics.mean(v[k] for v in values), "std": statistics.pstdev([v[k] for v in values]) if len(values) > 1 else 0.0}
-            for k in values[0]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pretrained", required=True, help="the toy video CLIP checkpoint folder")
@@ -171,7 +103,8 @@ def main() -> None:
     parser.add_argument("--channel-fold", type=int, default=32, help="D // fold channels shifted in time (official: 32)")
     parser.add_argument("--batch-clips", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(LEGACY), help="trained rows: the old names (STDD-style, "
+                        "- space-time attention, ...) or the library's (stdd, no-space-time, no-descriptions, no-distill)")
     parser.add_argument("--arch", default="ViT-B-16", help="open_clip architecture for the clips/s comparison, a patch grid "
                         "divisible by 2 as STDD's windows need (ViT-B-16: 14x14; ViT-B-32's 7x7 is refused) ('' skips it)")
     parser.add_argument("--speed-clips", type=int, default=2, help="clips per timed step (default: %(default)s)")
@@ -191,29 +124,16 @@ def main() -> None:
     if not data.exists():
         write_toy_videos(data, train=16, val=4, test=8, frames=16, size=64, seed=0)
     dataset = load_video_dataset(None, data)
-    frozen = create_backbone("toy", args.pretrained, precision="fp32")
-    rows = {"frame averaging (frozen)": [evaluate(frozen, dataset, None, "frame-mean", args.frames, cache)],
-            "frozen, prompt-match + descriptions": [evaluate(frozen, dataset, data / "descriptions.json", "prompt-match", args.frames, cache)]}
-    speeds = {}
-    for name in args.variants:
-        results = []
-        for seed in args.seeds:
-            started = time.perf_counter()
-            result, speed = train_variant(args, dataset, VARIANTS[name], seed, out / f"run-{name.strip('- ').replace(' ', '-')}-{seed}", cache)
-            results.append(result)
-            speeds.setdefault(name, []).append(speed)
-            print(f"{name} seed {seed}: " + "  ".join(f"{k} {100 * v:.1f}" for k, v in result.items())
-                  + f"  ({time.perf_counter() - started:.0f} s, {speed} clips/s)", flush=True)
-        rows[name] = results
-    table = {name: summarise(results) for name, results in rows.items()}
-    lines = ["| row | base | novel | HM | reversed pairs |", "|---|---|---|---|---|"]
-    for name, r in table.items():
-        cell = lambda k: f"{100 * r[k]['mean']:.1f} ± {100 * r[k]['std']:.1f}"  # noqa: E731
-        lines.append(f"| {name} | {cell('base')} | {cell('novel')} | {cell('hm')} | {cell('pairs')} |")
-    print("\n".join(lines))
-    plot(table, out / "base_to_novel.png")
-    speed = {"toy ViT, STDD-style training (clips/s)": {k: round(statistics.mean(v), 2) for k, v in speeds.items()}}
-    results = {"rows": rows, "table": table, "throughput": speed, "args": vars(args)}
+    variants = (*FROZEN, *(LEGACY.get(v, v) for v in args.variants))  # the protocol itself lives in clip_adapter.video.bench
+    cfg = BaseToNovelConfig(variants=variants, seeds=tuple(args.seeds), shots=args.shots, steps=args.steps, lr=args.lr,
+                            frames=args.frames, batch_clips=args.batch_clips, val_every=args.val_every, unfreeze=args.unfreeze,
+                            channel_fold=args.channel_fold)
+    bench = run_base_to_novel(dataset, cfg, out / "base-to-novel", lambda: create_backbone("toy", args.pretrained, precision="fp32"),
+                              trained_loader("toy"), cache_dir=cache, overwrite=True, log=lambda m: print(m, flush=True))
+    print(bench["markdown"])
+    speed = {"toy ViT, STDD-style training (clips/s)": bench["train_clips_per_s"]}
+    results = {"base_to_novel": str(out / "base-to-novel" / "results.json"), "table": bench["table"], "throughput": speed,
+               "args": vars(args)}
     (out / "results.json").write_text(json.dumps(results, indent=1))  # before the slow part
     if args.arch:
         speed[f"open_clip {args.arch}, random weights, {args.frames} frames x {args.speed_clips} clips"] = \

@@ -40,6 +40,7 @@ KIND_ENTRIES: dict[str, re.Pattern[str]] = {
     "toy-video-dataset": re.compile(r"^(videos|(train|val|test)\.csv|classmap\.json|descriptions\.json|meta\.json)$"),
     "video-eval": re.compile(r"^(metrics\.json|predictions\.csv)$"),
     "video-cross-dataset": re.compile(r"^(metrics\.json|predictions\.csv)$"),
+    "video-base-to-novel": re.compile(r"^(results\.json|table\.md|base_to_novel\.png|runs)$"),
     "compose-suites": re.compile(r"^(attribution|relation|order|negation)$"),
     "compose-bench": re.compile(r"^(compose\.json|compose\.md|[\w-]+\.png)$"),
     "toy-video-clip": re.compile(r"^toy_clip\.(safetensors|json)$"),

@@ -24,6 +24,7 @@ Examples::
     clip-adapter video zero-shot --split-dir toy-videos --backbone toy --pretrained stdd-toy --out zs-stdd
     clip-adapter video toy-dataset --actions base --out src && clip-adapter video toy-dataset --actions novel --seed 1 --out tgt1
     clip-adapter video cross-dataset --train-split-dir src --eval-split-dir tgt1 tgt2 tgt3 --backbone toy --pretrained stdd-toy --out cross
+    clip-adapter video base-to-novel --split-dir toy-videos --backbone toy --pretrained runs/toy-video-clip --seeds 1 2 3 --out b2n
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_train(video_sub)
     _add_cross_dataset(video_sub)
     _add_toy_pretrain(video_sub)
+    _add_base_to_novel(video_sub)
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
 
 
@@ -110,6 +112,66 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--split-dir", default=None, help="folder of train.csv/val.csv/test.csv (relative/path,label rows)")
     data.add_argument("--classmap", default=None, metavar="FILE", help='class map JSON {"0": "name", …} (default: SPLIT_DIR/classmap.json)')
     data.add_argument("--video-root", default=None, metavar="DIR", help="what CSV paths are relative to (default: the split folder)")
+
+
+def _add_base_to_novel(sub: argparse._SubParsersAction) -> None:
+    from ..video.bench import VARIANTS
+
+    bn = sub.add_parser("base-to-novel", help="the base-to-novel protocol: train on base actions per seed, test base and novel "
+                        "actions each among themselves; base, novel, HM, reversed pairs; results.json, table.md, a plot",
+                        description="Open-VCLIP/FROSTER/STDD base-to-novel: frozen rows (no training) and STDD-style trained "
+                        "rows with ablations (`video train` per seed), mean ± population std over the seeds.")
+    _add_data_options(bn)
+    data = [g for g in bn._action_groups if g.title == "data"][0]
+    data.add_argument("--base", default=None, help="comma-separated base (training) classes (default: meta.json's 'base')")
+    data.add_argument("--novel", default=None, help="comma-separated novel classes (default: meta.json's 'novel', else the rest)")
+    bn.add_argument("--out", required=True, help="output folder: results.json, table.md, base_to_novel.png, runs/")
+    add_overwrite_option(bn, "a base-to-novel output")
+    bn.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
+                    help=f"rows, of: {', '.join(VARIANTS)} (default: all; the frozen rows need no training)")
+    bn.add_argument("--seeds", type=seed_int, nargs="+", default=[1, 2, 3], help="seeds of the trained rows (default: 1 2 3)")
+    bn.add_argument("--shots", type=count_int, default=16, help="training clips per base class, 0 = all (default: %(default)s)")
+    bn.add_argument("--steps", type=positive_int, default=150, help="optimisation steps per trained run (default: %(default)s)")
+    bn.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: %(default)s)")
+    bn.add_argument("--batch-clips", type=positive_int, default=8, help="clips per step (default: %(default)s)")
+    bn.add_argument("--val-every", type=positive_int, default=25, help="steps between validations (default: %(default)s)")
+    bn.add_argument("--frames", type=positive_int, default=8, help="frames per clip (default: %(default)s)")
+    bn.add_argument("--descriptions", default=None, metavar="FILE",
+                    help="class → clauses (default: the dataset's descriptions.json); the description rows need it")
+    bn.add_argument("--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
+    add_backbone_options(bn)
+    bn.set_defaults(func=base_to_novel_main)
+
+
+def _names(text: str | None) -> list[str]:
+    """Comma-separated class names, blanks dropped."""
+    return [n.strip() for n in text.split(",") if n.strip()] if text else []
+
+
+def base_to_novel_main(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..video.bench import BaseToNovelConfig, base_novel_split, run_base_to_novel, trained_loader
+    from ..video.dataset import load_video_dataset
+    from ..video.kinds import VIDEO_BASE_TO_NOVEL
+    from ..outputs import claim_output_dir
+
+    if args.pretrained and _stdd_meta(args):  # a trained checkpoint as the "frozen" CLIP would make every row a lie
+        raise ConfigError(f"--pretrained {args.pretrained} is a `video train` output; base-to-novel starts from a frozen CLIP")
+    inputs = [args.data, args.split_dir, args.video_root, args.descriptions]
+    claim_output_dir(args.out, VIDEO_BASE_TO_NOVEL, overwrite=args.overwrite, inputs=inputs)  # before any work
+    cache_dir = cache_dir_from_args(args, inputs)
+    dataset = load_video_dataset(args.data, args.split_dir, args.video_root, args.classmap)
+    base, novel = base_novel_split(dataset, _names(args.base), _names(args.novel))  # before the backbone loads
+    cfg = BaseToNovelConfig.from_dict({"variants": tuple(dict.fromkeys(args.variants)), "seeds": tuple(args.seeds),
+                                       "shots": args.shots, "steps": args.steps, "lr": args.lr, "frames": args.frames,
+                                       "batch_clips": args.batch_clips, "val_every": args.val_every}, where="options")
+    make = lambda: backbone_from_args(args)  # noqa: E731
+    load = trained_loader(args.backbone, "fp32" if args.precision == "auto" else args.precision, args.device)
+    info = {"backbone": args.backbone, "pretrained": args.pretrained, "data": args.data, "split_dir": args.split_dir}
+    results = run_base_to_novel(dataset, cfg, args.out, make, load, base, novel, args.descriptions, cache_dir,
+                                args.overwrite, inputs, log=lambda m: print(m, file=sys.stderr), info=info)
+    print(results["markdown"])
+    return 0
 
 
 def _add_toy_pretrain(sub: argparse._SubParsersAction) -> None:

@@ -10,7 +10,8 @@ The layers, each usable alone, in the order data flows through them:
 * :mod:`.metrics`: top-1, top-5, per-class, and accuracy within time-reversed pairs;
 * :mod:`.zeroshot`: the pipeline over them; :mod:`.toyclips`: the toy world in motion;
 * :mod:`.cross`: the zero-shot cross-dataset protocol (train on some actions, test on disjoint
-  splits of others, mean ± std over the splits) through the same pipeline.
+  splits of others, mean ± std over the splits) through the same pipeline;
+* :mod:`.bench`: the base-to-novel protocol (frozen and trained rows, base/novel/HM/pairs, table and plot).
 
 Training a video encoder: :mod:`.stdd` (STDD's parameter-free space-time cross
 attention inside the ViT blocks of the toy ViT and of open_clip), :mod:`.train`
@@ -26,6 +27,7 @@ Example:
     [1, 3, 5, 7, 9]
 """
 
+from .bench import BaseToNovelConfig, run_base_to_novel
 from .cross import EvalSplit, class_overlap, evaluate_cross_dataset, load_eval_sets, training_classes
 from .dataset import VideoDataset, load_video_dataset, read_classmap, read_split_dir, read_video_folder
 from .decode import BadVideo, clip_indices, decode_frames, probe, random_segment_indices, sampled_frames, segment_indices
@@ -37,6 +39,7 @@ from .zeroshot import VideoZeroShotConfig, evaluate_zero_shot, predict_videos
 
 __all__ = [
     "SCORERS",
+    "BaseToNovelConfig",
     "BadVideo",
     "EvalSplit",
     "VideoDataset",
@@ -65,6 +68,7 @@ __all__ = [
     "read_descriptions",
     "read_split_dir",
     "read_video_folder",
+    "run_base_to_novel",
     "sampled_frames",
     "score_clips",
     "segment_indices",

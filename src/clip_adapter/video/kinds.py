@@ -5,3 +5,4 @@ from __future__ import annotations
 TOY_VIDEOS = "toy-video-dataset"
 VIDEO_EVAL = "video-eval"
 VIDEO_CROSS = "video-cross-dataset"
+VIDEO_BASE_TO_NOVEL = "video-base-to-novel"
