@@ -38,8 +38,9 @@ from ..config import Config, check_range, option
 from ..errors import ConfigError
 from ..io import atomic_path, atomic_write_bytes, atomic_write_json
 from ..outputs import claim_output_dir, mark_output_dir
-from .dataset import Sample, VideoDataset
+from .dataset import Sample, VideoDataset  # noqa: F401  (Sample: the doctests build datasets with it)
 from .kinds import VIDEO_BASE_TO_NOVEL
+from .metrics import mean_std
 from .zeroshot import DEFAULT_TEMPLATES, VideoZeroShotConfig, evaluate_zero_shot
 
 PROTOCOL = "video-base-to-novel"
@@ -164,7 +165,7 @@ def summarise(values: list[dict]) -> dict[str, dict[str, float | None]]:
     out = {}
     for key in values[0]:
         got = [v[key] for v in values if v[key] is not None]
-        out[key] = {"mean": statistics.mean(got) if got else None, "std": statistics.pstdev(got) if len(got) > 1 else 0.0 if got else None}
+        out[key] = mean_std(got) if got else {"mean": None, "std": None}
     return out
 
 

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import os
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,6 +35,7 @@ from ..backbones.base import Backbone
 from ..errors import ConfigError, DataError
 from .dataset import VideoDataset, load_video_dataset, read_classmap, read_video_folder
 from .descriptions import class_prompts, read_descriptions
+from .metrics import mean_std
 from .zeroshot import DEFAULT_TEMPLATES, VideoZeroShotConfig, evaluate_zero_shot
 
 SUMMARY_KEYS = ("top1", "top5", "mean_per_class_accuracy", "time_reversed_pairs")
@@ -200,8 +200,7 @@ def summarise(rows: Sequence[dict]) -> dict[str, dict]:
     for key in SUMMARY_KEYS:
         values = [r[key] for r in rows if r.get(key) is not None]
         if values:
-            out[key] = {"mean": round(statistics.fmean(values), 10), "std": round(statistics.pstdev(values), 10),
-                        "splits": len(values)}
+            out[key] = {**{k: round(v, 10) for k, v in mean_std(values).items()}, "splits": len(values)}
     return out
 
 

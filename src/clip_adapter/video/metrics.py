@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any, Sequence
 
 import torch
 
 from ..metrics import classification_report
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean and population std (ddof 0), as Open-VCLIP/FROSTER report over splits and seeds.
+
+    Example:
+        >>> mean_std([0.5, 0.7])
+        {'mean': 0.6, 'std': 0.09999999999999998}
+    """
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}
 
 
 def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float | None:
