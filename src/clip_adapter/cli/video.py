@@ -69,6 +69,15 @@ def _add_toy_dataset(sub: argparse._SubParsersAction) -> None:
     ds.set_defaults(func=toy_dataset_main)
 
 
+def _add_evaluation_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """What every scoring command takes: its output folder, --skip-bad, sampling and backbone options."""
+    parser.add_argument("--out", required=True, help="output folder for metrics.json and predictions.csv")
+    add_overwrite_option(parser, what)
+    parser.add_argument("--skip-bad", action="store_true", help="leave unreadable videos out and list them, instead of stopping")
+    _add_sampling_options(parser)
+    add_backbone_options(parser)
+
+
 def _add_sampling_options(parser: argparse.ArgumentParser, for_training: bool = False) -> None:
     from ..video.scoring import SCORERS
     from ..video.train import TRAIN_SCORER
@@ -98,11 +107,7 @@ def _add_zero_shot(sub: argparse._SubParsersAction) -> None:
     _add_data_options(zs)
     data = [g for g in zs._action_groups if g.title == "data"][0]
     data.add_argument("--split", default=None, choices=("train", "val", "test", "all"), help="split to evaluate (default: test, else all)")
-    zs.add_argument("--out", required=True, help="output folder for metrics.json and predictions.csv")
-    add_overwrite_option(zs, "an evaluation")
-    zs.add_argument("--skip-bad", action="store_true", help="leave unreadable videos out and list them, instead of stopping")
-    _add_sampling_options(zs)
-    add_backbone_options(zs)
+    _add_evaluation_options(zs, "an evaluation")
     zs.set_defaults(func=zero_shot_main)
 
 
@@ -241,11 +246,7 @@ def _add_cross_dataset(sub: argparse._SubParsersAction) -> None:
                     help="what the --eval-split-dir CSV paths are relative to (default: each split folder); not for --eval-data")
     ev.add_argument("--split", default=None, choices=("test", "all"),
                     help="clips evaluated in each split (default: its test clips, else all, as `video zero-shot`)")
-    cd.add_argument("--out", required=True, help="output folder for metrics.json and predictions.csv")
-    add_overwrite_option(cd, "a cross-dataset evaluation")
-    cd.add_argument("--skip-bad", action="store_true", help="leave unreadable videos out and list them, instead of stopping")
-    _add_sampling_options(cd)
-    add_backbone_options(cd)
+    _add_evaluation_options(cd, "a cross-dataset evaluation")
     cd.set_defaults(func=cross_dataset_main)
 
 
