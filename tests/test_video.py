@@ -201,6 +201,9 @@ def test_descriptions_json_yaml_and_missing_class(tmp_path, toy_backbone):
     (tmp_path / "bad.json").write_text(json.dumps({"jump": []}))
     with pytest.raises(DataError, match=r"bad.json: class 'jump' must have a non-empty list"):
         read_descriptions(tmp_path / "bad.json")
+    # With templates, as the official STDD text_prompt: the class prompt, then "<class>, <clause>" per template.
+    assert class_prompts(["push up"], ["a video of {}.", "{}"], desc) == [[
+        "a video of push up.", "a video of push up, arms bend.", "push up", "push up, arms bend", "push up on the floor"]]
     pytest.importorskip("yaml")
     (tmp_path / "d.yaml").write_text("jump:\n  - feet leave the ground\n  - lands again\n")
     assert read_descriptions(tmp_path / "d.yaml") == {"jump": ["feet leave the ground", "lands again"]}

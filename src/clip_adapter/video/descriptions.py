@@ -11,10 +11,17 @@ in one line saying to install ``pyyaml`` or convert it to JSON::
       "push up":      ["a person lying face down", "arms bend and straighten", "{} on the floor"]
     }
 
-A clause is used as written; a ``{}`` in it is replaced by the class name.
-Classes of the dataset missing from the file are an error naming the first
-one; extra classes in the file are ignored (one file can serve a dataset and
-its subsets). Without a file, every class gets the plain templates instead.
+A class's prompts are built as the official STDD ``text_prompt``
+(``utils/text2feature.py``) builds them: for every template, the template
+with the class name ("a video of a person push up."), then the template with
+``"<class>, <clause>"`` for each clause ("a video of a person push up, arms bend
+and straighten."), so every prompt names the action and the clauses add what
+it looks like. A clause holding ``{}`` is used as written instead, with the
+class name in place of ``{}`` (for files that phrase whole prompts); with no
+templates, every clause is used as written. Classes of the dataset missing
+from the file are an error naming the first one; extra classes in the file
+are ignored (one file can serve a dataset and its subsets). Without a file,
+every class gets the plain templates.
 """
 
 from __future__ import annotations
@@ -85,21 +92,34 @@ def _load_yaml(path: Path) -> object:
 def class_prompts(
     classnames: Sequence[str], templates: Sequence[str], descriptions: Mapping[str, Sequence[str]] | None = None
 ) -> list[list[str]]:
-    """Prompts of each class, in label order: its described clauses, else the templates filled in.
+    """Prompts of each class, in label order: the templates, then the templates filled with each described clause.
 
     Example:
         >>> class_prompts(["jump"], ["a video of {}."])
         [['a video of jump.']]
+        >>> class_prompts(["jump"], ["a video of {}."], {"jump": ["feet off the ground", "{} high"]})
+        [['a video of jump.', 'a video of jump, feet off the ground.', 'jump high']]
         >>> class_prompts(["jump"], [], {"jump": ["{} high", "feet off the ground"]})
         [['jump high', 'feet off the ground']]
     """
+    filled = [check_template(t, "--template") for t in templates]
     if descriptions is None:
-        return [[check_template(t, "--template").format(name) for t in templates] for name in classnames]
+        return [[t.format(name) for t in filled] for name in classnames]
     index = {clean_classname(k).casefold(): v for k, v in descriptions.items()}
     out = []
     for name in classnames:
         clauses = index.get(clean_classname(name).casefold())
         if clauses is None:
             raise DataError(f"description file has no clauses for class {name!r}")
-        out.append([c.replace("{}", name) for c in clauses])
+        out.append(_described(name, filled, clauses))
     return out
+
+
+def _described(name: str, templates: Sequence[str], clauses: Sequence[str]) -> list[str]:
+    """One class's prompts: STDD's ``[t(c)] + [t(f"{c}, {clause}")]`` per template; ``{}`` clauses as written, once."""
+    whole = [c.replace("{}", name) for c in clauses if "{}" in c]
+    parts = [c for c in clauses if "{}" not in c]
+    if not templates:
+        return [c.replace("{}", name) for c in clauses]
+    prompts = [p for t in templates for p in (t.format(name), *(t.format(f"{name}, {c}") for c in parts))]
+    return prompts + whole
