@@ -165,9 +165,9 @@ def test_cross_dataset_reads_the_seen_actions_of_a_trained_checkpoint(worlds, to
     assert cli_main(_cross(worlds, tmp_path / "d", "--backbone", "toy", "--pretrained", str(trained))) == 0
     metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert metrics["train_classes"] == list(BASE) and metrics["splits"][0]["extraction"]["frames_cached"] == 0
-    assert metrics["config"]["scorer"] == "embed-mean" and metrics["overlap_checked"] is True  # as stdd.json records
-    assert cli_main(_cross(worlds, tmp_path / "e", "--backbone", "toy", "--pretrained", str(trained), "--scorer", "frame-mean")) == 0
-    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["config"]["scorer"] == "frame-mean"  # unless told
+    assert metrics["config"]["scorer"] == "frame-mean" and metrics["overlap_checked"] is True  # as stdd.json records
+    assert cli_main(_cross(worlds, tmp_path / "e", "--backbone", "toy", "--pretrained", str(trained), "--scorer", "embed-mean")) == 0
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["config"]["scorer"] == "embed-mean"  # unless told
 
 
 def test_bad_cross_dataset_inputs_are_one_line(worlds, tmp_path, capsys):
@@ -319,16 +319,17 @@ def test_video_train_uses_its_scorer_views_and_batch_size_and_stays_deterministi
     prompts, mask, _ = text_side(backbone, list(BASE), dataset.templates, worlds["source"] / "descriptions.json")
     cfg = VideoTrainConfig(frames=4, batch_clips=3, shots=2, precision="fp32", scorer="prompt-match", views=2, batch_size=8, hold_mb=0)
     trainer = TrainerConfig(steps=2, lr=1e-4, warmup_steps=0, val_every=1, seed=1)
-    train_video(backbone, dataset, cfg, SpaceTimeConfig(), trainer, tmp_path / "streamed", class_ensemble(prompts, mask),
-                val_prompts=(prompts, mask))
+    train_video(backbone, dataset, cfg, SpaceTimeConfig(), trainer, tmp_path / "streamed", prompts, mask)
     assert len(made) == 2 and all(len(c) > 0 and not c.held and c.held_bytes == 0 for c in made)
     assert (tmp_path / "streamed" / "video_train_log.csv").read_text() == log
-    default = run(tmp_path / "c")
-    assert default["train_config"]["scorer"] == "embed-mean" and default["train_config"]["views"] == 1
+    default = run(tmp_path / "c")  # the official STDD score: frame-averaged logits without descriptions ...
+    assert default["train_config"]["scorer"] == "frame-mean" and default["train_config"]["views"] == 1
+    described = run(tmp_path / "d", "--descriptions", str(worlds["source"] / "descriptions.json"))
+    assert described["train_config"]["scorer"] == "prompt-match"  # ... prompt-level matching with them
     capsys.readouterr()
     assert cli_main(["video", "train", "--help"]) == 0
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "frames per encoder batch when validating" in help_text and "(STDD) when validating" in help_text
+    assert "frames per encoder batch when validating" in help_text and "the score trained and validated" in help_text
 
 
 # --- review fixes: unreadable splits, stdd.json, frames that change size, broken streams, names, the overlap check ---
@@ -448,3 +449,30 @@ def test_cross_dataset_without_training_classes_warns_and_records_it(worlds, tmp
     assert len(warned) == 1 and warned[0].startswith("warning: no training classes known")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["overlap_checked"] is False and metrics["train_classes"] == []
+
+
+def test_the_training_loss_is_the_official_stdd_score_of_the_frames(worlds, toy_vit_checkpoint):
+    """Cross-entropy of the configured scorer over per-frame features, as TemporalClipVideo.forward trains."""
+    from clip_adapter.finetune.trainable import TrainableClip
+    from clip_adapter.video.scoring import score_clips
+    from clip_adapter.video.stdd import install_space_time
+    from clip_adapter.video.train import few_shot
+
+    backbone = create_backbone("toy", pretrained=str(toy_vit_checkpoint), precision="fp32")
+    dataset = load_video_dataset(None, worlds["source"])
+    prompts, mask, _ = text_side(backbone, list(BASE), dataset.templates, worlds["source"] / "descriptions.json")
+    view = TrainableClip(backbone, unfreeze="image", precision="fp32")
+    frame_wise = install_space_time(view.model.visual, SpaceTimeConfig(enabled=False))  # no random masks: comparable
+    label_of = {dataset.classnames.index(n): i for i, n in enumerate(BASE)}
+    data = ClipSet(few_shot(dataset.split("train"), list(label_of), 2, 1), backbone, label_of, 1 << 30)
+    losses = {}
+    for scorer in ("prompt-match", "frame-mean", "embed-mean"):
+        cfg = VideoTrainConfig(frames=4, batch_clips=3, distill_weight=0.0, scorer=scorer, precision="fp32")
+        losses[scorer] = video_train._loss_fn(view, None, frame_wise, None, data, (prompts, mask), cfg, seed=1)(0)
+        rng = np.random.default_rng([1, 0])  # the step's batch, drawn as the loss draws it
+        pixels, labels = data.batch(rng.choice(len(data), size=3, replace=False), 4, rng)
+        with torch.no_grad():
+            frames = view.encode_images(pixels).view(3, 1, 4, -1)
+        want = torch.nn.functional.cross_entropy(score_clips(scorer, frames, prompts, mask, view.logit_scale()), labels)
+        assert torch.allclose(losses[scorer].detach(), want, atol=1e-5)
+    assert len({round(float(v), 4) for v in losses.values()}) == 3

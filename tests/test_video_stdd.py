@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -215,6 +216,16 @@ def test_toy_video_pretraining_reads_motion_words_and_loads(tmp_path, capsys):
     images, texts = pretrain_batch(VideoPretrainConfig(batch_size=8, motion_fraction=0.5), 0)
     assert images.shape == (8, 64, 64, 3) and any("moving" in t or "ing" in t.split()[-1] for t in texts[4:])
     assert not ToyTokenizer(motion_vocab()).unknown_words("a red circle rotating counterclockwise")
+    # State captions: every one is a clause of the description file, its frame the state it describes.
+    from clip_adapter.video.pretrain import motion_frame
+    from clip_adapter.video.toyclips import descriptions
+
+    clauses = {c for group in descriptions().values() for c in group}
+    rng = np.random.default_rng(0)
+    states = [motion_frame(rng, state_share=1.0) for _ in range(40)]
+    assert all(caption in clauses for _, caption in states) and len({c for _, c in states}) > 10
+    actions = [motion_frame(rng, state_share=0.0)[1] for _ in range(20)]
+    assert not any(caption in clauses for caption in actions)
     out = tmp_path / "vclip"
     assert cli_main(["video", "toy-pretrain", "--out", str(out), "--steps", "1", "--batch-size", "4", "--precision", "fp32"]) == 0
     bb = create_backbone("toy", pretrained=str(out), precision="fp32")

@@ -80,14 +80,14 @@ def _add_evaluation_options(parser: argparse.ArgumentParser, what: str) -> None:
 
 def _add_sampling_options(parser: argparse.ArgumentParser, for_training: bool = False) -> None:
     from ..video.scoring import SCORERS
-    from ..video.train import TRAIN_SCORER
 
     when = " when validating" if for_training else ""
     group = parser.add_argument_group("clips and scoring")
     group.add_argument("--frames", type=positive_int, default=8, help="frames per clip, one per TSN segment (default: %(default)s)")
     group.add_argument("--views", type=positive_int, default=1, help=f"temporal views per clip{when}, scores averaged (default: %(default)s)")
-    group.add_argument("--scorer", default=None if not for_training else TRAIN_SCORER, choices=SCORERS,
-                       help=f"frame-mean, embed-mean, or prompt-match (STDD){when} (default: %(default)s)" if for_training else
+    group.add_argument("--scorer", default=None, choices=SCORERS,
+                       help="the score trained and validated: frame-mean, embed-mean, or prompt-match (default: as the official "
+                       "STDD training, prompt-match with --descriptions, else frame-mean)" if for_training else
                        "frame-mean, embed-mean, or prompt-match (STDD) (default: the scorer a `video train` checkpoint was "
                        "validated with, from its stdd.json, else frame-mean)")
     group.add_argument("--descriptions", default=None, metavar="FILE",
@@ -183,8 +183,9 @@ def _add_toy_pretrain(sub: argparse._SubParsersAction) -> None:
     pt = sub.add_parser("toy-pretrain", help="pretrain the toy video CLIP (ViT tower, motion words) in minutes")
     pt.add_argument("--out", required=True, help="output folder for toy_clip.safetensors/.json (--pretrained OUT)")
     add_overwrite_option(pt, "a toy video CLIP")
-    pt.add_argument("--steps", type=positive_int, default=450, help="optimisation steps (default: %(default)s)")
-    pt.add_argument("--batch-size", type=positive_int, default=96, help="image-caption pairs per step (default: %(default)s)")
+    pt.add_argument("--steps", type=positive_int, default=1500, help="optimisation steps (default: %(default)s)")
+    pt.add_argument("--batch-size", type=positive_int, default=128, help="image-caption pairs per step (default: %(default)s)")
+    pt.add_argument("--threads", type=count_int, default=2, help="torch CPU threads (default: %(default)s; 0: torch's default)")
     pt.add_argument("--seed", type=seed_int, default=0, help="seed (default: %(default)s)")
     pt.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="autocast (default: %(default)s)")
     pt.set_defaults(func=toy_pretrain_main)
@@ -194,7 +195,7 @@ def toy_pretrain_main(args: argparse.Namespace) -> int:
     from ..video.pretrain import VideoPretrainConfig, pretrain_video_clip
 
     cfg = VideoPretrainConfig.from_dict({"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
-                                         "precision": args.precision}, where="options")
+                                         "precision": args.precision, "threads": args.threads}, where="options")
     weights = pretrain_video_clip(cfg, args.out, log=lambda m: print(m, file=sys.stderr), overwrite=args.overwrite)
     print(f"wrote the toy video CLIP to {weights.parent}: use --backbone toy --pretrained {weights.parent}")
     return 0
@@ -439,9 +440,8 @@ def train_main(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..finetune.trainer import TrainerConfig
     from ..video.dataset import load_video_dataset
-    from ..video.scoring import class_ensemble
     from ..video.stdd import SpaceTimeConfig
-    from ..video.train import VideoTrainConfig, seen_classes, train_video
+    from ..video.train import VideoTrainConfig, seen_classes, train_video, training_scorer
     from ..video.zeroshot import DEFAULT_TEMPLATES, text_side
 
     inputs = [args.data, args.split_dir, args.video_root]
@@ -450,7 +450,8 @@ def train_main(args: argparse.Namespace) -> int:
     classes = tuple(n.strip() for n in args.classes.split(",") if n.strip()) if args.classes else ()
     cfg = VideoTrainConfig.from_dict({"frames": args.frames, "batch_clips": args.batch_clips, "shots": args.shots,
                                       "classes": classes, "distill_weight": args.distill_weight,
-                                      "precision": args.train_precision, "scorer": args.scorer, "views": args.views,
+                                      "precision": args.train_precision, "views": args.views,
+                                      "scorer": args.scorer or training_scorer(bool(args.descriptions)),
                                       "batch_size": args.batch_size}, where="options")
     if args.lr <= 0:
         raise ConfigError(f"--lr must be positive, got {args.lr}")
@@ -461,8 +462,8 @@ def train_main(args: argparse.Namespace) -> int:
     templates = tuple(args.template or dataset.templates or DEFAULT_TEMPLATES)
     prompts, mask, _ = text_side(backbone, names, templates, args.descriptions, cache_dir)
     text_info = {"source": "descriptions" if args.descriptions else "templates", "templates": list(templates)}
-    record = train_video(backbone, dataset, cfg, space, trainer, args.out, class_ensemble(prompts, mask),
-                         overwrite=args.overwrite, inputs=inputs, text_info=text_info, val_prompts=(prompts, mask))
+    record = train_video(backbone, dataset, cfg, space, trainer, args.out, prompts, mask,
+                         overwrite=args.overwrite, inputs=inputs, text_info=text_info)
     r = record["result"]
     print(f"trained on {len(names)} seen classes, {record['train_clips']} clips; validation top-1 "
           f"{r['validation_initial']['score']:.4f} -> {r['validation_selected']['score']:.4f} (step {r['selected_step']}); "

@@ -14,8 +14,8 @@ clip against its own reversal; 50 % = blind to time). Rows (``variants``):
 Every side is scored by :func:`.zeroshot.evaluate_zero_shot` on a copy of the
 dataset holding only that side's classes, so a frozen row is exactly what
 ``video zero-shot`` reports on a dataset of those classes. Trained rows are
-scored by ``embed-mean`` (the video feature they were trained with); mean ±
-population std over the seeds. A time-reversed pair split across base and
+scored as they were trained (the official STDD score: ``prompt-match`` over
+the descriptions, else ``frame-mean``); mean ± population std over the seeds. A time-reversed pair split across base and
 novel is not scored (each side is only compared with itself).
 
 Example:
@@ -44,7 +44,6 @@ from .metrics import mean_std
 from .zeroshot import DEFAULT_TEMPLATES, VideoZeroShotConfig, evaluate_zero_shot
 
 PROTOCOL = "video-base-to-novel"
-TRAINED_SCORER = "embed-mean"  # the video feature train_video optimises
 # name -> (table label, recipe). A frozen row has a scorer; a trained row has its training switches.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "frozen-frame-mean": ("frame averaging (frozen)", {"frozen": True, "scorer": "frame-mean", "descriptions": False}),
@@ -236,20 +235,19 @@ def _train_row(spec: dict, seed: int, dataset: VideoDataset, base: list[str], cf
                make_backbone: Callable[[], Backbone], templates: Sequence[str], descriptions: Any, cache_dir: Any) -> dict:
     """One trained run through :func:`.train.train_video` into ``run_dir``; returns its record."""
     from ..finetune.trainer import TrainerConfig
-    from .scoring import class_ensemble
     from .stdd import SpaceTimeConfig
-    from .train import VideoTrainConfig, train_video
+    from .train import VideoTrainConfig, train_video, training_scorer
     from .zeroshot import text_side
 
     backbone = make_backbone()  # a fresh frozen CLIP per run: runs never see each other's updates
     prompts, mask, _ = text_side(backbone, base, templates, descriptions, cache_dir)
     train_cfg = VideoTrainConfig(frames=cfg.frames, batch_clips=cfg.batch_clips, shots=cfg.shots, classes=tuple(base),
-                                 distill_weight=spec["distill"], precision=cfg.precision, unfreeze=cfg.unfreeze)
+                                 distill_weight=spec["distill"], precision=cfg.precision, unfreeze=cfg.unfreeze,
+                                 scorer=training_scorer(bool(descriptions)))
     trainer = TrainerConfig(steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.steps // 10, val_every=cfg.val_every, seed=seed)
     space = SpaceTimeConfig(enabled=spec["space_time"], channel_fold=cfg.channel_fold)
     text_info = {"source": "descriptions" if descriptions else "templates", "templates": list(templates)}
-    record = train_video(backbone, dataset, train_cfg, space, trainer, run_dir, class_ensemble(prompts, mask),
-                         overwrite=True, text_info=text_info, val_prompts=(prompts, mask))
+    record = train_video(backbone, dataset, train_cfg, space, trainer, run_dir, prompts, mask, overwrite=True, text_info=text_info)
     return record
 
 
@@ -298,7 +296,8 @@ def run_base_to_novel(
         for seed in cfg.seeds:
             run_dir = out / "runs" / f"{name}-seed{seed}"
             record = _train_row(spec, seed, dataset, base, cfg, run_dir, make_backbone, templates, text, cache_dir)
-            rows[name].append(evaluate_sides(load_trained(run_dir), sides, TRAINED_SCORER, cfg.frames, templates, text, cache_dir))
+            scorer = record["train_config"]["scorer"]  # scored as trained
+            rows[name].append(evaluate_sides(load_trained(run_dir), sides, scorer, cfg.frames, templates, text, cache_dir))
             speeds.setdefault(name, []).append(record["clips_per_s"])
             log(f"{name} seed {seed}: " + _line(rows[name][-1]) + f"  ({record['clips_per_s']} clips/s)")
     table = {name: summarise(values) for name, values in rows.items()}

@@ -4,12 +4,16 @@ Frozen image CLIPs learn action words from single web images: a photo of
 someone "sitting down" mostly shows where the motion ends. The toy version:
 half of each batch is the ordinary toy-world scenes and captions
 (:func:`clip_adapter.toyworld.pretrain.render_batch`), the other half single
-frames from the **last quarter** of a toy motion clip, captioned with its
-action ("a red circle moving left"). So "moving left" is grounded in "a shape
-on the left", "growing" in "a large shape", and a frame-averaged frozen model
-cannot tell a clip from its time reversal (both visit the same states), while
-a temporal encoder can: the action is where the clip *ends*, which holds for
-actions never trained on (novel shape–motion combinations) too.
+frames of toy motion clips. Half of those are from a clip's **last quarter**,
+captioned with its action ("a red circle moving left"); the rest are any of
+its states captioned with the clause the description file uses for it ("a
+shape on the right" for the first frames of "moving left", "a shape moving from
+the right to the left" for its last ones). So "moving left" is grounded in "a
+shape on the left", "growing" in "a large shape", the description clauses mean
+what they say, and a frame-averaged frozen model cannot tell a clip from its
+time reversal (both visit the same states), while a temporal encoder can: the
+action is where the clip *ends*, which holds for actions never fine-tuned on
+(the novel actions of the base-to-novel split) too.
 
 The vocabulary is the default one plus every word of the toy actions and
 their descriptions the default one lacks. The result is a toy checkpoint
@@ -52,6 +56,7 @@ class VideoPretrainConfig(Config):
     steps: int = option(1500, "optimisation steps")
     batch_size: int = option(128, "image-caption pairs per step")
     motion_fraction: float = option(0.5, "share of each batch that is a captioned frame of a motion clip")
+    state_share: float = option(0.5, "share of those captioned with the frame's state clause instead of the action")
     lr: float = option(5e-4, "peak learning rate (AdamW)")
     warmup_steps: int = option(100, "linear warm-up steps")
     weight_decay: float = option(0.05, "AdamW weight decay on weight matrices")
@@ -66,6 +71,7 @@ class VideoPretrainConfig(Config):
         check_range("steps", self.steps, 1)
         check_range("batch_size", self.batch_size, 2)
         check_range("motion_fraction", self.motion_fraction, 0.0, 1.0)
+        check_range("state_share", self.state_share, 0.0, 1.0)
         check_range("lr", self.lr, 0.0)
         check_range("threads", self.threads, 0)
         check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
@@ -107,12 +113,24 @@ def _init_text_tower(model: ToyClip, source: str) -> None:
         model.token_embedding.weight[old.shape[0] :] = old[donor_tokenizer.unk_id]
 
 
-def motion_frame(rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """One frame from the last quarter of a random toy action clip, and its caption."""
-    action = ACTIONS[rng.integers(len(ACTIONS))].name
-    frames, obj = render_clip_object(action, rng, frames=END_FRAMES, size=64)
-    template = CAPTIONS[rng.integers(len(CAPTIONS))]
-    return frames[-1 - rng.integers(2)], template.format(color=obj.color, shape=obj.shape, action=action)
+def motion_frame(rng: np.random.Generator, state_share: float = 0.5) -> tuple[np.ndarray, str]:
+    """One frame of a random toy action clip and its caption.
+
+    With probability ``1 - state_share`` the frame is from the clip's last
+    quarter and captioned with its action ("a red circle moving left"). Otherwise
+    any of the clip's five states is captioned with the clause that describes
+    it (``Action.start``/``middle``/``end``, or the ``motion`` clause for an end
+    frame), so the description files' words mean what they say to the frozen
+    model, as an LLM-written description's words do to a real CLIP.
+    """
+    action = ACTIONS[rng.integers(len(ACTIONS))]
+    frames, obj = render_clip_object(action.name, rng, frames=END_FRAMES, size=64)
+    if rng.random() >= state_share:
+        template = CAPTIONS[rng.integers(len(CAPTIONS))]
+        return frames[-1 - rng.integers(2)], template.format(color=obj.color, shape=obj.shape, action=action.name)
+    k = int(rng.integers(END_FRAMES))
+    clauses = (action.start,) if k < 2 else (action.middle,) if k == 2 else (action.end, action.motion)
+    return frames[k], clauses[rng.integers(len(clauses))]
 
 
 def pretrain_batch(cfg: VideoPretrainConfig, step: int) -> tuple[np.ndarray, list[str]]:
@@ -120,7 +138,7 @@ def pretrain_batch(cfg: VideoPretrainConfig, step: int) -> tuple[np.ndarray, lis
     motion = int(round(cfg.batch_size * cfg.motion_fraction))
     images, texts = render_batch(cfg.seed, step, cfg.batch_size - motion)
     rng = np.random.default_rng([cfg.seed, step, 7])  # 7: a stream apart from render_batch's
-    pairs = [motion_frame(rng) for _ in range(motion)]
+    pairs = [motion_frame(rng, cfg.state_share) for _ in range(motion)]
     if pairs:
         images = np.concatenate([images, np.stack([p[0] for p in pairs])])
         texts = [*texts, *(p[1] for p in pairs)]

@@ -1,16 +1,21 @@
 """``video train``: fine-tune a CLIP's image encoder on seen actions, STDD-style.
 
 Frames → per-frame features (space-time attention inside the ViT blocks,
-:mod:`.stdd`) → the mean of the normalised frame features is the video
-feature; cross-entropy over the seen classes' text features (the frozen text
-encoder: each class's prompt ensemble, its descriptions when given, else the
-templates) at the model's own temperature; plus FROSTER's residual feature
-distillation toward the frozen CLIP's frame-averaged feature,
-``w · (1 − cos(f + 0.1·MLP(f), f_frozen))`` with ``w = 2``. The projector MLP
-trains with the encoder and is dropped afterwards. The released STDD code
-computes the projector under ``no_grad`` (so its distillation term carries no
-gradient); here it follows FROSTER: the term has its gradient, to the encoder
-and the projector.
+:mod:`.stdd`) → per-frame scores against the seen classes' prompts (the frozen
+text encoder: descriptions when given, else the templates) → cross-entropy at
+the model's own temperature. The score is ``cfg.scorer``, as the official
+``TemporalClipVideo.forward`` (github Mia-YatingYu/STDD,
+``slowfast/models/temporalclip_video_model.py``) computes it in training:
+with description prompts, prompt-level matching ``½(mean_p max_t + mean_t
+max_p)``; without, each frame's logits against the class features averaged
+over frames (``frame-mean``); ``embed-mean`` (the mean frame embedding, what
+checkpoints before this recorded) stays available. Plus FROSTER's residual
+feature distillation toward the frozen CLIP, frame by frame as the official
+code applies it, ``w · (1 − cos(f + 0.1·MLP(f), f_frozen))`` with ``w = 2``.
+The projector MLP trains with the encoder and is dropped afterwards. The
+released STDD code computes the projector under ``no_grad`` (so its
+distillation term carries no gradient); here it follows FROSTER: the term has
+its gradient, to the encoder and the projector.
 
 Every clip is decoded once before the first step, so a missing or broken
 file stops the run there, in one line naming it. Every step samples
@@ -63,7 +68,7 @@ OUTPUT_KIND = "video-train"
 STDD_FILE = "stdd.json"
 STDD_FORMAT = "clip-adapter-video-stdd"
 LOG_NAME = "video_train_log.csv"
-TRAIN_SCORER = "embed-mean"  # the video feature training optimises; what validation scores by default
+LEGACY_SCORER = "embed-mean"  # what checkpoints written before the scorer was recorded trained and validated with
 HOLD_BYTES = 1 << 30  # decoded uint8 frames kept across steps (1 GiB: every toy clip, ~13 Kinetics-length ones at 340x256)
 
 
@@ -79,7 +84,7 @@ class VideoTrainConfig(Config):
     residual: float = option(0.1, "projector residual ratio: f + residual * MLP(f)")
     unfreeze: str = option("image", "image, image-last-N or all (see finetune.trainable)")
     precision: str = option("auto", "autocast: auto (bf16 where fast), bf16 or fp32")
-    scorer: str = option(TRAIN_SCORER, "validation scorer: embed-mean (the trained video feature), frame-mean or prompt-match")
+    scorer: str = option("frame-mean", "the score trained and validated: frame-mean, prompt-match (STDD, with descriptions) or embed-mean")
     views: int = option(1, "test-time views per validation clip (segment offsets (v+0.5)/views)")
     batch_size: int = option(64, "frames per encoder batch when validating (whole clips, at least one)")
     hold_mb: int = option(HOLD_BYTES >> 20, "MiB of decoded uint8 frames kept across steps (past it: decoded per batch)")
@@ -221,21 +226,20 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, projector: Projec
 
 
 def train_video(backbone: Backbone, dataset: VideoDataset, cfg: VideoTrainConfig, space: SpaceTimeConfig,
-                trainer: TrainerConfig, out_dir: str | os.PathLike, text: torch.Tensor | None = None,
-                overwrite: bool = False, inputs: Sequence[Any] = (), text_info: dict | None = None,
-                val_prompts: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+                trainer: TrainerConfig, out_dir: str | os.PathLike, prompts: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None, overwrite: bool = False, inputs: Sequence[Any] = (),
+                text_info: dict | None = None) -> dict:
     """Fine-tune ``backbone``'s image encoder on ``dataset``'s seen classes; write the checkpoint to ``out_dir``.
 
-    ``text``: the seen classes' text features ``[C_seen, D]`` (normalised inside; the caller builds them from
-    templates or descriptions). ``val_prompts``: their prompt embeddings ``[C_seen, P, D]`` and mask, for
-    ``cfg.scorer`` at validation (``prompt-match`` needs them; default: ``text`` as one prompt per class).
-    Returns the result dict (also ``result.json``).
+    ``prompts``: the seen classes' prompt embeddings ``[C_seen, P, D]`` with their boolean ``mask``
+    ``[C_seen, P]`` (:func:`.zeroshot.text_side` builds both), or one feature per class ``[C_seen, D]``;
+    ``cfg.scorer`` scores frames against them in training and validation. Returns the result dict (also
+    ``result.json``).
     """
     out = claim_output_dir(out_dir, OUTPUT_KIND, overwrite=overwrite, inputs=list(inputs))
     names = seen_classes(dataset, cfg.classes)
     label_of = {dataset.classnames.index(n): i for i, n in enumerate(names)}
-    if text is None or text.shape[0] != len(names):
-        raise ConfigError(f"text features for the {len(names)} seen classes are needed, got {None if text is None else tuple(text.shape)}")
+    prompts, mask = _prompt_table(prompts, mask, len(names))
     val_samples = [s for s in dataset.splits.get("val", []) if s.label in label_of]
     if not val_samples:  # the saved step is chosen on validation; without it, training could not be kept
         raise DataError(f"{dataset.name} has no validation clips of the seen classes (a val split chooses the saved step)")
@@ -249,15 +253,11 @@ def train_video(backbone: Backbone, dataset: VideoDataset, cfg: VideoTrainConfig
     val_set = ClipSet(val_samples, backbone, label_of, hold)  # its own budget: validation clips are decoded every validation
     if len(train_set) == 0:
         raise DataError(f"no training clips of the seen classes in {dataset.name}")
-    classes = F.normalize(text.float(), dim=-1).to(view.device)
     with torch.random.fork_rng():
         torch.manual_seed(trainer.seed)  # the projector's start is a function of the seed, not of what ran before
-        projector = Projector(classes.shape[-1], cfg.residual).to(view.device)
+        projector = Projector(prompts.shape[-1], cfg.residual).to(view.device)
     module = nn.ModuleDict({"visual": view.model.visual, "projector": projector})
-    loss_at = _loss_fn(view, teacher, space_time, projector, train_set, classes, cfg, trainer.seed)
-    prompts, mask = val_prompts if val_prompts is not None else (text[:, None, :], torch.ones(len(names), 1, dtype=torch.bool))
-    if prompts.shape[0] != len(names):
-        raise ConfigError(f"validation prompts for the {len(names)} seen classes are needed, got {tuple(prompts.shape)}")
+    loss_at = _loss_fn(view, teacher, space_time, projector, train_set, (prompts, mask), cfg, trainer.seed)
     validate = lambda: {"score": validation_accuracy(view, space_time, val_set, prompts, mask, cfg)}  # noqa: E731
     started = time.perf_counter()
     with torch.random.fork_rng():
@@ -272,6 +272,20 @@ def train_video(backbone: Backbone, dataset: VideoDataset, cfg: VideoTrainConfig
     return record
 
 
+def _prompt_table(prompts: torch.Tensor | None, mask: torch.Tensor | None, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[C, P, D]`` prompts and their mask; a ``[C, D]`` table is one prompt per class. Refuses a wrong class count."""
+    if prompts is None or prompts.dim() not in (2, 3) or prompts.shape[0] != classes:
+        got = None if prompts is None else tuple(prompts.shape)
+        raise ConfigError(f"prompt embeddings for the {classes} seen classes are needed, got {got}")
+    if prompts.dim() == 2:
+        prompts, mask = prompts[:, None, :], None
+    if mask is None:
+        mask = torch.ones(prompts.shape[:2], dtype=torch.bool)
+    if tuple(mask.shape) != tuple(prompts.shape[:2]):
+        raise ConfigError(f"prompt mask {tuple(mask.shape)} does not match the prompts {tuple(prompts.shape)}")
+    return prompts.float(), mask.bool()
+
+
 def _frozen_copy(visual: nn.Module) -> nn.Module:
     """A frozen copy of ``visual`` with plain blocks: deepcopy keeps the installed forwards, which call the live blocks."""
     copy_ = copy.deepcopy(visual)
@@ -282,8 +296,9 @@ def _frozen_copy(visual: nn.Module) -> nn.Module:
 
 
 def _loss_fn(view: TrainableClip, teacher: nn.Module, space_time: SpaceTime, projector: Projector, data: ClipSet,
-             classes: torch.Tensor, cfg: VideoTrainConfig, seed: int):
+             text: tuple[torch.Tensor, torch.Tensor], cfg: VideoTrainConfig, seed: int):
     scale = view.logit_scale().detach()
+    prompts, mask = (t.to(view.device) for t in text)
 
     def loss_at(step: int) -> torch.Tensor:
         rng = np.random.default_rng([seed, step])
@@ -292,14 +307,15 @@ def _loss_fn(view: TrainableClip, teacher: nn.Module, space_time: SpaceTime, pro
         space_time.randomize = True
         try:
             with space_time.clips(cfg.frames):
-                student = video_features(view.encode_images(pixels), cfg.frames)
+                frames = F.normalize(view.encode_images(pixels).float(), dim=-1)  # [B·T, D]
         finally:
             space_time.randomize = False
-        loss = F.cross_entropy(scale * student @ classes.T, labels.to(student.device))
-        if cfg.distill_weight > 0:
+        logits = score_clips(cfg.scorer, frames.view(len(labels), 1, cfg.frames, -1), prompts, mask, scale)
+        loss = F.cross_entropy(logits, labels.to(logits.device))
+        if cfg.distill_weight > 0:  # frame by frame, as the official code distils
             with torch.no_grad(), view.autocast():
-                target = video_features(teacher(pixels.to(view.device)).float(), cfg.frames)
-            loss = loss + cfg.distill_weight * distill_loss(student, target, projector)
+                target = teacher(pixels.to(view.device)).float()
+            loss = loss + cfg.distill_weight * distill_loss(frames, target, projector)
         return loss
 
     return loss_at
@@ -377,9 +393,19 @@ def read_stdd(pretrained: str | os.PathLike) -> dict | None:
     train_cfg = meta.get("train_config", {})
     if not isinstance(train_cfg, dict):
         raise ConfigError(f"{file}: train_config must be a JSON object, got {train_cfg!r:.80}")
-    if train_cfg.get("scorer", TRAIN_SCORER) not in SCORERS:
+    if train_cfg.get("scorer", LEGACY_SCORER) not in SCORERS:
         raise ConfigError(f"{file}: train_config.scorer must be one of {', '.join(SCORERS)}, got {train_cfg['scorer']!r:.80}")
     return meta
+
+
+def training_scorer(described: bool) -> str:
+    """The official STDD training score: prompt-level matching over description prompts, else frame-averaged logits.
+
+    Example:
+        >>> training_scorer(True), training_scorer(False)
+        ('prompt-match', 'frame-mean')
+    """
+    return "prompt-match" if described else "frame-mean"
 
 
 def recorded_scorer(meta: dict) -> str:
@@ -391,4 +417,4 @@ def recorded_scorer(meta: dict) -> str:
         >>> recorded_scorer({"train_config": {"scorer": "prompt-match"}}), recorded_scorer({})
         ('prompt-match', 'embed-mean')
     """
-    return meta.get("train_config", {}).get("scorer", TRAIN_SCORER)
+    return meta.get("train_config", {}).get("scorer", LEGACY_SCORER)
