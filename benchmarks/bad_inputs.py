@@ -313,6 +313,10 @@ def cross_dataset_cases(tmp: Path) -> list[tuple[str, list[str], bool]]:
     return [
         ("video/toy-dataset --actions unknown", ["video", "toy-dataset", "--actions", "moving up,flying", "--out", str(tmp / "v7")], False),
         ("video/toy-dataset --actions one", ["video", "toy-dataset", "--actions", "growing", "--out", str(tmp / "v8")], False),
+        ("video/toy-dataset --classes unknown", ["video", "toy-dataset", "--classes", "shapes", "--out", str(tmp / "v8b")], False),
+        ("video/toy-dataset --classes shape-actions with --actions",
+         ["video", "toy-dataset", "--classes", "shape-actions", "--actions", "base", "--out", str(tmp / "v8c")], False),
+        ("video/toy-pretrain --threads negative", ["video", "toy-pretrain", "--threads", "-1", "--out", str(tmp / "v8d")], False),
         ("video/cross-dataset eval folder missing", [*cross, "--eval-split-dir", str(tmp / "no-split"), "--out", str(tmp / "v9")], False),
         ("video/cross-dataset eval split without test clips", [*cross, "--eval-split-dir", source, "--split", "test", "--out", str(tmp / "v10")], False),
         ("video/cross-dataset classes shared with training", [*cross, "--train-split-dir", source, "--eval-split-dir", mixed,

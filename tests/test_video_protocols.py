@@ -30,7 +30,6 @@ from clip_adapter.video.toyclips import BASE, NOVEL, select_actions, write_toy_v
 import clip_adapter.video.train as video_train  # noqa: E402
 from clip_adapter.data.dataset import Sample  # noqa: E402
 from clip_adapter.finetune.trainer import TrainerConfig  # noqa: E402
-from clip_adapter.video.scoring import class_ensemble  # noqa: E402
 from clip_adapter.video.toyclips import encode_mp4, render_clip  # noqa: E402
 from clip_adapter.video.train import ClipSet, VideoTrainConfig, read_stdd, train_video, validation_logits  # noqa: E402
 from clip_adapter.video.zeroshot import VideoZeroShotConfig, score_videos, text_side  # noqa: E402
@@ -83,6 +82,36 @@ def test_toy_subset_holds_only_its_actions_and_the_same_clips_as_the_full_set(wo
     other_seed = worlds["t2"] / same
     assert other_seed.read_bytes() != (t1 / same).read_bytes()
     assert select_actions("base") == BASE and select_actions(None) == tuple(sorted(BASE + NOVEL))
+
+
+def test_shape_action_classes_split_novel_combinations_of_trained_shapes_and_actions(tmp_path, capsys):
+    from clip_adapter.video.toycombos import ACTION_GROUP_A, SHAPE_GROUPS, parse_combo
+    from clip_adapter.video.toyclips import render_clip_object
+
+    out = tmp_path / "combos"
+    assert cli_main(["video", "toy-dataset", "--classes", "shape-actions", "--out", str(out), "--train", "0", "--val", "0",
+                     "--test", "1", "--frames", "4", "--size", "32"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    names = list(json.loads((out / "classmap.json").read_text()).values())
+    base, novel = set(meta["base"]), set(meta["novel"])
+    assert len(names) == 44 and base | novel == set(names) and not base & novel and len(base) == len(novel) == 22
+    trained = [parse_combo(n) for n in base]
+    assert {s for s, _ in trained} == {s for g in SHAPE_GROUPS for s in g}  # every shape is trained on ...
+    assert {a for _, a in trained} == set(BASE + NOVEL)  # ... and every action, but no novel combination
+    for a, b in meta["time_reversed_pairs"]:  # a pair never straddles the split
+        assert (a in base) == (b in base) and parse_combo(a)[0] == parse_combo(b)[0]
+    assert len(meta["time_reversed_pairs"]) == 20 and meta["templates"] == ["a photo of a {}."]
+    assert sorted(json.loads((out / "descriptions.json").read_text())) == sorted(names)
+    assert (out / "videos" / "triangle_moving_left" / "test_0000.mp4").is_file()
+    shape = SHAPE_GROUPS[1][0]
+    assert render_clip_object(ACTION_GROUP_A[0], np.random.default_rng(0), 4, 32, shape)[1].shape == shape
+    dataset = load_video_dataset(None, out)
+    assert dataset.meta["base"] == meta["base"] and dataset.templates == ("a photo of a {}.",)
+    capsys.readouterr()
+    refused = tmp_path / "both"
+    assert cli_main(["video", "toy-dataset", "--classes", "shape-actions", "--actions", "base", "--out", str(refused)]) == 2
+    err = _last_error(capsys)
+    assert len(err) == 1 and "--classes shape-actions" in err[0] and not refused.exists()
 
 
 @pytest.mark.parametrize("actions, message", [("moving up,flying", "'flying'"), ("growing", "at least two"),

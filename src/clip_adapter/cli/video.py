@@ -66,6 +66,9 @@ def _add_toy_dataset(sub: argparse._SubParsersAction) -> None:
     ds.add_argument("--actions", default=None,
                     help="comma-separated actions to write, or base / novel (default: all 11): a source set and a "
                          "disjoint target set for `video cross-dataset`")
+    ds.add_argument("--classes", default="actions", choices=("actions", "shape-actions"),
+                    help="actions: the 11 actions, novel = unseen actions; shape-actions: 44 shape-action classes, "
+                         "novel = unseen combinations of trained shapes and actions (default: %(default)s)")
     ds.set_defaults(func=toy_dataset_main)
 
 
@@ -314,7 +317,7 @@ def toy_dataset_main(args: argparse.Namespace) -> int:
     if args.size % 2:
         raise ConfigError(f"--size must be even (H.264 with 4:2:0 chroma), got {args.size}")
     out = write_toy_videos(args.out, args.train, args.val, args.test, args.frames, args.size, seed=args.seed,
-                           overwrite=args.overwrite, actions=args.actions)
+                           overwrite=args.overwrite, actions=args.actions, classes=args.classes)
     print(f"wrote the toy action clips to {out}: videos/, train/val/test.csv, classmap.json, descriptions.json, meta.json",
           file=sys.stderr)
     return 0

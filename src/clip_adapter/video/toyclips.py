@@ -16,6 +16,9 @@ cannot tell a pair apart. ``changing color`` has no partner.
   prompt-level matching;
 * ``meta.json``: seed, sizes, templates, the time-reversed pairs, the
   base/novel split of the actions, and each action's states.
+
+``classes="shape-actions"`` writes the second class set instead: 44 shape–action
+combinations whose novel classes are unseen combinations (:mod:`.toycombos`).
 """
 
 from __future__ import annotations
@@ -108,13 +111,14 @@ def _state(action: str, u: float, clip: dict) -> tuple[float, float, float, floa
     return cx, cy, radius, rotation, opacity, color
 
 
-def _clip_params(action: str, rng: np.random.Generator) -> dict:
-    """Everything about one clip that does not change over time."""
+def _clip_params(action: str, rng: np.random.Generator, shape: str | None = None) -> dict:
+    """Everything about one clip that does not change over time (``shape``: this one, else drawn)."""
     shapes = ASYMMETRIC_SHAPES if action.startswith("rotating") else SHAPES
     names = rng.permutation(len(COLOR_NAMES))[:2]
+    drawn = str(shapes[rng.integers(len(shapes))])  # drawn either way, in its old place: the other draws stay the same
     color = lambda i: np.clip(np.asarray(COLORS[COLOR_NAMES[i]]) + rng.normal(0, 0.03, 3), 0, 1)  # noqa: E731
     return {
-        "object": ToyObject(str(shapes[rng.integers(len(shapes))]), COLOR_NAMES[names[0]], "small", "center", str(FILLS[rng.integers(len(FILLS))])),
+        "object": ToyObject(shape or drawn, COLOR_NAMES[names[0]], "small", "center", str(FILLS[rng.integers(len(FILLS))])),
         "cx": 0.5 + rng.uniform(-0.04, 0.04),
         "cy": 0.5 + rng.uniform(-0.04, 0.04),
         "rotation": rng.uniform(-0.2, 0.2),
@@ -138,7 +142,8 @@ def render_clip(action: str, rng: np.random.Generator, frames: int = 16, size: i
     return render_clip_object(action, rng, frames, size)[0]
 
 
-def render_clip_object(action: str, rng: np.random.Generator, frames: int = 16, size: int = 64) -> tuple[np.ndarray, ToyObject]:
+def render_clip_object(action: str, rng: np.random.Generator, frames: int = 16, size: int = 64,
+                       shape: str | None = None) -> tuple[np.ndarray, ToyObject]:
     """:func:`render_clip`'s frames and the clip's shape (its shape and colour name caption it).
 
     Example:
@@ -148,7 +153,7 @@ def render_clip_object(action: str, rng: np.random.Generator, frames: int = 16, 
     """
     if action not in BY_NAME:
         raise ValueError(f"unknown toy action {action!r}; choose from {', '.join(CLASSES)}")
-    clip = _clip_params(action, rng)
+    clip = _clip_params(action, rng, shape)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
     for t in range(frames):
@@ -248,14 +253,18 @@ def write_toy_videos(
     seed: int = 0,
     overwrite: bool = False,
     actions: str | Sequence[str] | None = None,
+    classes: str = "actions",
 ) -> Path:
     """Write the toy action dataset (both layouts, descriptions, meta) to ``out_dir``; return it.
 
-    A clip depends only on ``(seed, split, action, index)``, so the same
+    A clip depends only on ``(seed, split, class, index)``, so the same
     arguments give the same files, and an action's clips are the same in a
     dataset of a subset of ``actions`` (see :func:`select_actions`; labels
-    index the subset). ``out_dir`` must be new, empty, or (with
-    ``overwrite``) a toy video dataset this tool wrote.
+    index the subset). ``classes``: ``"actions"`` (the 11 actions, novel =
+    unseen actions) or ``"shape-actions"`` (44 shape–action combinations,
+    novel = unseen combinations: :mod:`.toycombos`; ``actions`` must then be
+    None). ``out_dir`` must be new, empty, or (with ``overwrite``) a toy video
+    dataset this tool wrote.
 
     Example:
         >>> import tempfile, pathlib
@@ -271,28 +280,49 @@ def write_toy_videos(
     check_range("fps", fps, 1, 120)
     if size % 2:
         raise ValueError(f"size must be even (H.264 with 4:2:0 chroma), got {size}")
-    chosen = select_actions(actions)
+    chosen, specs, described, meta = _class_set(classes, actions)
+    meta = {**toy_meta(seed, frames, size, fps, counts, chosen if classes == "actions" else CLASSES), **meta}
     out_dir = claim_output_dir(out_dir, TOY_VIDEOS, overwrite=overwrite)
     with atomic_dir(out_dir, may_replace=lambda p: overwrite and is_own_output(p, TOY_VIDEOS)) as tmp:
         mark_output_dir(tmp, TOY_VIDEOS)
         for split, n in counts.items():
-            rows = _write_split(tmp, split, n, frames, size, fps, seed, chosen)
+            rows = _write_split(tmp, split, n, frames, size, fps, seed, specs)
             atomic_write_bytes(tmp / f"{split}.csv", "".join(f"{rel},{label}\n" for rel, label in rows).encode())
         atomic_write_json(tmp / "classmap.json", {str(i): name for i, name in enumerate(chosen)})
-        atomic_write_json(tmp / "descriptions.json", descriptions(chosen))
-        atomic_write_json(tmp / "meta.json", toy_meta(seed, frames, size, fps, counts, chosen))
+        atomic_write_json(tmp / "descriptions.json", described)
+        atomic_write_json(tmp / "meta.json", meta)
     return out_dir
 
 
+CLASS_SETS = ("actions", "shape-actions")
+
+
+def _class_set(classes: str, actions: str | Sequence[str] | None) -> tuple[tuple[str, ...], list[tuple], dict, dict]:
+    """Class names, ``(name, action, shape, seed index)`` per class, descriptions and meta overrides of a class set."""
+    from .toycombos import combo_classes, combo_descriptions, combo_meta, parse_combo
+
+    if classes not in CLASS_SETS:
+        raise ConfigError(f"unknown toy class set {classes!r}; choose from {', '.join(CLASS_SETS)}")
+    if classes == "actions":
+        chosen = select_actions(actions)
+        # Seeded by the action's place among all actions, so a subset's clips match the full set's.
+        return chosen, [(a, a, None, CLASSES.index(a)) for a in chosen], descriptions(chosen), {}
+    if actions is not None:
+        raise ConfigError("--actions selects among the 11 actions; it does not combine with --classes shape-actions")
+    chosen = combo_classes()
+    specs = [(name, parse_combo(name)[1], parse_combo(name)[0], len(CLASSES) + i) for i, name in enumerate(chosen)]
+    return chosen, specs, combo_descriptions(chosen), combo_meta(chosen)
+
+
 def _write_split(root: Path, split: str, n: int, frames: int, size: int, fps: int, seed: int,
-                 actions: Sequence[str] = CLASSES) -> list[tuple[str, int]]:
+                 specs: Sequence[tuple[str, str, str | None, int]]) -> list[tuple[str, int]]:
     rows = []
-    for label, name in enumerate(actions):
+    for label, (name, action, shape, index) in enumerate(specs):
         for i in range(n):
-            # Seeded by the action's place among all actions, so a subset's clips match the full set's.
-            rng = np.random.default_rng([seed, SPLITS.index(split), CLASSES.index(name), i])
+            rng = np.random.default_rng([seed, SPLITS.index(split), index, i])
             rel = f"videos/{folder_name(name)}/{split}_{i:04d}.mp4"
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(root / rel, encode_mp4(render_clip(name, rng, frames, size), fps))
+            frames_ = render_clip_object(action, rng, frames, size, shape)[0]
+            atomic_write_bytes(root / rel, encode_mp4(frames_, fps))
             rows.append((rel, label))
     return rows
