@@ -97,7 +97,7 @@ def cross(backbone, eval_sets, scorer: str, descriptions, frames: int, cache: st
     return {s["name"]: {"top1": s["top1"], "pairs": s["time_reversed_pairs"]} for s in result["splits"]}
 
 
-def train_variant(args, source, spec: dict, seed: int, out: Path, cache: str) -> tuple[object, float]:
+def train_variant(args, source, spec: dict, seed: int, out: Path, cache: str) -> tuple[object, float, str]:
     backbone = create_backbone("toy", args.pretrained, precision="fp32")
     descriptions = source.root / "descriptions.json" if spec["descriptions"] else None
     prompts, mask, _ = text_side(backbone, list(BASE), source.templates, descriptions, cache)
@@ -109,7 +109,7 @@ def train_variant(args, source, spec: dict, seed: int, out: Path, cache: str) ->
     tuned = create_backbone("toy", str(out), precision="fp32")
     if spec["stdd"]:
         install_space_time(tuned.model.visual, space)
-    return tuned, record["clips_per_s"]
+    return tuned, record["clips_per_s"], record["train_config"]["scorer"]
 
 
 def table_row(runs: list[dict]) -> dict:
@@ -183,9 +183,8 @@ def main() -> None:
         for seed in args.seeds:
             t0 = time.perf_counter()
             run_dir = out / f"run-{name.strip('- ').replace(' ', '-')}-{seed}"
-            tuned, speed = train_variant(args, source, spec, seed, run_dir, cache)
-            described = descriptions if spec["descriptions"] else None  # scored as trained, with the official STDD score
-            result = cross(tuned, eval_sets, training_scorer(described is not None), described, args.frames, cache)
+            tuned, speed, scorer = train_variant(args, source, spec, seed, run_dir, cache)
+            result = cross(tuned, eval_sets, scorer, descriptions if spec["descriptions"] else None, args.frames, cache)  # as trained
             runs.setdefault(name, []).append(result)
             speeds.setdefault(name, []).append(speed)
             print(f"{name} seed {seed}: " + "  ".join(f"{Path(k).name} {100 * v['top1']:.1f}" for k, v in result.items())

@@ -20,8 +20,9 @@ Then training throughput: clips/s of one STDD-style step (space-time attention,
 frozen teacher, distillation) against a plain per-frame open_clip loop
 (per-frame encoding, mean, cross-entropy) on the same random-weight open_clip
 architecture, and the toy ViT's clips/s from the runs above. Both timed steps
-put a cross-entropy on the mean frame embedding; ``video train`` scores the
-frames with the STDD score instead, a few small matrix products beside the
+put a cross-entropy on the mean frame embedding, and the STDD-style step
+distils the mean feature; ``video train`` scores and distils every frame
+instead, a few small matrix products and B·T projector passes beside the
 encoder passes that the comparison times.
 
 Usage: python benchmarks/video_stdd.py --pretrained runs/toy-video-clip [--out DIR] [--steps 150] [--seeds 1 2 3]
@@ -49,7 +50,8 @@ from clip_adapter.finetune.trainable import TrainableClip  # noqa: E402
 from clip_adapter.video import load_video_dataset  # noqa: E402
 from clip_adapter.video.bench import BaseToNovelConfig, run_base_to_novel, trained_loader  # noqa: E402
 from clip_adapter.video.stdd import SpaceTimeConfig, install_space_time  # noqa: E402
-from clip_adapter.video.toyclips import write_toy_videos  # noqa: E402
+from clip_adapter.io import atomic_write_json  # noqa: E402
+from clip_adapter.video.toyclips import CLASS_SETS, write_toy_videos  # noqa: E402
 from clip_adapter.video.train import video_features  # noqa: E402
 
 # The script's variant names (kept for --variants) -> the library's.
@@ -115,7 +117,7 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=1, help="timed steps after one warm-up (default: %(default)s)")
     parser.add_argument("--throughput-only", action="store_true", help="only the clips/s comparison")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--classes", default="actions", choices=("actions", "shape-actions"),
+    parser.add_argument("--classes", default="actions", choices=CLASS_SETS,
                         help="toy class set: novel actions, or novel shape-action combinations (default: %(default)s)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -126,7 +128,8 @@ def main() -> None:
         print(json.dumps(throughput(args.arch, args.frames, args.speed_clips, args.speed_steps), indent=1))
         return
     cache = str(out / "cache")
-    data = out / ("toy-videos" if args.classes == "actions" else f"toy-videos-{args.classes}")
+    suffix = "" if args.classes == "actions" else f"-{args.classes}"  # the actions set keeps its old file names
+    data = out / f"toy-videos{suffix}"
     if not data.exists():
         write_toy_videos(data, train=16, val=4, test=8, frames=16, size=64, seed=0, classes=args.classes)
     dataset = load_video_dataset(None, data)
@@ -134,19 +137,19 @@ def main() -> None:
     cfg = BaseToNovelConfig(variants=variants, seeds=tuple(args.seeds), shots=args.shots, steps=args.steps, lr=args.lr,
                             frames=args.frames, batch_clips=args.batch_clips, val_every=args.val_every, unfreeze=args.unfreeze,
                             channel_fold=args.channel_fold)
-    protocol_dir = out / ("base-to-novel" if args.classes == "actions" else f"base-to-novel-{args.classes}")
+    protocol_dir = out / f"base-to-novel{suffix}"
     bench = run_base_to_novel(dataset, cfg, protocol_dir, lambda: create_backbone("toy", args.pretrained, precision="fp32"),
                               trained_loader("toy"), cache_dir=cache, overwrite=True, log=lambda m: print(m, flush=True))
     print(bench["markdown"])
     speed = {"toy ViT, STDD-style training (clips/s)": bench["train_clips_per_s"]}
     results = {"base_to_novel": str(protocol_dir / "results.json"), "table": bench["table"], "throughput": speed,
                "args": vars(args)}
-    summary = out / ("results.json" if args.classes == "actions" else f"results-{args.classes}.json")
-    summary.write_text(json.dumps(results, indent=1))  # before the slow part
+    summary = out / f"results{suffix}.json"
+    atomic_write_json(summary, results)  # before the slow part
     if args.arch:
         speed[f"open_clip {args.arch}, random weights, {args.frames} frames x {args.speed_clips} clips"] = \
             throughput(args.arch, args.frames, args.speed_clips, args.speed_steps)
-        summary.write_text(json.dumps(results, indent=1))
+        atomic_write_json(summary, results)
     print(json.dumps(speed, indent=1))
 
 

@@ -355,6 +355,11 @@ def test_video_train_uses_its_scorer_views_and_batch_size_and_stays_deterministi
     assert default["train_config"]["scorer"] == "frame-mean" and default["train_config"]["views"] == 1
     described = run(tmp_path / "d", "--descriptions", str(worlds["source"] / "descriptions.json"))
     assert described["train_config"]["scorer"] == "prompt-match"  # ... prompt-level matching with them
+    capsys.readouterr()  # scoring it without its descriptions runs, and says so in one line
+    assert cli_main(["video", "zero-shot", "--split-dir", str(worlds["source"]), "--out", str(tmp_path / "zs"), "--frames", "4",
+                     "--precision", "fp32", "--pretrained", str(tmp_path / "d")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "trained on description prompts" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning:") and "--descriptions" in warned[0]
     capsys.readouterr()
     assert cli_main(["video", "train", "--help"]) == 0
     help_text = " ".join(capsys.readouterr().out.split())

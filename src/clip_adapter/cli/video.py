@@ -54,6 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_toy_dataset(sub: argparse._SubParsersAction) -> None:
+    from ..video.toyclips import CLASS_SETS
+
     ds = sub.add_parser("toy-dataset", help="write the toy action clips: mp4 class folders, split CSVs, class map, descriptions")
     ds.add_argument("--out", required=True, help="output folder: new, empty, or a toy video dataset with --overwrite")
     add_overwrite_option(ds, "a toy video dataset")
@@ -66,7 +68,7 @@ def _add_toy_dataset(sub: argparse._SubParsersAction) -> None:
     ds.add_argument("--actions", default=None,
                     help="comma-separated actions to write, or base / novel (default: all 11): a source set and a "
                          "disjoint target set for `video cross-dataset`")
-    ds.add_argument("--classes", default="actions", choices=("actions", "shape-actions"),
+    ds.add_argument("--classes", default="actions", choices=CLASS_SETS,
                     help="actions: the 11 actions, novel = unseen actions; shape-actions: 44 shape-action classes, "
                          "novel = unseen combinations of trained shapes and actions (default: %(default)s)")
     ds.set_defaults(func=toy_dataset_main)
@@ -218,7 +220,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--seed", type=seed_int, default=1, help="seed of the shots, batches and masks (default: %(default)s)")
     tr.add_argument("--val-every", type=positive_int, default=25, help="steps between validations (default: %(default)s)")
     tr.add_argument("--train-precision", default="auto", choices=("auto", "bf16", "fp32"), help="autocast while training (default: %(default)s)")
-    # Validation scores clips the way the model was trained (the mean frame embedding), unless told otherwise.
+    # Training and validation use --scorer (default: the official STDD score, prompt-match with --descriptions, else frame-mean).
     _add_sampling_options(tr, for_training=True)
     add_backbone_options(tr)
     tr.set_defaults(func=train_main)
@@ -336,6 +338,12 @@ def _config(args: argparse.Namespace, meta: dict | None = None):
     from ..video.zeroshot import VideoZeroShotConfig
 
     scorer = args.scorer or (recorded_scorer(meta) if meta else "frame-mean")
+    text = meta.get("text") if meta else None
+    if isinstance(text, dict) and text.get("source") == "descriptions" and not args.descriptions:
+        import warnings
+
+        warnings.warn(f"{args.pretrained} was trained on description prompts; without the same --descriptions, its "
+                      f"{scorer} scores use the plain templates instead")
     return VideoZeroShotConfig.from_dict({"frames": args.frames, "views": args.views, "scorer": scorer,
                                           "batch_size": args.batch_size}, where="options")
 

@@ -15,8 +15,9 @@ Every side is scored by :func:`.zeroshot.evaluate_zero_shot` on a copy of the
 dataset holding only that side's classes, so a frozen row is exactly what
 ``video zero-shot`` reports on a dataset of those classes. Trained rows are
 scored as they were trained (the official STDD score: ``prompt-match`` over
-the descriptions, else ``frame-mean``); mean ± population std over the seeds. A time-reversed pair split across base and
-novel is not scored (each side is only compared with itself).
+the descriptions, else ``frame-mean``); mean ± population std over the seeds.
+A time-reversed pair split across base and novel is not scored (each side is
+only compared with itself).
 
 Example:
     >>> harmonic_mean(0.5, 1.0)

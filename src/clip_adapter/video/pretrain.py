@@ -61,7 +61,7 @@ class VideoPretrainConfig(Config):
     warmup_steps: int = option(100, "linear warm-up steps")
     weight_decay: float = option(0.05, "AdamW weight decay on weight matrices")
     precision: str = option("auto", "auto (bf16 where fast), bf16 or fp32")
-    threads: int = option(1, "torch CPU threads")
+    threads: int = option(2, "torch CPU threads (0: torch's default)")
     vit_width: int = option(96, "ViT width")
     vit_layers: int = option(3, "ViT blocks")
     patch_size: int = option(16, "ViT patch side (64-pixel frames: a 4x4 grid, two 2x2 space-time windows a side)")
@@ -73,7 +73,7 @@ class VideoPretrainConfig(Config):
         check_range("motion_fraction", self.motion_fraction, 0.0, 1.0)
         check_range("state_share", self.state_share, 0.0, 1.0)
         check_range("lr", self.lr, 0.0)
-        check_range("threads", self.threads, 0)
+        check_range("threads", self.threads, 0, 1024)
         check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
 
     def model_config(self, vocab_size: int) -> ToyClipConfig:

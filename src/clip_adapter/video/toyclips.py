@@ -196,9 +196,20 @@ def folder_name(class_name: str) -> str:
     return class_name.replace(" ", "_")
 
 
+def action_clauses(action: Action) -> list[str]:
+    """An action's description clauses: its start, middle and end states and its motion."""
+    return [action.start, action.middle, action.end, action.motion]
+
+
+def action_states(actions: Sequence[str] = CLASSES) -> dict[str, dict[str, str | None]]:
+    """What ``meta.json`` records of each action: its states, motion and time reversal."""
+    return {a.name: {"start": a.start, "middle": a.middle, "end": a.end, "motion": a.motion, "reverse": a.reverse}
+            for a in ACTIONS if a.name in actions}
+
+
 def descriptions(actions: Sequence[str] = CLASSES) -> dict[str, list[str]]:
-    """The description file's content: each action's start, middle, end and motion clauses."""
-    return {a.name: [a.start, a.middle, a.end, a.motion] for a in sorted(ACTIONS, key=lambda a: a.name) if a.name in actions}
+    """The description file's content: each action's :func:`action_clauses`."""
+    return {a.name: action_clauses(a) for a in sorted(ACTIONS, key=lambda a: a.name) if a.name in actions}
 
 
 def select_actions(actions: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -237,8 +248,7 @@ def toy_meta(seed: int, frames: int, size: int, fps: int, counts: dict[str, int]
         "templates": [TEMPLATE],
         "time_reversed_pairs": [p for p in time_reversed_pairs() if all(a in actions for a in p)],
         "base": [a for a in BASE if a in actions], "novel": [a for a in NOVEL if a in actions],
-        "actions": {a.name: {"start": a.start, "middle": a.middle, "end": a.end, "motion": a.motion, "reverse": a.reverse}
-                    for a in ACTIONS if a.name in actions},
+        "actions": action_states(actions),
     }
 
 

@@ -3,7 +3,7 @@
 Classes are a shape doing an action ("triangle moving left"): four shapes
 (all asymmetric, so every action, rotations included, is visible on each)
 times the eleven actions, 44 classes. The base-to-novel split follows the
-issue's example, "new shape–motion combinations": the shapes form two groups
+"new shape–motion combinations" design: the shapes form two groups
 and the actions two groups (time-reversed pairs kept together); base is group
 1's shapes with group A's actions and group 2's shapes with group B's, novel
 the crossed combinations. So every shape and every action is trained on, but
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .toyclips import ACTIONS, BY_NAME, CLASSES, time_reversed_pairs
+from .toyclips import BY_NAME, CLASSES, action_clauses, action_states, time_reversed_pairs
 
 SHAPE_GROUPS = (("triangle", "heart"), ("semicircle", "diamond"))
 ACTION_GROUP_A = ("growing", "moving left", "moving right", "rotating clockwise", "rotating counterclockwise", "shrinking")
@@ -53,8 +53,7 @@ def parse_combo(name: str) -> tuple[str, str]:
 
 def combo_descriptions(names: Sequence[str]) -> dict[str, list[str]]:
     """Each class's clauses: its action's start, middle, end and motion clauses."""
-    return {n: [BY_NAME[a].start, BY_NAME[a].middle, BY_NAME[a].end, BY_NAME[a].motion]
-            for n, a in ((n, parse_combo(n)[1]) for n in names)}
+    return {n: action_clauses(BY_NAME[parse_combo(n)[1]]) for n in names}
 
 
 def combo_meta(names: Sequence[str]) -> dict:
@@ -66,6 +65,5 @@ def combo_meta(names: Sequence[str]) -> dict:
         "time_reversed_pairs": [p for p in pairs if all(c in names for c in p)],
         "base": [c for c in COMBO_BASE if c in names], "novel": [c for c in COMBO_NOVEL if c in names],
         "shape_groups": [list(g) for g in SHAPE_GROUPS], "action_groups": [list(ACTION_GROUP_A), list(ACTION_GROUP_B)],
-        "actions": {a.name: {"start": a.start, "middle": a.middle, "end": a.end, "motion": a.motion, "reverse": a.reverse}
-                    for a in ACTIONS},
+        "actions": action_states(),
     }
