@@ -329,6 +329,8 @@ def cross_dataset_cases(tmp: Path) -> list[tuple[str, list[str], bool]]:
                                                       "--out", str(tmp / "v15")], False),
         ("video/base-to-novel class both base and novel", ["video", "base-to-novel", "--split-dir", source, "--base", "growing",
                                                            "--novel", "growing,shrinking", "--out", str(tmp / "v16")], False),
+        ("video/base-to-novel --unfreeze text", ["video", "base-to-novel", "--split-dir", source, "--unfreeze", "text",
+                                                 "--out", str(tmp / "v17")], False),
     ]
 
 

@@ -112,6 +112,7 @@ def _last_error(capsys) -> list[str]:
     (["--base", "appearing,growing", "--novel", "growing,shrinking"], "both base and novel: 'growing'"),
     (["--base", ",".join(BASE + NOVEL)], "no novel classes"),
     (["--variants", "frozen-frame-mean", "--seeds", "1", "1"], "seeds must be distinct"),
+    (["--unfreeze", "text"], "unfreeze must be image or image-last-N, got 'text'"),
 ])
 def test_bad_inputs_are_one_line_and_write_nothing(world, tmp_path, capsys, extra, message):
     out = tmp_path / "o"

@@ -146,6 +146,7 @@ def _add_base_to_novel(sub: argparse._SubParsersAction) -> None:
     bn.add_argument("--batch-clips", type=positive_int, default=8, help="clips per step (default: %(default)s)")
     bn.add_argument("--val-every", type=positive_int, default=25, help="steps between validations (default: %(default)s)")
     bn.add_argument("--frames", type=positive_int, default=8, help="frames per clip (default: %(default)s)")
+    bn.add_argument("--unfreeze", default="image", help="what trains: image or image-last-N (default: %(default)s)")
     bn.add_argument("--descriptions", default=None, metavar="FILE",
                     help="class → clauses (default: the dataset's descriptions.json); the description rows need it")
     bn.add_argument("--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
@@ -169,12 +170,13 @@ def base_to_novel_main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--pretrained {args.pretrained} is a `video train` output; base-to-novel starts from a frozen CLIP")
     inputs = [args.data, args.split_dir, args.video_root, args.descriptions]
     claim_output_dir(args.out, VIDEO_BASE_TO_NOVEL, overwrite=args.overwrite, inputs=inputs)  # before any work
+    cfg = BaseToNovelConfig.from_dict({"variants": tuple(dict.fromkeys(args.variants)), "seeds": tuple(args.seeds),
+                                       "shots": args.shots, "steps": args.steps, "lr": args.lr, "frames": args.frames,
+                                       "batch_clips": args.batch_clips, "val_every": args.val_every,
+                                       "unfreeze": args.unfreeze}, where="options")  # options before the data
     cache_dir = cache_dir_from_args(args, inputs)
     dataset = load_video_dataset(args.data, args.split_dir, args.video_root, args.classmap)
     base, novel = base_novel_split(dataset, _names(args.base), _names(args.novel))  # before the backbone loads
-    cfg = BaseToNovelConfig.from_dict({"variants": tuple(dict.fromkeys(args.variants)), "seeds": tuple(args.seeds),
-                                       "shots": args.shots, "steps": args.steps, "lr": args.lr, "frames": args.frames,
-                                       "batch_clips": args.batch_clips, "val_every": args.val_every}, where="options")
     make = lambda: backbone_from_args(args)  # noqa: E731
     load = trained_loader(args.backbone, "fp32" if args.precision == "auto" else args.precision, args.device)
     info = {"backbone": args.backbone, "pretrained": args.pretrained, "data": args.data, "split_dir": args.split_dir}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import statistics
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -84,6 +85,8 @@ class BaseToNovelConfig(Config):
         check_range("frames", self.frames, 1, 512)
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if not re.fullmatch(r"image(-last-[1-9][0-9]*)?", self.unfreeze):  # the text encoder stays frozen
+            raise ConfigError(f"unfreeze must be image or image-last-N, got {self.unfreeze!r}")
 
 
 def harmonic_mean(a: float, b: float) -> float:
