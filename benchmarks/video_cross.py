@@ -49,7 +49,8 @@ from clip_adapter.io import atomic_write_json  # noqa: E402
 from clip_adapter.outputs import MARKER, mark_output_dir, marker_kind  # noqa: E402
 from clip_adapter.video import load_video_dataset  # noqa: E402
 from clip_adapter.video.cross import STD_NOTE, evaluate_cross_dataset, load_eval_sets, summarise  # noqa: E402
-from clip_adapter.video.stdd import SpaceTimeConfig, install_space_time  # noqa: E402
+from clip_adapter.video.bench import plot as bench_plot, trained_loader  # noqa: E402
+from clip_adapter.video.stdd import SpaceTimeConfig  # noqa: E402
 from clip_adapter.video.toyclips import BASE, write_toy_videos  # noqa: E402
 from clip_adapter.video.train import VideoTrainConfig, train_video, training_scorer  # noqa: E402
 from clip_adapter.video.zeroshot import VideoZeroShotConfig, text_side  # noqa: E402
@@ -106,10 +107,7 @@ def train_variant(args, source, spec: dict, seed: int, out: Path, cache: str) ->
     trainer = TrainerConfig(steps=args.steps, lr=args.lr, warmup_steps=args.steps // 10, val_every=args.val_every, seed=seed)
     space = SpaceTimeConfig(enabled=spec["stdd"])
     record = train_video(backbone, source, cfg, space, trainer, out, prompts, mask, overwrite=True)
-    tuned = create_backbone("toy", str(out), precision="fp32")
-    if spec["stdd"]:
-        install_space_time(tuned.model.visual, space)
-    return tuned, record["clips_per_s"], record["train_config"]["scorer"]
+    return trained_loader("toy")(out), record["clips_per_s"], record["train_config"]["scorer"]
 
 
 def table_row(runs: list[dict]) -> dict:
@@ -123,25 +121,12 @@ def table_row(runs: list[dict]) -> dict:
 
 def plot(table: dict, path: Path) -> None:
     """Bars of top-1 and time-reversed-pair accuracy (mean ± std over the target splits) per row, with chance lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     order = ["frame averaging (frozen)", "frozen + prompt-match (descriptions)", *VARIANTS]  # results.json sorts its keys
-    names = sorted(table, key=lambda n: order.index(n) if n in order else len(order))
-    fig, ax = plt.subplots(figsize=(10, 4))
-    for k, (key, label, chance) in enumerate((("top1", "top-1 (5 unseen actions)", 20), ("pairs", "time-reversed pairs", 50))):
-        ax.bar([i + k * 0.4 for i in range(len(names))], [100 * table[n][key]["mean"] for n in names], 0.4,
-               yerr=[100 * table[n][key]["std"] for n in names], label=label, color=f"C{k}")
-        ax.axhline(chance, color=f"C{k}", linestyle=":", linewidth=1)
-    ax.set_xticks([i + 0.2 for i in range(len(names))], names, rotation=12, fontsize=8)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("toy world in motion: zero-shot cross-dataset (6 base actions -> 5 novel; 3 target splits; dotted: chance)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    rows = {n: table[n] for n in sorted(table, key=lambda n: order.index(n) if n in order else len(order))}
+    bench_plot(rows, {n: n for n in rows}, path,
+               "toy world in motion: zero-shot cross-dataset (6 base actions -> 5 novel; 3 target splits; dotted: chance)",
+               bars={"top1": "top-1 (5 unseen actions)", "pairs": "time-reversed pairs"}, chance={"top1": 20, "pairs": 50},
+               ylabel="accuracy (%)")
 
 
 def main() -> None:

@@ -53,6 +53,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
 
 
+def _add_training_options(parser: argparse.ArgumentParser, per: str, steps: int) -> None:
+    """The options `video train` and `video base-to-novel` train with (one run per seed in the latter)."""
+    parser.add_argument("--shots", type=count_int, default=16, help=f"training clips per {per}, 0 = all (default: %(default)s)")
+    parser.add_argument("--steps", type=positive_int, default=steps, help="optimisation steps per run (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: %(default)s)")
+    parser.add_argument("--batch-clips", type=positive_int, default=8, help="clips per step (default: %(default)s)")
+    parser.add_argument("--val-every", type=positive_int, default=25, help="steps between validations (default: %(default)s)")
+
+
 def _add_toy_dataset(sub: argparse._SubParsersAction) -> None:
     from ..video.toyclips import CLASS_SETS
 
@@ -140,11 +149,7 @@ def _add_base_to_novel(sub: argparse._SubParsersAction) -> None:
     bn.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
                     help=f"rows, of: {', '.join(VARIANTS)} (default: all; the frozen rows need no training)")
     bn.add_argument("--seeds", type=seed_int, nargs="+", default=[1, 2, 3], help="seeds of the trained rows (default: 1 2 3)")
-    bn.add_argument("--shots", type=count_int, default=16, help="training clips per base class, 0 = all (default: %(default)s)")
-    bn.add_argument("--steps", type=positive_int, default=150, help="optimisation steps per trained run (default: %(default)s)")
-    bn.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: %(default)s)")
-    bn.add_argument("--batch-clips", type=positive_int, default=8, help="clips per step (default: %(default)s)")
-    bn.add_argument("--val-every", type=positive_int, default=25, help="steps between validations (default: %(default)s)")
+    _add_training_options(bn, "base class", steps=150)
     bn.add_argument("--frames", type=positive_int, default=8, help="frames per clip (default: %(default)s)")
     bn.add_argument("--unfreeze", default="image", help="what trains: image or image-last-N (default: %(default)s)")
     bn.add_argument("--descriptions", default=None, metavar="FILE",
@@ -214,13 +219,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--out", required=True, help="output folder: the checkpoint, stdd.json, log and result.json")
     add_overwrite_option(tr, "a video training output")
     tr.add_argument("--classes", default=None, help="comma-separated seen classes (default: meta.json's base, else all)")
-    tr.add_argument("--shots", type=count_int, default=16, help="training clips per seen class, 0 = all (default: %(default)s)")
-    tr.add_argument("--steps", type=positive_int, default=200, help="optimisation steps (default: %(default)s)")
-    tr.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: %(default)s)")
-    tr.add_argument("--batch-clips", type=positive_int, default=8, help="clips per step (default: %(default)s)")
+    _add_training_options(tr, "seen class", steps=200)
     tr.add_argument("--distill-weight", type=float, default=2.0, help="FROSTER distillation weight, 0 = off (default: %(default)s)")
     tr.add_argument("--seed", type=seed_int, default=1, help="seed of the shots, batches and masks (default: %(default)s)")
-    tr.add_argument("--val-every", type=positive_int, default=25, help="steps between validations (default: %(default)s)")
     tr.add_argument("--train-precision", default="auto", choices=("auto", "bf16", "fp32"), help="autocast while training (default: %(default)s)")
     # Training and validation use --scorer (default: the official STDD score, prompt-match with --descriptions, else frame-mean).
     _add_sampling_options(tr, for_training=True)

@@ -56,6 +56,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "no-distill": ("- distillation", {"frozen": False, "space_time": True, "descriptions": True, "distill": 0.0}),
 }
 METRICS = ("base", "novel", "hm", "pairs")
+BAR_LABELS = {"base": "base", "novel": "novel", "hm": "harmonic mean", "pairs": "reversed pairs"}
 
 
 @dataclasses.dataclass
@@ -187,23 +188,28 @@ def markdown_table(table: dict[str, dict], labels: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def plot(table: dict[str, dict], labels: dict[str, str], path: Path, title: str) -> None:
-    """Grouped bars (base, novel, HM, pairs) per row with std error bars, written atomically to ``path``."""
+def plot(table: dict[str, dict], labels: dict[str, str], path: Path, title: str,
+         bars: dict[str, str] = BAR_LABELS, chance: dict[str, float] | None = None, ylabel: str = "top-1 (%)") -> None:
+    """Grouped bars per row (``bars``: metric → legend label) with std error bars, written atomically to ``path``.
+
+    ``chance``: metric → its chance level in %, drawn as a dotted line in the bar's colour.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(table)
-    width = 0.8 / len(METRICS)
+    width = 0.8 / len(bars)
     fig, ax = plt.subplots(figsize=(10, 4))
-    for k, key in enumerate(METRICS):
+    for k, (key, label) in enumerate(bars.items()):
         means = [100 * (table[n][key]["mean"] or 0.0) for n in names]  # a metric that does not apply draws as 0
         stds = [100 * (table[n][key]["std"] or 0.0) for n in names]
-        ax.bar([i + k * width for i in range(len(names))], means, width, yerr=stds,
-               label={"hm": "harmonic mean", "pairs": "reversed pairs"}.get(key, key))
-    ax.set_xticks([i + 1.5 * width for i in range(len(names))], [labels[n] for n in names], rotation=12, fontsize=8)
-    ax.set_ylabel("top-1 (%)")
+        ax.bar([i + k * width for i in range(len(names))], means, width, yerr=stds, label=label, color=f"C{k}")
+        if chance and key in chance:
+            ax.axhline(chance[key], color=f"C{k}", linestyle=":", linewidth=1)
+    ax.set_xticks([i + (len(bars) - 1) / 2 * width for i in range(len(names))], [labels[n] for n in names], rotation=12, fontsize=8)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
