@@ -45,7 +45,7 @@ def run(argv: list[str]) -> tuple[int, str]:
 
 def verdict(code: int, err: str, tmp: Path, expect_ok: bool, lost: int) -> dict:
     lines = [line for line in err.strip().splitlines() if not line.startswith(("warning:", "clip-adapter ", "artifact written", "usage:"))]
-    leftovers = [str(p) for p in tmp.rglob("*") if ".tmp-" in p.name]
+    leftovers = [str(p) for p in tmp.rglob("*") if ".tmp-" in p.name and "/user-" not in str(p)]  # a user's look-alikes are not ours
     clear = expect_ok and code == 0 or (code != 0 and len(lines) == 1 and lines[0].startswith("error:"))
     return {"exit": code, "clear": bool(clear) and code != -1, "traceback": "Traceback" in err or code == -1,
             "leftovers": len(leftovers), "lost": lost, "message": (lines[0] if lines else "")[:110]}
@@ -143,6 +143,30 @@ def output_cases(tmp: Path, good: Path, art: Path) -> list[tuple[str, list[str],
         ("output/predict --out exists", ["predict", str(art), str(good), "--out", str(file)], False),
         ("output/eval --out is a folder", ["eval", str(art), "--data", str(good), "--out", str(folder)], False),
         ("output/predict image name with a newline", ["predict", str(art), str(tmp / "no\nsuch.jpg")], False),
+        *ownership_cases(tmp, good, train_to),
+    ]
+
+
+def ownership_cases(tmp: Path, good: Path, train_to) -> list[tuple[str, list[str], bool]]:
+    """A user's files beside or deep inside an earlier output: never moved, replaced or deleted."""
+    beside = tmp / "user-beside"
+    beside.mkdir()
+    (beside / "photos.tmp-2023-backup").write_text("the user's backup")
+    (beside / "photos.tmp-2024-old").mkdir()
+    (beside / "photos.tmp-2024-old" / "thesis.tex").write_text("years of work")
+    inside = tmp / "user-inside" / "run"
+    assert main(train_to(inside)) == 0
+    (inside / "user-analysis.tmp-v2.ipynb").write_text("{}")
+    toy = tmp / "user-toy" / "t"
+    toy_argv = ["toy", "dataset", "--task", "color", "--train", "1", "--val", "1", "--test", "1", "--out", str(toy)]
+    assert main(toy_argv) == 0
+    red = next(p for p in (toy / "images").rglob("*") if p.is_dir() and any(p.glob("*.png")))
+    (red / "user-MY_OWN_PHOTO.png").write_bytes(b"precious")
+    return [
+        ("output/look-alike temporaries beside --out", train_to(beside / "photos"), True),
+        ("output/--overwrite, a user's file beside config.json", train_to(inside) + ["--overwrite"], False),
+        ("output/toy dataset --overwrite, a user's photo in images/", [*toy_argv, "--overwrite"], False),
+        ("output/report --out inside the dataset", ["report", str(inside), "--data", str(good), "--out", str(good / "cat" / "r.html")], False),
     ]
 
 

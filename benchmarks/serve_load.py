@@ -104,7 +104,8 @@ def main() -> int:
         model = clip_adapter.fit(photos, backbone=backbone, shots=1, cache_dir=Path(work) / "cache", epochs=2)
         images = [p.read_bytes() for p in sorted((photos / "images").rglob("test_*.png"))]
         counting = CountingBackbone(backbone)
-        limits = ServeLimits(max_batch=32, max_wait_ms=args.max_wait_ms, max_concurrency=max(8, args.clients))
+        limits = ServeLimits(max_batch=32, max_wait_ms=args.max_wait_ms, max_concurrency=max(8, args.clients),
+                             max_uploads=max(32, args.clients))
         app = create_app(AdaptedCLIP(model.classifier, counting, FeatureConfig()), limits)
         print(f"toy CLIP ({backbone.precision}, {args.threads} torch thread(s)), {len(images)} distinct 64x64 PNGs, "
               f"batch-1 requests, max_wait_ms={args.max_wait_ms}, on {LOOPBACK}")

@@ -89,3 +89,16 @@ def test_vit_b_32_random_init_end_to_end(image_folder, tmp_path):
     assert main(["eval", str(out), "--data", str(image_folder)]) == 0
     assert main(["predict", str(out), str(image_folder / "blue_square" / "001.jpg"), "--out", str(tmp_path / "p.csv")]) == 0
     assert (tmp_path / "p.csv").read_text().startswith("path,rank,class,probability")
+
+
+def test_auto_precision_keeps_small_models_fp32_even_where_bf16_is_fast(monkeypatch):
+    # The README's toy tables must reproduce on a CPU with bf16 units: auto leaves the toy CLIP in fp32.
+    from clip_adapter.backbones import precision
+    from clip_adapter.toyworld.backbone import ToyClipBackbone
+
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    assert precision.resolve_precision("auto", cpu, parameters=150_000_000) == "bf16"
+    assert precision.resolve_precision("auto", cpu, parameters=3_000_000) == "fp32"
+    assert ToyClipBackbone(precision="auto").precision == "fp32"
+    assert ToyClipBackbone(precision="bf16").precision == "bf16"

@@ -142,3 +142,21 @@ def test_run_bench_library_api(two_datasets, tmp_path):
     plan = BenchPlan({"a": ds}, [MethodSpec.parse("gda")], shots=(1,), seeds=(1,), features=FeatureConfig(views=1, cache_dir=str(tmp_path / "c")))
     report = run_bench(create_backbone("test-tiny-vit", "none", precision="fp32"), plan, tmp_path / "o", log=lambda _: None)
     assert report.ran == 1 and write_reports(tmp_path / "o", "val", report.results)["table"].is_file()
+
+
+def test_a_malformed_run_file_is_left_out_with_a_warning(tmp_path):
+    import warnings as w
+
+    from clip_adapter.bench.aggregate import load_results
+
+    good = {"protocol": "val", "data": {"dataset": "d"}, "bench": {"label": "m"}, "run": {"shots": 1, "seed": 1},
+            "test": {"accuracy": 50.0}, "zero_shot_test_accuracy": 40.0, "timings": {"fit_seconds": 1.0},
+            "selection": {"chosen": {}}}
+    paths = []
+    for i, r in enumerate([good, {**good, "run": {"shots": "1", "seed": 1}}, {**good, "test": None}, [1], {}]):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(r))
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        rows = load_results(paths)
+    assert len(rows) == 1 and len(caught) == 4 and all("malformed" in str(c.message) for c in caught)

@@ -20,7 +20,7 @@ def train(image_folder, out, *extra):
 def test_train_eval_predict_end_to_end(image_folder, tmp_path, capsys):
     out = tmp_path / "run"
     assert train(image_folder, out) == 0
-    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "result.json", "split.json", "log.csv"}
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"config.json", "model.safetensors", "result.json", "split.json", "log.csv"}
     log = (out / "log.csv").read_text().splitlines()
     assert log[0] == "candidate,epoch,loss,lr,selection_accuracy,selection_loss" and len(log) > 20  # per epoch, per candidate
     result = json.loads((out / "result.json").read_text())

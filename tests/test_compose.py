@@ -287,6 +287,7 @@ def test_cli_writes_suites_then_scores_several_models(tmp_path, capsys):
     assert {"compose.json", "compose.md", "suites.png", "bias.png", "probes.png"} <= {p.name for p in out.iterdir()}
     saved = json.loads((out / "compose.json").read_text())
     assert list(saved["models"]) == ["base", "random"] and saved["models_pretrained"]["random"] == "none"
+    assert saved["suites"] == list(SUITES)  # read back from disk, the columns keep the order they were written in
     # our own output: refused without --overwrite, replaced with it
     code, _, err = run_cli(capsys, "compose-bench", "--suites", suites / "negation", "--out", out, "--no-bias", "--no-probes", *SMALL_CLI)
     assert code == 2 and err.count("\n") == 1 and "--overwrite" in err

@@ -163,3 +163,48 @@ def test_unchanged_images_are_hashed_once_per_process(tiny_backbone, image_folde
     Image.new("RGB", (40, 40), (0, 0, 255)).save(paths[0])
     run(tiny_backbone, paths, tmp_path / "c")
     assert len(calls) == 5
+
+
+def test_store_examples_run():
+    import doctest
+
+    from clip_adapter.features import store as store_module
+
+    result = doctest.testmod(store_module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_shards_of_the_previous_manifest_version_are_recomputed(tmp_path):
+    """Version 1 checksummed the tensor bytes only, so its keys cannot be trusted: such shards are dropped."""
+    import json
+
+    store = FeatureStore(tmp_path, {"backbone": "x"}, "image", dim=3)
+    store.put(["a"], torch.ones(1, 3))
+    manifest_path = next(store.dir.glob("shard-*.json"))
+    manifest = json.loads(manifest_path.read_text())
+    old = {"version": 1, "keys": manifest["keys"], "dim": 3, "sha256": manifest["sha256"]}
+    manifest_path.write_text(json.dumps(old))
+    assert FeatureStore(tmp_path, {"backbone": "x"}, "image", dim=3).missing(["a"]) == ["a"]
+    assert not list(store.dir.glob("shard-*"))
+
+
+def test_a_newer_manifest_format_is_left_alone_but_not_used(tmp_path):
+    """A newer clip-adapter sharing the cache keeps its shards; this one recomputes beside them."""
+    import json
+
+    store = FeatureStore(tmp_path, {"backbone": "x"}, "image", dim=3)
+    store.put(["a"], torch.ones(1, 3))
+    manifest_path = next(store.dir.glob("shard-*.json"))
+    manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "version": 99}))
+    assert FeatureStore(tmp_path, {"backbone": "x"}, "image", dim=3).missing(["a"]) == ["a"]
+    assert manifest_path.exists()
+
+
+def test_bad_image_hint_is_the_callers(tiny_backbone, image_folder, tmp_path):
+    paths = paths_of(image_folder)[:2]
+    paths[1].write_bytes(b"not an image at all")
+    with pytest.raises(DataError, match="use --skip-bad"):
+        run(tiny_backbone, paths, tmp_path / "c")
+    with pytest.raises(DataError) as caught:
+        run(tiny_backbone, paths, tmp_path / "c", bad_hint=None)
+    assert paths[1].name in str(caught.value) and "skip" not in str(caught.value)

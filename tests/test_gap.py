@@ -235,7 +235,7 @@ def test_cli_writes_statistics_figures_and_the_adapter_change(world, tmp_path, c
     code, printed, err = run_cli(capsys, "gap", "--data", world["data"], "--out", out, "--artifact", world["artifact"],
                                  "--cache-dir", world["cache"], "--inversion", "--inversion-steps", "10", "--inversion-threads", "1")
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == [".clip-adapter-output.json", "gap.json", "projection.png", "similarities.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".clip-adapter-files.jsonl", ".clip-adapter-output.json", "gap.json", "projection.png", "similarities.png"]
     result = json.loads((out / "gap.json").read_text())
     assert result["raw"]["n_images"] == 24 and result["raw"]["n_texts"] == 8
     assert result["adapted"]["gap"]["centroid_distance"] != result["raw"]["gap"]["centroid_distance"]

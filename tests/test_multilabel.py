@@ -361,6 +361,9 @@ def test_cli_toy_dataset_train_evaluate(tmp_path, capsys):
     assert "unmix on 24 test images" in capsys.readouterr().out
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == ["config.json", "model.safetensors", "result.json", "split.json"]
     assert cli_main(["multilabel", "evaluate", str(run), "--data", str(data), "--precision", "fp32"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("unmix on 24 test images: mAP ") and "per-class AP:" in printed  # a summary, as eval prints
+    assert cli_main(["multilabel", "evaluate", str(run), "--data", str(data), "--precision", "fp32", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n_images"] == 24
     assert cli_main(["multilabel", "train", "--data", str(data), "--out", str(run), "--shots", "2"]) == 2
     assert "already holds" in capsys.readouterr().err
@@ -378,7 +381,7 @@ def test_cli_unmix_on_an_open_clip_backbone(tmp_path, capsys):
     assert "unmix on 24 test images" in capsys.readouterr().out
     config = json.loads((run / "config.json").read_text())
     assert config["backbone"]["name"] == TINY and config["config"]["negative_template"] == "a photo without a {}"
-    assert cli_main(["multilabel", "evaluate", str(run), "--data", str(data), "--precision", "fp32"]) == 0
+    assert cli_main(["multilabel", "evaluate", str(run), "--data", str(data), "--precision", "fp32", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == "unmix"
     # a hand-edited seed in the recorded backbone id is the artifact's fault: one line, not a ValueError
     assert config["backbone"]["id"].endswith("/random-init:0")

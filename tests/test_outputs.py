@@ -22,7 +22,8 @@ import pytest
 from clip_adapter.cli import main
 from clip_adapter.errors import OutputError
 from clip_adapter.io import TMP_MARK, atomic_dir, clean_stale_temporaries
-from clip_adapter.outputs import MARKER, check_cache_dir, claim_output_dir, is_own_output
+from clip_adapter.outputs import MARKER, check_cache_dir, claim_output_dir, is_own_output, mark_output_dir
+from clip_adapter.ownership import TEMP_PROOF
 
 TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--precision", "fp32"]
 
@@ -123,10 +124,12 @@ def test_bench_resumes_into_its_own_output_and_refuses_anything_else(image_folde
     assert (out / "data.csv").read_text() == "mine"
     mark = tmp_path / "marked"
     claim_output_dir(mark, "bench", resume=True)
-    mark.mkdir()
-    (mark / MARKER).write_text(json.dumps({"kind": "bench"}))
-    (mark / "runs").mkdir()
+    mark_output_dir(mark, "bench")
     assert claim_output_dir(mark, "bench", resume=True) == mark
+    (mark / "runs").mkdir()  # a folder we never wrote into proves nothing
+    with pytest.raises(OutputError, match="runs/"):
+        claim_output_dir(mark, "bench", resume=True)
+    (mark / "runs").rmdir()
     with pytest.raises(OutputError, match="overwrite"):
         claim_output_dir(mark, "bench")
 
@@ -160,8 +163,9 @@ def test_read_only_empty_cache_dir_is_refused(tmp_path, monkeypatch):
     empty = tmp_path / "ro"
     empty.mkdir()
     monkeypatch.setattr(os, "access", lambda path, mode: False)
-    with pytest.raises(OutputError, match="read-only and empty"):
+    with pytest.raises(OutputError, match="read-only and empty") as refusal:
         check_cache_dir(empty)
+    assert refusal.value.exit_code == 3  # the machine refused, as a failed write to a read-only cache says
     (empty / "shard").write_text("cached")
     assert check_cache_dir(empty) == empty  # a read-only shared cache still serves what it holds
 
@@ -179,7 +183,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_written_file(image_folder, t
     env = {**os.environ, "CLIP_ADAPTER_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("warning:")]
-    assert proc.returncode in (2, 3) and len(lines) == 1 and "File too large" in lines[0], proc.stderr
+    assert proc.returncode == 3 and len(lines) == 1 and "File too large" in lines[0], proc.stderr
     assert not (tmp_path / "full").exists() and not list(tmp_path.glob(f"*{TMP_MARK}*"))
 
 
@@ -189,13 +193,23 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+def _our_temporary(directory: Path, target: str, pid: int, role: str = "dir", host: str | None = None) -> Path:
+    """A temporary as a killed writer of ours leaves it: the name and, inside, the proof written first."""
+    from clip_adapter.io import host_tag
+
+    host = host or host_tag()
+    path = directory / f"{target}{TMP_MARK}{pid}@{host}-{'old' if role == 'old' else 'abc123'}"
+    path.mkdir()
+    proof = {"format": "clip-adapter-temporary", "target": target, "pid": pid, "host": host, "role": role}
+    (path / TEMP_PROOF).write_text(json.dumps(proof))
+    return path
+
+
 def test_stale_temporaries_of_dead_writers_are_cleaned_and_live_ones_kept(tmp_path):
     dead, target = _dead_pid(), tmp_path / "art"
-    stale = tmp_path / f"art{TMP_MARK}{dead}-abc123"
-    stale.mkdir()
+    stale = _our_temporary(tmp_path, "art", dead)
     (stale / "config.json").write_text("{}")
-    live = tmp_path / f"art{TMP_MARK}{os.getpid()}-zzz"
-    live.mkdir()
+    live = _our_temporary(tmp_path, "art", os.getpid())
     user = tmp_path / "art.tmp-notes"  # not one of ours: no pid in the name
     user.write_text("mine")
     with atomic_dir(target) as tmp:
@@ -208,31 +222,31 @@ def test_temporaries_written_on_another_machine_are_never_judged_dead(tmp_path):
     from clip_adapter.io import host_tag, temp_prefix
 
     dead = _dead_pid()
-    ours = tmp_path / f"shard{TMP_MARK}{dead}@{host_tag()}-abc"
-    theirs = tmp_path / f"shard{TMP_MARK}{dead}@{'0' * 8 if host_tag() != '0' * 8 else '1' * 8}-abc"
-    ours.write_text("x"), theirs.write_text("y")
+    ours = _our_temporary(tmp_path, "shard", dead)
+    theirs = _our_temporary(tmp_path, "shard", dead, host="0" * 8 if host_tag() != "0" * 8 else "1" * 8)
     assert temp_prefix(tmp_path / "shard").startswith(f"shard{TMP_MARK}{os.getpid()}@{host_tag()}-")
     assert clean_stale_temporaries(tmp_path) == 1
-    assert not ours.exists() and theirs.read_text() == "y"
+    assert not ours.exists() and theirs.is_dir()
 
 
 def test_an_output_moved_aside_by_a_killed_writer_is_put_back(tmp_path):
     target = tmp_path / "art"
-    aside = tmp_path / f"art{TMP_MARK}{_dead_pid()}-old"
-    aside.mkdir()
+    aside = _our_temporary(tmp_path, "art", _dead_pid(), role="old")
     (aside / "config.json").write_text("old")
     assert clean_stale_temporaries(tmp_path) == 0
     assert (target / "config.json").read_text() == "old" and not aside.exists()
+    assert not (target / TEMP_PROOF).exists()
 
 
 KILL_LOOP = """
 import json, sys
 from pathlib import Path
 from clip_adapter.io import atomic_dir
-from clip_adapter.outputs import is_own_output
+from clip_adapter.outputs import is_own_output, mark_output_dir
 target = Path(sys.argv[1])
 for i in range(100000):
     with atomic_dir(target, may_replace=lambda p: is_own_output(p, "artifact")) as tmp:
+        mark_output_dir(tmp, "artifact")
         (tmp / "model.safetensors").write_bytes(b"w" * 4096)
         (tmp / "config.json").write_text(json.dumps({"format": "clip-adapter-artifact", "i": i}))
     if i == 0:
@@ -268,11 +282,16 @@ def test_outputs_respect_the_umask(image_folder, tmp_path):
 
 def test_is_own_output_recognises_only_complete_own_folders(tmp_path):
     art = tmp_path / "a"
-    art.mkdir()
-    (art / "config.json").write_text(json.dumps({"format": "clip-adapter-artifact"}))
-    assert is_own_output(art, "artifact")
-    (art / "config.json").write_text(json.dumps({"format": "something-else"}))
+    with atomic_dir(art) as tmp:
+        mark_output_dir(tmp, "artifact")
+        (tmp / "config.json").write_text(json.dumps({"format": "clip-adapter-artifact"}))
+    assert is_own_output(art, "artifact") and not is_own_output(art, "bench")
+    (art / "config.json").write_text(json.dumps({"format": "something-else"}))  # changed since we wrote it
     assert not is_own_output(art, "artifact")
+    legacy = tmp_path / "legacy"  # a look-alike: the right names, no ledger of ours
+    legacy.mkdir()
+    (legacy / "config.json").write_text(json.dumps({"format": "clip-adapter-artifact"}))
+    assert not is_own_output(legacy, "artifact")
 
 
 def test_an_existing_empty_folder_receives_the_output(tmp_path):
@@ -282,7 +301,7 @@ def test_an_existing_empty_folder_receives_the_output(tmp_path):
     target.mkdir()
     with atomic_dir(target) as tmp:
         (tmp / "result.json").write_text("{}")
-    assert sorted(p.name for p in target.iterdir()) == ["result.json"]
+    assert sorted(p.name for p in target.iterdir()) == [".clip-adapter-files.jsonl", "result.json"]
 
 
 def test_a_folder_filled_while_writing_is_never_replaced(tmp_path):

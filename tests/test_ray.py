@@ -203,3 +203,4 @@ def test_bad_ray_options_are_one_line(photos, tmp_path, capsys):
 def test_a_worker_size_the_cluster_cannot_hold_is_refused(ray_cluster, photos, tmp_path, capsys):
     assert main(["extract", "--data", str(photos), *EXTRACT, "--cache-dir", str(tmp_path / "c"), "--ray", "--ray-gpus-per-worker", "1"]) == 2
     assert "has 0 GPUs" in capsys.readouterr().err
+

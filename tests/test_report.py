@@ -56,7 +56,7 @@ def _assert_offline(html: str) -> None:
 
 
 def test_artifact_page_shows_every_section_with_the_recorded_numbers(world):
-    html = _page(world["adapted"])
+    html = _page(world["adapted"], data=world["data"])
     result = json.loads((world["adapted"] / "result.json").read_text())
     for anchor in ("configuration", "results", "per-class", "confusion", "worst", "training", "adapter"):
         assert f'<section id="{anchor}">' in html
@@ -71,15 +71,16 @@ def test_artifact_page_shows_every_section_with_the_recorded_numbers(world):
     assert table.count("<tr>") - 1 == 8
     counts = re.search(r"(\d+) helped</span>, <span class=\"bad\">(\d+) hurt</span>, (\d+) unchanged \(of (\d+)", html)
     assert counts and sum(map(int, counts.groups()[:3])) == int(counts.group(4)) == 8
-    # figures: per-class bars, confusion, 12 thumbnails (the default, of 32 test images), history, cosine histogram
+    # figures: per-class bars, confusion, 12 thumbnails (the default, of 32 test images), history per epoch and
+    # per candidate, cosine histogram
     assert html.count('class="card"><img') == 12
-    assert len(_images(html)) in (12 + 3, 12 + 4)  # the per-class chart only when some class changed
+    assert len(_images(html)) in (12 + 4, 12 + 5)  # the per-class chart only when some class changed
     _assert_offline(html)
 
 
 def test_alpha_zero_adapter_moves_nothing_and_matches_zero_shot(world):
     """α = 0 is zero-shot exactly: cosine 1, no class helped or hurt, no prediction changed."""
-    html = _page(world["identity"])
+    html = _page(world["identity"], data=world["data"])
     assert "0 helped</span>, <span class=\"bad\">0 hurt</span>, 8 unchanged" in html
     row = re.search(r"cos\(α·A\(f\) \+ \(1−α\)·f, f\)</td><td class=\"num\">([\d.]+)</td>", html)
     assert row and float(row.group(1)) == pytest.approx(1.0, abs=1e-4)
@@ -87,7 +88,7 @@ def test_alpha_zero_adapter_moves_nothing_and_matches_zero_shot(world):
 
 
 def test_adapted_run_moves_features_and_differs_from_zero_shot(world):
-    html = _page(world["adapted"])
+    html = _page(world["adapted"], data=world["data"])
     row = re.search(r"cos\(α·A\(f\) \+ \(1−α\)·f, f\)</td><td class=\"num\">([\d.-]+)</td>", html)
     result = json.loads((world["adapted"] / "result.json").read_text())
     if result["selection"]["chosen"]["alpha"] > 0:
@@ -96,14 +97,12 @@ def test_adapted_run_moves_features_and_differs_from_zero_shot(world):
         assert row and float(row.group(1)) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_images_gone_gives_a_note_and_data_brings_them_back(world, tmp_path):
+def test_without_data_the_page_says_so_and_data_brings_the_images(world, tmp_path):
     moved = tmp_path / "elsewhere" / "run"
     shutil.copytree(world["adapted"], moved)
-    result = json.loads((moved / "result.json").read_text())
-    result["data"]["root"] = str(tmp_path / "deleted-dataset")  # the recorded dataset is gone too
-    (moved / "result.json").write_text(json.dumps(result))
+    os.symlink(world["data"], tmp_path / "elsewhere" / "data")  # beside the artifact, and recorded in result.json: not used
     html = _page(moved, cache_dir=world["cache"])
-    assert "were not found beside the artifact" in html
+    assert "test images are read only from --data" in html
     assert 'class="card"' not in html
     assert '<section id="confusion">' in html and len(_images(html)) >= 2  # confusion from result.json, history
     with_data = _page(moved, data=world["data"], cache_dir=world["cache"])
@@ -113,7 +112,6 @@ def test_images_gone_gives_a_note_and_data_brings_them_back(world, tmp_path):
 def test_cli_writes_beside_an_artifact_refuses_to_overwrite_and_names_bad_folders(world, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(world["adapted"], run)
-    os.symlink(world["data"], tmp_path / "data")  # the dataset beside the copied artifact
     target = default_output(run)
     assert target == tmp_path / "run.report.html"  # not inside: the artifact must stay our own output
     assert main(["report", str(run), "--cache-dir", str(world["cache"])]) == 0
@@ -241,7 +239,8 @@ def test_page_renders_offline_in_headless_chromium(kind, world, bench_dir, tmp_p
     chromium = _chromium()
     source = world["adapted"] if kind == "artifact" else bench_dir
     out = tmp_path / f"{kind}.html"
-    assert main(["report", str(source), "--out", str(out)]) == 0
+    data = ["--data", str(world["data"]), "--cache-dir", str(world["cache"])] if kind == "artifact" else []
+    assert main(["report", str(source), "--out", str(out), *data]) == 0
     shot = tmp_path / f"{kind}.png"
     done = _browse(chromium, out, tmp_path / "profile-shot", f"--screenshot={shot}")
     assert shot.is_file() and shot.stat().st_size > 20_000, done.stderr[-500:]

@@ -13,9 +13,9 @@ import clip_adapter
 from clip_adapter.backbones import create_backbone
 from clip_adapter.cli import main as cli_main
 from clip_adapter.errors import ArtifactError, ConfigError
-from clip_adapter.io import save_tensors
+from clip_adapter.io import save_tensors, to_json
 from clip_adapter.retrieval import (
-    adaptation_for, backbone_for_index, build_index, encode_image_query, encode_text_query, load_index, search,
+    adaptation_for, backbone_for_index, build_index, encode_image_query, encode_text_query, load_index, search, seal_record,
 )
 from clip_adapter.toyworld import write_task_dataset
 
@@ -102,8 +102,8 @@ def test_faiss_index_agrees_with_exact_search_on_a_small_collection(world, tmp_p
     index = load_index(build_index(world["backbone"], world["images"], world["cache"], tmp_path / "ix", adaptation, approximate=kind))
     query = encode_text_query(world["backbone"], "a yellow object")
     for adapt in (None, adaptation):
-        exact = search(index, query, 5, adapt)
-        approx = search(index, query, 5, adapt, approximate=True)
+        exact = search(index, query, 5, adapt, unadapted=adapt is None)
+        approx = search(index, query, 5, adapt, approximate=True, unadapted=adapt is None)
         assert [p for p, _ in approx] == [p for p, _ in exact]
         assert [s for _, s in approx] == pytest.approx([s for _, s in exact], abs=1e-4)
 
@@ -178,7 +178,14 @@ def test_cli_index_overwrite_replaces_only_our_index(world, tmp_path, capsys):
     assert code == 2 and "notes.txt" in err and (out / "notes.txt").read_text() == "mine"
 
 
-def _corrupt(index_dir: Path, how: str) -> None:
+def reseal(index_dir: Path, record: dict | None = None) -> None:
+    """Re-record every file's sha256 and the record's digest: a forgery consistent with its checksums."""
+    record = record if record is not None else json.loads((index_dir / "index.json").read_text())
+    unsealed = {k: v for k, v in record.items() if k not in ("files", "digest")}
+    (index_dir / "index.json").write_text(to_json(seal_record(unsealed, index_dir)))
+
+
+def _corrupt(index_dir: Path, how: str, sealed: bool) -> None:
     record = json.loads((index_dir / "index.json").read_text())
     if how == "no record":
         (index_dir / "index.json").unlink()
@@ -202,19 +209,28 @@ def _corrupt(index_dir: Path, how: str) -> None:
         bad = F.normalize(torch.ones(len(record["paths"]), record["embed_dim"]), dim=1)
         bad[0, 0] = float("nan")
         save_tensors(index_dir / "features.safetensors", {"features": bad})
+    if sealed:
+        reseal(index_dir, record if how == "paths mismatch" else None)
 
 
-@pytest.mark.parametrize("how, message", [
-    ("no record", "index record not found"), ("bad json", "not valid JSON"), ("foreign json", "not a clip-adapter index"),
-    ("paths mismatch", "has shape"), ("newer version", "format version 99"), ("no features", "index features not found"),
-    ("garbage features", "not a valid safetensors"), ("unnormalised features", "not L2-normalised"), ("nan features", "NaN"),
+@pytest.mark.parametrize("how, sealed, message", [
+    ("no record", False, "index record not found"), ("bad json", False, "not valid JSON"),
+    ("foreign json", False, "not a clip-adapter index"), ("newer version", False, "format version 99"),
+    ("no features", False, "index features not found"),
+    # edited without re-sealing: refused by the checksums, naming the file
+    ("paths mismatch", False, "index.json does not match its digest"),
+    ("garbage features", False, "features.safetensors does not match the sha256"),
+    ("unnormalised features", False, "features.safetensors does not match the sha256"),
+    # forged consistently with the checksums: refused by the checks behind them
+    ("paths mismatch", True, "has shape"), ("garbage features", True, "not a valid safetensors"),
+    ("unnormalised features", True, "not L2-normalised"), ("nan features", True, "NaN"),
 ])
-def test_bad_index_files_are_one_line_errors(world, tmp_path, capsys, how, message):
+def test_bad_index_files_are_one_line_errors(world, tmp_path, capsys, how, sealed, message):
     import shutil
 
     broken = tmp_path / "broken"
     shutil.copytree(world["index_dir"], broken)
-    _corrupt(broken, how)
+    _corrupt(broken, how, sealed)
     code, _, err = run_cli(capsys, "search", broken, "red")
     assert code == 2 and message in err and err.count("\n") == 1, err
 
@@ -224,6 +240,9 @@ def test_bad_faiss_file_is_one_line(world, tmp_path, capsys):
     out = tmp_path / "ix"
     build_index(world["backbone"], world["images"], world["cache"], out, approximate="hnsw")
     (out / "faiss-raw.index").write_bytes(b"not a faiss index")
+    code, _, err = run_cli(capsys, "search", out, "red", "--faiss")
+    assert code == 2 and "faiss-raw.index does not match the sha256" in err and err.count("\n") == 1
+    reseal(out)
     code, _, err = run_cli(capsys, "search", out, "red", "--faiss")
     assert code == 2 and "not a readable FAISS index" in err and err.count("\n") == 1
 

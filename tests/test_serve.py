@@ -43,6 +43,11 @@ class CountingBackbone:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
+    return build_world(tmp_path_factory)
+
+
+def build_world(tmp_path_factory):
+    """A small trained toy artifact, its model and test images (shared with test_serve_hardening)."""
     work = tmp_path_factory.mktemp("serve")
     photos = write_task_dataset("color", "photo", work / "photos", 1, 1, 2, seed=0)
     backbone = clip_adapter.backbones.create_backbone("toy", precision="fp32")
@@ -69,12 +74,16 @@ def files(*paths):
 def test_health_and_info(world):
     model, _, _ = world
     with TestClient(create_app(model)) as client:
-        assert client.get("/health").json() == {"status": "ok"}
+        health = client.get("/health")
         info = client.get("/info").json()
+    with TestClient(create_app(model, info_full=True)) as client:
+        full = client.get("/info").json()
+    assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["in_flight"] == 0
     assert info["classes"] == model.classnames and info["method"] == "clip-adapter"
     assert info["backbone"]["id"] == model.backbone.id
-    assert {"clip-adapter", "torch", "fastapi"} <= set(info["versions"])
-    assert info["limits"]["max_batch"] == ServeLimits().max_batch
+    assert "versions" not in info  # exact versions only with info_full (--info-full)
+    assert {"clip-adapter", "torch", "fastapi"} <= set(full["versions"])
+    assert info["limits"]["max_batch"] == ServeLimits().max_batch and info["limits"]["body_timeout_s"] == 30.0
 
 
 def test_predict_matches_the_library(world):
@@ -189,7 +198,8 @@ def test_serve_cli_without_the_extra_is_one_line(world, monkeypatch, capsys):
     assert "\n" not in err and "uvicorn" in err and "pip install" in err
 
 
-@pytest.mark.parametrize("option", [["--max-wait-ms", "-1"], ["--max-batch", "0"], ["--port", "70000"], ["--max-request-mb", "0"]])
+@pytest.mark.parametrize("option", [["--max-wait-ms", "-1"], ["--max-batch", "0"], ["--port", "70000"], ["--max-request-mb", "0"],
+                                    ["--body-timeout-s", "0"], ["--max-uploads", "0"]])
 def test_serve_cli_refuses_bad_limits(world, option, capsys):
     assert cli_main(["serve", str(world[2]), *option]) == 2
     err = capsys.readouterr().err.strip()

@@ -293,14 +293,15 @@ def test_cli_zero_shot_predict_and_output_rules(toy_videos, tmp_path, capsys):
     assert cli_main(["video", "predict", "--video", str(clip), "--classmap", str(toy_videos / "classmap.json"),
                      "--frames", "4", "--top-k", "2", "--precision", "fp32"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "path,label,score,top_k" and lines[1].startswith(str(clip)) and len(lines) == 2
+    assert lines[0] == "path,rank,class,probability" and len(lines) == 3  # one row per rank, as the image `predict`
+    assert [line.split(",")[:2] for line in lines[1:]] == [[str(clip), "1"], [str(clip), "2"]] and '"' not in "".join(lines)
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video")
     predict = ["video", "predict", "--video", str(clip), str(junk), "--classmap", str(toy_videos / "classmap.json"), "--frames", "4"]
     assert cli_main(predict) == 2 and "junk.mp4" in capsys.readouterr().err
     assert cli_main(predict + ["--skip-bad"]) == 0
     captured = capsys.readouterr()
-    assert len(captured.out.strip().splitlines()) == 2 and "skipped" in captured.err and "junk.mp4" in captured.err
+    assert len(captured.out.strip().splitlines()) == 6 and "skipped" in captured.err and "junk.mp4" in captured.err
 
 
 def test_cli_toy_dataset_and_validate_videos(tmp_path, capsys):

@@ -509,4 +509,7 @@ def test_the_training_loss_is_the_official_stdd_score_of_the_frames(worlds, toy_
             frames = view.encode_images(pixels).view(3, 1, 4, -1)
         want = torch.nn.functional.cross_entropy(score_clips(scorer, frames, prompts, mask, view.logit_scale()), labels)
         assert torch.allclose(losses[scorer].detach(), want, atol=1e-5)
-    assert len({round(float(v.detach()), 4) for v in losses.values()}) == 3
+    # Three different scores: frame-mean and embed-mean can lie within 1e-4 of each other on a batch of nearly
+    # static clips, far above float noise (each matched its own formula to 1e-5 above, on identical frames).
+    values = sorted(float(v.detach()) for v in losses.values())
+    assert all(b - a > 1e-6 for a, b in zip(values, values[1:])), values

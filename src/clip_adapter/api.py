@@ -26,10 +26,12 @@ Example (the built-in toy world: offline, seconds):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from PIL import Image
@@ -37,15 +39,16 @@ from PIL import Image
 from .artifacts import Classifier, load_with_backbone
 from .backbones import Backbone, create_backbone
 from .data import load_dataset
-from .data.images import find_images
+from .data.classnames import ClassnameMap
 from .data.dataset import SPLITS
-from .errors import ConfigError, DataError
+from .data.images import BadImage, checked_rgb, find_images
+from .errors import ClipAdapterError, ConfigError, DataError
 from .features import extract_images, image_store
 from .features.transforms import eval_view
-from .metrics import classification_report
+from .io import quoted
 from .metrics import top_k as best_k
 from .methods import get_method
-from .pipeline import FeatureConfig, RunConfig, run_few_shot
+from .pipeline import FeatureConfig, RunConfig, evaluate_classifier, run_few_shot
 
 ImageInput = str | os.PathLike | Image.Image
 
@@ -74,37 +77,55 @@ class AdaptedCLIP:
         return self.classifier.method
 
     def logits(self, images: Sequence[ImageInput] | ImageInput) -> torch.Tensor:
-        """Logits ``[N, C]`` for image files, folders (all their images, sorted) or PIL images."""
-        return self.classifier.logits(self._features(_as_list(images))[0])
+        """Logits ``[N, C]`` for image files, folders (all their images, sorted) or PIL images (``[0, C]`` for none).
 
-    def predict(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 1) -> list[dict[str, Any]]:
+        A bad image raises a one-line DataError naming it (see :meth:`predict`).
+        """
+        encoded = self._encode(_as_list(images), skip_bad=False)
+        return self.classifier.logits(encoded.features) if encoded.parts else torch.empty(0, len(self.classnames))
+
+    def predict(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 1, skip_bad: bool = False) -> list[dict[str, Any]]:
         """One record per image: ``path`` (or ``None`` for a PIL image), ``label``, ``score`` and the ``top_k`` list.
 
         Equal scores rank by class order, so the same call always gives the same answer.
+        An empty list gives an empty list. PIL images pass the same checks as files
+        (pixel limit, aspect ratio up to 100:1, no NaN/inf pixels, at least one pixel;
+        other modes converted to RGB): a bad image, file or PIL, raises a one-line
+        DataError naming it; with ``skip_bad=True`` it gets a record whose ``label``
+        and ``score`` are ``None``, ``top_k`` empty and ``error`` the reason, so the
+        records stay one per image, in input order.
         """
-        if top_k < 1:
-            raise ConfigError(f"top_k must be at least 1, got {top_k}")
-        feats, names = self._features(_as_list(images))
-        probs = torch.softmax(self.classifier.logits(feats), dim=1)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"top_k must be an integer of at least 1, got {top_k!r}")
+        encoded = self._encode(_as_list(images), skip_bad)
+        probs = torch.softmax(self.classifier.logits(encoded.features), dim=1) if encoded.parts else torch.empty(0, 1)
         values, indices = best_k(probs, min(top_k, probs.shape[1]))
-        records = []
-        for n, name in enumerate(names):
+        rows = iter(range(len(values)))
+        records: list[dict[str, Any]] = []
+        for position, name in enumerate(encoded.names):
+            if position in encoded.errors:
+                records.append({"path": name, "label": None, "score": None, "top_k": [], "error": encoded.errors[position]})
+                continue
+            n = next(rows)
             ranked = [(self.classnames[int(i)], round(float(v), 6)) for v, i in zip(values[n], indices[n])]
             records.append({"path": name, "label": ranked[0][0], "score": ranked[0][1], "top_k": ranked})
         return records
 
-    def evaluate(self, data: str | os.PathLike, split: str = "test", split_file: str | os.PathLike | None = None) -> dict[str, Any]:
-        """Accuracy, per-class accuracy and the confusion matrix on a dataset's ``split`` (``all``: every image)."""
-        dataset = load_dataset(data, split_file)
-        if dataset.classnames != self.classnames:
-            raise DataError(f"dataset {data} has classes {dataset.classnames[:3]}… but the classifier has {self.classnames[:3]}…")
-        samples = [s for name in SPLITS for s in dataset.split(name)] if split == "all" else dataset.split(split)
-        if not samples:
-            raise DataError(f"dataset {data} has no {split} images")
-        feats, kept, _ = extract_images(self.backbone, [s.path for s in samples], self._store(), None, 0,
-                                        self.features.batch_size, self.features.skip_bad, split)
-        labels = torch.tensor([samples[i].label for i in kept])
-        return classification_report(self.classifier.logits(feats), labels, self.classnames)
+    def evaluate(self, data: str | os.PathLike, split: str = "test", split_file: str | os.PathLike | None = None,
+                 skip_bad: bool = False, classnames: ClassnameMap = None) -> dict[str, Any]:
+        """Accuracy, per-class accuracy and the confusion matrix on a dataset's ``split`` (``all``: every image).
+
+        Classes are matched by name (``classnames`` renames the dataset's, as for
+        :func:`fit`), so ``data`` may hold a subset of the classifier's classes:
+        ``absent_classes`` names the others, and a class it was not trained on is
+        refused. ``skip_bad=True`` leaves unreadable images out (listed under ``skipped``).
+        """
+        if split not in (*SPLITS, "all"):
+            raise ConfigError(f"split must be one of {', '.join((*SPLITS, 'all'))}, got {split!r}")
+        with _api_wording():
+            dataset = load_dataset(data, split_file, classnames=classnames)
+            return evaluate_classifier(self.classifier, self.backbone, dataset, split, self.features.cache_path(),
+                                       f"dataset {quoted(data)}", self.features.batch_size, skip_bad)
 
     def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the artifact directory (``config.json`` + ``model.safetensors`` [+ ``result.json``, ``split.json``])."""
@@ -116,21 +137,106 @@ class AdaptedCLIP:
     def _store(self):
         return image_store(self.backbone, self.features.cache_path())
 
-    def _features(self, items: list[ImageInput]) -> tuple[torch.Tensor, list[str | None]]:
-        """Features in input order: files (through the cache; folders expanded) and PIL images (encoded directly)."""
-        parts: list[torch.Tensor] = []
-        names: list[str | None] = []
-        for item in items:
+    def _encode(self, items: list[ImageInput], skip_bad: bool) -> "_Encoded":
+        """Features in input order: files (through the cache; folders expanded) and PIL images (checked, then encoded directly)."""
+        encoded = _Encoded([], [], {})
+        for position, item in enumerate(items):
             if isinstance(item, Image.Image):
-                pixels = eval_view(item.convert("RGB"), self.backbone.preprocess).unsqueeze(0)
-                parts.append(self.backbone.encode_images(pixels).float().cpu())
-                names.append(None)
+                self._encode_pil(item, f"input[{position}] (a PIL image)", skip_bad, encoded)
+            elif isinstance(item, (str, os.PathLike)):
+                with _api_wording():
+                    self._encode_files(item, skip_bad, encoded)
             else:
-                files = find_images([item])
-                feats, _, _ = extract_images(self.backbone, files, self._store(), None, 0, self.features.batch_size, False, "images")
-                parts.append(feats)
-                names += [str(p) for p in files]
-        return (torch.cat(parts) if parts else torch.empty(0, self.backbone.embed_dim)), names
+                raise ConfigError(f"input[{position}] is a {type(item).__name__}; images are file paths, folders or PIL images")
+        return encoded
+
+    def _encode_pil(self, item: Image.Image, name: str, skip_bad: bool, encoded: "_Encoded") -> None:
+        """The guards a file gets (:func:`~clip_adapter.data.images.checked_rgb`), then the evaluation view."""
+        try:
+            rgb, _ = checked_rgb(item, name)
+        except BadImage as exc:
+            if not skip_bad:
+                raise
+            encoded.skip(None, str(exc))
+            return
+        pixels = eval_view(rgb, self.backbone.preprocess).unsqueeze(0)
+        encoded.add([None], self.backbone.encode_images(pixels).float().cpu())
+
+    def _encode_files(self, item: str | os.PathLike, skip_bad: bool, encoded: "_Encoded") -> None:
+        try:
+            files = find_images([item])
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            encoded.skip(str(item), str(exc))
+            return
+        feats, kept, stats = extract_images(self.backbone, files, self._store(), None, 0, self.features.batch_size, skip_bad, "images")
+        reasons, good = dict(stats.skipped), set(kept)
+        rows = iter(feats)
+        for index, path in enumerate(files):
+            if index in good:
+                encoded.add([str(path)], next(rows).unsqueeze(0))
+            else:
+                encoded.skip(str(path), reasons.get(str(path), "could not be read"))
+
+
+@dataclass
+class _Encoded:
+    """Encoded inputs: one name per image (input order), features of the good ones, and why the others were skipped."""
+
+    names: list[str | None]
+    parts: list[torch.Tensor]
+    errors: dict[int, str]
+
+    def add(self, names: list[str | None], features: torch.Tensor) -> None:
+        self.names += names
+        self.parts.append(features)
+
+    def skip(self, name: str | None, reason: str) -> None:
+        self.errors[len(self.names)] = _api_hints(reason)
+        self.names.append(name)
+
+    @property
+    def features(self) -> torch.Tensor:
+        return torch.cat(self.parts) if self.parts else torch.empty(0)
+
+
+# Error messages are written for the command line; the API offers the same choices as keywords.
+_CLI_TO_API = (
+    (re.compile(r"use --skip-bad\b"), "pass skip_bad=True"),
+    (re.compile(r"--skip-bad\b"), "skip_bad=True"),
+    (re.compile(r"--classnames FILE\b"), "classnames={...}"),
+    (re.compile(r"pass --allow-unknown-words\b"), "pass allow_unknown_words=True"),
+    (re.compile(r"--allow-unknown-words\b"), "allow_unknown_words=True"),
+    (re.compile(r"--template\b"), "templates=[...]"),
+)
+
+
+def _api_hints(message: str) -> str:
+    """``message`` with every command-line option it suggests named as the API's keyword argument.
+
+    Example:
+        >>> _api_hints("image a.png is truncated (use --skip-bad to leave bad images out and list them)")
+        'image a.png is truncated (pass skip_bad=True to leave bad images out and list them)'
+    """
+    for pattern, keyword in _CLI_TO_API:
+        message = pattern.sub(keyword, message)
+    return message
+
+
+@contextlib.contextmanager
+def _api_wording() -> Iterator[None]:
+    """Re-raise a ClipAdapterError whose message suggests a command-line option with the API's keyword instead."""
+    try:
+        yield
+    except ClipAdapterError as exc:
+        message = str(exc)
+        if _api_hints(message) == message:
+            raise
+        error = type(exc).__new__(type(exc))  # the same class (BadImage keeps its kind) without re-running __init__
+        error.args = (_api_hints(message),)
+        error.__dict__.update(exc.__dict__)
+        raise error from None
 
 
 def _as_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:
@@ -151,6 +257,9 @@ def fit(
     cache_dir: str | os.PathLike = "",
     precision: str = "auto",
     device: str = "auto",
+    skip_bad: bool = False,
+    classnames: ClassnameMap = None,
+    allow_unknown_words: bool = False,
     **options: Any,
 ) -> AdaptedCLIP:
     """Sample ``shots`` images per class from ``data``, fit ``method`` on a frozen CLIP, evaluate on the test split.
@@ -158,13 +267,16 @@ def fit(
     ``options`` are the method's options (``clip-adapter methods NAME`` lists them), e.g.
     ``variant="both"``, ``alpha=0.6``. Hyper-parameters are chosen on the few-shot
     validation split; ``.result`` holds the test accuracy and everything that produced it.
-    See the module docstring for a runnable example.
+    ``skip_bad``, ``classnames`` (a ``{"<folder or class name>": "<new name>"}`` dict or
+    JSON file) and ``allow_unknown_words`` are ``train``'s ``--skip-bad``, ``--classnames``
+    and ``--allow-unknown-words``. See the module docstring for a runnable example.
     """
-    bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, pretrained, precision, device)
-    features = FeatureConfig(cache_dir=str(cache_dir))
-    run = RunConfig(method=method, shots=shots, seed=seed, templates=tuple(templates))
-    config = get_method(method).make_config(**options)
-    clf, result, split = run_few_shot(bb, load_dataset(data, split_file), run, config, features)
+    with _api_wording():
+        bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, pretrained, precision, device)
+        features = FeatureConfig(cache_dir=str(cache_dir), skip_bad=skip_bad)
+        run = RunConfig(method=method, shots=shots, seed=seed, templates=tuple(templates), allow_unknown_words=allow_unknown_words)
+        config = get_method(method).make_config(**options)
+        clf, result, split = run_few_shot(bb, load_dataset(data, split_file, classnames=classnames), run, config, features)
     return AdaptedCLIP(clf, bb, features, result, split)
 
 

@@ -90,10 +90,11 @@ class Classifier:
         clip-adapter artifact and nothing else, and only with ``overwrite``;
         anything else there is refused (OutputError), never deleted.
         """
-        from .outputs import claim_output_dir, is_own_output
+        from .outputs import claim_output_dir, is_own_output, mark_output_dir
 
         directory = claim_output_dir(directory, "artifact", overwrite=overwrite, option="artifact directory")
         with atomic_dir(directory, may_replace=lambda p: overwrite and is_own_output(p, "artifact")) as tmp:
+            mark_output_dir(tmp, "artifact")
             (tmp / CONFIG_FILE).write_text(to_json(self.config_dict()))
             save_tensors(tmp / WEIGHTS_FILE, self.head.state_dict(), metadata={"format": FORMAT})
             for name, obj in (extra_json or {}).items():  # JSON objects, or text (a CSV log) as it is
@@ -136,7 +137,7 @@ def _build(config: dict[str, Any], directory: Path, backbone: Any) -> Classifier
     where = f"{directory}/{CONFIG_FILE}"
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ArtifactError(f"{where} is not a clip-adapter artifact config")
-    if config.get("format_version") != FORMAT_VERSION:
+    if isinstance(config.get("format_version"), bool) or config.get("format_version") != FORMAT_VERSION:  # true == 1 in Python
         raise ArtifactError(f"{directory}: artifact format version {config.get('format_version')!r} is not supported")
     method_cls = get_method(_field(config, "method", str, where))
     meta = _checked_meta(config.get("head_meta"), directory)
@@ -144,7 +145,8 @@ def _build(config: dict[str, Any], directory: Path, backbone: Any) -> Classifier
     if len(classnames) != meta["num_classes"]:
         raise ArtifactError(f"{where}: {len(classnames)} class names but the head has {meta['num_classes']} classes")
     templates = checked_templates(config.get("templates", []), where)
-    backbone_info = _field(config, "backbone", dict, where)
+    backbone_info = checked_backbone_record(config.get("backbone"), where)
+    # How hyper-parameters were chosen: a free-form record, carried and shown, never computed with.
     selection = _field(config, "selection", dict, where) if "selection" in config else {}
     check_backbone(backbone_info, backbone, f"artifact {directory}")
     _check_embed_dim(meta, backbone_info, backbone, where)
@@ -216,8 +218,10 @@ def _checked_meta(meta: Any, directory: Path) -> dict[str, Any]:
         if isinstance(meta.get(key), bool) or not isinstance(meta.get(key), int):
             raise ArtifactError(f"{where}: head_meta.{key} must be an integer, got {_short(meta.get(key))}")
     for key, value in meta.items():
+        if isinstance(value, bool) and "scale" in key:
+            raise ArtifactError(f"{where}: head_meta.{key} = {value!r} is not a number")
         if isinstance(value, bool):
-            continue
+            continue  # a flag (Tip-Adapter's trainable_keys)
         if isinstance(value, int):
             if not 0 < value <= MAX_META_INT:
                 raise ArtifactError(f"{where}: head_meta.{key} = {value} is out of range 1..{MAX_META_INT}")
@@ -349,16 +353,62 @@ def _check_magnitudes(state: dict[str, torch.Tensor], weights: Path) -> None:
 
 
 SEED_MAX = 2**32 - 1
+PRECISIONS = ("auto", "bf16", "fp32")
+# Architecture names, open_clip tags, checkpoint paths and ids are short; PATH_MAX is 4096 on Linux.
+MAX_RECORD_CHARS = 4096
+RANDOM_INIT = "random-init:"
 
 
-def _recorded_seed(info: dict[str, Any], directory: Path) -> int:
-    """The init seed in a ``…/random-init:<seed>`` backbone id (0 for real weights), range-checked."""
+def checked_backbone_record(info: Any, where: str) -> dict[str, Any]:
+    """The ``backbone`` object of an artifact config, every field loading reads type- and range-checked.
+
+    Loading rebuilds the backbone from this record (``name``, ``pretrained``,
+    ``precision``, the init seed in ``id``) and compares ids, so a number where
+    a name belongs, or a 5,000-digit seed, must be a one-line ArtifactError
+    here rather than a crash deep inside the backbone factory.
+
+    Example:
+        >>> checked_backbone_record({"name": "toy", "id": "toy/toy-cnn/random-init:7"}, "config.json")["name"]
+        'toy'
+        >>> checked_backbone_record({"name": 7, "id": "x"}, "config.json")
+        Traceback (most recent call last):
+        ...
+        clip_adapter.errors.ArtifactError: config.json: backbone.name must be a non-empty string, got 7
+    """
+    if not isinstance(info, dict):
+        raise ArtifactError(f"{where}: backbone must be a JSON object, got {_short(info)}")
+    for key, required in (("name", True), ("id", True), ("pretrained", False), ("provider", False)):
+        _check_record_text(info, key, required, where)
+    if info.get("precision", "auto") not in PRECISIONS:
+        raise ArtifactError(f"{where}: backbone.precision must be one of {', '.join(PRECISIONS)}, got {_short(info.get('precision'))}")
+    dim = info.get("embed_dim")
+    if "embed_dim" in info and (isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= MAX_META_INT):
+        raise ArtifactError(f"{where}: backbone.embed_dim must be an integer in 1..{MAX_META_INT}, got {_short(dim)}")
+    recorded_seed(info, where)
+    return info
+
+
+def _check_record_text(info: dict[str, Any], key: str, required: bool, where: str) -> None:
+    """``info[key]`` is a short, printable, non-empty string (``None`` or absent allowed unless ``required``)."""
+    value = info.get(key)
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_RECORD_CHARS or not value.isprintable():
+        raise ArtifactError(f"{where}: backbone.{key} must be a non-empty string, got {_short(value)}")
+
+
+def recorded_seed(info: dict[str, Any], where: str) -> int:
+    """The init seed in a ``…/random-init:<seed>`` backbone id (0 for real weights), range-checked.
+
+    The digits are counted before ``int()`` sees them: Python refuses to parse
+    more than 4,300 digits with a ValueError, and no seed needs more than 10.
+    """
     weights = str(info.get("id", "")).rsplit("/", 1)[-1]
-    if not weights.startswith("random-init:"):
+    if not weights.startswith(RANDOM_INIT):
         return 0
-    seed = weights.split(":", 1)[1]
-    if not seed.isdigit() or int(seed) > SEED_MAX:
-        raise ArtifactError(f"artifact {directory}/config.json: backbone.id {info.get('id')!r} has no valid init seed")
+    seed = weights[len(RANDOM_INIT):]
+    if not (seed.isascii() and seed.isdigit()) or len(seed) > len(str(SEED_MAX)) or int(seed) > SEED_MAX:
+        raise ArtifactError(f"{where}: backbone.id {_short(info.get('id'))} has no valid init seed (0..{SEED_MAX})")
     return int(seed)
 
 
@@ -376,13 +426,36 @@ def load_with_backbone(
     Example:
         >>> clf, bb = load_with_backbone("runs/pets")  # doctest: +SKIP
     """
-    from .backbones import create_backbone
-
     directory = Path(directory)
+    where = f"{directory}/{CONFIG_FILE}"
+    if not directory.is_dir():
+        raise ArtifactError(f"artifact directory not found: {directory}")
     config = read_json(directory / CONFIG_FILE, "artifact config", ArtifactError)
-    info = config.get("backbone", {}) if isinstance(config, dict) else {}
-    if not isinstance(info, dict) or "name" not in info:
-        raise ArtifactError(f"artifact {directory}/{CONFIG_FILE} records no backbone")
-    model = create_backbone(backbone or info["name"], pretrained or info.get("pretrained"),
-                            precision or info.get("precision", "auto"), device, _recorded_seed(info, directory))
+    if not isinstance(config, dict) or "backbone" not in config:
+        raise ArtifactError(f"artifact {where} records no backbone")
+    info = checked_backbone_record(config["backbone"], where)
+    model = _rebuild_backbone(info, where, backbone, pretrained, precision, device)
     return Classifier.from_pretrained(directory, backbone=model), model
+
+
+def _rebuild_backbone(info: dict[str, Any], where: str, name: str | None, pretrained: str | None, precision: str | None,
+                      device: str) -> Any:
+    """The recorded backbone (or the overrides given); a record the factory refuses is the artifact's fault.
+
+    With no override every argument comes from the file, so a refusal (an
+    architecture open_clip does not know, weights that cannot be found) is
+    reported as an ArtifactError naming the file, never as a bad option.
+    """
+    from .backbones import create_backbone, resolve_device
+
+    resolve_device(device)  # a missing GPU is the caller's option, not the artifact's fault
+    args = (name or info["name"], pretrained or info.get("pretrained"), precision or info.get("precision", "auto"), device,
+            recorded_seed(info, where))
+    if name or pretrained or precision:
+        return create_backbone(*args)
+    try:
+        return create_backbone(*args)
+    except ArtifactError:
+        raise
+    except ClipAdapterError as exc:
+        raise ArtifactError(f"{where}: the recorded backbone {info['name']!r} cannot be rebuilt ({exc})") from None

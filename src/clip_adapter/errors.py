@@ -31,3 +31,13 @@ class TrainingError(ClipAdapterError):
 
 class OutputError(ClipAdapterError):
     """An output path that cannot or must not be written (it holds someone else's files, …)."""
+
+
+class SystemRefusal(OutputError):
+    """The operating system refused to write or read (disk full, file too large, no permission, read-only).
+
+    Exit status 3 wherever it happens, so a script can tell "fix your input" (2)
+    from "fix the machine" (3).
+    """
+
+    exit_code = 3

@@ -13,12 +13,22 @@ import json
 import os
 import re
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import ArtifactError, DataError, OutputError
+from .errors import ArtifactError, DataError, OutputError, SystemRefusal
+from .ownership import (
+    TEMP_PROOF,
+    sha256_of,
+    drop_temp_proof,
+    host_tag,
+    owning_output,
+    record_file,
+    temp_proof,
+    write_ledger,
+    write_temp_proof,
+)
 
 TMP_MARK = ".tmp-"
 MAX_JSON_BYTES = 512 * 2**20  # a CoOp split of SUN397 is ~5 MB; anything near this is hostile
@@ -50,16 +60,6 @@ def respect_umask(path: Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
-def host_tag() -> str:
-    """A short, file-name-safe tag of this machine (a hash of its host name).
-
-    Temporaries carry it so that a process on another machine sharing the folder
-    (a cluster's shared cache) never judges their writer dead: it cannot see that
-    writer's pid.
-    """
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
 def temp_prefix(path: Path) -> str:
     """Prefix of the temporaries written for ``path``: its name, the mark, this process's pid and host."""
     return f"{path.name}{TMP_MARK}{os.getpid()}@{host_tag()}-"
@@ -69,15 +69,46 @@ def _make_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create the folder {quoted(path.parent)} for {quoted(path)}: {_reason(exc)}") from None
+        raise SystemRefusal(f"cannot create the folder {quoted(path.parent)} for {quoted(path)}: {_reason(exc)}") from None
+
+
+def remove_temporary(folder: Path) -> None:
+    """Delete a temporary folder of ours, its proof last: a kill midway leaves it still provably ours."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if entry.name == TEMP_PROOF:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+    drop_temp_proof(folder)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _make_temp_dir(path: Path, role: str) -> Path:
+    """A new temporary folder beside ``path``, proven ours by the file written into it first."""
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), dir=path.parent))
+    try:
+        respect_umask(tmp, directory=True)
+        write_temp_proof(tmp, path.name, role)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path; on success it replaces ``path`` atomically.
 
-    A failed write (disk full, file too large, permission) becomes an
-    OutputError naming ``path``; the temporary is removed and ``path`` untouched.
+    The temporary file has ``path``'s own name (writers that pick a format from
+    the suffix keep working) inside a temporary folder of ours beside ``path``.
+    A file written inside one of our output folders is entered in its ledger
+    (:mod:`clip_adapter.ownership`), so ``--overwrite`` knows it is ours. A failed
+    write (disk full, file too large, permission) becomes an OutputError naming
+    ``path``; the temporary is removed and ``path`` untouched.
 
     Example:
         >>> import tempfile, pathlib
@@ -89,23 +120,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     _make_parent(path)
-    tmp = None
+    folder = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), dir=path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
+        folder = _make_temp_dir(path, "file")
+        tmp = folder / path.name
+        tmp.touch()
         respect_umask(tmp)
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        if owning_output(path) is not None:  # written ahead of the rename: a kill leaves no unlisted file of ours
+            record_file(path, sha256_file(tmp))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as exc:
-        raise OutputError(f"could not write {quoted(path)}: {_reason(exc)}") from None
+        raise SystemRefusal(f"could not write {quoted(path)}: {_reason(exc)}") from None
     finally:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        if folder is not None:
+            remove_temporary(folder)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -133,10 +165,12 @@ def atomic_dir(path: str | os.PathLike, may_replace: Callable[[Path], bool] = la
     swapped with the new one in one atomic step (``renameat2`` with
     ``RENAME_EXCHANGE``), so a kill at any instant leaves the old or the new
     directory at ``path``, never neither. Where the file system cannot
-    exchange, the old one is moved aside first and a later run puts it back
-    (:func:`clean_stale_temporaries`). On failure the temporary directory is
-    removed and ``path`` is untouched. Nothing that ``may_replace`` refuses is
-    ever moved or deleted.
+    exchange, the old one is moved aside first (proven ours by a file written
+    into it) and a later run puts it back (:func:`clean_stale_temporaries`).
+    Before the swap every file of the new directory is entered in its ledger,
+    the proof a later ``--overwrite`` asks for. On failure the temporary
+    directory is removed and ``path`` is untouched. Nothing that
+    ``may_replace`` refuses is ever moved or deleted.
 
     Example:
         >>> import tempfile, pathlib
@@ -144,24 +178,25 @@ def atomic_dir(path: str | os.PathLike, may_replace: Callable[[Path], bool] = la
         >>> with atomic_dir(target) as tmp:
         ...     _ = (tmp / "f.txt").write_text("new")
         >>> sorted(p.name for p in target.iterdir())
-        ['f.txt']
+        ['.clip-adapter-files.jsonl', 'f.txt']
     """
     path = Path(path)
     _make_parent(path)
     clean_stale_temporaries(path.parent, only=path.name)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), dir=path.parent))
-        respect_umask(tmp, directory=True)
+        tmp = _make_temp_dir(path, "dir")
     except OSError as exc:
-        raise OutputError(f"cannot write in {quoted(path.parent)}: {_reason(exc)}") from None
+        raise SystemRefusal(f"cannot write in {quoted(path.parent)}: {_reason(exc)}") from None
     try:
         yield tmp
+        write_ledger(tmp)
         _install_dir(tmp, path, may_replace)
+        drop_temp_proof(path)  # a kill just before leaves a proof file the ledger check ignores
     except OSError as exc:
-        raise OutputError(f"could not write {quoted(path)}: {_reason(exc)}") from None
+        raise SystemRefusal(f"could not write {quoted(path)}: {_reason(exc)}") from None
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_temporary(tmp)  # made by this call, or the old output we verified and swapped out
 
 
 def _is_empty_dir(path: Path) -> bool:
@@ -174,11 +209,15 @@ def _install_dir(tmp: Path, path: Path, may_replace: Callable[[Path], bool]) -> 
         # replace anything created meanwhile.
         os.rename(tmp, path)
     elif path.is_dir() and not path.is_symlink() and may_replace(path):
+        # The old output gets a proof first, so that wherever a kill leaves it under a temporary
+        # name, the next run knows it for ours (to put back, or to remove once replaced).
+        write_temp_proof(path, path.name, "dir")
         if not _exchange(tmp, path):
             backup = path.with_name(temp_prefix(path) + "old")
+            write_temp_proof(path, path.name, "old")
             os.rename(path, backup)  # a kill here is repaired by the next run (clean_stale_temporaries)
             os.rename(tmp, path)
-            shutil.rmtree(backup, ignore_errors=True)
+            remove_temporary(backup)
         # After an exchange ``tmp`` holds the old directory; atomic_dir's finally removes it.
     else:
         raise OutputError(f"{quoted(path)} appeared while the output was being written; nothing was replaced")
@@ -242,17 +281,44 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or exc.__class__.__name__
 
 
+def not_a_file_reason(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a regular file one can read an image from, in words; None when it is one.
+
+    "not found" is said only of a path that does not exist: a folder, a device
+    (``/dev/null``), a named pipe or a broken link is named for what it is.
+
+    Example:
+        >>> not_a_file_reason("/dev/null"), not_a_file_reason("/"), not_a_file_reason("/no/such.png")
+        ('is a device, not a file', 'is a folder, not a file', 'not found')
+    """
+    import stat as st
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "is a broken symbolic link" if os.path.islink(path) else "not found"
+    except OSError as exc:
+        return f"cannot be read ({_reason(exc)})"
+    if st.S_ISREG(mode):
+        return None
+    if st.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if st.S_ISFIFO(mode):
+        return "is a named pipe (FIFO), not a file"
+    if st.S_ISCHR(mode) or st.S_ISBLK(mode):
+        return "is a device, not a file"
+    if st.S_ISSOCK(mode):
+        return "is a socket, not a file"
+    return "is not a regular file"
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 2**20) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(path, chunk)
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file", error: type = DataError) -> Any:
@@ -273,7 +339,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", error: type = Da
         raise error(f"{what} {quoted(path)} is not valid JSON ({exc.__class__.__name__}: {one_line(str(exc))[:200]})") from None
 
 
-_TEMP_NAME = re.compile(r"^(?P<target>.+)" + re.escape(TMP_MARK) + r"(?P<pid>\d+)(?:@(?P<host>[0-9a-f]+))?-(?P<rest>[A-Za-z0-9_]*)$")
+_TEMP_NAME = re.compile(r"^(?P<target>.+)" + re.escape(TMP_MARK) + r"(?P<pid>\d+)@(?P<host>[0-9a-f]+)-(?P<rest>[A-Za-z0-9_]*)$")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -281,28 +347,43 @@ def _pid_alive(pid: int) -> bool:
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True  # alive, owned by someone else
     return True
 
 
-def _writer_may_live(match: re.Match) -> bool:
-    """True unless the temporary's writer ran on this machine and is gone."""
-    return (match["host"] is not None and match["host"] != host_tag()) or _pid_alive(int(match["pid"]))
+def _stale_proof(entry: Path, match: re.Match) -> dict | None:
+    """The proof of a temporary of ours whose writer ran on this machine and is gone; else None.
+
+    The name alone proves nothing (a user may call a backup ``photos.tmp-2023-old``):
+    the folder must hold our proof file, and the proof must agree with the name.
+    """
+    proof = temp_proof(entry)
+    if proof is None or (proof["target"], str(proof["pid"]), proof["host"]) != (match["target"], match["pid"], match["host"]):
+        return None
+    if proof["host"] != host_tag() or _pid_alive(proof["pid"]):
+        return None
+    return proof
+
+
+def _remove_if_empty_and_dead(entry: Path, match: re.Match) -> None:
+    """A folder a writer of ours made and was killed in before it wrote its proof: empty, so nothing is lost."""
+    if match["host"] == host_tag() and not _pid_alive(int(match["pid"])) and entry.is_dir() and not entry.is_symlink():
+        with contextlib.suppress(OSError):
+            entry.rmdir()  # rmdir(2) refuses a folder that holds anything
 
 
 def clean_stale_temporaries(directory: str | os.PathLike, only: str | None = None) -> int:
-    """Remove temporaries that killed writers left in ``directory``; return how many.
+    """Remove temporaries that killed writers of ours left in ``directory``; return how many.
 
-    A temporary's name carries its writer's pid (:func:`temp_prefix`), so one
-    whose writer is gone is removed at once and a writer still at work keeps
-    its file. A directory moved aside by :func:`atomic_dir` (``<name>.tmp-<pid>-old``)
-    is put back when a kill left nothing at ``<name>``. ``only`` limits the
-    sweep to the temporaries of one target name. A temporary written on another
-    machine (its host tag differs) is left alone: its writer's pid means nothing
-    here. Nothing else is touched.
+    Only a folder that proves itself ours (a proof file naming this host, its
+    writer's pid and its target, written into it first) counts; anything else,
+    whatever its name, is never touched. A previous output moved aside by
+    :func:`atomic_dir` is put back when a kill left nothing at its name. ``only``
+    limits the sweep to the temporaries of one target name. A temporary written
+    on another machine is left alone: its writer's pid means nothing here.
     """
     removed, directory = 0, Path(directory)
     if not directory.is_dir():
@@ -310,23 +391,20 @@ def clean_stale_temporaries(directory: str | os.PathLike, only: str | None = Non
     with contextlib.suppress(OSError):
         for entry in list(directory.iterdir()):
             match = _TEMP_NAME.match(entry.name)
-            if match is None or (only is not None and match["target"] != only) or _writer_may_live(match):
+            if match is None or (only is not None and match["target"] != only):
+                continue
+            proof = _stale_proof(entry, match)
+            if proof is None:
+                _remove_if_empty_and_dead(entry, match)
                 continue
             target = directory / match["target"]
-            if match["rest"] == "old" and entry.is_dir() and not os.path.lexists(target):
+            if proof["role"] == "old" and not os.path.lexists(target):
+                drop_temp_proof(entry)
                 os.rename(entry, target)  # the previous output, moved aside by a writer that was killed
                 continue
-            _remove(entry)
+            remove_temporary(entry)
             removed += 1
     return removed
-
-
-def _remove(entry: Path) -> None:
-    if entry.is_dir() and not entry.is_symlink():
-        shutil.rmtree(entry, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            entry.unlink()
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
@@ -405,6 +483,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
+    "not_a_file_reason",
     "one_line",
     "quoted",
     "respect_umask",

@@ -9,7 +9,11 @@ the tool did not create is ever moved or deleted. An output inside one of the
 command's inputs (the dataset folder) is refused as well.
 
 Folders this tool writes carry a small marker file (:data:`MARKER`) naming
-what they hold; artifacts are recognised by their ``config.json`` instead.
+what they hold, and a ledger of every file written into them with its SHA-256
+(:mod:`clip_adapter.ownership`). A folder is replaced or added to only when
+every entry in it, at every depth, is in the ledger unchanged: a photo the user
+dropped into ``images/red/`` or a notebook beside ``config.json`` makes
+``--overwrite`` refuse, naming it.
 """
 
 from __future__ import annotations
@@ -21,10 +25,9 @@ from pathlib import Path
 from typing import Iterable
 
 from . import __version__
-from .errors import OutputError
+from .errors import OutputError, SystemRefusal
 from .io import atomic_write_json, quoted
-
-MARKER = ".clip-adapter-output.json"
+from .ownership import LEDGER, MARKER, unowned_entries
 ARTIFACT_FORMAT = "clip-adapter-artifact"
 # What each kind of folder may hold at its top level, to be recognised as ours.
 KIND_ENTRIES: dict[str, re.Pattern[str]] = {
@@ -32,6 +35,7 @@ KIND_ENTRIES: dict[str, re.Pattern[str]] = {
     "bench": re.compile(r"^(runs|splits|plots|(results|summary)_\w+\.csv|table_\w+\.md|report\.html)$"),
     "demo": re.compile(r"^(runs|splits|plots|artifact|cache|data-[\w-]+|(results|summary)_\w+\.csv|table_\w+\.md)$"),
     "toy-dataset": re.compile(r"^(images|split\.json)$"),
+    "toy-ood": re.compile(r"^(images|ood\.json)$"),
     "toy-pretrain": re.compile(r"^(toy_clip\.safetensors|toy_clip\.json|pretrain_log\.csv)$"),
     "index": re.compile(r"^(index\.json|features\.safetensors|faiss-(raw|adapted)\.index)$"),
     "gap": re.compile(r"^(gap\.json|similarities\.png|projection\.png)$"),
@@ -54,7 +58,7 @@ def _entries(path: Path) -> list[str]:
     try:
         return sorted(os.listdir(path))
     except OSError as exc:
-        raise OutputError(f"cannot read the output folder {quoted(path)}: {exc.strerror or exc}") from None
+        raise SystemRefusal(f"cannot read the output folder {quoted(path)}: {exc.strerror or exc}") from None
 
 
 def marker_kind(path: Path) -> str | None:
@@ -67,20 +71,25 @@ def marker_kind(path: Path) -> str | None:
 
 
 def _is_artifact_config(path: Path) -> bool:
+    """An artifact written before folders carried a marker (recognised only to say why it is refused)."""
     try:
         return json.loads((path / "config.json").read_text("utf-8")).get("format") == ARTIFACT_FORMAT
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 
 def foreign_entries(path: Path, kind: str) -> list[str]:
-    """Top-level entries of ``path`` that a ``kind`` output of this tool would not hold."""
-    pattern = KIND_ENTRIES[kind]
-    return [name for name in _entries(path) if name != MARKER and not pattern.match(name) and ".tmp-" not in name]
+    """Entries under ``path``, at any depth, that this tool's ledgers do not prove it wrote."""
+    if kind not in KIND_ENTRIES:
+        raise ValueError(f"unknown output kind {kind!r}")
+    try:
+        return unowned_entries(path)
+    except OSError as exc:
+        raise SystemRefusal(f"cannot read the output folder {quoted(path)}: {exc.strerror or exc}") from None
 
 
 def is_own_output(path: Path, kind: str) -> bool:
-    """True when ``path`` is a folder holding a ``kind`` output this tool wrote, and nothing else.
+    """True when ``path`` is a folder holding a ``kind`` output this tool wrote, and nothing else, at any depth.
 
     Example:
         >>> import tempfile, pathlib
@@ -91,8 +100,7 @@ def is_own_output(path: Path, kind: str) -> bool:
     """
     if not path.is_dir() or path.is_symlink():
         return False
-    recognised = marker_kind(path) == kind or (kind == "artifact" and _is_artifact_config(path))
-    return recognised and not foreign_entries(path, kind)
+    return marker_kind(path) == kind and (path / LEDGER).is_file() and not foreign_entries(path, kind)
 
 
 def _inside(a: Path, b: Path) -> bool:
@@ -144,19 +152,31 @@ def claim_output_dir(
     if kind not in KIND_ENTRIES:
         raise ValueError(f"unknown output kind {kind!r}")
     check_not_in_inputs(path, inputs, option)
-    if os.path.lexists(path) and (not path.is_dir() or path.is_symlink()):
+    if path.is_symlink():
+        raise OutputError(f"{option} {quoted(path)} is a symbolic link (to {quoted(os.readlink(path))}); "
+                          "give the real folder's path or a new folder")
+    if os.path.lexists(path) and not path.is_dir():
         raise OutputError(f"{option} {quoted(path)} exists and is not a folder; choose a new folder")
     if not path.exists() or not _entries(path):
         _check_creatable(path, option)
         return path
     if not is_own_output(path, kind):
-        foreign = foreign_entries(path, kind) or [n for n in _entries(path) if n != MARKER]
-        listing = ", ".join(quoted(n) for n in foreign[:3]) + (", …" if len(foreign) > 3 else "")
-        raise OutputError(f"{option} {quoted(path)} holds files clip-adapter did not write ({listing}); choose a new or empty folder")
+        raise OutputError(_not_ours_message(path, kind, option))
     if not (overwrite or resume):
         raise OutputError(f"{option} {quoted(path)} already holds a clip-adapter {kind}; pass --overwrite to replace it")
     _check_creatable(path, option)
     return path
+
+
+def _not_ours_message(path: Path, kind: str, option: str) -> str:
+    recognised = marker_kind(path) == kind
+    legacy_artifact = kind == "artifact" and marker_kind(path) is None and _is_artifact_config(path)
+    if (recognised or legacy_artifact) and not (path / LEDGER).is_file():
+        return (f"{option} {quoted(path)} holds a clip-adapter {kind} written by an older version that kept no list of "
+                "its files, so nothing in it can be proven ours; move it away or choose a new folder")
+    foreign = foreign_entries(path, kind) if recognised else [n for n in _entries(path) if n != MARKER]
+    listing = ", ".join(quoted(n) for n in foreign[:3]) + (", …" if len(foreign) > 3 else "")
+    return f"{option} {quoted(path)} holds files clip-adapter did not write ({listing}); choose a new or empty folder"
 
 
 def _check_creatable(path: Path, option: str) -> None:
@@ -169,7 +189,7 @@ def _check_creatable(path: Path, option: str) -> None:
     if not probe.is_dir():
         raise OutputError(f"{option} {quoted(path)}: {quoted(probe)} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"{option} {quoted(path)}: no permission to write in {quoted(probe)}")
+        raise SystemRefusal(f"{option} {quoted(path)}: no permission to write in {quoted(probe)}")
 
 
 def mark_output_dir(path: str | os.PathLike, kind: str) -> None:
@@ -177,15 +197,25 @@ def mark_output_dir(path: str | os.PathLike, kind: str) -> None:
     path = Path(path)
     if marker_kind(path) != kind:
         atomic_write_json(path / MARKER, {"kind": kind, "library_version": __version__})
+    # An empty ledger from the start: a run stopped before its first file still leaves a folder proven ours.
+    os.close(os.open(path / LEDGER, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666))
 
 
-def claim_output_file(path: str | os.PathLike, *, overwrite: bool = False, option: str = "--out") -> Path:
+def claim_output_file(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    option: str = "--out",
+    inputs: Iterable[str | os.PathLike | None] = (),
+) -> Path:
     """Check, before any work, that a single output file may be written at ``path``.
 
     An existing folder is refused; an existing file is replaced only with
-    ``overwrite`` (as ``cp -n`` would refuse it).
+    ``overwrite`` (as ``cp -n`` would refuse it). A path that is one of
+    ``inputs`` or lies inside an input folder is refused, ``--overwrite`` or not.
     """
     path = Path(path)
+    check_not_in_inputs(path, inputs, option)
     if path.is_dir():
         raise OutputError(f"{option} {quoted(path)} is a folder; name a file to write")
     if os.path.lexists(path) and not overwrite:
@@ -206,7 +236,7 @@ def check_cache_dir(path: str | os.PathLike, inputs: Iterable[str | os.PathLike 
         except OSError:
             empty = True
         if empty:
-            raise OutputError(f"--cache-dir {quoted(path)} is read-only and empty: nothing can be cached or read there")
+            raise SystemRefusal(f"--cache-dir {quoted(path)} is read-only and empty: nothing can be cached or read there")
         return path  # a read-only shared cache still serves what it holds
     _check_creatable(path, "--cache-dir")
     return path

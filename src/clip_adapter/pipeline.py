@@ -23,6 +23,8 @@ from .artifacts import Classifier
 from .backbones.base import Backbone
 from .config import Config, check_choice, check_range, option
 from .data import Dataset, FewShotSplit, Sample, ensemble, mean_raw, prompts_for, resolve_templates, sample_few_shot
+from .data.classnames import match_classes
+from .data.dataset import SPLITS
 from .data.templates import dataset_key
 from .errors import ConfigError, DataError
 from .features import AugmentConfig, ExtractStats, default_cache_dir, extract_images, extract_texts, image_store, text_store
@@ -114,31 +116,61 @@ def templates_source(dataset: Dataset, requested: tuple[str, ...] | str | None =
     return f"default: no standard dataset matched the name {dataset.name!r} (pass --template to choose)"
 
 
-def check_prompts_readable(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], run: RunConfig) -> None:
-    """Refuse (for methods that read the prompts) class names the backbone's tokenizer cannot read.
+UNREADABLE_HINT = "rename the classes (--classnames FILE), use a backbone with an open vocabulary, or pass --allow-unknown-words"
+
+
+@dataclass
+class PromptProblems:
+    """Class names a backbone's tokenizer cannot read, and groups of classes whose prompts tokenize identically."""
+
+    tokenizer: str
+    unknown: dict[str, list[str]]
+    clashes: list[list[str]]
+
+    def __bool__(self) -> bool:
+        return bool(self.unknown or self.clashes)
+
+    def message(self) -> str:
+        """Every problem in one line (the first few of each kind)."""
+        parts = []
+        if self.unknown:
+            shown = "; ".join(f"{name!r}: {', '.join(words)}" for name, words in list(self.unknown.items())[:5])
+            more = "; …" if len(self.unknown) > 5 else ""
+            parts.append(f"{len(self.unknown)} class name(s) hold words the {self.tokenizer} tokenizer cannot read ({shown}{more})")
+        if self.clashes:
+            parts.append("identical prompts for " + "; ".join(" = ".join(repr(n) for n in group) for group in self.clashes[:3]))
+        return "; ".join(parts)
+
+
+def prompt_problems(backbone: Backbone, classnames: list[str], templates: tuple[str, ...]) -> PromptProblems:
+    """What :func:`check_prompts_readable` refuses, as data (``validate`` reports each problem; ``train`` the first few).
 
     A tokenizer with a closed vocabulary (the toy CLIP's) maps unknown words to
     one ``<unk>`` token, so "siamese" and "pug" would get identical prompts and
     identical text embeddings: every prompt-based method would then guess
-    between them. The names and words are reported; ``allow_unknown_words``
-    turns the refusal into a warning.
+    between them.
     """
     unknown = backbone.unknown_words(list(classnames))
-    clashes = identical_prompt_classes(backbone, classnames, templates)
-    if not unknown and not clashes:
+    return PromptProblems(backbone.name, unknown, identical_prompt_classes(backbone, classnames, templates))
+
+
+def prompts_refused(run: RunConfig) -> bool:
+    """Whether ``train`` refuses unreadable or identical prompts for ``run``: the method reads them and the user did not allow it."""
+    return getattr(get_method(run.method), "uses_text", True) and not run.allow_unknown_words
+
+
+def check_prompts_readable(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], run: RunConfig) -> None:
+    """Refuse (for methods that read the prompts) class names the backbone's tokenizer cannot read.
+
+    See :func:`prompt_problems`. The names and words are reported;
+    ``allow_unknown_words`` turns the refusal into a warning.
+    """
+    problems = prompt_problems(backbone, classnames, templates)
+    if not problems:
         return
-    parts = []
-    if unknown:
-        shown = "; ".join(f"{name!r}: {', '.join(words)}" for name, words in list(unknown.items())[:5])
-        parts.append(f"{len(unknown)} class name(s) hold words the {backbone.name} tokenizer cannot read ({shown}{'; …' if len(unknown) > 5 else ''})")
-    if clashes:
-        parts.append("identical prompts for " + "; ".join(" = ".join(repr(n) for n in group) for group in clashes[:3]))
-    message = "; ".join(parts)
-    uses_text = getattr(get_method(run.method), "uses_text", True)
-    if uses_text and not run.allow_unknown_words:
-        raise DataError(f"{message}; rename the classes (--classnames FILE), use a backbone with an open vocabulary, "
-                        "or pass --allow-unknown-words")
-    warnings.warn(message)
+    if prompts_refused(run):
+        raise DataError(f"{problems.message()}; {UNREADABLE_HINT}")
+    warnings.warn(problems.message())
 
 
 def identical_prompt_classes(backbone: Backbone, classnames: list[str], templates: tuple[str, ...]) -> list[list[str]]:
@@ -278,6 +310,8 @@ def fit_and_evaluate(backbone: Backbone, prepared: PreparedSplit, run: RunConfig
     zs_test = classification_report(zero_shot.logits(feats.test), feats.test_labels, dataset.classnames)
     result = {
         "run": run.to_dict(),
+        "shots_requested": run.shots,
+        "shots_used": shots_used(feats.train_labels, dataset.classnames),
         "method": run.method,
         "method_config": clf.head.config.to_dict(),
         "features": {**prepared.feature_config.to_dict(), "cache_dir": str(prepared.feature_config.cache_path())},
@@ -298,6 +332,37 @@ def fit_and_evaluate(backbone: Backbone, prepared: PreparedSplit, run: RunConfig
         "versions": versions(),
     }
     return clf, result
+
+
+def shots_used(train_labels: torch.Tensor, classnames: list[str]) -> dict[str, Any]:
+    """Training images per class the method really saw: ``min``, ``max`` and the classes with fewer than ``max``.
+
+    ``--shots 64`` on a folder with 10 images per class trains on 10, and a
+    result that said 64 would be compared with real 64-shot runs; ``run.shots``
+    stays the number asked for (the bench groups by it), this is what was used.
+
+    Example:
+        >>> shots_used(torch.tensor([0, 0, 1]), ["cat", "dog"])
+        {'min': 1, 'max': 2, 'classes_below_max': {'dog': 1}}
+    """
+    counts = torch.bincount(train_labels.long(), minlength=len(classnames)).tolist() if len(classnames) else []
+    top = max(counts, default=0)
+    return {"min": min(counts, default=0), "max": top, "classes_below_max": {n: c for n, c in zip(classnames, counts) if c < top}}
+
+
+def shots_text(result: dict[str, Any]) -> str:
+    """``16-shot``, or what was used when it differs from what was asked (``10-shot (64 requested)``).
+
+    Example:
+        >>> shots_text({"run": {"shots": 64}, "shots_used": {"min": 3, "max": 10}})
+        '3-10-shot (64 requested)'
+    """
+    requested = result["run"]["shots"]
+    used = result.get("shots_used")  # absent from results written before it was recorded
+    if not used or used["min"] == used["max"] == requested:
+        return f"{requested}-shot"
+    span = str(used["max"]) if used["min"] == used["max"] else f"{used['min']}-{used['max']}"
+    return f"{span}-shot ({requested} requested)"
 
 
 LOG_FIELDS = ("candidate", "epoch", "loss", "lr", "selection_accuracy", "selection_loss")
@@ -339,3 +404,38 @@ def run_few_shot(
     prepared = prepare(backbone, dataset, run, features)
     clf, result = fit_and_evaluate(backbone, prepared, run, method_config)
     return clf, result, prepared.split
+
+
+def split_samples(dataset: Dataset, split: str) -> list[Sample]:
+    """The samples of ``split``; ``all``: every image of the dataset (a separate held-out folder, say)."""
+    return [s for name in SPLITS for s in dataset.split(name)] if split == "all" else dataset.split(split)
+
+
+def evaluate_classifier(
+    clf: Classifier, backbone: Backbone, dataset: Dataset, split: str, cache_dir: Any, where: str,
+    batch_size: int = 64, skip_bad: bool = False,
+) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and confusion matrix of ``clf`` on ``dataset``'s ``split`` (``all``: every image).
+
+    Classes are matched by name (:func:`~clip_adapter.data.classnames.match_classes`),
+    so a held-out folder may hold any subset of the artifact's classes: accuracy
+    is over the images present while predictions still range over every class
+    of the artifact; per-class accuracy covers the classes with images, and
+    ``absent_classes`` names the others. A class the artifact was not trained on
+    is refused. ``where`` names the dataset in messages (``dataset held3``).
+    """
+    labels_of = match_classes(dataset.classnames, clf.classnames, where)
+    samples = split_samples(dataset, split)
+    if not samples:
+        raise DataError(f"{where} has no {split} images")
+    store = image_store(backbone, cache_dir or default_cache_dir())
+    feats, kept, stats = extract_images(backbone, [s.path for s in samples], store, None, 0, batch_size, skip_bad, split)
+    if not kept:
+        raise DataError(f"{where}: none of its {len(samples)} {split} images could be read (all were skipped)")
+    labels = torch.tensor([labels_of[samples[i].label] for i in kept], dtype=torch.long)
+    report = classification_report(clf.logits(feats), labels, clf.classnames)
+    present = set(labels.tolist())
+    report["per_class_accuracy"] = {n: a for i, (n, a) in enumerate(report["per_class_accuracy"].items()) if i in present}
+    report["absent_classes"] = [n for i, n in enumerate(clf.classnames) if i not in present]
+    report["skipped"] = stats.to_dict()["skipped"]
+    return report

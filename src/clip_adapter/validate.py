@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .backbones import Backbone
 from .data import Dataset, load_dataset
 from .data.classnames import ClassnameMap, load_classname_map, renamed
 from .data.images import EXIF_NOTE, LARGE_PIXELS, BadImage, load_rgb
 from .data.issues import Issue, Issues, show
 from .errors import DataError
 from .io import sha256_file
+from .pipeline import UNREADABLE_HINT, RunConfig, prompt_problems, prompts_refused, templates_for
 from .progress import progress
 
 
@@ -80,12 +82,20 @@ def validate_dataset(
     shots: int = 16,
     workers: int = 2,
     classnames: ClassnameMap = None,
+    backbone: Backbone | Callable[[], Backbone] | None = None,
+    run: RunConfig | None = None,
 ) -> ValidationReport:
     """Check a dataset (ImageFolder or CoOp split JSON) and report every problem.
 
     ``classnames`` is the class-name map ``train`` will be given (see
     :func:`clip_adapter.data.load_dataset`); report ``errors`` stop a run,
-    ``warnings`` do not.
+    ``warnings`` do not. With ``backbone`` the class prompts are checked as
+    ``train`` checks them for ``run`` (its method, templates and
+    ``allow_unknown_words``; default: ``train``'s defaults): a name the
+    tokenizer cannot read, or two classes with identical prompts, is an error
+    where ``train`` would refuse it (the CLI always passes ``train``'s backbone).
+    ``backbone`` may be a function making one: it is called only once the
+    dataset has been read, so a mistyped path costs no model load.
 
     Example:
         >>> validate_dataset("/no/such/dir")
@@ -100,6 +110,9 @@ def validate_dataset(
     hashes = _check_images(sorted({p for paths in files.values() for p in paths}), issues, workers)
     _check_duplicates(files, hashes, issues)
     _check_class_sizes(dataset, shots, issues, mapping)
+    if backbone is not None:
+        model = backbone if isinstance(backbone, Backbone) else backbone()
+        _check_prompts(dataset, model, run or RunConfig(shots=shots), issues)
     return ValidationReport(dataset.name, issues.items, len(hashes), dataset.num_classes)
 
 
@@ -200,6 +213,22 @@ def _check_class_sizes(dataset: Dataset, shots: int, issues: Issues, mapping: di
             issues.add("empty-class", f"class {name!r} has no training images", None, "error")
         elif counts[label] < shots:
             issues.add("few-images", f"class {name!r} has {counts[label]} training images, fewer than {shots} shots", None, "warning")
+
+
+def _check_prompts(dataset: Dataset, backbone: Backbone, run: RunConfig, issues: Issues) -> None:
+    """What ``train`` refuses before encoding (:func:`~clip_adapter.pipeline.check_prompts_readable`), one issue per problem."""
+    names = [n for n in dataset.classnames if n and n.isprintable()]  # empty or unprintable names are reported already
+    problems = prompt_problems(backbone, names, templates_for(dataset, run.templates))
+    severity = "error" if prompts_refused(run) else "warning"
+    consequence = (f"train refuses it: {UNREADABLE_HINT}" if severity == "error" else
+                   "train warns and goes on (--allow-unknown-words)" if run.allow_unknown_words else
+                   f"train warns and goes on ({run.method} does not read the prompts)")
+    for name, words in problems.unknown.items():
+        issues.add("unreadable-classname", f"class {name!r}: the {backbone.name} tokenizer cannot read {', '.join(map(repr, words))}; "
+                   f"{consequence}", None, severity)
+    for group in problems.clashes:
+        issues.add("identical-prompts", f"classes {' and '.join(map(repr, group))} get identical prompts on {backbone.name}; "
+                   f"{consequence}", None, severity)
 
 
 def format_report(report: ValidationReport, examples: int = 5, unit: str = "images") -> str:

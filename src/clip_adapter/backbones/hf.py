@@ -34,7 +34,7 @@ from ..errors import ArtifactError, ConfigError
 from ..io import read_json
 from .base import Backbone, PreprocessConfig
 from .hub import _check_reachable, _one_line, offline_variable, quiet_hub
-from .precision import resolve_device, resolve_precision
+from .precision import parameter_count, resolve_device, resolve_precision
 
 PREFIX = "hf:"
 INSTALL_HINT = "pip install 'clip-adapter[hf]' (or: pip install transformers sentencepiece protobuf)"
@@ -270,7 +270,7 @@ class HFClipBackbone(Backbone):
             )
         self.name, self.pretrained = f"{PREFIX}{spec}", spec
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        resolve_precision(precision, self.device)  # a bad value is refused before the model is read
         folder, self.short_name = resolve_model_dir(spec)
         self.model_type = read_model_type(folder)
         files = weights_files(folder)
@@ -286,6 +286,7 @@ class HFClipBackbone(Backbone):
         self.logit_scale = float(model.logit_scale.detach().float().reshape(-1)[0].exp())
         self.logit_bias = float(model.logit_bias.detach().float().reshape(-1)[0]) if hasattr(model, "logit_bias") else 0.0
         self.accepts_truncated_tokens = self.model_type == "clip"  # causal + EOS pooling; SigLIP reads the last slot
+        self.precision = resolve_precision(precision, self.device, parameter_count(model))
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
         head = model.text_model.head if self.model_type == "siglip" else model.text_projection
         self.embed_dim = int(head.out_features)

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from .base import Backbone, PreprocessConfig
 from .checkpoint import load_into, load_state_dict
 from .hub import fetch_weights
-from .precision import resolve_device, resolve_precision
+from .precision import parameter_count, resolve_device, resolve_precision
 
 
 class OpenClipBackbone(Backbone):
@@ -54,8 +54,9 @@ class OpenClipBackbone(Backbone):
             raise ConfigError(f"unknown open_clip architecture {name!r} (see open_clip.list_models())")
         self.name, self.pretrained = name, str(pretrained)
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        resolve_precision(precision, self.device)  # a bad value is refused before the model is built
         model, tag_cfg = self._build(open_clip, seed)
+        self.precision = resolve_precision(precision, self.device, parameter_count(model))
         if not hasattr(model, "token_embedding"):
             raise ConfigError(f"{name}: only CLIP models with open_clip's own text tower are supported")
         self.logit_scale = float(model.logit_scale.detach().exp())  # read in fp32, before any bf16 cast

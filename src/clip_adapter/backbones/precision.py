@@ -26,14 +26,38 @@ def cpu_has_fast_bf16() -> bool:
         return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """Turn ``auto`` into ``bf16`` or ``fp32`` for ``device``."""
+# Below this size a CLIP's matmuls are too small for bf16 units to pay for the casts, and bf16
+# would move the figures the README quotes for the toy models (3 M parameters) by a point or more
+# on machines that have the units; so ``auto`` keeps them fp32 on every machine kind. Real CLIPs
+# (ViT-B-32 is 151 M) are far above it. Chosen from the toy models' size, not measured in between.
+BF16_MIN_PARAMETERS = 50_000_000
+
+
+def resolve_precision(precision: str, device: torch.device, parameters: int | None = None) -> str:
+    """Turn ``auto`` into ``bf16`` or ``fp32`` for ``device`` (and a model of ``parameters``).
+
+    ``auto`` is fp32 for a model smaller than :data:`BF16_MIN_PARAMETERS`, so the
+    toy world's figures are the same on every CPU.
+
+    Example:
+        >>> resolve_precision("auto", torch.device("cpu"), parameters=3_000_000)
+        'fp32'
+        >>> resolve_precision("bf16", torch.device("cpu"), parameters=3_000_000)
+        'bf16'
+    """
     check_choice("precision", precision, PRECISIONS)
     if precision != "auto":
         return precision
+    if parameters is not None and parameters < BF16_MIN_PARAMETERS:
+        return "fp32"
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """How many parameters ``model`` holds (what ``auto`` precision is sized by)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 # Accelerators a frozen CLIP can run on, each with how torch says one is present.

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, quoted
 
 PROTOCOL_TITLES = {
     "val": "hyper-parameters chosen on the few-shot validation split",
@@ -22,20 +24,46 @@ ZERO_SHOT = "zero-shot"
 
 
 def load_results(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """One row per existing result file: dataset, method label, shots, seed, accuracies, timings."""
+    """One row per readable result file: dataset, method label, shots, seed, accuracies, timings.
+
+    A run file that is not valid JSON, or whose fields are missing or of the wrong
+    type (edited by hand, written by another tool), is left out with one warning
+    naming it, never a crash of the whole table.
+    """
     rows = []
     for path in paths:
         try:
             r = json.loads(Path(path).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
-        rows.append({
+        row = _row(r)
+        if row is None:
+            warnings.warn(f"bench run file {quoted(path)} is malformed (a missing or mistyped field); left out of the tables",
+                          stacklevel=2)
+            continue
+        rows.append(row)
+    return rows
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _row(r: Any) -> dict[str, Any] | None:
+    try:
+        row = {
             "protocol": r["protocol"], "dataset": r["data"]["dataset"], "method": r["bench"]["label"],
             "shots": r["run"]["shots"], "seed": r["run"]["seed"], "accuracy": r["test"]["accuracy"],
             "zero_shot_accuracy": r["zero_shot_test_accuracy"], "fit_seconds": r["timings"]["fit_seconds"],
             "chosen": json.dumps(r["selection"].get("chosen", {}), sort_keys=True),
-        })
-    return rows
+        }
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None
+    texts = all(isinstance(row[k], str) for k in ("protocol", "dataset", "method"))
+    counts = all(isinstance(row[k], int) and not isinstance(row[k], bool) for k in ("shots", "seed"))
+    numbers = _number(row["accuracy"]) and _number(row["fit_seconds"])
+    zero_shot = row["zero_shot_accuracy"] is None or _number(row["zero_shot_accuracy"])
+    return row if texts and counts and numbers and zero_shot else None
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], tuple[float, float, int]]:

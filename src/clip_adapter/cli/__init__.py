@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         apply_thread_setting()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted; finished work is kept (re-run to resume)", file=sys.stderr)
+        print(getattr(args, "interrupted_message", "interrupted; finished work is kept (re-run to resume)"), file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

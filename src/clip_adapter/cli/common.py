@@ -16,9 +16,12 @@ from ..pipeline import FeatureConfig
 from .parsing import float_pair, positive_int, seed_int
 
 
-def add_backbone_options(parser: argparse.ArgumentParser, default: str | None = "toy") -> None:
+def add_backbone_options(parser: argparse.ArgumentParser, default: str | None = "toy",
+                         default_help: str = "the artifact's backbone") -> None:
+    """The backbone options; ``default=None`` means "what the artifact records", said in ``default_help``."""
     group = parser.add_argument_group("backbone")
-    group.add_argument("--backbone", default=default, help="toy (built-in tiny CLIP) or an open_clip architecture, e.g. ViT-B-32 (default: %(default)s)")
+    shown = "%(default)s" if default is not None else default_help  # never "(default: None)"
+    group.add_argument("--backbone", default=default, help=f"toy (built-in tiny CLIP) or an open_clip architecture, e.g. ViT-B-32 (default: {shown})")
     group.add_argument("--pretrained", default=None, help="open_clip tag (downloads), checkpoint path, or none (random init); toy default: the shipped checkpoint")
     group.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="encoder precision (auto: bf16 where the CPU/GPU is fast at it)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")

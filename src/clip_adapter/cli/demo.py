@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..demo import DemoConfig, run_demo
 from ..outputs import claim_output_dir
@@ -24,12 +25,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
+def command_name() -> str:
+    """How to call this tool from the user's own shell.
+
+    ``scripts/demo.sh`` runs us inside ``.venv`` while the user's shell has not
+    activated it, so a bare ``clip-adapter`` would be "command not found" there:
+    name the venv's script (relative to the current folder when that is shorter).
+    """
+    script = Path(sys.prefix) / "bin" / "clip-adapter"
+    if sys.prefix == sys.base_prefix or not script.is_file():
+        return "clip-adapter"  # installed into the Python the user runs: on their PATH
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def main(args: argparse.Namespace) -> int:
     claim_output_dir(args.out, "demo", resume=True)
     result = run_demo(DemoConfig(task=args.task, domain=args.domain, out=args.out), log=lambda line: print(line, file=sys.stderr))
     sys.stdout.write(result["table"].read_text())
+    tool = command_name()
     print(f"\nplot: {result['plot']}\ntable: {result['table']}\nartifact: {result['artifact']} "
-          f"(try: clip-adapter predict {result['artifact']} {result['data']}/images --top-k 3)")
-    print("Same on your own photos and a real CLIP: clip-adapter train --data ./photos --backbone ViT-B-32 "
+          f"(try: {tool} predict {result['artifact']} {result['data']}/images --top-k 3)")
+    print(f"Same on your own photos and a real CLIP: {tool} train --data ./photos --backbone ViT-B-32 "
           "--pretrained openai --shots 16 --out runs/photos   (ImageFolder: photos/<class>/<image>)")
+    if tool != "clip-adapter":
+        print("(or first `. .venv/bin/activate`, then call clip-adapter by name)")
     return 0

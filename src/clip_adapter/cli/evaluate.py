@@ -11,16 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
-from ..errors import DataError
-from ..features import default_cache_dir, extract_images, image_store
-from ..io import atomic_write_json
-from ..metrics import classification_report
-from .artifact_args import add_artifact_backbone_options, load_artifact_and_backbone
-from ..outputs import claim_output_file
-from ..data.dataset import SPLITS
+from ..io import atomic_write_json, quoted
 from ..io import to_json as json_text
+from ..outputs import claim_output_file
+from ..pipeline import evaluate_classifier
+from .artifact_args import add_artifact_backbone_options, load_artifact_and_backbone
 from .common import add_data_options, cache_dir_from_args, dataset_from_args
 from .parsing import positive_int
 
@@ -43,30 +38,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.out:
-        claim_output_file(args.out, overwrite=args.overwrite)
+        claim_output_file(args.out, overwrite=args.overwrite, inputs=[args.artifact, args.data, args.split_file])
     cache_dir = cache_dir_from_args(args, [args.data, args.split_file])
     clf, backbone = load_artifact_and_backbone(args.artifact, args)
     dataset = dataset_from_args(args)
-    if dataset.classnames != clf.classnames:
-        diff = next((i for i, (a, b) in enumerate(zip(dataset.classnames, clf.classnames)) if a != b), min(len(dataset.classnames), len(clf.classnames)))
-        got = dataset.classnames[diff] if diff < len(dataset.classnames) else "(none)"
-        want = clf.classnames[diff] if diff < len(clf.classnames) else "(none)"
-        raise DataError(f"dataset {args.data} has class {got!r} at label {diff} where the artifact has {want!r}")
-    samples = [s for split in SPLITS for s in dataset.split(split)] if args.split == "all" else dataset.split(args.split)
-    if not samples:
-        raise DataError(f"dataset {args.data} has no {args.split} images")
-    store = image_store(backbone, cache_dir or default_cache_dir())
-    feats, kept, stats = extract_images(backbone, [s.path for s in samples], store, None, 0, args.batch_size, args.skip_bad, args.split)
-    labels = torch.tensor([samples[i].label for i in kept])
-    report = classification_report(clf.logits(feats), labels, clf.classnames)
-    report.update({"artifact": str(args.artifact), "split": args.split, "method": clf.method, "skipped": stats.to_dict()["skipped"],
-                   "classnames": list(clf.classnames)})
+    report = evaluate_classifier(clf, backbone, dataset, args.split, cache_dir, f"dataset {quoted(args.data)}", args.batch_size, args.skip_bad)
+    report.update({"artifact": str(args.artifact), "split": args.split, "method": clf.method, "classnames": list(clf.classnames)})
     report["confusion_matrix"] = {"rows": "true class", "columns": "predicted class", "labels": list(clf.classnames),
                                   "counts": report["confusion_matrix"]}
+    if report["absent_classes"]:
+        print(absent_note(report), file=sys.stderr)
     if args.out:
         atomic_write_json(args.out, report)
     sys.stdout.write(json_text(report) if args.json else format_report(report))
     return 0
+
+
+def absent_note(report: dict) -> str:
+    """Which of the artifact's classes the evaluated images do not cover (they still compete in every prediction)."""
+    absent, total = report["absent_classes"], len(report["classnames"])
+    shown = ", ".join(repr(n) for n in absent[:10]) + (f", … ({len(absent) - 10} more)" if len(absent) > 10 else "")
+    images = "images" if report["split"] == "all" else f"{report['split']} images"
+    return (f"note: {len(absent)} of the artifact's {total} classes have no {images} here ({shown}); "
+            f"per-class accuracy covers the {total - len(absent)} present, predictions still range over all {total}")
 
 
 def format_report(report: dict) -> str:

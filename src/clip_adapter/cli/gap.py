@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--artifact", default=None, help="a CLIP-Adapter (or zero-shot) artifact whose adapted features to compare")
     p.add_argument("--bins", type=positive_int, default=50, help="histogram bins on [-1, 1] (default: %(default)s)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of subsampling and of the pseudo-token initialisation")
-    add_backbone_options(p, default=None)
+    add_backbone_options(p, default=None, default_help="toy, or the artifact's backbone with --artifact")
     inv = p.add_argument_group("modality inversion (retrieval comparison)")
     inv.add_argument("--inversion", action="store_true", help="also compare image→image with OTI text→image retrieval")
     inv.add_argument("--queries-per-class", type=positive_int, default=2, help="queries per class (default: %(default)s)")

@@ -3,8 +3,10 @@
 The index folder holds ``features.safetensors`` (L2-normalised image features), ``index.json``
 (paths relative to FOLDER, the backbone, the artifact) and, with ``--faiss``, an approximate
 FAISS index. ``--artifact`` also stores the artifact's adapted features (CLIP-Adapter), so
-``clip-adapter search --artifact`` with the same artifact needs no recomputation (and can use
-``--faiss``). Search it with ``clip-adapter search INDEX "a text query"``.
+``clip-adapter search`` must then be given that same artifact (``--artifact``), which needs no
+recomputation (and can use ``--faiss``). ``index.json`` records the sha256 of every file of the
+index and a digest of its own fields, so a changed or swapped file is refused by ``search``.
+Search it with ``clip-adapter search INDEX "a text query"`` (or an image file's path).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--artifact", default=None, help="also store this artifact's adapted features (its backbone is used)")
     p.add_argument("--faiss", nargs="?", const="hnsw", default=None, choices=APPROXIMATE_KINDS,
                    help="also write an approximate FAISS index (hnsw, the default, or ivf); needs faiss-cpu")
-    add_backbone_options(p, default=None)
+    add_backbone_options(p, default=None, default_help="toy, or the artifact's backbone with --artifact")
     p.add_argument("--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="encoder batch size (default: %(default)s)")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and list them")

@@ -49,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("artifact", help="folder written by `multilabel train`")
     ev.add_argument("--data", required=True, help="multi-label JSON/CSV file, or a folder with labels.json or labels.csv")
     ev.add_argument("--split", default="test", choices=("train", "val", "test"), help="(default: %(default)s)")
+    ev.add_argument("--json", action="store_true", help="print the full metrics JSON to stdout instead of the summary")
     _common_options(ev)
     add_backbone_options(ev, default=None)
     ev.set_defaults(func=evaluate_main)
@@ -174,17 +175,27 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
     with torch_threads(args.threads or None):
         result = evaluate(model, backbone, dataset, args.split, cache_dir or None, args.batch_size)
-    print_json(result)
+    if args.json:
+        print_json(result)
+    else:
+        sys.stdout.write(summary(result) + per_class_table(result))
     return 0
 
 
 def summary(result: dict[str, Any]) -> str:
-    """One line per number the command reports."""
+    """The numbers the command reports, on one line (as ``eval`` and ``train`` print theirs)."""
     sim = result["text_similarity"]
-    return (f"{result['method']} on {result['n_images']} {result['split']} images ({result['shots']} shots/label, seed {result['seed']}): "
+    run = f" ({result['shots']} shots/label, seed {result['seed']})" if "shots" in result else ""
+    return (f"{result['method']} on {result['n_images']} {result['split']} images{run}: "
             f"mAP {result['mAP']:.2f}, OF1 {result['overall_f1']:.2f}, CF1 {result['class_f1']:.2f} "
             f"at threshold {result['threshold']:.3f}; mean off-diagonal text similarity "
             f"{sim['before']:.3f} -> {sim['after']:.3f}\n")
+
+
+def per_class_table(result: dict[str, Any]) -> str:
+    """Average precision per class, as ``eval`` prints per-class accuracy (no positives: n/a)."""
+    rows = [f"  {name}: {'n/a' if ap is None else f'{ap:.2f}'}" for name, ap in result["per_class_AP"].items()]
+    return "per-class AP:\n" + "\n".join(rows) + "\n"
 
 
 __all__ = ["add_parser", "ConfigError"]

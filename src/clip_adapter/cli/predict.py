@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.out:
-        claim_output_file(args.out, overwrite=args.overwrite)
+        claim_output_file(args.out, overwrite=args.overwrite, inputs=[args.artifact, *args.images])
     cache_dir = cache_dir_from_args(args, [])
     clf, backbone = load_artifact_and_backbone(args.artifact, args)
     paths = find_images(args.images)

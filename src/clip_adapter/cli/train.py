@@ -7,7 +7,7 @@ import sys
 
 from ..methods import get_method, list_methods
 from ..methods.base import PROTOCOLS
-from ..pipeline import RunConfig, epoch_log_csv, run_few_shot
+from ..pipeline import RunConfig, epoch_log_csv, run_few_shot, shots_text
 from ..outputs import claim_output_dir
 from .common import (
     add_backbone_options,
@@ -94,10 +94,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def summary_line(result: dict) -> str:
+    """One line for stderr; the shots are those used (``10-shot (64 requested)``), never only those asked for."""
     acc, zs = result["test"]["accuracy"], result["zero_shot_test_accuracy"]
     chosen = result["selection"].get("chosen", {})
     chosen_text = ", ".join(f"{k}={v}" for k, v in chosen.items()) or "defaults"
     protocol = result["protocol"] + {"oracle": " — chosen on TEST", "full-val": " — chosen on the full validation split"}.get(result["protocol"], "")
     fmt = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
-    return (f"{result['method']} {result['run']['shots']}-shot seed {result['run']['seed']}: test {fmt(acc)} "
+    return (f"{result['method']} {shots_text(result)} seed {result['run']['seed']}: test {fmt(acc)} "
             f"(zero-shot {fmt(zs)}); chosen {chosen_text} [protocol {protocol}]")

@@ -6,6 +6,11 @@ With ``--strict`` warnings count as errors (exit 1). So
 ``clip-adapter validate --data D && clip-adapter train --data D …`` goes on
 for a healthy small folder and stops for a broken one.
 
+Class names are checked against ``--backbone``'s tokenizer (default: ``train``'s,
+the toy CLIP) and the prompts ``--template``/``--method``/``--allow-unknown-words``
+give, exactly as ``train`` checks them: names it cannot read and classes whose
+prompts come out identical are errors where ``train`` would refuse them.
+
 ``--videos DIR`` checks a video dataset instead: a folder per class
 (``DIR/<class>/<video>``) or a folder of split CSVs (``train.csv``/``val.csv``/
 ``test.csv`` with ``relative/path,label`` rows and ``classmap.json``); every
@@ -17,9 +22,12 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
+from ..methods import list_methods
+from ..pipeline import RunConfig
 from ..validate import format_report, validate_dataset, validate_videos
-from .common import add_data_options, print_json
+from .common import add_backbone_options, add_data_options, backbone_from_args, print_json
 from .parsing import count_int, positive_int
+from .train import templates_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +39,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     videos.add_argument("--classmap", default=None, metavar="FILE", help="class map JSON of split CSVs (default: DIR/classmap.json)")
     videos.add_argument("--video-root", default=None, metavar="DIR", help="what CSV paths are relative to (default: DIR)")
     videos.add_argument("--frames", type=positive_int, default=8, help="note videos shorter than this many frames (default: %(default)s)")
+    add_backbone_options(p)
+    prompts = p.add_argument_group("prompts (checked as `train` checks them)")
+    prompts.add_argument("--method", default=RunConfig().method, help=f"one of: {', '.join(list_methods())} (default: %(default)s)")
+    prompts.add_argument("--template", action="append", default=[], help="prompt template with {} (as for train)")
+    prompts.add_argument("--allow-unknown-words", action="store_true", help="report unreadable class names as warnings, as train then does")
     p.add_argument("--shots", type=count_int, default=16, help="warn for classes with fewer training images (default: %(default)s)")
     p.add_argument("--strict", action="store_true", help="exit 1 for warnings too")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -44,7 +57,10 @@ def main(args: argparse.Namespace) -> int:
     if args.videos is not None:
         report = validate_videos(args.videos, args.video_root, args.classmap, args.frames)
     else:
-        report = validate_dataset(args.data, args.split_file, args.shots, classnames=args.classnames)
+        run = RunConfig(method=args.method, shots=args.shots, templates=templates_from_args(args),
+                        allow_unknown_words=args.allow_unknown_words)
+        report = validate_dataset(args.data, args.split_file, args.shots, classnames=args.classnames,
+                                  backbone=lambda: backbone_from_args(args), run=run)
     if args.json:
         print_json(report.to_dict())
     else:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import sys
 
 from .common import add_backbone_options, add_overwrite_option, backbone_from_args, cache_dir_from_args, print_json
@@ -192,24 +191,34 @@ def base_to_novel_main(args: argparse.Namespace) -> int:
 
 
 def _add_toy_pretrain(sub: argparse._SubParsersAction) -> None:
-    pt = sub.add_parser("toy-pretrain", help="pretrain the toy video CLIP (ViT tower, motion words) in minutes")
+    pt = sub.add_parser("toy-pretrain", help="pretrain the toy video CLIP (ViT tower, motion words) in minutes; --quick: "
+                        "a CNN one in about a minute and a half")
     pt.add_argument("--out", required=True, help="output folder for toy_clip.safetensors/.json (--pretrained OUT)")
     add_overwrite_option(pt, "a toy video CLIP")
-    pt.add_argument("--steps", type=positive_int, default=1500, help="optimisation steps (default: %(default)s)")
-    pt.add_argument("--batch-size", type=positive_int, default=128, help="image-caption pairs per step (default: %(default)s)")
-    pt.add_argument("--threads", type=count_int, default=2, help="torch CPU threads (default: %(default)s; 0: torch's default)")
+    pt.add_argument("--quick", action="store_true",
+                    help="the quick recipe, for trying the video commands: the shipped CLIP's CNN image tower taught the "
+                         "motion words in 200 steps of 64 pairs on one thread (~1.5 min on two shared cores); "
+                         "`video train` then needs --stdd off. The README's video tables use the default recipe (a new ViT)")
+    pt.add_argument("--steps", type=positive_int, default=None, help="optimisation steps (default: 1500; --quick: 200)")
+    pt.add_argument("--batch-size", type=positive_int, default=None, help="image-caption pairs per step (default: 128; --quick: 64)")
+    pt.add_argument("--threads", type=count_int, default=None, help="torch CPU threads, 0: torch's default (default: 2; --quick: 1)")
     pt.add_argument("--seed", type=seed_int, default=0, help="seed (default: %(default)s)")
     pt.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="autocast (default: %(default)s)")
     pt.set_defaults(func=toy_pretrain_main)
 
 
 def toy_pretrain_main(args: argparse.Namespace) -> int:
-    from ..video.pretrain import VideoPretrainConfig, pretrain_video_clip
+    from ..video.pretrain import QUICK, VideoPretrainConfig, pretrain_video_clip, warmup_for
 
-    cfg = VideoPretrainConfig.from_dict({"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
-                                         "precision": args.precision, "threads": args.threads}, where="options")
+    settings = dict(QUICK) if args.quick else {}
+    given = {"steps": args.steps, "batch_size": args.batch_size, "threads": args.threads}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    steps = settings.get("steps", VideoPretrainConfig.steps)
+    settings.update({"warmup_steps": warmup_for(steps), "seed": args.seed, "precision": args.precision})
+    cfg = VideoPretrainConfig.from_dict(settings, where="options")
     weights = pretrain_video_clip(cfg, args.out, log=lambda m: print(m, file=sys.stderr), overwrite=args.overwrite)
-    print(f"wrote the toy video CLIP to {weights.parent}: use --backbone toy --pretrained {weights.parent}")
+    note = " (CNN image tower: `video train` needs --stdd off)" if cfg.image_from.lower() != "none" else ""
+    print(f"wrote the toy video CLIP to {weights.parent}: use --backbone toy --pretrained {weights.parent}{note}")
     return 0
 
 
@@ -289,6 +298,7 @@ def cross_dataset_main(args: argparse.Namespace) -> int:
     atomic_write_json(out / "metrics.json", result)
     atomic_write_bytes(out / "predictions.csv", _cross_predictions_csv(predictions).encode("utf-8"))
     print(one_line_table(result))
+    _warn_skipped([item for split in result["splits"] for item in split["extraction"]["skipped"]], out / "metrics.json")
     return 0
 
 
@@ -308,7 +318,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     classes.add_argument("--classmap", default=None, metavar="FILE", help='class map JSON {"0": "name", …}')
     classes.add_argument("--classes", default=None, help="comma-separated class names")
     pr.add_argument("--top-k", type=positive_int, default=5, help="classes per video (default: %(default)s)")
-    pr.add_argument("--format", default="csv", choices=("csv", "json"), help="output format (default: %(default)s)")
+    pr.add_argument("--format", default="csv", choices=("csv", "json"),
+                    help="csv: one path,rank,class,probability row per video and rank, as `predict`; json: one object per "
+                         "video with its top_k list (default: %(default)s)")
     pr.add_argument("--skip-bad", action="store_true", help="leave unreadable videos out (listed on stderr), instead of stopping")
     _add_sampling_options(pr)
     add_backbone_options(pr)
@@ -370,7 +382,30 @@ def zero_shot_main(args: argparse.Namespace) -> int:
     atomic_write_json(out / "metrics.json", result)
     atomic_write_bytes(out / "predictions.csv", _predictions_csv(predictions, dataset.classnames).encode("utf-8"))
     print(_summary(result))
+    _warn_skipped(result["extraction"]["skipped"], out / "metrics.json")
     return 0
+
+
+def _warn_skipped(skipped: list[dict], listed_in) -> None:
+    """One warning line for the videos ``--skip-bad`` left out: how many, the first few, where all are listed.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _warn_skipped([{"path": f"v/{i}.mp4", "reason": "…"} for i in range(5)], "zs/metrics.json")
+        >>> str(caught[0].message)
+        'skipped 5 unreadable video(s): v/0.mp4, v/1.mp4, v/2.mp4 and 2 more (each with its reason in zs/metrics.json)'
+    """
+    import warnings
+
+    from ..io import quoted
+
+    if not skipped:
+        return
+    names = ", ".join(quoted(item["path"]) for item in skipped[:3])
+    more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    warnings.warn(f"skipped {len(skipped)} unreadable video(s): {names}{more} (each with its reason in {quoted(listed_in)})")
 
 
 def _predictions_csv(rows: list[dict], classnames: list[str]) -> str:
@@ -391,7 +426,7 @@ def _summary(result: dict) -> str:
              f"(chance {pct(m['chance_top1'])})"]
     pairs = m.get("time_reversed_pairs")
     if pairs and pairs["num_clips"]:
-        lines.append(f"time-reversed pairs: {pct(pairs['accuracy'])} of {pairs['num_clips']} clips beat their reversal (chance 50.00)")
+        lines.append(f"time-reversed pairs: {pct(pairs['accuracy'])} % beat their reversal ({pairs['num_clips']} clips; chance 50.00 %)")
     return "\n".join(lines)
 
 
@@ -426,11 +461,26 @@ def predict_main(args: argparse.Namespace) -> int:
     if args.format == "json":
         print_json(rows)
         return 0
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["path", "label", "score", "top_k"])
-    for row in rows:
-        writer.writerow([row["path"], row["label"], f"{row['score']:.6f}", json.dumps(row["top_k"])])
+    sys.stdout.write(_predict_csv(rows))
     return 0
+
+
+def _predict_csv(rows: list[dict]) -> str:
+    """One row per video and rank, ``path,rank,class,probability``: the columns of the image ``predict``.
+
+    Example:
+        >>> print(_predict_csv([{"path": "a.mp4", "top_k": [{"label": "jump", "score": 0.75}, {"label": "run", "score": 0.25}]}]), end="")
+        path,rank,class,probability
+        a.mp4,1,jump,0.750000
+        a.mp4,2,run,0.250000
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "rank", "class", "probability"])
+    for row in rows:
+        for rank, top in enumerate(row["top_k"], start=1):
+            writer.writerow([row["path"], rank, top["label"], f"{top['score']:.6f}"])
+    return buffer.getvalue()
 
 
 def video_backbone(args: argparse.Namespace):

@@ -56,7 +56,8 @@ def _suite_embeddings(backbone: Backbone, suite: Suite, cache_dir: str | os.Path
     rows: dict[int, torch.Tensor] = {}
     if whole:
         paths = [suite.items[i].image for i in whole]
-        images, _, _ = extract_images(backbone, paths, image_store(backbone, cache_dir), None, 0, batch_size, False, suite.name)
+        images, _, _ = extract_images(backbone, paths, image_store(backbone, cache_dir), None, 0, batch_size, False, suite.name,
+                                      bad_hint=None)  # compose-bench has no --skip-bad to suggest
         rows.update(zip(whole, images.float()))
     if cropped:
         rows.update(zip(cropped, _crop_embeddings(backbone, suite, cropped, batch_size)))

@@ -302,8 +302,20 @@ def item_where(suite: Suite, index: int) -> str:
     return _where(suite.root / ITEMS_FILE, index)
 
 
+# Tables list suites in this order whichever way they were found (written by --write-toy-suites or
+# read back with --suites), so the same suites give the same columns; other names follow, sorted.
+STANDARD_ORDER = ("attribution", "relation", "order", "negation")
+
+
+def _suite_order(folder: Path) -> tuple[int, str]:
+    name = folder.name
+    return (STANDARD_ORDER.index(name) if name in STANDARD_ORDER else len(STANDARD_ORDER), name)
+
+
 def find_suites(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Suite folders in ``paths``: each a suite itself, or a folder whose sub-folders are suites (sorted).
+    """Suite folders in ``paths``: each a suite itself, or a folder whose sub-folders are suites.
+
+    Sub-folders come in :data:`STANDARD_ORDER`, then sorted by name.
 
     Example:
         >>> find_suites(["/nonexistent"])
@@ -316,7 +328,7 @@ def find_suites(paths: Sequence[str | os.PathLike]) -> list[Path]:
         path = Path(given)
         if not path.is_dir():
             raise DataError(f"--suites {quoted(path)} not found" if not path.exists() else f"--suites {quoted(path)} is not a folder")
-        inner = [path] if (path / ITEMS_FILE).exists() else sorted(p for p in path.iterdir() if (p / ITEMS_FILE).is_file())
+        inner = [path] if (path / ITEMS_FILE).exists() else sorted((p for p in path.iterdir() if (p / ITEMS_FILE).is_file()), key=_suite_order)
         if not inner:
             raise DataError(f"--suites {quoted(path)} holds no {ITEMS_FILE}, nor sub-folders with one")
         found += inner

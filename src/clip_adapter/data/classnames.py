@@ -120,3 +120,39 @@ def _check_distinct(names: Sequence[str], described: Sequence[str], where: str, 
                 "(names are compared after cleaning '_' and case); rename one, or pass a class-name map",
             )
         first.setdefault(key, i)
+
+
+def match_classes(names: Sequence[str], known: Sequence[str], where: str) -> list[int]:
+    """For each of a dataset's class names (label order), the index of the same class in ``known`` (an artifact's).
+
+    Matched by name, not by label index: a held-out folder may hold a subset of
+    the trained classes, and a folder's labels follow its own sorted folder
+    names, so label 0 of ``held/{red,yellow}`` is not label 0 of a
+    ``{blue,red,yellow}`` artifact. Names match exactly, else ignoring case (as
+    collisions are judged). A class ``known`` lacks is refused, naming each: its
+    images have no right answer among the artifact's classes.
+
+    Example:
+        >>> match_classes(["red", "Yellow"], ["blue", "red", "yellow"], "dataset held3")
+        [1, 2]
+        >>> match_classes(["red", "purple"], ["blue", "red"], "dataset held4")
+        Traceback (most recent call last):
+        ...
+        clip_adapter.errors.DataError: dataset held4 has 1 class the artifact was not trained on: 'purple' (the artifact's 2 classes: 'blue', 'red'); leave it out, or rename it with --classnames FILE
+    """
+    exact = {name: i for i, name in enumerate(known)}
+    folded: dict[str, int | None] = {}
+    for i, name in enumerate(known):
+        folded[name.casefold()] = None if name.casefold() in folded else i  # ambiguous when two differ only by case
+    found = [exact.get(name, folded.get(name.casefold())) for name in names]
+    unknown = [name for name, index in zip(names, found) if index is None]
+    if unknown:
+        raise DataError(f"{where} has {len(unknown)} class{'es' if len(unknown) > 1 else ''} the artifact was not trained on: "
+                        f"{_listed(unknown)} (the artifact's {len(known)} classes: {_listed(known)}); "
+                        f"leave {'them' if len(unknown) > 1 else 'it'} out, or rename {'them' if len(unknown) > 1 else 'it'} with --classnames FILE")
+    return [int(i) for i in found if i is not None]
+
+
+def _listed(names: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])  # repr escapes line breaks: the message stays one line
+    return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")

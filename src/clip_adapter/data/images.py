@@ -7,11 +7,12 @@ applied, so a phone photo taken sideways is encoded upright.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -92,19 +93,43 @@ def load_rgb(path: str | os.PathLike) -> tuple[Image.Image, list[str]]:
     """
     path = Path(path)
     name = show(path)
-    try:
+    with _one_line_errors(name):
         if not path.is_file():
             raise BadImage(f"image not found: {name}", "missing-file")
         if path.stat().st_size == 0:
             raise BadImage(f"image {name} is an empty (zero-byte) file", "zero-byte")
+        with Image.open(path) as img:
+            return _checked(img, name)
+
+
+def checked_rgb(img: Image.Image, name: str = "PIL image") -> tuple[Image.Image, list[str]]:
+    """The guards of :func:`load_rgb` for an image already in memory: ``(rgb_image, notes)``.
+
+    A PIL image handed to the Python API never went through ``Image.open``'s own
+    pixel limit, so without this a 100000x1 image would be resized to gigabytes,
+    an all-NaN float image classified as if it were grey, and a 0x0 image crash
+    the resize. Raises the same BadImage (a one-line DataError) as a file would,
+    naming ``name``. The input is not modified.
+
+    Example:
+        >>> checked_rgb(Image.new("RGB", (0, 0)), "input 0")
+        Traceback (most recent call last):
+        ...
+        clip_adapter.data.images.BadImage: image input 0 is 0x0: it has no pixels
+    """
+    if not isinstance(img, Image.Image):
+        raise BadImage(f"image {name} is a {type(img).__name__}, not a PIL image, file or folder", "not-an-image")
+    with _one_line_errors(name):
+        return _checked(img, name)
+
+
+@contextlib.contextmanager
+def _one_line_errors(name: str) -> Iterator[None]:
+    """Turn whatever Pillow raises while decoding ``name`` into one BadImage (``kind`` groups it in reports)."""
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                _check_size(img, name)  # from the header, before any pixel is decoded
-                img.load()
-                img, notes = _upright(img, name)
-                rgb, converted = _to_rgb(img, name)
-                return rgb, notes + converted
+            yield
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -116,11 +141,22 @@ def load_rgb(path: str | os.PathLike) -> tuple[Image.Image, list[str]]:
         raise BadImage(f"image {name} cannot be decoded ({reason})", "corrupt-image") from None
 
 
+def _checked(img: Image.Image, name: str) -> tuple[Image.Image, list[str]]:
+    """Every guard, in order: size from the header (before any pixel is decoded), decode, orientation, mode."""
+    _check_size(img, name)
+    img.load()
+    img, notes = _upright(img, name)
+    rgb, converted = _to_rgb(img, name)
+    return rgb, notes + converted
+
+
 def _check_size(img: Image.Image, name: str) -> None:
     width, height = img.size
+    if width < 1 or height < 1:
+        raise BadImage(f"image {name} is {width}x{height}: it has no pixels", "zero-size")
     if width * height > MAX_PIXELS:
         raise BadImage(f"image {name} is {width}x{height}, a possible decompression bomb", "decompression-bomb")
-    if width < 1 or height < 1 or max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise BadImage(
             f"image {name} is {width}x{height}, an aspect ratio beyond {MAX_ASPECT_RATIO}:1; resizing its short side "
             "to the encoder's input size would need absurd memory (crop it into tiles)",

@@ -59,7 +59,8 @@ def class_embeddings(backbone: Backbone, classnames: list[str], templates: tuple
 
 def split_features(backbone: Backbone, paths: list[Path], cache_dir: Any) -> torch.Tensor:
     """Centre-view features of ``paths`` through the feature cache."""
-    feats, _, _ = extract_images(backbone, paths, image_store(backbone, cache_dir), None, 0, 64, False, "distill")
+    feats, _, _ = extract_images(backbone, paths, image_store(backbone, cache_dir), None, 0, 64, False, "distill",
+                                 bad_hint=None)  # distill has no --skip-bad
     return feats
 
 

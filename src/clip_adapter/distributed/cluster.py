@@ -11,14 +11,16 @@ import logging
 import math
 import os
 import socket
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..errors import ConfigError
 
 ADDRESS_CHECK_SECONDS = 5.0  # Ray itself retries an unreachable address for minutes
+RAY_CONNECT_SECONDS = 60.0  # a head that answers gRPC but not as Ray would still hold ray.init for minutes
 
 
 @dataclass(frozen=True)
@@ -116,11 +118,36 @@ def check_address(address: str | None) -> None:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"--address {address!r}: expected HOST:PORT (a head node's `ray start --head` address), ray://HOST:PORT or auto")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_CHECK_SECONDS):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_CHECK_SECONDS) as conn:
+            speaks_grpc = _answers_http2(conn)
     except OSError as exc:
         raise ConfigError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
                           "start one with `ray start --head` or check the address") from None
+    if not speaks_grpc:
+        raise ConfigError(f"--address {address}: something listens there but it is not a Ray cluster (no gRPC answer "
+                          f"within {ADDRESS_CHECK_SECONDS:g} s); give the head node's GCS address (`ray start --head` prints it)")
+
+
+# Ray's head (GCS) and Ray Client servers speak gRPC, i.e. HTTP/2: a client that opens with the
+# HTTP/2 preface gets a SETTINGS frame back at once. Anything else (a web server, a database, a
+# silent port) answers differently or not at all, where ray.init would retry for minutes.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS_FRAME = 4
+
+
+def _answers_http2(conn: socket.socket) -> bool:
+    """True when the peer answers the HTTP/2 preface with a SETTINGS frame within the check's time."""
+    try:
+        conn.sendall(_HTTP2_PREFACE)
+        header = b""
+        while len(header) < 9:
+            chunk = conn.recv(9 - len(header))
+            if not chunk:
+                return False
+            header += chunk
+    except (socket.timeout, OSError):
+        return False
+    return header[3] == _SETTINGS_FRAME
 
 
 @contextlib.contextmanager
@@ -143,13 +170,35 @@ def ray_session(options: RayOptions, temp_dir: str | os.PathLike | None = None) 
     if temp_dir and address is None:
         kwargs["_temp_dir"] = str(temp_dir)
     try:
-        ray.init(address=address, **kwargs)
+        _bounded(lambda: ray.init(address=address, **kwargs), RAY_CONNECT_SECONDS if address else None)
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
         raise ConfigError(f"cannot start or reach Ray at {address or 'a new local instance'}: {exc}") from None
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _bounded(call: Callable[[], Any], seconds: float | None) -> Any:
+    """Run ``call``; with ``seconds``, give up after that long (Ray retries a wrong head for minutes)."""
+    if seconds is None:
+        return call()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 — handed to the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)  # daemon: a hung connect never blocks the exit
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def _ray_messages_to_stderr() -> None:

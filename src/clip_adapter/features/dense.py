@@ -42,7 +42,7 @@ def dense_store(backbone: Backbone, cache_dir: str | os.PathLike) -> FeatureStor
     Example:
         >>> # store = dense_store(bb, "~/.cache/clip-adapter")
     """
-    return FeatureStore(cache_dir, backbone.encoder_fingerprint, DENSE_KIND)
+    return FeatureStore(cache_dir, backbone.encoder_fingerprint, DENSE_KIND, dim=backbone.embed_dim)
 
 
 def dense_key(backbone: Backbone, content: str) -> str:

@@ -30,6 +30,8 @@ from .transforms import AugmentConfig, eval_transform_id, eval_view, fingerprint
 
 log = logging.getLogger(__name__)
 IMAGES_PER_CHUNK = 256  # rows per shard = images x views; a killed run loses at most one chunk
+# What a bad image's error suggests by default; a caller whose command has no --skip-bad passes its own (or None).
+SKIP_BAD_HINT = "use --skip-bad to leave bad images out and list them"
 
 
 @dataclass
@@ -69,11 +71,13 @@ class _Image:
 
 
 def image_store(backbone: Backbone, cache_dir: str | os.PathLike) -> FeatureStore:
-    return FeatureStore(cache_dir, backbone.encoder_fingerprint, "image")
+    """``backbone``'s image features under ``cache_dir`` (rows of any width but its ``embed_dim`` are never served)."""
+    return FeatureStore(cache_dir, backbone.encoder_fingerprint, "image", dim=backbone.embed_dim)
 
 
 def text_store(backbone: Backbone, cache_dir: str | os.PathLike) -> FeatureStore:
-    return FeatureStore(cache_dir, backbone.encoder_fingerprint, "text")
+    """``backbone``'s text features under ``cache_dir`` (rows of any width but its ``embed_dim`` are never served)."""
+    return FeatureStore(cache_dir, backbone.encoder_fingerprint, "text", dim=backbone.embed_dim)
 
 
 def extract_images(
@@ -85,6 +89,8 @@ def extract_images(
     batch_size: int = 64,
     skip_bad: bool = False,
     desc: str = "images",
+    *,
+    bad_hint: str | None = SKIP_BAD_HINT,
 ) -> tuple[torch.Tensor, list[int], ExtractStats]:
     """Features for ``paths``: ``[N, D]`` centre views, or ``[N, V, D]`` augmented views.
 
@@ -92,12 +98,14 @@ def extract_images(
     ``paths`` that have features (all of them unless ``skip_bad``). A bad image
     raises DataError naming it, or with ``skip_bad`` is listed in
     ``stats.skipped`` and left out; it is never replaced by another image.
+    ``bad_hint`` ends that DataError's message in brackets: by default it
+    points at ``--skip-bad``, which a command without that option must not do.
 
     Example:
         >>> # features, kept, stats = extract_images(bb, paths, image_store(bb, "~/.cache/clip-adapter"))
     """
     stats = ExtractStats()
-    images = _identify(paths, skip_bad, stats)
+    images = _identify(paths, skip_bad, stats, bad_hint)
     views = augment.views if augment else 1
     transform = train_transform_id(backbone.preprocess, augment) if augment else eval_transform_id(backbone.preprocess)
 
@@ -105,7 +113,7 @@ def extract_images(
         return fingerprint({"image": image.content, "transform": transform, "view": view, "seed": seed if augment else None})
 
     unique = sorted({img.content: img for img in images}.values(), key=lambda img: img.content)
-    bad = _encode_missing(backbone, store, unique, views, key, augment, seed, batch_size, stats, skip_bad, desc)
+    bad = _encode_missing(backbone, store, unique, views, key, augment, seed, batch_size, stats, skip_bad, desc, bad_hint)
     kept = [img for img in images if img.content not in bad]
     rows = store.get([key(img, v) for img in kept for v in range(views)])
     dim = rows.shape[-1] if rows.numel() else backbone.embed_dim
@@ -113,7 +121,7 @@ def extract_images(
     return features, [img.index for img in kept], stats
 
 
-def _identify(paths: Sequence[Path], skip_bad: bool, stats: ExtractStats) -> list[_Image]:
+def _identify(paths: Sequence[Path], skip_bad: bool, stats: ExtractStats, bad_hint: str | None = SKIP_BAD_HINT) -> list[_Image]:
     images = []
     for index, path in enumerate(paths):
         try:
@@ -123,7 +131,7 @@ def _identify(paths: Sequence[Path], skip_bad: bool, stats: ExtractStats) -> lis
                 raise DataError(f"image {path} is an empty (zero-byte) file")
             images.append(_Image(index, Path(path), content_id(Path(path))))
         except (DataError, OSError) as exc:
-            _bad_image(path, exc, skip_bad, stats)
+            _bad_image(path, exc, skip_bad, stats, bad_hint)
     return images
 
 
@@ -143,10 +151,10 @@ def _hash_file(path: str, size: int, mtime_ns: int, inode: int) -> str:
     return sha256_file(path)
 
 
-def _bad_image(path: Path, exc: Exception, skip_bad: bool, stats: ExtractStats) -> None:
+def _bad_image(path: Path, exc: Exception, skip_bad: bool, stats: ExtractStats, bad_hint: str | None = SKIP_BAD_HINT) -> None:
     message = str(exc) if isinstance(exc, DataError) else f"image {path} cannot be read ({exc})"
     if not skip_bad:
-        raise DataError(f"{message} (use --skip-bad to leave bad images out and list them)")
+        raise DataError(f"{message} ({bad_hint})" if bad_hint else message)
     stats.skipped.append((str(path), message))
 
 
@@ -211,7 +219,7 @@ def plan_chunks(images: list[_Image], views: int) -> list[list[_Image]]:
     return [images[i : i + size] for i in range(0, len(images), size)]
 
 
-def _encode_missing(backbone, store, images, views, key, augment, seed, batch_size, stats, skip_bad, desc) -> set[str]:
+def _encode_missing(backbone, store, images, views, key, augment, seed, batch_size, stats, skip_bad, desc, bad_hint=SKIP_BAD_HINT) -> set[str]:
     """Encode every chunk with a missing row; returns content ids of images that could not be decoded."""
     jobs = []
     for chunk in plan_chunks(images, views):
@@ -226,7 +234,7 @@ def _encode_missing(backbone, store, images, views, key, augment, seed, batch_si
     runner = _RUNNER.get() or encode_chunks_locally
     for result in runner(backbone, ChunkPlan(views, augment, seed, batch_size), jobs):
         for img, exc in result.failures:
-            _bad_image(img.path, exc, skip_bad, stats)
+            _bad_image(img.path, exc, skip_bad, stats, bad_hint)
             bad.add(img.content)
         keys = [key(img, v) for img in result.ok for v in range(views)]
         stats.seconds += result.seconds

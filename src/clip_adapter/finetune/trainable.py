@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..backbones.base import Backbone
-from ..backbones.precision import resolve_precision
+from ..backbones.precision import parameter_count, resolve_precision
 from ..config import check_choice
 from ..errors import ConfigError
 
@@ -59,7 +59,7 @@ class TrainableClip:
         self.model: nn.Module = backbone.model.float().eval()  # float32 master weights; autocast does bf16
         backbone.precision = "fp32"  # the backbone's own casts must not undo that
         self.unfreeze = unfreeze
-        self.bf16 = resolve_precision(precision, backbone.device) == "bf16"
+        self.bf16 = resolve_precision(precision, backbone.device, parameter_count(self.model)) == "bf16"
         set_trainable(self.model, backbone.provider, unfreeze)
 
     @property

@@ -55,7 +55,8 @@ def encode_split(backbone: Backbone, samples: list[MultiLabelSample], dense: boo
     paths = [s.path for s in samples]
     if dense:
         return extract_dense(backbone, paths, dense_store(backbone, cache_dir), batch_size)
-    features, _, _ = extract_images(backbone, paths, image_store(backbone, cache_dir), batch_size=batch_size)
+    features, _, _ = extract_images(backbone, paths, image_store(backbone, cache_dir), batch_size=batch_size,
+                                    bad_hint=None)  # the multilabel commands have no --skip-bad
     return features
 
 

@@ -19,6 +19,7 @@ from ..errors import ArtifactError
 from ..io import atomic_write_bytes, quoted
 from .artifact_page import artifact_report
 from .bench_page import bench_report, is_bench_dir
+from .paths import check_output
 from .run_files import is_artifact_dir
 
 REPORT_NAME = "report.html"
@@ -76,11 +77,17 @@ def build_report(directory: str | os.PathLike, data: str | os.PathLike | None = 
 
 
 def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = None, overwrite: bool = False, **options) -> Path:
-    """Write the page atomically to ``out`` (default :func:`default_output`); an existing file needs ``overwrite``."""
+    """Write the page atomically to ``out`` (default :func:`default_output`); an existing file needs ``overwrite``.
+
+    An ``out`` that is one of the reported folder's files or lies inside ``data`` is refused
+    before anything is read or evaluated (see :mod:`.paths`).
+    """
     from ..outputs import claim_output_file
 
     report_kind(directory)  # a wrong folder is reported before the output path
-    target = claim_output_file(out or default_output(directory), overwrite=overwrite)
+    target = Path(out) if out else default_output(directory)
+    check_output(target, directory, options.get("data"))
+    target = claim_output_file(target, overwrite=overwrite)
     atomic_write_bytes(target, build_report(directory, **options).encode("utf-8"))
     return target
 

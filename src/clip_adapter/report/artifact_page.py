@@ -9,9 +9,11 @@ from ..io import quoted
 from . import figures
 from .adapter import adapter_effect, is_clip_adapter
 from .evaluation import Evaluation, cache_dir_for, evaluate, flips, worst
-from .history import history_section
+from .fields import (MALFORMED, Fields, count, fraction, fraction_map, grid, mapping, records, scalar, scalar_map,
+                     seconds, shown, square_counts, text, texts)
+from .history import history_section, log_section
 from .html import data_uri, esc, figure, key_values, note, page, pct, signed_points, table
-from .run_files import RunFiles, find_test_images, read_run_files
+from .run_files import RunFiles, TestImages, find_test_images, read_run_files
 
 Section = tuple[str, str, str]
 
@@ -29,7 +31,7 @@ def artifact_report(directory: str | os.PathLike, data: str | os.PathLike | None
     where = "" if isinstance(images, str) else images.root
     sections = [
         ("configuration", "Configuration and protocol", _configuration(run)),
-        ("results", "Results", _results(run, evaluation, where)),
+        ("results", "Results", _results(run, evaluation, where, images)),
         ("per-class", "Per-class accuracy vs zero-shot", _per_class(run, evaluation)),
         ("confusion", "Confusion matrix", _confusion(run, evaluation)),
         ("worst", "Worst-classified test images", _worst(run, evaluation, worst_count)),
@@ -37,57 +39,94 @@ def artifact_report(directory: str | os.PathLike, data: str | os.PathLike | None
     ]
     if run.method == "clip-adapter" or (isinstance(evaluation, Evaluation) and is_clip_adapter(evaluation.head)):
         sections.append(("adapter", "What the adapter did", _adapter(run, evaluation)))
-    result = run.result or {}
-    subtitle = (f"{run.method} on {(result.get('data') or {}).get('dataset', '?')} — "
-                f"{(result.get('run') or {}).get('shots', '?')} shots, seed {(result.get('run') or {}).get('seed', '?')} — {run.directory}")
+    if run.problems:  # every section has read its fields by now; say once which were malformed
+        sections[0] = (*sections[0][:2], _malformed_note(run.problems) + sections[0][2])
+    result = run.result_fields
+    subtitle = (f"{run.method} on {shown(result.get('data.dataset', scalar, '?'))} — {shown(result.get('run.shots', scalar, '?'))} shots, "
+                f"seed {shown(result.get('run.seed', scalar, '?'))} — {run.directory}")
     return page(f"clip-adapter run report: {run.method}", subtitle, sections)
 
 
+def _malformed_note(problems: list[str]) -> str:
+    listed = ", ".join(problems[:12]) + (f" and {len(problems) - 12} more" if len(problems) > 12 else "")
+    return note(f"Malformed fields (of a type or range this report cannot use), shown as \"malformed\": {listed}.", warn=True)
+
+
+def _selection(run: RunFiles) -> Fields:
+    """The run's selection record: result.json's, else the one the artifact's config keeps."""
+    return run.result_fields.sub("selection") if run.result_fields.has("selection") else run.config_fields.sub("selection")
+
+
 def _configuration(run: RunFiles) -> str:
-    result, config = run.result or {}, run.config
-    backbone, selection = config.get("backbone") or {}, result.get("selection") or config.get("selection") or {}
-    protocol = result.get("protocol") or selection.get("protocol", "?")
-    data, run_cfg = result.get("data") or {}, result.get("run") or {}
+    result, config, selection = run.result_fields, run.config_fields, _selection(run)
+    backbone = config.sub("backbone")
+    protocol = result.get("protocol", text) or selection.get("protocol", text, "?")
+    counts = result.sub("data.counts")
+    versions = result.get("versions", scalar_map, {})
     pairs = [
         ("method", run.method),
-        ("backbone", f"{backbone.get('name', '?')} ({backbone.get('pretrained', '?')}, {backbone.get('precision', '?')})"),
-        ("backbone id", backbone.get("id", "?")),
-        ("dataset", f"{data.get('dataset', '?')}: {len(run.classnames)} classes"),
-        ("images (train / val / test)", " / ".join(str((data.get("counts") or {}).get(k, "?")) for k in ("train", "val", "test"))),
-        ("shots, seed", f"{run_cfg.get('shots', '?')}, {run_cfg.get('seed', '?')}"),
-        ("protocol", f"{protocol}: hyper-parameters chosen on {selection.get('chosen_on', '?')}"),
-        ("chosen hyper-parameters", _chosen_text(selection.get("chosen") or {})),
-        ("searched", "; ".join(f"{k} ∈ {v}" for k, v in (selection.get("grid") or {}).items()) or "nothing"),
-        ("prompt templates", " | ".join(config.get("templates") or [])),
-        ("templates from", result.get("templates_source", "?")),
-        ("fit seconds", (result.get("timings") or {}).get("fit_seconds", "?")),
-        ("versions", ", ".join(f"{k} {v}" for k, v in (result.get("versions") or {}).items()) or config.get("library_version", "?")),
+        ("backbone", f"{shown(backbone.get('name', scalar, '?'))} ({shown(backbone.get('pretrained', scalar, '?'))}, "
+                     f"{shown(backbone.get('precision', scalar, '?'))})"),
+        ("backbone id", shown(backbone.get("id", scalar, "?"))),
+        ("dataset", f"{shown(result.get('data.dataset', scalar, '?'))}: {len(run.classnames)} classes"),
+        ("images (train / val / test)", " / ".join(shown(counts.get(k, count, "?")) for k in ("train", "val", "test"))),
+        ("shots, seed", f"{shown(result.get('run.shots', scalar, '?'))}, {shown(result.get('run.seed', scalar, '?'))}"),
+        ("protocol", f"{shown(protocol)}: hyper-parameters chosen on {shown(selection.get('chosen_on', scalar, '?'))}"),
+        ("chosen hyper-parameters", _chosen_text(selection.get("chosen", scalar_map, {}))),
+        ("searched", _grid_text(selection.get("grid", grid, {}))),
+        ("prompt templates", _templates_text(config.get("templates", texts, []))),
+        ("templates from", shown(result.get("templates_source", scalar, "?"))),
+        ("fit seconds", shown(result.get("timings.fit_seconds", seconds, "?"))),
+        ("versions", _versions_text(versions, config.get("library_version", scalar, "?"))),
     ]
     body = key_values(pairs)
     if protocol == "oracle":
         body = note("ORACLE protocol: hyper-parameters were chosen on the TEST split; these numbers are not a fair comparison.", warn=True) + body
-    method_config = config.get("method_config") or {}
-    rows = [(k, v) for k, v in sorted(method_config.items())]
+    method_config = config.get("method_config", mapping, {})
+    rows = [(k, shown(v)) for k, v in sorted(method_config.items())] if method_config is not MALFORMED else [("(all)", "malformed")]
     details = f"<details><summary>full method configuration ({len(rows)} options)</summary>{table(['option', 'value'], rows)}</details>"
     return body + details + ("" if run.result else note("No result.json: the run's record is missing; only the artifact's config is shown."))
 
 
-def _chosen_text(chosen: dict[str, Any]) -> str:
-    return ", ".join(f"{k} = {v}" for k, v in chosen.items()) or "defaults (nothing chosen)"
+def _templates_text(templates: list[str] | object) -> str:
+    return " | ".join(templates) if isinstance(templates, list) else shown(templates)
 
 
-def _results(run: RunFiles, evaluation: Evaluation | str, root: str) -> str:
-    test = (run.result or {}).get("test") or {}
-    acc, zs = test.get("accuracy"), (run.result or {}).get("zero_shot_test_accuracy")
+def _versions_text(versions: dict[str, object] | object, library: object) -> str:
+    if not isinstance(versions, dict):
+        return shown(versions)
+    return ", ".join(f"{k} {shown(v)}" for k, v in versions.items()) or shown(library)
+
+
+def _grid_text(searched: dict[str, list[object]] | object) -> str:
+    if not isinstance(searched, dict):
+        return shown(searched)
+    return "; ".join(f"{k} ∈ {shown(v)}" for k, v in searched.items()) or "nothing"
+
+
+def _chosen_text(chosen: dict[str, object] | object) -> str:
+    if not isinstance(chosen, dict):
+        return shown(chosen)
+    return ", ".join(f"{k} = {shown(v)}" for k, v in chosen.items()) or "defaults (nothing chosen)"
+
+
+def _results(run: RunFiles, evaluation: Evaluation | str, root: str, images: TestImages | str) -> str:
+    result = run.result_fields
+    acc, zs = result.get("test.accuracy", fraction), result.get("zero_shot_test_accuracy", fraction)
     delta = acc - zs if isinstance(acc, (int, float)) and isinstance(zs, (int, float)) else None
     head = (f'<p><span class="big" id="test-accuracy">{pct(acc)}</span> test accuracy &nbsp; '
             f'<span class="big">{pct(zs)}</span> zero-shot &nbsp; <span class="big">{signed_points(delta)}</span> points</p>')
     rows = [("test accuracy", pct(acc)), ("zero-shot test accuracy", pct(zs)),
-            ("mean per-class accuracy", pct(test.get("mean_per_class_accuracy"))),
-            ("validation accuracy (selection)", pct((run.result or {}).get("val_accuracy"))), ("test images", test.get("num_images", "?"))]
+            ("mean per-class accuracy", pct(result.get("test.mean_per_class_accuracy", fraction))),
+            ("validation accuracy (selection)", pct(result.get("val_accuracy", fraction))),
+            ("test images", shown(result.get("test.num_images", count, "?")))]
     body = head + key_values(rows)
     if isinstance(evaluation, str):
         return body + note(f"Not re-evaluated: {evaluation}.")
+    outside = images.outside if isinstance(images, TestImages) else []
+    if outside:
+        body += note(f"{len(outside)} test image(s) of --data lie outside it (symlinks resolved) and were skipped, "
+                     f"e.g. {outside[0]}.", warn=True)
     return body + _recheck(acc, zs, evaluation, root)
 
 
@@ -97,7 +136,7 @@ def _recheck(acc: Any, zs: Any, evaluation: Evaluation, root: str) -> str:
             f"{pct(again)} (zero-shot {pct(zs_again)}).")
     same = isinstance(acc, float) and isinstance(zs, float) and abs(again - acc) < 1e-9 and abs(zs_again - zs) < 1e-9
     out = note(text + (" Identical to the recorded result." if same else ""))
-    if not same and acc is not None:
+    if not same and isinstance(acc, (int, float)):
         out += note("The re-evaluation differs from the recorded result: the images, the feature cache or the "
                     "test split changed since the run (the sections below use the re-evaluation).", warn=True)
     if evaluation.skipped:
@@ -111,9 +150,12 @@ def _recheck(acc: Any, zs: Any, evaluation: Evaluation, root: str) -> str:
 
 def _per_class(run: RunFiles, evaluation: Evaluation | str) -> str:
     if isinstance(evaluation, str):
-        recorded = ((run.result or {}).get("test") or {}).get("per_class_accuracy") or {}
-        rows = sorted(recorded.items(), key=lambda kv: (kv[1] is None, kv[1] or 0.0))
-        return (note(f"Zero-shot per-class accuracy needs the test images: {evaluation}. "
+        recorded = run.result_fields.get("test.per_class_accuracy", fraction_map, {})
+        if recorded is MALFORMED:
+            return note("Zero-shot per-class accuracy needs the re-evaluation, which did not run (see Results). "
+                        "The recorded per-class accuracy (result.json test.per_class_accuracy) is malformed.")
+        rows = sorted(recorded.items(), key=lambda kv: (kv[1] is None, kv[1] or 0.0, kv[0]))
+        return (note("Zero-shot per-class accuracy needs the re-evaluation, which did not run (see Results). "
                      "The adapted model's recorded per-class accuracy, lowest first:")
                 + table(["class", "accuracy"], [(k, pct(v)) for k, v in rows], numeric=[1]))
     adapted, zero = evaluation.report["per_class_accuracy"], evaluation.zero_shot_report["per_class_accuracy"]
@@ -136,7 +178,13 @@ def _support(evaluation: Evaluation) -> list[int]:
 
 
 def _confusion(run: RunFiles, evaluation: Evaluation | str) -> str:
-    matrix = evaluation.report["confusion_matrix"] if isinstance(evaluation, Evaluation) else ((run.result or {}).get("test") or {}).get("confusion_matrix")
+    if isinstance(evaluation, Evaluation):
+        matrix = evaluation.report["confusion_matrix"]
+    else:
+        matrix = run.result_fields.get("test.confusion_matrix", square_counts(len(run.classnames)))
+    if matrix is MALFORMED:
+        return note(f"The recorded confusion matrix (result.json test.confusion_matrix) is malformed: not a "
+                    f"{len(run.classnames)} × {len(run.classnames)} table of image counts, one row and column per class.")
     if not matrix:
         return note("No confusion matrix: the run recorded none and the test images were not available.")
     pairs = [(run.classnames[i], run.classnames[j], n) for i, row in enumerate(matrix) for j, n in enumerate(row) if i != j and n]
@@ -146,14 +194,14 @@ def _confusion(run: RunFiles, evaluation: Evaluation | str) -> str:
                    "confusion matrix") + "<h3>Most frequent confusions</h3>" + top)
 
 
-def _worst(run: RunFiles, evaluation: Evaluation | str, count: int) -> str:
+def _worst(run: RunFiles, evaluation: Evaluation | str, how_many: int) -> str:
     if isinstance(evaluation, str):
-        return note(f"Skipped: {evaluation}.")
+        return note("Skipped: the run was not re-evaluated (see Results).")
     from ..data.images import load_rgb
     from ..errors import DataError
 
     cards, names = [], run.classnames
-    for item in worst(evaluation, count):
+    for item in worst(evaluation, how_many):
         try:
             thumb = figures.thumbnail_png(load_rgb(item["path"])[0])
         except DataError as exc:
@@ -171,36 +219,48 @@ def _worst(run: RunFiles, evaluation: Evaluation | str, count: int) -> str:
 
 
 def _training(run: RunFiles) -> str:
-    result = run.result or {}
-    grid_keys = list(((result.get("selection") or {}).get("grid") or {}).keys())
+    selection = _selection(run)
+    searched = selection.get("grid", grid, {})
+    grid_keys = list(searched) if isinstance(searched, dict) else []
+    chosen = selection.get("chosen", scalar_map, {})
+    chosen = chosen if isinstance(chosen, dict) else {}
+    history = run.result_fields.get("history", records)
     parts = []
-    if result.get("history") is not None:
-        parts.append(history_section(result.get("history"), grid_keys, "result.json history"))
-    if run.log_rows is not None:
-        parts.append(history_section(run.log_rows, grid_keys, "log.csv"))
+    if history is MALFORMED:
+        parts.append(note("result.json history is malformed (not a list of records); it is not shown."))
+    elif history is not None:
+        parts.append(history_section(history, grid_keys, "result.json history", chosen))
+    has_epochs = isinstance(history, list) and any(isinstance(r.get("epochs"), list) and r["epochs"] for r in history)
+    if run.log_rows is not None and has_epochs:
+        parts.append(note(f"log.csv ({len(run.log_rows)} rows) is not shown again: result.json's history above already "
+                          "holds per-epoch records."))
+    elif run.log_rows is not None:
+        parts.append(log_section(run.log_rows, grid_keys, "log.csv", chosen))
     return "".join(parts) or note("The run recorded no training history (no result.json history, no log.csv).")
 
 
 def _adapter(run: RunFiles, evaluation: Evaluation | str) -> str:
-    config = run.config.get("method_config") or {}
-    chosen = ((run.result or {}).get("selection") or {}).get("chosen") or {}
-    pairs = [("variant", config.get("variant", "?")), ("ratio mode", config.get("ratio", "?")),
-             ("bottleneck reduction", config.get("reduction", "?")), ("chosen on validation", _chosen_text(chosen))]
+    config = run.config_fields.sub("method_config")
+    chosen = _selection(run).get("chosen", scalar_map, {})
+    variant = config.get("variant", scalar, "?")
+    pairs = [("variant", shown(variant)), ("ratio mode", shown(config.get("ratio", scalar, "?"))),
+             ("bottleneck reduction", shown(config.get("reduction", scalar, "?"))), ("chosen on validation", _chosen_text(chosen))]
     if isinstance(evaluation, str):
         head, features = _head_only(run)
         if head is None:
-            return key_values(pairs) + note(f"Adapted-feature statistics need the test images and backbone: {evaluation}.")
+            return key_values(pairs) + note("Adapted-feature statistics need the re-evaluation (which did not run, see Results) "
+                                            "or at least the artifact's weights, which could not be loaded.")
     else:
         head, features = evaluation.head, evaluation.features
     effect = adapter_effect(head, features)
-    pairs += [("α (visual ratio) applied", _ratio_text(effect, "alpha", config.get("variant") != "text")),
-              ("β (text ratio) applied", _ratio_text(effect, "beta", config.get("variant") != "visual"))]
+    pairs += [("α (visual ratio) applied", _ratio_text(effect, "alpha", variant != "text")),
+              ("β (text ratio) applied", _ratio_text(effect, "beta", variant != "visual"))]
     body = key_values(pairs) + _effect_tables(effect)
     if "image_cosine_values" in effect:
         png = figures.histogram_png(effect["image_cosine_values"], "cos(adapted, original) per test image", "image features")
         body += figure(png, "how far the visual adapter moved each test image's feature (1 = not at all)", "cosine histogram")
-    elif isinstance(evaluation, str) and config.get("variant") != "text":
-        body += note(f"Image-side statistics need the test images: {evaluation}.")
+    elif isinstance(evaluation, str) and variant != "text":
+        body += note("Image-side statistics need the re-evaluation, which did not run (see Results).")
     return body
 
 

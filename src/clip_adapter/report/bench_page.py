@@ -19,6 +19,7 @@ from typing import Any
 
 from ..io import quoted
 from . import figures
+from .fields import count, fraction, number, scalar_map, shown, text
 from .html import figure, key_values, note, page, table
 from .markdown import markdown_to_html
 from .run_files import is_artifact_dir
@@ -89,12 +90,13 @@ def _overview(out: Path, results: dict[str, list[dict[str, Any]]]) -> str:
     every = [r for rows in results.values() for r in rows]
     if not every:
         return note("No run JSONs under runs/: only the tables and plots the bench left are shown.")
-    pick = lambda key: sorted({str(_get(r, key)) for r in every})  # noqa: E731
-    seconds = sum(float(_get(r, "timings.fit_seconds") or 0) for r in every)
+    pick = lambda key: sorted({shown(_get(r, key)) for r in every})  # noqa: E731
+    seconds = sum(float(v) for v in (_get(r, "timings.fit_seconds") for r in every) if number(v))
     pairs = [("runs", f"{len(every)} ({', '.join(f'{p}: {len(v)}' for p, v in sorted(results.items()))})"),
              ("datasets", ", ".join(pick("data.dataset"))), ("methods", ", ".join(pick("bench.label"))),
              ("shots", ", ".join(sorted(pick("run.shots"), key=_int))), ("seeds", ", ".join(sorted(pick("run.seed"), key=_int))),
-             ("backbones", ", ".join(f"{n} ({p})" for n, p in sorted({(str(_get(r, "backbone.name")), str(_get(r, "backbone.pretrained"))) for r in every}))),
+             ("backbones", ", ".join(f"{n} ({p})" for n, p in sorted({(shown(_get(r, "backbone.name")), shown(_get(r, "backbone.pretrained")))
+                                                                      for r in every}))),
              ("protocols", ", ".join(sorted(results))), ("total fit time", f"{seconds:.1f} s")]
     return key_values(pairs)
 
@@ -106,7 +108,7 @@ def _get(record: dict[str, Any], dotted: str) -> Any:
 
 
 def _int(text: str) -> int:
-    return int(text) if text.lstrip("-").isdigit() else 0
+    return int(text) if text.lstrip("-").isdigit() and len(text) < 20 else 0
 
 
 def _protocol(out: Path, protocol: str, tables: dict[str, str], results: dict[str, list[dict[str, Any]]]) -> str:
@@ -127,9 +129,31 @@ def _protocol(out: Path, protocol: str, tables: dict[str, str], results: dict[st
 
 
 def _summary(out: Path, protocol: str) -> dict:
-    from ..bench.aggregate import load_results, summarise
+    from ..bench.aggregate import summarise
 
-    return summarise(load_results(sorted((out / "runs" / protocol).rglob("*.json"))))
+    return summarise([row for path in sorted((out / "runs" / protocol).rglob("*.json")) if (row := _summary_row(path)) is not None])
+
+
+def _summary_row(path: Path) -> dict[str, Any] | None:
+    """What ``bench.aggregate.load_results`` takes from one run JSON, or ``None`` when a field it needs is malformed.
+
+    The bench's own aggregation trusts the runs it wrote; a report is made from folders that
+    may have been edited or received, so a malformed run is left out instead of stopping the page.
+    """
+    try:
+        r = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    checks = {"protocol": text, "data.dataset": text, "bench.label": text, "run.shots": count, "run.seed": count,
+              "test.accuracy": fraction, "timings.fit_seconds": number}
+    if not isinstance(r, dict) or not all(check(_get(r, key)) for key, check in checks.items()):
+        return None
+    zero_shot = r.get("zero_shot_test_accuracy")
+    if zero_shot is not None and not fraction(zero_shot):
+        return None
+    return {"protocol": r["protocol"], "dataset": r["data"]["dataset"], "method": r["bench"]["label"], "shots": r["run"]["shots"],
+            "seed": r["run"]["seed"], "accuracy": r["test"]["accuracy"], "zero_shot_accuracy": zero_shot,
+            "fit_seconds": r["timings"]["fit_seconds"]}
 
 
 def _rebuilt_table(out: Path, protocol: str) -> str:
@@ -168,13 +192,16 @@ def _chosen(results: dict[str, list[dict[str, Any]]]) -> str:
         for r in rows:
             if r.get("method") != "clip-adapter":
                 continue
-            chosen = _get(r, "selection.chosen") or {}
-            config = r.get("method_config") or {}
-            variant = config.get("variant", "?")
+            chosen, config = _get(r, "selection.chosen"), r.get("method_config")
+            chosen = chosen if scalar_map(chosen) else {}
+            config = config if isinstance(config, dict) else {}
+            variant = shown(config.get("variant", "?"))
             ratio = _ratio_text(chosen, config, variant)
-            label = str(_get(r, "bench.label"))
-            key = (protocol, str(_get(r, "data.dataset")), label if variant in label else f"{label} [{variant}]", int(_get(r, "run.shots") or 0))
-            groups[key].append(f"seed {_get(r, 'run.seed')}: {ratio}")
+            label = shown(_get(r, "bench.label"))
+            shots = _get(r, "run.shots")
+            key = (protocol, shown(_get(r, "data.dataset")), label if variant in label else f"{label} [{variant}]",
+                   shots if count(shots) else 0)
+            groups[key].append(f"seed {shown(_get(r, 'run.seed'))}: {ratio}")
     if not groups:
         return note("No CLIP-Adapter runs in this output.")
     rows = [(p, d, m, s, "; ".join(sorted(v))) for (p, d, m, s), v in sorted(groups.items())]
@@ -188,11 +215,11 @@ def _ratio_text(chosen: dict[str, Any], config: dict[str, Any], variant: str) ->
         return _fixed(config, variant)
     value = chosen.get("alpha", chosen.get("beta"))
     names = {"visual": "α", "text": "β", "both": "α = β"}.get(variant, "α")
-    extra = f", β={chosen['beta']}" if "alpha" in chosen and "beta" in chosen else ""
-    return f"{names}={value}{extra}"
+    extra = f", β={shown(chosen['beta'])}" if "alpha" in chosen and "beta" in chosen else ""
+    return f"{names}={shown(value)}{extra}"
 
 
 def _fixed(config: dict[str, Any], variant: str) -> str:
     if config.get("ratio", "fixed") != "fixed":
-        return f"{config.get('ratio')} ratio"
-    return f"beta={config.get('beta')} (fixed)" if variant == "text" else f"alpha={config.get('alpha')} (fixed)"
+        return f"{shown(config.get('ratio'))} ratio"
+    return f"beta={shown(config.get('beta'))} (fixed)" if variant == "text" else f"alpha={shown(config.get('alpha'))} (fixed)"

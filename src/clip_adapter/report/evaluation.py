@@ -17,6 +17,7 @@ import torch
 
 from ..errors import ClipAdapterError
 from ..metrics import classification_report
+from .fields import MALFORMED, mapping, text
 from .run_files import RunFiles, TestImages
 
 
@@ -37,21 +38,25 @@ class Evaluation:
 
 
 def cache_dir_for(run: RunFiles, cache_dir: str | os.PathLike | None) -> Path:
-    """``--cache-dir`` if given, else the cache the run recorded when it still exists, else the default cache."""
+    """``--cache-dir`` if given, else the default cache.
+
+    Never the cache folder the run's ``result.json`` records: a received artifact
+    must not choose a folder this command reads features from and writes shards into.
+    """
     from ..features import default_cache_dir
 
-    if cache_dir:
-        return Path(cache_dir)
-    recorded = ((run.result or {}).get("features") or {}).get("cache_dir")
-    if isinstance(recorded, str) and recorded and Path(recorded).is_dir():
-        return Path(recorded)
-    return default_cache_dir()
+    return Path(cache_dir) if cache_dir else default_cache_dir()
 
 
 def evaluate(run: RunFiles, images: TestImages, cache_dir: Path, device: str = "auto") -> Evaluation | str:
     """Both models on ``images``; a sentence (for the page) when the backbone cannot be rebuilt here."""
     from ..artifacts import load_with_backbone
 
+    malformed = _malformed_backbone(run)
+    if malformed:
+        return f"config.json {malformed} is missing or malformed, so the backbone could not be rebuilt and nothing was re-evaluated"
+    if not images.paths:
+        return "none of the test images lie inside --data"
     try:
         clf, backbone = load_with_backbone(run.directory, device=device)
     except ClipAdapterError as exc:
@@ -65,6 +70,18 @@ def evaluate(run: RunFiles, images: TestImages, cache_dir: Path, device: str = "
     return Evaluation([images.paths[i] for i in kept], labels, feats, torch.softmax(logits, 1), torch.softmax(zs_logits, 1),
                       classification_report(logits, labels, clf.classnames), classification_report(zs_logits, labels, clf.classnames),
                       clf.head, str(backbone.name), skipped)
+
+
+def _malformed_backbone(run: RunFiles) -> str | None:
+    """The first ``backbone`` field the loader would trip on (it expects strings), or ``None``."""
+    config = run.config_fields
+    if not isinstance(config.get("backbone", mapping), dict):
+        return "backbone"
+    backbone = config.sub("backbone")
+    for key in ("name", "pretrained", "precision", "id"):
+        if backbone.get(key, text) is MALFORMED:
+            return f"backbone.{key}"
+    return None if backbone.has("name") else "backbone.name"
 
 
 def _test_features(backbone: Any, images: TestImages, cache_dir: Path) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:

@@ -1,9 +1,17 @@
-"""The report's figures, drawn with matplotlib (Agg: no display) straight into PNG bytes."""
+"""The report's figures, drawn with matplotlib (Agg: no display) straight into PNG bytes.
+
+Every label, title, tick and legend entry is plain text: class names and log
+columns come from the files being reported on, and matplotlib would otherwise
+read ``$…$`` in them as mathtext (an unbalanced ``$`` or a bad command is an
+exception, a valid pair renders as math). Each figure is drawn and saved with
+mathtext and TeX off (:func:`_plain_text`).
+"""
 
 from __future__ import annotations
 
+import functools
 import io
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 MAX_LABELLED_CLASSES = 40  # beyond this, tick labels and cell counts would be unreadable
 MAX_BARS = 50  # per-class bars shown: the most helped and the most hurt
@@ -18,6 +26,19 @@ def _plt():
     return plt
 
 
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+Draw = TypeVar("Draw", bound=Callable[..., bytes])
+
+
+def _plain_text(draw: Draw) -> Draw:
+    """Run a figure function with text drawn as text (creation and saving both read the setting)."""
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> bytes:
+        with _plt().rc_context(PLAIN_TEXT):
+            return draw(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
 def _png(fig) -> bytes:
     plt = _plt()
     buffer = io.BytesIO()
@@ -26,6 +47,7 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
+@_plain_text
 def confusion_png(matrix: Sequence[Sequence[int]], classnames: Sequence[str]) -> bytes:
     """Row-normalised confusion matrix (colour) with counts written in the cells for small tasks.
 
@@ -58,6 +80,7 @@ def confusion_png(matrix: Sequence[Sequence[int]], classnames: Sequence[str]) ->
     return _png(fig)
 
 
+@_plain_text
 def per_class_png(rows: Sequence[tuple[str, float, float]]) -> bytes:
     """Horizontal bars of (adapted − zero-shot) accuracy per class, in points; ``rows`` sorted by difference."""
     plt = _plt()
@@ -75,6 +98,7 @@ def per_class_png(rows: Sequence[tuple[str, float, float]]) -> bytes:
     return _png(fig)
 
 
+@_plain_text
 def curves_png(series: dict[str, dict[str, list[tuple[float, float]]]], xlabel: str) -> bytes:
     """One panel per metric group (``{panel: {line label: [(x, y), …]}}``), lines per label."""
     plt = _plt()
@@ -92,6 +116,7 @@ def curves_png(series: dict[str, dict[str, list[tuple[float, float]]]], xlabel: 
     return _png(fig)
 
 
+@_plain_text
 def shots_png(curves: dict[str, dict[int, float]], title: str, reference: float | None) -> bytes:
     """Accuracy (%) against shots, drawn exactly as the bench plots are."""
     from ..bench.plots import draw_curves
@@ -99,6 +124,7 @@ def shots_png(curves: dict[str, dict[int, float]], title: str, reference: float 
     return _png(draw_curves(curves, title, reference))
 
 
+@_plain_text
 def histogram_png(values: Sequence[float], xlabel: str, title: str) -> bytes:
     """A histogram of ``values`` (e.g. per-image cosine between adapted and original features)."""
     plt = _plt()

@@ -13,7 +13,10 @@ import base64
 import html
 from typing import Any, Iterable, Sequence
 
+from .fields import MALFORMED, number
+
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+GENERATOR = "clip-adapter report"  # lets a later run recognise its own earlier page (see paths.is_report_page)
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 0;
@@ -67,12 +70,14 @@ def pct(value: Any, digits: int = 2) -> str:
         >>> pct(0.8751), pct(None)
         ('87.51%', 'n/a')
     """
-    return "n/a" if not isinstance(value, (int, float)) or isinstance(value, bool) else f"{100 * value:.{digits}f}%"
+    if value is MALFORMED:
+        return "malformed"
+    return f"{100 * value:.{digits}f}%" if number(value) else "n/a"  # number(): finite, so never an overflow here
 
 
 def signed_points(value: float | None) -> str:
     """A difference of two fractions in percentage points, coloured by sign."""
-    if value is None:
+    if not number(value):
         return '<span class="note">n/a</span>'
     cls = "good" if value > 0 else "bad" if value < 0 else "note"
     return f'<span class="{cls}">{100 * value:+.2f}</span>'
@@ -121,7 +126,7 @@ def page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str
     body = "".join(section(a, t, b) for a, t, b in sections)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}"><meta name="generator" content="{GENERATOR}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>"
         f"<header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header><nav>{links}</nav>"

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..backbones.base import Backbone, PreprocessConfig
 from ..backbones.checkpoint import load_into, load_state_dict
-from ..backbones.precision import resolve_device, resolve_precision
+from ..backbones.precision import parameter_count, resolve_device, resolve_precision
 from ..errors import ArtifactError
 from ..io import read_json
 from .model import ToyClip, ToyClipConfig
@@ -94,7 +94,7 @@ class ToyClipBackbone(Backbone):
     def __init__(self, pretrained: str = SHIPPED, precision: str = "auto", device: str = "auto", seed: int = 0) -> None:
         self.pretrained = str(pretrained)
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        resolve_precision(precision, self.device)  # a bad value is refused before any loading
         if self.pretrained.lower() == RANDOM:
             torch.manual_seed(seed)
             model, tokenizer, self.preprocess = ToyClip(ToyClipConfig()), ToyTokenizer(), PREPROCESS
@@ -102,6 +102,7 @@ class ToyClipBackbone(Backbone):
         else:
             model, tokenizer, self.preprocess, self.weights_id = load_toy_clip(self.pretrained)
         self.name = f"toy-{model.cfg.image_tower}"  # "toy-cnn" for every checkpoint made before the ViT option
+        self.precision = resolve_precision(precision, self.device, parameter_count(model))
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.embed_dim = model.cfg.embed_dim

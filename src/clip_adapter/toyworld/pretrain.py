@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones.base import PreprocessConfig
-from ..backbones.precision import resolve_precision
+from ..backbones.precision import parameter_count, resolve_precision
 from ..config import Config, check_choice, check_range, option
 from ..io import atomic_write_bytes, atomic_write_json, save_tensors
 from ..progress import progress
@@ -175,9 +175,10 @@ def _optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optim
     return clip_adamw(model, cfg.lr, cfg.weight_decay)
 
 
-def _use_bf16(precision: str) -> bool:
-    """Pretraining runs on the CPU: bf16 when asked, or on ``auto`` where the CPU is fast at it."""
-    return resolve_precision(precision, torch.device("cpu")) == "bf16"
+def _use_bf16(precision: str, model: torch.nn.Module | None = None) -> bool:
+    """Pretraining runs on the CPU: bf16 when asked, or on ``auto`` where the CPU is fast at it and the model large."""
+    parameters = None if model is None else parameter_count(model)
+    return resolve_precision(precision, torch.device("cpu"), parameters) == "bf16"
 
 
 def train_step(model: ToyClip, opt: torch.optim.Optimizer, batch: tuple, bf16: bool) -> float:
@@ -224,7 +225,7 @@ def _train(cfg: PretrainConfig, command: str | None) -> Path:
     torch.manual_seed(cfg.seed)
     model = ToyClip(cfg.model_config()).to(memory_format=torch.channels_last).train()
     tokenizer = ToyTokenizer(context_length=model.cfg.context_length)
-    opt, bf16 = _optimizer(model, cfg), _use_bf16(cfg.precision)
+    opt, bf16 = _optimizer(model, cfg), _use_bf16(cfg.precision, model)
     out = Path(cfg.out_dir)
     rows, start = ["step,loss,lr,logit_scale,images_per_s"], time.perf_counter()
     stream = batches(cfg, tokenizer)

@@ -5,6 +5,12 @@ A task fixes one or two attributes per class (``shape``: "circle";
 single object. :func:`write_task_dataset` writes ``images/<class>/<file>.png``
 plus a CoOp-format ``split.json``, so the demo and tests read the same kind of
 files a user's photos come in.
+
+:func:`write_ood_images` draws images outside a task's classes, for testing
+out-of-distribution detection (:mod:`clip_adapter.trust.ood`): objects of
+attribute combinations no class has (``novel``; for the built-in tasks only
+once classes are held out, since each one uses every shape, colour, size or
+position the world has) or scenes with no object at all (``empty``).
 """
 
 from __future__ import annotations
@@ -12,15 +18,17 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 from ..config import check_choice, check_range
+from ..errors import ConfigError
 from ..io import atomic_dir, atomic_write_json
 from ..outputs import claim_output_dir, is_own_output, mark_output_dir
 from .render import DOMAINS, IMAGE_SIZE, render_array
-from .world import COLOR_NAMES, POSITION_PHRASES, SHAPES, SIZES, Scene, sample_object
+from .world import COLOR_NAMES, FILLS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, Scene, sample_object, scene_attributes
 
 SPLITS = ("train", "val", "test")
 IMAGE_DIR = "images"
@@ -159,3 +167,167 @@ def _write_split(task: Task, domain: str, root: Path, split: str, n: int, seed: 
         Image.fromarray(image, mode="RGB").save(root / rel)
         entries.append([rel, int(label), name])
     return entries
+
+
+# --- out-of-distribution draws ---------------------------------------------------------------------
+
+OOD_SOURCES = ("novel", "empty")
+OOD_FILE = "ood.json"
+# The output kind of an OOD folder: "toy-dataset" until a "toy-ood" kind (top-level files: images/, ood.json)
+# is registered in outputs.KIND_ENTRIES; then change it here.
+OOD_KIND = "toy-ood"
+# A second seed word that no split index (0–2) takes keeps OOD streams apart from the ID splits' (seed, split, class, i).
+_OOD_STREAM = 1000
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
+    "shape": SHAPES, "color": COLOR_NAMES, "size": SIZES, "position": POSITIONS, "fill": FILLS,
+}
+
+
+def holdout_task(task: str | Task, held_out: Sequence[str]) -> Task:
+    """``task`` without the ``held_out`` classes, which then become its novel (out-of-class) objects.
+
+    Example:
+        >>> holdout_task("shape", ["heart", "star"]).classes
+        ('circle', 'cross', 'diamond', 'semicircle', 'square', 'triangle')
+    """
+    task = get_task(task)
+    unknown = [name for name in held_out if name not in task.attributes]
+    if unknown:
+        raise ConfigError(f"held-out class(es) {', '.join(map(repr, unknown))} are not classes of task {task.name!r} "
+                          f"(its classes: {', '.join(task.classes)})")
+    kept = {name: attrs for name, attrs in task.attributes.items() if name not in set(held_out)}
+    if len(kept) < 2:
+        raise ConfigError(f"holding out {len(set(held_out))} of task {task.name!r}'s {len(task.classes)} classes "
+                          "leaves fewer than 2; a classifier needs at least 2")
+    return Task(task.name, task.template, kept)
+
+
+def _class_keys(task: Task) -> list[str]:
+    keys = sorted({key for attrs in task.attributes.values() for key in attrs})
+    unknown = [key for key in keys if key not in ATTRIBUTE_VALUES]
+    if unknown:
+        raise ConfigError(f"task {task.name!r} fixes attributes the toy world has no values for: {', '.join(unknown)}")
+    return keys
+
+
+def novel_classes(task: str | Task) -> list[dict[str, str]]:
+    """Every combination of the attributes ``task``'s classes fix that matches none of its classes.
+
+    A class that leaves an attribute unfixed matches every value of it. The
+    order is the world's vocabulary order (``SHAPES``, ``COLOR_NAMES``, …). Empty
+    for every built-in task: each covers its attributes' full range.
+
+    Example:
+        >>> novel_classes("shape")
+        []
+        >>> novel_classes(holdout_task("size-shape", ["large heart", "small star"]))
+        [{'shape': 'star', 'size': 'small'}, {'shape': 'heart', 'size': 'large'}]
+    """
+    task = get_task(task)
+    keys = _class_keys(task)
+    combos = (dict(zip(keys, values)) for values in itertools.product(*(ATTRIBUTE_VALUES[k] for k in keys)))
+    fixed = list(task.attributes.values())
+    return [combo for combo in combos if not any(all(combo[k] == v for k, v in attrs.items()) for attrs in fixed)]
+
+
+def resolve_ood_source(task: str | Task, source: str = "auto") -> str:
+    """``"novel"`` or ``"empty"``; ``"auto"`` is novel where the task leaves combinations uncovered, else empty.
+
+    Example:
+        >>> resolve_ood_source("shape"), resolve_ood_source(holdout_task("shape", ["heart"]))
+        ('empty', 'novel')
+    """
+    task = get_task(task)
+    check_choice("source", source, ("auto", *OOD_SOURCES))
+    if source == "empty":
+        return source
+    if novel_classes(task):
+        return "novel"
+    if source == "novel":
+        raise ConfigError(f"task {task.name!r} covers every {'/'.join(_class_keys(task))} the toy world has, so no object "
+                          "is outside its classes; hold classes out (--holdout) or draw empty scenes (--source empty)")
+    return "empty"
+
+
+def ood_scene(novel: Sequence[dict[str, str]], source: str, rng: np.random.Generator) -> Scene:
+    """One out-of-class scene: an object of a random ``novel`` combination, or (``"empty"``) no object.
+
+    Example:
+        >>> ood_scene([{"shape": "heart"}], "novel", np.random.default_rng(0)).objects[0].shape
+        'heart'
+    """
+    if source == "empty":
+        return Scene(())
+    if not novel:
+        raise ConfigError("no novel attribute combination to draw")
+    fixed = dict(novel[int(rng.integers(len(novel)))])
+    return Scene((sample_object(rng, position=fixed.pop("position", None), **fixed),))
+
+
+def task_ood_images(
+    task: str | Task, domain: str, n: int, seed: int = 0, source: str = "auto", size: int = IMAGE_SIZE
+) -> tuple[np.ndarray, list[Scene]]:
+    """Render ``n`` images outside ``task``'s classes: uint8 ``[n, size, size, 3]`` and their scenes.
+
+    Image ``i`` depends on ``(seed, i)`` and the source only, so a seed fixes
+    the draws; unfixed attributes (colour, size, fill, …) are random as in
+    :func:`task_images`.
+
+    Example:
+        >>> images, scenes = task_ood_images(holdout_task("shape", ["heart"]), "sketch", 2)
+        >>> images.shape, [s.objects[0].shape for s in scenes]
+        ((2, 64, 64, 3), ['heart', 'heart'])
+    """
+    task = get_task(task)
+    check_choice("domain", domain, DOMAINS)
+    check_range("n", n, 1)
+    source = resolve_ood_source(task, source)
+    novel = novel_classes(task) if source == "novel" else []
+    images, scenes = [], []
+    for i in range(n):
+        rng = np.random.default_rng([seed, _OOD_STREAM, OOD_SOURCES.index(source), i])
+        scenes.append(ood_scene(novel, source, rng))
+        images.append(render_array(scenes[-1], domain, rng, size))
+    return np.stack(images), scenes
+
+
+def write_ood_images(
+    task: str | Task,
+    domain: str,
+    out_dir: str | Path,
+    n: int = 64,
+    seed: int = 0,
+    source: str = "auto",
+    size: int = IMAGE_SIZE,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``n`` out-of-class images as ``out_dir/images/<source>/ood_<i>.png`` plus ``out_dir/ood.json``.
+
+    ``ood.json`` holds ``"meta"`` (task, its known classes, domain, seed,
+    source) and ``"images"``: for each file (relative to ``images/``) the
+    objects of its scene, so a test can check that none is of a task class.
+    Output folders are claimed and replaced exactly as :func:`write_task_dataset`'s.
+
+    Example:
+        >>> import tempfile, json, pathlib
+        >>> out = write_ood_images("shape", "night", pathlib.Path(tempfile.mkdtemp()) / "o", n=1)
+        >>> json.loads((out / "ood.json").read_text())["images"]
+        [{'file': 'empty/ood_0000.png', 'objects': []}]
+    """
+    task = get_task(task)
+    check_choice("domain", domain, DOMAINS)
+    check_range("n", n, 1)
+    source = resolve_ood_source(task, source)  # refused before the folder is claimed
+    out_dir = claim_output_dir(out_dir, OOD_KIND, overwrite=overwrite)
+    images, scenes = task_ood_images(task, domain, n, seed, source, size)
+    with atomic_dir(out_dir, may_replace=lambda p: overwrite and is_own_output(p, OOD_KIND)) as tmp:
+        mark_output_dir(tmp, OOD_KIND)
+        (tmp / IMAGE_DIR / source).mkdir(parents=True)
+        entries = []
+        for i, (image, scene) in enumerate(zip(images, scenes)):
+            rel = f"{source}/ood_{i:04d}.png"
+            Image.fromarray(image, mode="RGB").save(tmp / IMAGE_DIR / rel)
+            entries.append({"file": rel, "objects": list(scene_attributes(scene))})
+        meta = {"task": task.name, "known_classes": list(task.classes), "domain": domain, "seed": seed, "source": source}
+        atomic_write_json(tmp / OOD_FILE, {"meta": meta, "images": entries})
+    return out_dir

@@ -1,9 +1,10 @@
 """``validate`` for video datasets: every problem in one pass, as for images.
 
 Reads the dataset leniently (every bad row or folder recorded), decodes every
-frame of every video (a corrupt stream shows only when decoded), hashes the
-files to find duplicates across splits, and notes videos shorter than the
-frames a run samples (their frames are repeated, not refused).
+frame of every video (a corrupt stream shows only when decoded; a truncated
+file whose first frames decode is a warning), hashes the files to find
+duplicates across splits, and notes videos shorter than the frames a run
+samples (their frames are repeated, not refused).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ..data.issues import Issues, show
 from ..errors import DataError
 from ..io import sha256_file
 from .dataset import CSV_SPLITS, VideoDataset, load_video_dataset
-from .decode import BadVideo, count_decoded
+from .decode import BadVideo, count_decoded, truncation
 
 
 def _check_one(path: Path, frames: int) -> tuple[Path, str | None, list[tuple[str, str, str]]]:
@@ -28,9 +29,14 @@ def _check_one(path: Path, frames: int) -> tuple[Path, str | None, list[tuple[st
         return path, None, [("unreadable", "error", f"video {show(path)} cannot be read ({show(exc)})")]
     if count == 0:
         return path, None, [("no-frames", "error", f"video {show(path)} holds no decodable frames")]
+    found = []
+    cut = truncation(path)
+    if cut:  # its first frames decode: usable, but probably not the clip it should be
+        found.append(("truncated-video", "warning", f"video {show(path)} is truncated ({cut}); only its first {count} "
+                      "frame(s) decode and are sampled"))
     if count < frames:
-        return path, digest, [("short-video", "info", f"video {show(path)} has {count} frames, fewer than {frames}: frames will repeat")]
-    return path, digest, []
+        found.append(("short-video", "info", f"video {show(path)} has {count} frames, fewer than {frames}: frames will repeat"))
+    return path, digest, found
 
 
 def check_videos(dataset: VideoDataset, issues: Issues, frames: int = 8, workers: int = 2) -> dict[Path, str]:

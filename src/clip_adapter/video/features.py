@@ -59,7 +59,7 @@ def frame_store(backbone: Backbone, cache_dir: str | os.PathLike) -> FeatureStor
     Example:
         >>> # store = frame_store(backbone, "~/.cache/clip-adapter")
     """
-    return FeatureStore(cache_dir, backbone.encoder_fingerprint, STORE_KIND)
+    return FeatureStore(cache_dir, backbone.encoder_fingerprint, STORE_KIND, dim=backbone.embed_dim)
 
 
 def frame_key(content: str, index: int, transform: str) -> str:

@@ -163,7 +163,9 @@ class SpaceTime:
         transformer = getattr(visual, "transformer", None)
         self.blocks = getattr(transformer, "resblocks", None)
         if self.blocks is None or not all(hasattr(b, "attention") and hasattr(b, "ln_1") for b in self.blocks):
-            raise ConfigError(f"space-time attention needs a ViT image tower with attention blocks, not {type(visual).__name__}")
+            raise ConfigError(f"space-time attention needs a ViT image tower with attention blocks, not {type(visual).__name__} "
+                              "(use --stdd off; a toy CLIP from `video toy-pretrain --quick` has the CNN tower, the default "
+                              "recipe the ViT)")
         self.batch_first = getattr(transformer, "batch_first", True)
 
     @contextlib.contextmanager

@@ -60,7 +60,7 @@ from ..io import atomic_dir, atomic_write_json, quoted
 from ..outputs import claim_output_dir, is_own_output, mark_output_dir
 from .clipencode import frames_to_pixels
 from .dataset import Sample, VideoDataset
-from .decode import BadVideo, count_decoded, decode_frames, probe, random_segment_indices, segment_indices
+from .decode import BadVideo, count_decoded, decode_frames, probe, random_segment_indices, segment_indices, unreadable
 from .scoring import SCORERS, score_clips
 from .stdd import SpaceTime, SpaceTimeConfig, install_space_time, remove_space_time, space_time_of
 
@@ -144,7 +144,7 @@ class ClipSet:
         else:
             count = count_decoded(path)
         if count < 1:  # probe counted packets; none of them decoded to a frame
-            raise BadVideo(f"video {quoted(path)} holds no decodable frames", "no-frames")
+            raise unreadable(Path(path), f"video {quoted(path)} holds no decodable frames", "no-frames")
         return count
 
     def batch(self, which: Sequence[int], frames: int, rng: np.random.Generator | None,
