@@ -26,7 +26,7 @@ import torch  # noqa: E402
 open_clip.add_model_config(str(ROOT / "tests" / "assets" / "test-tiny-vit.json"))
 
 from clip_adapter.cli import main  # noqa: E402
-from corpus import BAD_DATASETS, TRAINABLE, good_folder  # noqa: E402
+from corpus import BAD_DATASETS, TRAINABLE, _extra_class, good_folder  # noqa: E402
 
 TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--precision", "fp32"]
 
@@ -167,6 +167,25 @@ def ownership_cases(tmp: Path, good: Path, train_to) -> list[tuple[str, list[str
         ("output/--overwrite, a user's file beside config.json", train_to(inside) + ["--overwrite"], False),
         ("output/toy dataset --overwrite, a user's photo in images/", [*toy_argv, "--overwrite"], False),
         ("output/report --out inside the dataset", ["report", str(inside), "--data", str(good), "--out", str(good / "cat" / "r.html")], False),
+    ]
+
+
+def trust_cases(tmp: Path, good: Path, art: Path) -> list[tuple[str, list[str], bool]]:
+    """The trust commands and options: each bad input one line, nothing written, the artifact untouched."""
+    calibrated = tmp / "trust-calibrated"
+    assert main(["calibrate", str(art), "--data", str(good), "--split", "all", "--out", str(calibrated)]) == 0
+    odd = _extra_class(good_folder(tmp / "trust-odd"), "hexagon")
+    out = str(tmp / "trust-out")
+    return [
+        ("trust/conformal --alpha 1.5", ["conformal", str(art), "--data", str(good), "--split", "all", "--alpha", "1.5", "--out", out], False),
+        ("trust/conformal --alpha 0.001 (too few images)", ["conformal", str(art), "--data", str(good), "--split", "all", "--alpha", "0.001", "--out", out], False),
+        ("trust/calibrate on a folder with an unknown class", ["calibrate", str(art), "--data", str(odd), "--split", "all", "--out", out], False),
+        ("trust/calibrate an artifact twice", ["calibrate", str(calibrated), "--data", str(good), "--split", "all", "--out", out], False),
+        ("trust/calibrate --method magic", ["calibrate", str(art), "--data", str(good), "--method", "magic", "--out", out], False),
+        ("trust/ood --tpr 1", ["ood", str(art), "--data", str(good), "--split", "all", "--tpr", "1", "--out", out], False),
+        ("trust/predict --reject without an OOD threshold", ["predict", str(art), str(good), "--reject"], False),
+        ("trust/eval --ood-data missing", ["eval", str(art), "--data", str(good), "--ood-data", str(tmp / "no-such")], False),
+        ("trust/calibrate --out is the artifact", ["calibrate", str(art), "--data", str(good), "--split", "all", "--out", str(art)], False),
     ]
 
 
@@ -401,7 +420,7 @@ def main_table() -> int:
         good = good_folder(tmp / "good")
         art = train_artifact(tmp, good)
         cases = dataset_cases(tmp) + option_cases(tmp, good) + output_cases(tmp, good, art) + artifact_cases(tmp, good, art)
-        cases += ray_cases(tmp, good) + gap_cases(tmp, good, art) + survey_cases(tmp, good)
+        cases += ray_cases(tmp, good) + gap_cases(tmp, good, art) + survey_cases(tmp, good) + trust_cases(tmp, good, art)
         guarded = {**user_files(tmp), **{str(p): p.read_bytes() for p in good.rglob("*") if p.is_file()}}
         rows = []
         for name, argv, expect_ok in cases:

@@ -41,10 +41,12 @@ def test_bench_writes_results_table_and_plots_then_skips(two_datasets, tmp_path,
     table = (out / "table_val.md").read_text()
     assert "## first" in table and "## Average over datasets" in table and "| ca |" in table and " ± " in table
     assert (out / "summary_val.csv").read_text().startswith("protocol,dataset,method,shots,mean,std,n")
+    _check_calibration_outputs(out, len(results))
     import clip_adapter
 
     rows = clip_adapter.bench_results(out)  # DataFrame-ready: one dict per run
     assert len(rows) == len(results) and {"dataset", "method", "shots", "seed", "accuracy"} <= set(rows[0])
+    assert {"ece", "nll", "brier", "aurc", "zero_shot_ece"} <= set(rows[0]) and all(0 <= r["ece"] <= 1 for r in rows)
     assert {p.name for p in (out / "plots").iterdir()} == {"val_first.png", "val_second.png", "val_average.png"}
     split = json.loads((out / "splits" / "first" / "shots2_seed1.json").read_text())
     assert len(split["train"]) == 6 and split["meta"]["seed"] == 1
@@ -54,6 +56,35 @@ def test_bench_writes_results_table_and_plots_then_skips(two_datasets, tmp_path,
     assert main(bench_argv(*two_datasets, out)) == 0
     assert "0 runs done, 24 already finished" in capsys.readouterr().err
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def _check_calibration_outputs(out: Path, runs: int) -> None:
+    """The calibration table and CSV columns of a finished grid: every cell present, every number in range."""
+    import csv
+    import re
+
+    table = (out / "table_calibration_val.md").read_text()
+    assert table.startswith("# Calibration — protocol `val`") and "### ECE (%, 15 bins)" in table and "### NLL (nats)" in table
+    assert "## first" in table and "## Average over datasets" in table and "| zero-shot |" in table and "| ca |" in table
+    assert "recorded no calibration" not in table and "–" not in table  # every run of this grid records it
+    ece = table.split("### ECE (%, 15 bins)")[1].split("###")[0]
+    values = [float(v) for v in re.findall(r"\| (\d+\.\d\d)(?: ± \d+\.\d\d)?", ece)]
+    assert len(values) == 3 * 2 and all(0 <= v <= 100 for v in values)  # methods x shots, in %
+    with open(out / "results_val.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames[:9] == ["protocol", "dataset", "method", "shots", "seed", "accuracy", "zero_shot_accuracy",
+                                         "fit_seconds", "chosen"]  # the old columns first, in their order
+        assert reader.fieldnames[9:] == ["ece", "nll", "brier", "aurc", "zero_shot_ece", "zero_shot_nll", "zero_shot_brier",
+                                         "zero_shot_aurc", "ece_bins"]
+        rows = list(reader)
+    assert len(rows) == runs and all(0 <= float(r["ece"]) <= 1 and 0 <= float(r["brier"]) <= 2 and float(r["nll"]) >= 0
+                                     and 0 <= float(r["aurc"]) <= 1 and r["ece_bins"] == "15" for r in rows)
+    with open(out / "summary_val.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames[7:] == ["ece_mean", "ece_std", "nll_mean", "nll_std", "brier_mean", "brier_std", "aurc_mean",
+                                         "aurc_std", "calibration_n"]
+        summary = list(reader)
+    assert all(0 <= float(r["ece_mean"]) <= 1 and r["calibration_n"] == r["n"] for r in summary)
 
 
 def test_changed_method_config_reruns_only_that_method(two_datasets, tmp_path, capsys):

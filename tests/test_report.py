@@ -58,8 +58,9 @@ def _assert_offline(html: str) -> None:
 def test_artifact_page_shows_every_section_with_the_recorded_numbers(world):
     html = _page(world["adapted"], data=world["data"])
     result = json.loads((world["adapted"] / "result.json").read_text())
-    for anchor in ("configuration", "results", "per-class", "confusion", "worst", "training", "adapter"):
+    for anchor in ("configuration", "results", "calibration", "per-class", "confusion", "worst", "training", "adapter"):
         assert f'<section id="{anchor}">' in html
+    assert '<section id="trust">' not in html  # no trust record fitted
     assert f'<span class="big" id="test-accuracy">{pct(result["test"]["accuracy"])}</span>' in html
     assert pct(result["zero_shot_test_accuracy"]) in html
     assert "Identical to the recorded result." in html  # re-evaluated from the cache: same numbers
@@ -72,9 +73,12 @@ def test_artifact_page_shows_every_section_with_the_recorded_numbers(world):
     counts = re.search(r"(\d+) helped</span>, <span class=\"bad\">(\d+) hurt</span>, (\d+) unchanged \(of (\d+)", html)
     assert counts and sum(map(int, counts.groups()[:3])) == int(counts.group(4)) == 8
     # figures: per-class bars, confusion, 12 thumbnails (the default, of 32 test images), history per epoch and
-    # per candidate, cosine histogram
+    # per candidate, cosine histogram, reliability diagram
     assert html.count('class="card"><img') == 12
-    assert len(_images(html)) in (12 + 4, 12 + 5)  # the per-class chart only when some class changed
+    assert len(_images(html)) in (12 + 5, 12 + 6)  # the per-class chart only when some class changed
+    calibration = html.split('<section id="calibration">')[1].split("</section>")[0]
+    assert pct(result["test"]["calibration"]["ece"]) in calibration and pct(result["zero_shot_test_calibration"]["ece"]) in calibration
+    assert 'alt="reliability diagram"' in calibration and len(_images(calibration)) == 1
     _assert_offline(html)
 
 
@@ -154,8 +158,14 @@ def test_bench_page_shows_tables_plots_and_chosen_ratios(bench_dir):
     html = _page(bench_dir)
     assert '<section id="overview">' in html and '<section id="protocol-val">' in html and '<section id="adapter">' in html
     rows = [line.split(",") for line in (bench_dir / "summary_val.csv").read_text().splitlines()[1:]]
-    for _, dataset, method, shots, mean, _, _ in rows:
+    for _, dataset, method, shots, mean, *_ in rows:
         assert f"{100 * float(mean):.2f}" in html  # every mean of the bench's summary is on the page
+    section = html.split('<section id="protocol-val">')[1].split("</section>")[0]
+    assert "Calibration — protocol" in section and "ECE (%, 15 bins)" in section  # table_calibration_val.md, in its protocol
+    assert '<section id="protocol-calibration_val">' not in html
+    for row in rows:
+        if row[7]:  # ece_mean: every ECE of the summary is in the calibration table
+            assert f"{100 * float(row[7]):.2f}" in section
     plots = sorted((bench_dir / "plots").glob("val_*.png"))
     assert len(_images(html)) == len(plots) - 1  # one dataset: its average plot is the same curve, shown once
     assert default_output(bench_dir) == bench_dir / "report.html"  # a bench folder may hold its report

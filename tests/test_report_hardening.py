@@ -275,7 +275,9 @@ def test_figure_text_is_never_parsed_as_math(monkeypatch):
     figures.per_class_png([(names[0], 0.8, 0.2), (names[1], 0.1, 0.5)])
     figures.curves_png({"loss": {"$\\alpha$ loss": [(1.0, 2.0), (2.0, 1.0)]}}, "$epoch$")
     figures.histogram_png([0.1, 0.5], "$cos$", "$x$")
-    assert len(texts) >= 9 and all(t.get_parse_math() is False for t in texts)
+    figures.reliability_png([{"title": "$\\alpha$ head", "bin_edges": [0, 0.5, 1], "count": [1, 1], "accuracy": [0.0, 1.0],
+                              "mean_confidence": [0.4, 0.9], "ece": 0.25}])
+    assert len(texts) >= 10 and all(t.get_parse_math() is False for t in texts)
 
 
 # --- 4. malformed fields ------------------------------------------------------------------------------
@@ -326,6 +328,17 @@ def _stub_figures(monkeypatch) -> None:
     monkeypatch.setattr(figures, "per_class_png", lambda rows: (finite(*(v for r in rows for v in r[1:])), b"\x89PNG")[1])
     monkeypatch.setattr(figures, "histogram_png", lambda values, *_: (finite(*values), b"\x89PNG")[1])
 
+    def reliability(panels):
+        for panel in panels:
+            n = len(panel["count"])
+            assert isinstance(panel["title"], str) and len(panel["bin_edges"]) == n + 1 and n >= 1
+            assert len(panel["accuracy"]) == len(panel["mean_confidence"]) == n
+            finite(*panel["bin_edges"], *panel["count"], *(v for v in panel["accuracy"] + panel["mean_confidence"] if v is not None))
+            finite(*(panel[k] for k in ("ece", "overall_accuracy", "overall_confidence") if panel.get(k) is not None))
+        return b"\x89PNG"
+
+    monkeypatch.setattr(figures, "reliability_png", reliability)
+
 
 def _fuzz(file: Path, paths: list[tuple], wrong: list[Any], folder: Path | None = None, **options) -> list[str]:
     """Put each wrong value in each field of ``file`` in turn; return what raised anything but a ClipAdapterError."""
@@ -364,7 +377,9 @@ def test_fuzz_every_field_with_wrong_types_never_raises_an_internal_error(name, 
 
 # Fields whose values end up drawn (the rest reach figures only through checks the stubbed fuzz covers).
 FIGURE_FIELDS = [("test", "confusion_matrix", 0, 0), ("history", 0, "epochs", 0, "loss"), ("history", 0, "epochs", 1, "epoch"),
-                 ("history", 0, "alpha"), ("history", 0, "selection_accuracy"), ("selection", "grid")]
+                 ("history", 0, "alpha"), ("history", 0, "selection_accuracy"), ("selection", "grid"),
+                 ("test", "calibration", "reliability", "bin_edges", 1), ("zero_shot_test_calibration", "reliability", "count", -1),
+                 ("test", "calibration", "ece")]
 
 
 def test_fuzz_fields_that_reach_figures_with_real_drawing(world, tmp_path):
@@ -431,7 +446,9 @@ def test_fuzz_bench_run_json_never_raises_an_internal_error(world, tmp_path, mon
     (bench / "table_val.md").unlink()  # so the table and plots are rebuilt from the run JSON
     run = next((bench / "runs").rglob("*.json"))
     top = [(k,) for k in json.loads(run.read_text())] + [("run", "shots"), ("run", "seed"), ("test", "accuracy"),
-                                                         ("timings", "fit_seconds"), ("bench", "label"), ("data", "dataset")]
+                                                         ("timings", "fit_seconds"), ("bench", "label"), ("data", "dataset"),
+                                                         ("test", "calibration"), ("test", "calibration", "ece"),
+                                                         ("zero_shot_test_calibration", "nll"), ("test", "calibration", "n_bins")]
     failures = _fuzz(run, top, WRONG, folder=bench)
     assert not failures, "\n".join(failures[:15])
 

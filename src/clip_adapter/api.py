@@ -46,7 +46,7 @@ from .errors import ClipAdapterError, ConfigError, DataError
 from .features import extract_images, image_store
 from .features.transforms import eval_view
 from .io import quoted
-from .metrics import top_k as best_k
+from .inference import check_reject, prediction_records, score_features
 from .methods import get_method
 from .pipeline import FeatureConfig, RunConfig, evaluate_classifier, run_few_shot
 
@@ -84,8 +84,14 @@ class AdaptedCLIP:
         encoded = self._encode(_as_list(images), skip_bad=False)
         return self.classifier.logits(encoded.features) if encoded.parts else torch.empty(0, len(self.classnames))
 
-    def predict(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 1, skip_bad: bool = False) -> list[dict[str, Any]]:
+    def predict(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 1, skip_bad: bool = False,
+                reject: bool = False) -> list[dict[str, Any]]:
         """One record per image: ``path`` (or ``None`` for a PIL image), ``label``, ``score`` and the ``top_k`` list.
+
+        Probabilities are calibrated as the artifact's trust record says; an
+        artifact with a conformal predictor adds ``set``, one with an OOD
+        threshold ``ood_score`` and ``unknown`` (``reject=True``: such an image's
+        ``label`` is ``"unknown"``).
 
         Equal scores rank by class order, so the same call always gives the same answer.
         An empty list gives an empty list. PIL images pass the same checks as files
@@ -97,35 +103,43 @@ class AdaptedCLIP:
         """
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ConfigError(f"top_k must be an integer of at least 1, got {top_k!r}")
+        check_reject(self.classifier, reject, "reject=True")
         encoded = self._encode(_as_list(images), skip_bad)
-        probs = torch.softmax(self.classifier.logits(encoded.features), dim=1) if encoded.parts else torch.empty(0, 1)
-        values, indices = best_k(probs, min(top_k, probs.shape[1]))
-        rows = iter(range(len(values)))
+        answered = iter(self._answers(encoded.features, top_k, reject) if encoded.parts else [])
         records: list[dict[str, Any]] = []
         for position, name in enumerate(encoded.names):
             if position in encoded.errors:
                 records.append({"path": name, "label": None, "score": None, "top_k": [], "error": encoded.errors[position]})
                 continue
-            n = next(rows)
-            ranked = [(self.classnames[int(i)], round(float(v), 6)) for v, i in zip(values[n], indices[n])]
-            records.append({"path": name, "label": ranked[0][0], "score": ranked[0][1], "top_k": ranked})
+            record = next(answered)
+            records.append({"path": name, **record, "top_k": [tuple(pair) for pair in record["top_k"]]})
         return records
 
+    def _answers(self, features: torch.Tensor, top_k: int, reject: bool) -> list[dict[str, Any]]:
+        """The artifact's records for encoded images: one path with ``predict`` and ``serve`` (calibration, sets, OOD)."""
+        scores = score_features(self.classifier, self.backbone, features, self.features.cache_path())
+        return prediction_records(scores, self.classnames, top_k, reject)
+
     def evaluate(self, data: str | os.PathLike, split: str = "test", split_file: str | os.PathLike | None = None,
-                 skip_bad: bool = False, classnames: ClassnameMap = None) -> dict[str, Any]:
+                 skip_bad: bool = False, classnames: ClassnameMap = None,
+                 ood_data: str | os.PathLike | None = None) -> dict[str, Any]:
         """Accuracy, per-class accuracy and the confusion matrix on a dataset's ``split`` (``all``: every image).
 
         Classes are matched by name (``classnames`` renames the dataset's, as for
         :func:`fit`), so ``data`` may hold a subset of the classifier's classes:
         ``absent_classes`` names the others, and a class it was not trained on is
         refused. ``skip_bad=True`` leaves unreadable images out (listed under ``skipped``).
+        ``calibration`` (ECE, NLL, Brier, AURC) is always there; ``conformal`` when the
+        artifact has sets; ``ood`` (AUROC, FPR at 95 % TPR) with ``ood_data``, a folder
+        of images of none of the classes.
         """
         if split not in (*SPLITS, "all"):
             raise ConfigError(f"split must be one of {', '.join((*SPLITS, 'all'))}, got {split!r}")
         with _api_wording():
             dataset = load_dataset(data, split_file, classnames=classnames)
+            ood_images = find_images([ood_data]) if ood_data is not None else ()
             return evaluate_classifier(self.classifier, self.backbone, dataset, split, self.features.cache_path(),
-                                       f"dataset {quoted(data)}", self.features.batch_size, skip_bad)
+                                       f"dataset {quoted(data)}", self.features.batch_size, skip_bad, ood_images)
 
     def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the artifact directory (``config.json`` + ``model.safetensors`` [+ ``result.json``, ``split.json``])."""

@@ -30,9 +30,13 @@ from . import __version__
 from .errors import ArtifactError, ClipAdapterError
 from .io import atomic_dir, load_tensors, read_json, save_tensors, to_json
 from .methods import Head, get_method
+from .trust.record import TrustRecord
 
 FORMAT = "clip-adapter-artifact"
 FORMAT_VERSION = 1
+# An artifact with a trust record (calibration, conformal sets, OOD threshold) is version 2: a reader
+# that knows only version 1 refuses it rather than answer without the sets and thresholds it carries.
+TRUST_FORMAT_VERSION = 2
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 MAX_META_INT = 10_000_000  # no head dimension is near this; a bigger one is a hostile or broken file
 MAX_TENSOR_ELEMENTS = 2_000_000_000
@@ -62,9 +66,10 @@ class Classifier:
     templates: tuple[str, ...]
     backbone: dict[str, Any]
     selection: dict[str, Any] = field(default_factory=dict)
+    trust: TrustRecord | None = None  # calibration, conformal sets, OOD threshold (clip-adapter calibrate/conformal/ood)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, C]`` for raw image features ``[B, D]`` from the same backbone."""
+        """Logits ``[B, C]`` for raw image features ``[B, D]`` from the same backbone (before any calibration)."""
         return self.head.predict_logits(features)
 
     def config_dict(self) -> dict[str, Any]:
@@ -79,7 +84,11 @@ class Classifier:
             "classnames": list(self.classnames),
             "templates": list(self.templates),
             "selection": self.selection,
+            **({"format_version": TRUST_FORMAT_VERSION, "trust": self.trust.to_dict()} if self._has_trust() else {}),
         }
+
+    def _has_trust(self) -> bool:
+        return self.trust is not None and not self.trust.is_empty()
 
     def save_pretrained(self, directory: str | os.PathLike, extra_json: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
         """Write the artifact directory atomically (a complete new one, or the old one untouched).
@@ -137,8 +146,11 @@ def _build(config: dict[str, Any], directory: Path, backbone: Any) -> Classifier
     where = f"{directory}/{CONFIG_FILE}"
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ArtifactError(f"{where} is not a clip-adapter artifact config")
-    if isinstance(config.get("format_version"), bool) or config.get("format_version") != FORMAT_VERSION:  # true == 1 in Python
-        raise ArtifactError(f"{directory}: artifact format version {config.get('format_version')!r} is not supported")
+    version = config.get("format_version")
+    if isinstance(version, bool) or version not in (FORMAT_VERSION, TRUST_FORMAT_VERSION):  # true == 1 in Python
+        raise ArtifactError(f"{directory}: artifact format version {version!r} is not supported")
+    if (version == TRUST_FORMAT_VERSION) != ("trust" in config):
+        raise ArtifactError(f"{where}: format version {version} {'needs' if version == TRUST_FORMAT_VERSION else 'has no'} a trust section")
     method_cls = get_method(_field(config, "method", str, where))
     meta = _checked_meta(config.get("head_meta"), directory)
     classnames = checked_classnames(config.get("classnames"), where)
@@ -160,7 +172,8 @@ def _build(config: dict[str, Any], directory: Path, backbone: Any) -> Classifier
     _check_magnitudes(state, weights)
     head.load_state_dict(state)
     head.eval()
-    return Classifier(config["method"], head, classnames, templates, dict(backbone_info), dict(selection))
+    trust = TrustRecord.from_dict(config["trust"], meta["num_classes"], f"{where}: trust") if "trust" in config else None
+    return Classifier(config["method"], head, classnames, templates, dict(backbone_info), dict(selection), trust)
 
 
 def _field(config: dict[str, Any], key: str, kind: type, where: str) -> Any:

@@ -19,10 +19,18 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classe
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor, classnames: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, mean per-class accuracy, per-class accuracy by name, and the confusion matrix."""
+    """Accuracy, mean per-class accuracy, per-class accuracy by name, the confusion matrix, and calibration.
+
+    ``calibration`` holds top-label ECE (15 equal-width bins), MCE, NLL, Brier,
+    AURC and the reliability-diagram bins of the softmax of ``logits``
+    (:func:`clip_adapter.trust.calibration.calibration_report`), so every place
+    that reports accuracy reports how far to trust the confidence too.
+    """
+    from .trust.calibration import calibration_report
+
     num_classes = len(classnames)
     if len(labels) == 0:
-        return {"accuracy": None, "num_images": 0, "per_class_accuracy": {}, "confusion_matrix": []}
+        return {"accuracy": None, "num_images": 0, "per_class_accuracy": {}, "confusion_matrix": [], "calibration": None}
     matrix = confusion_matrix(logits.argmax(dim=1), labels, num_classes)
     support = matrix.sum(dim=1)
     per_class = {
@@ -35,6 +43,7 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, classnames
         "num_images": len(labels),
         "per_class_accuracy": per_class,
         "confusion_matrix": matrix.tolist(),
+        "calibration": calibration_report(logits.detach().float().cpu(), labels.cpu()),
     }
 
 

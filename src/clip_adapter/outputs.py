@@ -36,6 +36,7 @@ KIND_ENTRIES: dict[str, re.Pattern[str]] = {
     "demo": re.compile(r"^(runs|splits|plots|artifact|cache|data-[\w-]+|(results|summary)_\w+\.csv|table_\w+\.md)$"),
     "toy-dataset": re.compile(r"^(images|split\.json)$"),
     "toy-ood": re.compile(r"^(images|ood\.json)$"),
+    "trust-toy-bench": re.compile(r"^(table\.md|results\.json|trust_toy\.png)$"),  # benchmarks/trust_toy.py
     "toy-pretrain": re.compile(r"^(toy_clip\.safetensors|toy_clip\.json|pretrain_log\.csv)$"),
     "index": re.compile(r"^(index\.json|features\.safetensors|faiss-(raw|adapted)\.index)$"),
     "gap": re.compile(r"^(gap\.json|similarities\.png|projection\.png)$"),

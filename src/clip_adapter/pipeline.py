@@ -14,7 +14,8 @@ import platform
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 
@@ -30,6 +31,7 @@ from .errors import ConfigError, DataError
 from .features import AugmentConfig, ExtractStats, default_cache_dir, extract_images, extract_texts, image_store, text_store
 from .methods import FewShotData, get_method
 from .methods.base import PROTOCOLS, for_dataset
+from .inference import score_features
 from .metrics import classification_report
 
 
@@ -319,6 +321,7 @@ def fit_and_evaluate(backbone: Backbone, prepared: PreparedSplit, run: RunConfig
         **record,
         "test": test,
         "zero_shot_test_accuracy": zs_test["accuracy"],
+        "zero_shot_test_calibration": zs_test["calibration"],
         "backbone": backbone.describe(),
         "templates": list(prepared.templates),
         "templates_source": templates_source(dataset, run.templates),
@@ -411,18 +414,22 @@ def split_samples(dataset: Dataset, split: str) -> list[Sample]:
     return [s for name in SPLITS for s in dataset.split(name)] if split == "all" else dataset.split(split)
 
 
-def evaluate_classifier(
-    clf: Classifier, backbone: Backbone, dataset: Dataset, split: str, cache_dir: Any, where: str,
-    batch_size: int = 64, skip_bad: bool = False,
-) -> dict[str, Any]:
-    """Accuracy, per-class accuracy and confusion matrix of ``clf`` on ``dataset``'s ``split`` (``all``: every image).
+@dataclass
+class LabelledSamples:
+    """What :func:`encode_labelled` read: the samples of the split, which of them were read, and how."""
 
-    Classes are matched by name (:func:`~clip_adapter.data.classnames.match_classes`),
-    so a held-out folder may hold any subset of the artifact's classes: accuracy
-    is over the images present while predictions still range over every class
-    of the artifact; per-class accuracy covers the classes with images, and
-    ``absent_classes`` names the others. A class the artifact was not trained on
-    is refused. ``where`` names the dataset in messages (``dataset held3``).
+    samples: list[Sample]
+    stats: ExtractStats
+
+
+def encode_labelled(clf: Classifier, backbone: Backbone, dataset: Dataset, split: str, cache_dir: Any, where: str,
+                    batch_size: int = 64, skip_bad: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[int], Any]:
+    """Features and artifact-ordered labels of ``dataset``'s ``split`` (``all``: every image), classes matched by name.
+
+    One path for ``eval`` and for fitting a trust record: a class the artifact was
+    not trained on is refused (one DataError naming it), a subset of its classes
+    is fine. Returns ``(features, labels, kept, read)``: ``kept`` indexes the
+    samples that were read, ``read`` a :class:`LabelledSamples`.
     """
     labels_of = match_classes(dataset.classnames, clf.classnames, where)
     samples = split_samples(dataset, split)
@@ -433,9 +440,68 @@ def evaluate_classifier(
     if not kept:
         raise DataError(f"{where}: none of its {len(samples)} {split} images could be read (all were skipped)")
     labels = torch.tensor([labels_of[samples[i].label] for i in kept], dtype=torch.long)
-    report = classification_report(clf.logits(feats), labels, clf.classnames)
+    return feats, labels, kept, LabelledSamples(samples, stats)
+
+
+def trust_report(clf: Classifier, scores: Any, labels: torch.Tensor) -> dict[str, Any]:
+    """What the artifact's trust record does on labelled images: the uncalibrated calibration, the sets' coverage."""
+    from .trust.calibration import calibration_report
+    from .trust.conformal import conformal_report
+
+    out: dict[str, Any] = {}
+    trust = clf.trust
+    if trust is not None and trust.calibration is not None:
+        out["uncalibrated"] = calibration_report(scores.raw, labels)
+    if trust is not None and trust.conformal is not None:
+        out["conformal"] = {"score": trust.conformal.score, "class_conditional": trust.conformal.class_conditional,
+                            "n_calibration": trust.conformal.n_calibration,
+                            **conformal_report(scores.sets, labels, trust.conformal.alpha)}
+    return out
+
+
+def ood_report(clf: Classifier, id_logits: torch.Tensor, ood_logits: torch.Tensor) -> dict[str, Any]:
+    """AUROC and FPR at 95 % TPR of the artifact's OOD score (MCM when it has no detector), in vs out of distribution."""
+    from .trust.ood import auroc, fpr_at_tpr, ood_scores
+
+    detector = clf.trust.ood if clf.trust is not None else None
+    if detector is not None:
+        inside, outside = detector.scores(id_logits), detector.scores(ood_logits)
+        name = detector.score
+    else:
+        scale = float(clf.head.meta.get("logit_scale", 100.0))
+        inside, outside = (ood_scores(x, "mcm", logit_scale=scale) for x in (id_logits, ood_logits))
+        name = "mcm"
+    report = {"score": name, "num_in_distribution": len(inside), "num_out_of_distribution": len(outside),
+              "auroc": auroc(inside, outside), "fpr_at_95_tpr": fpr_at_tpr(inside, outside, 0.95)}
+    if detector is not None:  # what the recorded threshold does on these images
+        report.update(threshold=detector.threshold, accepted_in_distribution=float((inside >= detector.threshold).double().mean()),
+                      accepted_out_of_distribution=float((outside >= detector.threshold).double().mean()))
+    return report
+
+
+def evaluate_classifier(
+    clf: Classifier, backbone: Backbone, dataset: Dataset, split: str, cache_dir: Any, where: str,
+    batch_size: int = 64, skip_bad: bool = False, ood_images: Sequence[Path] = (),
+) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and confusion matrix of ``clf`` on ``dataset``'s ``split`` (``all``: every image).
+
+    Classes are matched by name (:func:`~clip_adapter.data.classnames.match_classes`),
+    so a held-out folder may hold any subset of the artifact's classes: accuracy
+    is over the images present while predictions still range over every class
+    of the artifact; per-class accuracy covers the classes with images, and
+    ``absent_classes`` names the others. A class the artifact was not trained on
+    is refused. ``where`` names the dataset in messages (``dataset held3``).
+    """
+    feats, labels, kept, read = encode_labelled(clf, backbone, dataset, split, cache_dir, where, batch_size, skip_bad)
+    store = image_store(backbone, cache_dir or default_cache_dir())
+    scores = score_features(clf, backbone, feats, cache_dir or default_cache_dir())
+    report = classification_report(scores.logits, labels, clf.classnames)  # calibration measured as predict answers
+    report.update(trust_report(clf, scores, labels))
+    if ood_images:
+        ood_feats, _, _ = extract_images(backbone, list(ood_images), store, None, 0, batch_size, skip_bad, "ood")
+        report["ood"] = ood_report(clf, clf.logits(feats), clf.logits(ood_feats))
     present = set(labels.tolist())
     report["per_class_accuracy"] = {n: a for i, (n, a) in enumerate(report["per_class_accuracy"].items()) if i in present}
     report["absent_classes"] = [n for i, n in enumerate(clf.classnames) if i not in present]
-    report["skipped"] = stats.to_dict()["skipped"]
+    report["skipped"] = read.stats.to_dict()["skipped"]
     return report

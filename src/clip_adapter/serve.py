@@ -5,7 +5,9 @@ Endpoints:
 * ``POST /predict?top_k=5`` — images as ``multipart/form-data`` files (any field name; use
   ``images``, repeated, for several) **or** ``application/json`` ``{"images": ["<base64>", …],
   "top_k": 5}``. Answer: ``{"predictions": [{"name", "label", "score", "top_k": [[label,
-  probability], …]}, …]}`` in upload order (equal probabilities rank by class order).
+  probability], …]}, …]}`` in upload order (equal probabilities rank by class order), the same
+  records as ``predict`` (:mod:`clip_adapter.inference`): probabilities calibrated as the artifact
+  says, plus ``set`` (its conformal prediction set) and ``ood_score``/``unknown`` when it has them.
   Base64 may be wrapped (spaces, tabs and line breaks are ignored, as ``base64(1)`` writes it);
   any other character outside the alphabet is refused.
 * ``GET /health`` — ``{"status": "ok", "in_flight", "max_concurrency", "uploading", "max_uploads"}``
@@ -70,7 +72,6 @@ from .data.images import BadImage, load_rgb
 from .errors import ConfigError
 from .features.transforms import eval_view
 from .io import one_line
-from .metrics import top_k as ranked
 
 log = logging.getLogger(__name__)
 SERVE_HINT = "install the 'serve' extra: pip install 'clip-adapter[serve]' (fastapi, uvicorn, python-multipart)"
@@ -278,8 +279,7 @@ class _ServerState:
 
     @torch.inference_mode()
     def _run_batch(self, pixels: torch.Tensor) -> torch.Tensor:
-        features = self.model.backbone.encode_images(pixels).float().cpu()  # the one encoder call of the batch
-        return torch.softmax(self.model.classifier.logits(features), dim=1)
+        return self.model.backbone.encode_images(pixels).float().cpu()  # the one encoder call of the batch
 
     def health(self) -> dict[str, Any]:
         """``status`` "ok" only while a new request could be served: a worker runs and a slot of each kind is free."""
@@ -321,8 +321,8 @@ class _ServerState:
 
             pixels = await run_in_threadpool(self._decode_all, parts)
             assert self.batcher is not None
-            probs = await self.batcher.submit(pixels)
-            return {"predictions": self._records([name for name, _ in parts], probs, top_k)}
+            features = await self.batcher.submit(pixels)
+            return {"predictions": self._records([name for name, _ in parts], features, top_k)}
         finally:
             self.in_flight -= 1
 
@@ -358,14 +358,9 @@ class _ServerState:
         pre = self.model.backbone.preprocess
         return [eval_view(decode_upload(name, data, self.limits.max_pixels, self.tmp), pre) for name, data in parts]
 
-    def _records(self, names: list[str], probs: torch.Tensor, k: int) -> list[dict[str, Any]]:
-        classes = self.model.classifier.classnames
-        values, indices = ranked(probs, min(k, probs.shape[1]))
-        records = []
-        for n, name in enumerate(names):
-            top = [[classes[int(i)], round(float(v), 6)] for v, i in zip(values[n], indices[n])]
-            records.append({"name": name, "label": top[0][0], "score": top[0][1], "top_k": top})
-        return records
+    def _records(self, names: list[str], features: torch.Tensor, k: int) -> list[dict[str, Any]]:
+        """The same records as ``predict`` and the API (calibration, conformal ``set``, OOD ``unknown``), named."""
+        return [{"name": name, **record} for name, record in zip(names, self.model._answers(features, k, reject=False))]
 
 
 @contextlib.contextmanager

@@ -193,5 +193,7 @@ def commit_result(path: Path, result: dict[str, Any], history: list, report: Ben
     atomic_write_json(path, result)
     report.ran += 1
     key, acc = result["bench"]["spec"], result["test"]["accuracy"]
+    calibration = result["test"].get("calibration") or {}
+    ece = calibration.get("ece") if isinstance(calibration, dict) else None
     log(f"{key['dataset']} {result['bench']['label']} {key['shots']}-shot seed {key['seed']}: {100 * acc:.2f}% "
-        f"(zero-shot {100 * result['zero_shot_test_accuracy']:.2f}%)")
+        f"(zero-shot {100 * result['zero_shot_test_accuracy']:.2f}%)" + (f", ECE {100 * ece:.2f}%" if isinstance(ece, float) else ""))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..data.images import find_images
 from ..io import atomic_write_json, quoted
 from ..io import to_json as json_text
 from ..outputs import claim_output_file
@@ -33,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="write the full metrics JSON here (a new file; --overwrite replaces an existing one)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--json", action="store_true", help="print the full metrics JSON to stdout")
+    p.add_argument("--ood-data", default=None, metavar="DIR",
+                   help="images of none of the classes (any folder layout): AUROC and FPR at 95%% TPR of the artifact's "
+                        "OOD score (MCM without `clip-adapter ood`)")
     p.set_defaults(func=main)
 
 
@@ -42,7 +46,9 @@ def main(args: argparse.Namespace) -> int:
     cache_dir = cache_dir_from_args(args, [args.data, args.split_file])
     clf, backbone = load_artifact_and_backbone(args.artifact, args)
     dataset = dataset_from_args(args)
-    report = evaluate_classifier(clf, backbone, dataset, args.split, cache_dir, f"dataset {quoted(args.data)}", args.batch_size, args.skip_bad)
+    ood_images = find_images([args.ood_data]) if args.ood_data else ()
+    report = evaluate_classifier(clf, backbone, dataset, args.split, cache_dir, f"dataset {quoted(args.data)}", args.batch_size,
+                                 args.skip_bad, ood_images)
     report.update({"artifact": str(args.artifact), "split": args.split, "method": clf.method, "classnames": list(clf.classnames)})
     report["confusion_matrix"] = {"rows": "true class", "columns": "predicted class", "labels": list(clf.classnames),
                                   "counts": report["confusion_matrix"]}
@@ -73,4 +79,29 @@ def format_report(report: dict) -> str:
     matrix = report["confusion_matrix"]
     lines += ["", "confusion matrix (rows: true class, columns: predicted, in class order):"]
     lines += [f"  {name:<{width}}  " + " ".join(f"{n:4d}" for n in row) for name, row in zip(matrix["labels"], matrix["counts"])]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + trust_lines(report)) + "\n"
+
+
+def trust_lines(report: dict) -> list[str]:
+    """Calibration (and, when the artifact has them, conformal sets and OOD figures) as text."""
+    cal = report.get("calibration")
+    lines = ["", f"calibration (15-bin top-label ECE): ECE {100 * cal['ece']:.2f}%, NLL {cal['nll']:.3f}, "
+                 f"Brier {cal['brier']:.3f}, AURC {100 * cal['aurc']:.2f}%, mean confidence {100 * cal['mean_confidence']:.2f}%"] if cal else []
+    if report.get("uncalibrated"):
+        raw = report["uncalibrated"]
+        lines.append(f"  before the artifact's calibration: ECE {100 * raw['ece']:.2f}%, NLL {raw['nll']:.3f}")
+    if report.get("conformal"):
+        c = report["conformal"]
+        lines += [f"conformal sets ({c['score']}{', class-conditional' if c['class_conditional'] else ''}, α = {c['alpha']:g}, "
+                  f"{c['n_calibration']} calibration images): coverage {100 * c['coverage']:.2f}% (target ≥ {100 * c['target_coverage']:.0f}%), "
+                  f"mean set size {c['mean_set_size']:.2f}, class-conditional coverage gap {100 * c['class_coverage_gap_mean']:.2f} points "
+                  f"(max {100 * c['class_coverage_gap_max']:.2f})",
+                  "  set sizes: " + ", ".join(f"{size}: {n}" for size, n in enumerate(c["set_size_histogram"]) if n)]
+    if report.get("ood"):
+        o = report["ood"]
+        lines.append(f"out of distribution ({o['score']}; {o['num_in_distribution']} in, {o['num_out_of_distribution']} out): "
+                     f"AUROC {100 * o['auroc']:.2f}%, FPR at 95% TPR {100 * o['fpr_at_95_tpr']:.2f}%")
+        if "threshold" in o:
+            lines.append(f"  at the artifact's threshold: {100 * o['accepted_in_distribution']:.2f}% of in-distribution and "
+                         f"{100 * o['accepted_out_of_distribution']:.2f}% of out-of-distribution images accepted")
+    return lines

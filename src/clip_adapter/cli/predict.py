@@ -10,11 +10,9 @@ import json
 import sys
 import tempfile
 
-import torch
-
 from ..data.images import find_images
-from ..metrics import top_k
 from ..features import default_cache_dir, extract_images, image_store
+from ..inference import check_reject, prediction_records, score_features
 from ..io import atomic_write_bytes, quoted
 from ..outputs import claim_output_file
 from .artifact_args import add_artifact_backbone_options, load_artifact_and_backbone
@@ -35,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not keep these images' features (a temporary cache, removed after)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="encoder batch size")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and list them on stderr")
+    p.add_argument("--reject", action="store_true",
+                   help="label images below the artifact's out-of-distribution threshold 'unknown' (needs `clip-adapter ood`)")
     p.set_defaults(func=main)
 
 
@@ -43,17 +43,14 @@ def main(args: argparse.Namespace) -> int:
         claim_output_file(args.out, overwrite=args.overwrite, inputs=[args.artifact, *args.images])
     cache_dir = cache_dir_from_args(args, [])
     clf, backbone = load_artifact_and_backbone(args.artifact, args)
+    check_reject(clf, args.reject)
     paths = find_images(args.images)
     with tempfile.TemporaryDirectory(prefix="clip-adapter-predict-") if args.no_cache else contextlib.nullcontext(cache_dir) as where:
         store = image_store(backbone, where or default_cache_dir())
         feats, kept, stats = extract_images(backbone, paths, store, None, 0, args.batch_size, args.skip_bad, "images")
-    probs = torch.softmax(clf.logits(feats), dim=1)
-    values, indices = top_k(probs, min(args.top_k, probs.shape[1]))
-    rows = [
-        {"path": str(paths[i]), "rank": r + 1, "class": clf.classnames[indices[n, r]], "probability": round(float(values[n, r]), 6)}
-        for n, i in enumerate(kept)
-        for r in range(indices.shape[1])
-    ]
+        scores = score_features(clf, backbone, feats, where or default_cache_dir())
+    records = prediction_records(scores, clf.classnames, args.top_k, args.reject)
+    rows = [_row(str(paths[i]), rank, record) for i, record in zip(kept, records) for rank in range(len(record["top_k"]))]
     text = _render(rows, args.format)
     if args.out:
         # File names that are not valid UTF-8 are written back as the bytes they are.
@@ -65,11 +62,23 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _row(path: str, rank: int, record: dict) -> dict:
+    """One (image, rank) row; the set and the OOD verdict, when the artifact has them, on every row of the image."""
+    label, probability = record["top_k"][rank]
+    row = {"path": path, "rank": rank + 1, "class": label, "probability": probability}
+    if "set" in record:
+        row["set"] = ";".join(record["set"])
+    if "unknown" in record:
+        row.update(label=record["label"], unknown=record["unknown"], ood_score=record["ood_score"])
+    return row
+
+
 def _render(rows: list[dict], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["path", "rank", "class", "probability"], lineterminator="\n")
+    fields = ["path", "rank", "class", "probability"] + [k for k in ("set", "label", "unknown", "ood_score") if rows and k in rows[0]]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()

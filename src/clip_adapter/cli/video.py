@@ -192,12 +192,12 @@ def base_to_novel_main(args: argparse.Namespace) -> int:
 
 def _add_toy_pretrain(sub: argparse._SubParsersAction) -> None:
     pt = sub.add_parser("toy-pretrain", help="pretrain the toy video CLIP (ViT tower, motion words) in minutes; --quick: "
-                        "a CNN one in about a minute and a half")
+                        "a CNN one in about two minutes")
     pt.add_argument("--out", required=True, help="output folder for toy_clip.safetensors/.json (--pretrained OUT)")
     add_overwrite_option(pt, "a toy video CLIP")
     pt.add_argument("--quick", action="store_true",
                     help="the quick recipe, for trying the video commands: the shipped CLIP's CNN image tower taught the "
-                         "motion words in 200 steps of 64 pairs on one thread (~1.5 min on two shared cores); "
+                         "motion words in 200 steps of 64 pairs on one thread (about 2 min on two shared cores); "
                          "`video train` then needs --stdd off. The README's video tables use the default recipe (a new ViT)")
     pt.add_argument("--steps", type=positive_int, default=None, help="optimisation steps (default: 1500; --quick: 200)")
     pt.add_argument("--batch-size", type=positive_int, default=None, help="image-caption pairs per step (default: 128; --quick: 64)")

@@ -51,6 +51,18 @@ Ratios: ``fixed`` (α/β constants, searched on validation by default),
 and the mean normalised class embedding, giving a per-image α and β in
 (0, 1)). The paper gives no architecture for Q; this is our reading.
 With ``both`` and fixed ratios, α = β during the validation search.
+
+Calibration (``range_penalty``, default 0 = off): Murugesan et al. (ECCV 2024,
+"Robust calibration of large vision-language adapters") find that adapters
+miscalibrate, in-domain and more so under shift, because adaptation inflates
+the per-sample logit range (max − min over classes) beyond zero-shot CLIP's. A
+positive ``range_penalty`` λ adds λ · :func:`~clip_adapter.trust.calibration.
+logit_range_penalty` (the squared excess of the adapted range over the
+zero-shot range, per image, averaged) to the cross-entropy of every batch; the
+zero-shot logits are the frozen text classifier (the prompts before any text
+adapter) on the same features. With a penalty the candidates train one after
+another rather than stacked (:func:`stackable`): same results, slower on
+large grids. α = 0 is still zero-shot exactly (its penalty is 0).
 """
 
 from __future__ import annotations
@@ -64,6 +76,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import check_choice, check_range, option
+from ..errors import ConfigError
+from ..trust.calibration import logit_range_penalty
 from .base import FewShotData, FitResult, Head, Method, cosine_logits, register
 from ..threads import torch_threads
 from .stacked import StackedAdapters, train_stacked
@@ -75,6 +89,7 @@ RATIO_MODES = ("fixed", "learned", "network")
 ALPHA_GRID = (0.0, 0.2, 0.4, 0.6, 0.8)
 MAX_PASSES = 96_000  # 6 epochs of ImageNet 16-shot; toy tasks (≤ 1,024 images) stay at 60 epochs
 AUTO_BATCH, MAX_AUTO_BATCH, STEPS_PER_EPOCH = 32, 256, 64
+MAX_RANGE_PENALTY = 1e6  # any finite weight is allowed up to here; beyond, the cross-entropy no longer matters
 
 
 def sized_recipe(cfg: "ClipAdapterConfig", n: int) -> "ClipAdapterConfig":
@@ -116,6 +131,8 @@ class ClipAdapterConfig(TrainConfig):
     batch_size: int = option(0, "images per step; 0 = auto: 32, doubled up to 256 while an epoch has over 64 steps")
     max_passes: int = option(MAX_PASSES, "cap on epochs × training images per candidate (0 = no cap)")
     weight_decay: float = option(1e-4, "weight decay")
+    range_penalty: float = option(0.0, "weight of the logit-range penalty (Murugesan et al., ECCV 2024): keeps each image's "
+                                       "logit range within zero-shot's, for calibration; 0 = off")
     min_batch_size: ClassVar[int] = 0  # 0 is "auto"
 
     def validate(self) -> None:
@@ -126,6 +143,7 @@ class ClipAdapterConfig(TrainConfig):
         check_range("max_passes", self.max_passes, 0, 10**12)
         check_range("alpha", self.alpha, 0.0, 1.0)
         check_range("beta", self.beta, 0.0, 1.0)
+        check_range("range_penalty", self.range_penalty, 0.0, MAX_RANGE_PENALTY)  # also refuses nan and inf
         for value in self.alpha_grid:
             check_range("alpha_grid", value, 0.0, 1.0)
 
@@ -133,11 +151,17 @@ class ClipAdapterConfig(TrainConfig):
 def stackable(cfg: ClipAdapterConfig) -> bool:
     """Whether the candidates can train side by side (:mod:`.stacked` steps its lr per batch and draws views at random).
 
+    The stacked loop knows only the cross-entropy: with a ``range_penalty`` the
+    candidates train one after another through :func:`.train.train_head`.
+
     Example:
         >>> stackable(ClipAdapterConfig()), stackable(ClipAdapter.make_config("official"))
         (True, False)
+        >>> stackable(ClipAdapterConfig(range_penalty=0.1))
+        False
     """
-    return cfg.variant == "visual" and cfg.ratio == "fixed" and cfg.schedule_unit == "step" and cfg.view_order == "random"
+    return (cfg.variant == "visual" and cfg.ratio == "fixed" and cfg.schedule_unit == "step" and cfg.view_order == "random"
+            and cfg.range_penalty == 0)
 
 
 def bottleneck(dim: int, reduction: int, final_relu: bool) -> nn.Sequential:
@@ -198,6 +222,14 @@ class ClipAdapterHead(Head):
             return features
         alpha, _ = self.ratios(features)
         return alpha * self.visual(features) + (1 - alpha) * features
+
+    def zero_shot_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The frozen zero-shot classifier on ``features``: the class prompts before any adaptation, no visual adapter."""
+        return cosine_logits(features, self.text, self.logit_scale)
+
+    def range_penalty(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """``range_penalty`` × the logit-range penalty of ``logits`` (this head's, on ``features``) against zero-shot's."""
+        return self.config.range_penalty * logit_range_penalty(logits, self.zero_shot_logits(features))
 
     def for_classes(self, text: torch.Tensor, text_raw: torch.Tensor | None, classnames: list[str], backbone: Any) -> "ClipAdapterHead":
         """The trained adapters applied to other classes' prompt embeddings (nothing here is per class but ``text``)."""
@@ -279,11 +311,15 @@ class ClipAdapter(Method):
             ratio = point.get("alpha", cfg.alpha if cfg.variant != "text" else cfg.beta)
             run_cfg = cfg.replace(lr=point["lr"], alpha=ratio, beta=ratio) if cfg.ratio == "fixed" else cfg.replace(lr=point["lr"])
             head = self._head(data, run_cfg)
-            info = train_head(head, data, run_cfg, data.seed)
+            extra = head.range_penalty if run_cfg.range_penalty > 0 else None  # None: the loss exactly as without the option
+            info = train_head(head, data, run_cfg, data.seed, extra_loss=extra)
             yield point, head, {**info, **head.describe_ratios()}
 
     def _fit_stacked(self, data: FewShotData, cfg: ClipAdapterConfig, grid: dict[str, tuple]):
         """Visual adapters with fixed α: every α of one lr trained at once (α = 0 untrained: it is zero-shot)."""
+        if not stackable(cfg):  # the stacked loop would silently drop what it does not implement (the range penalty)
+            raise ConfigError("CLIP-Adapter: this configuration cannot train stacked (range_penalty > 0, or a ratio, variant, "
+                              "schedule or view order the stacked loop does not implement); it trains one candidate at a time")
         points = grid_points(data, grid)
         for lr in dict.fromkeys(p["lr"] for p in points):
             row = [p for p in points if p["lr"] == lr]

@@ -227,6 +227,7 @@ def train_head(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     on_epoch: Callable[[int], None] | None = None,
     epoch_size: int | None = None,
+    extra_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Train ``head``'s trainable parameters on ``data.train``; return a summary.
 
@@ -237,6 +238,10 @@ def train_head(
     views). With ``cfg.select_epoch`` and a selection split, the head is evaluated
     ``EVALS_PER_RUN`` times and left at its best checkpoint (accuracy, then
     loss); otherwise at the last epoch.
+
+    ``extra_loss(features, logits)``, when given, is added to every batch's loss
+    (e.g. CLIP-Adapter's ``range_penalty``); without it the loss is computed
+    exactly as before, op for op, so results are bit-identical.
     """
     params = [p for p in head.parameters() if p.requires_grad]
     n = data.train.shape[0]
@@ -258,7 +263,10 @@ def train_head(
         used = per_epoch * cfg.batch_size  # everything, unless the last partial batch is dropped
         losses = []
         for x, y in zip(xs[:used].split(cfg.batch_size), ys[:used].split(cfg.batch_size)):
-            loss = loss_fn(head(x), y) + head.regularizer()
+            logits = head(x)
+            loss = loss_fn(logits, y) + head.regularizer()
+            if extra_loss is not None:
+                loss = loss + extra_loss(x, logits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             _check_finite(loss, params, step, epoch)

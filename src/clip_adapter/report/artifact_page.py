@@ -14,13 +14,15 @@ from .fields import (MALFORMED, Fields, count, fraction, fraction_map, grid, map
 from .history import history_section, log_section
 from .html import data_uri, esc, figure, key_values, note, page, pct, signed_points, table
 from .run_files import RunFiles, TestImages, find_test_images, read_run_files
+from .trust_sections import calibration_section, trust_section
 
 Section = tuple[str, str, str]
 
 
 def artifact_report(directory: str | os.PathLike, data: str | os.PathLike | None = None,
                     cache_dir: str | os.PathLike | None = None, worst_count: int = 12, device: str = "auto") -> str:
-    """The HTML page of an artifact: configuration, results, per-class, confusion, worst images, training, adapter.
+    """The HTML page of an artifact: configuration, results, calibration, trust (when fitted), per-class, confusion,
+    worst images, training, adapter.
 
     Example:
         >>> html = artifact_report("runs/photos")  # doctest: +SKIP
@@ -32,6 +34,9 @@ def artifact_report(directory: str | os.PathLike, data: str | os.PathLike | None
     sections = [
         ("configuration", "Configuration and protocol", _configuration(run)),
         ("results", "Results", _results(run, evaluation, where, images)),
+        ("calibration", "Calibration: confidence vs accuracy", calibration_section(run, evaluation)),
+        *([("trust", "Trust: calibration, prediction sets, out-of-distribution", trust_section(run, evaluation))]
+          if run.config_fields.has("trust") else []),
         ("per-class", "Per-class accuracy vs zero-shot", _per_class(run, evaluation)),
         ("confusion", "Confusion matrix", _confusion(run, evaluation)),
         ("worst", "Worst-classified test images", _worst(run, evaluation, worst_count)),

@@ -1,9 +1,12 @@
 """The page for a ``clip-adapter bench`` (or ``demo``) output folder.
 
 What the bench wrote is shown as it wrote it: ``table_<protocol>.md`` (few-shot),
-``table_dg_*.md`` / ``table_b2n_*.md`` (transfer protocols) and ``plots/*.png``.
-Where the tables or plots are missing but the per-run JSONs are there, they are
-rebuilt from the runs in memory (nothing is written into the bench folder).
+``table_calibration_<protocol>.md`` (ECE and NLL of the same runs, shown in the
+protocol's section), ``table_dg_*.md`` / ``table_b2n_*.md`` (transfer protocols)
+and ``plots/*.png``. Where the tables or plots are missing but the per-run JSONs
+are there, they are rebuilt from the runs in memory (nothing is written into the
+bench folder); runs written before calibration was recorded have no calibration
+table, and the page says so.
 The chosen hyper-parameters of every CLIP-Adapter run (α, β) are gathered from
 the run JSONs.
 """
@@ -27,7 +30,9 @@ from .run_files import is_artifact_dir
 MAX_PNG_BYTES = 20_000_000
 MAX_MD_BYTES = 5_000_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PROTOCOL_NAME = re.compile(r"^table_(?P<name>(?:dg_|b2n_)?\w+?)\.md$")
+PROTOCOL_NAME = re.compile(r"^table_(?P<name>(?:dg_|b2n_)?[\w-]+?)\.md$")
+CALIBRATION_PREFIX = "calibration_"  # table_calibration_<protocol>.md: the calibration table of a few-shot protocol
+TRANSFER_RUNS = ("b2n-", "dg-")  # runs/<setting>-<protocol>: transfer runs, tabled by table_dg_* / table_b2n_*
 
 
 def is_bench_dir(path: Path) -> bool:
@@ -61,13 +66,14 @@ def bench_report(directory: str | os.PathLike) -> str:
     results = run_results(out)
     tables = _tables(out)
     sections = [("overview", "Overview", _overview(out, results))]
-    few_shot = sorted({p for p in tables if not p.startswith(("dg_", "b2n_"))} | {p for p in results if "-" not in p})
+    few_shot = sorted({p.removeprefix(CALIBRATION_PREFIX) for p in tables if not p.startswith(("dg_", "b2n_"))}
+                      | {p for p in results if not p.startswith(TRANSFER_RUNS)})
     for protocol in few_shot:
         sections.append((f"protocol-{protocol}", f"Few-shot results — protocol {protocol}", _protocol(out, protocol, tables, results)))
     transfer = sorted(p for p in tables if p.startswith(("dg_", "b2n_")))
     if transfer:
         sections.append(("transfer", "Transfer protocols", "".join(markdown_to_html(tables[p]) for p in transfer)))
-    elif any("-" in p for p in results):
+    elif any(p.startswith(TRANSFER_RUNS) for p in results):
         sections.append(("transfer", "Transfer protocols", note("Transfer runs exist under runs/ but no table_dg_*/table_b2n_* was written.")))
     sections.append(("adapter", "CLIP-Adapter: chosen ratios", _chosen(results)))
     artifact = out / "artifact"
@@ -125,13 +131,35 @@ def _protocol(out: Path, protocol: str, tables: dict[str, str], results: dict[st
     if len(plots) == 2 and any(c.endswith(f"{protocol}_average.png") for c, _ in plots):
         plots = [p for p in plots if not p[0].endswith(f"{protocol}_average.png")]  # one dataset: its average is the same plot
     body += '<div class="figs">' + "".join(figure(png, caption, caption) for caption, png in plots) + "</div>"
+    body += _calibration(out, protocol, tables, results)
     return body or note("Nothing recorded for this protocol.")
+
+
+def _calibration(out: Path, protocol: str, tables: dict[str, str], results: dict[str, list[dict[str, Any]]]) -> str:
+    """``table_calibration_<protocol>.md`` as written, else rebuilt from the runs that record calibration."""
+    name = CALIBRATION_PREFIX + protocol
+    if name in tables:
+        return markdown_to_html(tables[name])
+    if not results.get(protocol):
+        return ""
+    from ..bench.aggregate import CALIBRATION_METRICS, PROTOCOL_TITLES, calibration_markdown, summarise_calibration
+
+    rows = _rows(out, protocol)
+    if not any(row.get(m) is not None for row in rows for m in CALIBRATION_METRICS):
+        return note(f"No calibration table: table_{name}.md is missing and no run records calibration "
+                    "(they were written before it was recorded).")
+    text_ = calibration_markdown(summarise_calibration(rows), protocol if protocol in PROTOCOL_TITLES else "val", rows)
+    return note(f"table_{name}.md is missing; the calibration table below is rebuilt from the run JSONs.") + markdown_to_html(text_)
+
+
+def _rows(out: Path, protocol: str) -> list[dict[str, Any]]:
+    return [row for path in sorted((out / "runs" / protocol).rglob("*.json")) if (row := _summary_row(path)) is not None]
 
 
 def _summary(out: Path, protocol: str) -> dict:
     from ..bench.aggregate import summarise
 
-    return summarise([row for path in sorted((out / "runs" / protocol).rglob("*.json")) if (row := _summary_row(path)) is not None])
+    return summarise(_rows(out, protocol))
 
 
 def _summary_row(path: Path) -> dict[str, Any] | None:
@@ -151,9 +179,12 @@ def _summary_row(path: Path) -> dict[str, Any] | None:
     zero_shot = r.get("zero_shot_test_accuracy")
     if zero_shot is not None and not fraction(zero_shot):
         return None
+    from ..bench.aggregate import calibration_fields
+
+    calibration, _ = calibration_fields(r)  # a malformed calibration record counts as none (the bench warns about it)
     return {"protocol": r["protocol"], "dataset": r["data"]["dataset"], "method": r["bench"]["label"], "shots": r["run"]["shots"],
             "seed": r["run"]["seed"], "accuracy": r["test"]["accuracy"], "zero_shot_accuracy": zero_shot,
-            "fit_seconds": r["timings"]["fit_seconds"]}
+            "fit_seconds": r["timings"]["fit_seconds"], **calibration}
 
 
 def _rebuilt_table(out: Path, protocol: str) -> str:

@@ -35,6 +35,9 @@ class Evaluation:
     head: Any
     backbone_name: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    logits: torch.Tensor | None = None  # the head's raw logits (before any calibration of the artifact's trust record)
+    zero_shot_logits: torch.Tensor | None = None
+    trust: Any = None  # the artifact's TrustRecord, as the loader read it (None without one)
 
 
 def cache_dir_for(run: RunFiles, cache_dir: str | os.PathLike | None) -> Path:
@@ -69,7 +72,7 @@ def evaluate(run: RunFiles, images: TestImages, cache_dir: Path, device: str = "
     zs_logits = _zero_shot_logits(backbone, clf, feats, cache_dir)
     return Evaluation([images.paths[i] for i in kept], labels, feats, torch.softmax(logits, 1), torch.softmax(zs_logits, 1),
                       classification_report(logits, labels, clf.classnames), classification_report(zs_logits, labels, clf.classnames),
-                      clf.head, str(backbone.name), skipped)
+                      clf.head, str(backbone.name), skipped, logits.detach(), zs_logits.detach(), getattr(clf, "trust", None))
 
 
 def _malformed_backbone(run: RunFiles) -> str | None:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 MAX_COUNT = 10**12  # no image count, epoch or confusion cell is larger; beyond it a value is garbage
 MAX_TEXT = 300  # characters of a recorded string shown in a cell
 MAX_MAGNITUDE = 1e15  # beyond any loss, lr or count; near 1e308 matplotlib's tick arithmetic overflows
+MAX_BINS = 1000  # reliability-diagram bins: the bench records 15; beyond this a record is garbage
 
 
 class Malformed:
@@ -77,6 +78,57 @@ def scalar(value: Any) -> bool:
 
 def text(value: Any) -> bool:
     return isinstance(value, str)
+
+
+def flag(value: Any) -> bool:
+    """A JSON ``true`` or ``false``."""
+    return isinstance(value, bool)
+
+
+def positive(value: Any) -> bool:
+    """A number above 0 (a temperature, a logit scale)."""
+    return number(value) and value > 0
+
+
+def nonnegative(value: Any) -> bool:
+    """A number of at least 0 (a negative log-likelihood)."""
+    return number(value) and value >= 0
+
+
+def brier(value: Any) -> bool:
+    """A multi-class Brier score: a number in 0..2."""
+    return number(value) and 0 <= value <= 2
+
+
+def counts(value: Any) -> bool:
+    """A list of counts (calibration images per class)."""
+    return isinstance(value, list) and all(count(n) for n in value)
+
+
+def reliability(value: Any) -> bool:
+    """A reliability diagram as ``calibration_report`` records it, consistent enough to draw.
+
+    ``bin_edges``: ``n + 1`` non-decreasing numbers in 0..1; ``count``: ``n`` counts;
+    ``accuracy`` and ``mean_confidence``: ``n`` fractions (``null`` for an empty bin);
+    ``1 <= n <=`` :data:`MAX_BINS`.
+
+    Example:
+        >>> reliability({"bin_edges": [0, 0.5, 1], "count": [0, 2], "accuracy": [None, 0.5], "mean_confidence": [None, 0.7]})
+        True
+        >>> reliability({"bin_edges": [0, 1], "count": [1, 2], "accuracy": [1, 1], "mean_confidence": [1, 1]})
+        False
+    """
+    if not isinstance(value, dict):
+        return False
+    edges, sizes = value.get("bin_edges"), value.get("count")
+    if not isinstance(sizes, list) or not 1 <= len(sizes) <= MAX_BINS or not all(count(n) for n in sizes):
+        return False
+    if not isinstance(edges, list) or len(edges) != len(sizes) + 1 or not all(fraction(e) for e in edges):
+        return False
+    if any(b < a for a, b in zip(edges, edges[1:])):
+        return False
+    per_bin = [value.get("accuracy"), value.get("mean_confidence")]
+    return all(isinstance(v, list) and len(v) == len(sizes) and all(x is None or fraction(x) for x in v) for v in per_bin)
 
 
 def mapping(value: Any) -> bool:

@@ -138,6 +138,64 @@ def histogram_png(values: Sequence[float], xlabel: str, title: str) -> bytes:
     return _png(fig)
 
 
+@_plain_text
+def reliability_png(panels: Sequence[dict[str, Any]]) -> bytes:
+    """Reliability diagrams side by side, each above its confidence histogram.
+
+    Each panel is ``{"title", "bin_edges", "count", "accuracy", "mean_confidence"}`` (as
+    ``calibration_report``'s ``reliability`` records them, already checked) plus
+    optional ``"ece"``, ``"overall_accuracy"`` and ``"overall_confidence"`` fractions.
+    Top: per bin (its real width), the accuracy as a bar and the gap to the bin's mean
+    confidence hatched; the diagonal is perfect calibration. Bottom: the share of test
+    images per confidence bin, with the overall accuracy and mean confidence marked.
+
+    Example:
+        >>> panel = {"title": "adapted", "bin_edges": [0, 0.5, 1], "count": [1, 3], "accuracy": [0.0, 1.0],
+        ...          "mean_confidence": [0.4, 0.8], "ece": 0.2}
+        >>> reliability_png([panel])[:4]
+        b'\\x89PNG'
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 5.6), dpi=100, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1.3]}, sharex="col")
+    for column, panel in enumerate(panels):
+        top, bottom = axes[0][column], axes[1][column]
+        edges, sizes = [float(e) for e in panel["bin_edges"]], [int(n) for n in panel["count"]]
+        left, width = edges[:-1], [b - a for a, b in zip(edges, edges[1:])]
+        filled = [i for i, n in enumerate(sizes) if n and panel["accuracy"][i] is not None and panel["mean_confidence"][i] is not None]
+        accuracy = [float(panel["accuracy"][i]) for i in filled]
+        confidence = [float(panel["mean_confidence"][i]) for i in filled]
+        top.bar([left[i] for i in filled], accuracy, [width[i] for i in filled], align="edge", color="#4a78b0",
+                edgecolor="#1f3a5f", linewidth=0.6, label="accuracy in the bin")
+        top.bar([left[i] for i in filled], [abs(c - a) for a, c in zip(accuracy, confidence)], [width[i] for i in filled],
+                bottom=[min(a, c) for a, c in zip(accuracy, confidence)], align="edge", facecolor="none",
+                hatch="///", edgecolor="#c0392b", linewidth=0.8, label="gap to its mean confidence")
+        top.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="perfect calibration")
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1)
+        top.set_ylabel("accuracy")
+        title = str(panel.get("title", ""))
+        ece = panel.get("ece")
+        top.set_title(title + (f" — ECE {100 * ece:.2f}%" if isinstance(ece, (int, float)) else ""), fontsize=10)
+        top.grid(alpha=0.3)
+        top.legend(fontsize=7, loc="upper left")
+        total = sum(sizes)
+        bottom.bar(left, [n / total if total else 0.0 for n in sizes], width, align="edge", color="#7f8c8d", edgecolor="#555",
+                   linewidth=0.5)
+        for key, colour, label in (("overall_accuracy", "#1f3a5f", "accuracy"), ("overall_confidence", "#c0392b", "mean confidence")):
+            value = panel.get(key)
+            if isinstance(value, (int, float)):
+                bottom.axvline(float(value), color=colour, linestyle="--", linewidth=1.2, label=label)
+        if bottom.get_legend_handles_labels()[0]:
+            bottom.legend(fontsize=7, loc="upper left")
+        bottom.set_xlim(0, 1)
+        bottom.set_xlabel("confidence (top-class probability)")
+        bottom.set_ylabel("share of images")
+        bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def thumbnail_png(image: Any, size: int = 128) -> bytes:
     """A PIL image shrunk to fit ``size``×``size`` (aspect kept), as PNG bytes."""
     image = image.copy()

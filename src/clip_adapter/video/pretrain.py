@@ -51,13 +51,14 @@ from .toyclips import ACTIONS, CLASSES, descriptions, render_clip_object
 OUTPUT_KIND = "toy-video-clip"
 CAPTIONS = ("a {color} {shape} {action}", "a {shape} {action}", "a shape {action}", "a photo of a shape {action}.")
 END_FRAMES = 5  # a clip is rendered with 5 frames (u = 0, .25, .5, .75, 1); the last two are captioned
-# `video toy-pretrain --quick`: a first toy video CLIP in about a minute and a half, for trying the video
+# `video toy-pretrain --quick`: a first toy video CLIP in about two minutes, for trying the video
 # commands. It starts from the shipped CLIP's CNN image tower, which already reads the toy world's shapes,
 # positions and sizes, so 200 steps of 64 pairs ground the motion words (a new ViT needs the default
-# 1,500 steps of 128: 200 of them left it near the shipped CLIP). Measured on the 2-core AMD EPYC, one
-# thread, beside other jobs: 86 s; 11-action test top-1 27.3 % (shipped CLIP 18.2, chance 9.1), top-5
-# 94.3; frozen base/novel 31.2 / 45.0 (the default recipe's: 31.2 / 57.5). One thread: with the cores
-# shared, two threads ran a step 5x slower. A CNN has no attention blocks: `video train` needs --stdd off.
+# 1,500 steps of 128: 200 of them left it near the shipped CLIP). Chosen on the default toy video dataset
+# (not checked on held-out video worlds). Measured on the 2-core AMD EPYC (AVX-512), fp32, one thread,
+# beside other jobs: 2 min 19 s; 11-action test top-1 26.1 % (shipped CLIP 12.5, chance 9.1), top-5 93.2;
+# frozen base/novel 31.2 / 47.5 (README). One thread: with the cores shared, two threads ran a step 5x
+# slower. A CNN has no attention blocks: `video train` needs --stdd off.
 QUICK = {"steps": 200, "batch_size": 64, "image_from": "shipped", "threads": 1}
 
 
