@@ -24,9 +24,16 @@ Protocol (the library directly, features through the feature cache in ``--work``
   an adapter that validation keeps, visual CLIP-Adapter at a fixed α = 0.8 without and with it. An oracle row,
   "temperature (target)", fits the temperature on labelled held-out images of each test domain.
 * Metrics: accuracy, top-label ECE (15 bins), NLL; split conformal at α = 0.1 (LAC, APS) calibrated on the
-  in-domain held-out set (APS randomised, as in Romano et al.), coverage and mean set size in-domain and under shift; OOD detection with MCM
-  (τ = 1) on a ``holdout_task`` (two classes held out of training; images of them are the OOD set),
+  in-domain held-out set (APS randomised, as in Romano et al.), coverage and mean set size in-domain and under shift,
+  and in-domain the class-conditional coverage gap (mean and max over classes of |coverage_c − 0.9|); OOD detection
+  with MCM (τ = 1) on a ``holdout_task`` (two classes held out of training; images of them are the OOD set),
   in-domain: AUROC and FPR at 95 % TPR.
+* Class-conditional (Mondrian) conformal: one threshold per class (``calibrate(..., class_conditional=True)``),
+  LAC and APS, against the marginal thresholds, on two in-domain calibration sets: the 16 images per class above
+  (128) and 40 per class (320; the same dataset seed and split, so it holds the 16 per class and 24 more: a scene
+  depends on (seed, split, class, index) only). Reported in-domain: coverage, mean set size, class-coverage gap
+  mean / max, and the lowest class's coverage. With 16 per class a class's threshold is its largest calibration
+  score (k = ⌈17 · 0.9⌉ = 16), so its expected coverage is 16/17 ≈ 0.94; with 40, k = 37 and 37/41 ≈ 0.90.
 
 Prints markdown tables and the findings checked, and writes ``table.md``, ``results.json`` and
 ``trust_toy.png`` (ECE per method in-domain and under each shift, before and after each remedy) to ``--out``.
@@ -60,7 +67,7 @@ from clip_adapter.pipeline import FeatureConfig, RunConfig, few_shot_data, fit, 
 from clip_adapter.threads import torch_threads  # noqa: E402
 from clip_adapter.toyworld.tasks import holdout_task, write_ood_images, write_task_dataset  # noqa: E402
 from clip_adapter.trust.calibration import Calibration, calibration_report  # noqa: E402
-from clip_adapter.trust.conformal import calibrate, conformal_report  # noqa: E402
+from clip_adapter.trust.conformal import CALIBRATION_STREAM, calibrate, conformal_report, label_scores, uniform_noise  # noqa: E402
 from clip_adapter.trust.ood import auroc, fpr_at_tpr, mcm_score  # noqa: E402
 
 BENCH_KIND = "trust-toy-bench"  # the marker this benchmark leaves in its --out folder
@@ -69,6 +76,8 @@ SOURCE, SHIFTS = "photo", ("night", "sketch")
 DOMAINS = (SOURCE, *SHIFTS)
 SHOTS = 16
 POOL, VAL, TEST, HELDOUT = 32, 4, 50, 16  # per class: training pool, validation (= the few-shot val), test, held-out
+CAL_LARGE = 40  # per class: the larger in-domain conformal calibration set (HELDOUT_SEED, so it contains the HELDOUT one)
+CALIBRATIONS = ("marginal", "class-conditional")  # one conformal threshold for all classes, or one per class (Mondrian)
 OOD_IMAGES = 400
 HOLDOUT = {"color": ("orange", "purple"), "shape": ("star", "heart")}  # fixed before any run
 ALPHA = 0.1
@@ -160,6 +169,8 @@ def evaluate_task(backbone, task_name: str, seeds: tuple[int, ...], penalty: flo
             tests[domain] = split_features(backbone, shifted, "test", features)
         held = task_dataset(work, f"{task_name}-{domain}-{HELDOUT_SEED}", task_name, domain, (0, 0, HELDOUT), HELDOUT_SEED)
         heldout[domain] = split_features(backbone, held, "test", features)
+    large = task_dataset(work, f"{task_name}-{SOURCE}-{HELDOUT_SEED}-{CAL_LARGE}", task_name, SOURCE, (0, 0, CAL_LARGE), HELDOUT_SEED)
+    cal_sets = {HELDOUT: heldout[SOURCE], CAL_LARGE: split_features(backbone, large, "test", features)}  # per class → (x, y)
     for domain, (_, labels) in tests.items():
         assert labels.tolist() == tests[SOURCE][1].tolist(), f"{domain}: test labels differ from the source's"
 
@@ -199,21 +210,53 @@ def evaluate_task(backbone, task_name: str, seeds: tuple[int, ...], penalty: flo
                     cal = Calibration.fit(held_logits[domain], heldout[domain][1], ("temperature",))
                     row[domain] = calibration_metrics(cal.apply(logits[domain]), tests[domain][1])
                 rows["calibration"].append(row)
-            for score in ("lac", "aps"):
-                predictor = calibrate(torch.softmax(held_logits[SOURCE].double(), 1), heldout[SOURCE][1], ALPHA, score=score,
-                                      randomized=score == "aps", seed=seed)
-                row = {"task": task_name, "seed": seed, "method": label, "remedy": variant or "raw", "score": score,
-                       "n_calibration": predictor.n_calibration}
-                for domain, (_, labels) in tests.items():
-                    report = conformal_report(predictor.predict_sets(torch.softmax(logits[domain].double(), 1)), labels, ALPHA)
-                    row[domain] = {"coverage": report["coverage"], "mean_set_size": report["mean_set_size"]}
-                rows["conformal"].append(row)
+            rows["conformal"] += conformal_rows(clf, logits, tests, cal_sets, {"task": task_name, "seed": seed, "method": label,
+                                                                               "remedy": variant or "raw"})
             raw = rows["calibration"][-1 if variant else -5]
             log(f"{task_name} seed {seed} {label}{' + ' + variant if variant else ''}: "
                 + ", ".join(f"{d} acc {100 * raw[d]['accuracy']:.1f} ECE {100 * raw[d]['ece']:.1f}" for d in DOMAINS)
                 + f" ({seconds:.1f} s)")
     rows["ood"] = ood_rows(backbone, task_name, seeds, penalty, work, features, log)
     return rows
+
+
+def conformal_rows(clf, logits: dict[str, torch.Tensor], tests: dict, cal_sets: dict, base: dict) -> list[dict]:
+    """Split conformal at ``ALPHA``: LAC and APS, marginal and class-conditional, on each in-domain calibration set."""
+    probs = {d: torch.softmax(x.double(), 1) for d, x in logits.items()}
+    rows = []
+    for per_class, (cal_x, cal_y) in cal_sets.items():
+        cal_probs = torch.softmax(clf.logits(cal_x).double(), 1)
+        for calibration in CALIBRATIONS:
+            for score in ("lac", "aps"):
+                predictor = calibrate(cal_probs, cal_y, ALPHA, score=score, randomized=score == "aps", seed=base["seed"],
+                                      class_conditional=calibration == "class-conditional")
+                row = {**base, "score": score, "calibration": calibration, "calibration_per_class": per_class,
+                       "n_calibration": predictor.n_calibration, "q_hat": predictor.to_dict()["q_hat"],
+                       "calibration_coverage": calibration_coverage(predictor, cal_probs, cal_y),
+                       "calibration_saturated": saturated(cal_probs)}
+                for domain, (_, labels) in tests.items():
+                    report = conformal_report(predictor.predict_sets(probs[domain]), labels, ALPHA)
+                    covered = [c for c in report["class_coverage"] if c is not None]
+                    row[domain] = {"coverage": report["coverage"], "mean_set_size": report["mean_set_size"],
+                                   "empty_set_fraction": report["empty_set_fraction"], "class_coverage": report["class_coverage"],
+                                   "class_coverage_gap_mean": report["class_coverage_gap_mean"],
+                                   "class_coverage_gap_max": report["class_coverage_gap_max"], "class_coverage_min": min(covered),
+                                   "saturated": saturated(probs[domain])}
+                rows.append(row)
+    return rows
+
+
+def calibration_coverage(predictor, cal_probs: torch.Tensor, cal_y: torch.Tensor) -> float:
+    """Share of calibration scores ``<= q_hat`` (their class's): k/n for tie-free scores (k = ⌈(n+1)(1−α)⌉), more with ties."""
+    u = uniform_noise(len(cal_probs), predictor.seed, CALIBRATION_STREAM) if predictor.randomized else None
+    scores = label_scores(cal_probs, cal_y, predictor.score, u=u)
+    q_hat = torch.as_tensor(predictor.q_hat, dtype=torch.float64)
+    return (scores <= (q_hat[cal_y] if predictor.class_conditional else q_hat)).double().mean().item()
+
+
+def saturated(probs: torch.Tensor) -> float:
+    """Share of images whose top softmax probability is exactly 1 in float64 (LAC score 0: such images tie)."""
+    return (probs.max(dim=1).values == 1).double().mean().item()
 
 
 def ood_rows(backbone, task_name: str, seeds: tuple[int, ...], penalty: float, work: Path, features: FeatureConfig, log) -> list[dict]:
@@ -273,21 +316,54 @@ def calibration_table(task: str, rows: list[dict]) -> tuple[str, dict]:
 
 
 def conformal_table(task: str, rows: list[dict]) -> tuple[str, dict]:
-    rows = [r for r in rows if r["task"] == task]
+    """The marginal thresholds on the 16-per-class calibration set, in every domain (+ the in-domain class-coverage gap)."""
+    rows = [r for r in rows if r["task"] == task and r["calibration"] == "marginal" and r["calibration_per_class"] == HELDOUT]
     n_cal = rows[0]["n_calibration"]
     title = (f"**{task}**: split conformal, α = {ALPHA} (target coverage {1 - ALPHA:.2f}), calibrated on {n_cal} held-out "
-             f"{SOURCE} images; coverage / mean set size")
+             f"{SOURCE} images; coverage / mean set size; last column: {SOURCE} class-coverage gap, mean / max over classes "
+             f"of |coverage_c − {1 - ALPHA:.1f}|")
     lines = [title, "",
-             "| method | score | " + " | ".join(DOMAINS) + " |", "|---|---|" + "---|" * len(DOMAINS)]
+             "| method | score | " + " | ".join(DOMAINS) + f" | {SOURCE} class gap |", "|---|---|" + "---|" * (len(DOMAINS) + 1)]
     summary: dict = {}
     for method, remedy in row_keys(rows):
         for score in ("lac", "aps"):
             group = [r for r in rows if r["method"] == method and r["remedy"] == remedy and r["score"] == score]
             cell = {d: {k: mean(r[d][k] for r in group) for k in ("coverage", "mean_set_size")} for d in DOMAINS}
+            gap = {k: mean(r[SOURCE][k] for r in group) for k in ("class_coverage_gap_mean", "class_coverage_gap_max")}
+            cell[SOURCE].update(gap)
             summary[(method, remedy, score)] = cell
             name = method + (f" + {remedy}" if remedy != "raw" else "")
             lines.append(f"| {name} | {SCORE_NAMES[score]} | "
-                         + " | ".join(f"{cell[d]['coverage']:.3f} / {cell[d]['mean_set_size']:.2f}" for d in DOMAINS) + " |")
+                         + " | ".join(f"{cell[d]['coverage']:.3f} / {cell[d]['mean_set_size']:.2f}" for d in DOMAINS)
+                         + f" | {gap['class_coverage_gap_mean']:.3f} / {gap['class_coverage_gap_max']:.3f} |")
+    return "\n".join(lines) + "\n", summary
+
+
+CC_KEYS = ("coverage", "mean_set_size", "class_coverage_gap_mean", "class_coverage_gap_max", "class_coverage_min")
+
+
+def class_conditional_table(task: str, rows: list[dict]) -> tuple[str, dict]:
+    """In-domain: marginal against class-conditional thresholds, on each calibration set."""
+    rows = [r for r in rows if r["task"] == task]
+    variants = list(dict.fromkeys((r["calibration_per_class"], r["n_calibration"], r["calibration"]) for r in rows))
+    title = (f"**{task}**: {SOURCE} (in-domain), α = {ALPHA}: marginal against class-conditional (Mondrian) thresholds, "
+             f"each calibrated on {' or '.join(f'{n} ({k} per class)' for k, n in dict.fromkeys((k, n) for k, n, _ in variants))} "
+             f"held-out {SOURCE} images; each cell: coverage / mean set size / class-coverage gap mean / gap max / lowest "
+             f"class's coverage ({TEST} test images per class; means over seeds)")
+    lines = [title, "", "| method | score | " + " | ".join(f"{c}, {n} ({k}/class)" for k, n, c in variants) + " |",
+             "|---|---|" + "---|" * len(variants)]
+    summary: dict = {}
+    for method, remedy in row_keys(rows):
+        for score in ("lac", "aps"):
+            cells = []
+            for per_class, _, calibration in variants:
+                group = [r for r in rows if (r["method"], r["remedy"], r["score"], r["calibration_per_class"], r["calibration"])
+                         == (method, remedy, score, per_class, calibration)]
+                cell = {k: mean(r[SOURCE][k] for r in group) for k in CC_KEYS}
+                summary[(method, remedy, score, per_class, calibration)] = cell
+                cells.append(" / ".join(f"{cell[k]:.{2 if k == 'mean_set_size' else 3}f}" for k in CC_KEYS))
+            name = method + (f" + {remedy}" if remedy != "raw" else "")
+            lines.append(f"| {name} | {SCORE_NAMES[score]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n", summary
 
 
@@ -307,7 +383,7 @@ def ood_table(task: str, rows: list[dict]) -> str:
 # --------------------------------------------------------------------------------------------- findings
 
 
-def findings(task: str, cal: dict, conf: dict) -> list[str]:
+def findings(task: str, cal: dict, conf: dict, cc: dict) -> list[str]:
     adapters = [m for m in METHODS if m != "zero-shot"]
     zs = cal[("zero-shot", "raw")]
     out = [f"**{task}**"]
@@ -341,6 +417,23 @@ def findings(task: str, cal: dict, conf: dict) -> list[str]:
         cov = {d: [conf[(m, 'raw', score)][d]["coverage"] for m in METHODS] for d in DOMAINS}
         out.append(f"- (c) {SCORE_NAMES[score]} coverage over the {len(METHODS)} methods: " + "; ".join(
             f"{d} {min(v):.3f}–{max(v):.3f}" for d, v in cov.items()))
+    # (c) the in-domain targets, over every row of the conformal tables (all methods and variants, both scores)
+    marginal = {key: cell[SOURCE]["coverage"] for key, cell in conf.items()}
+    missed = [f"{m}{'' if r == 'raw' else ' + ' + r} {SCORE_NAMES[s]} {v:.3f}" for (m, r, s), v in marginal.items()
+              if not 0.89 <= v <= 0.93]
+    out.append(f"- (c) target: marginal {SOURCE} coverage in [0.89, 0.93] ({HELDOUT} per class): {len(marginal) - len(missed)} of "
+               f"{len(marginal)} cells" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    for per_class, calibration in dict.fromkeys((k[3], k[4]) for k in cc):
+        cells = {k: v for k, v in cc.items() if k[3:] == (per_class, calibration)}
+        by_mean = sum(v["class_coverage_gap_mean"] <= 0.05 for v in cells.values())
+        by_max = sum(v["class_coverage_gap_max"] <= 0.05 for v in cells.values())
+        in_band = sum(0.89 <= v["coverage"] <= 0.93 for v in cells.values())
+        out.append(f"- (e) {calibration}, {per_class} per class: class-coverage gap ≤ 0.05 on average over classes in {by_mean} of "
+                   f"{len(cells)} cells (mean gap {min(v['class_coverage_gap_mean'] for v in cells.values()):.3f}–"
+                   f"{max(v['class_coverage_gap_mean'] for v in cells.values()):.3f}), for every class in {by_max} "
+                   f"(max gap {min(v['class_coverage_gap_max'] for v in cells.values()):.3f}–"
+                   f"{max(v['class_coverage_gap_max'] for v in cells.values()):.3f}); marginal coverage in [0.89, 0.93] in "
+                   f"{in_band}; lowest class {min(v['class_coverage_min'] for v in cells.values()):.3f}")
     # (d) zero-shot's own ECE under shift
     zs_options = {r: cal[("zero-shot", r)]["shifted_ece"] for r in ("temperature", "temperature (target)")}
     out.append(f"- (d) zero-shot shifted ECE {100 * zs['shifted_ece']:.1f}: with the in-domain temperature "
@@ -427,9 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     for task in tasks:
         cal_md, cal = calibration_table(task, all_rows["calibration"])
         conf_md, conf = conformal_table(task, all_rows["conformal"])
+        cc_md, cc = class_conditional_table(task, all_rows["conformal"])
         summaries[task] = cal
-        text += [cal_md, conf_md, ood_table(task, all_rows["ood"])]
-        lines += findings(task, cal, conf)
+        text += [cal_md, conf_md, cc_md, ood_table(task, all_rows["ood"])]
+        lines += findings(task, cal, conf, cc)
     header = (f"Toy world ({backbone.id[:40]}…, {backbone.precision}), trained on {SOURCE}, {SHOTS} shots, seeds "
               f"{', '.join(map(str, seeds))}, dataset seed {DATA_SEED}; range_penalty = {args.penalty}; {elapsed:.0f} s\n")
     report = header + "\n" + "\n".join(text) + "\nFindings\n\n" + "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ import pytest
 
 from clip_adapter.cli import main
 from clip_adapter.errors import OutputError
-from clip_adapter.io import TMP_MARK, atomic_dir, atomic_write_bytes, clean_stale_temporaries, host_tag
+from clip_adapter.io import TMP_MARK, atomic_dir, atomic_path, atomic_write_bytes, clean_stale_temporaries, host_tag
 from clip_adapter.outputs import claim_output_dir, claim_output_file, is_own_output, mark_output_dir
 from clip_adapter.ownership import LEDGER, unowned_entries
 
@@ -208,3 +208,35 @@ def test_predict_and_eval_refuse_an_out_inside_their_inputs(trained, command, ca
         message = refused(capsys, [command, str(run), *tail, "--out", str(target), "--overwrite"])
         assert words in message
     assert (run / "config.json").read_text() == config and not (data / "red" / "out.csv").exists()
+
+
+def test_a_proof_file_inside_an_output_does_not_make_a_folder_ours(tmp_path):
+    # A kill can leave our proof file in a finished output; only a temporary's *name* plus its proof is proof.
+    out = tmp_path / "o"
+    with atomic_dir(out) as tmp:
+        mark_output_dir(tmp, "gap")
+        (tmp / "gap.json").write_text("{}")
+    sub = out / "sub"
+    sub.mkdir()
+    proof = {"format": "clip-adapter-temporary", "target": "sub", "pid": 1, "host": host_tag(), "role": "dir"}
+    (sub / ".clip-adapter-temp.json").write_text(json.dumps(proof))
+    (sub / "thesis.tex").write_text("years of work")
+    assert not is_own_output(out, "gap") and "sub/thesis.tex" in unowned_entries(out)
+    (out / ".clip-adapter-temp.json").mkdir()  # a folder under a bookkeeping name is not bookkeeping
+    assert ".clip-adapter-temp.json/" in unowned_entries(out)
+
+
+def test_a_failed_read_in_the_writers_block_is_not_reported_as_a_failed_write(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_bytes((tmp_path / "missing-input").read_bytes())
+    assert not (tmp_path / "out.txt").exists() and sorted(os.listdir(tmp_path)) == []
+
+
+def test_outputs_reached_through_a_symlink_and_dotdot_are_still_recorded(tmp_path):
+    (tmp_path / "real" / "deep").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "deep")
+    out = tmp_path / "link" / ".." / "bench"  # on disk: real/bench
+    mark_output_dir(out, "bench")
+    atomic_write_bytes(out / "results_x.csv", b"a,b\n")
+    assert claim_output_dir(tmp_path / "real" / "bench", "bench", resume=True) == tmp_path / "real" / "bench"

@@ -130,3 +130,14 @@ def test_eval_reports_calibration_coverage_and_ood(trusted, tmp_path, capsys):
     assert main(["eval", str(out), "--data", str(data), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert 0 <= report["calibration"]["ece"] <= 1 and 0 <= report["conformal"]["coverage"] <= 1
+
+
+def test_a_randomised_set_does_not_depend_on_the_batch_an_image_comes_in():
+    # By batch position, every single-image call (API, serve) shared one U and coverage fell to 0.83 at α = 0.1.
+    gen = torch.Generator().manual_seed(1)
+    probs = torch.softmax(torch.randn(400, 6, generator=gen, dtype=torch.float64) * 2, dim=1)
+    labels = torch.multinomial(probs, 1, generator=gen).flatten()
+    predictor = calibrate(probs[:200], labels[:200], 0.1, score="aps", randomized=True, seed=3)
+    batch = predictor.predict_sets(probs[200:])
+    alone = torch.cat([predictor.predict_sets(probs[i : i + 1]) for i in range(200, 400)])
+    assert torch.equal(batch, alone)

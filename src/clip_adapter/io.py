@@ -8,6 +8,7 @@ leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -19,18 +20,20 @@ from typing import Any, Callable, Iterator
 
 from .errors import ArtifactError, DataError, OutputError, SystemRefusal
 from .ownership import (
+    TEMP_NAME,
     TEMP_PROOF,
-    sha256_of,
+    TMP_MARK,
     drop_temp_proof,
     host_tag,
     owning_output,
+    proven_temporary,
     record_file,
-    temp_proof,
+    sha256_of,
+    unowned_entries,
     write_ledger,
     write_temp_proof,
 )
 
-TMP_MARK = ".tmp-"
 MAX_JSON_BYTES = 512 * 2**20  # a CoOp split of SUN397 is ~5 MB; anything near this is hostile
 
 
@@ -120,24 +123,53 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     _make_parent(path)
-    folder = None
-    try:
+    with _write_errors(path):
         folder = _make_temp_dir(path, "file")
+    try:
         tmp = folder / path.name
-        tmp.touch()
-        respect_umask(tmp)
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        if owning_output(path) is not None:  # written ahead of the rename: a kill leaves no unlisted file of ours
-            record_file(path, sha256_file(tmp))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        raise SystemRefusal(f"could not write {quoted(path)}: {_reason(exc)}") from None
+        with _write_errors(path):
+            tmp.touch()
+            respect_umask(tmp)
+        with _write_errors(path, folder):  # the caller's block: only its writes into our temporary are ours to name
+            yield tmp
+        with _write_errors(path):
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            if owning_output(path) is not None:  # written ahead of the rename: a kill leaves no unlisted file of ours
+                record_file(path, sha256_file(tmp))
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
     finally:
-        if folder is not None:
-            remove_temporary(folder)
+        remove_temporary(folder)
+
+
+# A write that fails with no file name attached (write(2) after open) fails for one of these reasons.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path, caller_writes_in: Path | None = None) -> Iterator[None]:
+    """Turn a failed write of ``path`` into a SystemRefusal (exit 3) naming it.
+
+    With ``caller_writes_in`` (the temporary the caller's block fills), an
+    OSError about some other file — an input the block could not read — is the
+    caller's to report, and passes through unchanged.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if caller_writes_in is not None and not _about_temporary(exc, caller_writes_in):
+            raise
+        raise SystemRefusal(f"could not write {quoted(path)}: {_reason(exc)}") from None
+
+
+def _about_temporary(exc: OSError, folder: Path) -> bool:
+    names = [n for n in (exc.filename, exc.filename2) if n is not None]
+    if not names:
+        return exc.errno in _WRITE_ERRNOS
+    inside = os.path.realpath(folder)
+    return any(os.path.realpath(os.fsdecode(n)).startswith(inside + os.sep) or os.path.realpath(os.fsdecode(n)) == inside
+               for n in names if isinstance(n, (str, bytes, os.PathLike)))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -188,12 +220,12 @@ def atomic_dir(path: str | os.PathLike, may_replace: Callable[[Path], bool] = la
     except OSError as exc:
         raise SystemRefusal(f"cannot write in {quoted(path.parent)}: {_reason(exc)}") from None
     try:
-        yield tmp
-        write_ledger(tmp)
-        _install_dir(tmp, path, may_replace)
-        drop_temp_proof(path)  # a kill just before leaves a proof file the ledger check ignores
-    except OSError as exc:
-        raise SystemRefusal(f"could not write {quoted(path)}: {_reason(exc)}") from None
+        with _write_errors(path, tmp):
+            yield tmp
+        with _write_errors(path):
+            write_ledger(tmp)
+            _install_dir(tmp, path, may_replace)
+            drop_temp_proof(path)  # a kill just before leaves a proof file the ledger check ignores
     finally:
         if tmp.exists():
             remove_temporary(tmp)  # made by this call, or the old output we verified and swapped out
@@ -207,21 +239,48 @@ def _install_dir(tmp: Path, path: Path, may_replace: Callable[[Path], bool]) -> 
     if not os.path.lexists(path) or _is_empty_dir(path):
         # rename(2) replaces only an empty folder: it fails (ENOTEMPTY/EEXIST) rather than
         # replace anything created meanwhile.
-        os.rename(tmp, path)
-    elif path.is_dir() and not path.is_symlink() and may_replace(path):
-        # The old output gets a proof first, so that wherever a kill leaves it under a temporary
-        # name, the next run knows it for ours (to put back, or to remove once replaced).
-        write_temp_proof(path, path.name, "dir")
-        if not _exchange(tmp, path):
-            backup = path.with_name(temp_prefix(path) + "old")
-            write_temp_proof(path, path.name, "old")
-            os.rename(path, backup)  # a kill here is repaired by the next run (clean_stale_temporaries)
+        try:
             os.rename(tmp, path)
-            remove_temporary(backup)
-        # After an exchange ``tmp`` holds the old directory; atomic_dir's finally removes it.
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise _appeared(path) from None
+            raise
+    elif path.is_dir() and not path.is_symlink() and may_replace(path):
+        _replace_dir(tmp, path)
     else:
-        raise OutputError(f"{quoted(path)} appeared while the output was being written; nothing was replaced")
+        raise _appeared(path)
     _fsync_dir(path.parent)
+
+
+def _appeared(path: Path) -> OutputError:
+    return OutputError(f"{quoted(path)} appeared while the output was being written; nothing was replaced")
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    """Swap our new output in for our old one, checked again after the swap (a file added meanwhile stays)."""
+    # The old output gets a proof first, so that wherever a kill leaves it under a temporary
+    # name, the next run knows it for ours (to put back, or to remove once replaced).
+    write_temp_proof(path, path.name, "dir")
+    try:
+        exchanged = _exchange(tmp, path)
+    except OSError:
+        drop_temp_proof(path)
+        raise
+    if exchanged:
+        # ``tmp`` now holds the old output. It was checked before the swap; a file the user added
+        # since (hashing a large tree takes seconds) must not go with it: swap back and refuse.
+        added = unowned_entries(tmp)
+        if added:
+            _exchange(tmp, path)
+            drop_temp_proof(path)
+            raise OutputError(f"{quoted(path)} gained files while the output was being written "
+                              f"({', '.join(quoted(a) for a in added[:3])}); nothing was replaced")
+        return  # atomic_dir's finally removes the old output, now at ``tmp``
+    backup = path.with_name(temp_prefix(path) + "old")
+    write_temp_proof(path, path.name, "old")
+    os.rename(path, backup)  # a kill here is repaired by the next run (clean_stale_temporaries)
+    os.rename(tmp, path)
+    remove_temporary(backup)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -339,7 +398,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", error: type = Da
         raise error(f"{what} {quoted(path)} is not valid JSON ({exc.__class__.__name__}: {one_line(str(exc))[:200]})") from None
 
 
-_TEMP_NAME = re.compile(r"^(?P<target>.+)" + re.escape(TMP_MARK) + r"(?P<pid>\d+)@(?P<host>[0-9a-f]+)-(?P<rest>[A-Za-z0-9_]*)$")
+_TEMP_NAME = TEMP_NAME
 
 
 def _pid_alive(pid: int) -> bool:
@@ -360,8 +419,8 @@ def _stale_proof(entry: Path, match: re.Match) -> dict | None:
     The name alone proves nothing (a user may call a backup ``photos.tmp-2023-old``):
     the folder must hold our proof file, and the proof must agree with the name.
     """
-    proof = temp_proof(entry)
-    if proof is None or (proof["target"], str(proof["pid"]), proof["host"]) != (match["target"], match["pid"], match["host"]):
+    proof = proven_temporary(entry)
+    if proof is None:
         return None
     if proof["host"] != host_tag() or _pid_alive(proof["pid"]):
         return None

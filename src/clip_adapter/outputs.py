@@ -66,7 +66,7 @@ def marker_kind(path: Path) -> str | None:
     """The kind recorded in ``path``'s marker file, if it has a readable one."""
     try:
         data = json.loads((path / MARKER).read_text("utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data.get("kind") if isinstance(data, dict) else None
 
@@ -87,6 +87,8 @@ def foreign_entries(path: Path, kind: str) -> list[str]:
         return unowned_entries(path)
     except OSError as exc:
         raise SystemRefusal(f"cannot read the output folder {quoted(path)}: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise OutputError(f"{quoted(path)} is nested too deep to check file by file; choose a new folder") from None
 
 
 def is_own_output(path: Path, kind: str) -> bool:

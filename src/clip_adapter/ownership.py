@@ -31,9 +31,13 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 from pathlib import Path
 
+TMP_MARK = ".tmp-"
+# <target>.tmp-<pid>@<host>-<random>: the name of every temporary this tool makes (io.temp_prefix)
+TEMP_NAME = re.compile(r"^(?P<target>.+)" + re.escape(TMP_MARK) + r"(?P<pid>\d+)@(?P<host>[0-9a-f]+)-(?P<rest>[A-Za-z0-9_]*)$")
 MARKER = ".clip-adapter-output.json"
 LEDGER = ".clip-adapter-files.jsonl"
 TEMP_PROOF = ".clip-adapter-temp.json"
@@ -86,6 +90,19 @@ def temp_proof(directory: Path) -> dict | None:
     return proof
 
 
+def proven_temporary(path: Path) -> dict | None:
+    """The proof of ``path`` if it is a temporary of ours: a temporary's name, and a proof inside that agrees with it.
+
+    Both are needed: a name alone is a look-alike, and a proof file alone may be
+    one a kill left inside a finished output (whose name is not a temporary's).
+    """
+    match = TEMP_NAME.match(path.name)
+    proof = temp_proof(path) if match else None
+    if proof is None or (proof["target"], str(proof["pid"]), proof["host"]) != (match["target"], match["pid"], match["host"]):
+        return None
+    return proof
+
+
 def drop_temp_proof(directory: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         (directory / TEMP_PROOF).unlink()
@@ -94,9 +111,15 @@ def drop_temp_proof(directory: Path) -> None:
 # --- the ledger of an output folder ------------------------------------------------------------
 
 
+def _real(path: str | os.PathLike) -> Path:
+    """``path`` with its folder resolved on disk (symlinks, ``..``), as the file will really be found."""
+    path = Path(path)
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
 def owning_output(path: Path) -> Path | None:
     """The nearest folder above ``path`` that is one of our outputs (holds :data:`MARKER`)."""
-    for folder in Path(os.path.abspath(path)).parents:
+    for folder in _real(path).parents:
         if (folder / MARKER).is_file():
             return folder
     return None
@@ -104,7 +127,7 @@ def owning_output(path: Path) -> Path | None:
 
 def record_file(path: Path, digest: str) -> None:
     """Note in the owning output's ledger that we wrote ``path`` with these bytes (no-op outside outputs)."""
-    path = Path(os.path.abspath(path))
+    path = _real(path)
     if path.name in _OWN_FILES:
         return
     owner = owning_output(path)
@@ -185,12 +208,12 @@ def _ancestors(rel: str) -> list[str]:
 def _judge(path: Path, root: Path, report_from: Path, recorded: dict, parents: set) -> list[str]:
     rel = path.relative_to(root).as_posix()
     shown = path.relative_to(report_from).as_posix()
-    if path.parent == root and path.name in (*_OWN_FILES, TEMP_PROOF):  # our bookkeeping, even one a kill left
-        return []
+    if path.parent == root and path.name in (*_OWN_FILES, TEMP_PROOF) and path.is_file() and not path.is_symlink():
+        return []  # our bookkeeping, even a proof file a kill left behind
     if path.is_symlink():
         return [shown]
     if path.is_dir():
-        if temp_proof(path) is not None:
+        if proven_temporary(path) is not None:
             return []
         if (path / MARKER).is_file():
             return _unowned(path, report_from)
@@ -210,6 +233,7 @@ __all__ = [
     "drop_temp_proof",
     "host_tag",
     "owning_output",
+    "proven_temporary",
     "read_ledger",
     "record_file",
     "sha256_of",

@@ -459,7 +459,7 @@ def trust_report(clf: Classifier, scores: Any, labels: torch.Tensor) -> dict[str
     return out
 
 
-def ood_report(clf: Classifier, id_logits: torch.Tensor, ood_logits: torch.Tensor) -> dict[str, Any]:
+def ood_report(clf: Classifier, backbone: Backbone, id_logits: torch.Tensor, ood_logits: torch.Tensor) -> dict[str, Any]:
     """AUROC and FPR at 95 % TPR of the artifact's OOD score (MCM when it has no detector), in vs out of distribution."""
     from .trust.ood import auroc, fpr_at_tpr, ood_scores
 
@@ -468,7 +468,9 @@ def ood_report(clf: Classifier, id_logits: torch.Tensor, ood_logits: torch.Tenso
         inside, outside = detector.scores(id_logits), detector.scores(ood_logits)
         name = detector.score
     else:
-        scale = float(clf.head.meta.get("logit_scale", 100.0))
+        from .trust.fit import ood_logit_scale  # the scale `clip-adapter ood` would fit MCM with
+
+        scale = ood_logit_scale(clf, backbone)
         inside, outside = (ood_scores(x, "mcm", logit_scale=scale) for x in (id_logits, ood_logits))
         name = "mcm"
     report = {"score": name, "num_in_distribution": len(inside), "num_out_of_distribution": len(outside),
@@ -498,8 +500,9 @@ def evaluate_classifier(
     report = classification_report(scores.logits, labels, clf.classnames)  # calibration measured as predict answers
     report.update(trust_report(clf, scores, labels))
     if ood_images:
-        ood_feats, _, _ = extract_images(backbone, list(ood_images), store, None, 0, batch_size, skip_bad, "ood")
-        report["ood"] = ood_report(clf, clf.logits(feats), clf.logits(ood_feats))
+        ood_feats, _, ood_stats = extract_images(backbone, list(ood_images), store, None, 0, batch_size, skip_bad, "ood")
+        report["ood"] = ood_report(clf, backbone, clf.logits(feats), clf.logits(ood_feats))
+        report["ood"]["skipped"] = ood_stats.to_dict()["skipped"]
     present = set(labels.tolist())
     report["per_class_accuracy"] = {n: a for i, (n, a) in enumerate(report["per_class_accuracy"].items()) if i in present}
     report["absent_classes"] = [n for i, n in enumerate(clf.classnames) if i not in present]

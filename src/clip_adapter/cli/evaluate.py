@@ -42,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.out:
-        claim_output_file(args.out, overwrite=args.overwrite, inputs=[args.artifact, args.data, args.split_file])
+        claim_output_file(args.out, overwrite=args.overwrite,
+                          inputs=[args.artifact, args.data, args.split_file, args.classnames, args.ood_data])
     cache_dir = cache_dir_from_args(args, [args.data, args.split_file])
     clf, backbone = load_artifact_and_backbone(args.artifact, args)
     dataset = dataset_from_args(args)

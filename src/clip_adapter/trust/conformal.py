@@ -24,8 +24,8 @@ Conventions, everywhere in this module:
   2019, "THR" in torchcp); ``"aps"`` = the sorted mass down to and including
   ``y`` (Romano et al. 2020); ``"raps"`` = APS ``+ lam * max(0, rank_y -
   k_reg)`` (Angelopoulos et al., ICLR 2021). The randomised APS/RAPS scores
-  subtract ``U * p_y``, ``U ~ Uniform(0, 1)``, one ``U`` per image from a
-  seeded generator (:func:`uniform_noise`); LAC has no randomised variant.
+  subtract ``U * p_y``, ``U`` in [0, 1) one per image, a hash of the seed and
+  the image's probabilities (:func:`row_noise`); LAC has no randomised variant.
 * **The quantile** (:func:`conformal_quantile`) is the ``k``-th order
   statistic, ``k = ⌈(n+1)(1-α)⌉``, computed exactly on the decimal value of
   ``alpha`` as Python prints it (0.7 is 7/10), so no round-off moves ``k``
@@ -58,10 +58,10 @@ Conventions, everywhere in this module:
   paper's rule (keep the boundary class with probability ``V``) and may give
   an empty set — that is what makes its coverage exact rather than ``>=``.
   LAC sets may be empty (no class is confident enough).
-* **Randomness** comes only from ``seed``: calibration draws stream 0,
-  prediction stream 1 (:func:`uniform_noise`), so the test images never reuse
-  the calibration images' ``U`` and the same probabilities always give the
-  same sets.
+* **Randomness** comes only from ``seed`` and each image's probabilities
+  (:func:`row_noise`), for calibration and prediction alike: an image gets the
+  same set in any batch and in a call of its own (by batch position, every
+  single-image call shared one ``U`` and coverage fell below 1 − α).
 
 Example:
     >>> import torch
@@ -77,6 +77,8 @@ Example:
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import math
 import numbers
@@ -104,6 +106,7 @@ __all__ = [
     "min_calibration_size",
     "class_conditional_quantiles",
     "prediction_sets",
+    "row_noise",
     "uniform_noise",
     "conformal_report",
 ]
@@ -114,7 +117,6 @@ SCORES = ("lac", "aps", "raps")
 FORMAT = "clip_adapter.conformal"
 FORMAT_VERSION = 1
 SEED_MAX = 2**32 - 1  # the range every RNG the project seeds accepts (see backbones.SEED_MAX)
-CALIBRATION_STREAM, PREDICTION_STREAM = 0, 1
 # Conf-OT's RAPS defaults (conformal/conformal_methods.py: lambda_raps=0.001, k_raps=1).
 RAPS_LAMBDA, RAPS_K_REG = 0.001, 1
 # Softmax rows sum to 1 up to float16/32 round-off; a row off by more than this
@@ -280,6 +282,28 @@ def uniform_noise(n: int, seed: int, stream: int) -> torch.Tensor:
         True
     """
     return torch.from_numpy(np.random.default_rng([stream, seed]).random(n))
+
+
+def row_noise(probs: torch.Tensor, seed: int) -> torch.Tensor:
+    """One ``U`` in [0, 1) per row, a hash of ``seed`` and the row's float64 bytes.
+
+    A randomised set needs a ``U`` that no batch position decides: drawn by
+    position, every single-image call (the API, each ``serve`` request) got the
+    same ``U``, and coverage fell (0.83 at α = 0.1). Hashing the row gives each
+    image its own ``U`` wherever it comes, and the same set every time. The
+    score is then one fixed function of (image, label) for calibration and test
+    alike, which is all split conformal's guarantee needs; the hash only breaks
+    ties, so coverage stays exact rather than conservative.
+
+    Example:
+        >>> p = torch.tensor([[0.7, 0.3], [0.2, 0.8]], dtype=torch.float64)
+        >>> row_noise(p, 0)[1].item() == row_noise(p[1:], 0)[0].item()
+        True
+    """
+    rows = probs.detach().to(torch.float64).cpu().contiguous().numpy()
+    prefix = int(seed).to_bytes(8, "little")
+    draws = [int.from_bytes(hashlib.sha256(prefix + row.tobytes()).digest()[:8], "little") / 2.0**64 for row in rows]
+    return torch.tensor(draws, dtype=torch.float64)
 
 
 def class_scores(
@@ -548,8 +572,8 @@ class ConformalPredictor:
     def predict_sets(self, probs: ArrayLike, *, seed: int | None = None) -> torch.Tensor:
         """``[N, C]`` bool prediction sets for new softmax probabilities.
 
-        Randomised predictors draw one ``U`` per row from stream 1 of ``seed``
-        (default: the calibration seed), so the same rows give the same sets.
+        Randomised predictors take each row's ``U`` from :func:`row_noise` (the
+        calibration seed by default), so an image gets the same set in any batch.
         """
         p = check_probs(probs)
         if p.shape[1] != self.n_classes:
@@ -558,7 +582,7 @@ class ConformalPredictor:
             )
         u = None
         if self.randomized:
-            u = uniform_noise(len(p), check_seed(self.seed if seed is None else seed), PREDICTION_STREAM)
+            u = row_noise(p, check_seed(self.seed if seed is None else seed))
         return prediction_sets(p, self.q_hat, self.score, u=u, lam=self.lam, k_reg=self.k_reg)
 
     def to_dict(self) -> dict[str, Any]:
@@ -620,7 +644,7 @@ def calibrate(
     if len(p) == 0:
         raise ConfigError("calibration set is empty: conformal prediction needs labelled calibration images")
     y = check_labels(labels, len(p), p.shape[1], "calibration labels")
-    u = uniform_noise(len(p), seed, CALIBRATION_STREAM) if randomized else None
+    u = row_noise(p, seed) if randomized else None
     scores = label_scores(p, y, score, u=u, lam=lam, k_reg=k_reg)
     if class_conditional:
         q_list, counts = class_conditional_quantiles(scores, y, p.shape[1], alpha)
