@@ -30,3 +30,27 @@ def test_search_image_names_what_a_non_file_is(tmp_path, capsys):
         assert main(["search", str(tmp_path / "no-index"), "--image", path]) == 2
         err = capsys.readouterr().err
         assert words in err and "not found" not in err and err.count("\n") == 1, err
+
+
+def test_a_long_sentence_query_is_text_not_an_os_error():
+    # Over 255 bytes, a query is "File name too long" to the kernel; it must still be read as words.
+    from clip_adapter.cli.search import query_source
+
+    sentence = "a photo of a dog on a beach " * 20
+    assert query_source(sentence, None, False) == ("text", sentence)
+
+
+def test_a_cache_manifest_holding_nan_is_recomputed_not_a_crash(tmp_path):
+    import json
+
+    import torch
+
+    from clip_adapter.features.store import FeatureStore
+
+    store = FeatureStore(tmp_path, {"backbone": "demo"}, "text", dim=3)
+    store.put(["k1"], torch.ones(1, 3))
+    manifest = next(tmp_path.rglob("shard-*.json"))
+    manifest.write_text(manifest.read_text().rstrip().rstrip("}") + ', "x": NaN}')
+    json.loads(manifest.read_text())  # valid to Python's reader, as a hand-edited file would be
+    again = FeatureStore(tmp_path, {"backbone": "demo"}, "text", dim=3)
+    assert again.missing(["k1"]) == ["k1"]  # dropped as a bad shard, to be recomputed (it used to raise ValueError)

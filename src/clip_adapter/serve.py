@@ -441,8 +441,13 @@ def run_server(app: Any, sock: socket.socket, on_started: Callable[[str], None] 
             if self.started and on_started is not None:
                 on_started(socket_url(sock))
 
+    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False))
     try:
-        _Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+        server.run(sockets=[sock])
+    except SystemExit as exc:  # uvicorn exits (status 3) when the app's startup fails: say so in one line
+        if server.started:
+            raise
+        raise ConfigError(f"the server could not start (uvicorn stopped with status {exc.code}; its log above says why)") from None
     finally:
         sock.close()
 

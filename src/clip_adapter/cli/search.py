@@ -83,9 +83,10 @@ def query_source(query: str | None, image: str | None, as_text: bool) -> tuple[s
     if as_text:
         return "text", query
     path = Path(query)
-    if path.is_file():
+    # os.path.isfile/isdir answer False on any OSError: a long sentence is "File name too long" to the kernel.
+    if os.path.isfile(query):
         return "image", query
-    if path.is_dir():
+    if os.path.isdir(query):
         raise ConfigError(f"the query {quoted(query)} is a folder; give one image file, or --text to search the words")
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         raise ConfigError(f"image not found: {quoted(query)} (give an existing image file, or --text to search these words)")

@@ -226,7 +226,11 @@ class FeatureStore:
             raise _BadShard(problem)
         data = (self.dir / f"{shard}.safetensors").read_bytes()
         fields = {k: v for k, v in manifest.items() if k != "sha256"}
-        if shard_digest(fields, data) != manifest["sha256"]:
+        try:
+            digest = shard_digest(fields, data)
+        except (ValueError, TypeError, RecursionError):  # NaN/Infinity or other values JSON cannot write back
+            raise _BadShard("the manifest holds values that cannot be checksummed") from None
+        if digest != manifest["sha256"]:
             raise _BadShard("checksum mismatch: the tensor bytes or the manifest's fields changed")
         tensors = parse_tensors(data, f"shard {shard}", {"features": tuple(manifest["shape"])}, _BadShard)
         tensor = tensors["features"]
