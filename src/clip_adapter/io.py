@@ -28,7 +28,7 @@ from .ownership import (
     owning_output,
     proven_temporary,
     record_file,
-    sha256_of,
+    sha256_of as sha256_file,  # one body: ownership hashes for the ledger, io for everyone else
     unowned_entries,
     write_ledger,
     write_temp_proof,
@@ -375,11 +375,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 2**20) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks."""
-    return sha256_of(path, chunk)
-
-
 def read_json(path: str | os.PathLike, what: str = "JSON file", error: type = DataError) -> Any:
     """Read a JSON file, turning every failure into a one-line error naming it."""
     path = Path(path)
@@ -398,7 +393,6 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", error: type = Da
         raise error(f"{what} {quoted(path)} is not valid JSON ({exc.__class__.__name__}: {one_line(str(exc))[:200]})") from None
 
 
-_TEMP_NAME = TEMP_NAME
 
 
 def _pid_alive(pid: int) -> bool:
@@ -413,7 +407,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _stale_proof(entry: Path, match: re.Match) -> dict | None:
+def _stale_proof(entry: Path) -> dict | None:
     """The proof of a temporary of ours whose writer ran on this machine and is gone; else None.
 
     The name alone proves nothing (a user may call a backup ``photos.tmp-2023-old``):
@@ -449,10 +443,10 @@ def clean_stale_temporaries(directory: str | os.PathLike, only: str | None = Non
         return 0
     with contextlib.suppress(OSError):
         for entry in list(directory.iterdir()):
-            match = _TEMP_NAME.match(entry.name)
+            match = TEMP_NAME.match(entry.name)
             if match is None or (only is not None and match["target"] != only):
                 continue
-            proof = _stale_proof(entry, match)
+            proof = _stale_proof(entry)
             if proof is None:
                 _remove_if_empty_and_dead(entry, match)
                 continue

@@ -494,14 +494,15 @@ def evaluate_classifier(
     ``absent_classes`` names the others. A class the artifact was not trained on
     is refused. ``where`` names the dataset in messages (``dataset held3``).
     """
+    cache_dir = cache_dir or default_cache_dir()
     feats, labels, kept, read = encode_labelled(clf, backbone, dataset, split, cache_dir, where, batch_size, skip_bad)
-    store = image_store(backbone, cache_dir or default_cache_dir())
-    scores = score_features(clf, backbone, feats, cache_dir or default_cache_dir())
+    scores = score_features(clf, backbone, feats, cache_dir)
     report = classification_report(scores.logits, labels, clf.classnames)  # calibration measured as predict answers
     report.update(trust_report(clf, scores, labels))
     if ood_images:
+        store = image_store(backbone, cache_dir)
         ood_feats, _, ood_stats = extract_images(backbone, list(ood_images), store, None, 0, batch_size, skip_bad, "ood")
-        report["ood"] = ood_report(clf, backbone, clf.logits(feats), clf.logits(ood_feats))
+        report["ood"] = ood_report(clf, backbone, scores.raw, clf.logits(ood_feats))
         report["ood"]["skipped"] = ood_stats.to_dict()["skipped"]
     present = set(labels.tolist())
     report["per_class_accuracy"] = {n: a for i, (n, a) in enumerate(report["per_class_accuracy"].items()) if i in present}

@@ -150,17 +150,34 @@ def _checked(img: Image.Image, name: str) -> tuple[Image.Image, list[str]]:
     return rgb, notes + converted
 
 
+def size_problem(width: int, height: int, max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT_RATIO) -> str | None:
+    """Which size limit a ``width`` × ``height`` picture breaks (images and video frames alike); None when none.
+
+    Example:
+        >>> size_problem(640, 480), size_problem(4000, 2), size_problem(0, 5)
+        (None, 'extreme-aspect-ratio', 'zero-size')
+    """
+    if width < 1 or height < 1:
+        return "zero-size"
+    if width * height > max_pixels:
+        return "decompression-bomb"
+    if max(width, height) > max_aspect * min(width, height):
+        return "extreme-aspect-ratio"
+    return None
+
+
 def _check_size(img: Image.Image, name: str) -> None:
     width, height = img.size
-    if width < 1 or height < 1:
-        raise BadImage(f"image {name} is {width}x{height}: it has no pixels", "zero-size")
-    if width * height > MAX_PIXELS:
-        raise BadImage(f"image {name} is {width}x{height}, a possible decompression bomb", "decompression-bomb")
-    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+    kind = size_problem(width, height, MAX_PIXELS, MAX_ASPECT_RATIO)  # read at call time: a patched limit applies
+    if kind == "zero-size":
+        raise BadImage(f"image {name} is {width}x{height}: it has no pixels", kind)
+    if kind == "decompression-bomb":
+        raise BadImage(f"image {name} is {width}x{height}, a possible decompression bomb", kind)
+    if kind == "extreme-aspect-ratio":
         raise BadImage(
             f"image {name} is {width}x{height}, an aspect ratio beyond {MAX_ASPECT_RATIO}:1; resizing its short side "
             "to the encoder's input size would need absurd memory (crop it into tiles)",
-            "extreme-aspect-ratio",
+            kind,
         )
 
 

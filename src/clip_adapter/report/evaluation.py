@@ -17,6 +17,7 @@ import torch
 
 from ..errors import ClipAdapterError
 from ..metrics import classification_report
+from ..trust.fit import zero_shot_logits
 from .fields import MALFORMED, mapping, text
 from .run_files import RunFiles, TestImages
 
@@ -69,7 +70,7 @@ def evaluate(run: RunFiles, images: TestImages, cache_dir: Path, device: str = "
         return "none of the test images could be read"
     labels = torch.tensor([images.labels[i] for i in kept])
     logits = clf.logits(feats)
-    zs_logits = _zero_shot_logits(backbone, clf, feats, cache_dir)
+    zs_logits = zero_shot_logits(backbone, clf, feats, cache_dir)  # the one predict's ZS-Norm uses (logit bias included)
     return Evaluation([images.paths[i] for i in kept], labels, feats, torch.softmax(logits, 1), torch.softmax(zs_logits, 1),
                       classification_report(logits, labels, clf.classnames), classification_report(zs_logits, labels, clf.classnames),
                       clf.head, str(backbone.name), skipped, logits.detach(), zs_logits.detach(), getattr(clf, "trust", None))
@@ -93,17 +94,6 @@ def _test_features(backbone: Any, images: TestImages, cache_dir: Path) -> tuple[
     # skip_bad: an image gone bad since training is listed on the page, not a failed report
     feats, kept, stats = extract_images(backbone, images.paths, image_store(backbone, cache_dir), None, 0, 64, True, "test")
     return feats.float(), kept, list(stats.skipped)
-
-
-def _zero_shot_logits(backbone: Any, clf: Any, feats: torch.Tensor, cache_dir: Path) -> torch.Tensor:
-    """Zero-shot CLIP with the run's own templates, exactly as the run computed its zero-shot baseline."""
-    from ..data import ensemble
-    from ..methods.base import cosine_logits
-    from ..pipeline import prompt_embeddings
-
-    text = ensemble(prompt_embeddings(backbone, clf.classnames, tuple(clf.templates), cache_dir), len(clf.classnames))
-    with torch.no_grad():
-        return cosine_logits(feats, text.to(feats.dtype), float(backbone.logit_scale))
 
 
 def worst(evaluation: Evaluation, count: int) -> list[dict[str, Any]]:

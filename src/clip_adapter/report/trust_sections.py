@@ -194,11 +194,12 @@ def trust_section(run: RunFiles, evaluation: Evaluation | str) -> str:
 
 def _loader_check(run: RunFiles) -> str:
     """A warning when the artifact loader would refuse this trust record (then nothing uses it)."""
+    from ..artifacts import TRUST_FORMAT_VERSION
     from ..errors import ClipAdapterError
     from ..trust.record import TrustRecord
 
     version = run.config.get("format_version")
-    if version != 2 or isinstance(version, bool):
+    if version != TRUST_FORMAT_VERSION or isinstance(version, bool):
         return note(f"config.json format_version is {shown(version) or 'missing'}; an artifact with a trust section is "
                     "version 2, so the loader refuses this one.", warn=True)
     try:

@@ -173,8 +173,7 @@ def _write_split(task: Task, domain: str, root: Path, split: str, n: int, seed: 
 
 OOD_SOURCES = ("novel", "empty")
 OOD_FILE = "ood.json"
-# The output kind of an OOD folder: "toy-dataset" until a "toy-ood" kind (top-level files: images/, ood.json)
-# is registered in outputs.KIND_ENTRIES; then change it here.
+# The output kind of an OOD folder (top-level files: images/, ood.json; registered in outputs.KIND_ENTRIES).
 OOD_KIND = "toy-ood"
 # A second seed word that no split index (0–2) takes keeps OOD streams apart from the ID splits' (seed, split, class, i).
 _OOD_STREAM = 1000

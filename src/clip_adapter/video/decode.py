@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data.images import MAX_ASPECT_RATIO, MAX_PIXELS
+from ..data.images import MAX_ASPECT_RATIO, MAX_PIXELS, size_problem
 from ..errors import ConfigError, DataError
 from ..io import quoted
 
@@ -145,12 +145,13 @@ def check_frame_size(path: str | os.PathLike, width: int, height: int) -> None:
         ...
         clip_adapter.video.decode.BadVideo: video a.mp4 has 4000x2 frames, an aspect ratio beyond 100:1; ...
     """
-    if width <= 0 or height <= 0:
+    kind = size_problem(width, height, MAX_PIXELS, MAX_ASPECT_RATIO)  # the image rule, one place (this module's limits)
+    if kind is None or kind == "zero-size":
         return
-    if width * height > MAX_PIXELS:
+    if kind == "decompression-bomb":
         raise BadVideo(f"video {quoted(path)} has {width}x{height} frames, beyond the {MAX_PIXELS:,}-pixel limit of a frame "
                        "(a possible decompression bomb; downscale it)", "decompression-bomb")
-    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+    if kind == "extreme-aspect-ratio":
         raise BadVideo(f"video {quoted(path)} has {width}x{height} frames, an aspect ratio beyond {MAX_ASPECT_RATIO}:1; "
                        "resizing their short side to the encoder's input size would need absurd memory (crop or re-encode it)",
                        "extreme-aspect-ratio")
