@@ -48,8 +48,9 @@ from clip_adapter.finetune.trainer import TrainerConfig  # noqa: E402
 from clip_adapter.io import atomic_write_json  # noqa: E402
 from clip_adapter.outputs import MARKER, mark_output_dir, marker_kind  # noqa: E402
 from clip_adapter.video import load_video_dataset  # noqa: E402
+from clip_adapter.video.bench import plot as bench_plot  # noqa: E402
+from clip_adapter.video.bench import trained_loader
 from clip_adapter.video.cross import STD_NOTE, evaluate_cross_dataset, load_eval_sets, summarise  # noqa: E402
-from clip_adapter.video.bench import plot as bench_plot, trained_loader  # noqa: E402
 from clip_adapter.video.stdd import SpaceTimeConfig  # noqa: E402
 from clip_adapter.video.toyclips import BASE, write_toy_videos  # noqa: E402
 from clip_adapter.video.train import VideoTrainConfig, train_video, training_scorer  # noqa: E402

@@ -51,3 +51,11 @@ if ! python -c "import torch, torchvision" 2>/dev/null; then
   install_torch
 fi
 "${PIP[@]}" -e ".[test]"
+
+# Headless Chromium for the report's browser tests (Debian's package; never installed from inside a test).
+# SKIP_CHROMIUM=1 skips it; without root or apt-get those tests skip with the reason.
+if [ "${SKIP_CHROMIUM:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing Debian's chromium for the browser tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1 \
+    || echo "setup: chromium could not be installed; the browser tests will skip"
+fi

@@ -209,6 +209,7 @@ def test_fuzzed_config_fields_give_only_artifact_errors(fitted, tmp_path, fast_b
     assert loaded < len(cases) / 2
 
 
+@pytest.mark.slow
 def test_fuzzed_configs_never_make_eval_or_predict_exit_5(fitted, tmp_path, capsys, fast_backbones):
     clf, photos, artifact, work = fitted
     copy = tmp_path / "copy"

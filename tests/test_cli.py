@@ -106,6 +106,7 @@ def test_artifact_on_the_wrong_backbone_is_refused(image_folder, tmp_path, capsy
     assert "random-init:0" in message and "sha256:" in message
 
 
+@pytest.mark.slow
 def test_console_script_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "clip_adapter", "methods"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "clip-adapter" in proc.stdout

@@ -125,6 +125,7 @@ def _non_utf8_image(folder: Path) -> bytes:
     return name
 
 
+@pytest.mark.slow
 def test_non_utf8_file_names_through_predict_on_a_strict_utf8_stdout(artifact, tmp_path):
     raw = _non_utf8_image(tmp_path / "odd")
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}

@@ -12,7 +12,17 @@ from PIL import Image
 
 from clip_adapter.backbones import create_backbone
 from clip_adapter.cli import main as cli
-from clip_adapter.distill import DistillConfig, KDLoss, Student, Teacher, crd_loss, distill, fd_loss, icl_loss, save_student
+from clip_adapter.distill import (
+    DistillConfig,
+    KDLoss,
+    Student,
+    Teacher,
+    crd_loss,
+    distill,
+    fd_loss,
+    icl_loss,
+    save_student,
+)
 from clip_adapter.distill.data import CaptionFile, toy_batches
 from clip_adapter.errors import ArtifactError, ConfigError, DataError
 from conftest import TINY

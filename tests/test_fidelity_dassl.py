@@ -22,7 +22,6 @@ from clip_adapter.methods.base import Head
 from clip_adapter.methods.linear_probe import COARSE_C, best_search, lpclip_search
 from clip_adapter.methods.train import TrainConfig, epoch_samples, train_head
 
-
 # --- Dassl's schedule, re-stated ------------------------------------------------------------------------
 
 

@@ -16,7 +16,13 @@ from clip_adapter.data import load_dataset
 from clip_adapter.errors import ConfigError, DataError
 from clip_adapter.methods import FewShotData, get_method
 from clip_adapter.methods.base import PROTOCOLS
-from clip_adapter.methods.tip_adapter import TipAdapterHead, build_cache, official_settings, resolve_settings, search_alpha_beta
+from clip_adapter.methods.tip_adapter import (
+    TipAdapterHead,
+    build_cache,
+    official_settings,
+    resolve_settings,
+    search_alpha_beta,
+)
 from clip_adapter.methods.zero_shot import base_meta
 from clip_adapter.pipeline import RunConfig, few_shot_data, fit_and_evaluate, prepare
 from clip_adapter.threads import torch_threads

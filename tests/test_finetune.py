@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from conftest import TINY
 
 from clip_adapter.backbones import create_backbone
 from clip_adapter.cli import main
@@ -19,6 +18,7 @@ from clip_adapter.finetune.recipes.labclip import fold_into_projection
 from clip_adapter.finetune.recipes.negclip import nearest_neighbours
 from clip_adapter.finetune.toydata import make_items, pixels
 from clip_adapter.finetune.vocab import extend_toy_vocab
+from conftest import TINY
 
 # Small enough for seconds per run on 2 cores.
 TINY_RUN = {"steps": 4, "train_items": 16, "plain_items": 16, "plain_batch": 8, "batch_size": 8,
@@ -137,6 +137,29 @@ def test_trainer_restores_the_best_validated_step():
     assert abs(float(w.weight.detach()) - 1.0) == pytest.approx(-result.selected["score"], abs=1e-6)
 
 
+def test_trainer_without_a_validator_keeps_the_last_step(tmp_path):
+    """No validator: the weights of the last step are kept (not the initial ones a constant score would choose)."""
+    w = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        w.weight.fill_(0.0)
+    cfg = TrainerConfig(steps=40, lr=0.1, warmup_steps=0, weight_decay=0.0, val_every=5)
+    result = train(w, lambda step: ((w.weight - 3.0) ** 2).sum(), cfg, log_path=tmp_path / "log.csv")
+    assert result.selected_step == 40 and result.selected == {} and result.initial == {}
+    assert float(w.weight.detach()) > 2.0  # trained, not restored to 0
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,lr,grad_norm" and len(rows) == 41  # one row a step, no validation rows
+
+
+def test_the_optimisation_module_examples_run():
+    import doctest
+
+    from clip_adapter import optim
+
+    result = doctest.testmod(optim, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.slow
 def test_negation_training_improves_its_validation_metric(tmp_path):
     """A short run of the real recipe: negation accuracy on held-out validation items goes up."""
     cfg = {"steps": 60, "train_items": 400, "plain_items": 200, "batch_size": 32, "plain_batch": 16,

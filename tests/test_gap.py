@@ -15,7 +15,13 @@ from clip_adapter.backbones import create_backbone
 from clip_adapter.cli import main as cli_main
 from clip_adapter.errors import ConfigError, DataError
 from clip_adapter.gap import (
-    InversionConfig, compare, gap_statistics, joint_pca, mean_average_precision, pairwise_cosines, textual_inversion,
+    InversionConfig,
+    compare,
+    gap_statistics,
+    joint_pca,
+    mean_average_precision,
+    pairwise_cosines,
+    textual_inversion,
     visual_inversion,
 )
 from clip_adapter.gap.analyse import query_gallery

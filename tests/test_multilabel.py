@@ -28,7 +28,6 @@ from clip_adapter.multilabel.sampler import sample_few_shot
 from clip_adapter.multilabel.toy import TOY_PROMPTS, write_toy_multilabel
 from clip_adapter.multilabel.train import train_head
 from clip_adapter.toyworld import ToyTokenizer
-
 from conftest import TINY
 
 
@@ -316,6 +315,7 @@ def test_toy_prompts_are_readable_by_the_toy_clip():
     assert MultiLabelConfig().positive_template == "a photo containing a {}"  # the paper's, by default
 
 
+@pytest.mark.slow
 def test_toy_unmix_trains_unmixes_and_round_trips(toy_bb, toy_data, tmp_path):
     ds = read_multilabel(toy_data)
     assert ds.prompts == TOY_PROMPTS and set(ds.splits) == {"train", "val", "test"}

@@ -170,6 +170,7 @@ def test_read_only_empty_cache_dir_is_refused(tmp_path, monkeypatch):
     assert check_cache_dir(empty) == empty  # a read-only shared cache still serves what it holds
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_leaves_no_half_written_file(image_folder, tmp_path):
     script = textwrap.dedent(f"""
         import resource, signal, sys
@@ -254,6 +255,7 @@ for i in range(100000):
 """
 
 
+@pytest.mark.slow
 def test_a_kill_at_any_instant_leaves_the_old_or_the_new_artifact(tmp_path):
     target = tmp_path / "art"
     for delay in (0.05, 0.13, 0.31):

@@ -47,7 +47,7 @@ def test_sized_recipe_leaves_small_sets_alone_and_caps_large_ones():
     small = sized_recipe(ClipAdapterConfig(), 1024)
     assert (small.batch_size, small.lr, small.epochs) == (32, 1e-3, 60)
     large = sized_recipe(ClipAdapterConfig(lr_grid=(1e-2,)), 16_000)
-    assert large.batch_size == 256 and large.epochs == 6
+    assert large.batch_size == 256 and large.epochs == 12
     assert large.lr == pytest.approx(1e-3 * 8**0.5) and large.lr_grid[0] == pytest.approx(1e-2 * 8**0.5)
     official = sized_recipe(ClipAdapter.make_config("official"), 16_000)
     assert (official.batch_size, official.lr, official.epochs) == (32, 2e-3, 200)
@@ -90,3 +90,51 @@ def test_tip_adapter_search_picks_what_the_full_grid_picks():
                 best = (s, alpha, beta)
     assert score[0] == best[0][0] and score[1] == pytest.approx(best[0][1], abs=1e-5)
     assert (chosen["alpha"], chosen["beta"]) == pytest.approx((best[1], best[2]))
+
+
+def test_the_alpha_race_leaves_the_survivors_trajectories_unchanged():
+    from clip_adapter.methods.stacked import StackedAdapters, train_stacked
+
+    data, *_ = synthetic_data()
+    cfg = sized_recipe(ClipAdapter.make_config(epochs=6, lr=1e-2), data.train.shape[0])
+    alphas = [0.1, 0.3, 0.6, 0.9]
+    first = ClipAdapter(cfg)._head(data, cfg).visual
+
+    def trained(race):
+        model = StackedAdapters(first[0].weight, first[2].weight, alphas, data.text, float(data.logit_scale), True)
+        return train_stacked(model, data, cfg, data.seed, race)
+
+    full, raced = trained(None), trained((2, 2))
+    kept = [i for i, (info, _) in enumerate(raced) if info["epochs_run"] == 6]
+    assert len(kept) == 2 and all(raced[i][0]["epochs_run"] == 2 for i in range(4) if i not in kept)
+    for i in kept:  # the survivors follow the same trajectory as without the race
+        assert raced[i][0]["best_epoch"] == full[i][0]["best_epoch"]
+        for a, b in zip(raced[i][1], full[i][1]):
+            assert torch.allclose(a, b, atol=1e-5)
+    # the survivors are the two best on validation at the race epoch
+    at_race = [next(e for e in full[i][0]["epochs"] if e["epoch"] == 2)["selection_accuracy"] for i in range(4)]
+    assert min(at_race[i] for i in kept) >= max(at_race[i] for i in range(4) if i not in kept)
+
+
+def test_an_edge_choice_of_alpha_is_refined_beyond_the_edge():
+    from clip_adapter.methods.clip_adapter import beyond_edge
+
+    assert beyond_edge(0.2, (0.0, 0.2, 0.4, 0.8)) == 0.1 and beyond_edge(0.8, (0.0, 0.2, 0.4, 0.8)) == 0.9
+    assert beyond_edge(0.0, (0.0, 0.2, 0.4)) is None and beyond_edge(0.4, (0.0, 0.2, 0.4, 0.8)) is None
+    data, *_ = synthetic_data()
+    method = ClipAdapter(ClipAdapter.make_config(epochs=4, lr=1e-2, alpha_grid=(0.05, 0.1), alpha_refine=2))
+    result = method.fit(data)
+    tried = [h["alpha"] for h in result.history]
+    assert tried[:3] == [0.2, 0.05, 0.1]  # the configured α first, then the grid
+    grid = (0.2, 0.05, 0.1)
+    for round_ in range(2):  # each refinement goes beyond the edge chosen so far, until an inner value wins
+        seen = result.history[:3 + round_]
+        chosen = max(seen, key=lambda h: (h["selection_accuracy"], -h["selection_loss"]))["alpha"]  # ties: the first
+        step = beyond_edge(chosen, grid)
+        if step is None:
+            assert len(tried) == 3 + round_
+            break
+        assert tried[3 + round_] == step
+        grid += (step,)
+    none = ClipAdapter(ClipAdapter.make_config(epochs=2, alpha_refine=0)).fit(data)
+    assert len(none.history) == len(ClipAdapterConfig().alpha_grid)

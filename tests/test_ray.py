@@ -28,7 +28,6 @@ from clip_adapter.distributed import BackboneSpec, RayOptions, ray_extraction, r
 from clip_adapter.features import extract as extract_module  # noqa: E402
 from clip_adapter.pipeline import FeatureConfig, encode_split, templates_for  # noqa: E402
 from clip_adapter.threads import torch_threads  # noqa: E402
-
 from conftest import write_image_folder  # noqa: E402
 
 TOY = ["--backbone", "toy", "--precision", "fp32", "--device", "cpu"]
@@ -81,6 +80,7 @@ def _run_json(argv: list[str]) -> dict:
     return json.loads(buffer.getvalue())
 
 
+@pytest.mark.slow
 def test_ray_shards_equal_local_ones_bit_for_bit_after_a_worker_dies(ray_cluster, photos, tmp_path, small_chunks):
     local = extract_cli(photos, tmp_path / "local")
     assert local["encoded_views"] > 0
@@ -102,6 +102,7 @@ def test_ray_shards_equal_local_ones_bit_for_bit_after_a_worker_dies(ray_cluster
     assert cache_files(tmp_path / "ray") == cache_files(tmp_path / "local")  # same shard names, bytes, manifests
 
 
+@pytest.mark.slow
 def test_interrupted_ray_run_resumes_and_mixes_with_local_runs(ray_cluster, photos, tmp_path, small_chunks, monkeypatch):
     reference = extract_cli(photos, tmp_path / "reference")
 
@@ -144,6 +145,7 @@ def run_files(out: Path) -> dict[str, dict]:
     return results
 
 
+@pytest.mark.slow
 def test_ray_sweep_equals_local_retries_crashes_and_reports_failures(ray_cluster, photos, tmp_path, capsys):
     cache = tmp_path / "cache"
     assert main(["bench", "--dataset", f"g={photos}", *BENCH, "--cache-dir", str(cache), "--out", str(tmp_path / "local")]) == 0

@@ -12,7 +12,6 @@ import pytest
 from clip_adapter.errors import ConfigError
 
 
-
 def _serve_once(reply: bytes | None, ready: threading.Event, port: list[int], stop: threading.Event) -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))

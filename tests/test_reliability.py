@@ -213,6 +213,7 @@ def _features(data: Path, cache: Path) -> torch.Tensor:
     return feats
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_moment_then_resume_gives_identical_features(tmp_path):
     data = good_folder(tmp_path / "ds", per_class=24, size=48)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CLIP_ADAPTER_NO_PROGRESS": "1"}

@@ -20,7 +20,6 @@ from clip_adapter.report.markdown import markdown_to_html
 from clip_adapter.toyworld import write_task_dataset
 
 CHROMIUM = Path("/usr/bin/chromium")
-_INSTALL: dict[str, str | None] = {}
 EXTERNAL = re.compile(r"(src|href)\s*=\s*[\"']?\s*(https?:|//)|url\(\s*[\"']?\s*(https?:|//)|@import", re.I)
 
 
@@ -204,29 +203,10 @@ def test_markdown_and_names_are_escaped():
 
 
 def _chromium() -> Path:
-    """/usr/bin/chromium, installed once (apt-get update + install chromium) when root with apt; else skip."""
-    if not CHROMIUM.is_file() and "reason" not in _INSTALL:
-        _INSTALL["reason"] = _install_chromium()
+    """/usr/bin/chromium (``scripts/setup.sh`` installs it where it can); skip with the reason when it is missing."""
     if not CHROMIUM.is_file():
-        pytest.skip(_INSTALL.get("reason") or "/usr/bin/chromium is missing")
+        pytest.skip("/usr/bin/chromium is missing: `bash scripts/setup.sh` installs Debian's chromium when run as root with apt-get")
     return CHROMIUM
-
-
-def _install_chromium() -> str | None:
-    apt = shutil.which("apt-get")
-    if apt is None:
-        return "/usr/bin/chromium is missing and apt-get is not available to install Debian's chromium package"
-    if os.geteuid() != 0:
-        return "/usr/bin/chromium is missing and the tests are not running as root, so `apt-get install chromium` cannot run"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (["update"], ["install", "-y", "chromium"]):
-        try:
-            done = subprocess.run([apt, *args], env=env, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"/usr/bin/chromium is missing and `apt-get {' '.join(args)}` failed ({exc.__class__.__name__})"
-        if done.returncode != 0:
-            return f"/usr/bin/chromium is missing and `apt-get {' '.join(args)}` failed: {' '.join(done.stderr.split())[-200:]}"
-    return None
 
 
 def _browse(chromium: Path, page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:

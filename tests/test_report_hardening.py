@@ -263,13 +263,13 @@ def test_figure_text_is_never_parsed_as_math(monkeypatch):
     from matplotlib.text import Text
 
     texts: list[Text] = []
-    real_png = figures._png
+    real_png = figures.png_bytes
 
     def spy(fig):
         png = real_png(fig)  # drawn first: tick labels exist only once drawn
         texts.extend(t for t in fig.findobj(Text) if "$" in t.get_text())
         return png
-    monkeypatch.setattr(figures, "_png", spy)
+    monkeypatch.setattr(figures, "png_bytes", spy)
     names = ["$x^2$", "a $\\frac{$ b"]
     figures.confusion_png([[1, 1], [0, 2]], names)
     figures.per_class_png([(names[0], 0.8, 0.2), (names[1], 0.1, 0.5)])
@@ -364,6 +364,7 @@ def _fuzz(file: Path, paths: list[tuple], wrong: list[Any], folder: Path | None 
     return failures
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*ignoring unknown key")  # a mutated method_config gains a key "k"
 @pytest.mark.parametrize("name", ["config.json", "result.json"])
 def test_fuzz_every_field_with_wrong_types_never_raises_an_internal_error(name, world, tmp_path, monkeypatch):
@@ -382,6 +383,7 @@ FIGURE_FIELDS = [("test", "confusion_matrix", 0, 0), ("history", 0, "epochs", 0,
                  ("test", "calibration", "ece")]
 
 
+@pytest.mark.slow
 def test_fuzz_fields_that_reach_figures_with_real_drawing(world, tmp_path):
     run = _copy(world, tmp_path)
     (run / "log.csv").unlink()

@@ -15,7 +15,14 @@ from clip_adapter.cli import main as cli_main
 from clip_adapter.errors import ArtifactError, ConfigError
 from clip_adapter.io import save_tensors, to_json
 from clip_adapter.retrieval import (
-    adaptation_for, backbone_for_index, build_index, encode_image_query, encode_text_query, load_index, search, seal_record,
+    adaptation_for,
+    backbone_for_index,
+    build_index,
+    encode_image_query,
+    encode_text_query,
+    load_index,
+    seal_record,
+    search,
 )
 from clip_adapter.toyworld import write_task_dataset
 

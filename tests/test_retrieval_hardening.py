@@ -29,7 +29,12 @@ from clip_adapter.features import FeatureStore, extract_images, image_store
 from clip_adapter.features.store import MANIFEST_VERSION, shard_digest
 from clip_adapter.io import save_tensors, to_json
 from clip_adapter.retrieval import (
-    adaptation_for, build_index, encode_text_query, load_index, search, seal_record,
+    adaptation_for,
+    build_index,
+    encode_text_query,
+    load_index,
+    seal_record,
+    search,
 )
 from clip_adapter.toyworld import write_task_dataset
 

@@ -18,7 +18,6 @@ from clip_adapter.trust.calibration import Calibration, TemperatureScaling
 from clip_adapter.trust.conformal import calibrate
 from clip_adapter.trust.ood import OODDetector
 from clip_adapter.trust.record import TrustRecord
-
 from test_serve import build_world
 
 

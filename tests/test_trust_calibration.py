@@ -14,9 +14,19 @@ from clip_adapter.errors import ArtifactError, ConfigError
 from clip_adapter.threads import torch_threads
 from clip_adapter.trust import calibration as cal
 from clip_adapter.trust.calibration import (
-    Calibration, TemperatureScaling, ZSNorm, aurc, bin_edges, brier_score, calibration_report,
-    expected_calibration_error, logit_range_penalty, maximum_calibration_error, negative_log_likelihood,
-    reliability_diagram, zs_norm,
+    Calibration,
+    TemperatureScaling,
+    ZSNorm,
+    aurc,
+    bin_edges,
+    brier_score,
+    calibration_report,
+    expected_calibration_error,
+    logit_range_penalty,
+    maximum_calibration_error,
+    negative_log_likelihood,
+    reliability_diagram,
+    zs_norm,
 )
 
 

@@ -16,7 +16,8 @@ from clip_adapter.cli import main
 from clip_adapter.data import load_dataset
 from clip_adapter.errors import ArtifactError, ConfigError
 from clip_adapter.toyworld import write_task_dataset
-from clip_adapter.trust.fit import labelled_logits, updated_record, zero_shot_logits
+from clip_adapter.trust.fit import updated_record, zero_shot_logits
+from clip_adapter.trust.labelled import labelled_logits
 from clip_adapter.trust.record import TrustRecord, apply_trust
 
 

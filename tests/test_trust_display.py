@@ -285,7 +285,7 @@ def test_the_reliability_figure_draws_text_as_text():
     from matplotlib.text import Text
 
     texts: list[Text] = []
-    real = figures._png
+    real = figures.png_bytes
 
     def spy(fig):
         png = real(fig)
@@ -294,10 +294,10 @@ def test_the_reliability_figure_draws_text_as_text():
     panel = {"title": "$\\frac{$ head", "bin_edges": [0, 0.5, 1], "count": [3, 0], "accuracy": [0.5, None],
              "mean_confidence": [0.4, None], "ece": 0.1, "overall_accuracy": 0.5, "overall_confidence": 0.4}
     try:
-        figures._png = spy
+        figures.png_bytes = spy
         png = figures.reliability_png([panel, {**panel, "title": "zero-shot"}])
     finally:
-        figures._png = real
+        figures.png_bytes = real
     assert png.startswith(b"\x89PNG") and any("$" in t.get_text() for t in texts)
     assert all(t.get_parse_math() is False for t in texts if "$" in t.get_text())
 

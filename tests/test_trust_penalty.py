@@ -12,7 +12,6 @@ import math
 
 import pytest
 import torch
-from conftest import synthetic_data
 
 from clip_adapter.artifacts import Classifier
 from clip_adapter.bench import MethodSpec
@@ -22,6 +21,7 @@ from clip_adapter.methods import get_method
 from clip_adapter.methods.train import train_head
 from clip_adapter.threads import torch_threads
 from clip_adapter.trust.calibration import logit_range_penalty
+from conftest import synthetic_data
 
 ClipAdapter = get_method("clip-adapter")
 FAST = {"epochs": 12, "lr": 1e-2}
@@ -136,7 +136,7 @@ def test_the_stacked_loop_is_not_used_and_refuses_the_penalty(monkeypatch):
         raise AssertionError("the stacked loop would ignore the penalty")
 
     monkeypatch.setattr(ca, "train_stacked", stacked)
-    result, _, _ = fit(range_penalty=1.0)  # visual, fixed ratio: the case that stacks when the penalty is off
+    result, _, _ = fit(range_penalty=1.0, alpha_refine=0)  # visual, fixed ratio: the case that stacks when the penalty is off
     assert len(result.history) == len(ca.ALPHA_GRID)
     cfg = ClipAdapter.make_config(**FAST, range_penalty=1.0)
     data, _, _ = synthetic_data(seed=2)

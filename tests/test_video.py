@@ -14,8 +14,18 @@ pytest.importorskip("av")
 from clip_adapter.cli import main as cli_main  # noqa: E402
 from clip_adapter.errors import DataError  # noqa: E402
 from clip_adapter.video import (  # noqa: E402
-    embed_mean, extract_clip_features, frame_mean, frame_store, load_video_dataset, pad_prompts, prompt_match,
-    random_segment_indices, read_classmap, read_descriptions, segment_indices, video_report,
+    embed_mean,
+    extract_clip_features,
+    frame_mean,
+    frame_store,
+    load_video_dataset,
+    pad_prompts,
+    prompt_match,
+    random_segment_indices,
+    read_classmap,
+    read_descriptions,
+    segment_indices,
+    video_report,
 )
 from clip_adapter.video.decode import probe  # noqa: E402
 from clip_adapter.video.toyclips import CLASSES, encode_mp4, render_clip, time_reversed_pairs, write_toy_videos  # noqa: E402

@@ -14,10 +14,13 @@ import torch
 
 pytest.importorskip("av")
 
+import clip_adapter.video.train as video_train  # noqa: E402
 from clip_adapter.backbones import create_backbone  # noqa: E402
 from clip_adapter.cli import main as cli_main  # noqa: E402
+from clip_adapter.data.dataset import Sample  # noqa: E402
 from clip_adapter.errors import ConfigError, DataError  # noqa: E402
 from clip_adapter.finetune.trainable import TrainableClip  # noqa: E402
+from clip_adapter.finetune.trainer import TrainerConfig  # noqa: E402
 from clip_adapter.toyworld.model import ToyClip, ToyClipConfig  # noqa: E402
 from clip_adapter.toyworld.pretrain import write_toy_checkpoint  # noqa: E402
 from clip_adapter.toyworld.tokenizer import ToyTokenizer  # noqa: E402
@@ -26,14 +29,9 @@ from clip_adapter.video.cross import STD_NOTE, class_overlap, load_eval_sets, su
 from clip_adapter.video.dataset import load_video_dataset  # noqa: E402
 from clip_adapter.video.decode import BadVideo, decode_frames, probe, random_segment_indices, segment_indices  # noqa: E402
 from clip_adapter.video.stdd import SpaceTimeConfig, install_space_time, remove_space_time  # noqa: E402
-from clip_adapter.video.toyclips import BASE, NOVEL, select_actions, write_toy_videos  # noqa: E402
-import clip_adapter.video.train as video_train  # noqa: E402
-from clip_adapter.data.dataset import Sample  # noqa: E402
-from clip_adapter.finetune.trainer import TrainerConfig  # noqa: E402
-from clip_adapter.video.toyclips import encode_mp4, render_clip  # noqa: E402
+from clip_adapter.video.toyclips import BASE, NOVEL, encode_mp4, render_clip, select_actions, write_toy_videos  # noqa: E402  # noqa: E402
 from clip_adapter.video.train import ClipSet, VideoTrainConfig, read_stdd, train_video, validation_logits  # noqa: E402
 from clip_adapter.video.zeroshot import VideoZeroShotConfig, score_videos, text_side  # noqa: E402
-
 from conftest import TINY  # noqa: E402
 
 SMALL = {"frames": 8, "size": 32}
@@ -85,8 +83,8 @@ def test_toy_subset_holds_only_its_actions_and_the_same_clips_as_the_full_set(wo
 
 
 def test_shape_action_classes_split_novel_combinations_of_trained_shapes_and_actions(tmp_path, capsys):
-    from clip_adapter.video.toycombos import ACTION_GROUP_A, SHAPE_GROUPS, parse_combo
     from clip_adapter.video.toyclips import render_clip_object
+    from clip_adapter.video.toycombos import ACTION_GROUP_A, SHAPE_GROUPS, parse_combo
 
     out = tmp_path / "combos"
     assert cli_main(["video", "toy-dataset", "--classes", "shape-actions", "--out", str(out), "--train", "0", "--val", "0",
@@ -317,6 +315,7 @@ def test_validation_scores_what_zero_shot_reports_for_the_scorer_and_views(world
     assert torch.allclose(logits[4 * views], logits[64], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_video_train_uses_its_scorer_views_and_batch_size_and_stays_deterministic(worlds, toy_vit_checkpoint, tmp_path, capsys,
                                                                                     monkeypatch):
     def run(out: Path, *extra: str) -> dict:

@@ -18,11 +18,14 @@ from clip_adapter.toyworld.model import ToyClip, ToyClipConfig  # noqa: E402
 from clip_adapter.toyworld.pretrain import write_toy_checkpoint  # noqa: E402
 from clip_adapter.toyworld.tokenizer import ToyTokenizer  # noqa: E402
 from clip_adapter.video.stdd import (  # noqa: E402
-    SpaceTimeConfig, channel_mix, install_space_time, remove_space_time, window_mask,
+    SpaceTimeConfig,
+    channel_mix,
+    install_space_time,
+    remove_space_time,
+    window_mask,
 )
 from clip_adapter.video.toyclips import write_toy_videos  # noqa: E402
 from clip_adapter.video.train import Projector, distill_loss, read_stdd  # noqa: E402
-
 from conftest import TINY  # noqa: E402
 
 OFF = SpaceTimeConfig(mask_rate=0.0, channel_fold=0)  # nothing masked, nothing shifted

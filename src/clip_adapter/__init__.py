@@ -10,10 +10,9 @@ Example:
     ['auto', 'clap']
 """
 
-__version__ = "0.1.0"
-
-from .api import AdaptedCLIP, bench_results, fit, load  # noqa: E402
-from .errors import ClipAdapterError  # noqa: E402
-from .methods import list_methods  # noqa: E402
+from ._version import __version__
+from .api import AdaptedCLIP, bench_results, fit, load
+from .errors import ClipAdapterError
+from .methods import list_methods
 
 __all__ = ["AdaptedCLIP", "ClipAdapterError", "__version__", "bench_results", "fit", "list_methods", "load"]

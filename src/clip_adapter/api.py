@@ -45,8 +45,8 @@ from .data.images import BadImage, checked_rgb, find_images
 from .errors import ClipAdapterError, ConfigError, DataError
 from .features import extract_images, image_store
 from .features.transforms import eval_view
-from .io import quoted
 from .inference import check_reject, prediction_records, score_features
+from .io import quoted
 from .methods import get_method
 from .pipeline import FeatureConfig, RunConfig, evaluate_classifier, run_few_shot
 

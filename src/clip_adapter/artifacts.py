@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .errors import ArtifactError, ClipAdapterError
 from .io import atomic_dir, load_tensors, read_json, save_tensors, to_json
 from .methods import Head, get_method

@@ -28,10 +28,12 @@ from .ownership import (
     owning_output,
     proven_temporary,
     record_file,
-    sha256_of as sha256_file,  # one body: ownership hashes for the ledger, io for everyone else
     unowned_entries,
     write_ledger,
     write_temp_proof,
+)
+from .ownership import (
+    sha256_of as sha256_file,  # one body: ownership hashes for the ledger, io for everyone else
 )
 
 MAX_JSON_BYTES = 512 * 2**20  # a CoOp split of SUN397 is ~5 MB; anything near this is hostile

@@ -24,10 +24,11 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from . import __version__
+from ._version import __version__
 from .errors import OutputError, SystemRefusal
 from .io import atomic_write_json, quoted
 from .ownership import LEDGER, MARKER, unowned_entries
+
 ARTIFACT_FORMAT = "clip-adapter-artifact"
 # What each kind of folder may hold at its top level, to be recognised as ours.
 KIND_ENTRIES: dict[str, re.Pattern[str]] = {

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .artifacts import Classifier
 from .backbones.base import Backbone
 from .config import Config, check_choice, check_range, option
@@ -28,12 +28,11 @@ from .data.classnames import match_classes
 from .data.dataset import SPLITS
 from .data.templates import dataset_key
 from .errors import ConfigError, DataError
-from .features import AugmentConfig, ExtractStats, default_cache_dir, extract_images, extract_texts, image_store, text_store
+from .features import AugmentConfig, ExtractStats, default_cache_dir, extract_images, image_store, prompt_embeddings
+from .inference import score_features
 from .methods import FewShotData, get_method
 from .methods.base import PROTOCOLS, for_dataset
-from .inference import score_features
 from .metrics import classification_report
-
 
 SEED_MAX = 2**32 - 1  # every RNG the runs seed (Python, numpy, torch) accepts this range
 
@@ -99,6 +98,7 @@ class SplitFeatures:
     text_raw: torch.Tensor
     stats: ExtractStats = field(default_factory=ExtractStats)
     full_val: tuple[torch.Tensor, torch.Tensor] | None = None  # protocol full-val: the whole validation split
+    train_centre: torch.Tensor | None = None  # [N, D] centre view of each training image (None: not encoded)
 
 
 def templates_for(dataset: Dataset, requested: tuple[str, ...] | str | None = None) -> tuple[str, ...]:
@@ -184,11 +184,6 @@ def identical_prompt_classes(backbone: Backbone, classnames: list[str], template
     return [group for group in groups.values() if len(group) > 1]
 
 
-def prompt_embeddings(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], cache_dir: Any) -> torch.Tensor:
-    """Raw embeddings of every class prompt ``[C*T, D]`` (class-major), through the text cache."""
-    return extract_texts(backbone, prompts_for(classnames, templates), text_store(backbone, cache_dir))
-
-
 def encode_split(
     backbone: Backbone, split: FewShotSplit, templates: tuple[str, ...], features: FeatureConfig, with_test: bool = True,
     full_val: list[Sample] | None = None,
@@ -197,23 +192,30 @@ def encode_split(
 
     ``full_val`` (protocol ``full-val``): the dataset's whole validation split, encoded like val (one
     centre view; the few-shot val images among them come from the cache).
+    The training images are also encoded once as centre views (``train_centre``, one more row per image
+    beside its ``views`` augmented ones): ``auto`` scores held-out training images on the view test
+    images are seen in.
     """
     store, stats = image_store(backbone, features.cache_path()), ExtractStats()
 
-    def encode(samples, augment, desc):
+    def encode(samples, augment, desc, count_skipped=True):
         paths = [s.path for s in samples]
         feats, kept, run_stats = extract_images(backbone, paths, store, augment, features.aug_seed, features.batch_size, features.skip_bad, desc)
+        if not count_skipped:  # the same images read a second time: their skips are already listed
+            run_stats.skipped = []
         stats.merge(run_stats)
-        return feats, torch.tensor([samples[i].label for i in kept], dtype=torch.long)
+        return feats, torch.tensor([samples[i].label for i in kept], dtype=torch.long), kept
 
-    train, train_labels = encode(split.train, features.augment(), "train views")
-    val, val_labels = encode(split.val, None, "val")
-    test, test_labels = encode(split.test, None, "test") if with_test else (torch.empty(0, backbone.embed_dim), torch.empty(0, dtype=torch.long))
-    whole_val = encode(full_val, None, "full val") if full_val is not None else None
+    train, train_labels, train_kept = encode(split.train, features.augment(), "train views")
+    centre, _, centre_kept = encode(split.train, None, "train centre", count_skipped=False)
+    train_centre = centre if centre_kept == train_kept else None  # the same images, in the same order, or none
+    val, val_labels, _ = encode(split.val, None, "val")
+    test, test_labels, _ = encode(split.test, None, "test") if with_test else (torch.empty(0, backbone.embed_dim), torch.empty(0, dtype=torch.long), [])
+    whole_val = encode(full_val, None, "full val")[:2] if full_val is not None else None
     prompts = prompt_embeddings(backbone, split.dataset.classnames, templates, features.cache_path())
     classes = split.dataset.num_classes
     return SplitFeatures(train, train_labels, val, val_labels, test, test_labels, ensemble(prompts, classes), mean_raw(prompts, classes),
-                         stats, whole_val)
+                         stats, whole_val, train_centre)
 
 
 def full_validation(dataset: Dataset, protocol: str) -> list[Sample] | None:
@@ -247,7 +249,7 @@ def few_shot_data(feats: SplitFeatures, backbone: Backbone, classnames: list[str
     override = {"oracle": (feats.test, feats.test_labels), "full-val": feats.full_val}.get(run.protocol)
     return FewShotData(
         feats.train, feats.train_labels, feats.val, feats.val_labels, feats.text, backbone.logit_scale,
-        list(classnames), templates, run.seed, run.protocol, backbone, override, feats.text_raw,
+        list(classnames), templates, run.seed, run.protocol, backbone, override, feats.text_raw, feats.train_centre,
     )
 
 

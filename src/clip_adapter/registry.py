@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import re
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, Mapping, TypeVar
 
 from .errors import ConfigError
 
@@ -14,6 +15,11 @@ _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 class Registry(Generic[T]):
     """Maps kebab-case names to objects.
 
+    ``providers`` maps a name to the module that registers it when imported; that
+    module is imported on the name's first lookup (and by :meth:`names`). So a
+    registry can list an entry whose code lives in a layer above it without
+    importing that layer, and a caller gets the entry without importing it first.
+
     Example:
         >>> methods = Registry("method")
         >>> @methods.register("zero-shot")
@@ -22,9 +28,10 @@ class Registry(Generic[T]):
         ('ZeroShot', ['zero-shot'])
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, providers: Mapping[str, str] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._providers = dict(providers or {})
 
     def register(self, name: str) -> Callable[[T], T]:
         if not _NAME.match(name):
@@ -39,16 +46,28 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
+        self._provide(name)
         try:
             return self._items[name]
         except KeyError:
             raise ConfigError(f"unknown {self.kind} {name!r}; choose from {', '.join(self.names())}") from None
 
     def names(self) -> list[str]:
+        for name in list(self._providers):
+            self._provide(name)
         return sorted(self._items)
 
+    def _provide(self, name: str) -> None:
+        """Import the module that provides ``name``, once, if it is not registered yet."""
+        module = self._providers.get(name)
+        if module is None or name in self._items:
+            return
+        importlib.import_module(module)
+        if name not in self._items:
+            raise RuntimeError(f"{module} was named as the provider of {self.kind} {name!r} but did not register it")
+
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or name in self._providers
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -50,7 +50,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import __version__
+from ._version import __version__
 from .backbones import Backbone, create_backbone
 from .data.images import find_images
 from .errors import ArtifactError, ConfigError

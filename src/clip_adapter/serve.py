@@ -67,7 +67,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .data.images import BadImage, load_rgb
 from .errors import ConfigError
 from .features.transforms import eval_view

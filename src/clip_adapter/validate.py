@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,11 +20,10 @@ from .backbones import Backbone
 from .data import Dataset, load_dataset
 from .data.classnames import ClassnameMap, load_classname_map, renamed
 from .data.images import EXIF_NOTE, LARGE_PIXELS, BadImage, load_rgb
-from .data.issues import Issue, Issues, show
+from .data.issues import Issue, Issues, check_files, show
 from .errors import DataError
 from .io import sha256_file
 from .pipeline import UNREADABLE_HINT, RunConfig, prompt_problems, prompts_refused, templates_for
-from .progress import progress
 
 
 @dataclass
@@ -168,22 +166,6 @@ def _check_one(path: Path) -> tuple[Path, str | None, list[tuple[str, str, str]]
 
 def _check_images(paths: list[Path], issues: Issues, workers: int) -> dict[Path, str]:
     return check_files(paths, _check_one, issues, workers, "checking images", "img")
-
-
-def check_files(paths: list[Path], check_one: Callable[[Path], tuple[Path, str | None, list[tuple[str, str, str]]]],
-                issues: Issues, workers: int, desc: str, unit: str) -> dict[Path, str]:
-    """Run ``check_one`` over ``paths`` in threads; record its findings in ``issues``; return the good files' hashes."""
-    hashes: dict[Path, str] = {}
-    bar = progress(total=len(paths), desc=desc, unit=unit)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for path, digest, found in pool.map(check_one, paths):
-            for kind, severity, message in found:
-                issues.add(kind, message, path, severity)
-            if digest:
-                hashes[path] = digest
-            bar.update(1)
-    bar.close()
-    return hashes
 
 
 def _check_duplicates(files: dict[str, list[Path]], hashes: dict[Path, str], issues: Issues) -> None:

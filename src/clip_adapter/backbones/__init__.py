@@ -2,15 +2,23 @@
 
 ``create_backbone("toy")`` gives the built-in tiny CLIP, ``hf:<folder or repo
 id>`` a Hugging Face CLIP/SigLIP model (needs ``transformers``); any other name
-is an open_clip architecture.
+is an open_clip architecture. Named backbones such as ``toy`` come from
+:data:`BACKBONES`, where their providers register themselves.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
+from ..registry import Registry
 from .base import Backbone, PreprocessConfig
 from .precision import cpu_has_fast_bf16, resolve_device, resolve_precision
 
-TOY_NAMES = ("toy", "toy-cnn")  # "toy-cnn" is the architecture name artifacts record
+# Named backbones: name → factory(pretrained=, precision=, device=, seed=). A provider registers its names
+# when imported; the one listed here is imported on its names' first lookup, so neither this package nor
+# a caller has to import it (the toy world sits beside the backbones, and builds on their interface).
+_TOY_PROVIDER = "clip_adapter.toyworld.backbone"
+BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone", providers={"toy": _TOY_PROVIDER, "toy-cnn": _TOY_PROVIDER})
 SEED_MAX = 2**32 - 1  # torch.manual_seed, numpy and Python's random all accept 0..2**32-1
 
 
@@ -63,10 +71,8 @@ def create_backbone(
     """
     seed = check_seed(seed)
     resolve_device(device)  # a missing GPU or a typo is reported before any weights are read
-    if name in TOY_NAMES:
-        from ..toyworld.backbone import ToyClipBackbone
-
-        return ToyClipBackbone(pretrained=pretrained or "shipped", precision=precision, device=device, seed=seed)
+    if name in BACKBONES:
+        return BACKBONES.get(name)(pretrained=pretrained, precision=precision, device=device, seed=seed)
     if name.startswith("hf:"):
         from .hf import HFClipBackbone
 
@@ -76,4 +82,4 @@ def create_backbone(
     return OpenClipBackbone(name, pretrained=pretrained or "none", precision=precision, device=device, seed=seed)
 
 
-__all__ = ["SEED_MAX", "Backbone", "PreprocessConfig", "check_seed", "cpu_has_fast_bf16", "create_backbone", "resolve_device", "resolve_precision"]
+__all__ = ["BACKBONES", "SEED_MAX", "Backbone", "PreprocessConfig", "check_seed", "cpu_has_fast_bf16", "create_backbone", "resolve_device", "resolve_precision"]

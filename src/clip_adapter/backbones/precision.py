@@ -60,6 +60,17 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def use_bf16(precision: str, model: torch.nn.Module | None = None) -> bool:
+    """Whether a CPU training loop autocasts to bf16: when asked, or on ``auto`` where the CPU is fast at it and the model large.
+
+    Example:
+        >>> use_bf16("auto", torch.nn.Linear(4, 4)), use_bf16("bf16")
+        (False, True)
+    """
+    parameters = None if model is None else parameter_count(model)
+    return resolve_precision(precision, torch.device("cpu"), parameters) == "bf16"
+
+
 # Accelerators a frozen CLIP can run on, each with how torch says one is present.
 _ACCELERATORS = {"cuda": "CUDA", "mps": "MPS", "xpu": "XPU"}
 

@@ -5,21 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..io import atomic_path
+from ..plotting import pyplot
 from .aggregate import PROTOCOL_TITLES, ZERO_SHOT, dataset_average
-
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed; never opens a window
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def draw_curves(curves: dict[str, dict[int, float]], title: str, reference: float | None = None):
     """The accuracy-vs-shots figure (log2 axis, zero-shot dashed); the caller saves and closes it."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
     for method, points in sorted(curves.items()):
         shots = sorted(points)
@@ -48,7 +40,7 @@ def plot_curves(curves: dict[str, dict[int, float]], title: str, path: Path, ref
         >>> p.stat().st_size > 0
         True
     """
-    plt = _figure()
+    plt = pyplot()
     fig = draw_curves(curves, title, reference)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

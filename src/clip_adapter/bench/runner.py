@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import __version__
+from .._version import __version__
 from ..backbones import Backbone
 from ..data import Dataset
 from ..errors import ConfigError

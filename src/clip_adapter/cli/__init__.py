@@ -25,7 +25,7 @@ import traceback
 import warnings
 from typing import NoReturn
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ClipAdapterError
 from ..io import one_line
 from ..threads import apply_thread_setting

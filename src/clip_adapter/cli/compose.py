@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..backbones import TOY_NAMES, create_backbone
+from ..backbones import create_backbone
 from ..compose.bench import ComposeConfig, bench_models, markdown_tables, write_bench
 from ..compose.bias import BiasConfig
 from ..compose.kinds import BENCH_KIND
@@ -36,7 +36,7 @@ from ..errors import ArtifactError, ConfigError, OutputError
 from ..features import default_cache_dir
 from ..io import quoted
 from ..outputs import claim_output_dir
-from ..toyworld.backbone import RANDOM, resolve_checkpoint
+from ..toyworld.backbone import RANDOM, TOY_NAMES, resolve_checkpoint
 from .common import add_backbone_options, cache_dir_from_args
 from .parsing import positive_int
 

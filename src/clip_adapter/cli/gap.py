@@ -25,7 +25,15 @@ from ..backbones import Backbone
 from ..errors import ConfigError, DataError
 from ..features import default_cache_dir
 from ..gap.analyse import (
-    KIND, SPLIT_CHOICES, analyse, dataset_embeddings, figures, inverted_retrieval, query_gallery, split_samples, write_outputs,
+    KIND,
+    SPLIT_CHOICES,
+    analyse,
+    dataset_embeddings,
+    figures,
+    inverted_retrieval,
+    query_gallery,
+    split_samples,
+    write_outputs,
 )
 from ..gap.inversion import InversionConfig
 from ..gap.retrieval import format_table
@@ -34,7 +42,14 @@ from ..outputs import claim_output_dir, is_own_output
 from ..pipeline import templates_for
 from ..retrieval import Adaptation, adaptation_for
 from ..threads import torch_threads
-from .common import add_backbone_options, add_data_options, backbone_from_args, cache_dir_from_args, data_inputs, dataset_from_args
+from .common import (
+    add_backbone_options,
+    add_data_options,
+    backbone_from_args,
+    cache_dir_from_args,
+    data_inputs,
+    dataset_from_args,
+)
 from .parsing import count_int, positive_int, seed_int
 
 

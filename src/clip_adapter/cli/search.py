@@ -31,7 +31,13 @@ from ..errors import ConfigError, DataError
 from ..features import default_cache_dir
 from ..io import not_a_file_reason, quoted
 from ..retrieval import (
-    adaptation_for, backbone_for_index, check_index_adaptation, encode_image_query, encode_text_query, load_index, search,
+    adaptation_for,
+    backbone_for_index,
+    check_index_adaptation,
+    encode_image_query,
+    encode_text_query,
+    load_index,
+    search,
 )
 from .common import cache_dir_from_args
 from .parsing import positive_int

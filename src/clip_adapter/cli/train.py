@@ -7,15 +7,15 @@ import sys
 
 from ..methods import get_method, list_methods
 from ..methods.base import PROTOCOLS
-from ..pipeline import RunConfig, epoch_log_csv, run_few_shot, shots_text
 from ..outputs import claim_output_dir
+from ..pipeline import RunConfig, epoch_log_csv, run_few_shot, shots_text
 from .common import (
     add_backbone_options,
-    add_overwrite_option,
-    data_inputs,
     add_data_options,
     add_feature_options,
+    add_overwrite_option,
     backbone_from_args,
+    data_inputs,
     dataset_from_args,
     features_from_args,
     parse_assignments,

@@ -122,6 +122,7 @@ def main(args: argparse.Namespace) -> int:
     from ..outputs import claim_output_dir
     from ..pipeline import split_samples
     from ..trust import fit as trust_fit
+    from ..trust.labelled import labelled_logits
 
     part = args.trust_part
     _early_checks(args)
@@ -138,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
     match_classes(dataset.classnames, clf.classnames, where)  # an unknown class is refused before any encoding
     trust_fit.check_enough(part, len(split_samples(dataset, split)), getattr(args, "alpha", None),
                            getattr(args, "class_conditional", False), f"{where} ({split} split)")
-    images = trust_fit.labelled_logits(clf, backbone, dataset, split, cache_dir, where, args.batch_size, args.skip_bad)
+    images = labelled_logits(clf, backbone, dataset, split, cache_dir, where, args.batch_size, args.skip_bad)
 
     def zero_shot():
         return images.zero_shot(backbone, clf, cache_dir)

@@ -165,10 +165,10 @@ def _names(text: str | None) -> list[str]:
 
 def base_to_novel_main(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
+    from ..outputs import claim_output_dir
     from ..video.bench import BaseToNovelConfig, base_novel_split, run_base_to_novel, trained_loader
     from ..video.dataset import load_video_dataset
     from ..video.kinds import VIDEO_BASE_TO_NOVEL
-    from ..outputs import claim_output_dir
 
     if args.pretrained and _stdd_meta(args):  # a trained checkpoint as the "frozen" CLIP would make every row a lie
         raise ConfigError(f"--pretrained {args.pretrained} is a `video train` output; base-to-novel starts from a frozen CLIP")
@@ -271,7 +271,14 @@ def _add_cross_dataset(sub: argparse._SubParsersAction) -> None:
 def cross_dataset_main(args: argparse.Namespace) -> int:
     from ..io import atomic_write_bytes, atomic_write_json
     from ..outputs import claim_output_dir, mark_output_dir
-    from ..video.cross import check_eval_sets, evaluate_cross_dataset, load_eval_sets, one_line_table, parse_eval_arg, training_classes
+    from ..video.cross import (
+        check_eval_sets,
+        evaluate_cross_dataset,
+        load_eval_sets,
+        one_line_table,
+        parse_eval_arg,
+        training_classes,
+    )
     from ..video.descriptions import read_descriptions
     from ..video.kinds import VIDEO_CROSS
 

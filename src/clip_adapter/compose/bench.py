@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .. import __version__
+from .._version import __version__
 from ..backbones.base import Backbone
 from ..config import check_range
 from ..io import atomic_dir, to_json

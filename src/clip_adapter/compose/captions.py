@@ -35,7 +35,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..toyworld.world import COLOR_NAMES, FILL_WORDS, GENERIC_NOUNS, POSITION_PHRASES, SHAPES, SIZES, Scene, ToyObject, sample_object
+from ..toyworld.world import (
+    COLOR_NAMES,
+    FILL_WORDS,
+    GENERIC_NOUNS,
+    POSITION_PHRASES,
+    SHAPES,
+    SIZES,
+    Scene,
+    ToyObject,
+    sample_object,
+)
 
 # Relation phrase → (position of the first-mentioned object, position of the second).
 RELATIONS: dict[str, tuple[str, str]] = {

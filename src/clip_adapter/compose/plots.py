@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..report.figures import _plt, _png
+from ..plotting import png_bytes, pyplot
 
 
 def _grouped_bars(groups: Sequence[str], series: dict[str, list[float | None]], title: str, ylabel: str,
@@ -19,7 +19,7 @@ def _grouped_bars(groups: Sequence[str], series: dict[str, list[float | None]], 
     """Bars of each series (a model) side by side in each group, horizontal reference lines, percentages on a 0–100 axis."""
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(groups) * max(1, len(series)) ** 0.5 + 2), 3.8), dpi=100)
     width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
@@ -36,7 +36,7 @@ def _grouped_bars(groups: Sequence[str], series: dict[str, list[float | None]], 
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def suites_png(result: dict[str, Any]) -> bytes:

@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from PIL import Image
 
 from ..backbones.base import Backbone

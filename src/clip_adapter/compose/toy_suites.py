@@ -40,8 +40,18 @@ from ..outputs import claim_output_dir, is_own_output, mark_output_dir
 from ..toyworld.render import render_array
 from ..toyworld.world import Scene, sample_object, scene_attributes
 from .captions import (
-    ATTRIBUTES, ORDER_KINDS, RELATIONS, absent_object, attribute_pair, descriptive_caption, negation_pair, noun_phrase, order_perturbation,
-    relation_pair, relation_scene, two_object_scene,
+    ATTRIBUTES,
+    ORDER_KINDS,
+    RELATIONS,
+    absent_object,
+    attribute_pair,
+    descriptive_caption,
+    negation_pair,
+    noun_phrase,
+    order_perturbation,
+    relation_pair,
+    relation_scene,
+    two_object_scene,
 )
 from .kinds import SUITES_KIND
 from .suites import IMAGE_DIR, ITEMS_FILE

@@ -7,11 +7,15 @@ reports everything in one pass) share the same checks.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 from ..errors import DataError
 from ..io import one_line
 from ..io import quoted as show  # noqa: F401  (the data readers' name for it)
+from ..progress import progress
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -51,3 +55,18 @@ class Issues:
     def count(self, severity: str) -> int:
         return sum(1 for item in self.items if item.severity == severity)
 
+
+def check_files(paths: list[Path], check_one: Callable[[Path], tuple[Path, str | None, list[tuple[str, str, str]]]],
+                issues: Issues, workers: int, desc: str, unit: str) -> dict[Path, str]:
+    """Run ``check_one`` over ``paths`` in threads; record its findings in ``issues``; return the good files' hashes."""
+    hashes: dict[Path, str] = {}
+    bar = progress(total=len(paths), desc=desc, unit=unit)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for path, digest, found in pool.map(check_one, paths):
+            for kind, severity, message in found:
+                issues.add(kind, message, path, severity)
+            if digest:
+                hashes[path] = digest
+            bar.update(1)
+    bar.close()
+    return hashes

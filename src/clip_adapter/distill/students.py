@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import TOY_NAMES, PreprocessConfig, create_backbone
+from ..backbones import PreprocessConfig, create_backbone
 from ..errors import ConfigError
 from ..io import save_tensors
+from ..toyworld.backbone import TOY_NAMES
 from ..toyworld.model import MAX_LOGIT_SCALE, ToyClip, ToyClipConfig, count_parameters
 from ..toyworld.pretrain import PREPROCESS, write_toy_checkpoint
 from ..toyworld.tokenizer import ToyTokenizer

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import torch
 
 from ..errors import ClipAdapterError, DataError, TrainingError
-from ..features.extract import ChunkJob, ChunkPlan, ChunkResult, _Image, decode_chunk, encode_decoded, encoding_with
+from ..features.extract import ChunkJob, ChunkPlan, ChunkResult, ImageRef, decode_chunk, encode_decoded, encoding_with
 from ..features.transforms import AugmentConfig
 from .cluster import BackboneSpec, RayOptions, check_fingerprint, fitting_workers, maybe_crash
 
@@ -159,7 +159,7 @@ def _job_to(job: ChunkJob) -> dict[str, Any]:
 def _job_from(data: dict[str, Any]) -> ChunkJob:
     from pathlib import Path
 
-    return ChunkJob([_Image(index, Path(path), content) for index, path, content in data["images"]], set(data["needed"]))
+    return ChunkJob([ImageRef(index, Path(path), content) for index, path, content in data["images"]], set(data["needed"]))
 
 
 def _result_from(job: ChunkJob, payload: dict[str, Any], seconds: float) -> ChunkResult:

@@ -1,6 +1,6 @@
 """Features: preprocessing, the on-disk store, and extraction through it."""
 
-from .extract import ExtractStats, extract_images, extract_texts, image_store, text_store
+from .extract import ExtractStats, extract_images, extract_texts, image_store, prompt_embeddings, text_store
 from .store import FeatureStore, default_cache_dir
 from .transforms import AugmentConfig
 
@@ -12,5 +12,6 @@ __all__ = [
     "extract_images",
     "extract_texts",
     "image_store",
+    "prompt_embeddings",
     "text_store",
 ]

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 
 from ..backbones.base import Backbone
+from ..data.templates import prompts_for
 from ..errors import DataError
 from ..io import sha256_file
 from ..progress import progress
@@ -64,7 +65,9 @@ class ExtractStats:
 
 
 @dataclass(frozen=True)
-class _Image:
+class ImageRef:
+    """One image to encode: its place in the caller's list, its path and its content id (the chunk jobs carry these)."""
+
     index: int  # position in the caller's list
     path: Path
     content: str  # SHA-256 of the file's bytes
@@ -109,7 +112,7 @@ def extract_images(
     views = augment.views if augment else 1
     transform = train_transform_id(backbone.preprocess, augment) if augment else eval_transform_id(backbone.preprocess)
 
-    def key(image: _Image, view: int) -> str:
+    def key(image: ImageRef, view: int) -> str:
         return fingerprint({"image": image.content, "transform": transform, "view": view, "seed": seed if augment else None})
 
     unique = sorted({img.content: img for img in images}.values(), key=lambda img: img.content)
@@ -121,7 +124,7 @@ def extract_images(
     return features, [img.index for img in kept], stats
 
 
-def _identify(paths: Sequence[Path], skip_bad: bool, stats: ExtractStats, bad_hint: str | None = SKIP_BAD_HINT) -> list[_Image]:
+def _identify(paths: Sequence[Path], skip_bad: bool, stats: ExtractStats, bad_hint: str | None = SKIP_BAD_HINT) -> list[ImageRef]:
     images = []
     for index, path in enumerate(paths):
         try:
@@ -129,7 +132,7 @@ def _identify(paths: Sequence[Path], skip_bad: bool, stats: ExtractStats, bad_hi
                 raise DataError(f"image not found: {path}")
             if Path(path).stat().st_size == 0:
                 raise DataError(f"image {path} is an empty (zero-byte) file")
-            images.append(_Image(index, Path(path), content_id(Path(path))))
+            images.append(ImageRef(index, Path(path), content_id(Path(path))))
         except (DataError, OSError) as exc:
             _bad_image(path, exc, skip_bad, stats, bad_hint)
     return images
@@ -172,7 +175,7 @@ class ChunkPlan:
 class ChunkJob:
     """One chunk to encode: its images and the content ids of those with a row missing from the store."""
 
-    images: list[_Image]
+    images: list[ImageRef]
     needed: set[str]
 
 
@@ -181,8 +184,8 @@ class ChunkResult:
     """A chunk's decoded images, decode failures, and features (``None``: nothing it needed could be decoded)."""
 
     job: ChunkJob
-    ok: list[_Image]
-    failures: list[tuple[_Image, Exception]]
+    ok: list[ImageRef]
+    failures: list[tuple[ImageRef, Exception]]
     features: torch.Tensor | None
     seconds: float
 
@@ -213,7 +216,7 @@ def encoding_with(runner: Callable[[Backbone, ChunkPlan, list[ChunkJob]], Iterab
         _RUNNER.reset(token)
 
 
-def plan_chunks(images: list[_Image], views: int) -> list[list[_Image]]:
+def plan_chunks(images: list[ImageRef], views: int) -> list[list[ImageRef]]:
     """The request's images (in canonical order) cut into chunks of about ``IMAGES_PER_CHUNK`` rows."""
     size = max(1, IMAGES_PER_CHUNK // views)
     return [images[i : i + size] for i in range(0, len(images), size)]
@@ -277,7 +280,7 @@ def _prefetch(pool, chunks, backbone, plan: ChunkPlan) -> Iterator:
         yield result
 
 
-def decode_chunk(chunk: list[_Image], backbone: Backbone, plan: ChunkPlan) -> tuple[torch.Tensor, list[_Image], list[tuple[_Image, Exception]]]:
+def decode_chunk(chunk: list[ImageRef], backbone: Backbone, plan: ChunkPlan) -> tuple[torch.Tensor, list[ImageRef], list[tuple[ImageRef, Exception]]]:
     """Pixels of every view of every decodable image of ``chunk``, the images kept, and the failures."""
     from ..data.images import load_rgb
 
@@ -306,3 +309,8 @@ def extract_texts(backbone: Backbone, prompts: Sequence[str], store: FeatureStor
         todo = [by_key[k] for k in missing]
         store.put(missing, backbone.encode_texts(todo), {k: by_key[k] for k in missing})
     return store.get(keys)
+
+
+def prompt_embeddings(backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], cache_dir: str | os.PathLike) -> torch.Tensor:
+    """Raw embeddings of every class prompt ``[C*T, D]`` (class-major), through the text cache in ``cache_dir``."""
+    return extract_texts(backbone, prompts_for(classnames, templates), text_store(backbone, cache_dir))

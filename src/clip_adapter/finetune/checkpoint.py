@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..backbones.base import Backbone
 from ..io import atomic_write_json, save_tensors
 

@@ -12,7 +12,14 @@ Example:
     True
 """
 
-from .inversion import InversionConfig, InversionResult, encode_pseudo_tokens, pseudo_prompt, textual_inversion, visual_inversion
+from .inversion import (
+    InversionConfig,
+    InversionResult,
+    encode_pseudo_tokens,
+    pseudo_prompt,
+    textual_inversion,
+    visual_inversion,
+)
 from .retrieval import mean_average_precision, retrieval_comparison
 from .stats import compare, gap_statistics, joint_pca, pairwise_cosines, summarise
 

@@ -33,9 +33,9 @@ import torch
 from ..backbones import Backbone
 from ..data import Dataset
 from ..errors import DataError
-from ..features import extract_images, image_store
+from ..features import extract_images, image_store, prompt_embeddings
 from ..io import atomic_dir, to_json
-from ..pipeline import prompt_embeddings, templates_for
+from ..pipeline import templates_for
 from ..retrieval import Adaptation
 from .inversion import InversionConfig
 from .plots import histograms_png, projection_png

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..report.figures import _plt, _png
+from ..plotting import png_bytes, pyplot
 
 PANELS = (("intra_image", "image–image"), ("intra_text", "text–text"), ("cross_modal", "image–text (all pairs)"),
           ("matched", "image–text (own class)"))
@@ -23,7 +23,7 @@ def histograms_png(stats: dict[str, dict[str, Any]]) -> bytes:
     """
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     panels = [(key, title) for key, title in PANELS if any(s.get(key, {}).get("count") for s in stats.values())]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), dpi=100, squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
@@ -42,7 +42,7 @@ def histograms_png(stats: dict[str, dict[str, Any]]) -> bytes:
     gaps = ", ".join(f"{label}: {s['gap']['centroid_distance']:.3f}" for label, s in stats.items())
     fig.suptitle(f"similarity distributions — modality gap (centroid distance) {gaps}", fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def projection_png(projections: dict[str, tuple[torch.Tensor, torch.Tensor, list[float]]],
@@ -58,13 +58,13 @@ def projection_png(projections: dict[str, tuple[torch.Tensor, torch.Tensor, list
         >>> projection_png({"raw": joint_pca(torch.randn(6, 8), torch.randn(2, 8))}, [0, 0, 0, 1, 1, 1], [0, 1])[:4]
         b'\\x89PNG'
     """
-    plt = _plt()
+    plt = pyplot()
     cmap = plt.get_cmap("tab20")
     fig, axes = plt.subplots(1, len(projections), figsize=(5.2 * len(projections), 4.6), dpi=100, squeeze=False)
     il, tl = list(image_labels), list(text_labels)
     for ax, (name, (xi, xt, ratio)) in zip(axes[0], projections.items()):
-        ax.scatter(xi[:, 0], xi[:, 1], s=10, marker="o", c=[cmap(l % 20) for l in il], alpha=0.6, label="images")
-        ax.scatter(xt[:, 0], xt[:, 1], s=40, marker="^", c=[cmap(l % 20) for l in tl], edgecolors="black", linewidths=0.6, label="texts")
+        ax.scatter(xi[:, 0], xi[:, 1], s=10, marker="o", c=[cmap(label % 20) for label in il], alpha=0.6, label="images")
+        ax.scatter(xt[:, 0], xt[:, 1], s=40, marker="^", c=[cmap(label % 20) for label in tl], edgecolors="black", linewidths=0.6, label="texts")
         ci, ct = xi.mean(0), xt.mean(0)
         ax.plot([ci[0], ct[0]], [ci[1], ct[1]], "k--", linewidth=1.2, label="centroids")
         ax.set_title(f"{name}: joint PCA ({100 * sum(ratio):.0f}% of variance)", fontsize=10)
@@ -72,4 +72,4 @@ def projection_png(projections: dict[str, tuple[torch.Tensor, torch.Tensor, list
         ax.set_ylabel(f"PC2 ({100 * ratio[1]:.0f}%)" if len(ratio) > 1 else "")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)

@@ -64,6 +64,12 @@ class FewShotData:
     validation split (protocol ``val``), the dataset's whole validation split
     (``full-val``, passed as ``selection_override``), or, only when asked
     for, the test split (``oracle``, passed the same way).
+    ``train_centre`` (optional, ``[N, D]``) is each training image's centre
+    view, the view test images are encoded with; the pipeline fills it, other
+    constructors may leave it ``None``. It describes the images of ``train``
+    as given: a method that reshapes ``train`` (CLAP's views as samples) need
+    not keep it in step, so a consumer checks its row count
+    (:meth:`centre_views`).
     """
 
     train: torch.Tensor
@@ -79,9 +85,13 @@ class FewShotData:
     backbone: Any = None  # only prompt-learning methods (CoOp, CoCoOp) use it
     selection_override: tuple[torch.Tensor, torch.Tensor] | None = None  # oracle: the test split; full-val: the full val split
     text_raw: torch.Tensor | None = None  # per-class mean of the raw prompt embeddings (CLAP's anchors)
+    train_centre: torch.Tensor | None = None  # [N, D] centre view of each training image (None: not encoded)
 
     def __post_init__(self) -> None:
         check_choice("protocol", self.protocol, PROTOCOLS)
+        if self.train_centre is not None and (self.train_centre.dim() != 2 or self.train_centre.shape[-1] != self.train.shape[-1]):
+            raise ConfigError(f"train_centre must be [N, D] with D = {self.train.shape[-1]} (the training features' width); "
+                              f"got shape {list(self.train_centre.shape)}")
         if self.protocol == "full-val" and self.selection_override is None:  # never fall back to the few-shot split unsaid
             raise ConfigError("protocol full-val needs the full validation split's features (selection_override); got none")
 
@@ -102,6 +112,18 @@ class FewShotData:
     def train_means(self) -> torch.Tensor:
         """One feature per training image: the mean of its augmented views."""
         return self.train.mean(dim=1)
+
+    def centre_views(self) -> torch.Tensor | None:
+        """The training images' centre views ``[N, D]``, or ``None`` when absent or not one per image of ``train``.
+
+        Example:
+            >>> x = torch.randn(2, 3, 4)
+            >>> data = FewShotData(x, torch.tensor([0, 1]), x[:, 0], torch.tensor([0, 1]), torch.eye(2, 4), 10.0, ["a", "b"])
+            >>> data.centre_views() is None, dataclasses.replace(data, train_centre=x[:, 0]).centre_views().shape
+            (True, torch.Size([2, 4]))
+        """
+        centre = self.train_centre
+        return centre if centre is not None and centre.shape[0] == self.train.shape[0] else None
 
 
 class Head(nn.Module):

@@ -45,7 +45,12 @@ CONSTRAINTS = ("l2", "adaptive", "none")
 
 @dataclass
 class ClapConfig(TrainConfig):
-    """CLAP options; the recipe is the official one (no validation-based choices)."""
+    """CLAP options; the recipe is the official one (no validation-based choices).
+
+    The optimiser's values are CLAP's released ``configs/trainers/SGD_lr1e-1_B256_ep300.yaml``
+    (SGD lr 0.1, batch 256, 300 epochs, one constant warm-up epoch at 1e-5, no weight decay);
+    none was chosen on this project's data.
+    """
 
     constraint: str = option("l2", "l2 (fixed λ, official code), adaptive (paper's ALM updates) or none (ZS-LP)")
     optimizer: str = option("sgd", "adamw or sgd")

@@ -30,7 +30,12 @@ ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 @dataclass
 class GdaConfig(Config):
-    """GDA options."""
+    """GDA options.
+
+    ``alpha_grid`` is the official code's (``main_few_shots.py``). ``alpha`` (1.0,
+    used only with protocol none) has no official counterpart, since the
+    official code always searches: origin not recorded; not checked on held-out data.
+    """
 
     alpha: float = option(1.0, "weight of the GDA logits (protocol none)")
     alpha_grid: tuple[float, ...] = option(ALPHAS, "α values searched on validation")

@@ -42,7 +42,11 @@ COOP_EPOCHS_BY_SHOTS = ("1:50", "2:100", "4:100", "8:200", "16:200")
 
 @dataclass
 class PromptConfig(TrainConfig):
-    """Options every prompt learner has; training fields come from TrainConfig."""
+    """Options every prompt learner has; training fields come from TrainConfig.
+
+    ``n_ctx`` 16, the random context init and the class name at the end are
+    CoOp's official defaults; ``prompt_batch`` bounds memory, it is not a tuned value.
+    """
 
     n_ctx: int = option(16, "number of learned context tokens M (ignored when ctx_init is set: M = its token count)")
     ctx_init: str = option("", "initialise the context from this phrase, e.g. 'a photo of a' (empty: N(0, 0.02²))")

@@ -13,6 +13,7 @@ classifier is computed once: the text side is frozen, so nothing flows to it.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -22,7 +23,15 @@ from torch import nn
 
 from ..progress import progress
 from .base import FewShotData, better
-from .train import EVALS_PER_RUN, TrainConfig, _check_finite, epoch_samples, make_optimizer, steps_per_epoch, warmup_cosine
+from .train import (
+    EVALS_PER_RUN,
+    TrainConfig,
+    _check_finite,
+    epoch_samples,
+    make_optimizer,
+    steps_per_epoch,
+    warmup_cosine,
+)
 
 EVAL_CHUNK = 2048  # selection images per forward: bounds the [K, chunk, C] logits
 
@@ -56,9 +65,12 @@ class StackedAdapters(nn.Module):
         blended = self.alpha * adapted + (1 - self.alpha) * x
         return self.scale * F.normalize(blended, dim=-1) @ self.classifier  # [K, B, C]
 
-    def weights(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Candidate ``k``'s ``(first, second)`` layer weights in ``nn.Linear`` layout."""
-        return self.w1[k].detach().t().clone(), self.w2[k].detach().t().clone()
+    def keep(self, slots: list[int]) -> None:
+        """Keep only the candidates at ``slots`` (in that order); the dropped ones leave the stack."""
+        index = torch.tensor(slots)
+        self.w1 = nn.Parameter(self.w1.detach()[index].clone())
+        self.w2 = nn.Parameter(self.w2.detach()[index].clone())
+        self.alpha = self.alpha[index].clone()
 
 
 def stacked_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -76,28 +88,35 @@ def evaluate_stacked(model: StackedAdapters, x: torch.Tensor, y: torch.Tensor) -
         logits = model(xs)
         correct += (logits.argmax(-1) == ys).sum(-1).float()
         loss += F.cross_entropy(logits.flatten(0, 1), ys.repeat(k), reduction="none").view(k, -1).sum(-1)
-    return [(float(c) / len(y), float(l) / len(y)) for c, l in zip(correct, loss)]
+    return [(float(hits) / len(y), float(total) / len(y)) for hits, total in zip(correct, loss)]
 
 
-def train_stacked(model: StackedAdapters, data: FewShotData, cfg: TrainConfig, seed: int) -> list[dict[str, Any]]:
-    """Train every candidate of ``model`` at once; each is left at its own best checkpoint.
+def train_stacked(
+    model: StackedAdapters, data: FewShotData, cfg: TrainConfig, seed: int, race: tuple[int, int] | None = None,
+) -> list[tuple[dict[str, Any], tuple[torch.Tensor, torch.Tensor]]]:
+    """Train every candidate of ``model`` at once; ``(info, (first, second))`` each, at its best checkpoint.
 
     The same schedule, epoch sampling and epoch selection as
-    :func:`~clip_adapter.methods.train.train_head`, per candidate.
+    :func:`~clip_adapter.methods.train.train_head`, per candidate. ``race=(epoch, keep)``:
+    after ``epoch`` epochs (a selection checkpoint), only the ``keep`` candidates best
+    on the selection split so far train on; the others stop there, at their best
+    checkpoint (their optimiser state leaves the stack with them, so the survivors'
+    trajectories are unchanged).
     """
-    params = [model.w1, model.w2]
     k, n = model.alpha.shape[0], data.train.shape[0]
     per_epoch = steps_per_epoch(n, cfg.batch_size, cfg.drop_last)
     total, warmup = per_epoch * cfg.epochs, round(cfg.warmup_epochs * per_epoch)
-    opt = make_optimizer(params, cfg)
+    opt = make_optimizer([model.w1, model.w2], cfg)
     constant = cfg.warmup_lr / cfg.lr if cfg.warmup_type == "constant" else None
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, constant))
     gen = torch.Generator().manual_seed(seed)
     sel_x, sel_y = data.selection
     selecting = cfg.select_epoch and data.protocol != "none" and len(sel_y) > 0
     every = max(1, cfg.epochs // EVALS_PER_RUN)
+    race_epoch, race_keep = race if race and selecting and race[1] < k else (0, k)
+    active = list(range(k))  # the candidate in each slot of the stack
     best: list[Any] = [None] * k
     best_epoch, best_w = [cfg.epochs] * k, [None] * k
+    epochs_run = [cfg.epochs] * k
     start, step = time.perf_counter(), 0
     epoch_logs: list[list[dict[str, Any]]] = [[] for _ in range(k)]
     bar = progress(total=cfg.epochs, desc=f"training {k} CLIP-Adapters", unit="epoch")
@@ -107,29 +126,56 @@ def train_stacked(model: StackedAdapters, data: FewShotData, cfg: TrainConfig, s
         losses = []
         for x, y in zip(xs[:used].split(cfg.batch_size), ys[:used].split(cfg.batch_size)):
             loss = stacked_loss(model(x), y)
-            losses.append(loss.detach() / k)
+            losses.append(loss.detach() / len(active))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            _check_finite(loss, params, step, epoch)
+            _check_finite(loss, [model.w1, model.w2], step, epoch)
+            _set_lr(opt, cfg.lr * warmup_cosine(step, total, warmup, constant))  # what LambdaLR would set
             opt.step()
-            sched.step()
             step += 1
         bar.update(1)
-        record = {"epoch": epoch + 1, "loss": round(float(torch.stack(losses).mean()), 6), "lr": sched.get_last_lr()[0]}
-        for log in epoch_logs:  # the candidates' mean loss; each one's selection score below
-            log.append(dict(record))
-        if selecting and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs):
-            for i, score in enumerate(evaluate_stacked(model, sel_x, sel_y)):
+        record = {"epoch": epoch + 1, "loss": round(float(torch.stack(losses).mean()), 6), "lr": cfg.lr * warmup_cosine(step, total, warmup, constant)}
+        for i in active:  # the candidates' mean loss; each one's selection score below
+            epoch_logs[i].append(dict(record))
+        if selecting and ((epoch + 1) % every == 0 or epoch + 1 in (cfg.epochs, race_epoch)):
+            for slot, score in enumerate(evaluate_stacked(model, sel_x, sel_y)):
+                i = active[slot]
                 epoch_logs[i][-1].update(selection_accuracy=score[0], selection_loss=round(score[1], 6))
                 if better(score, best[i]):
-                    best[i], best_epoch[i], best_w[i] = score, epoch + 1, (model.w1[i].detach().clone(), model.w2[i].detach().clone())
+                    best[i], best_epoch[i], best_w[i] = score, epoch + 1, (model.w1[slot].detach().clone(), model.w2[slot].detach().clone())
+        if epoch + 1 == race_epoch and epoch + 1 < cfg.epochs:
+            ranked = sorted(active, key=functools.cmp_to_key(lambda a, b: -1 if better(best[a], best[b]) else (1 if better(best[b], best[a]) else 0)))
+            survivors = [i for i in active if i in ranked[:race_keep]]
+            for i in active:
+                if i not in survivors:
+                    epochs_run[i] = epoch + 1
+            opt = _keep_slots(model, opt, cfg, [active.index(i) for i in survivors])
+            active = survivors
     bar.close()
-    with torch.no_grad():
-        for i, saved in enumerate(best_w):
-            if saved is not None:
-                model.w1[i].copy_(saved[0])
-                model.w2[i].copy_(saved[1])
     seconds = time.perf_counter() - start
-    return [{"epochs_run": cfg.epochs, "best_epoch": best_epoch[i], "steps": step, "train_seconds": seconds, "trained_together": k,
-             "epochs": epoch_logs[i]} for i in range(k)]
+    results = []
+    for i in range(k):
+        # Each candidate's best checkpoint (its last state without selection), in nn.Linear layout.
+        w1, w2 = best_w[i] if best_w[i] is not None else (model.w1[active.index(i)].detach(), model.w2[active.index(i)].detach())
+        info = {"epochs_run": epochs_run[i], "best_epoch": best_epoch[i], "steps": step, "train_seconds": seconds,
+                "trained_together": k, "epochs": epoch_logs[i]}
+        results.append((info, (w1.t().clone(), w2.t().clone())))
+    return results
 
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def _keep_slots(model: StackedAdapters, opt: torch.optim.Optimizer, cfg: TrainConfig, slots: list[int]) -> torch.optim.Optimizer:
+    """Shrink the stack to ``slots`` and carry the survivors' optimiser state (moments, step count) over."""
+    old = [model.w1, model.w2]
+    model.keep(slots)
+    new_opt = make_optimizer([model.w1, model.w2], cfg)
+    index = torch.tensor(slots)
+    for p_old, p_new in zip(old, [model.w1, model.w2]):
+        state = opt.state.get(p_old, {})
+        new_opt.state[p_new] = {key: value[index].clone() if torch.is_tensor(value) and value.dim() > 0 else value for key, value in state.items()}
+    _set_lr(new_opt, opt.param_groups[0]["lr"])
+    return new_opt

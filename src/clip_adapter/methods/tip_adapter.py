@@ -17,7 +17,8 @@ Tip-Adapter-F trains with the cache term weighted by them, and protocol
 dataset's name is one of the 11 standard datasets (CoOp's folder and
 ``split_zhou_*`` names included), else the generic ones (α = β = 1, both ranges
 up to 10, 200 × 20 steps, 20 epochs), which are this toolkit's and not the
-official code's; a dataset key or ``generic`` chooses explicitly, and any of
+official code's (origin not recorded; not checked on held-out data); a
+dataset key or ``generic`` chooses explicitly, and any of
 ``alpha``, ``beta``, ``alpha_max``, ``beta_max``, ``alpha_steps``,
 ``beta_steps``, ``epochs`` set explicitly wins over the settings.
 
@@ -38,7 +39,8 @@ selection split. Where the default differs from the official code, and why:
   preset. The default ``"loss"`` breaks accuracy ties by lower validation
   cross-entropy, the rule every method of this toolkit uses: with ≤ 4
   validation images per class dozens of the 4,000 points tie, and the first
-  of them is an artefact of the loop order.
+  of them is an artefact of the loop order. The rule is argued, not
+  measured: its effect on accuracy was not checked on held-out data.
 
 Speed: the values are one-hot, so ``exp(·) @ L`` is a per-class sum of the
 affinities (an ``index_add``, ~15× cheaper than the dense product at 1,000

@@ -3,6 +3,10 @@
 ``tip_official.json`` holds the official code's per-dataset search ranges, steps, starting α/β and
 Tip-Adapter-F epochs, with the commit they were read from; :mod:`.tip_adapter` resolves its
 ``settings`` option through these functions.
+
+The generic values date from the first Tip-Adapter commit, before the official
+configs were read in; their origin is not recorded, and they were not checked
+on held-out data.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from ..data.templates import dataset_key
 from ..errors import ArtifactError
 
 OFFICIAL_FILE = Path(__file__).with_name("tip_official.json")
-# This toolkit's settings for a dataset the official code has no config for (not the official code's).
+# This toolkit's settings for a dataset the official code has no config for (not the official code's;
+# origin not recorded, see the module docstring).
 GENERIC: dict[str, float] = {"alpha": 1.0, "beta": 1.0, "alpha_max": 10.0, "beta_max": 10.0, "alpha_steps": 20, "beta_steps": 200, "epochs": 20}
 
 

@@ -26,7 +26,8 @@ The learning rate follows a warm-up then a cosine decay, stepped after every
 batch (``schedule_unit="step"``, the default: a smooth decay to zero) or after
 every epoch as Dassl's trainers do (``"epoch"``: constant within an epoch,
 the cosine over ``epochs`` counted from the end of the warm-up, so the last
-epoch keeps a non-zero lr; see :func:`dassl_epoch_factor`).
+epoch keeps a non-zero lr; see :func:`clip_adapter.optim.dassl_epoch_factor`). The optimiser, the
+schedule and the finite check live in :mod:`clip_adapter.optim`, shared with the encoder loop.
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config, check_choice, check_range, option
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError
+from ..optim import SCHEDULE_UNITS, check_finite, lr_schedule, make_optimizer, warmup_cosine  # noqa: F401  (warmup_cosine: re-exported)
 from ..progress import progress
 from ..threads import torch_threads
 from .base import FewShotData, FitResult, Head, better, evaluate_head, selection_record
 
 EVALS_PER_RUN = 10  # validation checkpoints per training run, for choosing the epoch
-SCHEDULE_UNITS = ("step", "epoch")
 VIEW_ORDERS = ("random", "distinct")
 
 
@@ -143,41 +144,6 @@ class DistinctViews:
         return self.table[:, epoch % self.views]
 
 
-def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
-
-
-def warmup_cosine(step: int, total: int, warmup: int, constant: float | None = None) -> float:
-    """Learning-rate multiplier: warm-up (linear, or at ``constant``), then cosine decay to zero."""
-    if step < warmup:
-        return constant if constant is not None else (step + 1) / (warmup + 1)
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def dassl_epoch_factor(epoch: int, epochs: int, warmup: int, constant: float | None = None, first: float = 0.0) -> float:
-    """Learning-rate multiplier of 0-based ``epoch`` under Dassl's per-epoch schedule.
-
-    Dassl wraps ``CosineAnnealingLR(T_max=epochs)`` in a warm-up scheduler and
-    steps it once, at each epoch's end. Warm-up epochs run at ``constant``
-    (constant warm-up) or, for a linear one, at ``first`` in epoch 0 and
-    ``epoch / warmup`` after; then the cosine starts at the peak and counts its
-    epochs from the warm-up's end over the full ``epochs``, so it never reaches
-    zero: CoCoOp's 10 epochs with one warm-up epoch end at 0.0955 × the peak.
-
-    Example:
-        >>> round(dassl_epoch_factor(9, 10, 1, constant=0.005), 4), dassl_epoch_factor(1, 10, 1, constant=0.005)
-        (0.0955, 1.0)
-    """
-    if epoch < warmup:
-        if constant is not None:
-            return constant
-        return first if epoch == 0 else epoch / warmup
-    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / epochs))
-
-
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """The lr schedule of ``cfg``: step it after every batch, or (``schedule_unit="epoch"``) after every epoch.
 
@@ -189,11 +155,7 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, per_epoch: int)
     """
     ratio = cfg.warmup_lr / cfg.lr
     constant = ratio if cfg.warmup_type == "constant" else None
-    if cfg.schedule_unit == "epoch":
-        warmup = int(cfg.warmup_epochs)
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: dassl_epoch_factor(e, cfg.epochs, warmup, constant, ratio))
-    total, warmup = per_epoch * cfg.epochs, round(cfg.warmup_epochs * per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, constant))
+    return lr_schedule(opt, cfg.schedule_unit, cfg.epochs, per_epoch, cfg.warmup_epochs, constant, ratio)
 
 
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
@@ -210,13 +172,7 @@ def training_title(head: Head) -> str:
     return next((name for name in METHODS.names() if METHODS.get(name).Head is type(head)), type(head).__name__)
 
 
-def _check_finite(loss: torch.Tensor, params: list[torch.nn.Parameter], step: int, epoch: int) -> None:
-    where = f"step {step} (epoch {epoch + 1})"
-    if not torch.isfinite(loss):
-        raise TrainingError(f"training stopped: non-finite loss at {where}; try a lower learning rate")
-    for p in params:
-        if p.grad is not None and not torch.isfinite(p.grad).all():
-            raise TrainingError(f"training stopped: non-finite gradient at {where}; try a lower learning rate")
+_check_finite = check_finite  # the name methods.stacked imports (with warmup_cosine and make_optimizer, from here)
 
 
 def train_head(
@@ -269,7 +225,7 @@ def train_head(
                 loss = loss + extra_loss(x, logits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            _check_finite(loss, params, step, epoch)
+            check_finite(loss, params, step, epoch)
             lr = opt.param_groups[0]["lr"]  # what this step uses (logged: the epoch's last step)
             opt.step()
             if per_step:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..backbones.base import Backbone
 from ..errors import ArtifactError, ConfigError
 from ..io import atomic_dir, atomic_write_json, load_tensors, quoted, read_json, save_tensors

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..errors import TrainingError
+from ..optim import check_finite, head_optimizer
 from .config import MultiLabelConfig
 from .heads import TextHead, UnmixHead
 from .losses import asl_loss, mfi_loss
@@ -46,17 +46,17 @@ def train_head(head: TextHead, features: torch.Tensor, targets: torch.Tensor, cf
     if not params or cfg.epochs == 0 or len(features) == 0:
         return []
     steps_per_epoch = math.ceil(len(features) / cfg.batch_size)
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    opt = head_optimizer(params, cfg.learning_rate, cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
-    records = []
+    records, step = [], 0
     head.train()
     for epoch in range(1, cfg.epochs + 1):
         totals: dict[str, float] = {}
         for batch in torch.randperm(len(features), generator=gen).split(cfg.batch_size):
             loss, parts = head_loss(head, features[batch], targets[batch], cfg)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"the loss became {float(loss)} in epoch {epoch}; try a smaller lr (now {cfg.learning_rate})")
+            check_finite(loss, (), step, epoch - 1, hint=f"try a smaller lr (now {cfg.learning_rate})")
+            step += 1
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -9,8 +9,23 @@ from ..io import quoted
 from . import figures
 from .adapter import adapter_effect, is_clip_adapter
 from .evaluation import Evaluation, cache_dir_for, evaluate, flips, worst
-from .fields import (MALFORMED, Fields, count, fraction, fraction_map, grid, mapping, records, scalar, scalar_map,
-                     seconds, shown, square_counts, text, texts)
+from .fields import (
+    MALFORMED,
+    Fields,
+    count,
+    fraction,
+    fraction_map,
+    grid,
+    mapping,
+    records,
+    scalar,
+    scalar_map,
+    seconds,
+    shown,
+    square_counts,
+    text,
+    texts,
+)
 from .history import history_section, log_section
 from .html import data_uri, esc, figure, key_values, note, page, pct, signed_points, table
 from .run_files import RunFiles, TestImages, find_test_images, read_run_files

@@ -4,50 +4,21 @@ Every label, title, tick and legend entry is plain text: class names and log
 columns come from the files being reported on, and matplotlib would otherwise
 read ``$…$`` in them as mathtext (an unbalanced ``$`` or a bad command is an
 exception, a valid pair renders as math). Each figure is drawn and saved with
-mathtext and TeX off (:func:`_plain_text`).
+mathtext and TeX off (:func:`clip_adapter.plotting.plain_text`).
 """
 
 from __future__ import annotations
 
-import functools
 import io
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Sequence
+
+from ..plotting import plain_text, png_bytes, pyplot
 
 MAX_LABELLED_CLASSES = 40  # beyond this, tick labels and cell counts would be unreadable
 MAX_BARS = 50  # per-class bars shown: the most helped and the most hurt
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # never opens a window
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
-Draw = TypeVar("Draw", bound=Callable[..., bytes])
-
-
-def _plain_text(draw: Draw) -> Draw:
-    """Run a figure function with text drawn as text (creation and saving both read the setting)."""
-    @functools.wraps(draw)
-    def wrapper(*args: Any, **kwargs: Any) -> bytes:
-        with _plt().rc_context(PLAIN_TEXT):
-            return draw(*args, **kwargs)
-    return wrapper  # type: ignore[return-value]
-
-
-def _png(fig) -> bytes:
-    plt = _plt()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-@_plain_text
+@plain_text
 def confusion_png(matrix: Sequence[Sequence[int]], classnames: Sequence[str]) -> bytes:
     """Row-normalised confusion matrix (colour) with counts written in the cells for small tasks.
 
@@ -57,7 +28,7 @@ def confusion_png(matrix: Sequence[Sequence[int]], classnames: Sequence[str]) ->
     """
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     counts = np.asarray(matrix, dtype=float)
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
@@ -77,13 +48,13 @@ def confusion_png(matrix: Sequence[Sequence[int]], classnames: Sequence[str]) ->
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
-@_plain_text
+@plain_text
 def per_class_png(rows: Sequence[tuple[str, float, float]]) -> bytes:
     """Horizontal bars of (adapted − zero-shot) accuracy per class, in points; ``rows`` sorted by difference."""
-    plt = _plt()
+    plt = pyplot()
     if len(rows) > MAX_BARS:  # the two ends are the story: most helped, most hurt
         rows = [*rows[: MAX_BARS // 2], *rows[-MAX_BARS // 2:]]
     names = [r[0] for r in rows][::-1]
@@ -95,13 +66,13 @@ def per_class_png(rows: Sequence[tuple[str, float, float]]) -> bytes:
     ax.set_xlabel("accuracy change vs zero-shot (percentage points)")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
-@_plain_text
+@plain_text
 def curves_png(series: dict[str, dict[str, list[tuple[float, float]]]], xlabel: str) -> bytes:
     """One panel per metric group (``{panel: {line label: [(x, y), …]}}``), lines per label."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(series), figsize=(5.2 * len(series), 3.6), dpi=100, squeeze=False)
     for ax, (panel, lines) in zip(axes[0], series.items()):
         for label, points in lines.items():
@@ -113,21 +84,21 @@ def curves_png(series: dict[str, dict[str, list[tuple[float, float]]]], xlabel: 
         if 1 < len(lines) <= 12:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
-@_plain_text
+@plain_text
 def shots_png(curves: dict[str, dict[int, float]], title: str, reference: float | None) -> bytes:
     """Accuracy (%) against shots, drawn exactly as the bench plots are."""
     from ..bench.plots import draw_curves
 
-    return _png(draw_curves(curves, title, reference))
+    return png_bytes(draw_curves(curves, title, reference))
 
 
-@_plain_text
+@plain_text
 def histogram_png(values: Sequence[float], xlabel: str, title: str) -> bytes:
     """A histogram of ``values`` (e.g. per-image cosine between adapted and original features)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
     ax.hist(list(values), bins=30, color="#4a78b0")
     ax.set_xlabel(xlabel)
@@ -135,10 +106,10 @@ def histogram_png(values: Sequence[float], xlabel: str, title: str) -> bytes:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
-@_plain_text
+@plain_text
 def reliability_png(panels: Sequence[dict[str, Any]]) -> bytes:
     """Reliability diagrams side by side, each above its confidence histogram.
 
@@ -155,7 +126,7 @@ def reliability_png(panels: Sequence[dict[str, Any]]) -> bytes:
         >>> reliability_png([panel])[:4]
         b'\\x89PNG'
     """
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 5.6), dpi=100, squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1.3]}, sharex="col")
     for column, panel in enumerate(panels):
@@ -193,7 +164,7 @@ def reliability_png(panels: Sequence[dict[str, Any]]) -> bytes:
         bottom.set_ylabel("share of images")
         bottom.grid(alpha=0.3)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def thumbnail_png(image: Any, size: int = 128) -> bytes:

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..backbones import BACKBONES
 from ..backbones.base import Backbone, PreprocessConfig
 from ..backbones.checkpoint import load_into, load_state_dict
 from ..backbones.precision import parameter_count, resolve_device, resolve_precision
@@ -25,6 +26,7 @@ from .tokenizer import ToyTokenizer
 SHIPPED_DIR = Path(__file__).parent / "checkpoint"
 SHIPPED = "shipped"
 RANDOM = "none"
+TOY_NAMES = ("toy", "toy-cnn")  # the names it registers in BACKBONES; "toy-cnn" is the architecture name artifacts record
 
 
 def shipped_checkpoint() -> Path:
@@ -166,3 +168,12 @@ class ToyClipBackbone(Backbone):
     def encode_token_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         embeddings = embeddings.to(self.device, self.dtype)
         return self.model.encode_token_embeddings(embeddings, tokens.to(self.device)).float()
+
+
+def create_toy_backbone(pretrained: str | None = None, precision: str = "auto", device: str = "auto", seed: int = 0) -> ToyClipBackbone:
+    """``create_backbone("toy")``: the shipped checkpoint unless ``pretrained`` names another (or ``none``)."""
+    return ToyClipBackbone(pretrained=pretrained or SHIPPED, precision=precision, device=device, seed=seed)
+
+
+for _name in TOY_NAMES:
+    BACKBONES.register(_name)(create_toy_backbone)

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..config import Config, check_choice, check_range, option
 from .render import IMAGE_SIZE
-from .tokenizer import CONTEXT_LENGTH, SPECIAL_TOKENS, EOT, default_vocab
+from .tokenizer import CONTEXT_LENGTH, EOT, SPECIAL_TOKENS, default_vocab
 
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_LOGIT_SCALE = math.log(100.0)

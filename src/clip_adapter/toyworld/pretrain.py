@@ -10,7 +10,6 @@ progress bar shows on a terminal only (see :func:`clip_adapter.progress.progress
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._version import __version__
 from ..backbones.base import PreprocessConfig
-from ..backbones.precision import parameter_count, resolve_precision
+from ..backbones.precision import use_bf16
 from ..config import Config, check_choice, check_range, option
-from ..io import atomic_write_bytes, atomic_write_json, save_tensors
-from ..progress import progress
+from ..io import atomic_write_json, save_tensors
+from ..optim import CsvLog, train_encoder
 from .model import ToyClip, ToyClipConfig, count_parameters
 from .render import IMAGE_SIZE, render_array
 from .tokenizer import ToyTokenizer
@@ -33,7 +33,6 @@ CHECKPOINT_STEM = "toy_clip"
 CHECKPOINT_FORMAT = "clip-adapter-toy-clip"
 CHECKPOINT_FORMAT_VERSION = 1
 LOG_NAME = "pretrain_log.csv"
-LOG_FLUSH_EVERY = 25  # steps between atomic rewrites of the CSV log
 PREPROCESS = PreprocessConfig(image_size=IMAGE_SIZE, interpolation="bilinear")  # CLIP's mean/std
 
 
@@ -144,59 +143,13 @@ def multi_positive_infonce(image_emb: torch.Tensor, text_emb: torch.Tensor, scal
     return (loss_i2t + loss_t2i) / 2
 
 
-def lr_at(step: int, cfg: PretrainConfig) -> float:
-    """Linear warm-up to ``cfg.lr``, then cosine decay to zero."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    done = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * done))
-
-
-def clip_adamw(module: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """CLIP's AdamW over ``module``'s trainable parameters (pretraining, fine-tuning and distillation share it).
-
-    Weight matrices and kernels decay; norms, biases, embeddings and the logit scale stay free.
-
-    Example:
-        >>> opt = clip_adamw(torch.nn.Linear(2, 2), lr=1e-3, weight_decay=0.1)
-        >>> [g["weight_decay"] for g in opt.param_groups]
-        [0.1, 0.0]
-    """
-    decay, free = [], []
-    for name, p in module.named_parameters():
-        if p.requires_grad:
-            is_matrix = p.ndim >= 2 and "embedding" not in name and "position" not in name
-            (decay if is_matrix else free).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": free, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.98), eps=1e-6)
-
-
-def _optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
-    return clip_adamw(model, cfg.lr, cfg.weight_decay)
-
-
-def _use_bf16(precision: str, model: torch.nn.Module | None = None) -> bool:
-    """Pretraining runs on the CPU: bf16 when asked, or on ``auto`` where the CPU is fast at it and the model large."""
-    parameters = None if model is None else parameter_count(model)
-    return resolve_precision(precision, torch.device("cpu"), parameters) == "bf16"
-
-
-def train_step(model: ToyClip, opt: torch.optim.Optimizer, batch: tuple, bf16: bool) -> float:
-    """One optimisation step; returns the loss."""
+def clip_loss(model: ToyClip, batch: tuple, bf16: bool) -> torch.Tensor:
+    """The multi-positive InfoNCE of one ``(pixels, tokens, groups)`` batch (the forward pass autocast to bf16 if asked)."""
     pixels, tokens, groups = batch
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         image_emb = model.encode_image(pixels.contiguous(memory_format=torch.channels_last))
         text_emb = model.encode_text(tokens)
-    loss = multi_positive_infonce(image_emb, text_emb, model.logit_scale.exp(), groups)
-    if not torch.isfinite(loss):
-        from ..errors import TrainingError
-
-        raise TrainingError(f"pretraining loss became {float(loss)}; lower --lr")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    model.clamp_logit_scale()
-    return float(loss.detach())
+    return multi_positive_infonce(image_emb, text_emb, model.logit_scale.exp(), groups)
 
 
 def pretrain(cfg: PretrainConfig, command: str | None = None) -> Path:
@@ -225,22 +178,18 @@ def _train(cfg: PretrainConfig, command: str | None) -> Path:
     torch.manual_seed(cfg.seed)
     model = ToyClip(cfg.model_config()).to(memory_format=torch.channels_last).train()
     tokenizer = ToyTokenizer(context_length=model.cfg.context_length)
-    opt, bf16 = _optimizer(model, cfg), _use_bf16(cfg.precision, model)
-    out = Path(cfg.out_dir)
-    rows, start = ["step,loss,lr,logit_scale,images_per_s"], time.perf_counter()
-    stream = batches(cfg, tokenizer)
-    with progress(total=cfg.steps, desc="toy pretrain", unit="step") as bar:
-        tick = time.perf_counter()
-        for step, batch in enumerate(stream):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            loss = train_step(model, opt, batch, bf16)
-            speed, tick = cfg.batch_size / (time.perf_counter() - tick), time.perf_counter()
-            rows.append(f"{step},{loss:.5f},{lr_at(step, cfg):.6g},{model.logit_scale.exp().item():.3f},{speed:.1f}")
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{speed:.0f}")
-            if (step + 1) % LOG_FLUSH_EVERY == 0 or step + 1 == cfg.steps:
-                atomic_write_bytes(out / LOG_NAME, ("\n".join(rows) + "\n").encode())
+    bf16, out = use_bf16(cfg.precision, model), Path(cfg.out_dir)
+    tick = start = time.perf_counter()
+
+    def row(step: int, loss: float, lr: float, parts: dict) -> dict:
+        nonlocal tick
+        speed, tick = cfg.batch_size / (time.perf_counter() - tick), time.perf_counter()
+        return {"step": step, "loss": f"{loss:.5f}", "lr": f"{lr:.6g}", "logit_scale": f"{model.logit_scale.exp().item():.3f}",
+                "images_per_s": f"{speed:.1f}"}
+
+    train_encoder(model, lambda batch: clip_loss(model, batch, bf16), cfg, batches=batches(cfg, tokenizer),
+                  after_step=model.clamp_logit_scale, log=CsvLog(out / LOG_NAME), row=row, desc="toy pretrain",
+                  postfix=lambda r: {"loss": f"{float(r['loss']):.3f}", "img_s": f"{float(r['images_per_s']):.0f}"}, hint="lower --lr")
     wall = time.perf_counter() - start
     return save_checkpoint(model.eval(), tokenizer, cfg, out, wall, command)
 
@@ -282,8 +231,6 @@ def write_toy_checkpoint(model: ToyClip, tokenizer: ToyTokenizer, out: Path, inf
         >>> write_toy_checkpoint(ToyClip(ToyClipConfig()), ToyTokenizer(), out, {"command": "test"}).name
         'toy_clip.safetensors'
     """
-    from .. import __version__
-
     weights = out / f"{CHECKPOINT_STEM}.safetensors"
     state = {k: v.float().contiguous() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     save_tensors(weights, state, metadata={"format": CHECKPOINT_FORMAT})

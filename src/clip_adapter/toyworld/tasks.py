@@ -28,7 +28,17 @@ from ..errors import ConfigError
 from ..io import atomic_dir, atomic_write_json
 from ..outputs import claim_output_dir, is_own_output, mark_output_dir
 from .render import DOMAINS, IMAGE_SIZE, render_array
-from .world import COLOR_NAMES, FILLS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, Scene, sample_object, scene_attributes
+from .world import (
+    COLOR_NAMES,
+    FILLS,
+    POSITION_PHRASES,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Scene,
+    sample_object,
+    scene_attributes,
+)
 
 SPLITS = ("train", "val", "test")
 IMAGE_DIR = "images"

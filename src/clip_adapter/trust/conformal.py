@@ -79,7 +79,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-
 import math
 import numbers
 import warnings

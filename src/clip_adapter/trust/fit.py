@@ -2,7 +2,7 @@
 
 The library behind ``clip-adapter calibrate``, ``clip-adapter conformal`` and
 ``clip-adapter ood``. Each command reads labelled images, computes the
-artifact's logits on them (:func:`labelled_logits`, classes matched by name as
+artifact's logits on them (:func:`~.labelled.labelled_logits`, classes matched by name as
 ``eval`` matches them), fits one part of the :class:`~.record.TrustRecord`
 (:func:`fit_calibration`, :func:`fit_conformal`, :func:`fit_ood`), records what
 it was fitted on (:func:`provenance`, :func:`training_overlap`), and writes a
@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from .._version import __version__
 from ..errors import ArtifactError, ConfigError, DataError
 from ..io import quoted
 from .calibration import T_MAX, T_MIN, Calibration, calibration_report
@@ -83,9 +84,8 @@ def zero_shot_logits(backbone: Any, clf: Any, feats: torch.Tensor, cache_dir: st
         True
     """
     from ..data import ensemble
-    from ..features import default_cache_dir
+    from ..features import default_cache_dir, prompt_embeddings
     from ..methods.base import cosine_logits
-    from ..pipeline import prompt_embeddings
 
     templates = tuple(clf.templates)
     if not templates:
@@ -151,27 +151,6 @@ def default_split(dataset: Any, where: str) -> str:
         f"{where} has no validation split to fit on; pass --split all with a separate folder of labelled images "
         "the model was not trained on (or --split test to use its test split)"
     )
-
-
-def labelled_logits(
-    clf: Any, backbone: Any, dataset: Any, split: str, cache_dir: Any, where: str, batch_size: int = 64, skip_bad: bool = False,
-) -> LabelledLogits:
-    """The artifact's raw logits on ``dataset``'s ``split`` (``all``: every image), classes matched by name.
-
-    As ``eval`` does (:func:`~clip_adapter.pipeline.evaluate_classifier`): a
-    class the artifact was not trained on is refused (one DataError naming it),
-    a subset of its classes is fine. Features come through the feature cache
-    (``cache_dir``; ``""``: the default cache).
-    """
-    from ..features.extract import content_id
-    from ..pipeline import encode_labelled
-
-    feats, labels, kept, read = encode_labelled(clf, backbone, dataset, split, cache_dir, where, batch_size, skip_bad)
-    with torch.no_grad():
-        logits = clf.logits(feats).detach().float().cpu()
-    paths = [Path(read.samples[i].path) for i in kept]
-    return LabelledLogits(feats, logits, labels, list(clf.classnames), paths, [content_id(p) for p in paths], split,
-                          list(read.stats.skipped))
 
 
 # ---------------------------------------------------------------------------------------------- overlap
@@ -301,8 +280,6 @@ def provenance(
     classnames_file: str | os.PathLike | None = None, **extra: Any,
 ) -> dict[str, Any]:
     """What a part was fitted on, as JSON: the data, split, counts, fingerprint and overlap with the training shots."""
-    from .. import __version__
-
     record = {
         "data": str(_resolved(Path(data)) or data),
         "split_file": None if split_file is None else str(_resolved(Path(split_file)) or split_file),
@@ -641,7 +618,6 @@ __all__ = [
     "fit_calibration",
     "fit_conformal",
     "fit_ood",
-    "labelled_logits",
     "ood_logit_scale",
     "present_parts",
     "provenance",

@@ -8,7 +8,8 @@ The layers, each usable alone, in the order data flows through them:
 * :mod:`.descriptions`: descriptive prompts per class (STDD's text side);
 * :mod:`.scoring`: frame averaging (two variants) and STDD's prompt-level matching;
 * :mod:`.metrics`: top-1, top-5, per-class, and accuracy within time-reversed pairs;
-* :mod:`.zeroshot`: the pipeline over them; :mod:`.toyclips`: the toy world in motion;
+* :mod:`.zeroshot`: the pipeline over them; :mod:`.toyclips`: the toy world in motion (its actions
+  in :mod:`.toyactions`, the shape–action class set in :mod:`.toycombos`);
 * :mod:`.cross`: the zero-shot cross-dataset protocol (train on some actions, test on disjoint
   splits of others, mean ± std over the splits) through the same pipeline;
 * :mod:`.bench`: the base-to-novel protocol (frozen and trained rows, base/novel/HM/pairs, table and plot).
@@ -30,7 +31,15 @@ Example:
 from .bench import BaseToNovelConfig, run_base_to_novel
 from .cross import EvalSplit, class_overlap, evaluate_cross_dataset, load_eval_sets, training_classes
 from .dataset import VideoDataset, load_video_dataset, read_classmap, read_split_dir, read_video_folder
-from .decode import BadVideo, clip_indices, decode_frames, probe, random_segment_indices, sampled_frames, segment_indices
+from .decode import (
+    BadVideo,
+    clip_indices,
+    decode_frames,
+    probe,
+    random_segment_indices,
+    sampled_frames,
+    segment_indices,
+)
 from .descriptions import class_prompts, read_descriptions
 from .features import VideoStats, extract_clip_features, frame_store
 from .metrics import pair_accuracy, top_k_accuracy, video_report

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..data.issues import Issues, show
+from ..data.issues import Issues, check_files, show
 from ..errors import DataError
 from ..io import sha256_file
 from .dataset import CSV_SPLITS, VideoDataset, load_video_dataset
@@ -41,8 +41,6 @@ def _check_one(path: Path, frames: int) -> tuple[Path, str | None, list[tuple[st
 
 def check_videos(dataset: VideoDataset, issues: Issues, frames: int = 8, workers: int = 2) -> dict[Path, str]:
     """Decode every video of ``dataset``; record problems in ``issues``; return content hashes of the good ones."""
-    from ..validate import check_files
-
     paths = sorted({s.path for split in dataset.splits.values() for s in split})
     return check_files(paths, lambda p: _check_one(p, frames), issues, workers, "checking videos", "video")
 

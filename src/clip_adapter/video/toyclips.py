@@ -24,7 +24,6 @@ combinations whose novel classes are unseen combinations (:mod:`.toycombos`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +36,8 @@ from ..outputs import claim_output_dir, is_own_output, mark_output_dir
 from ..toyworld.render import PHOTO_GRAY, Placement, object_alpha
 from ..toyworld.world import COLOR_NAMES, COLORS, FILLS, SHAPES, ToyObject
 from .kinds import TOY_VIDEOS
+from .toyactions import BASE, BY_NAME, CLASSES, NOVEL, action_states, descriptions, time_reversed_pairs
+from .toycombos import combo_classes, combo_descriptions, combo_meta, parse_combo
 
 SPLITS = ("train", "val", "test")
 TEMPLATE = "a photo of a shape {}."  # toy-vocabulary words where it has them; motion words become <unk>
@@ -45,49 +46,6 @@ TRAVEL = 0.27  # a move goes from 0.5 - TRAVEL to 0.5 + TRAVEL of the side
 RADIUS = 0.13  # fraction of the side, for everything that does not grow or shrink
 SIZE_RANGE = (0.08, 0.25)  # growing: from the first to the second
 TURN = math.radians(90)  # total turn of a rotating clip
-
-
-@dataclass(frozen=True)
-class Action:
-    """One action class: what it looks like at the start, middle and end, and its time reversal."""
-
-    name: str
-    start: str
-    middle: str
-    end: str
-    motion: str
-    reverse: str | None = None
-
-
-ACTIONS: tuple[Action, ...] = (
-    Action("moving left", "a shape on the right", "a shape in the center", "a shape on the left", "a shape moving from the right to the left", "moving right"),
-    Action("moving right", "a shape on the left", "a shape in the center", "a shape on the right", "a shape moving from the left to the right", "moving left"),
-    Action("moving up", "a shape at the bottom", "a shape in the center", "a shape at the top", "a shape moving from the bottom to the top", "moving down"),
-    Action("moving down", "a shape at the top", "a shape in the center", "a shape at the bottom", "a shape moving from the top to the bottom", "moving up"),
-    Action("growing", "a small shape", "a shape", "a large shape", "a small shape becoming large", "shrinking"),
-    Action("shrinking", "a large shape", "a shape", "a small shape", "a large shape becoming small", "growing"),
-    Action("appearing", "an empty background", "a faint shape", "a shape", "a shape fading in", "disappearing"),
-    Action("disappearing", "a shape", "a faint shape", "an empty background", "a shape fading out", "appearing"),
-    Action("rotating clockwise", "a shape leaning to the left", "an upright shape", "a shape leaning to the right", "a shape turning clockwise", "rotating counterclockwise"),
-    Action("rotating counterclockwise", "a shape leaning to the right", "an upright shape", "a shape leaning to the left", "a shape turning counterclockwise", "rotating clockwise"),
-    Action("changing color", "a shape in one color", "a shape", "a shape in another color", "a shape changing its color", None),
-)
-CLASSES = tuple(sorted(a.name for a in ACTIONS))
-BY_NAME = {a.name: a for a in ACTIONS}
-# Base actions are seen in training, novel ones only at test (base-to-novel protocol); each
-# time-reversed pair stays on one side, so a novel pair is new in both directions.
-BASE = ("appearing", "disappearing", "growing", "moving left", "moving right", "shrinking")
-NOVEL = tuple(c for c in CLASSES if c not in BASE)
-
-
-def time_reversed_pairs() -> list[list[str]]:
-    """The ``[a, b]`` class pairs whose clips are each other's reversal (each pair once).
-
-    Example:
-        >>> time_reversed_pairs()[0]
-        ['appearing', 'disappearing']
-    """
-    return sorted(list(pair) for pair in {tuple(sorted((a.name, a.reverse))) for a in ACTIONS if a.reverse})
 
 
 def _state(action: str, u: float, clip: dict) -> tuple[float, float, float, float, float, np.ndarray]:
@@ -201,22 +159,6 @@ def folder_name(class_name: str) -> str:
     return class_name.replace(" ", "_")
 
 
-def action_clauses(action: Action) -> list[str]:
-    """An action's description clauses: its start, middle and end states and its motion."""
-    return [action.start, action.middle, action.end, action.motion]
-
-
-def action_states(actions: Sequence[str] = CLASSES) -> dict[str, dict[str, str | None]]:
-    """What ``meta.json`` records of each action: its states, motion and time reversal."""
-    return {a.name: {"start": a.start, "middle": a.middle, "end": a.end, "motion": a.motion, "reverse": a.reverse}
-            for a in ACTIONS if a.name in actions}
-
-
-def descriptions(actions: Sequence[str] = CLASSES) -> dict[str, list[str]]:
-    """The description file's content: each action's :func:`action_clauses`."""
-    return {a.name: action_clauses(a) for a in sorted(ACTIONS, key=lambda a: a.name) if a.name in actions}
-
-
 def select_actions(actions: str | Sequence[str] | None) -> tuple[str, ...]:
     """The actions a dataset holds, sorted: all (None), ``"base"``, ``"novel"``, or names (a list or ``"a,b,c"``).
 
@@ -314,8 +256,6 @@ CLASS_SETS = ("actions", "shape-actions")
 
 def _class_set(classes: str, actions: str | Sequence[str] | None) -> tuple[tuple[str, ...], list[tuple], dict, dict]:
     """Class names, ``(name, action, shape, seed index)`` per class, descriptions and meta overrides of a class set."""
-    from .toycombos import combo_classes, combo_descriptions, combo_meta, parse_combo
-
     if classes not in CLASS_SETS:
         raise ConfigError(f"unknown toy class set {classes!r}; choose from {', '.join(CLASS_SETS)}")
     if classes == "actions":

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .toyclips import BY_NAME, CLASSES, action_clauses, action_states, time_reversed_pairs
+from .toyactions import BY_NAME, CLASSES, action_clauses, action_states, time_reversed_pairs
 
 SHAPE_GROUPS = (("triangle", "heart"), ("semicircle", "diamond"))
 ACTION_GROUP_A = ("growing", "moving left", "moving right", "rotating clockwise", "rotating counterclockwise", "shrinking")

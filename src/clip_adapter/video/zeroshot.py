@@ -17,11 +17,11 @@ import torch
 
 from ..backbones.base import Backbone
 from ..config import Config, check_choice, check_range, option
-from ..features.extract import extract_texts, text_store
 from ..errors import DataError
+from ..features.extract import extract_texts, text_store
 from ..features.store import default_cache_dir
-from .dataset import VideoDataset
 from .clipencode import extract_temporal_features
+from .dataset import VideoDataset
 from .descriptions import class_prompts, read_descriptions
 from .features import extract_clip_features, frame_store
 from .metrics import video_report
@@ -33,7 +33,10 @@ DEFAULT_TEMPLATES = ("a video of a person {}.",)  # Open-VCLIP's / ActionCLIP's 
 
 @dataclass
 class VideoZeroShotConfig(Config):
-    """How clips are sampled and scored."""
+    """How clips are sampled and scored.
+
+    ``frames`` 8: origin not recorded; not checked on held-out data.
+    """
 
     frames: int = option(8, "frames sampled per clip (T, one per TSN segment)")
     views: int = option(1, "temporal views per clip at test time (segment offsets (v+0.5)/views)")

@@ -32,7 +32,11 @@ ZERO_SHOT_TASKS = ("shape", "color")
 
 @dataclass
 class RecipeConfig(TrainerConfig):
-    """Fields every recipe has (each recipe sets its own defaults)."""
+    """Fields every recipe has (each recipe sets its own defaults).
+
+    The origin of these base values (the validation sizes, the 1-point zero-shot
+    guard, the pool sizes) is not recorded; they were not checked on held-out data.
+    """
 
     unfreeze: str = option("all", "what trains: all, text, image, last-N, text-last-N, image-last-N")
     precision: str = option("auto", "autocast precision while training: auto (bf16 where fast), bf16 or fp32")

@@ -55,7 +55,12 @@ VAL_KINDS = ("attribution-color", "relation")
 
 @dataclass
 class LabClipConfig(RecipeConfig):
-    """LABCLIP's settings (defaults tuned on the toy world's validation items)."""
+    """LABCLIP's settings (defaults tuned on the toy world's validation items).
+
+    Which values were tried is not recorded; they were scored on the seed-1000 items of
+    ``benchmarks/finetune_toy.py`` (same generator, never drawn by training or validation),
+    not on held-out data.
+    """
 
     unfreeze: str = option("none", "fixed: the encoders stay frozen; only A trains")
     steps: int = option(600, "optimisation steps (on cached embeddings: fast)")
