@@ -116,7 +116,7 @@ def train_stacked(
     active = list(range(k))  # the candidate in each slot of the stack
     best: list[Any] = [None] * k
     best_epoch, best_w = [cfg.epochs] * k, [None] * k
-    epochs_run = [cfg.epochs] * k
+    epochs_run, steps_run = [cfg.epochs] * k, [0] * k
     start, step = time.perf_counter(), 0
     epoch_logs: list[list[dict[str, Any]]] = [[] for _ in range(k)]
     bar = progress(total=cfg.epochs, desc=f"training {k} CLIP-Adapters", unit="epoch")
@@ -148,7 +148,7 @@ def train_stacked(
             survivors = [i for i in active if i in ranked[:race_keep]]
             for i in active:
                 if i not in survivors:
-                    epochs_run[i] = epoch + 1
+                    epochs_run[i], steps_run[i] = epoch + 1, step
             opt = _keep_slots(model, opt, cfg, [active.index(i) for i in survivors])
             active = survivors
     bar.close()
@@ -157,7 +157,7 @@ def train_stacked(
     for i in range(k):
         # Each candidate's best checkpoint (its last state without selection), in nn.Linear layout.
         w1, w2 = best_w[i] if best_w[i] is not None else (model.w1[active.index(i)].detach(), model.w2[active.index(i)].detach())
-        info = {"epochs_run": epochs_run[i], "best_epoch": best_epoch[i], "steps": step, "train_seconds": seconds,
+        info = {"epochs_run": epochs_run[i], "best_epoch": best_epoch[i], "steps": steps_run[i] or step, "train_seconds": seconds,
                 "trained_together": k, "epochs": epoch_logs[i]}
         results.append((info, (w1.t().clone(), w2.t().clone())))
     return results
