@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ._version import __version__
+from .config import SEED_MAX
 from .errors import ArtifactError, ClipAdapterError
 from .io import atomic_dir, load_tensors, read_json, save_tensors, to_json
 from .methods import Head, get_method
@@ -365,7 +366,6 @@ def _check_magnitudes(state: dict[str, torch.Tensor], weights: Path) -> None:
             )
 
 
-SEED_MAX = 2**32 - 1
 PRECISIONS = ("auto", "bf16", "fp32")
 # Architecture names, open_clip tags, checkpoint paths and ids are short; PATH_MAX is 4096 on Linux.
 MAX_RECORD_CHARS = 4096

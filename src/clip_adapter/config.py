@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import typing
 import warnings
-from typing import Any, TypeVar
+from typing import Any, Callable, NamedTuple, TypeVar
 
 from .errors import ConfigError
 
 C = TypeVar("C", bound="Config")
+SEED_MAX = 2**32 - 1  # every RNG the project seeds (Python, numpy, torch.manual_seed) accepts 0..2**32-1
 
 
 def option(default: Any, help: str, **kwargs: Any) -> Any:
@@ -23,6 +24,58 @@ def option(default: Any, help: str, **kwargs: Any) -> Any:
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple or a default_factory for mutable defaults")
     return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+class Default(NamedTuple):
+    """A new default together with a new help text, for :func:`defaults`."""
+
+    value: Any
+    help: str
+
+
+def defaults(**values: Any) -> Callable[[type], type]:
+    """Give inherited config fields new defaults in one line (put it under ``@dataclass``).
+
+    A field is declared once, in the config that owns it (the optimiser's in
+    :mod:`clip_adapter.optim`); a config that trains with other values says
+    only the values, or a :class:`Default` when the help text changes too.
+    The field keeps its place and its type.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Base(Config):
+        ...     lr: float = option(1e-3, "learning rate")
+        ...     steps: int = option(10, "steps")
+        >>> @dataclass
+        ... @defaults(lr=5e-4, steps=Default(20, "steps (the recipe's)"))
+        ... class Recipe(Base):
+        ...     pass
+        >>> Recipe().to_dict(), Recipe.help_texts()["steps"]
+        ({'lr': 0.0005, 'steps': 20}, "steps (the recipe's)")
+    """
+
+    def apply(cls: type) -> type:
+        inherited = _inherited_fields(cls)
+        annotations = dict(cls.__dict__.get("__annotations__", {}))
+        for name, value in values.items():
+            if name not in inherited:
+                raise TypeError(f"{cls.__name__}: no inherited field {name!r} to give a default")
+            base = inherited[name]
+            new = value if isinstance(value, Default) else Default(value, base.metadata.get("help", ""))
+            annotations[name] = base.type
+            setattr(cls, name, option(new.value, new.help))
+        cls.__annotations__ = annotations
+        return cls
+
+    return apply
+
+
+def _inherited_fields(cls: type) -> dict[str, dataclasses.Field]:
+    found: dict[str, dataclasses.Field] = {}
+    for base in reversed(cls.__mro__[1:]):  # nearer bases win, as attribute lookup does
+        found.update(getattr(base, "__dataclass_fields__", {}))
+    return found
 
 
 class Config:
@@ -112,3 +165,8 @@ def check_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
     choices = tuple(choices)
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def check_seed(name: str, value: int) -> None:
+    """Raise ConfigError unless ``value`` is a seed every RNG accepts (0..:data:`SEED_MAX`)."""
+    check_range(name, value, 0, SEED_MAX)

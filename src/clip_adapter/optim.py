@@ -9,6 +9,12 @@ Two optimiser builders, because the two kinds of training differ:
   CLIP's AdamW (betas 0.9/0.98, eps 1e-6) with weight decay on weight matrices
   only (norms, biases, embeddings and the logit scale stay free).
 
+Every config that trains inherits its optimiser's fields from one of three
+configs declared here, and changes only their defaults (:func:`config.defaults`):
+:class:`OptimConfig` (learning rate, weight decay), :class:`StepsOptimConfig`
+(an encoder loop's steps, warm-up, seed, threads) and :class:`EpochsOptimConfig`
+(a head's epochs and batch).
+
 The schedule is one warm-up then a cosine decay, :func:`warmup_cosine` in
 steps; :func:`lr_schedule` steps it per batch or per epoch (Dassl's per-epoch
 form is :func:`dassl_epoch_factor`), and :func:`lr_at` is the encoders' form
@@ -32,17 +38,86 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from .config import Config, Default, check_range, check_seed, defaults, option
 from .errors import TrainingError
 from .io import atomic_write_bytes
 from .progress import progress
 
 LOG_FLUSH_EVERY = 25  # steps between atomic rewrites of an encoder loop's CSV log
 SCHEDULE_UNITS = ("step", "epoch")
+
+# --------------------------------------------------------------------------------------------- configs
+
+
+@dataclass
+class OptimConfig(Config):
+    """What every training loop's optimiser has: a learning rate and a weight decay.
+
+    Example:
+        >>> OptimConfig(lr=0.1).to_dict()
+        {'lr': 0.1, 'weight_decay': 0.0001}
+    """
+
+    lr: float = option(1e-3, "peak learning rate")
+    weight_decay: float = option(1e-4, "weight decay")
+
+    def validate(self) -> None:
+        check_range("lr", self.lr, 0.0)
+        check_range("weight_decay", self.weight_decay, 0.0)
+
+
+@dataclass
+@defaults(lr=Default(5e-4, "peak learning rate (AdamW)"), weight_decay=Default(0.05, "AdamW weight decay on weight matrices"))
+class StepsOptimConfig(OptimConfig):
+    """An encoder loop's optimiser (:func:`train_encoder`): CLIP's AdamW, warm-up then cosine, in steps.
+
+    Example:
+        >>> StepsOptimConfig(steps=0)
+        Traceback (most recent call last):
+        ...
+        clip_adapter.errors.ConfigError: steps must be in [1, inf], got 0
+    """
+
+    steps: int = option(300, "optimisation steps")
+    warmup_steps: int = option(20, "linear warm-up steps before the cosine decay")
+    seed: int = option(0, "seed of initialisation and data")
+    threads: int = option(1, "torch CPU threads while training (0: leave as is)")
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("steps", self.steps, 1)
+        check_range("warmup_steps", self.warmup_steps, 0)
+        check_seed("seed", self.seed)
+        check_range("threads", self.threads, 0, 1024)
+
+
+@dataclass
+class EpochsOptimConfig(OptimConfig):
+    """A head's optimiser on cached features: epochs over the training images, in batches.
+
+    Example:
+        >>> EpochsOptimConfig(epochs=3).to_dict()["epochs"]
+        3
+    """
+
+    epochs: int = option(50, "passes over the training images")
+    batch_size: int = option(32, "images per step")
+
+    # Zero epochs would silently save an untrained head; a config whose untrained state is
+    # meaningful (a prompt initialised from a phrase, zero-shot multi-label) lowers this to 0.
+    min_epochs: ClassVar[int] = 1
+    min_batch_size: ClassVar[int] = 1  # CLIP-Adapter lowers it to 0 ("auto")
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("epochs", self.epochs, self.min_epochs, 100_000)
+        check_range("batch_size", self.batch_size, self.min_batch_size, 1_000_000)
+
 
 # --------------------------------------------------------------------------------------------- optimisers
 

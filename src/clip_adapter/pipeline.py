@@ -22,7 +22,7 @@ import torch
 from ._version import __version__
 from .artifacts import Classifier
 from .backbones.base import Backbone
-from .config import Config, check_choice, check_range, option
+from .config import SEED_MAX, Config, check_choice, check_range, option
 from .data import Dataset, FewShotSplit, Sample, ensemble, mean_raw, prompts_for, resolve_templates, sample_few_shot
 from .data.classnames import match_classes
 from .data.dataset import SPLITS
@@ -33,8 +33,6 @@ from .inference import score_features
 from .methods import FewShotData, get_method
 from .methods.base import PROTOCOLS, for_dataset
 from .metrics import classification_report
-
-SEED_MAX = 2**32 - 1  # every RNG the runs seed (Python, numpy, torch) accepts this range
 
 
 @dataclass

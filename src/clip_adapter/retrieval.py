@@ -115,17 +115,12 @@ def adaptation_for(classifier: Any, artifact_dir: str | os.PathLike) -> Adaptati
 
     @torch.no_grad()
     def image(features: torch.Tensor) -> torch.Tensor:
-        if head.visual is None:
-            return _normalised(features)
-        alpha, _ = head.ratios(features)
-        return _normalised(alpha * head.visual(features) + (1 - alpha) * features)
+        return _normalised(head.adapted_image_features(features))
 
     @torch.no_grad()
     def text(features: torch.Tensor) -> torch.Tensor:
-        if head.textual is None:
-            return _normalised(features)
-        _, beta = head.ratios(features)  # network ratios: Q evaluated on the query (same embedding space)
-        return _normalised(beta * head.textual(features) + (1 - beta) * features)
+        # network ratios: Q evaluated on the query itself (same embedding space)
+        return _normalised(head.adapted_text_features(features))
 
     head.eval()
     return Adaptation(image, text, fingerprint)

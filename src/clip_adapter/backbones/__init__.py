@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..config import SEED_MAX
 from ..registry import Registry
 from .base import Backbone, PreprocessConfig
 from .precision import cpu_has_fast_bf16, resolve_device, resolve_precision
@@ -19,7 +20,6 @@ from .precision import cpu_has_fast_bf16, resolve_device, resolve_precision
 # a caller has to import it (the toy world sits beside the backbones, and builds on their interface).
 _TOY_PROVIDER = "clip_adapter.toyworld.backbone"
 BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone", providers={"toy": _TOY_PROVIDER, "toy-cnn": _TOY_PROVIDER})
-SEED_MAX = 2**32 - 1  # torch.manual_seed, numpy and Python's random all accept 0..2**32-1
 
 
 def check_seed(seed: object, option: str = "--init-seed") -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import SEED_MAX
 from ..errors import ConfigError
 
 
@@ -26,7 +27,6 @@ def name_list(text: str, option: str) -> list[str]:
     return values
 
 
-SEED_MAX = 2**32 - 1  # numpy's and Python's RNGs and torch.manual_seed all accept this range
 
 
 def _bounded_int(lo: int, hi: int | None, what: str):

@@ -22,17 +22,19 @@ import torch.nn.functional as F
 
 from ..artifacts import Classifier
 from ..backbones import Backbone
-from ..config import Config, check_range, option
+from ..config import Default, check_range, defaults, option
 from ..data import load_dataset
 from ..errors import ArtifactError, DataError
 from ..features import default_cache_dir, extract_images, image_store, prompt_embeddings
 from ..methods.clip_adapter import ClipAdapterHead
-from ..optim import check_finite, head_optimizer, warmup_cosine
+from ..optim import EpochsOptimConfig, check_finite, head_optimizer, warmup_cosine
 from ..threads import torch_threads
 
 
 @dataclass
-class AdapterDistillConfig(Config):
+@defaults(epochs=Default(60, "passes over the dataset's training images"),
+          lr=Default(1e-3, "peak learning rate (AdamW, cosine to zero)"), weight_decay=Default(1e-4, "AdamW weight decay"))
+class AdapterDistillConfig(EpochsOptimConfig):
     """How the student's adapter learns from the teacher's adapted logits.
 
     Epochs, lr, batch size and weight decay are CLIP-Adapter's fast recipe as it runs on small
@@ -40,19 +42,12 @@ class AdapterDistillConfig(Config):
     Not checked on held-out data.
     """
 
-    epochs: int = option(60, "passes over the dataset's training images")
-    lr: float = option(1e-3, "peak learning rate (AdamW, cosine to zero)")
-    batch_size: int = option(32, "images per step")
     temperature: float = option(1.0, "softmax temperature T of the KL (the loss is scaled by T²)")
-    weight_decay: float = option(1e-4, "AdamW weight decay")
     seed: int = option(1, "seed of the adapter's initialisation and the batch order")
 
     def validate(self) -> None:
-        check_range("epochs", self.epochs, 1)
-        check_range("lr", self.lr, 0.0)
-        check_range("batch_size", self.batch_size, 1)
+        super().validate()
         check_range("temperature", self.temperature, 1e-3)
-        check_range("weight_decay", self.weight_decay, 0.0)
 
 
 def class_embeddings(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], cache_dir: Any) -> torch.Tensor:

@@ -19,10 +19,10 @@ from typing import Any, Iterable
 import torch
 
 from ..backbones import Backbone
-from ..config import Config, check_choice, check_range, option
+from ..config import Default, check_choice, check_range, defaults, option
 from ..errors import ConfigError
 from ..io import atomic_write_json
-from ..optim import CsvLog, train_encoder
+from ..optim import CsvLog, StepsOptimConfig, train_encoder
 from ..threads import torch_threads
 from .data import Batch
 from .losses import ICL_SCALES, KD_LOSSES, PAPER_WEIGHTS, KDLoss
@@ -33,7 +33,10 @@ KD_DECAY = 0.01  # torch AdamW's default, which the official code leaves the KD 
 
 
 @dataclass
-class DistillConfig(Config):
+@defaults(steps=400, warmup_steps=50,
+          weight_decay=Default(0.05, "AdamW weight decay on the student's weight matrices"),
+          seed=Default(0, "seed of the student's initialisation and of the data"))
+class DistillConfig(StepsOptimConfig):
     """Settings of ``clip-adapter distill`` (λ defaults are the paper's).
 
     ``icl_scale`` follows the official code; lr, warm-up and weight decay are the toy
@@ -47,27 +50,19 @@ class DistillConfig(Config):
     icl_weight: float = option(PAPER_WEIGHTS["icl"], "λ_ICL")
     crd_weight: float = option(PAPER_WEIGHTS["crd"], "λ_CRD")
     icl_scale: str = option("code", "ICL logit scale: code (raw learnable multiplier from 2.66) or paper (exp, from 1/0.07)")
-    steps: int = option(400, "optimisation steps")
     batch_size: int = option(64, "image-caption pairs per step")
-    lr: float = option(5e-4, "peak learning rate (AdamW)")
-    warmup_steps: int = option(50, "linear warm-up steps before the cosine decay")
-    weight_decay: float = option(0.05, "AdamW weight decay on the student's weight matrices")
-    seed: int = option(0, "seed of the student's initialisation and of the data")
-    threads: int = option(1, "torch CPU threads while training (0: leave as is)")
     workers: int = option(1, "toy stream: 1 renders batches ahead in a worker process, 0 in the loop (same batches)")
 
     def validate(self) -> None:
+        super().validate()
         for name in self.losses:
             check_choice("losses", name, KD_LOSSES)
         if len(set(self.losses)) != len(self.losses):
             raise ConfigError(f"losses lists a loss twice: {','.join(self.losses)}")
         check_choice("icl_scale", self.icl_scale, ICL_SCALES)
-        for name in ("clip_weight", "fd_weight", "icl_weight", "crd_weight", "lr", "weight_decay"):
+        for name in ("clip_weight", "fd_weight", "icl_weight", "crd_weight"):
             check_range(name, getattr(self, name), 0.0)
-        check_range("steps", self.steps, 1)
         check_range("batch_size", self.batch_size, 2)
-        check_range("warmup_steps", self.warmup_steps, 0)
-        check_range("threads", self.threads, 0)
         check_range("workers", self.workers, 0, 1)
 
     @property

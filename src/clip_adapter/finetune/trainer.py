@@ -31,39 +31,29 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import Config, check_range, option
+from ..config import Default, check_range, defaults, option
 from ..errors import ConfigError
-from ..optim import CsvLog, TrainResult, train_encoder
+from ..optim import CsvLog, StepsOptimConfig, TrainResult, train_encoder
 
 __all__ = ["TrainResult", "TrainerConfig", "train"]
 
 
 @dataclass
-class TrainerConfig(Config):
-    """Optimisation settings shared by every fine-tuning recipe.
+@defaults(lr=2e-5, weight_decay=0.1, seed=Default(0, "seed of initialisation and batches (training data seeds stay below 1000)"))
+class TrainerConfig(StepsOptimConfig):
+    """Optimisation settings shared by every fine-tuning recipe (the optimiser's fields are :class:`StepsOptimConfig`'s).
 
     The defaults' origin is not recorded (each recipe sets its own steps and lr);
     they were not checked on held-out data.
     """
 
-    steps: int = option(300, "optimisation steps")
-    lr: float = option(2e-5, "peak learning rate (AdamW)")
-    warmup_steps: int = option(20, "linear warm-up steps before the cosine decay")
-    weight_decay: float = option(0.1, "AdamW weight decay on weight matrices")
     grad_clip: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
     val_every: int = option(50, "steps between validations (the best validated step is saved)")
-    seed: int = option(0, "seed of initialisation and batches (training data seeds stay below 1000)")
-    threads: int = option(1, "torch CPU threads while training (0: leave as is)")
 
     def validate(self) -> None:
-        check_range("steps", self.steps, 1)
-        check_range("lr", self.lr, 0.0)
-        check_range("warmup_steps", self.warmup_steps, 0)
-        check_range("weight_decay", self.weight_decay, 0.0)
+        super().validate()
         check_range("grad_clip", self.grad_clip, 0.0)
         check_range("val_every", self.val_every, 1)
-        check_range("seed", self.seed, 0, 2**32 - 1)
-        check_range("threads", self.threads, 0, 1024)
 
 
 def train(

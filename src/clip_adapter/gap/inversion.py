@@ -39,19 +39,20 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones import Backbone
-from ..config import Config, check_range, option
+from ..config import Default, check_range, defaults, option
 from ..errors import ConfigError, TrainingError
+from ..optim import OptimConfig
 
 PLACEHOLDER = "X"  # tokenised as one word by CLIP's BPE and the toy vocabulary; its embedding is replaced
 
 
 @dataclass
-class InversionConfig(Config):
+@defaults(lr=Default(2e-2, "AdamW learning rate (official: 2e-2)"),
+          weight_decay=Default(0.01, "AdamW weight decay (official: 0.01)"))
+class InversionConfig(OptimConfig):
     """How a pseudo-token (OTI) or a pseudo-image (OVI) is optimised; defaults follow the official OTI config."""
 
     steps: int = option(150, "optimisation steps (official: OTI 150, OVI 1000)")
-    lr: float = option(2e-2, "AdamW learning rate (official: 2e-2)")
-    weight_decay: float = option(0.01, "AdamW weight decay (official: 0.01)")
     batch_size: int = option(64, "queries optimised together (each has its own token; the batch only shares the encoder pass)")
     template: str = option("a photo of {}", "prompt holding the pseudo-token at {} (OTI; official: 'a photo of {}')")
     init_std: float = option(0.02, "std of the pseudo-token's normal initialisation (official: 0.02)")
@@ -68,6 +69,7 @@ class InversionConfig(Config):
             raise ConfigError(f"init_std must be in [0, 10], got {self.init_std}")
         if self.template.count("{}") != 1:
             raise ConfigError(f"template must hold exactly one {{}} for the pseudo-token, got {self.template!r}")
+        super().validate()  # last: the checks above name tighter bounds
 
 
 @dataclass

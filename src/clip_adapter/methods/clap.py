@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import check_choice, option
+from ..config import Default, check_choice, defaults, option
 from ..threads import torch_threads
 from .base import FewShotData, FitResult, Head, Method, cosine_logits, register, selection_record
 from .train import TrainConfig, train_head
@@ -44,6 +44,13 @@ CONSTRAINTS = ("l2", "adaptive", "none")
 
 
 @dataclass
+@defaults(optimizer="sgd", lr=Default(0.1, "learning rate"), weight_decay=Default(0.0, "weight decay"),
+          epochs=Default(300, "passes over all cached views"), batch_size=Default(256, "views per step"),
+          warmup_epochs=Default(1.0, "warm-up epochs"),
+          warmup_type=Default("constant", "warm-up: constant at warmup_lr (official config) or linear"),
+          warmup_lr=Default(1e-5, "learning rate of the constant warm-up"),
+          drop_last=Default(True, "the official image loader drops a last partial batch (unless it is the only one)"),
+          select_epoch=Default(False, "CLAP uses the last epoch; no validation set"))
 class ClapConfig(TrainConfig):
     """CLAP options; the recipe is the official one (no validation-based choices).
 
@@ -53,16 +60,6 @@ class ClapConfig(TrainConfig):
     """
 
     constraint: str = option("l2", "l2 (fixed λ, official code), adaptive (paper's ALM updates) or none (ZS-LP)")
-    optimizer: str = option("sgd", "adamw or sgd")
-    lr: float = option(0.1, "learning rate")
-    weight_decay: float = option(0.0, "weight decay")
-    epochs: int = option(300, "passes over all cached views")
-    batch_size: int = option(256, "views per step")
-    warmup_epochs: float = option(1.0, "warm-up epochs")
-    warmup_type: str = option("constant", "warm-up: constant at warmup_lr (official config) or linear")
-    warmup_lr: float = option(1e-5, "learning rate of the constant warm-up")
-    drop_last: bool = option(True, "the official image loader drops a last partial batch (unless it is the only one)")
-    select_epoch: bool = option(False, "CLAP uses the last epoch; no validation set")
 
     def validate(self) -> None:
         super().validate()

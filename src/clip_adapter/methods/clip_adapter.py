@@ -99,7 +99,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import check_choice, check_range, option
+from ..config import Default, check_choice, check_range, defaults, option
 from ..errors import ConfigError
 from ..threads import torch_threads
 from ..trust.calibration import logit_range_penalty
@@ -142,6 +142,10 @@ def sized_recipe(cfg: "ClipAdapterConfig", n: int) -> "ClipAdapterConfig":
 
 
 @dataclass
+@defaults(lr=Default(1e-3, "peak learning rate (at batch 32; scaled by √(batch/32) when batch_size is auto)"),
+          epochs=Default(60, "passes over the training images (at most; see max_passes)"),
+          batch_size=Default(0, "images per step; 0 = auto: 32, doubled up to 256 while an epoch has over 64 steps"),
+          weight_decay=Default(1e-4, "weight decay"))
 class ClipAdapterConfig(TrainConfig):
     """CLIP-Adapter options; training fields come from TrainConfig."""
 
@@ -155,11 +159,7 @@ class ClipAdapterConfig(TrainConfig):
     alpha_refine: int = option(ALPHA_REFINE, "when validation picks the grid's smallest or largest trained α, train up to this "
                                              "many values beyond it (half the smallest; halfway to 1 from the largest); 0 = off")
     # Fast recipe: AdamW on cached features, chosen on the toy world's validation splits.
-    lr: float = option(1e-3, "peak learning rate (at batch 32; scaled by √(batch/32) when batch_size is auto)")
-    epochs: int = option(60, "passes over the training images (at most; see max_passes)")
-    batch_size: int = option(0, "images per step; 0 = auto: 32, doubled up to 256 while an epoch has over 64 steps")
     max_passes: int = option(MAX_PASSES, "cap on epochs × training images per candidate (0 = no cap)")
-    weight_decay: float = option(1e-4, "weight decay")
     race_keep: int = option(RACE_KEEP, "above 2,048 training images, only this many α candidates train past race_at "
                                        "of the epochs (the best on validation so far); 0 = all train to the end")
     race_at: float = option(RACE_AT, "fraction of the epochs after which the α race keeps race_keep candidates")
@@ -290,11 +290,34 @@ class ClipAdapterHead(Head):
         return cfg.alpha, cfg.beta
 
     def adapted_image_features(self, features: torch.Tensor) -> torch.Tensor:
-        """``α·A_v(f) + (1−α)·f`` (``f`` itself without a visual adapter): what the logits compare."""
+        """``α·A_v(f) + (1−α)·f`` (``f`` itself without a visual adapter): what the logits compare.
+
+        The one place the visual blend is written; retrieval and the report's adapter page call it.
+        """
         if self.visual is None:
             return features
         alpha, _ = self.ratios(features)
         return alpha * self.visual(features) + (1 - alpha) * features
+
+    def adapted_text_features(self, text: torch.Tensor, probe: torch.Tensor | None = None) -> torch.Tensor:
+        """``β·A_t(W) + (1−β)·W`` for the rows of ``text`` (``W`` itself without a textual adapter).
+
+        β comes from ``text`` itself (retrieval's queries: a network ratio per query), or from
+        ``probe`` (e.g. image features), whose per-row β (network ratios) is averaged into one.
+
+        Example:
+            >>> head = ClipAdapterHead(ClipAdapterConfig(variant="text", beta=0.0), {"num_classes": 2, "embed_dim": 4,
+            ...                                                                      "logit_scale": 100.0})
+            >>> w = torch.randn(2, 4)
+            >>> torch.equal(head.adapted_text_features(w), w)  # β = 0: CLIP's own class embeddings
+            True
+        """
+        if self.textual is None:
+            return text
+        _, beta = self.ratios(text if probe is None else probe)
+        if probe is not None and torch.is_tensor(beta):
+            beta = beta.mean()
+        return beta * self.textual(text) + (1 - beta) * text
 
     def zero_shot_logits(self, features: torch.Tensor) -> torch.Tensor:
         """The frozen zero-shot classifier on ``features``: the class prompts before any adaptation, no visual adapter."""
@@ -312,16 +335,13 @@ class ClipAdapterHead(Head):
         return head.eval()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        alpha, beta = self.ratios(features)
-        image = features
-        if self.visual is not None:
-            image = alpha * self.visual(features) + (1 - alpha) * features
+        image = self.adapted_image_features(features)
         if self.textual is None:
             return cosine_logits(image, self.text, self.logit_scale)
-        adapted = self.textual(self.text)
+        _, beta = self.ratios(features)
         if not torch.is_tensor(beta) or beta.dim() < 2:  # one β for the whole task
-            return cosine_logits(image, beta * adapted + (1 - beta) * self.text, self.logit_scale)
-        return _per_image_text_logits(image, self.text, adapted - self.text, beta, self.logit_scale)
+            return cosine_logits(image, self.adapted_text_features(self.text, features), self.logit_scale)
+        return _per_image_text_logits(image, self.text, self.textual(self.text) - self.text, beta, self.logit_scale)
 
     def describe_ratios(self) -> dict[str, float]:
         if self.config.ratio == "learned":

@@ -75,7 +75,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import check_range, option
+from ..config import Default, check_range, defaults, option
 from ..errors import ArtifactError
 from .base import FewShotData, cosine_logits, register
 from .coop import INIT_STD
@@ -90,6 +90,9 @@ from .prompt_learner import (
 
 
 @dataclass
+@defaults(lr=5e-3, weight_decay=0.0, epochs=3,
+          batch_size=Default(8, "images per step (each brings C prompts through the text encoder)"),
+          warmup_epochs=Default(0.5, "linear warm-up length, in epochs, before the cosine decay"))
 class CoCoOpConfig(PromptConfig):
     """CoCoOp options; prompt and training fields come from PromptConfig / TrainConfig."""
 
@@ -97,12 +100,6 @@ class CoCoOpConfig(PromptConfig):
     ctx_init: str = option("a photo of a", "initialise the context from this phrase (empty: N(0, 0.02²))")
     meta_reduction: int = option(16, "meta-net hidden width: embed_dim // meta_reduction")
     # Fast recipe (chosen on the toy world's validation accuracy, not checked on held-out data; see the module docstring).
-    optimizer: str = option("adamw", "adamw or sgd")
-    lr: float = option(5e-3, "peak learning rate")
-    weight_decay: float = option(0.0, "decoupled (AdamW) or L2 (SGD) weight decay")
-    epochs: int = option(3, "passes over the training images")
-    batch_size: int = option(8, "images per step (each brings C prompts through the text encoder)")
-    warmup_epochs: float = option(0.5, "linear warm-up length, in epochs, before the cosine decay")
 
     def validate(self) -> None:
         super().validate()

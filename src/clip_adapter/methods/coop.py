@@ -82,7 +82,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import option
+from ..config import Default, defaults, option
 from .base import cosine_logits, register
 from .prompt_learner import (
     COOP_EPOCHS_BY_SHOTS,
@@ -97,17 +97,14 @@ INIT_STD = 0.02  # official: nn.init.normal_(ctx, std=0.02)
 
 
 @dataclass
+@defaults(lr=5e-3, weight_decay=0.0, epochs=40,
+          lr_grid=Default((1e-3, 2e-2), "learning rates searched on validation besides `lr` (empty: just `lr`)"),
+          batch_size=Default(64, "images per step (the text encoder costs the same per step whatever the batch)"))
 class CoOpConfig(PromptConfig):
     """CoOp options; prompt and training fields come from PromptConfig / TrainConfig."""
 
     csc: bool = option(False, "class-specific context: one set of M vectors per class")
     # Fast recipe (chosen on the toy world's validation accuracy, not checked on held-out data; see the module docstring).
-    optimizer: str = option("adamw", "adamw or sgd")
-    lr: float = option(5e-3, "peak learning rate")
-    lr_grid: tuple[float, ...] = option((1e-3, 2e-2), "learning rates searched on validation besides `lr` (empty: just `lr`)")
-    weight_decay: float = option(0.0, "decoupled (AdamW) or L2 (SGD) weight decay")
-    epochs: int = option(40, "passes over the training images")
-    batch_size: int = option(64, "images per step (the text encoder costs the same per step whatever the batch)")
 
 
 class CoOpHead(PromptHead):

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, check_choice, check_range, option
+from ..config import Config, Default, check_choice, check_range, defaults, option
 from ..threads import torch_threads
 from .base import FewShotData, FitResult, Head, Method, better, cosine_logits, register, selection_record
 from .tip_settings import GENERIC, official_settings, settings_for, settings_values
@@ -113,16 +113,15 @@ class TipAdapterConfig(Config):
 
 
 @dataclass
+@defaults(lr=Default(1e-3, "learning rate (official: 1e-3)"),
+          weight_decay=Default(0.01, "AdamW weight decay (torch default, as the official code)"),
+          adam_eps=Default(1e-4, "AdamW epsilon (official: 1e-4)"),
+          batch_size=Default(256, "images per step (official: 256)"),
+          warmup_epochs=Default(0.0, "warm-up epochs (official: none)"))
 class TipAdapterFConfig(TrainConfig, TipAdapterConfig):
     """Tip-Adapter-F: the cache keys are fine-tuned."""
 
-    optimizer: str = option("adamw", "adamw or sgd")
-    lr: float = option(1e-3, "learning rate (official: 1e-3)")
-    weight_decay: float = option(0.01, "AdamW weight decay (torch default, as the official code)")
-    adam_eps: float = option(1e-4, "AdamW epsilon (official: 1e-4)")
     epochs: int | None = option(None, "training epochs; None = from settings (official: 20; 100 for EuroSAT)")  # type: ignore[assignment]
-    batch_size: int = option(256, "images per step (official: 256)")
-    warmup_epochs: float = option(0.0, "warm-up epochs (official: none)")
 
     def validate(self) -> None:
         # epochs may still be unset (filled from `settings` before training): check the rest as if it were.

@@ -36,14 +36,14 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-from ..config import Config, check_choice, check_range, option
+from ..config import Default, check_choice, check_range, defaults, option
 from ..errors import ConfigError
-from ..optim import SCHEDULE_UNITS, check_finite, lr_schedule, make_optimizer, warmup_cosine  # noqa: F401  (warmup_cosine: re-exported)
+from ..optim import SCHEDULE_UNITS, EpochsOptimConfig, check_finite, lr_schedule, make_optimizer, warmup_cosine  # noqa: F401  (warmup_cosine: re-exported)
 from ..progress import progress
 from ..threads import torch_threads
 from .base import FewShotData, FitResult, Head, better, evaluate_head, selection_record
@@ -53,15 +53,14 @@ VIEW_ORDERS = ("random", "distinct")
 
 
 @dataclass
-class TrainConfig(Config):
-    """Optimisation settings shared by trained methods (fields are inherited)."""
+@defaults(weight_decay=Default(1e-4, "decoupled (AdamW) or L2 (SGD) weight decay"))
+class TrainConfig(EpochsOptimConfig):
+    """Optimisation settings shared by trained methods (fields are inherited; lr, weight decay, epochs
+    and batch size are :class:`~clip_adapter.optim.EpochsOptimConfig`'s).
+    """
 
     optimizer: str = option("adamw", "adamw or sgd")
-    lr: float = option(1e-3, "peak learning rate")
-    weight_decay: float = option(1e-4, "decoupled (AdamW) or L2 (SGD) weight decay")
     momentum: float = option(0.9, "SGD momentum")
-    epochs: int = option(50, "passes over the training images")
-    batch_size: int = option(32, "images per step")
     warmup_epochs: float = option(1.0, "warm-up length, in epochs, before the cosine decay")
     warmup_type: str = option("linear", "warm-up: linear (to the peak lr) or constant (at warmup_lr, as CoOp's official code)")
     warmup_lr: float = option(1e-5, "learning rate of a constant warm-up (and of a per-epoch linear warm-up's first epoch, as Dassl's)")
@@ -72,13 +71,9 @@ class TrainConfig(Config):
     schedule_unit: str = option("step", "lr schedule stepped per batch (step) or per epoch as Dassl's trainers do (epoch; official presets)")
     view_order: str = option("random", "cached view per image per epoch: random, or distinct (no view repeats until all were used)")
 
-    # Zero epochs or a zero learning rate would silently save an untrained head.
-    # (A config whose untrained state is meaningful, e.g. a prompt initialised
-    # from a phrase, may lower this to 0.)
-    min_epochs: ClassVar[int] = 1
-    min_batch_size: ClassVar[int] = 1  # CLIP-Adapter lowers it to 0 ("auto")
-
     def validate(self) -> None:
+        # Checks every inherited field itself, not through super(): a head's bounds are tighter (lr <= 10),
+        # and a subclass may allow 0 epochs or an "auto" batch of 0 (min_epochs, min_batch_size).
         check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
         check_positive("lr", self.lr, 10.0)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)

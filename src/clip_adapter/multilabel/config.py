@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from ..config import Config, check_choice, check_range, option
+from ..config import Default, check_choice, check_range, defaults, option
 from ..errors import ConfigError
+from ..optim import EpochsOptimConfig
 
 METHODS = ("zero-shot", "clip-adapter", "unmix")
 PROJECTORS = ("linear", "mlp")
@@ -14,7 +16,10 @@ DEFAULT_LR = {"unmix": 1e-2, "clip-adapter": 1e-3}  # chosen on the toy task's v
 
 
 @dataclass
-class MultiLabelConfig(Config):
+@defaults(epochs=Default(60, "training epochs (clip-adapter, unmix)"),
+          lr=Default(0.0, "AdamW learning rate, cosine decay to 0 (0: the method's, unmix 1e-2, clip-adapter 1e-3)"),
+          weight_decay=Default(1e-4, "AdamW weight decay"))
+class MultiLabelConfig(EpochsOptimConfig):
     """How a multi-label head is built and trained.
 
     ``DEFAULT_LR`` was chosen on the toy multi-label task's validation split and is reported
@@ -39,10 +44,6 @@ class MultiLabelConfig(Config):
     gamma_pos: float = option(0.0, "ASL focusing exponent of positives (γ+)")
     gamma_neg: float = option(4.0, "ASL focusing exponent of negatives (γ-)")
     asl_clip: float = option(0.05, "ASL probability shift of negatives (δ)")
-    epochs: int = option(60, "training epochs (clip-adapter, unmix)")
-    batch_size: int = option(32, "images per step")
-    lr: float = option(0.0, "AdamW learning rate, cosine decay to 0 (0: the method's, unmix 1e-2, clip-adapter 1e-3)")
-    weight_decay: float = option(1e-4, "AdamW weight decay")
     seed: int = option(0, "seed of initialisation and batch order")
     proj_dim: int = option(0, "unmix: projected dimension d' (0: the backbone's embedding dimension)")
     projector: str = option("mlp", "unmix: linear (identity-initialised) or mlp (that plus a zero-initialised residual MLP)")
@@ -53,6 +54,8 @@ class MultiLabelConfig(Config):
     adapter_ratio: float = option(0.2, "clip-adapter: residual ratio of the adapted feature (official: 0.2)")
     adapter_reduction: int = option(4, "clip-adapter: bottleneck reduction of the adapter MLP (official: 4)")
 
+    min_epochs: ClassVar[int] = 0  # zero-shot trains nothing
+
     def validate(self) -> None:
         check_choice("method", self.method, METHODS)
         check_choice("projector", self.projector, PROJECTORS)
@@ -61,15 +64,14 @@ class MultiLabelConfig(Config):
             raise ConfigError(f"positive_template must hold one {{}} for the class name, got {self.positive_template!r}")
         if self.negative_template.count("{}") > 1:
             raise ConfigError(f"negative_template may hold at most one {{}}, got {self.negative_template!r}")
-        for name in ("logit_scale", "gamma_pos", "gamma_neg", "weight_decay", "mfi_weight", "mfi_offdiag"):
+        for name in ("logit_scale", "gamma_pos", "gamma_neg", "mfi_weight", "mfi_offdiag"):
             check_range(name, getattr(self, name), 0.0)
         check_range("asl_clip", self.asl_clip, 0.0, 0.5)
-        check_range("epochs", self.epochs, 0, 100_000)
-        check_range("batch_size", self.batch_size, 1)
         check_range("lr", self.lr, 0.0, 10.0)
         check_range("proj_dim", self.proj_dim, 0, 65_536)
         check_range("adapter_ratio", self.adapter_ratio, 0.0, 1.0)
         check_range("adapter_reduction", self.adapter_reduction, 1, 1024)
+        super().validate()  # last: the checks above name tighter bounds
 
     @property
     def learning_rate(self) -> float:

@@ -52,16 +52,14 @@ def adapter_effect(head: Any, features: torch.Tensor | None) -> dict[str, Any]:
     out: dict[str, Any] = {"variant": getattr(config, "variant", "?"), "ratio_mode": getattr(config, "ratio", "?"),
                            "reduction": getattr(config, "reduction", None), **ratio_values(head, features)}
     if getattr(head, "visual", None) is not None and features is not None and len(features):
-        alpha, _ = head.ratios(features)
         raw = head.visual(features)
-        adapted = alpha * raw + (1 - alpha) * features
+        adapted = head.adapted_image_features(features)
         out["image_cosine"] = _stats(F.cosine_similarity(adapted, features, dim=-1))
         out["image_cosine_values"] = F.cosine_similarity(adapted, features, dim=-1).tolist()
         out["adapter_output_cosine"] = _stats(F.cosine_similarity(raw, features, dim=-1))
     if getattr(head, "textual", None) is not None:
-        _, beta = head.ratios(features if features is not None and len(features) else head.text[:1])
-        beta = beta.mean() if torch.is_tensor(beta) else beta  # per-image β (network): its mean, for one summary
-        adapted_text = beta * head.textual(head.text) + (1 - beta) * head.text
+        probe = features if features is not None and len(features) else head.text[:1]
+        adapted_text = head.adapted_text_features(head.text, probe)  # a per-image β: its mean, for one summary
         out["text_cosine"] = _stats(F.cosine_similarity(adapted_text, head.text, dim=-1))
         out["text_cosine_per_class"] = F.cosine_similarity(adapted_text, head.text, dim=-1).tolist()
     return out
@@ -69,4 +67,5 @@ def adapter_effect(head: Any, features: torch.Tensor | None) -> dict[str, Any]:
 
 def is_clip_adapter(head: Any) -> bool:
     """Heads with the CLIP-Adapter interface (the method, or a subclass of its head)."""
-    return all(hasattr(head, name) for name in ("ratios", "visual", "textual", "text"))
+    return all(hasattr(head, name) for name in ("ratios", "visual", "textual", "text", "adapted_image_features",
+                                                "adapted_text_features"))

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from .._version import __version__
 from ..backbones.base import PreprocessConfig
 from ..backbones.precision import use_bf16
-from ..config import Config, check_choice, check_range, option
+from ..config import Default, check_choice, check_range, defaults, option
 from ..io import atomic_write_json, save_tensors
-from ..optim import CsvLog, train_encoder
+from ..optim import CsvLog, StepsOptimConfig, train_encoder
 from .model import ToyClip, ToyClipConfig, count_parameters
 from .render import IMAGE_SIZE, render_array
 from .tokenizer import ToyTokenizer
@@ -37,18 +37,14 @@ PREPROCESS = PreprocessConfig(image_size=IMAGE_SIZE, interpolation="bilinear")  
 
 
 @dataclass
-class PretrainConfig(Config):
+@defaults(steps=1200, warmup_steps=50, threads=Default(1, "torch CPU threads for training (results depend on it; "
+                                                             "1 stays fast when another process takes a core)"))
+class PretrainConfig(StepsOptimConfig):
     """Settings of ``clip-adapter toy pretrain`` (the defaults made the shipped checkpoint)."""
 
-    seed: int = option(0, "seed for initialisation and data")
-    steps: int = option(1200, "optimisation steps")
     batch_size: int = option(128, "image-caption pairs per step")
-    lr: float = option(5e-4, "peak learning rate (AdamW)")
-    warmup_steps: int = option(50, "linear warm-up steps before the cosine decay")
-    weight_decay: float = option(0.05, "AdamW weight decay on weight matrices")
     out_dir: str = option("runs/toy-pretrain", "directory for toy_clip.safetensors/.json and the CSV log")
     precision: str = option("auto", "autocast precision: auto (bf16 where fast), bf16 or fp32")
-    threads: int = option(1, "torch CPU threads for training (results depend on it; 1 stays fast when another process takes a core)")
     workers: int = option(1, "1: render batches ahead in a worker process; 0: in the training loop (same batches)")
     widths: tuple[int, ...] = option((32, 64, 128, 256), "CNN stage widths")
     depths: tuple[int, ...] = option((1, 1, 2, 1), "CNN residual blocks per stage")
@@ -56,12 +52,8 @@ class PretrainConfig(Config):
     text_layers: int = option(3, "text transformer layers")
 
     def validate(self) -> None:
-        check_range("steps", self.steps, 1)
+        super().validate()
         check_range("batch_size", self.batch_size, 2)
-        check_range("lr", self.lr, 0.0)
-        check_range("warmup_steps", self.warmup_steps, 0)
-        check_range("weight_decay", self.weight_decay, 0.0)
-        check_range("threads", self.threads, 0)
         check_range("workers", self.workers, 0, 1)
         check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
 

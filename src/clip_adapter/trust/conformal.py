@@ -89,6 +89,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 import torch
 
+from ..config import SEED_MAX
 from ..errors import ArtifactError, ConfigError
 
 __all__ = [
@@ -115,7 +116,6 @@ ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[Any]]
 SCORES = ("lac", "aps", "raps")
 FORMAT = "clip_adapter.conformal"
 FORMAT_VERSION = 1
-SEED_MAX = 2**32 - 1  # the range every RNG the project seeds accepts (see backbones.SEED_MAX)
 # Conf-OT's RAPS defaults (conformal/conformal_methods.py: lambda_raps=0.001, k_raps=1).
 RAPS_LAMBDA, RAPS_K_REG = 0.001, 1
 # Softmax rows sum to 1 up to float16/32 round-off; a row off by more than this

@@ -41,9 +41,9 @@ import numpy as np
 import torch
 
 from ..backbones.precision import use_bf16
-from ..config import Config, check_choice, check_range, option
+from ..config import Default, check_choice, check_range, defaults, option
 from ..io import atomic_dir
-from ..optim import train_encoder
+from ..optim import StepsOptimConfig, train_encoder
 from ..outputs import claim_output_dir, is_own_output, mark_output_dir
 from ..toyworld.model import ToyClip, ToyClipConfig
 from ..toyworld.pretrain import clip_loss, render_batch, to_pixels, write_toy_checkpoint
@@ -76,7 +76,8 @@ def warmup_for(steps: int) -> int:
 
 
 @dataclass
-class VideoPretrainConfig(Config):
+@defaults(steps=1500, warmup_steps=100, threads=Default(2, "torch CPU threads (0: torch's default)"))
+class VideoPretrainConfig(StepsOptimConfig):
     """Settings of the toy video CLIP's pretraining.
 
     Measured only on the default toy video dataset: 200 steps left a new ViT near the shipped
@@ -85,16 +86,10 @@ class VideoPretrainConfig(Config):
     Not checked on held-out video worlds.
     """
 
-    seed: int = option(0, "seed of initialisation and data")
-    steps: int = option(1500, "optimisation steps")
     batch_size: int = option(128, "image-caption pairs per step")
     motion_fraction: float = option(0.5, "share of each batch that is a captioned frame of a motion clip")
     state_share: float = option(0.5, "share of those captioned with the frame's state clause instead of the action")
-    lr: float = option(5e-4, "peak learning rate (AdamW)")
-    warmup_steps: int = option(100, "linear warm-up steps")
-    weight_decay: float = option(0.05, "AdamW weight decay on weight matrices")
     precision: str = option("auto", "auto (bf16 where fast), bf16 or fp32")
-    threads: int = option(2, "torch CPU threads (0: torch's default)")
     vit_width: int = option(96, "ViT width")
     vit_layers: int = option(3, "ViT blocks")
     patch_size: int = option(16, "ViT patch side (64-pixel frames: a 4x4 grid, two 2x2 space-time windows a side)")
@@ -102,12 +97,10 @@ class VideoPretrainConfig(Config):
     image_from: str = option("none", "toy checkpoint whose image tower (and architecture) starts the run ('none': a new ViT)")
 
     def validate(self) -> None:
-        check_range("steps", self.steps, 1)
+        super().validate()
         check_range("batch_size", self.batch_size, 2)
         check_range("motion_fraction", self.motion_fraction, 0.0, 1.0)
         check_range("state_share", self.state_share, 0.0, 1.0)
-        check_range("lr", self.lr, 0.0)
-        check_range("threads", self.threads, 0, 1024)
         check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
 
     def model_config(self, vocab_size: int) -> ToyClipConfig:

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...config import option
+from ...config import Default, defaults
 from ..evaluate import encode_rendered
 from ..losses import caption_keys, hard_negative_infonce
 from ..toydata import Item
@@ -54,6 +54,13 @@ VAL_KINDS = ("attribution-color", "relation")
 
 
 @dataclass
+@defaults(unfreeze=Default("none", "fixed: the encoders stay frozen; only A trains"),
+          steps=Default(600, "optimisation steps (on cached embeddings: fast)"),
+          lr=Default(1e-3, "peak learning rate of A"), warmup_steps=Default(50, "linear warm-up steps"),
+          weight_decay=Default(0.0, "decay of A (towards zero, so off)"),
+          val_every=Default(100, "steps between validations"), batch_size=256,
+          plain_batch=Default(256, "ordinary pairs mixed into each step"),
+          train_items=Default(2000, "toy training items"), plain_items=Default(2000, "toy ordinary pairs"))
 class LabClipConfig(RecipeConfig):
     """LABCLIP's settings (defaults tuned on the toy world's validation items).
 
@@ -62,16 +69,6 @@ class LabClipConfig(RecipeConfig):
     not on held-out data.
     """
 
-    unfreeze: str = option("none", "fixed: the encoders stay frozen; only A trains")
-    steps: int = option(600, "optimisation steps (on cached embeddings: fast)")
-    lr: float = option(1e-3, "peak learning rate of A")
-    warmup_steps: int = option(50, "linear warm-up steps")
-    weight_decay: float = option(0.0, "decay of A (towards zero, so off)")
-    val_every: int = option(100, "steps between validations")
-    batch_size: int = option(256, "hard-negative items per step")
-    plain_batch: int = option(256, "ordinary pairs mixed into each step")
-    train_items: int = option(2000, "toy training items")
-    plain_items: int = option(2000, "toy ordinary pairs")
 
     def validate(self) -> None:
         super().validate()

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ...compose.captions import NEGATION_WORDS
-from ...config import option
+from ...config import Default, defaults, option
 from ...errors import ConfigError
 from ..evaluate import encode_rendered
 from ..losses import caption_keys, hard_negative_infonce
@@ -46,6 +46,12 @@ from .base import RECIPES, Recipe, RecipeConfig, Validator, file_data, toy_data
 
 
 @dataclass
+@defaults(unfreeze=Default("text", "what trains: text or text-last-N (the image tower stays frozen)"),
+          lr=Default(5e-5, "peak learning rate (the paper: 1e-6 on ViT-B/32)"),
+          batch_size=Default(64, "negation captions per step"),
+          plain_batch=Default(64, "ordinary pairs mixed into each step"),
+          train_items=Default(2000, "toy training items (scenes with a negation caption and its flipped twin)"),
+          plain_items=2000)
 class NegationConfig(RecipeConfig):
     """NegationCLIP's settings (defaults tuned on the toy world's validation items).
 
@@ -54,13 +60,6 @@ class NegationConfig(RecipeConfig):
     not on held-out data.
     """
 
-    unfreeze: str = option("text", "what trains: text or text-last-N (the image tower stays frozen)")
-    steps: int = option(300, "optimisation steps")
-    lr: float = option(5e-5, "peak learning rate (the paper: 1e-6 on ViT-B/32)")
-    batch_size: int = option(64, "negation captions per step")
-    plain_batch: int = option(64, "ordinary pairs mixed into each step")
-    train_items: int = option(2000, "toy training items (scenes with a negation caption and its flipped twin)")
-    plain_items: int = option(2000, "toy ordinary pretraining pairs in the mixing pool")
     flip_negatives: bool = option(True, "add each caption's negation-flipped twin as a hard-negative column")
 
     def validate(self) -> None:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ...compose.captions import order_negatives
-from ...config import check_range, option
+from ...config import Default, check_range, defaults, option
 from ..evaluate import encode_rendered
 from ..losses import caption_keys, hard_negative_infonce
 from ..toydata import Item, pixels
@@ -54,17 +54,15 @@ VAL_KINDS = ("attribution-color", "relation")
 
 
 @dataclass
+@defaults(unfreeze=Default("text", "what trains (the paper: all; toy default text: the image tower already binds, "
+                                   "probe 79 %)"),
+          steps=600, lr=Default(1e-3, "peak learning rate (toy default; the paper: 1e-6 on ViT-B/32, set it for real CLIP)"),
+          weight_decay=0.0,
+          batch_size=Default(64, "hard-negative items per step (each brings a neighbour image: 2x images)"),
+          train_items=Default(3000, "toy training items (attribute and relation swaps)"), plain_batch=32, plain_items=1000)
 class NegClipConfig(RecipeConfig):
     """NegCLIP's settings (toy defaults chosen on the toy world's validation items; see the module docstring)."""
 
-    unfreeze: str = option("text", "what trains (the paper: all; toy default text: the image tower already binds, probe 79 %)")
-    steps: int = option(600, "optimisation steps")
-    lr: float = option(1e-3, "peak learning rate (toy default; the paper: 1e-6 on ViT-B/32, set it for real CLIP)")
-    weight_decay: float = option(0.0, "AdamW weight decay on weight matrices")
-    batch_size: int = option(64, "hard-negative items per step (each brings a neighbour image: 2x images)")
-    plain_batch: int = option(32, "ordinary image-caption pairs mixed into each step (keeps zero-shot skills)")
-    train_items: int = option(3000, "toy training items (attribute and relation swaps)")
-    plain_items: int = option(1000, "toy ordinary pretraining pairs in the mixing pool")
     neighbours: int = option(3, "K nearest images (starting model, cosine) a hard image is drawn from")
     kinds: tuple[str, ...] = option(TRAIN_KINDS, "toy training item kinds (attribution, attribution-color, relation), split evenly")
     order_negatives: bool = option(False, "toy: add ARO's word-order shuffles to each item's hard negatives")
