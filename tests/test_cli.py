@@ -46,8 +46,9 @@ def test_train_eval_predict_end_to_end(image_folder, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "path,rank,class,probability" and len(lines) == 1 + 2 * 10
     assert main(["predict", str(out), str(image_folder / "red_square" / "000.jpg"), "--format", "json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [r["rank"] for r in rows] == [1, 2, 3] and abs(sum(r["probability"] for r in rows) - 1) < 1e-3
+    records = json.loads(capsys.readouterr().out)  # one prediction record per image (clip_adapter.inference)
+    assert len(records) == 1 and len(records[0]["top_k"]) == 3
+    assert abs(sum(p for _, p in records[0]["top_k"]) - 1) < 1e-3
 
 
 def test_same_command_same_seed_gives_identical_artifacts(image_folder, tmp_path):
@@ -130,8 +131,8 @@ def test_every_method_trains_saves_loads_and_predicts_through_the_cli(method, im
     assert main(["eval", str(out), "--data", str(image_folder), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == recorded
     assert main(["predict", str(out), str(image_folder / "red_square" / "000.jpg"), "--top-k", "1", "--format", "json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 1 and rows[0]["class"] in {"red square", "green square", "blue square"}
+    records = json.loads(capsys.readouterr().out)
+    assert len(records) == 1 and records[0]["label"] in {"red square", "green square", "blue square"}
 
 
 def test_progress_is_logged_as_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):

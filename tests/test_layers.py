@@ -65,9 +65,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     ("clip_adapter.finetune.recipes.negation", "clip_adapter.compose.captions"): "compose captions are fine-tuning data",
     ("clip_adapter.finetune.recipes.negclip", "clip_adapter.compose.captions"): "compose captions are fine-tuning data",
     ("clip_adapter.finetune.toydata", "clip_adapter.compose.captions"): "compose captions are fine-tuning data",
-    # The gap analysis measures retrieval with the retrieval app's Adaptation (adapted features for an
-    # index); that type belongs below both, beside the features.
-    ("clip_adapter.gap.analyse", "clip_adapter.retrieval"): "gap reuses the retrieval app's Adaptation",
 }
 
 # Private names (one leading underscore) imported across top-level packages, and why. Same rule: only shrinks.

@@ -98,7 +98,8 @@ def test_predict_matches_the_library(world):
         for got, want in zip(answer, expected):
             assert [c for c, _ in got["top_k"]] == [c for c, _ in want["top_k"]]
             assert got["score"] == pytest.approx(want["score"], abs=1e-4)
-    assert multipart.json()["predictions"][0]["name"] == f"images[0] ({images[0].name})"
+    assert multipart.json()["predictions"][0]["path"] == f"images[0] ({images[0].name})"  # the upload's part name
+    assert [set(r) for r in multipart.json()["predictions"]] == [set(r) for r in expected]  # one record shape
 
 
 def _bomb_header() -> bytes:

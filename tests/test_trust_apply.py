@@ -94,22 +94,36 @@ def test_reject_needs_a_threshold_and_labels_unknown_images(trusted, capsys):
     assert all((r["label"] == "unknown") == r["unknown"] for r in rows)
 
 
-def test_the_api_and_serve_give_the_records_predict_gives(trusted):
+def test_cli_predict_the_api_and_serve_give_the_same_records(trusted, tmp_path, capsys):
+    """One function builds the records of all three: the same keys, and from the same features the same values."""
+    pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
     import clip_adapter
     from clip_adapter.serve import create_app
 
     _, out, images, _ = trusted
-    model = clip_adapter.load(out)
-    records = model.predict([str(p) for p in images[:2]], top_k=2)
-    assert all({"set", "unknown", "ood_score"} <= set(r) for r in records)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    inputs = [*map(str, images[:3]), str(broken)]
+    capsys.readouterr()
+    assert main(["predict", str(out), *inputs, "--top-k", "2", "--format", "json", "--skip-bad"]) == 0
+    from_cli = json.loads(capsys.readouterr().out)
+    model = clip_adapter.load(out)  # the same feature cache as the command (the test's own)
+    from_api = model.predict(inputs, top_k=2, skip_bad=True)
+    assert from_cli == from_api
+    assert [set(r) for r in from_api[:3]] == [{"path", "label", "score", "top_k", "set", "ood_score", "unknown"}] * 3
+    assert from_api[3]["path"] == str(broken) and from_api[3]["label"] is None and from_api[3]["top_k"] == []
     with TestClient(create_app(model)) as client:
-        files = [("images", (p.name, p.read_bytes(), "image/png")) for p in images[:2]]
+        files = [("images", (p.name, p.read_bytes(), "image/png")) for p in images[:3]]
         served = client.post("/predict?top_k=2", files=files).json()["predictions"]
-    for got, want in zip(served, records):
-        assert got["set"] == want["set"] and got["unknown"] == want["unknown"]
+    assert [r["path"] for r in served] == [f"images[{i}] ({p.name})" for i, p in enumerate(images[:3])]
+    for got, want in zip(served, from_api):  # serve encodes its uploads itself: equal up to float noise
+        assert set(got) == set(want)
+        assert (got["label"], got["set"], got["unknown"]) == (want["label"], want["set"], want["unknown"])
         assert [c for c, _ in got["top_k"]] == [c for c, _ in want["top_k"]]
+        assert got["score"] == pytest.approx(want["score"], abs=1e-4)
+        assert got["ood_score"] == pytest.approx(want["ood_score"], abs=1e-4)
 
 
 def test_eval_reports_calibration_coverage_and_ood(trusted, tmp_path, capsys):

@@ -300,9 +300,8 @@ def test_the_quick_toy_video_clip_starts_from_the_shipped_cnn_and_reads_the_moti
 def test_the_examples_in_the_changed_modules_run():
     import doctest
 
-    from clip_adapter.cli import video as video_cli
-    from clip_adapter.video import pretrain
+    from clip_adapter.video import pretrain, run
 
-    for module in (decode, video_cli, pretrain):
+    for module in (decode, run, pretrain):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -2,7 +2,8 @@
 
 In the conventions of scikit-learn and Hugging Face: :func:`fit` returns a fitted
 :class:`AdaptedCLIP`; ``predict`` takes file paths, folders or PIL images and returns one
-record per image (a list of dicts: ``pandas.DataFrame(records)`` makes a table);
+record per image (a list of dicts: ``pandas.DataFrame(records)`` makes a table), the records
+``clip-adapter predict --format json`` and ``serve`` give (the shape: :mod:`clip_adapter.inference`);
 ``evaluate`` returns the metrics; ``save_pretrained`` / :func:`load` write and read the
 same artifact directories as the command line.
 
@@ -41,16 +42,12 @@ from .backbones import Backbone, create_backbone
 from .data import load_dataset
 from .data.classnames import ClassnameMap
 from .data.dataset import SPLITS
-from .data.images import BadImage, checked_rgb, find_images
-from .errors import ClipAdapterError, ConfigError, DataError
-from .features import extract_images, image_store
-from .features.transforms import eval_view
-from .inference import check_reject, prediction_records, score_features
+from .data.images import find_images
+from .errors import ClipAdapterError, ConfigError
+from .inference import ImageInput, check_reject, check_top_k, encode_inputs, predict_images
 from .io import quoted
 from .methods import get_method
 from .pipeline import FeatureConfig, RunConfig, evaluate_classifier, run_few_shot
-
-ImageInput = str | os.PathLike | Image.Image
 
 
 @dataclass
@@ -81,17 +78,20 @@ class AdaptedCLIP:
 
         A bad image raises a one-line DataError naming it (see :meth:`predict`).
         """
-        encoded = self._encode(_as_list(images), skip_bad=False)
-        return self.classifier.logits(encoded.features) if encoded.parts else torch.empty(0, len(self.classnames))
+        with _api_wording():
+            encoded = encode_inputs(self.backbone, _as_list(images), cache_dir=self.features.cache_path(),
+                                    batch_size=self.features.batch_size)
+        return self.classifier.logits(encoded.features) if encoded.rows else torch.empty(0, len(self.classnames))
 
     def predict(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 1, skip_bad: bool = False,
                 reject: bool = False) -> list[dict[str, Any]]:
-        """One record per image: ``path`` (or ``None`` for a PIL image), ``label``, ``score`` and the ``top_k`` list.
+        """One prediction record per image: ``path`` (``None`` for a PIL image), ``label``, ``score``, ``top_k``.
 
-        Probabilities are calibrated as the artifact's trust record says; an
-        artifact with a conformal predictor adds ``set``, one with an OOD
-        threshold ``ood_score`` and ``unknown`` (``reject=True``: such an image's
-        ``label`` is ``"unknown"``).
+        The records of ``clip-adapter predict --format json`` and ``serve``, from the same function
+        (:func:`clip_adapter.inference.predict_images`; the shape is in :mod:`clip_adapter.inference`):
+        probabilities calibrated as the artifact's trust record says; an artifact with a conformal
+        predictor adds ``set``, one with an OOD threshold ``ood_score`` and ``unknown`` (``reject=True``:
+        such an image's ``label`` is ``"unknown"``).
 
         Equal scores rank by class order, so the same call always gives the same answer.
         An empty list gives an empty list. PIL images pass the same checks as files
@@ -101,24 +101,16 @@ class AdaptedCLIP:
         and ``score`` are ``None``, ``top_k`` empty and ``error`` the reason, so the
         records stay one per image, in input order.
         """
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ConfigError(f"top_k must be an integer of at least 1, got {top_k!r}")
+        check_top_k(top_k)
         check_reject(self.classifier, reject, "reject=True")
-        encoded = self._encode(_as_list(images), skip_bad)
-        answered = iter(self._answers(encoded.features, top_k, reject) if encoded.parts else [])
-        records: list[dict[str, Any]] = []
-        for position, name in enumerate(encoded.names):
-            if position in encoded.errors:
-                records.append({"path": name, "label": None, "score": None, "top_k": [], "error": encoded.errors[position]})
-                continue
-            record = next(answered)
-            records.append({"path": name, **record, "top_k": [tuple(pair) for pair in record["top_k"]]})
+        with _api_wording():
+            records = predict_images(self.classifier, self.backbone, _as_list(images), top_k=top_k, reject=reject,
+                                     skip_bad=skip_bad, cache_dir=self.features.cache_path(),
+                                     batch_size=self.features.batch_size)
+        for record in records:
+            if "error" in record:  # the reasons are worded for the command line
+                record["error"] = _api_hints(record["error"])
         return records
-
-    def _answers(self, features: torch.Tensor, top_k: int, reject: bool) -> list[dict[str, Any]]:
-        """The artifact's records for encoded images: one path with ``predict`` and ``serve`` (calibration, sets, OOD)."""
-        scores = score_features(self.classifier, self.backbone, features, self.features.cache_path())
-        return prediction_records(scores, self.classnames, top_k, reject)
 
     def evaluate(self, data: str | os.PathLike, split: str = "test", split_file: str | os.PathLike | None = None,
                  skip_bad: bool = False, classnames: ClassnameMap = None,
@@ -131,15 +123,13 @@ class AdaptedCLIP:
         refused. ``skip_bad=True`` leaves unreadable images out (listed under ``skipped``).
         ``calibration`` (ECE, NLL, Brier, AURC) is always there; ``conformal`` when the
         artifact has sets; ``ood`` (AUROC, FPR at 95 % TPR) with ``ood_data``, a folder
-        of images of none of the classes.
+        of images of none of the classes. The same function as ``clip-adapter eval``
+        (:func:`evaluate_artifact`).
         """
-        if split not in (*SPLITS, "all"):
-            raise ConfigError(f"split must be one of {', '.join((*SPLITS, 'all'))}, got {split!r}")
         with _api_wording():
-            dataset = load_dataset(data, split_file, classnames=classnames)
-            ood_images = find_images([ood_data]) if ood_data is not None else ()
-            return evaluate_classifier(self.classifier, self.backbone, dataset, split, self.features.cache_path(),
-                                       f"dataset {quoted(data)}", self.features.batch_size, skip_bad, ood_images)
+            return evaluate_artifact(self.classifier, self.backbone, data, split, split_file=split_file,
+                                     classnames=classnames, skip_bad=skip_bad, ood_data=ood_data,
+                                     cache_dir=self.features.cache_path(), batch_size=self.features.batch_size)
 
     def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the artifact directory (``config.json`` + ``model.safetensors`` [+ ``result.json``, ``split.json``])."""
@@ -148,71 +138,31 @@ class AdaptedCLIP:
             extra["split.json"] = self.split.to_json()
         return self.classifier.save_pretrained(directory, extra, overwrite=overwrite)
 
-    def _store(self):
-        return image_store(self.backbone, self.features.cache_path())
 
-    def _encode(self, items: list[ImageInput], skip_bad: bool) -> "_Encoded":
-        """Features in input order: files (through the cache; folders expanded) and PIL images (checked, then encoded directly)."""
-        encoded = _Encoded([], [], {})
-        for position, item in enumerate(items):
-            if isinstance(item, Image.Image):
-                self._encode_pil(item, f"input[{position}] (a PIL image)", skip_bad, encoded)
-            elif isinstance(item, (str, os.PathLike)):
-                with _api_wording():
-                    self._encode_files(item, skip_bad, encoded)
-            else:
-                raise ConfigError(f"input[{position}] is a {type(item).__name__}; images are file paths, folders or PIL images")
-        return encoded
+def evaluate_artifact(
+    clf: Classifier, backbone: Backbone, data: str | os.PathLike, split: str = "test", *,
+    split_file: str | os.PathLike | None = None, classnames: ClassnameMap = None, skip_bad: bool = False,
+    ood_data: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
+) -> dict[str, Any]:
+    """An artifact's report on ``data``'s ``split``: the path of ``clip-adapter eval`` and :meth:`AdaptedCLIP.evaluate`.
 
-    def _encode_pil(self, item: Image.Image, name: str, skip_bad: bool, encoded: "_Encoded") -> None:
-        """The guards a file gets (:func:`~clip_adapter.data.images.checked_rgb`), then the evaluation view."""
-        try:
-            rgb, _ = checked_rgb(item, name)
-        except BadImage as exc:
-            if not skip_bad:
-                raise
-            encoded.skip(None, str(exc))
-            return
-        pixels = eval_view(rgb, self.backbone.preprocess).unsqueeze(0)
-        encoded.add([None], self.backbone.encode_images(pixels).float().cpu())
+    Loads the dataset (``split_file``, ``classnames`` as for :func:`fit`), then
+    :func:`~clip_adapter.pipeline.evaluate_classifier`, which scores through
+    :func:`clip_adapter.inference.score_features` as ``predict`` does; ``ood_data`` (a folder of images
+    of none of the classes) adds the ``ood`` figures. Errors are worded for the command line.
 
-    def _encode_files(self, item: str | os.PathLike, skip_bad: bool, encoded: "_Encoded") -> None:
-        try:
-            files = find_images([item])
-        except DataError as exc:
-            if not skip_bad:
-                raise
-            encoded.skip(str(item), str(exc))
-            return
-        feats, kept, stats = extract_images(self.backbone, files, self._store(), None, 0, self.features.batch_size, skip_bad, "images")
-        reasons, good = dict(stats.skipped), set(kept)
-        rows = iter(feats)
-        for index, path in enumerate(files):
-            if index in good:
-                encoded.add([str(path)], next(rows).unsqueeze(0))
-            else:
-                encoded.skip(str(path), reasons.get(str(path), "could not be read"))
-
-
-@dataclass
-class _Encoded:
-    """Encoded inputs: one name per image (input order), features of the good ones, and why the others were skipped."""
-
-    names: list[str | None]
-    parts: list[torch.Tensor]
-    errors: dict[int, str]
-
-    def add(self, names: list[str | None], features: torch.Tensor) -> None:
-        self.names += names
-        self.parts.append(features)
-
-    def skip(self, name: str | None, reason: str) -> None:
-        self.errors[len(self.names)] = _api_hints(reason)
-        self.names.append(name)
-
-    @property
-    def features(self) -> torch.Tensor:
-        return torch.cat(self.parts) if self.parts else torch.empty(0)
+    Example:
+        >>> evaluate_artifact(None, None, "photos", split="holdout")
+        Traceback (most recent call last):
+        ...
+        clip_adapter.errors.ConfigError: split must be one of train, val, test, all, got 'holdout'
+    """
+    if split not in (*SPLITS, "all"):
+        raise ConfigError(f"split must be one of {', '.join((*SPLITS, 'all'))}, got {split!r}")
+    dataset = load_dataset(data, split_file, classnames=classnames)
+    ood_images = find_images([ood_data]) if ood_data else ()
+    where = f"dataset {quoted(data)}"
+    return evaluate_classifier(clf, backbone, dataset, split, cache_dir, where, batch_size, skip_bad, ood_images)
 
 
 # Error messages are written for the command line; the API offers the same choices as keywords.
@@ -321,4 +271,4 @@ def bench_results(out: str | os.PathLike, protocol: str = "val") -> list[dict[st
     return load_results(sorted(Path(out, "runs", protocol).rglob("*.json")))
 
 
-__all__ = ["AdaptedCLIP", "bench_results", "fit", "load"]
+__all__ = ["AdaptedCLIP", "bench_results", "evaluate_artifact", "fit", "load"]

@@ -16,10 +16,12 @@ from .backbones import Backbone, create_backbone
 from .bench import BenchPlan, MethodSpec, plot_summary, run_bench, write_reports
 from .config import Config, option
 from .data import load_dataset
-from .outputs import claim_output_dir, mark_output_dir
+from .outputs import claim_output_dir, mark_output_dir, register_kind
 from .pipeline import FeatureConfig, RunConfig, run_few_shot
 
 VARIANTS = ("visual", "text", "both")
+
+KIND = register_kind("demo", r"^(runs|splits|plots|artifact|cache|data-[\w-]+|(results|summary)_\w+\.csv|table_\w+\.md)$")
 
 
 @dataclass
@@ -43,8 +45,8 @@ def run_demo(config: DemoConfig, backbone: Backbone | None = None, log: Callable
     """
     from .toyworld import write_task_dataset
 
-    out = claim_output_dir(config.out, "demo", resume=True)
-    mark_output_dir(out, "demo")
+    out = claim_output_dir(config.out, KIND, resume=True)
+    mark_output_dir(out, KIND)
     data_dir = out / f"data-{config.task}-{config.domain}"
     if not (data_dir / "split.json").is_file():
         log(f"writing the {config.task} task in the {config.domain} domain to {data_dir}")

@@ -18,11 +18,12 @@ dropped into ``images/red/`` or a notebook beside ``config.json`` makes
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ._version import __version__
 from .errors import OutputError, SystemRefusal
@@ -30,30 +31,114 @@ from .io import atomic_write_json, quoted
 from .ownership import LEDGER, MARKER, unowned_entries
 
 ARTIFACT_FORMAT = "clip-adapter-artifact"
-# What each kind of folder may hold at its top level, to be recognised as ours.
-KIND_ENTRIES: dict[str, re.Pattern[str]] = {
-    "artifact": re.compile(r"^(config\.json|model\.safetensors|result\.json|split\.json|log\.csv)$"),
-    "bench": re.compile(r"^(runs|splits|plots|(results|summary)_\w+\.csv|table_\w+\.md|report\.html)$"),
-    "demo": re.compile(r"^(runs|splits|plots|artifact|cache|data-[\w-]+|(results|summary)_\w+\.csv|table_\w+\.md)$"),
-    "toy-dataset": re.compile(r"^(images|split\.json)$"),
-    "toy-ood": re.compile(r"^(images|ood\.json)$"),
-    "trust-toy-bench": re.compile(r"^(table\.md|results\.json|trust_toy\.png)$"),  # benchmarks/trust_toy.py
-    "toy-pretrain": re.compile(r"^(toy_clip\.safetensors|toy_clip\.json|pretrain_log\.csv)$"),
-    "index": re.compile(r"^(index\.json|features\.safetensors|faiss-(raw|adapted)\.index)$"),
-    "gap": re.compile(r"^(gap\.json|similarities\.png|projection\.png)$"),
-    "multilabel-dataset": re.compile(r"^(images|labels\.json)$"),
-    "multilabel-artifact": re.compile(r"^(config\.json|model\.safetensors|result\.json|split\.json)$"),
-    "toy-video-dataset": re.compile(r"^(videos|(train|val|test)\.csv|classmap\.json|descriptions\.json|meta\.json)$"),
-    "video-eval": re.compile(r"^(metrics\.json|predictions\.csv)$"),
-    "video-cross-dataset": re.compile(r"^(metrics\.json|predictions\.csv)$"),
-    "video-base-to-novel": re.compile(r"^(results\.json|table\.md|base_to_novel\.png|runs)$"),
-    "compose-suites": re.compile(r"^(attribution|relation|order|negation)$"),
-    "compose-bench": re.compile(r"^(compose\.json|compose\.md|[\w-]+\.png)$"),
-    "toy-video-clip": re.compile(r"^toy_clip\.(safetensors|json)$"),
-    "video-train": re.compile(r"^(toy_clip\.(safetensors|json)|finetuned\.(safetensors|json)|stdd\.json|video_train_log\.csv|result\.json)$"),
-    "finetune": re.compile(r"^(toy_clip\.(safetensors|json)|finetuned\.(safetensors|json)|finetune_log\.csv)$"),
-    "distill": re.compile(r"^(toy_clip\.safetensors|toy_clip\.json|student\.safetensors|distill\.json|distill_log\.csv)$"),
+_KIND_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+# Each kind of folder is registered by the code that writes it (register_kind), with the pattern every entry at
+# the folder's top level matches. This module sits below all of them and must not import them, yet a folder's
+# kind may be checked before its writer was imported (``report`` reads a marker, a test claims a "gap" folder):
+# so it keeps the name of each kind's owner module, as clip_adapter.registry's providers do, and imports it on
+# the kind's first lookup. Names only: an owner module is never an import edge of this one.
+_OWNERS: dict[str, str] = {
+    "bench": "clip_adapter.bench",
+    "compose-bench": "clip_adapter.compose.kinds",
+    "compose-suites": "clip_adapter.compose.kinds",
+    "demo": "clip_adapter.demo",
+    "distill": "clip_adapter.distill",
+    "finetune": "clip_adapter.finetune",
+    "gap": "clip_adapter.gap",
+    "index": "clip_adapter.retrieval",
+    "multilabel-artifact": "clip_adapter.multilabel.kinds",
+    "multilabel-dataset": "clip_adapter.multilabel.kinds",
+    "toy-dataset": "clip_adapter.toyworld",
+    "toy-ood": "clip_adapter.toyworld.tasks",
+    "toy-pretrain": "clip_adapter.toyworld",
+    "toy-video-clip": "clip_adapter.video.kinds",
+    "toy-video-dataset": "clip_adapter.video.kinds",
+    "video-base-to-novel": "clip_adapter.video.kinds",
+    "video-cross-dataset": "clip_adapter.video.kinds",
+    "video-eval": "clip_adapter.video.kinds",
+    "video-train": "clip_adapter.video.kinds",
 }
+_KINDS: dict[str, re.Pattern[str]] = {}
+
+
+def register_kind(name: str, pattern: str) -> str:
+    r"""Register the output kind ``name``: every top-level entry of its folders matches ``pattern``. Returns ``name``.
+
+    Called by the module that writes the kind, once, at import (``KIND = register_kind(...)``). Registering it
+    again with the same pattern does nothing (a module reloaded); another pattern is a bug, refused. A kind a
+    lookup must find before its owner is imported is also listed, by owner module, in this module's ``_OWNERS``.
+
+    Example:
+        >>> KIND = register_kind("index", r"^(index\.json|features\.safetensors|faiss-(raw|adapted)\.index)$")
+        >>> KIND, kind_pattern(KIND).match("index.json") is not None
+        ('index', True)
+        >>> register_kind("My Photos", r"^.*$")
+        Traceback (most recent call last):
+        ...
+        ValueError: output kind 'My Photos' is not kebab-case (a-z, 0-9, '-')
+    """
+    if not _KIND_NAME.match(name):
+        raise ValueError(f"output kind {name!r} is not kebab-case (a-z, 0-9, '-')")
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"output kind {name!r}: pattern {pattern!r} is not a regular expression ({exc})") from None
+    known = _KINDS.get(name)
+    if known is not None and known.pattern != compiled.pattern:
+        raise ValueError(f"output kind {name!r} is registered twice, with different files "
+                         f"({known.pattern!r}, {pattern!r})")
+    _KINDS[name] = compiled
+    return name
+
+
+def known_kinds() -> list[str]:
+    """Every kind a lookup can find: those registered, and those whose owner registers them when imported.
+
+    Example:
+        >>> {"artifact", "bench", "gap"} <= set(known_kinds())
+        True
+    """
+    return sorted(set(_KINDS) | set(_OWNERS))
+
+
+def kind_pattern(kind: str) -> re.Pattern[str]:
+    """What a ``kind`` folder may hold at its top level, importing the kind's owner if it has not registered yet.
+
+    An unknown kind is a ValueError (a caller's bug: kinds are constants in code, never user input).
+
+    Example:
+        >>> kind_pattern("artifact").match("model.safetensors") is not None
+        True
+        >>> try:
+        ...     kind_pattern("photos")
+        ... except ValueError as exc:
+        ...     print(str(exc).split(";")[0])
+        unknown output kind 'photos'
+    """
+    owner = _OWNERS.get(kind)
+    if kind not in _KINDS and owner is not None:
+        importlib.import_module(owner)
+        if kind not in _KINDS:
+            raise RuntimeError(f"{owner} is named as the owner of output kind {kind!r} but did not register it")
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown output kind {kind!r}; known kinds: {', '.join(known_kinds())}") from None
+
+
+def _check_kind(kind: str) -> None:
+    """A ValueError for a kind nobody registers; no owner is imported (claiming a folder needs no pattern)."""
+    if kind not in _KINDS and kind not in _OWNERS:
+        raise ValueError(f"unknown output kind {kind!r}; known kinds: {', '.join(known_kinds())}")
+
+
+
+# Kinds with no owner module to register them: the artifact (whose format this module already recognises, for
+# the older artifacts it refuses), and a benchmark's output outside the package (benchmarks/trust_toy.py, which
+# no lookup could import).
+register_kind("artifact", r"^(config\.json|model\.safetensors|result\.json|split\.json|log\.csv)$")
+register_kind("trust-toy-bench", r"^(table\.md|results\.json|trust_toy\.png)$")
 
 
 def _entries(path: Path) -> list[str]:
@@ -82,8 +167,7 @@ def _is_artifact_config(path: Path) -> bool:
 
 def foreign_entries(path: Path, kind: str) -> list[str]:
     """Entries under ``path``, at any depth, that this tool's ledgers do not prove it wrote."""
-    if kind not in KIND_ENTRIES:
-        raise ValueError(f"unknown output kind {kind!r}")
+    _check_kind(kind)
     try:
         return unowned_entries(path)
     except OSError as exc:
@@ -153,8 +237,7 @@ def claim_output_dir(
         files clip-adapter did not write (thesis.tex); choose a new or empty folder
     """
     path = Path(path)
-    if kind not in KIND_ENTRIES:
-        raise ValueError(f"unknown output kind {kind!r}")
+    _check_kind(kind)
     check_not_in_inputs(path, inputs, option)
     if path.is_symlink():
         raise OutputError(f"{option} {quoted(path)} is a symbolic link (to {quoted(os.readlink(path))}); "
@@ -253,5 +336,8 @@ __all__ = [
     "claim_output_dir",
     "claim_output_file",
     "is_own_output",
+    "kind_pattern",
+    "known_kinds",
     "mark_output_dir",
+    "register_kind",
 ]

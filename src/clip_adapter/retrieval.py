@@ -45,19 +45,20 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ._version import __version__
 from .backbones import Backbone, create_backbone
 from .data.images import find_images
 from .errors import ArtifactError, ConfigError
 from .features import extract_images, image_store
+from .features.adaptation import Adaptation, adapts_features, head_space, identity_space, normalised
 from .features.transforms import eval_transform_id
 from .io import atomic_dir, parse_tensors, quoted, read_json, save_tensors, sha256_bytes, sha256_file, to_json
 from .metrics import top_k as ranked
+from .outputs import claim_output_dir, is_own_output, mark_output_dir, register_kind
 
 # 2: index.json records every file's sha256 and a digest of its own fields (1 had neither: rebuild).
 FORMAT, FORMAT_VERSION = "clip-adapter-index", 2
@@ -68,15 +69,7 @@ FAISS_HINT = "install the 'faiss' extra: pip install 'clip-adapter[faiss]' (fais
 NORM_TOLERANCE = 1e-3  # float32 unit vectors are within ~1e-6 of norm 1; anything far off was not written by us
 REBUILD = "re-run clip-adapter index to rebuild it"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass
-class Adaptation:
-    """Maps normalised features into an artifact's adapted space (``image`` and ``text``: ``[N, D] → [N, D]``, normalised)."""
-
-    image: Callable[[torch.Tensor], torch.Tensor]
-    text: Callable[[torch.Tensor], torch.Tensor]
-    fingerprint: dict[str, Any]
+KIND = register_kind("index", r"^(index\.json|features\.safetensors|faiss-(raw|adapted)\.index)$")
 
 
 @dataclass
@@ -103,31 +96,15 @@ class ImageIndex:
 
 def adaptation_for(classifier: Any, artifact_dir: str | os.PathLike) -> Adaptation:
     """The artifact's feature adaptation for retrieval (identity for zero-shot); other methods are refused."""
-    head = classifier.head
     fingerprint = artifact_fingerprint(artifact_dir, classifier.method)
     if classifier.method == "zero-shot":
-        return Adaptation(_normalised, _normalised, fingerprint)
-    if classifier.method != "clip-adapter":
+        return identity_space(fingerprint)
+    if classifier.method != "clip-adapter" or not adapts_features(classifier.head):
         raise ConfigError(
             f"artifact {quoted(artifact_dir)} is a {classifier.method} model, which has no adapted features to search "
             "with; use a clip-adapter (or zero-shot) artifact, or search without --artifact"
         )
-
-    @torch.no_grad()
-    def image(features: torch.Tensor) -> torch.Tensor:
-        return _normalised(head.adapted_image_features(features))
-
-    @torch.no_grad()
-    def text(features: torch.Tensor) -> torch.Tensor:
-        # network ratios: Q evaluated on the query itself (same embedding space)
-        return _normalised(head.adapted_text_features(features))
-
-    head.eval()
-    return Adaptation(image, text, fingerprint)
-
-
-def _normalised(features: torch.Tensor) -> torch.Tensor:
-    return F.normalize(features.float(), dim=-1)
+    return head_space(classifier.head, fingerprint)
 
 
 def artifact_fingerprint(directory: str | os.PathLike, method: str) -> dict[str, Any]:
@@ -154,17 +131,16 @@ def build_index(
     (``hnsw`` or ``ivf``) also writes FAISS indexes. ``out`` follows the output-path policy
     (``outputs.claim_output_dir``, kind ``index``). See the module docstring for an example.
     """
-    from .outputs import claim_output_dir, is_own_output, mark_output_dir
 
     folder = Path(folder)
-    out = claim_output_dir(out, "index", overwrite=overwrite, inputs=[folder])
+    out = claim_output_dir(out, KIND, overwrite=overwrite, inputs=[folder])
     if approximate is not None:
         _faiss(approximate)  # refused before any encoding when FAISS is missing or the kind unknown
     paths = find_images([folder])
     feats, kept, stats = extract_images(backbone, paths, image_store(backbone, cache_dir), None, 0, batch_size, skip_bad, "index")
     if feats.shape[-1] != backbone.embed_dim:  # the feature cache checks widths; an index never records a wrong one
         raise ArtifactError(f"the features of {quoted(folder)} are {feats.shape[-1]} wide but {backbone.id} embeds in {backbone.embed_dim}")
-    tensors = {"features": _normalised(feats)}
+    tensors = {"features": normalised(feats)}
     if adaptation is not None:
         tensors["adapted"] = adaptation.image(tensors["features"])
     record = {
@@ -174,13 +150,13 @@ def build_index(
         "embed_dim": int(tensors["features"].shape[1]), "skipped": [{"path": p, "reason": r} for p, r in stats.skipped],
         "artifact": adaptation.fingerprint if adaptation else None, "approximate": approximate,
     }
-    with atomic_dir(out, may_replace=lambda p: overwrite and is_own_output(p, "index")) as tmp:
+    with atomic_dir(out, may_replace=lambda p: overwrite and is_own_output(p, KIND)) as tmp:
         save_tensors(tmp / FEATURES_FILE, tensors, metadata={"format": FORMAT})
         for name, matrix in tensors.items():
             if approximate is not None:
                 _write_faiss(matrix, approximate, tmp / FAISS_FILES[name])
         (tmp / INDEX_FILE).write_text(to_json(seal_record(record, tmp)))
-        mark_output_dir(tmp, "index")
+        mark_output_dir(tmp, KIND)
     return out
 
 
@@ -365,7 +341,7 @@ def encode_text_query(backbone: Backbone, text: str, templates: Sequence[str] = 
     if unknown:
         warnings.warn(f"the backbone's vocabulary lacks {', '.join(unknown)} (read as <unk>) in the query {text!r}")
     prompts = [t.format(text) for t in templates] or [text]
-    return _normalised(_normalised(backbone.encode_texts(prompts)).mean(dim=0))
+    return normalised(normalised(backbone.encode_texts(prompts)).mean(dim=0))
 
 
 def encode_image_query(backbone: Backbone, path: str | os.PathLike, cache_dir: str | os.PathLike) -> torch.Tensor:
@@ -375,7 +351,7 @@ def encode_image_query(backbone: Backbone, path: str | os.PathLike, cache_dir: s
     hint: there is nothing to skip in a one-image query (and search has no such option).
     """
     feats, _, _ = extract_images(backbone, [Path(path)], image_store(backbone, cache_dir), None, 0, 1, False, "query", bad_hint=None)
-    return _normalised(feats[0])
+    return normalised(feats[0])
 
 
 def search(

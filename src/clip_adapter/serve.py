@@ -4,10 +4,13 @@ Endpoints:
 
 * ``POST /predict?top_k=5`` — images as ``multipart/form-data`` files (any field name; use
   ``images``, repeated, for several) **or** ``application/json`` ``{"images": ["<base64>", …],
-  "top_k": 5}``. Answer: ``{"predictions": [{"name", "label", "score", "top_k": [[label,
-  probability], …]}, …]}`` in upload order (equal probabilities rank by class order), the same
-  records as ``predict`` (:mod:`clip_adapter.inference`): probabilities calibrated as the artifact
-  says, plus ``set`` (its conformal prediction set) and ``ood_score``/``unknown`` when it has them.
+  "top_k": 5}``. Answer: ``{"predictions": [{"path", "label", "score", "top_k": [[label,
+  probability], …]}, …]}`` in upload order (equal probabilities rank by class order), the
+  prediction records of ``clip-adapter predict --format json`` and the API's ``predict``, built by
+  the same function (:func:`clip_adapter.inference.apply_artifact`; the shape is documented in
+  :mod:`clip_adapter.inference`): ``path`` is the upload's part name (``images[0] (a.png)``),
+  probabilities are calibrated as the artifact says, plus ``set`` (its conformal prediction set)
+  and ``ood_score``/``unknown`` when it has them.
   Base64 may be wrapped (spaces, tabs and line breaks are ignored, as ``base64(1)`` writes it);
   any other character outside the alphabet is refused.
 * ``GET /health`` — ``{"status": "ok", "in_flight", "max_concurrency", "uploading", "max_uploads"}``
@@ -71,6 +74,7 @@ from ._version import __version__
 from .data.images import BadImage, load_rgb
 from .errors import ConfigError
 from .features.transforms import eval_view
+from .inference import apply_artifact
 from .io import one_line
 
 log = logging.getLogger(__name__)
@@ -198,7 +202,7 @@ def require_serve_extra() -> None:
 
 
 def create_app(model: Any, limits: ServeLimits | None = None, *, info_full: bool = False, docs: bool = False) -> Any:
-    """A FastAPI app serving ``model`` (an :class:`~clip_adapter.api.AdaptedCLIP`: ``classifier`` + ``backbone``).
+    """A FastAPI app serving ``model``, an :class:`~clip_adapter.api.AdaptedCLIP` (its classifier, backbone, cache).
 
     See the module docstring for the endpoints, the limits and the error codes. ``info_full``:
     ``/info`` also shows local paths and library versions (off: any client can read it).
@@ -359,8 +363,10 @@ class _ServerState:
         return [eval_view(decode_upload(name, data, self.limits.max_pixels, self.tmp), pre) for name, data in parts]
 
     def _records(self, names: list[str], features: torch.Tensor, k: int) -> list[dict[str, Any]]:
-        """The same records as ``predict`` and the API (calibration, conformal ``set``, OOD ``unknown``), named."""
-        return [{"name": name, **record} for name, record in zip(names, self.model._answers(features, k, reject=False))]
+        """The records ``predict`` and the API give, from the same function; ``path`` is each upload's part name."""
+        model, config = self.model, getattr(self.model, "features", None)  # its cache holds ZS-Norm's text features
+        cache_dir = config.cache_path() if config is not None else None
+        return apply_artifact(model.classifier, model.backbone, features, names, k, cache_dir=cache_dir)
 
 
 @contextlib.contextmanager

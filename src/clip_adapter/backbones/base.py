@@ -12,6 +12,7 @@ import abc
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..config import Config, check_choice, check_range, option
@@ -34,6 +35,19 @@ class PreprocessConfig(Config):
         check_choice("interpolation", self.interpolation, ("bicubic", "bilinear", "nearest"))
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("mean and std need three channels and std > 0")
+
+
+def normalise_arrays(images: np.ndarray, pre: PreprocessConfig) -> torch.Tensor:
+    """uint8 ``[B, H, W, 3]`` → normalised float ``[B, 3, H, W]``, the same float operations as ToTensor + Normalize.
+
+    Example:
+        >>> normalise_arrays(np.full((1, 2, 2, 3), 255, np.uint8), PreprocessConfig(mean=(0.5,) * 3, std=(0.5,) * 3)).unique()
+        tensor([1.])
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 class Backbone(abc.ABC):

@@ -6,14 +6,18 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from ..backbones import Backbone, create_backbone
 from ..config import Config
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError
+from ..io import quoted, read_json
 from ..pipeline import FeatureConfig
 from .parsing import float_pair, positive_int, seed_int
+
+GIVEN = "given_options"  # the Namespace attribute track_given_options fills
 
 
 def add_backbone_options(parser: argparse.ArgumentParser, default: str | None = "toy",
@@ -141,3 +145,98 @@ def config_from_args(config_cls: type[Config], args: argparse.Namespace, **extra
             continue
         values[f.name] = _parse_value(value, "tuple") if isinstance(getattr(config_cls(), f.name), tuple) else value
     return config_cls.from_dict({**values, **extra}, where="options")
+
+
+# --- replaying a recorded run (--config) ---------------------------------------------------------------
+
+
+def track_given_options(parser: argparse.ArgumentParser) -> None:
+    """Record in ``args.given_options`` the destination of every option typed on the command line.
+
+    ``--config`` replays a recorded run, and an option typed overrides the record while one left out does
+    not; after parsing, ``--shots 16`` and the default 16 look the same, so each of the parser's actions
+    notes that it ran. Call it once every option is added.
+
+    Example:
+        >>> p = argparse.ArgumentParser()
+        >>> _ = p.add_argument("--shots", type=int, default=16)
+        >>> _ = p.add_argument("--seed", type=int, default=1)
+        >>> track_given_options(p)
+        >>> sorted(given_options(p.parse_args(["--shots", "16"])))
+        ['shots']
+    """
+    # argparse has no public list of a parser's actions, and calls an action's class's __call__ (an instance
+    # attribute would be ignored): each action becomes an instance of a recording subclass of its own class.
+    for action in parser._actions:
+        if not isinstance(action, _Recording):
+            action.__class__ = _recording_class(type(action))
+
+
+class _Recording:
+    """Marks an action class made by :func:`_recording_class`."""
+
+
+_RECORDING_CLASSES: dict[type, type] = {}
+
+
+def _recording_class(cls: type[argparse.Action]) -> type:
+    if cls not in _RECORDING_CLASSES:
+        def __call__(self, parser, namespace, values, option_string=None):
+            given = vars(namespace).setdefault(GIVEN, set())
+            given.add(self.dest)
+            cls.__call__(self, parser, namespace, values, option_string)
+
+        _RECORDING_CLASSES[cls] = type(f"Recording{cls.__name__}", (_Recording, cls), {"__call__": __call__})
+    return _RECORDING_CLASSES[cls]
+
+
+def given_options(args: argparse.Namespace) -> set[str]:
+    """The destinations of the options typed on the command line (see :func:`track_given_options`)."""
+    return set(getattr(args, GIVEN, ()))
+
+
+def add_config_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--config PATH``: replay the settings recorded by an earlier run (options given on the command line win)."""
+    parser.add_argument("--config", metavar="PATH", default=None,
+                        help=f"replay the settings recorded in {what} (the file, or the folder holding it); "
+                             "options given on the command line override them")
+
+
+def read_recorded_config(path: str, names: tuple[str, ...], what: str) -> tuple[Path, dict[str, Any]]:
+    """``(file, object)`` of the JSON a ``--config`` names: the file itself, or the first of ``names`` in a folder.
+
+    Every failure is a one-line ConfigError naming the file: missing, unreadable, not JSON, not an object.
+    The record is JSON and nothing else (no pickle, nothing executed).
+
+    Example:
+        >>> read_recorded_config("/no/such/run", ("config.json",), "an artifact's config.json")
+        Traceback (most recent call last):
+        ...
+        clip_adapter.errors.ConfigError: --config file not found: /no/such/run
+    """
+    file = Path(path)
+    if file.is_dir():
+        found = [file / name for name in names if (file / name).is_file()]
+        if not found:
+            raise ConfigError(f"--config {quoted(file)} is a folder with no {' or '.join(names)}: give {what}")
+        file = found[0]
+    data = read_json(file, "--config file", ConfigError)
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {quoted(file)} is not {what} (a JSON {type(data).__name__}, not an object)")
+    return file, data
+
+
+def recorded(file: Path, build: Callable[[], Any]) -> Any:
+    """``build()``, with a ConfigError it raises (a bad value in the record) prefixed by the record's file.
+
+    Example:
+        >>> from clip_adapter.config import check_range
+        >>> recorded(Path("run/config.json"), lambda: check_range("shots", -1, 0))
+        Traceback (most recent call last):
+        ...
+        clip_adapter.errors.ConfigError: --config run/config.json: shots must be in [0, inf], got -1
+    """
+    try:
+        return build()
+    except ConfigError as exc:
+        raise ConfigError(f"--config {quoted(file)}: {exc}") from None

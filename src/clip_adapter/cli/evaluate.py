@@ -3,7 +3,8 @@
 ``--split all`` evaluates every image of the folder (a separate held-out folder, say); the
 default ``test`` is the test part of the dataset's train/val/test split. The summary, the
 per-class accuracies and the confusion matrix go to stdout (``--json``: the full report,
-its confusion matrix labelled by class).
+its confusion matrix labelled by class). The report is :func:`clip_adapter.api.evaluate_artifact`'s, the
+one ``AdaptedCLIP.evaluate`` returns, plus the artifact, split, method and class names.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.images import find_images
-from ..io import atomic_write_json, quoted
+from ..api import evaluate_artifact
+from ..io import atomic_write_json
 from ..io import to_json as json_text
 from ..outputs import claim_output_file
-from ..pipeline import evaluate_classifier
 from .artifact_args import add_artifact_backbone_options, load_artifact_and_backbone
-from .common import add_data_options, cache_dir_from_args, dataset_from_args
+from .common import add_data_options, cache_dir_from_args
 from .parsing import positive_int
 
 
@@ -46,10 +46,9 @@ def main(args: argparse.Namespace) -> int:
                           inputs=[args.artifact, args.data, args.split_file, args.classnames, args.ood_data])
     cache_dir = cache_dir_from_args(args, [args.data, args.split_file])
     clf, backbone = load_artifact_and_backbone(args.artifact, args)
-    dataset = dataset_from_args(args)
-    ood_images = find_images([args.ood_data]) if args.ood_data else ()
-    report = evaluate_classifier(clf, backbone, dataset, args.split, cache_dir, f"dataset {quoted(args.data)}", args.batch_size,
-                                 args.skip_bad, ood_images)
+    report = evaluate_artifact(clf, backbone, args.data, args.split, split_file=args.split_file,
+                               classnames=args.classnames, skip_bad=args.skip_bad,
+                               ood_data=args.ood_data, cache_dir=cache_dir, batch_size=args.batch_size)
     report.update({"artifact": str(args.artifact), "split": args.split, "method": clf.method, "classnames": list(clf.classnames)})
     report["confusion_matrix"] = {"rows": "true class", "columns": "predicted class", "labels": list(clf.classnames),
                                   "counts": report["confusion_matrix"]}

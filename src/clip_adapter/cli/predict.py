@@ -1,4 +1,8 @@
-"""``clip-adapter predict``: top-k classes for image files or folders, as CSV or JSON."""
+"""``clip-adapter predict``: top-k classes for image files or folders, as CSV or JSON.
+
+``--format json`` prints the prediction records of :func:`clip_adapter.inference.predict_images`, the
+ones the API's ``predict`` returns and ``serve`` answers; CSV has one row per image and rank.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,7 @@ import sys
 import tempfile
 
 from ..data.images import find_images
-from ..features import default_cache_dir, extract_images, image_store
-from ..inference import check_reject, prediction_records, score_features
+from ..inference import check_reject, predict_images
 from ..io import atomic_write_bytes, quoted
 from ..outputs import claim_output_file
 from .artifact_args import add_artifact_backbone_options, load_artifact_and_backbone
@@ -44,28 +47,39 @@ def main(args: argparse.Namespace) -> int:
     cache_dir = cache_dir_from_args(args, [])
     clf, backbone = load_artifact_and_backbone(args.artifact, args)
     check_reject(clf, args.reject)
-    paths = find_images(args.images)
+    paths = find_images(args.images)  # every path checked before any image is encoded, --skip-bad or not
     with tempfile.TemporaryDirectory(prefix="clip-adapter-predict-") if args.no_cache else contextlib.nullcontext(cache_dir) as where:
-        store = image_store(backbone, where or default_cache_dir())
-        feats, kept, stats = extract_images(backbone, paths, store, None, 0, args.batch_size, args.skip_bad, "images")
-        scores = score_features(clf, backbone, feats, where or default_cache_dir())
-    records = prediction_records(scores, clf.classnames, args.top_k, args.reject)
-    rows = [_row(str(paths[i]), rank, record) for i, record in zip(kept, records) for rank in range(len(record["top_k"]))]
-    text = _render(rows, args.format)
+        records = predict_images(clf, backbone, paths, top_k=args.top_k, reject=args.reject, skip_bad=args.skip_bad,
+                                 cache_dir=where, batch_size=args.batch_size)
+    text = render(records, args.format)
     if args.out:
         # File names that are not valid UTF-8 are written back as the bytes they are.
         atomic_write_bytes(args.out, text.encode("utf-8", "surrogateescape"))
     else:
         sys.stdout.write(text)
-    for path, reason in stats.skipped:
-        print(f"skipped {quoted(path)}: {reason}", file=sys.stderr)
+    for record in records:
+        if "error" in record:
+            print(f"skipped {quoted(record['path'])}: {record['error']}", file=sys.stderr)
     return 0
 
 
-def _row(path: str, rank: int, record: dict) -> dict:
+def render(records: list[dict], fmt: str) -> str:
+    """``json``: the prediction records as they are (:mod:`clip_adapter.inference`); ``csv``: a row per image and rank.
+
+    Example:
+        >>> print(render([{"path": "a.png", "label": "cat", "score": 0.9, "top_k": [["cat", 0.9]]}], "csv"), end="")
+        path,rank,class,probability
+        a.png,1,cat,0.9
+    """
+    if fmt == "json":
+        return json.dumps(records, indent=2) + "\n"
+    return _csv([_row(record, rank) for record in records for rank in range(len(record["top_k"]))])
+
+
+def _row(record: dict, rank: int) -> dict:
     """One (image, rank) row; the set and the OOD verdict, when the artifact has them, on every row of the image."""
     label, probability = record["top_k"][rank]
-    row = {"path": path, "rank": rank + 1, "class": label, "probability": probability}
+    row = {"path": record["path"], "rank": rank + 1, "class": label, "probability": probability}
     if "set" in record:
         row["set"] = ";".join(record["set"])
     if "unknown" in record:
@@ -73,9 +87,7 @@ def _row(path: str, rank: int, record: dict) -> dict:
     return row
 
 
-def _render(rows: list[dict], fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps(rows, indent=2) + "\n"
+def _csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
     fields = ["path", "rank", "class", "probability"] + [k for k in ("set", "label", "unknown", "ood_score") if rows and k in rows[0]]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")

@@ -32,7 +32,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .._version import __version__
 from ..backbones.base import Backbone
-from ..config import check_range
+from ..config import Config, check_range, option
+from ..errors import ConfigError
 from ..io import atomic_dir, to_json
 from ..outputs import is_own_output, mark_output_dir
 from .bias import BiasConfig, bias_material, measure_bias
@@ -46,29 +47,62 @@ MACRO = " macro"  # suffix of the summary column holding a suite's mean over sub
 ModelSource = Backbone | Callable[[], Backbone]  # a factory loads one model at a time: memory stays one model's
 
 
-@dataclass(frozen=True)
-class ComposeConfig:
+ZERO_SHOT = ("auto", "always", "never")
+
+
+@dataclass
+class ComposeConfig(Config):
     """What to measure besides the suites, and how much of it (``None`` switches a study off).
 
     ``zero_shot``: ``"auto"`` runs the toy tasks for toy backbones only.
+
+    Example:
+        >>> ComposeConfig(probes=None, zero_shot="never").bias.pairs
+        200
     """
 
-    bias: BiasConfig | None = field(default_factory=BiasConfig)
-    probes: ProbeConfig | None = field(default_factory=ProbeConfig)
-    zero_shot: str = "auto"  # auto, always, never
-    zero_shot_per_class: int = 100
-    batch_size: int = 64
+    bias: BiasConfig | None = field(default_factory=BiasConfig, metadata={"help": "the multi-object bias study (None: off)"})
+    probes: ProbeConfig | None = field(default_factory=ProbeConfig, metadata={"help": "the binding probes (None: off)"})
+    zero_shot: str = option("auto", "zero-shot accuracy on the toy tasks shape and colour: auto (toy backbones only), "
+                                    "always or never")
+    zero_shot_per_class: int = option(100, "zero-shot test images per class")
+    batch_size: int = option(64, "encoder batch size")
 
     def validate(self) -> None:
-        if self.zero_shot not in ("auto", "always", "never"):
-            from ..errors import ConfigError
-
+        if self.zero_shot not in ZERO_SHOT:
             raise ConfigError(f"zero_shot must be auto, always or never, got {self.zero_shot!r}")
         check_range("batch_size", self.batch_size, 1, 65_536)
         check_range("zero-shot images per class", self.zero_shot_per_class, 1, 100_000)
         for study in (self.bias, self.probes):
             if study is not None:
                 study.validate()
+
+
+@dataclass
+class StudiesConfig(Config):
+    """Which studies run beside the suites, and their sizes: the knobs of :class:`BiasConfig` and :class:`ProbeConfig`
+    that ``compose-bench`` offers (their other fields keep their defaults).
+
+    Example:
+        >>> StudiesConfig(probes=False, bias_pairs=8).apply(ComposeConfig(zero_shot="never"))
+        ComposeConfig(bias=BiasConfig(pairs=8, seed=1004, batch_size=64), probes=None, zero_shot='never', zero_shot_per_class=100, batch_size=64)
+    """
+
+    bias: bool = option(True, "the multi-object bias study")
+    probes: bool = option(True, "the binding probes")
+    bias_pairs: int = option(BiasConfig().pairs, BiasConfig.help_texts()["pairs"])
+    probe_train: int = option(ProbeConfig().train, ProbeConfig.help_texts()["train"])
+    probe_test: int = option(ProbeConfig().test, ProbeConfig.help_texts()["test"])
+
+    def validate(self) -> None:
+        for name in ("bias_pairs", "probe_train", "probe_test"):  # counts, whether their study runs or not
+            check_range(name, getattr(self, name), 1)
+
+    def apply(self, config: ComposeConfig) -> ComposeConfig:
+        """``config`` with these studies (None where switched off); a study that runs checks its sizes here."""
+        bias = BiasConfig(pairs=self.bias_pairs) if self.bias else None
+        probes = ProbeConfig(train=self.probe_train, test=self.probe_test) if self.probes else None
+        return config.replace(bias=bias, probes=probes)
 
 
 @dataclass

@@ -36,26 +36,28 @@ import numpy as np
 import torch
 
 from ..backbones.base import Backbone
-from ..config import check_range
+from ..config import Config, check_range, check_seed, option
+from ..features.rendered import encode_arrays, encode_captions
 from ..toyworld.render import render_array
 from ..toyworld.world import COLOR_NAMES, SHAPES, Scene, ToyObject, sample_object
 from .captions import object_caption, pair_caption
-from .encode import encode_arrays, encode_captions, rowwise_cosine, win
+from .encode import rowwise_cosine, win
 
 OPPOSITE = (("left", "right"), ("top", "bottom"))  # far enough apart that a large and a small object never touch
 DOMAIN = "photo"
 
 
-@dataclass(frozen=True)
-class BiasConfig:
+@dataclass
+class BiasConfig(Config):
     """How many object pairs, from which seed."""
 
-    pairs: int = 200
-    seed: int = 1004
-    batch_size: int = 64
+    pairs: int = option(200, "object pairs of the bias study")
+    seed: int = option(1004, "seed of the pairs (1000 and above: apart from every training stream)")
+    batch_size: int = option(64, "encoder batch size")
 
     def validate(self) -> None:
         check_range("bias pairs", self.pairs, 1, 100_000)
+        check_seed("bias seed", self.seed)
 
 
 @dataclass

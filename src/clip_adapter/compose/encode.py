@@ -1,39 +1,10 @@
-"""Encoding helpers shared by the compositionality measures: in-memory images, texts, cosines, tie-aware wins."""
+"""Scoring helpers shared by the compositionality measures: cosines, tie-aware wins (encoding: features.rendered)."""
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
-
-from ..backbones.base import Backbone
-from ..features.transforms import eval_view
 
 TIE = 1e-6  # cosines this close are a tie: a model that cannot tell two captions apart gets half the credit
-
-
-def encode_arrays(backbone: Backbone, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 64) -> torch.Tensor:
-    """L2-normalised image embeddings ``[N, D]`` of uint8 ``[H, W, 3]`` arrays, with the backbone's eval preprocessing.
-
-    Example:
-        >>> from clip_adapter.backbones import create_backbone
-        >>> bb = create_backbone("toy", pretrained="none", precision="fp32")
-        >>> encode_arrays(bb, np.zeros((3, 64, 64, 3), dtype=np.uint8)).shape == (3, bb.embed_dim)
-        True
-    """
-    out = []
-    for start in range(0, len(images), batch_size):
-        pixels = torch.stack([eval_view(Image.fromarray(a, mode="RGB"), backbone.preprocess) for a in images[start : start + batch_size]])
-        out.append(backbone.encode_images(pixels).float().cpu())
-    return F.normalize(torch.cat(out), dim=-1) if out else torch.empty(0, backbone.embed_dim)
-
-
-def encode_captions(backbone: Backbone, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised text embeddings ``[N, D]``."""
-    return F.normalize(backbone.encode_texts(list(texts), batch_size), dim=-1)
 
 
 def win(better: torch.Tensor, worse: torch.Tensor) -> torch.Tensor:

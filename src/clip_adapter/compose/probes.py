@@ -34,30 +34,30 @@ import numpy as np
 import torch
 
 from ..backbones.base import Backbone
-from ..config import check_range
+from ..config import Config, check_range, check_seed, option
 from ..errors import ConfigError
+from ..features.rendered import encode_arrays, encode_captions
 from ..methods.linear_probe import fit_logistic
 from ..threads import torch_threads
 from ..toyworld.render import render_array
 from ..toyworld.world import COLOR_NAMES, SHAPES, Scene, ToyObject, sample_object
 from .bias import OPPOSITE
 from .captions import object_caption, pair_caption
-from .encode import encode_arrays, encode_captions
 
 C_GRID = (1.0, 10.0, 100.0)  # inverse L2 strengths tried on the held-out fifth of the training scenes
 MAX_ITER = 100
 DOMAIN = "photo"
 
 
-@dataclass(frozen=True)
-class ProbeConfig:
+@dataclass
+class ProbeConfig(Config):
     """Target shapes, scenes per shape for training and testing, seed."""
 
-    shapes: tuple[str, ...] = ("circle", "square", "star")
-    train: int = 300
-    test: int = 150
-    seed: int = 1005
-    batch_size: int = 64
+    shapes: tuple[str, ...] = option(("circle", "square", "star"), "target shapes: the probes predict their colour")
+    train: int = option(300, "probe training scenes per shape")
+    test: int = option(150, "probe test scenes per shape")
+    seed: int = option(1005, "seed of the scenes (1000 and above: apart from every training stream)")
+    batch_size: int = option(64, "encoder batch size")
 
     def validate(self) -> None:
         unknown = [s for s in self.shapes if s not in SHAPES]
@@ -65,6 +65,7 @@ class ProbeConfig:
             raise ConfigError(f"probe shape {unknown[0]!r} is not a toy shape" if unknown else "no probe shape given")
         check_range("probe train scenes", self.train, 10, 100_000)
         check_range("probe test scenes", self.test, 1, 100_000)
+        check_seed("probe seed", self.seed)
 
 
 @dataclass

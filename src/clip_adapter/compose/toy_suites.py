@@ -58,6 +58,7 @@ from .suites import IMAGE_DIR, ITEMS_FILE
 
 SUITE_SEEDS = {"attribution": 1000, "relation": 1001, "order": 1002, "negation": 1003}
 SUITES = tuple(SUITE_SEEDS)
+ITEMS_PER_SUITE = 240  # items a toy suite holds unless told otherwise
 DOMAIN = "photo"
 PERTURB_TRIES = 8  # a short caption's shuffle can return it unchanged: draw again a few times
 
@@ -136,7 +137,7 @@ def _write_suite(root: Path, name: str, n_items: int) -> None:
 
 
 def write_toy_suites(
-    out_dir: str | os.PathLike, items_per_suite: int = 240, suites: tuple[str, ...] = SUITES, overwrite: bool = False
+    out_dir: str | os.PathLike, items_per_suite: int = ITEMS_PER_SUITE, suites: tuple[str, ...] = SUITES, overwrite: bool = False
 ) -> Path:
     """Write each of ``suites`` as ``out_dir/<suite>/{images/, items.json}``; return ``out_dir``.
 

@@ -22,10 +22,8 @@ import torch
 
 from ..backbones.base import Backbone
 from ..config import check_range
-from ..methods.base import FewShotData
-from ..methods.zero_shot import ZeroShot
+from ..features.rendered import zero_shot_accuracy as rendered_accuracy
 from ..toyworld.tasks import get_task, task_images
-from .encode import encode_arrays, encode_captions
 
 TASKS = ("shape", "color")
 DOMAIN = "photo"
@@ -55,12 +53,6 @@ def zero_shot_accuracy(backbone: Backbone, material: list[TaskMaterial], batch_s
     out = {}
     for m in material:
         task = get_task(m.task)
-        text = encode_captions(backbone, task.prompts())
-        empty = torch.zeros(0, text.shape[1])
-        data = FewShotData(empty[:, None], torch.zeros(0, dtype=torch.long), empty, torch.zeros(0, dtype=torch.long),
-                           text, backbone.logit_scale, list(task.classes), (task.template,))
-        head = ZeroShot().fit(data).head
-        with torch.no_grad():
-            predicted = head(encode_arrays(backbone, m.images, batch_size)).argmax(1)
-        out[m.task] = {"accuracy": float((predicted == m.labels).float().mean()), "chance": 1 / len(task.classes), "n": len(m.labels)}
+        accuracy = rendered_accuracy(backbone, m.images, m.labels.numpy(), task.prompts(), batch_size=batch_size)
+        out[m.task] = {"accuracy": accuracy, "chance": 1 / len(task.classes), "n": len(m.labels)}
     return out

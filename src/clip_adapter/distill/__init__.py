@@ -12,11 +12,13 @@ Example:
     ('fd', 'icl', 'crd')
 """
 
+from ..outputs import register_kind
 from .losses import KD_LOSSES, KDLoss, crd_loss, fd_loss, icl_loss
 from .students import TOY_STUDENTS, Student, pixels_for
 from .trainer import DistillConfig, DistillRun, Teacher, distill, save_student
 
-KIND = "distill"  # the files it may hold: outputs.KIND_ENTRIES
+# The output kind of `clip-adapter distill --out`: the teacher and student checkpoints, the record and the log.
+KIND = register_kind("distill", r"^(toy_clip\.(safetensors|json)|student\.safetensors|distill\.json|distill_log\.csv)$")
 
 __all__ = ["KD_LOSSES", "KIND", "TOY_STUDENTS", "DistillConfig", "DistillRun", "KDLoss", "Student", "Teacher",
            "crd_loss", "distill", "fd_loss", "icl_loss", "pixels_for", "save_student"]

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones import Backbone
+from ..features.rendered import encode_arrays
 from ..toyworld import DOMAINS, get_task, task_images
-from .students import pixels_for
 
 EVAL_TASKS = ("shape", "color", "shape-color", "size-shape", "position")
 IN_DOMAIN = "photo"
@@ -27,10 +27,8 @@ def render_eval_images(tasks: Sequence[str], domains: Sequence[str], per_class: 
 
 
 def encode(backbone: Backbone, images: np.ndarray) -> torch.Tensor:
-    """Image embeddings of uint8 images, in batches, at the backbone's own input size."""
-    parts = [backbone.encode_images(pixels_for(images[i : i + EVAL_BATCH], backbone.preprocess)).float().cpu()
-             for i in range(0, len(images), EVAL_BATCH)]
-    return torch.cat(parts)
+    """Normalised image embeddings of uint8 images through the backbone's evaluation transform, in batches."""
+    return encode_arrays(backbone, images, EVAL_BATCH)
 
 
 def zero_shot(backbone: Backbone, rendered: dict) -> dict[str, dict[str, float]]:
@@ -47,7 +45,7 @@ def zero_shot(backbone: Backbone, rendered: dict) -> dict[str, dict[str, float]]
     for (task, domain), (images, labels) in rendered.items():
         if task not in texts:
             texts[task] = F.normalize(backbone.encode_texts(get_task(task).prompts()).float(), dim=-1)
-        predictions = (F.normalize(encode(backbone, images), dim=-1) @ texts[task].T).argmax(1)
+        predictions = (encode(backbone, images) @ texts[task].T).argmax(1)
         out.setdefault(task, {})[domain] = round(100.0 * float((predictions == torch.from_numpy(labels)).float().mean()), 2)
     cells = [(d, acc) for task in out for d, acc in out[task].items()]
     summary = {"in_domain": _mean([a for d, a in cells if d == IN_DOMAIN]), "shifted": _mean([a for d, a in cells if d != IN_DOMAIN])}

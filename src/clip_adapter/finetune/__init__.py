@@ -11,9 +11,13 @@ Example:
     ['labclip', 'negation', 'negclip']
 """
 
+from ..outputs import register_kind
 from .recipes import RECIPES, Recipe, RecipeConfig
 from .run import FinetuneResult, finetune, recipe_config
 from .trainable import TrainableClip
 from .trainer import TrainerConfig, TrainResult, train
+
+# The output kind of `clip-adapter finetune --out` (checkpoint.OUTPUT_KIND), and the files it may hold.
+register_kind("finetune", r"^(toy_clip\.(safetensors|json)|finetuned\.(safetensors|json)|finetune_log\.csv)$")
 
 __all__ = ["RECIPES", "FinetuneResult", "Recipe", "RecipeConfig", "TrainResult", "TrainableClip", "TrainerConfig", "finetune", "recipe_config", "train"]

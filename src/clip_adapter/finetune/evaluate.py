@@ -15,36 +15,18 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..features.rendered import Encoder, encode_arrays, encode_captions, zero_shot_accuracy
 from ..toyworld.tasks import get_task, task_images
-from .toydata import Item, pixels
+from .toydata import Item
 
+RENDER_BATCH = 256  # renders per encoder call while validating
 
-class Encoder(Protocol):
-    preprocess: Any
-
-    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor: ...
-
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor: ...
-
-
-@torch.no_grad()
-def encode_rendered(encoder: Encoder, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised image embeddings of uint8 renders, on the CPU (where every measure and the k-NN run)."""
-    out = [encoder.encode_images(pixels(images[i : i + batch_size], encoder.preprocess)).float().cpu()
-           for i in range(0, len(images), batch_size)]
-    return F.normalize(torch.cat(out), dim=-1)
-
-
-@torch.no_grad()
-def encode_captions(encoder: Encoder, texts: Sequence[str]) -> torch.Tensor:
-    """L2-normalised text embeddings, on the CPU."""
-    return F.normalize(encoder.encode_texts(list(texts)).float().cpu(), dim=-1)
+__all__ = ["Encoder", "RENDER_BATCH", "pair_accuracy", "task_set", "zero_shot_accuracy"]
 
 
 @torch.no_grad()
@@ -55,7 +37,7 @@ def pair_accuracy(encoder: Encoder, items: Sequence[Item], image_emb: torch.Tens
     """
     if not items:
         return float("nan")
-    images = image_emb if image_emb is not None else encode_rendered(encoder, [it.image for it in items])
+    images = image_emb if image_emb is not None else encode_arrays(encoder, [it.image for it in items], RENDER_BATCH)
     texts = [it.caption for it in items] + [neg for it in items for neg in it.negatives]
     emb = encode_captions(encoder, texts)
     true = (images * emb[: len(items)]).sum(-1)
@@ -73,10 +55,3 @@ def task_set(task: str, n_per_class: int, seed: int, split: str = "test") -> tup
     return images, labels, get_task(task).prompts()
 
 
-@torch.no_grad()
-def zero_shot_accuracy(encoder: Encoder, images: np.ndarray, labels: np.ndarray, prompts: Sequence[str],
-                       image_emb: torch.Tensor | None = None) -> float:
-    """Top-1 accuracy of classifying ``images`` by their most similar prompt."""
-    emb = image_emb if image_emb is not None else encode_rendered(encoder, images)
-    predicted = (emb @ encode_captions(encoder, prompts).T).argmax(1).numpy()
-    return float((predicted == labels).mean())

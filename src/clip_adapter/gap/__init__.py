@@ -12,6 +12,7 @@ Example:
     True
 """
 
+from ..outputs import register_kind
 from .inversion import (
     InversionConfig,
     InversionResult,
@@ -22,6 +23,9 @@ from .inversion import (
 )
 from .retrieval import mean_average_precision, retrieval_comparison
 from .stats import compare, gap_statistics, joint_pca, pairwise_cosines, summarise
+
+# The output kind of `clip-adapter gap --out` (analyse.KIND), and the files it may hold.
+register_kind("gap", r"^(gap\.json|similarities\.png|projection\.png)$")
 
 __all__ = [
     "InversionConfig", "InversionResult", "compare", "encode_pseudo_tokens", "gap_statistics", "joint_pca",

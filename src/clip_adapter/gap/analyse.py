@@ -3,7 +3,7 @@
 Images of one split are encoded through the feature cache (centre view, as ``eval`` does), texts
 are the dataset's class prompts (every class × template, through the text cache). With a
 CLIP-Adapter artifact, the same statistics are computed on its adapted features (the visual
-adapter on images, the text adapter, if any, on prompts; :func:`clip_adapter.retrieval.adaptation_for`)
+adapter on images, the text adapter, if any, on prompts; :func:`clip_adapter.retrieval.adaptation_for`, in the space of :mod:`clip_adapter.features.adaptation`)
 and the change is reported. The output folder holds ``gap.json``, ``similarities.png`` and
 ``projection.png`` (joint PCA of both modalities).
 
@@ -34,9 +34,9 @@ from ..backbones import Backbone
 from ..data import Dataset
 from ..errors import DataError
 from ..features import extract_images, image_store, prompt_embeddings
+from ..features.adaptation import Adaptation
 from ..io import atomic_dir, to_json
 from ..pipeline import templates_for
-from ..retrieval import Adaptation
 from .inversion import InversionConfig
 from .plots import histograms_png, projection_png
 from .retrieval import retrieval_comparison

@@ -54,11 +54,12 @@ def default_output(directory: str | os.PathLike) -> Path:
     ``<demo>-artifact.report.html`` next to the demo folder): an extra file inside
     one of our outputs would stop ``--overwrite`` or a resume from recognising it.
     """
-    from ..outputs import KIND_ENTRIES, marker_kind
+    from ..outputs import kind_pattern, known_kinds, marker_kind
 
     path = Path(directory).resolve()
     kind = "artifact" if is_artifact_dir(path) else marker_kind(path) or "bench"
-    pattern = KIND_ENTRIES.get(kind)
+    # A marker of a kind nobody registers (a newer version's, a benchmark script's) says nothing of report.html.
+    pattern = kind_pattern(kind) if kind in known_kinds() else None
     if pattern is not None and pattern.match(REPORT_NAME):
         return path / REPORT_NAME
     names, folder = [path.name], path.parent

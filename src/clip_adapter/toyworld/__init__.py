@@ -16,6 +16,7 @@ Example:
     (64, 64)
 """
 
+from ..outputs import register_kind
 from .backbone import ToyClipBackbone, load_toy_clip, shipped_checkpoint
 from .model import ToyClip, ToyClipConfig
 from .pretrain import PretrainConfig, pretrain
@@ -23,6 +24,10 @@ from .render import DOMAINS, IMAGE_SIZE, render_array, render_image
 from .tasks import TASKS, Task, get_task, task_images, write_task_dataset
 from .tokenizer import ToyTokenizer
 from .world import COLOR_NAMES, FILLS, POSITIONS, SHAPES, SIZES, Scene, ToyObject, caption, sample_object, sample_scene
+
+# The output kinds of `toy dataset` (write_task_dataset) and `toy pretrain`, and the files each may hold.
+register_kind("toy-dataset", r"^(images|split\.json)$")
+register_kind("toy-pretrain", r"^(toy_clip\.safetensors|toy_clip\.json|pretrain_log\.csv)$")
 
 __all__ = [
     "COLOR_NAMES",

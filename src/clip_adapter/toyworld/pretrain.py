@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .._version import __version__
-from ..backbones.base import PreprocessConfig
+from ..backbones.base import PreprocessConfig, normalise_arrays
 from ..backbones.precision import use_bf16
 from ..config import Default, check_choice, check_range, defaults, option
 from ..io import atomic_write_json, save_tensors
@@ -62,11 +62,8 @@ class PretrainConfig(StepsOptimConfig):
 
 
 def to_pixels(images: np.ndarray, preprocess: PreprocessConfig = PREPROCESS) -> torch.Tensor:
-    """uint8 ``[B, H, W, 3]`` → normalised float ``[B, 3, H, W]`` (as ToTensor + Normalize do)."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(preprocess.mean).view(1, 3, 1, 1)
-    std = torch.tensor(preprocess.std).view(1, 3, 1, 1)
-    return (x - mean) / std
+    """uint8 ``[B, H, W, 3]`` → normalised float ``[B, 3, H, W]`` (as ToTensor + Normalize do), at the renders' size."""
+    return normalise_arrays(images, preprocess)
 
 
 def render_batch(seed: int, step: int, batch_size: int) -> tuple[np.ndarray, list[str]]:

@@ -26,7 +26,7 @@ from PIL import Image
 from ..config import check_choice, check_range
 from ..errors import ConfigError
 from ..io import atomic_dir, atomic_write_json
-from ..outputs import claim_output_dir, is_own_output, mark_output_dir
+from ..outputs import claim_output_dir, is_own_output, mark_output_dir, register_kind
 from .render import DOMAINS, IMAGE_SIZE, render_array
 from .world import (
     COLOR_NAMES,
@@ -183,8 +183,8 @@ def _write_split(task: Task, domain: str, root: Path, split: str, n: int, seed: 
 
 OOD_SOURCES = ("novel", "empty")
 OOD_FILE = "ood.json"
-# The output kind of an OOD folder (top-level files: images/, ood.json; registered in outputs.KIND_ENTRIES).
-OOD_KIND = "toy-ood"
+# The output kind of an OOD folder, and the files at its top level.
+OOD_KIND = register_kind("toy-ood", r"^(images|ood\.json)$")
 # A second seed word that no split index (0–2) takes keeps OOD streams apart from the ID splits' (seed, split, class, i).
 _OOD_STREAM = 1000
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {

@@ -24,12 +24,13 @@ combinations whose novel classes are unseen combinations (:mod:`.toycombos`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..config import check_range
+from ..config import Config, check_range, check_seed, option
 from ..errors import ConfigError
 from ..io import atomic_dir, atomic_write_bytes, atomic_write_json
 from ..outputs import claim_output_dir, is_own_output, mark_output_dir
@@ -199,18 +200,57 @@ def toy_meta(seed: int, frames: int, size: int, fps: int, counts: dict[str, int]
     }
 
 
+CLASS_SETS = ("actions", "shape-actions")
+
+
+@dataclass
+class ToyVideoConfig(Config):
+    """What :func:`write_toy_videos` writes: clips per split and class, their frames and size, the seed, the classes.
+
+    Example:
+        >>> ToyVideoConfig(size=33)
+        Traceback (most recent call last):
+        ...
+        clip_adapter.errors.ConfigError: size must be even (H.264 with 4:2:0 chroma), got 33
+    """
+
+    train: int = option(16, "training clips per class")
+    val: int = option(4, "validation clips per class")
+    test: int = option(8, "test clips per class")
+    frames: int = option(16, "frames per clip")
+    size: int = option(64, "frame side in pixels, even")
+    fps: int = option(8, "frames per second of the mp4 files")
+    seed: int = option(0, "rendering seed")
+    actions: str | None = option(None, "comma-separated actions to write, or base / novel (None: all 11): a source set "
+                                       "and a disjoint target set for `video cross-dataset`")
+    classes: str = option("actions", "actions: the 11 actions, novel = unseen actions; shape-actions: 44 shape-action "
+                                     "classes, novel = unseen combinations of trained shapes and actions")
+
+    def validate(self) -> None:
+        for split in SPLITS:
+            check_range(f"clips per class ({split})", getattr(self, split), 0, 10_000)
+        check_range("frames", self.frames, 2, 512)
+        check_range("size", self.size, 16, 1024)
+        check_range("fps", self.fps, 1, 120)
+        check_seed("seed", self.seed)
+        if self.size % 2:
+            raise ConfigError(f"size must be even (H.264 with 4:2:0 chroma), got {self.size}")
+        if self.classes not in CLASS_SETS:
+            raise ConfigError(f"unknown toy class set {self.classes!r}; choose from {', '.join(CLASS_SETS)}")
+
+
 def write_toy_videos(
     out_dir: str | Path,
-    train: int = 16,
-    val: int = 4,
-    test: int = 8,
-    frames: int = 16,
-    size: int = 64,
-    fps: int = 8,
-    seed: int = 0,
+    train: int = ToyVideoConfig.train,
+    val: int = ToyVideoConfig.val,
+    test: int = ToyVideoConfig.test,
+    frames: int = ToyVideoConfig.frames,
+    size: int = ToyVideoConfig.size,
+    fps: int = ToyVideoConfig.fps,
+    seed: int = ToyVideoConfig.seed,
     overwrite: bool = False,
     actions: str | Sequence[str] | None = None,
-    classes: str = "actions",
+    classes: str = ToyVideoConfig.classes,
 ) -> Path:
     """Write the toy action dataset (both layouts, descriptions, meta) to ``out_dir``; return it.
 
@@ -221,7 +261,7 @@ def write_toy_videos(
     unseen actions) or ``"shape-actions"`` (44 shape–action combinations,
     novel = unseen combinations: :mod:`.toycombos`; ``actions`` must then be
     None). ``out_dir`` must be new, empty, or (with ``overwrite``) a toy video
-    dataset this tool wrote.
+    dataset this tool wrote. The settings are :class:`ToyVideoConfig`'s.
 
     Example:
         >>> import tempfile, pathlib
@@ -229,14 +269,8 @@ def write_toy_videos(
         >>> (out / "train.csv").read_text().splitlines()[0]
         'videos/appearing/train_0000.mp4,0'
     """
+    ToyVideoConfig(train=train, val=val, test=test, frames=frames, size=size, fps=fps, seed=seed, classes=classes)  # checks
     counts = dict(zip(SPLITS, (train, val, test)))
-    for split, n in counts.items():
-        check_range(f"clips per class ({split})", n, 0, 10_000)
-    check_range("frames", frames, 2, 512)
-    check_range("size", size, 16, 1024)
-    check_range("fps", fps, 1, 120)
-    if size % 2:
-        raise ValueError(f"size must be even (H.264 with 4:2:0 chroma), got {size}")
     chosen, specs, described, meta = _class_set(classes, actions)
     meta = {**toy_meta(seed, frames, size, fps, counts, chosen if classes == "actions" else CLASSES), **meta}
     out_dir = claim_output_dir(out_dir, TOY_VIDEOS, overwrite=overwrite)
@@ -251,13 +285,8 @@ def write_toy_videos(
     return out_dir
 
 
-CLASS_SETS = ("actions", "shape-actions")
-
-
 def _class_set(classes: str, actions: str | Sequence[str] | None) -> tuple[tuple[str, ...], list[tuple], dict, dict]:
     """Class names, ``(name, action, shape, seed index)`` per class, descriptions and meta overrides of a class set."""
-    if classes not in CLASS_SETS:
-        raise ConfigError(f"unknown toy class set {classes!r}; choose from {', '.join(CLASS_SETS)}")
     if classes == "actions":
         chosen = select_actions(actions)
         # Seeded by the action's place among all actions, so a subset's clips match the full set's.

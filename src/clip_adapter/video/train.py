@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.base import Backbone
-from ..config import Config, check_choice, check_range, option
+from ..config import Config, Default, check_choice, check_range, defaults, option
 from ..errors import ConfigError, DataError
 from ..finetune.checkpoint import write_backbone_checkpoint
 from ..finetune.trainable import TrainableClip
@@ -89,10 +89,19 @@ class VideoTrainConfig(Config):
     residual: float = option(0.1, "projector residual ratio: f + residual * MLP(f)")
     unfreeze: str = option("image", "image, image-last-N or all (see finetune.trainable)")
     precision: str = option("auto", "autocast: auto (bf16 where fast), bf16 or fp32")
-    scorer: str = option("frame-mean", "the score trained and validated: frame-mean, prompt-match (STDD, with descriptions) or embed-mean")
+    scorer: str = option("frame-mean", "the score trained and validated: frame-mean, prompt-match (STDD) or embed-mean; "
+                                       "`video train` without it: prompt-match with --descriptions, as the official STDD "
+                                       "training")
     views: int = option(1, "test-time views per validation clip (segment offsets (v+0.5)/views)")
     batch_size: int = option(64, "frames per encoder batch when validating (whole clips, at least one)")
     hold_mb: int = option(HOLD_BYTES >> 20, "MiB of decoded uint8 frames kept across steps (past it: decoded per batch)")
+
+    def __post_init__(self) -> None:
+        # "a, b" from the command line names "a" and "b": blanks around and between the names are not part of them.
+        if isinstance(self.classes, (list, tuple)):
+            self.classes = tuple(n.strip() if isinstance(n, str) else n for n in self.classes
+                                 if not isinstance(n, str) or n.strip())
+        super().__post_init__()
 
     def validate(self) -> None:
         check_range("frames", self.frames, 1, 512)
@@ -104,6 +113,32 @@ class VideoTrainConfig(Config):
         check_range("shots", self.shots, 0, 1_000_000)
         check_range("distill_weight", self.distill_weight, 0.0)
         check_range("residual", self.residual, 0.0)
+        check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
+
+
+@dataclass
+@defaults(steps=Default(200, "optimisation steps"), lr=Default(1e-4, "peak learning rate (AdamW)"),
+          val_every=Default(25, "steps between validations (the best validated step is saved)"),
+          seed=Default(1, "seed of the shots, batches and masks"))
+class VideoTrainerConfig(TrainerConfig):
+    """The optimiser of ``video train``: :class:`TrainerConfig` with the command's defaults.
+
+    Its warm-up is a tenth of the steps, at most 20 (:meth:`with_warmup`); no recorded origin
+    for the values, not checked on held-out data.
+
+    Example:
+        >>> VideoTrainerConfig(steps=50).with_warmup().warmup_steps
+        5
+    """
+
+    def validate(self) -> None:
+        super().validate()
+        if self.lr <= 0:  # a zero rate would "train" for every step and save the start
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+
+    def with_warmup(self) -> VideoTrainerConfig:
+        """The same settings, warm-up fitted to the steps (a tenth, at most 20)."""
+        return self.replace(warmup_steps=min(20, self.steps // 10))
 
 
 class ClipSet:

@@ -29,6 +29,7 @@ from .scoring import SCORERS, pad_prompts, score_clips
 from .stdd import space_time_of
 
 DEFAULT_TEMPLATES = ("a video of a person {}.",)  # Open-VCLIP's / ActionCLIP's plain template
+TOP_K = 5  # classes listed per video by :func:`predict_videos` (and ``video predict``)
 
 
 @dataclass
@@ -40,8 +41,10 @@ class VideoZeroShotConfig(Config):
 
     frames: int = option(8, "frames sampled per clip (T, one per TSN segment)")
     views: int = option(1, "temporal views per clip at test time (segment offsets (v+0.5)/views)")
-    scorer: str = option("frame-mean", "frame-mean, embed-mean or prompt-match (STDD)")
-    batch_size: int = option(64, "frames per encoder batch (with space-time attention: whole clips of views x frames, at least one)")
+    scorer: str = option("frame-mean", "frame-mean, embed-mean or prompt-match (STDD); unset on the command line: the scorer "
+                                       "a `video train` checkpoint was validated with, from its stdd.json, else frame-mean")
+    batch_size: int = option(64, "frames per encoder batch; with space-time attention, whole clips of --views x --frames "
+                                 "frames, at least one clip")
 
     def validate(self) -> None:
         check_range("frames", self.frames, 1, 512)
@@ -147,7 +150,7 @@ def evaluate_zero_shot(
 
 def predict_videos(backbone: Backbone, paths: Sequence[str | os.PathLike], classnames: Sequence[str],
                    config: VideoZeroShotConfig | None = None, templates: Sequence[str] | None = None,
-                   descriptions: str | os.PathLike | dict | None = None, top_k: int = 5, cache_dir: Any = "",
+                   descriptions: str | os.PathLike | dict | None = None, top_k: int = TOP_K, cache_dir: Any = "",
                    skip_bad: bool = False) -> list[dict]:
     """Top-``k`` classes with probabilities for each video, in input order (unreadable ones left out with ``skip_bad``).
 

@@ -21,8 +21,9 @@ import torch
 
 from ...backbones.base import Backbone
 from ...config import check_choice, check_range, option
+from ...features.rendered import encode_arrays
 from ...registry import Registry
-from ..evaluate import Encoder, encode_rendered, pair_accuracy, task_set, zero_shot_accuracy
+from ..evaluate import RENDER_BATCH, Encoder, pair_accuracy, task_set, zero_shot_accuracy
 from ..toydata import ROLE_VAL, Item, check_train_seed, make_items, plain_items
 from ..trainer import TrainerConfig, TrainResult
 
@@ -115,7 +116,7 @@ class Validator:
         if not self.frozen:
             return None
         if key not in self.cache:
-            self.cache[key] = encode_rendered(self.encoder, images())
+            self.cache[key] = encode_arrays(self.encoder, images(), RENDER_BATCH)
         return self.cache[key]
 
     def __call__(self) -> dict[str, float]:

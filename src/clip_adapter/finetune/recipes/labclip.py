@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...config import Default, defaults
-from ..evaluate import encode_rendered
+from ...features.rendered import encode_arrays
+from ..evaluate import RENDER_BATCH
 from ..losses import caption_keys, hard_negative_infonce
 from ..toydata import Item
 from ..trainer import TrainResult, train
@@ -118,7 +119,7 @@ class LabClip(Recipe):
         data = toy_data(cfg, TRAIN_KINDS, VAL_KINDS) if items is None else file_data(items, cfg, "caption", source)
         pool, plain = data.items, data.plain
         everything = pool + plain
-        image_emb = encode_rendered(backbone, [it.image for it in everything])
+        image_emb = encode_arrays(backbone, [it.image for it in everything], RENDER_BATCH)
         texts = list(dict.fromkeys([it.caption for it in everything] + [n for it in pool for n in it.negatives]))
         text_emb = F.normalize(backbone.encode_texts(texts).float().cpu(), dim=-1)
         row = {t: i for i, t in enumerate(texts)}

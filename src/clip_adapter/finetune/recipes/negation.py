@@ -37,7 +37,8 @@ import torch
 from ...compose.captions import NEGATION_WORDS
 from ...config import Default, defaults, option
 from ...errors import ConfigError
-from ..evaluate import encode_rendered
+from ...features.rendered import encode_arrays
+from ..evaluate import RENDER_BATCH
 from ..losses import caption_keys, hard_negative_infonce
 from ..toydata import Item
 from ..trainable import TrainableClip
@@ -88,7 +89,7 @@ class Negation(Recipe):
             raise ConfigError("negation: the image tower must stay frozen")
         data = toy_data(cfg, ("negation",), ("negation-benchmark",)) if items is None else file_data(items, cfg, "negation", source)
         pool = data.items + data.plain
-        image_emb = encode_rendered(backbone, [it.image for it in pool])
+        image_emb = encode_arrays(backbone, [it.image for it in pool], RENDER_BATCH)
         n_items, batch, plain_batch = len(data.items), min(cfg.batch_size, len(data.items)), min(cfg.plain_batch, len(data.plain))
 
         def loss_at(step: int) -> torch.Tensor:

@@ -42,7 +42,8 @@ import torch.nn.functional as F
 
 from ...compose.captions import order_negatives
 from ...config import Default, check_range, defaults, option
-from ..evaluate import encode_rendered
+from ...features.rendered import encode_arrays
+from ..evaluate import RENDER_BATCH
 from ..losses import caption_keys, hard_negative_infonce
 from ..toydata import Item, pixels
 from ..trainable import TrainableClip
@@ -105,10 +106,10 @@ class NegClip(Recipe):
                 it.negatives += order_negatives(it.caption, rng)
         pool, everything = data.items, data.items + data.plain
         with torch.no_grad():
-            knn = nearest_neighbours(encode_rendered(view, [it.image for it in pool]), cfg.neighbours)
+            knn = nearest_neighbours(encode_arrays(view, [it.image for it in pool], RENDER_BATCH), cfg.neighbours)
         frozen = not any(p.requires_grad for p in backbone.model.visual.parameters())
         # A frozen image tower gives the same embeddings every step: encode the pool once.
-        cached = encode_rendered(view, [it.image for it in everything]) if frozen else None
+        cached = encode_arrays(view, [it.image for it in everything], RENDER_BATCH) if frozen else None
         validator = Validator(view, data, cfg.max_zero_shot_drop, frozen_images=frozen)
         batch = min(cfg.batch_size, len(pool))
         plain_batch = min(cfg.plain_batch, len(data.plain))
