@@ -263,7 +263,7 @@ def _huge_weights(p: Path) -> None:
 
 def _other_weights(tmp: Path) -> Path:
     from clip_adapter.backbones import create_backbone
-    from clip_adapter.io import save_tensors
+    from clip_adapter.core.files import save_tensors
 
     other = create_backbone("test-tiny-vit", "none", precision="fp32", seed=5)
     path = tmp / "other.safetensors"

@@ -151,7 +151,7 @@ def adapted_part(args, teacher_bb, student_pretrained: str, out: Path) -> tuple[
 
 
 def throughput(clf, backbone, images, repeats: int = 3) -> float:
-    with clip_adapter.threads.torch_threads(1):
+    with clip_adapter.core.threads.torch_threads(1):
         clf.classifier.logits(encode(backbone, images[:64]))  # warm-up
         best = float("inf")
         for _ in range(repeats):

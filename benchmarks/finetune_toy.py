@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 
 from clip_adapter.backbones import create_backbone
+from clip_adapter.core.files import atomic_write_bytes, atomic_write_json
 from clip_adapter.finetune import RECIPES, finetune
 from clip_adapter.finetune.evaluate import pair_accuracy, task_set, zero_shot_accuracy
 from clip_adapter.finetune.toydata import TRAIN_SEED_LIMIT, make_items
-from clip_adapter.io import atomic_write_bytes, atomic_write_json
 
 BENCH_SEED = TRAIN_SEED_LIMIT  # 1000: never drawn by training or validation
 MEASURES = {"attribution": "attribution-color", "relation": "relation", "negation": "negation-benchmark"}

@@ -37,11 +37,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from clip_adapter.backbones import create_backbone  # noqa: E402
+from clip_adapter.core.threads import torch_threads  # noqa: E402
 from clip_adapter.data import load_dataset  # noqa: E402
 from clip_adapter.gap import InversionConfig, gap_statistics  # noqa: E402
 from clip_adapter.gap.analyse import dataset_embeddings, inverted_retrieval, query_gallery  # noqa: E402
 from clip_adapter.gap.retrieval import text_retrieval_comparison  # noqa: E402
-from clip_adapter.threads import torch_threads  # noqa: E402
 from clip_adapter.toyworld import get_task, write_task_dataset  # noqa: E402
 from clip_adapter.toyworld.tasks import SPLITS, task_scene  # noqa: E402
 from clip_adapter.toyworld.world import caption  # noqa: E402

@@ -28,10 +28,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from clip_adapter.backbones import create_backbone  # noqa: E402
+from clip_adapter.core.threads import torch_threads  # noqa: E402
 from clip_adapter.distributed import BackboneSpec, RayOptions, ray_extraction  # noqa: E402
 from clip_adapter.features import extract_images, image_store  # noqa: E402
 from clip_adapter.features.extract import content_id  # noqa: E402
-from clip_adapter.threads import torch_threads  # noqa: E402
 
 
 def make_images(folder: Path, n: int, size: int) -> list[Path]:

@@ -90,9 +90,9 @@ def main() -> int:
 
     import clip_adapter
     from clip_adapter.api import AdaptedCLIP
+    from clip_adapter.apps.serve import ServeLimits, create_app, serve_in_background
     from clip_adapter.backbones import create_backbone
     from clip_adapter.pipeline import FeatureConfig
-    from clip_adapter.serve import ServeLimits, create_app, serve_in_background
     from clip_adapter.toyworld import write_task_dataset
 
     torch.set_num_threads(args.threads)

@@ -55,19 +55,19 @@ os.environ.setdefault("CLIP_ADAPTER_NO_PROGRESS", "1")
 
 import torch  # noqa: E402
 
-from clip_adapter import outputs  # noqa: E402
+from clip_adapter.core import outputs  # noqa: E402
 from clip_adapter.backbones import create_backbone  # noqa: E402
+from clip_adapter.core.errors import ClipAdapterError  # noqa: E402
+from clip_adapter.core.files import atomic_write_bytes, atomic_write_json  # noqa: E402
+from clip_adapter.core.threads import torch_threads  # noqa: E402
 from clip_adapter.data import load_dataset  # noqa: E402
-from clip_adapter.errors import ClipAdapterError  # noqa: E402
 from clip_adapter.features import extract_images, image_store  # noqa: E402
-from clip_adapter.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 from clip_adapter.methods import get_method  # noqa: E402
 from clip_adapter.methods.base import for_dataset  # noqa: E402
 from clip_adapter.pipeline import FeatureConfig, RunConfig, few_shot_data, fit, prepare  # noqa: E402
-from clip_adapter.threads import torch_threads  # noqa: E402
 from clip_adapter.toyworld.tasks import holdout_task, write_ood_images, write_task_dataset  # noqa: E402
 from clip_adapter.trust.calibration import Calibration, calibration_report  # noqa: E402
-from clip_adapter.trust.conformal import CALIBRATION_STREAM, calibrate, conformal_report, label_scores, uniform_noise  # noqa: E402
+from clip_adapter.trust.conformal import calibrate, conformal_report, label_scores, row_noise  # noqa: E402
 from clip_adapter.trust.ood import auroc, fpr_at_tpr, mcm_score  # noqa: E402
 
 BENCH_KIND = "trust-toy-bench"  # the marker this benchmark leaves in its --out folder
@@ -248,7 +248,7 @@ def conformal_rows(clf, logits: dict[str, torch.Tensor], tests: dict, cal_sets: 
 
 def calibration_coverage(predictor, cal_probs: torch.Tensor, cal_y: torch.Tensor) -> float:
     """Share of calibration scores ``<= q_hat`` (their class's): k/n for tie-free scores (k = ⌈(n+1)(1−α)⌉), more with ties."""
-    u = uniform_noise(len(cal_probs), predictor.seed, CALIBRATION_STREAM) if predictor.randomized else None
+    u = row_noise(cal_probs, predictor.seed) if predictor.randomized else None  # the U calibration drew
     scores = label_scores(cal_probs, cal_y, predictor.score, u=u)
     q_hat = torch.as_tensor(predictor.q_hat, dtype=torch.float64)
     return (scores <= (q_hat[cal_y] if predictor.class_conditional else q_hat)).double().mean().item()

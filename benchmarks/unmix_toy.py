@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from clip_adapter.backbones import create_backbone
-from clip_adapter.io import atomic_write_bytes, atomic_write_json
+from clip_adapter.core.files import atomic_write_bytes, atomic_write_json
 from clip_adapter.multilabel.config import MultiLabelConfig
 from clip_adapter.multilabel.data import read_multilabel
 from clip_adapter.multilabel.pipeline import evaluate, fit

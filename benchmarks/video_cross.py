@@ -44,9 +44,9 @@ os.environ.setdefault("CLIP_ADAPTER_NO_PROGRESS", "1")
 import torch  # noqa: E402
 
 from clip_adapter.backbones import create_backbone  # noqa: E402
+from clip_adapter.core.files import atomic_write_json  # noqa: E402
+from clip_adapter.core.outputs import MARKER, mark_output_dir, marker_kind  # noqa: E402
 from clip_adapter.finetune.trainer import TrainerConfig  # noqa: E402
-from clip_adapter.io import atomic_write_json  # noqa: E402
-from clip_adapter.outputs import MARKER, mark_output_dir, marker_kind  # noqa: E402
 from clip_adapter.video import load_video_dataset  # noqa: E402
 from clip_adapter.video.bench import plot as bench_plot  # noqa: E402
 from clip_adapter.video.bench import trained_loader

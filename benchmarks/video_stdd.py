@@ -46,8 +46,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from clip_adapter.backbones import create_backbone  # noqa: E402
+from clip_adapter.core.files import atomic_write_json  # noqa: E402
 from clip_adapter.finetune.trainable import TrainableClip  # noqa: E402
-from clip_adapter.io import atomic_write_json  # noqa: E402
 from clip_adapter.video import load_video_dataset  # noqa: E402
 from clip_adapter.video.bench import BaseToNovelConfig, run_base_to_novel, trained_loader  # noqa: E402
 from clip_adapter.video.stdd import SpaceTimeConfig, install_space_time  # noqa: E402

@@ -9,7 +9,7 @@ from PIL import Image
 
 import clip_adapter
 from clip_adapter import api
-from clip_adapter.errors import ConfigError
+from clip_adapter.core.errors import ConfigError
 from clip_adapter.toyworld import write_task_dataset
 
 

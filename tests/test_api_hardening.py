@@ -21,8 +21,8 @@ from PIL import Image
 import clip_adapter
 import clip_adapter.backbones
 from clip_adapter.cli import main
+from clip_adapter.core.errors import ArtifactError, ClipAdapterError, ConfigError, DataError
 from clip_adapter.data import images as images_module
-from clip_adapter.errors import ArtifactError, ClipAdapterError, ConfigError, DataError
 from clip_adapter.toyworld import write_task_dataset
 
 

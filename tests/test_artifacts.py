@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clip_adapter.artifacts import Classifier, check_backbone
-from clip_adapter.errors import ArtifactError, ClipAdapterError
+from clip_adapter.core.errors import ArtifactError, ClipAdapterError
 from clip_adapter.methods import get_method
 from conftest import synthetic_data
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clip_adapter.artifacts import Classifier
-from clip_adapter.errors import ConfigError
+from clip_adapter.core.errors import ConfigError
 from clip_adapter.methods import FewShotData, get_method
 from clip_adapter.methods.auto import _Pool
 from conftest import synthetic_data

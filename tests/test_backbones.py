@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from clip_adapter.backbones import create_backbone, resolve_precision
-from clip_adapter.errors import ArtifactError, ConfigError
-from clip_adapter.io import save_tensors, sha256_file
+from clip_adapter.core.errors import ArtifactError, ConfigError
+from clip_adapter.core.files import save_tensors, sha256_file
 
 TINY = "test-tiny-vit"
 

@@ -10,8 +10,8 @@ import pytest
 from clip_adapter.bench import BenchPlan, MethodSpec, load_benchmark, markdown, run_bench, summarise, write_reports
 from clip_adapter.bench.plots import plot_summary
 from clip_adapter.cli import main
+from clip_adapter.core.errors import ConfigError, DataError
 from clip_adapter.data import load_dataset
-from clip_adapter.errors import ConfigError, DataError
 from clip_adapter.pipeline import FeatureConfig
 from conftest import write_image_folder
 

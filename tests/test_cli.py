@@ -97,7 +97,7 @@ def test_skip_bad_lists_the_skipped_images_in_the_result(image_folder, tmp_path)
 
 
 def test_artifact_on_the_wrong_backbone_is_refused(image_folder, tmp_path, capsys, tiny_backbone):
-    from clip_adapter.io import save_tensors
+    from clip_adapter.core.files import save_tensors
 
     assert train(image_folder, tmp_path / "run") == 0
     weights = tmp_path / "other.safetensors"
@@ -136,7 +136,7 @@ def test_every_method_trains_saves_loads_and_predicts_through_the_cli(method, im
 
 
 def test_progress_is_logged_as_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
-    import clip_adapter.progress as progress_module
+    import clip_adapter.core.progress as progress_module
 
     monkeypatch.delenv("CLIP_ADAPTER_NO_PROGRESS")
     monkeypatch.setattr(progress_module, "LOG_AFTER_S", 0.0)

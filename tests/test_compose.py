@@ -19,8 +19,8 @@ from clip_adapter.compose.probes import ProbeConfig, measure_probes, probe_accur
 from clip_adapter.compose.score import item_credit, score_suite
 from clip_adapter.compose.suites import read_suite
 from clip_adapter.compose.toy_suites import SUITES, suite_drafts, write_toy_suites
-from clip_adapter.errors import DataError
-from clip_adapter.threads import torch_threads
+from clip_adapter.core.errors import DataError
+from clip_adapter.core.threads import torch_threads
 from clip_adapter.toyworld import task_images
 from clip_adapter.toyworld.tasks import TASKS
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from clip_adapter.core.errors import ConfigError, DataError
 from clip_adapter.data import (
     Dataset,
     Sample,
@@ -22,7 +23,6 @@ from clip_adapter.data import (
     sample_few_shot,
     write_coop_split,
 )
-from clip_adapter.errors import ConfigError, DataError
 
 
 def toy_dataset(per_class: int = 10, classes: int = 3) -> Dataset:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from clip_adapter.backbones import create_backbone
 from clip_adapter.cli import main as cli
+from clip_adapter.core.errors import ArtifactError, ConfigError, DataError
 from clip_adapter.distill import (
     DistillConfig,
     KDLoss,
@@ -24,7 +25,6 @@ from clip_adapter.distill import (
     save_student,
 )
 from clip_adapter.distill.data import CaptionFile, toy_batches
-from clip_adapter.errors import ArtifactError, ConfigError, DataError
 from conftest import TINY
 
 

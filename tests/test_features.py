@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from clip_adapter.core.errors import DataError
 from clip_adapter.data import ensemble
-from clip_adapter.errors import DataError
 from clip_adapter.features import AugmentConfig, FeatureStore, extract_images, image_store, prompt_embeddings
 from clip_adapter.features import extract as extract_module
 from clip_adapter.features.transforms import train_view

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_adapter.errors import ConfigError
+from clip_adapter.core.errors import ConfigError
 from clip_adapter.methods import FewShotData, get_method
 from clip_adapter.methods.base import Head
 from clip_adapter.methods.linear_probe import COARSE_C, best_search, lpclip_search

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from clip_adapter.cli import main
+from clip_adapter.core.errors import ConfigError, DataError
+from clip_adapter.core.threads import torch_threads
 from clip_adapter.data import load_dataset
-from clip_adapter.errors import ConfigError, DataError
 from clip_adapter.methods import FewShotData, get_method
 from clip_adapter.methods.base import PROTOCOLS
 from clip_adapter.methods.tip_adapter import (
@@ -25,7 +26,6 @@ from clip_adapter.methods.tip_adapter import (
 )
 from clip_adapter.methods.zero_shot import base_meta
 from clip_adapter.pipeline import RunConfig, few_shot_data, fit_and_evaluate, prepare
-from clip_adapter.threads import torch_threads
 from conftest import write_image_folder
 
 TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--precision", "fp32"]

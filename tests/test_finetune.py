@@ -10,7 +10,7 @@ import torch
 
 from clip_adapter.backbones import create_backbone
 from clip_adapter.cli import main
-from clip_adapter.errors import ConfigError, OutputError
+from clip_adapter.core.errors import ConfigError, OutputError
 from clip_adapter.finetune import RECIPES, TrainableClip, TrainerConfig, finetune, recipe_config, train
 from clip_adapter.finetune.checkpoint import write_backbone_checkpoint
 from clip_adapter.finetune.losses import hard_negative_infonce
@@ -153,7 +153,7 @@ def test_trainer_without_a_validator_keeps_the_last_step(tmp_path):
 def test_the_optimisation_module_examples_run():
     import doctest
 
-    from clip_adapter import optim
+    from clip_adapter.core import optim
 
     result = doctest.testmod(optim, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

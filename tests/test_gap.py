@@ -13,7 +13,8 @@ import torch.nn.functional as F
 import clip_adapter
 from clip_adapter.backbones import create_backbone
 from clip_adapter.cli import main as cli_main
-from clip_adapter.errors import ConfigError, DataError
+from clip_adapter.core.errors import ConfigError, DataError
+from clip_adapter.core.threads import torch_threads
 from clip_adapter.gap import (
     InversionConfig,
     compare,
@@ -27,7 +28,6 @@ from clip_adapter.gap import (
 from clip_adapter.gap.analyse import query_gallery
 from clip_adapter.gap.inversion import encode_pseudo_tokens, pseudo_prompt
 from clip_adapter.gap.retrieval import average_precisions, retrieval_comparison, text_retrieval_comparison
-from clip_adapter.threads import torch_threads
 from clip_adapter.toyworld import task_images, write_task_dataset
 
 

@@ -21,8 +21,8 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 
 import clip_adapter  # noqa: E402
 from clip_adapter.backbones import create_backbone  # noqa: E402
-from clip_adapter.errors import ArtifactError, ClipAdapterError, ConfigError  # noqa: E402
-from clip_adapter.io import save_tensors  # noqa: E402
+from clip_adapter.core.errors import ArtifactError, ClipAdapterError, ConfigError  # noqa: E402
+from clip_adapter.core.files import save_tensors  # noqa: E402
 from conftest import TINY, write_image_folder  # noqa: E402
 
 TEXTS = ["a photo of a red square.", "", "Hello,  World! a much longer caption that runs past the context length of the tiny model"]

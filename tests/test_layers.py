@@ -6,7 +6,7 @@ inside functions counted too (a lazy import still ties the two modules
 together); only the body of an ``if TYPE_CHECKING:`` block is exempt. Importing
 ``a.b.c`` from outside package ``a.b`` also runs ``a/b/__init__.py``, so that
 is an edge as well. Names that a registry imports by string
-(:class:`clip_adapter.registry.Registry` ``providers``) are not edges: the
+(:class:`clip_adapter.core.registry.Registry` ``providers``) are not edges: the
 registry holds the name, not the code.
 
 Cycles: none, and there is no allow-list for them.
@@ -32,14 +32,13 @@ PACKAGE = "clip_adapter"
 
 # Layer of each top-level module or package (a dotted sub-path overrides its package), lowest first.
 LAYERS: dict[str, int] = {
-    # 0. plumbing: no knowledge of CLIP, data or models
-    "_version": 0, "errors": 0, "ownership": 0, "config": 0, "registry": 0, "io": 0, "progress": 0, "threads": 0,
-    "outputs": 0,  # the output-directory marker every writer claims its folder with
-    "plotting": 0,  # matplotlib plumbing for every figure module
-    "optim": 0,  # optimisers, the lr schedule, the finite check, the CSV log and the encoder loop every trainer shares
-    # 1. data and numerics: datasets, templates, metrics; the trust numerics (calibration, conformal, OOD, record)
+    # 0. plumbing (core/): configs, errors, files, output folders, optimisation, progress, plots;
+    # no knowledge of CLIP, data or models
+    "_version": 0, "core": 0,
+    # 1. data and numerics: datasets, templates; the trust numerics (calibration, conformal, OOD, record)
     "data": 1, "metrics": 1, "trust": 1,
-    # 2. models: the backbone interface and providers; the toy world (its tiny CLIP is a backbone provider)
+    # 2. models: the backbone interface and providers; the toy world (its tiny CLIP is a backbone provider,
+    # its scenes and captions the toy data)
     "backbones": 2, "toyworld": 2,
     # 3. features: extraction through the on-disk cache
     "features": 3,
@@ -49,8 +48,9 @@ LAYERS: dict[str, int] = {
     "artifacts": 5, "pipeline": 5, "inference": 5, "trust.fit": 5, "trust.labelled": 5,
     # 6. workflows built on the run: benchmarks, encoder fine-tuning and distillation, multi-label, the modality gap
     "bench": 6, "finetune": 6, "distill": 6, "multilabel": 6, "gap": 6,
-    # 7. applications: reports, retrieval index and server, compositionality bench, video, validate, demo, cluster runs
-    "report": 7, "retrieval": 7, "serve": 7, "compose": 7, "video": 7, "validate": 7, "demo": 7, "distributed": 7,
+    # 7. applications (apps/: report, retrieval, server, validate, demo) and the compositionality bench, video,
+    # cluster runs
+    "apps": 7, "compose": 7, "video": 7, "distributed": 7,
     # 8. the Python API: clip_adapter.fit/load/bench_results, and the package's own __init__ that re-exports it
     "api": 8, "__init__": 8,
     # 9. the command line
@@ -59,12 +59,6 @@ LAYERS: dict[str, int] = {
 
 # Upward imports (importer, imported) still there, and why. Remove an entry when its import goes.
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    # The caption grammar and generators of compose are data the fine-tuning recipes train on; they belong
-    # below both (a toy-captions data module) and move there when compose's suites are split from them.
-    ("clip_adapter.finetune.captions_data", "clip_adapter.compose.captions"): "compose captions are fine-tuning data",
-    ("clip_adapter.finetune.recipes.negation", "clip_adapter.compose.captions"): "compose captions are fine-tuning data",
-    ("clip_adapter.finetune.recipes.negclip", "clip_adapter.compose.captions"): "compose captions are fine-tuning data",
-    ("clip_adapter.finetune.toydata", "clip_adapter.compose.captions"): "compose captions are fine-tuning data",
 }
 
 # Private names (one leading underscore) imported across top-level packages, and why. Same rule: only shrinks.
@@ -238,7 +232,7 @@ def _upward() -> dict[tuple[str, str], str]:
 def test_the_graph_is_read():
     """A sanity check of the reader itself: known edges, relative and lazy, are there."""
     assert len(EDGES) > 150
-    assert "clip_adapter.errors" in EDGES["clip_adapter.registry"]  # from .errors import ConfigError
+    assert "clip_adapter.core.errors" in EDGES["clip_adapter.core.registry"]  # from .errors import ConfigError
     assert "clip_adapter.methods" in EDGES[PACKAGE]  # the package re-exports list_methods
     assert "clip_adapter.backbones" in EDGES["clip_adapter.toyworld.backbone"]  # runs backbones/__init__.py
     assert "clip_adapter.trust.fit" in EDGES["clip_adapter.inference"]  # an import inside a function
@@ -306,7 +300,7 @@ def test_the_backbone_factory_finds_the_toy_world_without_importing_it_first():
 
 def test_a_registry_imports_a_provider_on_first_lookup(tmp_path, monkeypatch):
     (tmp_path / "layers_probe.py").write_text(
-        "from clip_adapter.registry import Registry\n"
+        "from clip_adapter.core.registry import Registry\n"
         "THINGS = Registry('thing', providers={'late': 'layers_probe_late', 'broken': 'layers_probe_broken'})\n")
     (tmp_path / "layers_probe_late.py").write_text("from layers_probe import THINGS\nTHINGS.register('late')('here')\n")
     (tmp_path / "layers_probe_broken.py").write_text("")
@@ -323,7 +317,7 @@ def test_a_registry_imports_a_provider_on_first_lookup(tmp_path, monkeypatch):
             sys.modules.pop(name, None)
 
 
-@pytest.mark.parametrize("name", ["clip_adapter.plotting", "clip_adapter.registry", "clip_adapter.video.toyactions"])
+@pytest.mark.parametrize("name", ["clip_adapter.core.plotting", "clip_adapter.core.registry", "clip_adapter.video.toyactions"])
 def test_the_examples_of_the_layering_modules_run(name):
     import doctest
     import importlib

@@ -132,7 +132,7 @@ def test_adapter_dimensions_follow_the_backbone():
 
 
 def test_non_finite_loss_stops_training_naming_the_step():
-    from clip_adapter.errors import TrainingError
+    from clip_adapter.core.errors import TrainingError
 
     data, *_ = synthetic_data()
     data.train[0, :, 0] = float("nan")

@@ -15,7 +15,7 @@ from PIL import Image
 from clip_adapter.backbones import create_backbone
 from clip_adapter.backbones.base import Backbone
 from clip_adapter.cli import main as cli_main
-from clip_adapter.errors import ArtifactError, ConfigError, DataError
+from clip_adapter.core.errors import ArtifactError, ConfigError, DataError
 from clip_adapter.features.dense import dense_store, extract_dense
 from clip_adapter.multilabel.artifact import load_model, save_model
 from clip_adapter.multilabel.config import MultiLabelConfig
@@ -337,7 +337,7 @@ def test_toy_unmix_trains_unmixes_and_round_trips(toy_bb, toy_data, tmp_path):
 
 
 def test_artifact_refuses_wrong_tensors(toy_bb, tmp_path):
-    from clip_adapter.io import save_tensors
+    from clip_adapter.core.files import save_tensors
     from clip_adapter.multilabel.pipeline import MultiLabelModel
 
     head = build_head(MultiLabelConfig(), torch.eye(2, toy_bb.embed_dim), torch.ones(2, toy_bb.embed_dim), 10.0)

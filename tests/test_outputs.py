@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from clip_adapter.cli import main
-from clip_adapter.errors import OutputError
-from clip_adapter.io import TMP_MARK, atomic_dir, clean_stale_temporaries
-from clip_adapter.outputs import MARKER, check_cache_dir, claim_output_dir, is_own_output, mark_output_dir
-from clip_adapter.ownership import TEMP_PROOF
+from clip_adapter.core.errors import OutputError
+from clip_adapter.core.files import TMP_MARK, atomic_dir, clean_stale_temporaries
+from clip_adapter.core.outputs import MARKER, check_cache_dir, claim_output_dir, is_own_output, mark_output_dir
+from clip_adapter.core.ownership import TEMP_PROOF
 
 TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--precision", "fp32"]
 
@@ -196,7 +196,7 @@ def _dead_pid() -> int:
 
 def _our_temporary(directory: Path, target: str, pid: int, role: str = "dir", host: str | None = None) -> Path:
     """A temporary as a killed writer of ours leaves it: the name and, inside, the proof written first."""
-    from clip_adapter.io import host_tag
+    from clip_adapter.core.files import host_tag
 
     host = host or host_tag()
     path = directory / f"{target}{TMP_MARK}{pid}@{host}-{'old' if role == 'old' else 'abc123'}"
@@ -220,7 +220,7 @@ def test_stale_temporaries_of_dead_writers_are_cleaned_and_live_ones_kept(tmp_pa
 
 def test_temporaries_written_on_another_machine_are_never_judged_dead(tmp_path):
     # A shared cache on a cluster: a pid from another host says nothing about its writer here.
-    from clip_adapter.io import host_tag, temp_prefix
+    from clip_adapter.core.files import host_tag, temp_prefix
 
     dead = _dead_pid()
     ours = _our_temporary(tmp_path, "shard", dead)
@@ -242,8 +242,8 @@ def test_an_output_moved_aside_by_a_killed_writer_is_put_back(tmp_path):
 KILL_LOOP = """
 import json, sys
 from pathlib import Path
-from clip_adapter.io import atomic_dir
-from clip_adapter.outputs import is_own_output, mark_output_dir
+from clip_adapter.core.files import atomic_dir
+from clip_adapter.core.outputs import is_own_output, mark_output_dir
 target = Path(sys.argv[1])
 for i in range(100000):
     with atomic_dir(target, may_replace=lambda p: is_own_output(p, "artifact")) as tmp:
@@ -297,7 +297,7 @@ def test_is_own_output_recognises_only_complete_own_folders(tmp_path):
 
 
 def test_an_existing_empty_folder_receives_the_output(tmp_path):
-    from clip_adapter.io import atomic_dir
+    from clip_adapter.core.files import atomic_dir
 
     target = tmp_path / "out"
     target.mkdir()
@@ -307,7 +307,7 @@ def test_an_existing_empty_folder_receives_the_output(tmp_path):
 
 
 def test_a_folder_filled_while_writing_is_never_replaced(tmp_path):
-    from clip_adapter.io import atomic_dir
+    from clip_adapter.core.files import atomic_dir
 
     target = tmp_path / "out"
     target.mkdir()

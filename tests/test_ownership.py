@@ -15,10 +15,17 @@ import sys
 import pytest
 
 from clip_adapter.cli import main
-from clip_adapter.errors import OutputError
-from clip_adapter.io import TMP_MARK, atomic_dir, atomic_path, atomic_write_bytes, clean_stale_temporaries, host_tag
-from clip_adapter.outputs import claim_output_dir, claim_output_file, is_own_output, mark_output_dir
-from clip_adapter.ownership import LEDGER, unowned_entries
+from clip_adapter.core.errors import OutputError
+from clip_adapter.core.files import (
+    TMP_MARK,
+    atomic_dir,
+    atomic_path,
+    atomic_write_bytes,
+    clean_stale_temporaries,
+    host_tag,
+)
+from clip_adapter.core.outputs import claim_output_dir, claim_output_file, is_own_output, mark_output_dir
+from clip_adapter.core.ownership import LEDGER, unowned_entries
 
 TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--precision", "fp32"]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_adapter.errors import ConfigError
+from clip_adapter.core.errors import ConfigError
 from clip_adapter.methods import get_method
 from clip_adapter.methods.clip_adapter import ClipAdapter, ClipAdapterConfig, sized_recipe
 from clip_adapter.methods.tip_adapter import TipAdapterHead, build_cache, search_alpha_beta

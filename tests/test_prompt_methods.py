@@ -4,7 +4,7 @@ The image side is synthetic: separable class clusters in the backbone's
 embedding space. The text side is the tiny model's encoder, so zero-shot is
 poor by construction and anything that learns from the shots must beat it.
 Runs on one thread: these models are so small that OpenMP's fork/join on a
-busy machine costs more than the arithmetic (see clip_adapter.threads).
+busy machine costs more than the arithmetic (see clip_adapter.core.threads).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from clip_adapter.artifacts import Classifier
-from clip_adapter.errors import ArtifactError, ConfigError
+from clip_adapter.core.errors import ArtifactError, ConfigError
+from clip_adapter.core.threads import torch_threads
 from clip_adapter.methods import FewShotData, get_method
 from clip_adapter.methods.prompt_learner import build_layout
-from clip_adapter.threads import torch_threads
 from conftest import assert_improves_on_zero_shot
 
 CLASSNAMES = ["red square", "green square", "blue square", "yellow circle", "purple star"]
@@ -277,7 +277,7 @@ def test_coop_stored_text_is_the_prompts_features_in_any_chunking(tiny_backbone)
 
 @pytest.mark.parametrize("preset", [None, "official"])
 def test_non_finite_loss_stops_training_naming_the_step(tiny_backbone, preset):
-    from clip_adapter.errors import TrainingError
+    from clip_adapter.core.errors import TrainingError
 
     data, *_ = prompt_data(tiny_backbone)
     data.train[0, :, 0] = float("nan")

@@ -14,8 +14,8 @@ from clip_adapter.bench.base_to_new import harmonic_mean, split_base_new
 from clip_adapter.bench.datasets import load_benchmark
 from clip_adapter.bench.transfer import align_target, subset_accuracy
 from clip_adapter.cli import main
+from clip_adapter.core.errors import DataError
 from clip_adapter.data import Dataset, Sample
-from clip_adapter.errors import DataError
 from clip_adapter.toyworld import write_task_dataset
 
 

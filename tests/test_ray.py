@@ -22,12 +22,12 @@ import torch
 ray = pytest.importorskip("ray")
 
 from clip_adapter.cli import main  # noqa: E402
+from clip_adapter.core.threads import torch_threads  # noqa: E402
 from clip_adapter.data import load_dataset  # noqa: E402
 from clip_adapter.data.sampler import sample_few_shot  # noqa: E402
 from clip_adapter.distributed import BackboneSpec, RayOptions, ray_extraction, run_bench_ray  # noqa: E402
 from clip_adapter.features import extract as extract_module  # noqa: E402
 from clip_adapter.pipeline import FeatureConfig, encode_split, templates_for  # noqa: E402
-from clip_adapter.threads import torch_threads  # noqa: E402
 from conftest import write_image_folder  # noqa: E402
 
 TOY = ["--backbone", "toy", "--precision", "fp32", "--device", "cpu"]
@@ -152,7 +152,7 @@ def test_ray_sweep_equals_local_retries_crashes_and_reports_failures(ray_cluster
 
     from clip_adapter.backbones import create_backbone
     from clip_adapter.bench import BenchPlan, MethodSpec
-    from clip_adapter.outputs import mark_output_dir
+    from clip_adapter.core.outputs import mark_output_dir
 
     backbone = create_backbone("toy", None, "fp32", "cpu")
     methods = [MethodSpec.parse(m) for m in ("zero-shot", "ca=clip-adapter:epochs=5")]

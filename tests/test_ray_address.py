@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from clip_adapter.errors import ConfigError
+from clip_adapter.core.errors import ConfigError
 
 
 def _serve_once(reply: bytes | None, ready: threading.Event, port: list[int], stop: threading.Event) -> None:

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clip_adapter.cli import main
+from clip_adapter.core.errors import ArtifactError, ClipAdapterError, DataError
 from clip_adapter.data.dataset import parse_coop_split
-from clip_adapter.errors import ArtifactError, ClipAdapterError, DataError
 from corpus import BAD_DATASETS, EXPECTED, TRAINABLE, good_folder
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "clip_adapter"

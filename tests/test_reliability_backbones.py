@@ -19,8 +19,8 @@ import torch
 from clip_adapter.artifacts import Classifier
 from clip_adapter.backbones import create_backbone, hub
 from clip_adapter.backbones.precision import resolve_device
-from clip_adapter.errors import ArtifactError, ConfigError
-from clip_adapter.io import save_tensors, sha256_file
+from clip_adapter.core.errors import ArtifactError, ConfigError
+from clip_adapter.core.files import save_tensors, sha256_file
 from clip_adapter.methods import get_method
 from conftest import TINY, synthetic_data
 

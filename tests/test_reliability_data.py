@@ -19,12 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from clip_adapter.apps.validate import validate_dataset
+from clip_adapter.core.errors import ConfigError, DataError
 from clip_adapter.data import check_template, load_dataset, load_rgb, resolve_templates
 from clip_adapter.data.dataset import parse_coop_split
 from clip_adapter.data.images import DECODE_VERSION, EXIF_NOTE, MAX_ASPECT_RATIO, BadImage
 from clip_adapter.data.issues import Issues, show
-from clip_adapter.errors import ConfigError, DataError
-from clip_adapter.validate import validate_dataset
 from corpus import BAD_DATASETS, good_folder
 
 # ---------------------------------------------------------------- split files

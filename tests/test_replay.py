@@ -203,7 +203,7 @@ def test_every_output_kind_resolves_without_its_owner_imported_first():
     """In a fresh interpreter: outputs names each kind's owner and imports it on the kind's first lookup."""
     code = (
         "import sys\n"
-        "from clip_adapter import outputs\n"
+        "from clip_adapter.core import outputs\n"
         "owners = ('clip_adapter.video', 'clip_adapter.gap', 'clip_adapter.compose', 'clip_adapter.multilabel',\n"
         "          'clip_adapter.distill', 'clip_adapter.finetune', 'clip_adapter.bench', 'clip_adapter.toyworld')\n"
         "assert not [m for m in sys.modules if m.startswith(owners)], 'an owner was imported with outputs'\n"
@@ -222,8 +222,9 @@ def test_every_output_kind_resolves_without_its_owner_imported_first():
 
 
 def test_owners_constants_are_their_registered_kinds():
-    from clip_adapter import distill, outputs
+    from clip_adapter import distill
     from clip_adapter.compose.kinds import BENCH_KIND, SUITES_KIND
+    from clip_adapter.core import outputs
     from clip_adapter.finetune.checkpoint import OUTPUT_KIND
     from clip_adapter.gap.analyse import KIND as GAP_KIND
     from clip_adapter.multilabel.kinds import ARTIFACT_KIND, DATASET_KIND
@@ -238,7 +239,7 @@ def test_owners_constants_are_their_registered_kinds():
 
 
 def test_an_unknown_or_conflicting_kind_is_a_clear_error(tmp_path):
-    from clip_adapter.outputs import claim_output_dir, kind_pattern, register_kind
+    from clip_adapter.core.outputs import claim_output_dir, kind_pattern, register_kind
 
     with pytest.raises(ValueError, match="unknown output kind 'photos'; known kinds: artifact, bench"):
         claim_output_dir(tmp_path / "out", "photos")

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import clip_adapter
+from clip_adapter.apps.report import build_report, default_output
+from clip_adapter.apps.report.history import curves, x_axis
+from clip_adapter.apps.report.html import pct
+from clip_adapter.apps.report.markdown import markdown_to_html
 from clip_adapter.cli import main
-from clip_adapter.report import build_report, default_output
-from clip_adapter.report.history import curves, x_axis
-from clip_adapter.report.html import pct
-from clip_adapter.report.markdown import markdown_to_html
 from clip_adapter.toyworld import write_task_dataset
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -132,7 +132,7 @@ def test_cli_writes_beside_an_artifact_refuses_to_overwrite_and_names_bad_folder
 
 
 def test_default_output_never_adds_a_file_inside_one_of_our_outputs(world, tmp_path):
-    from clip_adapter.outputs import is_own_output, mark_output_dir
+    from clip_adapter.core.outputs import is_own_output, mark_output_dir
 
     demo = tmp_path / "demo"
     mark_output_dir(demo, "demo")

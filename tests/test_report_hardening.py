@@ -19,10 +19,10 @@ from typing import Any, Callable
 import pytest
 
 import clip_adapter
+from clip_adapter.apps.report import build_report, figures
 from clip_adapter.cli import main
-from clip_adapter.errors import ClipAdapterError
+from clip_adapter.core.errors import ClipAdapterError
 from clip_adapter.pipeline import epoch_log_csv
-from clip_adapter.report import build_report, figures
 from clip_adapter.toyworld import write_task_dataset
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -137,9 +137,9 @@ def test_data_images_outside_data_are_skipped_with_one_warning_line(make, world,
 
 def test_a_test_image_resolving_outside_data_is_skipped(world, tmp_path, monkeypatch):
     """The report's own check, behind the dataset reader's: every test path, links resolved, must be in --data."""
+    from clip_adapter.apps.report import run_files
     from clip_adapter.data import load_dataset
     from clip_adapter.data.dataset import Sample
-    from clip_adapter.report import run_files
 
     data = Path(shutil.copytree(world["data"], tmp_path / "data"))
     dataset = load_dataset(data)
@@ -154,7 +154,7 @@ def test_a_test_image_resolving_outside_data_is_skipped(world, tmp_path, monkeyp
 
 
 def test_is_inside_resolves_symlinks(tmp_path):
-    from clip_adapter.report.run_files import data_root, is_inside
+    from clip_adapter.apps.report.run_files import data_root, is_inside
 
     (tmp_path / "data").mkdir()
     (tmp_path / "secret.png").write_bytes(b"x")
@@ -172,7 +172,7 @@ def test_is_inside_resolves_symlinks(tmp_path):
 
 def _no_work(monkeypatch) -> None:
     """Any page built means the refusal came too late."""
-    import clip_adapter.report as report
+    import clip_adapter.apps.report as report
 
     def refuse(*_, **__):
         raise AssertionError("the report was built before --out was checked")
@@ -476,7 +476,7 @@ def test_training_history_is_figures_and_compact_tables(world, tmp_path):
     assert tables[0].count("✓") == 1  # the chosen candidate
     assert len(re.findall(r"<img ", training)) == 2  # per-epoch curves and the candidates against α
     assert "log.csv (" in training and "not shown again" in training
-    from clip_adapter.report.fields import shown
+    from clip_adapter.apps.report.fields import shown
 
     folded = re.findall(r"<details>.*?</details>", training, flags=re.S)
     chosen = json.loads((run / "result.json").read_text())["selection"]["chosen"]["alpha"]
@@ -514,7 +514,7 @@ def test_history_page_height_in_headless_chromium(world, tmp_path):
 
 def test_the_report_never_uses_a_cache_folder_the_artifact_names(tmp_path):
     # A received result.json may name any folder as its cache: the report must not read or write there.
-    from clip_adapter.report.evaluation import cache_dir_for
+    from clip_adapter.apps.report.evaluation import cache_dir_for
 
     elsewhere = tmp_path / "victim"
     elsewhere.mkdir()

@@ -10,11 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import clip_adapter
-from clip_adapter.backbones import create_backbone
-from clip_adapter.cli import main as cli_main
-from clip_adapter.errors import ArtifactError, ConfigError
-from clip_adapter.io import save_tensors, to_json
-from clip_adapter.retrieval import (
+from clip_adapter.apps.retrieval import (
     adaptation_for,
     backbone_for_index,
     build_index,
@@ -24,6 +20,10 @@ from clip_adapter.retrieval import (
     seal_record,
     search,
 )
+from clip_adapter.backbones import create_backbone
+from clip_adapter.cli import main as cli_main
+from clip_adapter.core.errors import ArtifactError, ConfigError
+from clip_adapter.core.files import save_tensors, to_json
 from clip_adapter.toyworld import write_task_dataset
 
 
@@ -257,7 +257,7 @@ def test_bad_faiss_file_is_one_line(world, tmp_path, capsys):
 def test_module_example_runs():
     import doctest
 
-    from clip_adapter import retrieval
+    from clip_adapter.apps import retrieval
 
     result = doctest.testmod(retrieval, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -22,13 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import clip_adapter
-from clip_adapter.backbones import create_backbone
-from clip_adapter.cli import main as cli_main
-from clip_adapter.errors import ArtifactError, ClipAdapterError, ConfigError
-from clip_adapter.features import FeatureStore, extract_images, image_store
-from clip_adapter.features.store import MANIFEST_VERSION, shard_digest
-from clip_adapter.io import save_tensors, to_json
-from clip_adapter.retrieval import (
+from clip_adapter.apps.retrieval import (
     adaptation_for,
     build_index,
     encode_text_query,
@@ -36,6 +30,12 @@ from clip_adapter.retrieval import (
     seal_record,
     search,
 )
+from clip_adapter.backbones import create_backbone
+from clip_adapter.cli import main as cli_main
+from clip_adapter.core.errors import ArtifactError, ClipAdapterError, ConfigError
+from clip_adapter.core.files import save_tensors, to_json
+from clip_adapter.features import FeatureStore, extract_images, image_store
+from clip_adapter.features.store import MANIFEST_VERSION, shard_digest
 from clip_adapter.toyworld import write_task_dataset
 
 

@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import clip_adapter  # noqa: E402
 from clip_adapter.api import AdaptedCLIP  # noqa: E402
+from clip_adapter.apps.serve import ServeLimits, create_app, serve_in_background  # noqa: E402
 from clip_adapter.cli import main as cli_main  # noqa: E402
 from clip_adapter.pipeline import FeatureConfig  # noqa: E402
-from clip_adapter.serve import ServeLimits, create_app, serve_in_background  # noqa: E402
 from clip_adapter.toyworld import write_task_dataset  # noqa: E402
 
 

@@ -30,9 +30,9 @@ import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from clip_adapter.api import AdaptedCLIP  # noqa: E402
+from clip_adapter.apps.serve import ServeLimits, create_app, serve_in_background  # noqa: E402
 from clip_adapter.cli import main as cli_main  # noqa: E402
 from clip_adapter.pipeline import FeatureConfig  # noqa: E402
-from clip_adapter.serve import ServeLimits, create_app, serve_in_background  # noqa: E402
 
 BOUND_S = 10.0  # the longest any single wait may take
 
@@ -199,7 +199,7 @@ def test_a_client_hanging_up_mid_upload_is_not_an_internal_error(world, caplog):
             uvicorn_log.removeHandler(caplog.handler)
     ours = [r for r in caplog.records if r.name.startswith(("clip_adapter", "uvicorn"))]
     assert not [r for r in ours if r.exc_info or r.levelno >= logging.WARNING], [r.getMessage() for r in ours]
-    assert len([r for r in ours if r.name == "clip_adapter.serve"]) <= 1
+    assert len([r for r in ours if r.name == "clip_adapter.apps.serve"]) <= 1
     assert all("\n" not in r.getMessage() for r in ours)
 
 

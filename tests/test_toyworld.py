@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from clip_adapter.errors import ArtifactError
-from clip_adapter.io import sha256_file
+from clip_adapter.core.errors import ArtifactError
+from clip_adapter.core.files import sha256_file
 from clip_adapter.toyworld import (
     DOMAINS,
     TASKS,
@@ -165,8 +165,8 @@ def test_tiny_pretrain_is_reproducible_and_writes_weights_config_and_log(tmp_pat
 
 
 def test_demo_writes_table_plot_and_a_usable_artifact(tmp_path, capsys):
+    from clip_adapter.apps.demo import DemoConfig, run_demo
     from clip_adapter.cli import main
-    from clip_adapter.demo import DemoConfig, run_demo
 
     config = DemoConfig(shots=(2,), seeds=(1,), train_per_class=4, test_per_class=6, out=str(tmp_path / "demo"))
     files = run_demo(config, log=lambda _: None)

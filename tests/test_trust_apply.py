@@ -13,7 +13,7 @@ import torch
 from clip_adapter import artifacts
 from clip_adapter.artifacts import Classifier
 from clip_adapter.cli import main
-from clip_adapter.errors import ArtifactError
+from clip_adapter.core.errors import ArtifactError
 from clip_adapter.trust.calibration import Calibration, TemperatureScaling
 from clip_adapter.trust.conformal import calibrate
 from clip_adapter.trust.ood import OODDetector
@@ -100,7 +100,7 @@ def test_cli_predict_the_api_and_serve_give_the_same_records(trusted, tmp_path, 
     from fastapi.testclient import TestClient
 
     import clip_adapter
-    from clip_adapter.serve import create_app
+    from clip_adapter.apps.serve import create_app
 
     _, out, images, _ = trusted
     broken = tmp_path / "broken.png"

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_adapter.errors import ArtifactError, ConfigError
-from clip_adapter.threads import torch_threads
+from clip_adapter.core.errors import ArtifactError, ConfigError
+from clip_adapter.core.threads import torch_threads
 from clip_adapter.trust import calibration as cal
 from clip_adapter.trust.calibration import (
     Calibration,

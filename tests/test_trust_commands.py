@@ -13,8 +13,8 @@ import torch
 from clip_adapter import artifacts
 from clip_adapter.artifacts import Classifier, load_with_backbone
 from clip_adapter.cli import main
+from clip_adapter.core.errors import ArtifactError, ConfigError
 from clip_adapter.data import load_dataset
-from clip_adapter.errors import ArtifactError, ConfigError
 from clip_adapter.toyworld import write_task_dataset
 from clip_adapter.trust.fit import updated_record, zero_shot_logits
 from clip_adapter.trust.labelled import labelled_logits

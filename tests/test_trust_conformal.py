@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import clip_adapter.trust.conformal as conformal
-from clip_adapter.errors import ArtifactError, ConfigError
+from clip_adapter.core.errors import ArtifactError, ConfigError
 from clip_adapter.trust.conformal import (
     ConformalPredictor,
     aps_scores,

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import clip_adapter
+from clip_adapter.apps.report import build_report, figures
 from clip_adapter.artifacts import Classifier
 from clip_adapter.bench.aggregate import (
     calibration_fields,
@@ -29,8 +30,7 @@ from clip_adapter.bench.aggregate import (
     summarise_calibration,
     write_reports,
 )
-from clip_adapter.errors import ClipAdapterError
-from clip_adapter.report import build_report, figures
+from clip_adapter.core.errors import ClipAdapterError
 from clip_adapter.toyworld import write_task_dataset
 from clip_adapter.trust.calibration import Calibration, TemperatureScaling, ZSNorm
 from clip_adapter.trust.conformal import calibrate
@@ -350,8 +350,8 @@ def test_bench_page_shows_the_full_val_protocol(world, tmp_path):
 def test_the_examples_in_the_docstrings_hold():
     import doctest
 
+    from clip_adapter.apps.report import fields
     from clip_adapter.bench import aggregate
-    from clip_adapter.report import fields
 
     for module in (aggregate, fields, figures):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from clip_adapter.cli import main
-from clip_adapter.errors import ArtifactError, ConfigError
-from clip_adapter.outputs import MARKER
+from clip_adapter.core.errors import ArtifactError, ConfigError
+from clip_adapter.core.outputs import MARKER
 from clip_adapter.toyworld.tasks import (
     OOD_FILE,
     TASKS,

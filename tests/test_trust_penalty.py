@@ -15,11 +15,11 @@ import torch
 
 from clip_adapter.artifacts import Classifier
 from clip_adapter.bench import MethodSpec
-from clip_adapter.errors import ConfigError
+from clip_adapter.core.errors import ConfigError
+from clip_adapter.core.threads import torch_threads
 from clip_adapter.methods import clip_adapter as ca
 from clip_adapter.methods import get_method
 from clip_adapter.methods.train import train_head
-from clip_adapter.threads import torch_threads
 from clip_adapter.trust.calibration import logit_range_penalty
 from conftest import synthetic_data
 

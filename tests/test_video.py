@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("av")
 
 from clip_adapter.cli import main as cli_main  # noqa: E402
-from clip_adapter.errors import DataError  # noqa: E402
+from clip_adapter.core.errors import DataError  # noqa: E402
 from clip_adapter.video import (  # noqa: E402
     embed_mean,
     extract_clip_features,

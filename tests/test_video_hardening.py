@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("av")
 
 from clip_adapter.cli import main as cli_main  # noqa: E402
+from clip_adapter.core.errors import ClipAdapterError, DataError  # noqa: E402
 from clip_adapter.data import images  # noqa: E402
-from clip_adapter.errors import ClipAdapterError, DataError  # noqa: E402
 from clip_adapter.video import decode, extract_clip_features, frame_store  # noqa: E402
 from clip_adapter.video.decode import BadVideo, count_decoded, decode_frames, probe, sampled_frames, truncation  # noqa: E402
 from clip_adapter.video.toyclips import encode_mp4, write_toy_videos  # noqa: E402

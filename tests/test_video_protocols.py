@@ -17,8 +17,8 @@ pytest.importorskip("av")
 import clip_adapter.video.train as video_train  # noqa: E402
 from clip_adapter.backbones import create_backbone  # noqa: E402
 from clip_adapter.cli import main as cli_main  # noqa: E402
+from clip_adapter.core.errors import ConfigError, DataError  # noqa: E402
 from clip_adapter.data.dataset import Sample  # noqa: E402
-from clip_adapter.errors import ConfigError, DataError  # noqa: E402
 from clip_adapter.finetune.trainable import TrainableClip  # noqa: E402
 from clip_adapter.finetune.trainer import TrainerConfig  # noqa: E402
 from clip_adapter.toyworld.model import ToyClip, ToyClipConfig  # noqa: E402

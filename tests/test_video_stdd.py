@@ -13,7 +13,7 @@ pytest.importorskip("av")
 
 from clip_adapter.backbones import create_backbone  # noqa: E402
 from clip_adapter.cli import main as cli_main  # noqa: E402
-from clip_adapter.errors import ConfigError  # noqa: E402
+from clip_adapter.core.errors import ConfigError  # noqa: E402
 from clip_adapter.toyworld.model import ToyClip, ToyClipConfig  # noqa: E402
 from clip_adapter.toyworld.pretrain import write_toy_checkpoint  # noqa: E402
 from clip_adapter.toyworld.tokenizer import ToyTokenizer  # noqa: E402

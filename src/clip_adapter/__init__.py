@@ -12,7 +12,7 @@ Example:
 
 from ._version import __version__
 from .api import AdaptedCLIP, bench_results, fit, load
-from .errors import ClipAdapterError
+from .core.errors import ClipAdapterError
 from .methods import list_methods
 
 __all__ = ["AdaptedCLIP", "ClipAdapterError", "__version__", "bench_results", "fit", "list_methods", "load"]

@@ -39,13 +39,13 @@ from PIL import Image
 
 from .artifacts import Classifier, load_with_backbone
 from .backbones import Backbone, create_backbone
+from .core.errors import ClipAdapterError, ConfigError
+from .core.files import quoted
 from .data import load_dataset
 from .data.classnames import ClassnameMap
 from .data.dataset import SPLITS
 from .data.images import find_images
-from .errors import ClipAdapterError, ConfigError
 from .inference import ImageInput, check_reject, check_top_k, encode_inputs, predict_images
-from .io import quoted
 from .methods import get_method
 from .pipeline import FeatureConfig, RunConfig, evaluate_classifier, run_few_shot
 
@@ -155,7 +155,7 @@ def evaluate_artifact(
         >>> evaluate_artifact(None, None, "photos", split="holdout")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: split must be one of train, val, test, all, got 'holdout'
+        clip_adapter.core.errors.ConfigError: split must be one of train, val, test, all, got 'holdout'
     """
     if split not in (*SPLITS, "all"):
         raise ConfigError(f"split must be one of {', '.join((*SPLITS, 'all'))}, got {split!r}")

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 from ._version import __version__
-from .config import SEED_MAX
-from .errors import ArtifactError, ClipAdapterError
-from .io import atomic_dir, load_tensors, read_json, save_tensors, to_json
+from .core.config import SEED_MAX
+from .core.errors import ArtifactError, ClipAdapterError
+from .core.files import atomic_dir, load_tensors, read_json, save_tensors, to_json
 from .methods import Head, get_method
 from .trust.record import TrustRecord
 
@@ -100,7 +100,7 @@ class Classifier:
         clip-adapter artifact and nothing else, and only with ``overwrite``;
         anything else there is refused (OutputError), never deleted.
         """
-        from .outputs import claim_output_dir, is_own_output, mark_output_dir
+        from .core.outputs import claim_output_dir, is_own_output, mark_output_dir
 
         directory = claim_output_dir(directory, "artifact", overwrite=overwrite, option="artifact directory")
         with atomic_dir(directory, may_replace=lambda p: overwrite and is_own_output(p, "artifact")) as tmp:
@@ -201,7 +201,7 @@ def checked_classnames(names: Any, where: str) -> list[str]:
         >>> checked_classnames("cat", "config.json")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ArtifactError: config.json: classnames must be a list of strings, got 'cat'
+        clip_adapter.core.errors.ArtifactError: config.json: classnames must be a list of strings, got 'cat'
     """
     if not isinstance(names, list):
         raise ArtifactError(f"{where}: classnames must be a list of strings, got {_short(names)}")
@@ -269,7 +269,7 @@ def read_header(path: Path) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
 
     Example:
         >>> import tempfile
-        >>> from clip_adapter.io import save_tensors
+        >>> from clip_adapter.core.files import save_tensors
         >>> p = Path(tempfile.mkdtemp()) / "w.safetensors"
         >>> save_tensors(p, {"w": torch.zeros(2, 3)})
         >>> read_header(p)
@@ -386,7 +386,7 @@ def checked_backbone_record(info: Any, where: str) -> dict[str, Any]:
         >>> checked_backbone_record({"name": 7, "id": "x"}, "config.json")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ArtifactError: config.json: backbone.name must be a non-empty string, got 7
+        clip_adapter.core.errors.ArtifactError: config.json: backbone.name must be a non-empty string, got 7
     """
     if not isinstance(info, dict):
         raise ArtifactError(f"{where}: backbone must be a JSON object, got {_short(info)}")

@@ -46,8 +46,8 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from .core.errors import ConfigError, DataError
 from .data.images import BadImage, checked_rgb, find_images
-from .errors import ConfigError, DataError
 from .features import default_cache_dir, extract_images, image_store
 from .features.transforms import eval_view
 from .metrics import top_k as best_k
@@ -93,7 +93,7 @@ def check_top_k(top_k: Any) -> None:
         >>> check_top_k(0)
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: top_k must be an integer of at least 1, got 0
+        clip_adapter.core.errors.ConfigError: top_k must be an integer of at least 1, got 0
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConfigError(f"top_k must be an integer of at least 1, got {top_k!r}")

@@ -22,12 +22,12 @@ import torch
 from ._version import __version__
 from .artifacts import Classifier
 from .backbones.base import Backbone
-from .config import SEED_MAX, Config, check_choice, check_range, option
+from .core.config import SEED_MAX, Config, check_choice, check_range, option
+from .core.errors import ConfigError, DataError
 from .data import Dataset, FewShotSplit, Sample, ensemble, mean_raw, prompts_for, resolve_templates, sample_few_shot
 from .data.classnames import match_classes
 from .data.dataset import SPLITS
 from .data.templates import dataset_key
-from .errors import ConfigError, DataError
 from .features import AugmentConfig, ExtractStats, default_cache_dir, extract_images, image_store, prompt_embeddings
 from .inference import score_features
 from .methods import FewShotData, get_method

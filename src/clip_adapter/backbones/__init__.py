@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..config import SEED_MAX
-from ..registry import Registry
+from ..core.config import SEED_MAX
+from ..core.registry import Registry
 from .base import Backbone, PreprocessConfig
 from .precision import cpu_has_fast_bf16, resolve_device, resolve_precision
 
@@ -34,9 +34,9 @@ def check_seed(seed: object, option: str = "--init-seed") -> int:
         >>> check_seed(10**20)
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: --init-seed 100000000000000000000 is out of range 0..4294967295
+        clip_adapter.core.errors.ConfigError: --init-seed 100000000000000000000 is out of range 0..4294967295
     """
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"{option} must be an integer in 0..{SEED_MAX}, got {seed!r}")

@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..config import Config, check_choice, check_range, option
-from ..errors import ConfigError
+from ..core.config import Config, check_choice, check_range, option
+from ..core.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp32")
 

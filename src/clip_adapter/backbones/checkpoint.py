@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ArtifactError
-from ..io import parse_tensors, sha256_bytes
+from ..core.errors import ArtifactError
+from ..core.files import parse_tensors, sha256_bytes
 
 
 def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
@@ -23,7 +23,7 @@ def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], s
 
     Example:
         >>> import tempfile, pathlib
-        >>> from clip_adapter.io import save_tensors
+        >>> from clip_adapter.core.files import save_tensors
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.safetensors"
         >>> save_tensors(p, {"module.w": torch.zeros(1)})
         >>> list(load_state_dict(p)[0])

@@ -30,8 +30,8 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from ..errors import ArtifactError, ConfigError
-from ..io import read_json
+from ..core.errors import ArtifactError, ConfigError
+from ..core.files import read_json
 from .base import Backbone, PreprocessConfig
 from .hub import _check_reachable, _one_line, offline_variable, quiet_hub
 from .precision import parameter_count, resolve_device, resolve_precision
@@ -73,7 +73,7 @@ def resolve_model_dir(spec: str) -> tuple[Path, str]:
         >>> resolve_model_dir("/no/such/folder")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ArtifactError: HF model folder not found: /no/such/folder
+        clip_adapter.core.errors.ArtifactError: HF model folder not found: /no/such/folder
     """
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -170,7 +170,7 @@ def check_tokenizer_files(folder: Path, model_type: str) -> list[Path]:
         >>> check_tokenizer_files(Path(tempfile.mkdtemp(prefix="m")), "clip")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ArtifactError: HF model folder /.../m... has no tokenizer: missing vocab.json, merges.txt (or tokenizer.json)
+        clip_adapter.core.errors.ArtifactError: HF model folder /.../m... has no tokenizer: missing vocab.json, merges.txt (or tokenizer.json)
     """
     groups = TOKENIZER_FILES[model_type]
     for group in groups:

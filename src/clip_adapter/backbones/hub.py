@@ -25,7 +25,7 @@ import warnings
 from typing import Iterator
 from urllib.parse import urlparse
 
-from ..errors import ArtifactError
+from ..core.errors import ArtifactError
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import Backbone, PreprocessConfig
 from .checkpoint import load_into, load_state_dict
 from .hub import fetch_weights

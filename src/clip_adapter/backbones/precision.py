@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from ..config import check_choice
+from ..core.config import check_choice
 from .base import PRECISIONS
 
 
@@ -88,9 +88,9 @@ def resolve_device(device: str = "auto") -> torch.device:
         >>> resolve_device("gpu")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: --device 'gpu' is not a device name: use auto, cpu, cuda or cuda:N
+        clip_adapter.core.errors.ConfigError: --device 'gpu' is not a device name: use auto, cpu, cuda or cuda:N
     """
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -107,7 +107,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def _check_present(device: torch.device, given: str) -> None:
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     label = _ACCELERATORS[device.type]
     module = getattr(torch, device.type, None)

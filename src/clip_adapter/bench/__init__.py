@@ -1,6 +1,6 @@
 """Benchmarks: the standard few-shot grid, aggregation, tables and plots."""
 
-from ..outputs import register_kind
+from ..core.outputs import register_kind
 from .aggregate import markdown, summarise, write_reports
 from .datasets import BENCHMARKS, load_benchmark, resolve_datasets
 from .plots import plot_curves, plot_summary

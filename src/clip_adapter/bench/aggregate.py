@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..io import atomic_write_bytes, quoted
+from ..core.files import atomic_write_bytes, quoted
 
 PROTOCOL_TITLES = {
     "val": "hyper-parameters chosen on the few-shot validation split",

@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 from ..artifacts import Classifier
 from ..backbones import Backbone
+from ..core.errors import DataError
+from ..core.files import atomic_write_json
 from ..data import Dataset, Sample
-from ..errors import DataError
-from ..io import atomic_write_json
 from ..metrics import accuracy
 from ..pipeline import RunConfig, fit_and_evaluate, prepare
 from .runner import BenchPlan, BenchReport, pending_runs, run_spec, spec_hash

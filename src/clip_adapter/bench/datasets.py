@@ -13,9 +13,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.errors import DataError
 from ..data import Dataset, Sample, clean_classname, load_dataset, read_coop_split
 from ..data.images import is_image_name
-from ..errors import DataError
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def load_benchmark(name: str, root: str | os.PathLike) -> Dataset:
         >>> load_benchmark("dtd", "/no/data")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.DataError: dtd: folder not found: /no/data/dtd
+        clip_adapter.core.errors.DataError: dtd: folder not found: /no/data/dtd
     """
     if name in IMAGENET_TARGETS:
         return _read_imagenet_target(name, Path(root))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io import atomic_path
-from ..plotting import pyplot
+from ..core.files import atomic_path
+from ..core.plotting import pyplot
 from .aggregate import PROTOCOL_TITLES, ZERO_SHOT, dataset_average
 
 

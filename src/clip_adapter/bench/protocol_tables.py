@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..io import atomic_write_bytes
+from ..core.files import atomic_write_bytes
 from .aggregate import PROTOCOL_TITLES, write_csv
 
 

@@ -19,9 +19,9 @@ from typing import Any, Callable
 
 from .._version import __version__
 from ..backbones import Backbone
+from ..core.errors import ConfigError
+from ..core.files import atomic_write_bytes, atomic_write_json
 from ..data import Dataset
-from ..errors import ConfigError
-from ..io import atomic_write_bytes, atomic_write_json
 from ..methods import get_method
 from ..methods.base import PROTOCOLS
 from ..pipeline import FeatureConfig, RunConfig, epoch_log_csv, fit_and_evaluate, prepare

@@ -17,10 +17,10 @@ from typing import Callable
 import torch
 
 from ..backbones import Backbone
+from ..core.errors import DataError
+from ..core.files import atomic_write_json
 from ..data import Dataset, Sample, clean_classname
-from ..errors import DataError
 from ..features import extract_images, image_store
-from ..io import atomic_write_json
 from ..pipeline import RunConfig, fit_and_evaluate, prepare
 from .runner import BenchPlan, BenchReport, pending_runs, run_spec, spec_hash
 

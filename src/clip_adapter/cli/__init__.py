@@ -26,9 +26,9 @@ import warnings
 from typing import NoReturn
 
 from .._version import __version__
-from ..errors import ClipAdapterError
-from ..io import one_line
-from ..threads import apply_thread_setting
+from ..core.errors import ClipAdapterError
+from ..core.files import one_line
+from ..core.threads import apply_thread_setting
 
 # The order of `clip-adapter --help`; any other module here with an ``add_parser`` joins after them.
 SUBCOMMANDS = ("train", "evaluate", "predict", "extract", "methods_cmd", "demo", "toy", "bench", "validate", "cache")

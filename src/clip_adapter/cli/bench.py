@@ -29,9 +29,9 @@ from ..bench.base_to_new import run_base_to_new
 from ..bench.datasets import IMAGENET_TARGETS, load_benchmark
 from ..bench.protocol_tables import write_transfer_reports
 from ..bench.transfer import align_target, run_domain_generalization
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
+from ..core.outputs import claim_output_dir, mark_output_dir
 from ..methods.base import PROTOCOLS
-from ..outputs import claim_output_dir, mark_output_dir
 from .common import add_backbone_options, add_feature_options, backbone_from_args, features_from_args
 from .parsing import SEED_MAX, bounded_int_list, name_list
 from .ray_options import add_ray_options, backbone_spec_from_args, ray_options_from_args

@@ -14,9 +14,9 @@ import json
 import time
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.files import quoted
 from ..features import default_cache_dir
-from ..io import quoted
 
 SHARD_GLOB = "shard-*.json"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..backbones import Backbone, create_backbone
-from ..config import Config
+from ..core.config import Config
+from ..core.errors import ConfigError
+from ..core.files import quoted, read_json
 from ..data import Dataset, load_dataset
-from ..errors import ConfigError
-from ..io import quoted, read_json
 from ..pipeline import FeatureConfig
 from .parsing import float_pair, positive_int, seed_int
 
@@ -74,8 +74,8 @@ def add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 def cache_dir_from_args(args: argparse.Namespace, inputs: list | None = None) -> str:
     """``--cache-dir`` as given ("" = the default), checked before any work: a folder we can use, outside the data."""
+    from ..core.outputs import check_cache_dir
     from ..features import default_cache_dir
-    from ..outputs import check_cache_dir
 
     check_cache_dir(args.cache_dir or default_cache_dir(), inputs or [])
     return args.cache_dir
@@ -212,7 +212,7 @@ def read_recorded_config(path: str, names: tuple[str, ...], what: str) -> tuple[
         >>> read_recorded_config("/no/such/run", ("config.json",), "an artifact's config.json")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: --config file not found: /no/such/run
+        clip_adapter.core.errors.ConfigError: --config file not found: /no/such/run
     """
     file = Path(path)
     if file.is_dir():
@@ -230,11 +230,11 @@ def recorded(file: Path, build: Callable[[], Any]) -> Any:
     """``build()``, with a ConfigError it raises (a bad value in the record) prefixed by the record's file.
 
     Example:
-        >>> from clip_adapter.config import check_range
+        >>> from clip_adapter.core.config import check_range
         >>> recorded(Path("run/config.json"), lambda: check_range("shots", -1, 0))
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: --config run/config.json: shots must be in [0, inf], got -1
+        clip_adapter.core.errors.ConfigError: --config run/config.json: shots must be in [0, inf], got -1
     """
     try:
         return build()

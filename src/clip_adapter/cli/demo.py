@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..demo import DemoConfig, run_demo
-from ..outputs import claim_output_dir
+from ..apps.demo import DemoConfig, run_demo
+from ..core.outputs import claim_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 
 from ..backbones import create_backbone
-from ..errors import ConfigError
-from ..io import atomic_dir, quoted
-from ..outputs import claim_output_dir, is_own_output, mark_output_dir
+from ..core.errors import ConfigError
+from ..core.files import atomic_dir, quoted
+from ..core.outputs import claim_output_dir, is_own_output, mark_output_dir
 from .common import add_config_options, config_from_args
 from .parsing import positive_int
 

@@ -13,9 +13,9 @@ import argparse
 import sys
 
 from ..api import evaluate_artifact
-from ..io import atomic_write_json
-from ..io import to_json as json_text
-from ..outputs import claim_output_file
+from ..core.files import atomic_write_json
+from ..core.files import to_json as json_text
+from ..core.outputs import claim_output_file
 from .artifact_args import add_artifact_backbone_options, load_artifact_and_backbone
 from .common import add_data_options, cache_dir_from_args
 from .parsing import positive_int

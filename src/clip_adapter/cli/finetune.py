@@ -20,8 +20,8 @@ import dataclasses
 import sys
 from typing import Any
 
-from ..errors import ConfigError
-from ..io import quoted
+from ..core.errors import ConfigError
+from ..core.files import quoted
 from .common import (
     add_config_option,
     given_options,
@@ -93,7 +93,7 @@ def apply_recorded_finetune(args: argparse.Namespace) -> dict[str, Any]:
         >>> apply_recorded_finetune(argparse.Namespace(config="/no/such/run"))
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: --config file not found: /no/such/run
+        clip_adapter.core.errors.ConfigError: --config file not found: /no/such/run
     """
     from ..artifacts import recorded_seed
     from ..finetune import RECIPES

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..io import quoted
+from ..core.files import quoted
 from .common import add_backbone_options, add_config_options, add_data_options, backbone_from_args, config_from_args
 
 INVERSION = ("inversion", "queries_per_class", "inversion_steps", "inversion_lr", "inversion_template",
@@ -47,8 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _load_backbone(args: argparse.Namespace):
     """The artifact's backbone (the options may only restate it) and its adaptation, or the backbone asked for."""
+    from ..apps.retrieval import adaptation_for
     from ..artifacts import load_with_backbone
-    from ..retrieval import adaptation_for
 
     if args.artifact:
         precision = None if args.precision == "auto" else args.precision

@@ -15,12 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..apps.retrieval import APPROXIMATE_KINDS, INDEX_FILE, adaptation_for, build_index
 from ..artifacts import load_with_backbone
-from ..errors import DataError
+from ..core.errors import DataError
+from ..core.files import quoted, read_json
+from ..core.outputs import claim_output_dir
 from ..features import default_cache_dir
-from ..io import quoted, read_json
-from ..outputs import claim_output_dir
-from ..retrieval import APPROXIMATE_KINDS, INDEX_FILE, adaptation_for, build_index
 from .common import add_backbone_options, backbone_from_args, cache_dir_from_args
 from .parsing import positive_int
 

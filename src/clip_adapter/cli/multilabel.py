@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..backbones import Backbone, create_backbone
-from ..errors import ArtifactError, ConfigError
-from ..io import quoted
-from ..outputs import claim_output_dir
-from ..threads import torch_threads
+from ..core.errors import ArtifactError, ConfigError
+from ..core.files import quoted
+from ..core.outputs import claim_output_dir
+from ..core.threads import torch_threads
 from .common import add_backbone_options, backbone_from_args, cache_dir_from_args, parse_assignments, print_json
 from .parsing import count_int, positive_int, seed_int
 
@@ -136,7 +136,7 @@ def _recorded_seed(info: dict[str, Any], artifact: str) -> int:
         >>> _recorded_seed({"id": "toy/none/random-init:x"}, "runs/a")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ArtifactError: runs/a/config.json: backbone id 'toy/none/random-init:x' has a seed that is not an integer ('x')
+        clip_adapter.core.errors.ArtifactError: runs/a/config.json: backbone id 'toy/none/random-init:x' has a seed that is not an integer ('x')
     """
     backbone_id = str(info.get("id", ""))
     weights = backbone_id.rsplit("/", 1)[-1]
@@ -160,7 +160,7 @@ def _backbone_for(args: argparse.Namespace, info: dict[str, Any]) -> Backbone:
 
 
 def evaluate_main(args: argparse.Namespace) -> int:
-    from ..io import read_json
+    from ..core.files import read_json
     from ..multilabel.artifact import load_model
     from ..multilabel.data import read_multilabel
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import SEED_MAX
-from ..errors import ConfigError
+from ..core.config import SEED_MAX
+from ..core.errors import ConfigError
 
 
 def int_list(text: str, option: str) -> list[int]:

@@ -14,10 +14,10 @@ import json
 import sys
 import tempfile
 
+from ..core.files import atomic_write_bytes, quoted
+from ..core.outputs import claim_output_file
 from ..data.images import find_images
 from ..inference import check_reject, predict_images
-from ..io import atomic_write_bytes, quoted
-from ..outputs import claim_output_file
 from .artifact_args import add_artifact_backbone_options, load_artifact_and_backbone
 from .common import cache_dir_from_args
 from .parsing import positive_int

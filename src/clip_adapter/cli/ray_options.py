@@ -24,7 +24,7 @@ RAY_FLAGS = (("--address", "address"), ("--ray-workers", "ray_workers"), ("--ray
 
 def ray_options_from_args(args: argparse.Namespace) -> RayOptions | None:
     """The Ray options, checked, or None without ``--ray`` (then the other Ray flags are refused)."""
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if not args.ray:
         given = [flag for flag, name in RAY_FLAGS if getattr(args, name) is not None]

@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..report import write_report
+    from ..apps.report import write_report
 
     path = write_report(args.directory, args.out, overwrite=args.overwrite, data=args.data,
                         cache_dir=args.cache_dir or None, worst=args.worst, device=args.device)

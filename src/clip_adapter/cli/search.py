@@ -24,13 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..artifacts import Classifier
-from ..data.images import IMAGE_EXTENSIONS
-from ..data.templates import resolve_templates
-from ..errors import ConfigError, DataError
-from ..features import default_cache_dir
-from ..io import not_a_file_reason, quoted
-from ..retrieval import (
+from ..apps.retrieval import (
     adaptation_for,
     backbone_for_index,
     check_index_adaptation,
@@ -39,6 +33,12 @@ from ..retrieval import (
     load_index,
     search,
 )
+from ..artifacts import Classifier
+from ..core.errors import ConfigError, DataError
+from ..core.files import not_a_file_reason, quoted
+from ..data.images import IMAGE_EXTENSIONS
+from ..data.templates import resolve_templates
+from ..features import default_cache_dir
 from .common import cache_dir_from_args
 from .parsing import positive_int
 

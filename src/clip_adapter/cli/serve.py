@@ -18,8 +18,8 @@ import ipaddress
 import sys
 
 from ..api import AdaptedCLIP
+from ..apps.serve import ServeLimits, bind_socket, create_app, require_serve_extra, run_server
 from ..pipeline import FeatureConfig
-from ..serve import ServeLimits, bind_socket, create_app, require_serve_extra, run_server
 from .artifact_args import add_artifact_backbone_options, load_artifact_and_backbone
 from .parsing import _bounded_int, positive_int
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..outputs import claim_output_dir, mark_output_dir
+from ..core.outputs import claim_output_dir, mark_output_dir
 from .common import add_config_options, config_from_args
 from .parsing import count_int, name_list, positive_int, seed_int
 

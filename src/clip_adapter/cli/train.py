@@ -13,11 +13,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..io import quoted, read_json
+from ..core.errors import ConfigError
+from ..core.files import quoted, read_json
+from ..core.outputs import ARTIFACT_FORMAT, claim_output_dir
 from ..methods import get_method, list_methods
 from ..methods.base import PROTOCOLS
-from ..outputs import ARTIFACT_FORMAT, claim_output_dir
 from ..pipeline import FeatureConfig, RunConfig, epoch_log_csv, run_few_shot, shots_text
 from .common import (
     add_backbone_options,
@@ -101,7 +101,7 @@ def apply_recorded_run(args: argparse.Namespace) -> Path:
         >>> apply_recorded_run(args)
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: --config file not found: /no/such/run
+        clip_adapter.core.errors.ConfigError: --config file not found: /no/such/run
     """
     from ..artifacts import checked_backbone_record, recorded_seed
 

@@ -22,9 +22,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ConfigError
-from ..io import quoted
-from ..io import to_json as json_text
+from ..core.errors import ConfigError
+from ..core.files import quoted
+from ..core.files import to_json as json_text
 from .artifact_args import add_artifact_backbone_options, load_artifact_and_backbone
 from .common import add_data_options, cache_dir_from_args, dataset_from_args
 from .parsing import positive_int, seed_int
@@ -118,8 +118,8 @@ def _early_checks(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..core.outputs import claim_output_dir
     from ..data.classnames import match_classes
-    from ..outputs import claim_output_dir
     from ..pipeline import split_samples
     from ..trust import fit as trust_fit
     from ..trust.labelled import labelled_logits

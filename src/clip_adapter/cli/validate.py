@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import ConfigError
+from ..apps.validate import format_report, validate_dataset, validate_videos
+from ..core.errors import ConfigError
 from ..methods import list_methods
 from ..pipeline import RunConfig
-from ..validate import format_report, validate_dataset, validate_videos
 from .common import add_backbone_options, add_data_options, backbone_from_args, print_json
 from .parsing import count_int, positive_int
 from .train import templates_from_args

@@ -10,5 +10,5 @@
 - :mod:`.bench`: :func:`~.bench.bench_models`, everything for a dict of models, and its tables;
 - :mod:`.plots`: the figures. The command is ``clip-adapter compose-bench``.
 
-Submodules are imported where used, so ``import clip_adapter.compose.captions`` stays light.
+Submodules are imported where used, so ``import clip_adapter.toyworld.captions`` stays light.
 """

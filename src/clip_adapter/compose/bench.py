@@ -32,10 +32,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .._version import __version__
 from ..backbones.base import Backbone
-from ..config import Config, check_range, option
-from ..errors import ConfigError
-from ..io import atomic_dir, to_json
-from ..outputs import is_own_output, mark_output_dir
+from ..core.config import Config, check_range, option
+from ..core.errors import ConfigError
+from ..core.files import atomic_dir, to_json
+from ..core.outputs import is_own_output, mark_output_dir
 from .bias import BiasConfig, bias_material, measure_bias
 from .kinds import BENCH_KIND
 from .probes import ProbeConfig, measure_probes, probe_material

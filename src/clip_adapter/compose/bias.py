@@ -36,11 +36,11 @@ import numpy as np
 import torch
 
 from ..backbones.base import Backbone
-from ..config import Config, check_range, check_seed, option
+from ..core.config import Config, check_range, check_seed, option
 from ..features.rendered import encode_arrays, encode_captions
+from ..toyworld.captions import object_caption, pair_caption
 from ..toyworld.render import render_array
 from ..toyworld.world import COLOR_NAMES, SHAPES, Scene, ToyObject, sample_object
-from .captions import object_caption, pair_caption
 from .encode import rowwise_cosine, win
 
 OPPOSITE = (("left", "right"), ("top", "bottom"))  # far enough apart that a large and a small object never touch

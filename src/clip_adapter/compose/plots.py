@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..plotting import png_bytes, pyplot
+from ..core.plotting import png_bytes, pyplot
 
 
 def _grouped_bars(groups: Sequence[str], series: dict[str, list[float | None]], title: str, ylabel: str,

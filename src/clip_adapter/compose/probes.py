@@ -34,15 +34,15 @@ import numpy as np
 import torch
 
 from ..backbones.base import Backbone
-from ..config import Config, check_range, check_seed, option
-from ..errors import ConfigError
+from ..core.config import Config, check_range, check_seed, option
+from ..core.errors import ConfigError
+from ..core.threads import torch_threads
 from ..features.rendered import encode_arrays, encode_captions
 from ..methods.linear_probe import fit_logistic
-from ..threads import torch_threads
+from ..toyworld.captions import object_caption, pair_caption
 from ..toyworld.render import render_array
 from ..toyworld.world import COLOR_NAMES, SHAPES, Scene, ToyObject, sample_object
 from .bias import OPPOSITE
-from .captions import object_caption, pair_caption
 
 C_GRID = (1.0, 10.0, 100.0)  # inverse L2 strengths tried on the held-out fifth of the training scenes
 MAX_ITER = 100

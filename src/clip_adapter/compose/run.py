@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..backbones.base import Backbone
-from ..errors import ArtifactError, ConfigError, OutputError
+from ..core.errors import ArtifactError, ConfigError, OutputError
+from ..core.files import quoted
+from ..core.outputs import check_cache_dir, claim_output_dir
 from ..features import default_cache_dir
-from ..io import quoted
-from ..outputs import check_cache_dir, claim_output_dir
 from .bench import ComposeConfig, bench_models, write_bench
 from .kinds import BENCH_KIND
 from .plots import figures
@@ -60,7 +60,7 @@ def check_models(models: dict[str, str | None], backbone: str) -> None:
         >>> check_models({"a": "runs/gone.safetensors"}, "ViT-B-32")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ArtifactError: --model a: checkpoint not found: runs/gone.safetensors
+        clip_adapter.core.errors.ArtifactError: --model a: checkpoint not found: runs/gone.safetensors
     """
     from ..toyworld.backbone import RANDOM, TOY_NAMES, resolve_checkpoint
 
@@ -84,7 +84,7 @@ def check_separate(out: str | os.PathLike | None, toy_dir: str | os.PathLike | N
         >>> check_separate("/tmp/x/bench", "/tmp/x")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.OutputError: --out /tmp/x/bench is inside --write-toy-suites /tmp/x; choose separate folders
+        clip_adapter.core.errors.OutputError: --out /tmp/x/bench is inside --write-toy-suites /tmp/x; choose separate folders
     """
     if not out or not toy_dir:
         return
@@ -106,7 +106,7 @@ def check_task(out: str | None, suite_dirs: Sequence[str], toy_dir: str | None) 
         >>> check_task("o", [], None)
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: --out needs suites to score: --suites DIR (or --write-toy-suites DIR)
+        clip_adapter.core.errors.ConfigError: --out needs suites to score: --suites DIR (or --write-toy-suites DIR)
     """
     if not toy_dir and not out:
         raise ConfigError("nothing to do: give --write-toy-suites DIR, or --suites DIR with --out DIR (or both)")

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..backbones.base import Backbone
+from ..core.errors import DataError
 from ..data.images import load_rgb
-from ..errors import DataError
 from ..features import extract_images, extract_texts, image_store, text_store
 from ..features.transforms import eval_view
 from .encode import TIE, rowwise_cosine, win

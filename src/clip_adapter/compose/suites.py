@@ -26,7 +26,7 @@ The suite's name is its folder's name (``attribution``, ``relation``,
 ``order``, ``negation`` for the toy suites); a user's Visual Genome
 Attribution folder is scored by the same command.
 
-Every problem is one :class:`~clip_adapter.errors.DataError` line naming the
+Every problem is one :class:`~clip_adapter.core.errors.DataError` line naming the
 file and the item index: a missing or undecodable image, an empty list, an
 item without false captions, a false caption equal to the true one or
 repeated, a duplicated item, a box that is not four numbers of positive size
@@ -52,9 +52,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..core.errors import DataError
+from ..core.files import quoted, read_json
 from ..data.images import load_rgb
-from ..errors import DataError
-from ..io import quoted, read_json
 
 ITEMS_FILE = "items.json"
 IMAGE_DIR = "images"
@@ -170,7 +170,7 @@ def _box(item: dict, where: str) -> Box | None:
         >>> _box({"bbox_x": 1}, "item 0")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.DataError: item 0 has bbox_x but not bbox_y, bbox_w, bbox_h; give all four or none
+        clip_adapter.core.errors.DataError: item 0 has bbox_x but not bbox_y, bbox_w, bbox_h; give all four or none
     """
     present = [k for k in BOX_KEYS if k in item]
     if not present:
@@ -197,7 +197,7 @@ def check_box(box: Box | None, size: tuple[int, int], where: str) -> None:
         >>> check_box((9, 0, 8, 8), (8, 8), "item 3")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.DataError: item 3: the box (x 9, y 0, w 8, h 8) lies outside the 8x8 image
+        clip_adapter.core.errors.DataError: item 3: the box (x 9, y 0, w 8, h 8) lies outside the 8x8 image
     """
     if box is None:
         return
@@ -321,7 +321,7 @@ def find_suites(paths: Sequence[str | os.PathLike]) -> list[Path]:
         >>> find_suites(["/nonexistent"])
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.DataError: --suites /nonexistent not found
+        clip_adapter.core.errors.DataError: --suites /nonexistent not found
     """
     found: list[Path] = []
     for given in paths:

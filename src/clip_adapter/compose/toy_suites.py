@@ -33,13 +33,11 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from ..config import check_range
-from ..errors import ConfigError
-from ..io import atomic_dir, atomic_write_json
-from ..outputs import claim_output_dir, is_own_output, mark_output_dir
-from ..toyworld.render import render_array
-from ..toyworld.world import Scene, sample_object, scene_attributes
-from .captions import (
+from ..core.config import check_range
+from ..core.errors import ConfigError
+from ..core.files import atomic_dir, atomic_write_json
+from ..core.outputs import claim_output_dir, is_own_output, mark_output_dir
+from ..toyworld.captions import (
     ATTRIBUTES,
     ORDER_KINDS,
     RELATIONS,
@@ -53,6 +51,8 @@ from .captions import (
     relation_scene,
     two_object_scene,
 )
+from ..toyworld.render import render_array
+from ..toyworld.world import Scene, sample_object, scene_attributes
 from .kinds import SUITES_KIND
 from .suites import IMAGE_DIR, ITEMS_FILE
 

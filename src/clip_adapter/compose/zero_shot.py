@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..backbones.base import Backbone
-from ..config import check_range
+from ..core.config import check_range
 from ..features.rendered import zero_shot_accuracy as rendered_accuracy
 from ..toyworld.tasks import get_task, task_images
 

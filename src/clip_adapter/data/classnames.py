@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
-from ..errors import DataError
-from ..io import read_json
+from ..core.errors import DataError
+from ..core.files import read_json
 from .issues import Issues, show
 
 ClassnameMap = Union[str, os.PathLike, Mapping[str, Any], None]
@@ -41,7 +41,7 @@ def load_classname_map(spec: ClassnameMap) -> dict[str, str]:
         >>> load_classname_map({"red_fox": 3})
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.DataError: class-name map: the new name for 'red_fox' must be a string, got 3
+        clip_adapter.core.errors.DataError: class-name map: the new name for 'red_fox' must be a string, got 3
     """
     if spec is None:
         return {}
@@ -138,7 +138,7 @@ def match_classes(names: Sequence[str], known: Sequence[str], where: str) -> lis
         >>> match_classes(["red", "purple"], ["blue", "red"], "dataset held4")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.DataError: dataset held4 has 1 class the artifact was not trained on: 'purple' (the artifact's 2 classes: 'blue', 'red'); leave it out, or rename it with --classnames FILE
+        clip_adapter.core.errors.DataError: dataset held4 has 1 class the artifact was not trained on: 'purple' (the artifact's 2 classes: 'blue', 'red'); leave it out, or rename it with --classnames FILE
     """
     exact = {name: i for i, name in enumerate(known)}
     folded: dict[str, int | None] = {}

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
-from ..io import atomic_write_json, read_json
+from ..core.errors import DataError
+from ..core.files import atomic_write_json, read_json
 from .classnames import ClassnameMap, clean_classname, final_classnames, load_classname_map
 from .images import is_image_name
 from .issues import Issues, show
@@ -392,7 +392,7 @@ def load_dataset(
         >>> load_dataset("/no/such/folder")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.DataError: dataset folder not found: /no/such/folder
+        clip_adapter.core.errors.DataError: dataset folder not found: /no/such/folder
     """
     data = Path(data)
     if split_file is not None:

@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from ..errors import DataError
+from ..core.errors import DataError
 from .issues import show
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -58,7 +58,7 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         >>> find_images(["/no/such.jpg"])
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.DataError: image not found: /no/such.jpg
+        clip_adapter.core.errors.DataError: image not found: /no/such.jpg
     """
     paths: list[Path] = []
     for item in map(Path, inputs):

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import DataError
-from ..io import one_line
-from ..io import quoted as show  # noqa: F401  (the data readers' name for it)
-from ..progress import progress
+from ..core.errors import DataError
+from ..core.files import one_line
+from ..core.files import quoted as show  # noqa: F401  (the data readers' name for it)
+from ..core.progress import progress
 
 SEVERITIES = ("error", "warning", "info")
 

@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .dataset import Dataset, Sample
 
 MAX_VAL_SHOTS = 4  # CoOp: num_shots_val = min(num_shots, 4)

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import ClipAdapterError, ConfigError
+from ..core.errors import ClipAdapterError, ConfigError
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
@@ -94,7 +94,7 @@ def check_template(template: object, where: str, error: type[ClipAdapterError] =
         >>> check_template("a photo of {x}.", "--template")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: --template: prompt template 'a photo of {x}.' has the field '{x}'; it must contain exactly one '{}' for the class name (write '{{' and '}}' for literal braces)
+        clip_adapter.core.errors.ConfigError: --template: prompt template 'a photo of {x}.' has the field '{x}'; it must contain exactly one '{}' for the class name (write '{{' and '}}' for literal braces)
     """
     if not isinstance(template, str):
         raise error(f"{where}: prompt template {template!r} must be a string")

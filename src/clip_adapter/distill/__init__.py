@@ -12,7 +12,7 @@ Example:
     ('fd', 'icl', 'crd')
 """
 
-from ..outputs import register_kind
+from ..core.outputs import register_kind
 from .losses import KD_LOSSES, KDLoss, crd_loss, fd_loss, icl_loss
 from .students import TOY_STUDENTS, Student, pixels_for
 from .trainer import DistillConfig, DistillRun, Teacher, distill, save_student

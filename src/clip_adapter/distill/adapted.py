@@ -22,13 +22,13 @@ import torch.nn.functional as F
 
 from ..artifacts import Classifier
 from ..backbones import Backbone
-from ..config import Default, check_range, defaults, option
+from ..core.config import Default, check_range, defaults, option
+from ..core.errors import ArtifactError, DataError
+from ..core.optim import EpochsOptimConfig, check_finite, head_optimizer, warmup_cosine
+from ..core.threads import torch_threads
 from ..data import load_dataset
-from ..errors import ArtifactError, DataError
 from ..features import default_cache_dir, extract_images, image_store, prompt_embeddings
 from ..methods.clip_adapter import ClipAdapterHead
-from ..optim import EpochsOptimConfig, check_finite, head_optimizer, warmup_cosine
-from ..threads import torch_threads
 
 
 @dataclass
@@ -85,7 +85,7 @@ def distill_adapter(teacher: Classifier, teacher_backbone: Backbone, student_bac
         targets = teacher.logits(split_features(teacher_backbone, paths, cache_dir))
     feats = split_features(student_backbone, paths, cache_dir)
     head = _student_head(teacher, student_backbone, cache_dir, cfg.seed)
-    with torch_threads(1):  # a head on cached features: one thread is fastest (see clip_adapter.threads)
+    with torch_threads(1):  # a head on cached features: one thread is fastest (see clip_adapter.core.threads)
         losses = _fit(head, feats, targets, cfg)
     selection = {"distilled_from": teacher.backbone.get("id"), "teacher_method": teacher.method, "distill_config": cfg.to_dict()}
     clf = Classifier("clip-adapter", head.eval(), list(teacher.classnames), teacher.templates, student_backbone.describe(), selection)

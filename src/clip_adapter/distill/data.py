@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.errors import DataError
+from ..core.files import quoted, read_json
 from ..data.images import load_rgb
-from ..errors import DataError
-from ..io import quoted, read_json
 from ..toyworld.pretrain import render_batch
 
 Batch = tuple[int, np.ndarray, list[str]]  # step, images, captions

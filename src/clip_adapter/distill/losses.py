@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ..toyworld.model import MAX_LOGIT_SCALE
 from ..toyworld.pretrain import multi_positive_infonce
 

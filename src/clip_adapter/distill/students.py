@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import PreprocessConfig, create_backbone
-from ..errors import ConfigError
-from ..io import save_tensors
+from ..core.errors import ConfigError
+from ..core.files import save_tensors
 from ..toyworld.backbone import TOY_NAMES
 from ..toyworld.model import MAX_LOGIT_SCALE, ToyClip, ToyClipConfig, count_parameters
 from ..toyworld.pretrain import PREPROCESS, write_toy_checkpoint

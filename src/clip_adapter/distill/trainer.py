@@ -2,7 +2,7 @@
 
 The recipe is the toy pretraining's (AdamW, linear warm-up then cosine,
 weight decay on matrices only, logit scale clamped at 100: the one encoder
-loop, :func:`clip_adapter.optim.train_encoder`), so a student trained with the
+loop, :func:`clip_adapter.core.optim.train_encoder`), so a student trained with the
 CLIP loss alone is exactly a small toy pretraining run, and the KD runs
 differ from it by their loss only. The KD module's projections and ICL scale
 train with AdamW's default weight decay (0.01), as in the official code,
@@ -19,11 +19,11 @@ from typing import Any, Iterable
 import torch
 
 from ..backbones import Backbone
-from ..config import Default, check_choice, check_range, defaults, option
-from ..errors import ConfigError
-from ..io import atomic_write_json
-from ..optim import CsvLog, StepsOptimConfig, train_encoder
-from ..threads import torch_threads
+from ..core.config import Default, check_choice, check_range, defaults, option
+from ..core.errors import ConfigError
+from ..core.files import atomic_write_json
+from ..core.optim import CsvLog, StepsOptimConfig, train_encoder
+from ..core.threads import torch_threads
 from .data import Batch
 from .losses import ICL_SCALES, KD_LOSSES, PAPER_WEIGHTS, KDLoss
 from .students import Student, pixels_for

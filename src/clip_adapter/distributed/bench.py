@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 from ..backbones import Backbone
 from ..bench.runner import BenchPlan, BenchReport, MethodSpec, cell_runs, commit_result, prepare_cell, run_one
+from ..core.errors import ClipAdapterError
+from ..core.files import one_line
 from ..data import Dataset, Sample
-from ..errors import ClipAdapterError
-from ..io import one_line
 from ..pipeline import FeatureConfig, RunConfig, epoch_log_csv, prepare
 from .cluster import BackboneSpec, RayOptions, check_fingerprint, maybe_crash
 

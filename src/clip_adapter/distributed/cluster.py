@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 ADDRESS_CHECK_SECONDS = 5.0  # Ray itself retries an unreachable address for minutes
 RAY_CONNECT_SECONDS = 60.0  # a head that answers gRPC but not as Ray would still hold ray.init for minutes

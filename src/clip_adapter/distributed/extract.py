@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ..errors import ClipAdapterError, DataError, TrainingError
+from ..core.errors import ClipAdapterError, DataError, TrainingError
 from ..features.extract import ChunkJob, ChunkPlan, ChunkResult, ImageRef, decode_chunk, encode_decoded, encoding_with
 from ..features.transforms import AugmentConfig
 from .cluster import BackboneSpec, RayOptions, check_fingerprint, fitting_workers, maybe_crash

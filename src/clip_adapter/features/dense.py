@@ -20,9 +20,9 @@ from typing import Sequence
 import torch
 
 from ..backbones.base import Backbone
-from ..errors import ConfigError, DataError
-from ..io import quoted
-from ..progress import progress
+from ..core.errors import ConfigError, DataError
+from ..core.files import quoted
+from ..core.progress import progress
 from .extract import content_id
 from .store import FeatureStore
 from .transforms import eval_transform_id, eval_view, fingerprint

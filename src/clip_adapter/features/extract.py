@@ -22,10 +22,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 
 from ..backbones.base import Backbone
+from ..core.errors import DataError
+from ..core.files import sha256_file
+from ..core.progress import progress
 from ..data.templates import prompts_for
-from ..errors import DataError
-from ..io import sha256_file
-from ..progress import progress
 from .store import FeatureStore
 from .transforms import AugmentConfig, eval_transform_id, eval_view, fingerprint, train_transform_id, train_view
 

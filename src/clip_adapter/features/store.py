@@ -28,8 +28,8 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..errors import ConfigError, DataError
-from ..io import atomic_write_bytes, atomic_write_json, clean_stale_temporaries, parse_tensors, to_json
+from ..core.errors import ConfigError, DataError
+from ..core.files import atomic_write_bytes, atomic_write_json, clean_stale_temporaries, parse_tensors, to_json
 from .transforms import fingerprint
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from ..backbones.base import PreprocessConfig
-from ..config import Config, check_range, option
+from ..core.config import Config, check_range, option
 
 _INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR, "nearest": InterpolationMode.NEAREST}
 

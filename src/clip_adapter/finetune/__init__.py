@@ -1,7 +1,7 @@
 """Fine-tuning the encoders themselves: the one home for training a backbone (not a head on cached features).
 
 - :mod:`.trainable`: a backbone's encoders with gradients, the parts to unfreeze chosen, the toy vocabulary grown;
-- :mod:`.trainer`: the settings of the one encoder loop (:func:`clip_adapter.optim.train_encoder`: AdamW, warm-up + cosine, clipping, CSV log, validation-based selection),
+- :mod:`.trainer`: the settings of the one encoder loop (:func:`clip_adapter.core.optim.train_encoder`: AdamW, warm-up + cosine, clipping, CSV log, validation-based selection),
   taking any ``loss_at(step)`` and ``validate()``;
 - :mod:`.checkpoint`: the output, a backbone checkpoint every command loads with ``--pretrained``;
 - :mod:`.recipes`: the remedies for CLIP's bag-of-words behaviour — ``labclip``, ``negclip``, ``negation``.
@@ -11,7 +11,7 @@ Example:
     ['labclip', 'negation', 'negclip']
 """
 
-from ..outputs import register_kind
+from ..core.outputs import register_kind
 from .recipes import RECIPES, Recipe, RecipeConfig
 from .run import FinetuneResult, finetune, recipe_config
 from .trainable import TrainableClip

@@ -25,10 +25,10 @@ import numpy as np
 import torchvision.transforms.functional as TF
 
 from ..backbones.base import PreprocessConfig
-from ..compose.captions import ORDER_KINDS, order_perturbation
+from ..core.errors import DataError
+from ..core.files import quoted, read_json
 from ..data.images import load_rgb
-from ..errors import DataError
-from ..io import quoted, read_json
+from ..toyworld.captions import ORDER_KINDS, order_perturbation
 from .toydata import Item, negation_captions
 
 GENERIC_ORDER_KINDS = ORDER_KINDS[2:]  # the trigram shuffles need no part-of-speech tags

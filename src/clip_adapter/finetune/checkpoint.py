@@ -9,7 +9,7 @@
   ``--backbone <arch> --pretrained <out>/finetuned.safetensors``.
 
 The whole folder is built beside ``<out>`` and renamed into place when
-complete (:func:`~clip_adapter.io.atomic_dir`); an existing ``<out>`` is
+complete (:func:`~clip_adapter.core.files.atomic_dir`); an existing ``<out>`` is
 replaced only when it is an earlier fine-tuning output of this tool and
 ``overwrite`` is set.
 """
@@ -22,7 +22,7 @@ import torch
 
 from .._version import __version__
 from ..backbones.base import Backbone
-from ..io import atomic_write_json, save_tensors
+from ..core.files import atomic_write_json, save_tensors
 
 OUTPUT_KIND = "finetune"
 LOG_NAME = "finetune_log.csv"

@@ -19,11 +19,11 @@ from typing import Any
 
 from ..backbones import create_backbone
 from ..backbones.base import Backbone
-from ..config import Config
-from ..errors import ConfigError
-from ..io import atomic_dir
-from ..outputs import claim_output_dir, is_own_output, mark_output_dir
-from ..threads import torch_threads
+from ..core.config import Config
+from ..core.errors import ConfigError
+from ..core.files import atomic_dir
+from ..core.outputs import claim_output_dir, is_own_output, mark_output_dir
+from ..core.threads import torch_threads
 from .checkpoint import LOG_NAME, OUTPUT_KIND, usage, write_backbone_checkpoint
 from .recipes import RECIPES, Recipe
 

@@ -1,7 +1,7 @@
 """Toy-world training and validation items for the compositional remedies.
 
 Every item is an image (a rendered scene), its true caption and hard-negative
-captions with the same words (:mod:`clip_adapter.compose.captions`). Items are
+captions with the same words (:mod:`clip_adapter.toyworld.captions`). Items are
 drawn from ``numpy.random.default_rng([seed, role, index])``: a seed fixes them
 exactly, and training (role 0), validation (role 1) and the plain pretraining
 mix (role 2) never share a scene. Training and validation seeds must be below
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones.base import PreprocessConfig
-from ..compose.captions import (
+from ..core.errors import ConfigError
+from ..toyworld.captions import (
     ATTRIBUTES,
     NEGATION_WORDS,
     absent_object,
@@ -35,7 +36,6 @@ from ..compose.captions import (
     relation_scene,
     two_object_scene,
 )
-from ..errors import ConfigError
 from ..toyworld.pretrain import render_batch, to_pixels
 from ..toyworld.render import render_array
 from ..toyworld.world import Scene, ToyObject, sample_scene
@@ -127,7 +127,7 @@ def _article(words: str) -> str:
 def negation_item(rng: np.random.Generator, benchmark_form: bool = False) -> Item:
     """A scene of one or two objects, a caption denying an absent object, and its flipped twin.
 
-    ``benchmark_form`` uses the one phrasing of :func:`~clip_adapter.compose.captions.negation_pair`
+    ``benchmark_form`` uses the one phrasing of :func:`~clip_adapter.toyworld.captions.negation_pair`
     (what validation and the benchmarks score); training draws from all templates.
     """
     scene = sample_scene(rng, n_objects=int(rng.integers(1, 3)))

@@ -41,8 +41,8 @@ from torch import nn
 
 from ..backbones.base import Backbone
 from ..backbones.precision import parameter_count, resolve_precision
-from ..config import check_choice
-from ..errors import ConfigError
+from ..core.config import check_choice
+from ..core.errors import ConfigError
 
 PROVIDERS = ("toy", "open_clip")
 _SPEC = re.compile(r"^(all|text|image)$|^(?:(text|image)-)?last-(\d+)$")

@@ -1,4 +1,4 @@
-"""Fine-tuning's settings and entry to the one encoder loop (:func:`clip_adapter.optim.train_encoder`).
+"""Fine-tuning's settings and entry to the one encoder loop (:func:`clip_adapter.core.optim.train_encoder`).
 
 The loop (AdamW, warm-up + cosine, clipping, CSV log, validation-based selection) knows nothing of any recipe: a recipe hands it the module whose
 ``requires_grad`` parameters train, a ``loss_at(step)`` that builds the
@@ -31,9 +31,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import Default, check_range, defaults, option
-from ..errors import ConfigError
-from ..optim import CsvLog, StepsOptimConfig, TrainResult, train_encoder
+from ..core.config import Default, check_range, defaults, option
+from ..core.errors import ConfigError
+from ..core.optim import CsvLog, StepsOptimConfig, TrainResult, train_encoder
 
 __all__ = ["TrainResult", "TrainerConfig", "train"]
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ..toyworld.tokenizer import ToyTokenizer
 
 _TOY_WORD = re.compile(r"^[a-z0-9]+$")  # what the toy tokenizer can ever produce as one word

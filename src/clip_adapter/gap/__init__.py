@@ -12,7 +12,7 @@ Example:
     True
 """
 
-from ..outputs import register_kind
+from ..core.outputs import register_kind
 from .inversion import (
     InversionConfig,
     InversionResult,

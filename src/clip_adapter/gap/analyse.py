@@ -3,7 +3,7 @@
 Images of one split are encoded through the feature cache (centre view, as ``eval`` does), texts
 are the dataset's class prompts (every class × template, through the text cache). With a
 CLIP-Adapter artifact, the same statistics are computed on its adapted features (the visual
-adapter on images, the text adapter, if any, on prompts; :func:`clip_adapter.retrieval.adaptation_for`, in the space of :mod:`clip_adapter.features.adaptation`)
+adapter on images, the text adapter, if any, on prompts; :func:`clip_adapter.apps.retrieval.adaptation_for`, in the space of :mod:`clip_adapter.features.adaptation`)
 and the change is reported. The output folder holds ``gap.json``, ``similarities.png`` and
 ``projection.png`` (joint PCA of both modalities).
 
@@ -31,11 +31,11 @@ from typing import Any, Sequence
 import torch
 
 from ..backbones import Backbone
+from ..core.errors import DataError
+from ..core.files import atomic_dir, to_json
 from ..data import Dataset
-from ..errors import DataError
 from ..features import extract_images, image_store, prompt_embeddings
 from ..features.adaptation import Adaptation
-from ..io import atomic_dir, to_json
 from ..pipeline import templates_for
 from .inversion import InversionConfig
 from .plots import histograms_png, projection_png
@@ -151,7 +151,7 @@ def inverted_retrieval(backbone: Backbone, emb: Embeddings, per_class: int, conf
 
 def write_outputs(out: Path, result: dict[str, Any], pngs: dict[str, bytes], may_replace) -> Path:
     """Write ``gap.json`` and the PNGs into ``out`` in one atomic step (marked as a ``gap`` output)."""
-    from ..outputs import mark_output_dir
+    from ..core.outputs import mark_output_dir
 
     with atomic_dir(out, may_replace=may_replace) as tmp:
         (tmp / "gap.json").write_text(to_json(result))

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones import Backbone
-from ..config import Default, check_range, defaults, option
-from ..errors import ConfigError, TrainingError
-from ..optim import OptimConfig
+from ..core.config import Default, check_range, defaults, option
+from ..core.errors import ConfigError, TrainingError
+from ..core.optim import OptimConfig
 
 PLACEHOLDER = "X"  # tokenised as one word by CLIP's BPE and the toy vocabulary; its embedding is replaced
 

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..plotting import png_bytes, pyplot
+from ..core.plotting import png_bytes, pyplot
 
 PANELS = (("intra_image", "image–image"), ("intra_text", "text–text"), ("cross_modal", "image–text (all pairs)"),
           ("matched", "image–text (own class)"))

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError
+from ..core.errors import DataError
 from .inversion import InversionConfig, encode_pseudo_tokens, pseudo_prompt, textual_inversion, visual_inversion
 
 

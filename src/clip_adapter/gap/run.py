@@ -8,7 +8,7 @@ Example:
     >>> GapConfig(inversion_lr=0)
     Traceback (most recent call last):
     ...
-    clip_adapter.errors.ConfigError: --inversion-lr must be in (0, 10], got 0.0
+    clip_adapter.core.errors.ConfigError: --inversion-lr must be in (0, 10], got 0.0
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..backbones import Backbone
-from ..config import Config, check_choice, check_seed, option
+from ..core.config import Config, check_choice, check_seed, option
+from ..core.errors import ConfigError, DataError
+from ..core.files import quoted
+from ..core.outputs import check_cache_dir, claim_output_dir, is_own_output
+from ..core.threads import torch_threads
 from ..data import load_dataset
-from ..errors import ConfigError, DataError
 from ..features import default_cache_dir
-from ..io import quoted
-from ..outputs import check_cache_dir, claim_output_dir, is_own_output
 from ..pipeline import templates_for
-from ..threads import torch_threads
 from .analyse import (
     KIND,
     SPLIT_CHOICES,
@@ -99,7 +99,7 @@ def measure_gap(config: GapConfig, load_backbone: Callable[[], tuple[Backbone, A
     """Measure the gap on ``data`` and write ``gap.json`` and the PNGs to ``out``; return the result.
 
     ``load_backbone``: the backbone and the artifact's adaptation (None without one;
-    :func:`clip_adapter.retrieval.adaptation_for`), called once every input has been checked.
+    :func:`clip_adapter.apps.retrieval.adaptation_for`), called once every input has been checked.
 
     Example:
         >>> # result = measure_gap(GapConfig(), lambda: (create_backbone("toy"), None), "photos", "gap-photos")

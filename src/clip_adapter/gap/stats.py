@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError
+from ..core.errors import DataError
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 MAX_PAIRS_ROWS = 2000  # pairwise cosines of at most this many rows per modality (N² grows fast)

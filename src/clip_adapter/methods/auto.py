@@ -70,8 +70,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..config import Config, check_choice, check_range, option
-from ..errors import ConfigError
+from ..core.config import Config, check_choice, check_range, option
+from ..core.errors import ConfigError
 from .base import FewShotData, FitResult, Head, Method, evaluate_head, for_dataset, get_method, register
 
 CANDIDATES = ("zero-shot", "clip-adapter", "gda", "tip-adapter-f", "clap", "linear-probe")

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, check_choice
-from ..errors import ConfigError
-from ..registry import Registry
+from ..core.config import Config, check_choice
+from ..core.errors import ConfigError
+from ..core.registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry("method")
 # Where hyper-parameters are chosen: the few-shot validation split (default), nowhere (fixed defaults),

@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import Default, check_choice, defaults, option
-from ..threads import torch_threads
+from ..core.config import Default, check_choice, defaults, option
+from ..core.threads import torch_threads
 from .base import FewShotData, FitResult, Head, Method, cosine_logits, register, selection_record
 from .train import TrainConfig, train_head
 from .zero_shot import base_meta

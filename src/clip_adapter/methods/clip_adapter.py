@@ -99,9 +99,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Default, check_choice, check_range, defaults, option
-from ..errors import ConfigError
-from ..threads import torch_threads
+from ..core.config import Default, check_choice, check_range, defaults, option
+from ..core.errors import ConfigError
+from ..core.threads import torch_threads
 from ..trust.calibration import logit_range_penalty
 from .base import FewShotData, FitResult, Head, Method, cosine_logits, register
 from .stacked import StackedAdapters, train_stacked

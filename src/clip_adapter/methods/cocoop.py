@@ -75,8 +75,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Default, check_range, defaults, option
-from ..errors import ArtifactError
+from ..core.config import Default, check_range, defaults, option
+from ..core.errors import ArtifactError
 from .base import FewShotData, cosine_logits, register
 from .coop import INIT_STD
 from .prompt_learner import (

@@ -82,7 +82,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import Default, defaults, option
+from ..core.config import Default, defaults, option
 from .base import cosine_logits, register
 from .prompt_learner import (
     COOP_EPOCHS_BY_SHOTS,

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..config import Config, check_range, option
+from ..core.config import Config, check_range, option
 from .base import FewShotData, FitResult, Head, Method, better, cosine_logits, evaluate_head, register, selection_record
 from .tip_adapter import CLIP_SCALE
 from .zero_shot import base_meta

@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, check_choice, check_range, option
-from ..threads import torch_threads
+from ..core.config import Config, check_choice, check_range, option
+from ..core.threads import torch_threads
 from .base import FewShotData, FitResult, Head, Method, better, evaluate_head, register, selection_record
 from .zero_shot import base_meta
 

@@ -29,8 +29,8 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..config import check_choice, check_range, option
-from ..errors import ArtifactError, ConfigError
+from ..core.config import check_choice, check_range, option
+from ..core.errors import ArtifactError, ConfigError
 from .base import FewShotData, FitResult, Head, Method
 from .train import TrainConfig, axis, grid_search, train_head
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..progress import progress
+from ..core.progress import progress
 from .base import FewShotData, better
 from .train import (
     EVALS_PER_RUN,

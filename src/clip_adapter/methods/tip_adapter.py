@@ -60,8 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, Default, check_choice, check_range, defaults, option
-from ..threads import torch_threads
+from ..core.config import Config, Default, check_choice, check_range, defaults, option
+from ..core.threads import torch_threads
 from .base import FewShotData, FitResult, Head, Method, better, cosine_logits, register, selection_record
 from .tip_settings import GENERIC, official_settings, settings_for, settings_values
 from .train import TrainConfig, train_head

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import ArtifactError
 from ..data.templates import dataset_key
-from ..errors import ArtifactError
 
 OFFICIAL_FILE = Path(__file__).with_name("tip_official.json")
 # This toolkit's settings for a dataset the official code has no config for (not the official code's;

@@ -26,8 +26,8 @@ The learning rate follows a warm-up then a cosine decay, stepped after every
 batch (``schedule_unit="step"``, the default: a smooth decay to zero) or after
 every epoch as Dassl's trainers do (``"epoch"``: constant within an epoch,
 the cosine over ``epochs`` counted from the end of the warm-up, so the last
-epoch keeps a non-zero lr; see :func:`clip_adapter.optim.dassl_epoch_factor`). The optimiser, the
-schedule and the finite check live in :mod:`clip_adapter.optim`, shared with the encoder loop.
+epoch keeps a non-zero lr; see :func:`clip_adapter.core.optim.dassl_epoch_factor`). The optimiser, the
+schedule and the finite check live in :mod:`clip_adapter.core.optim`, shared with the encoder loop.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ..config import Default, check_choice, check_range, defaults, option
-from ..errors import ConfigError
-from ..optim import SCHEDULE_UNITS, EpochsOptimConfig, check_finite, lr_schedule, make_optimizer, warmup_cosine  # noqa: F401  (warmup_cosine: re-exported)
-from ..progress import progress
-from ..threads import torch_threads
+from ..core.config import Default, check_choice, check_range, defaults, option
+from ..core.errors import ConfigError
+from ..core.optim import SCHEDULE_UNITS, EpochsOptimConfig, check_finite, lr_schedule, make_optimizer, warmup_cosine  # noqa: F401  (warmup_cosine: re-exported)
+from ..core.progress import progress
+from ..core.threads import torch_threads
 from .base import FewShotData, FitResult, Head, better, evaluate_head, selection_record
 
 EVALS_PER_RUN = 10  # validation checkpoints per training run, for choosing the epoch
@@ -56,7 +56,7 @@ VIEW_ORDERS = ("random", "distinct")
 @defaults(weight_decay=Default(1e-4, "decoupled (AdamW) or L2 (SGD) weight decay"))
 class TrainConfig(EpochsOptimConfig):
     """Optimisation settings shared by trained methods (fields are inherited; lr, weight decay, epochs
-    and batch size are :class:`~clip_adapter.optim.EpochsOptimConfig`'s).
+    and batch size are :class:`~clip_adapter.core.optim.EpochsOptimConfig`'s).
     """
 
     optimizer: str = option("adamw", "adamw or sgd")
@@ -261,7 +261,7 @@ def grid_search(
 
     With protocol ``none`` only the first value of each axis is used (the
     defaults), so no data is looked at to choose anything. Heads on cached
-    features run on one thread (see :mod:`clip_adapter.threads`); a method
+    features run on one thread (see :mod:`clip_adapter.core.threads`); a method
     that runs an encoder in its loop passes ``threads=None``.
     """
     with torch_threads(threads):

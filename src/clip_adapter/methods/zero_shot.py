@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..config import Config
+from ..core.config import Config
 from .base import FewShotData, FitResult, Head, Method, cosine_logits, register, selection_record
 
 

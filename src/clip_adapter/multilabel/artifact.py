@@ -14,9 +14,9 @@ from typing import Any
 
 from .._version import __version__
 from ..backbones.base import Backbone
-from ..errors import ArtifactError, ConfigError
-from ..io import atomic_dir, atomic_write_json, load_tensors, quoted, read_json, save_tensors
-from ..outputs import is_own_output, mark_output_dir
+from ..core.errors import ArtifactError, ConfigError
+from ..core.files import atomic_dir, atomic_write_json, load_tensors, quoted, read_json, save_tensors
+from ..core.outputs import is_own_output, mark_output_dir
 from .config import MultiLabelConfig
 from .heads import build_head
 from .kinds import ARTIFACT_KIND

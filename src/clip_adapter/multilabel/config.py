@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..config import Default, check_choice, check_range, defaults, option
-from ..errors import ConfigError
-from ..optim import EpochsOptimConfig
+from ..core.config import Default, check_choice, check_range, defaults, option
+from ..core.errors import ConfigError
+from ..core.optim import EpochsOptimConfig
 
 METHODS = ("zero-shot", "clip-adapter", "unmix")
 PROJECTORS = ("linear", "mlp")
@@ -34,7 +34,7 @@ class MultiLabelConfig(EpochsOptimConfig):
         >>> MultiLabelConfig(method="unmix", aggregation="median")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: aggregation must be one of softmax, mean, max; got 'median'
+        clip_adapter.core.errors.ConfigError: aggregation must be one of softmax, mean, max; got 'median'
     """
 
     method: str = option("unmix", "zero-shot, clip-adapter (trained with ASL) or unmix (Unmix-CLIP)")

@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-from ..errors import DataError
-from ..io import quoted, read_json
+from ..core.errors import DataError
+from ..core.files import quoted, read_json
 
 SPLITS = ("train", "val", "test")
 ALL = "all"
@@ -157,7 +157,7 @@ def _check_labels(path: Path, labels: list[Any], where: str, indices: bool) -> N
         >>> _check_labels(Path("l.json"), ["dog", 0], "train image 'a.png'", indices=False)
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.DataError: l.json: train image 'a.png': label 0 is a number, but the file has no 'classes' list for it to index; give 'classes' or use label names
+        clip_adapter.core.errors.DataError: l.json: train image 'a.png': label 0 is a number, but the file has no 'classes' list for it to index; give 'classes' or use label names
     """
     for label in labels:
         if isinstance(label, str) and label:

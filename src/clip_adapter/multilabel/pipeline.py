@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..backbones.base import Backbone
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ..features import default_cache_dir, extract_images, extract_texts, image_store, text_store
 from ..features.dense import dense_store, extract_dense
 from .config import MultiLabelConfig

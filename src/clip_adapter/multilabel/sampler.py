@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import DataError
+from ..core.errors import DataError
 
 
 def sample_few_shot(targets: torch.Tensor, shots: int, seed: int, classes: tuple[str, ...] | list[str],

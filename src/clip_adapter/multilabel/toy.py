@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..config import check_choice, check_range
-from ..io import atomic_dir, atomic_write_json
-from ..outputs import claim_output_dir, is_own_output, mark_output_dir
+from ..core.config import check_choice, check_range
+from ..core.files import atomic_dir, atomic_write_json
+from ..core.outputs import claim_output_dir, is_own_output, mark_output_dir
 from ..toyworld.render import DOMAINS, IMAGE_SIZE, render_array
 from ..toyworld.world import POSITIONS, SHAPES, Scene, sample_object
 from .kinds import DATASET_KIND

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..optim import check_finite, head_optimizer
+from ..core.optim import check_finite, head_optimizer
 from .config import MultiLabelConfig
 from .heads import TextHead, UnmixHead
 from .losses import asl_loss, mfi_loss

@@ -16,7 +16,7 @@ Example:
     (64, 64)
 """
 
-from ..outputs import register_kind
+from ..core.outputs import register_kind
 from .backbone import ToyClipBackbone, load_toy_clip, shipped_checkpoint
 from .model import ToyClip, ToyClipConfig
 from .pretrain import PretrainConfig, pretrain

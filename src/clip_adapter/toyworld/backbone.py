@@ -17,8 +17,8 @@ from ..backbones import BACKBONES
 from ..backbones.base import Backbone, PreprocessConfig
 from ..backbones.checkpoint import load_into, load_state_dict
 from ..backbones.precision import parameter_count, resolve_device, resolve_precision
-from ..errors import ArtifactError
-from ..io import read_json
+from ..core.errors import ArtifactError
+from ..core.files import read_json
 from .model import ToyClip, ToyClipConfig
 from .pretrain import CHECKPOINT_FORMAT, CHECKPOINT_STEM, PREPROCESS
 from .tokenizer import ToyTokenizer
@@ -133,7 +133,7 @@ class ToyClipBackbone(Backbone):
             >>> bb.encode_dense(torch.zeros(2, 3, 64, 64)).shape
             torch.Size([2, 16, 128])
         """
-        from ..errors import ConfigError
+        from ..core.errors import ConfigError
 
         if self.model.cfg.image_tower != "cnn":
             raise ConfigError(f"dense features are defined for the toy CNN tower only, not {self.name} (its checkpoint {self.pretrained})")

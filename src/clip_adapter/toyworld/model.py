@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, check_choice, check_range, option
+from ..core.config import Config, check_choice, check_range, option
 from .render import IMAGE_SIZE
 from .tokenizer import CONTEXT_LENGTH, EOT, SPECIAL_TOKENS, default_vocab
 

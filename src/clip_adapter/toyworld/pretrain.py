@@ -5,7 +5,7 @@ with one random caption each (on the fly: rendering is ~15 % of a step and
 keeps every image new). Identical captions in a batch are all positives of
 each other. The batch of step ``k`` depends only on ``(seed, k)``, so a run is
 reproducible from its seed on the same machine (at the same ``threads``). The
-progress bar shows on a terminal only (see :func:`clip_adapter.progress.progress`).
+progress bar shows on a terminal only (see :func:`clip_adapter.core.progress.progress`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from .._version import __version__
 from ..backbones.base import PreprocessConfig, normalise_arrays
 from ..backbones.precision import use_bf16
-from ..config import Default, check_choice, check_range, defaults, option
-from ..io import atomic_write_json, save_tensors
-from ..optim import CsvLog, StepsOptimConfig, train_encoder
+from ..core.config import Default, check_choice, check_range, defaults, option
+from ..core.files import atomic_write_json, save_tensors
+from ..core.optim import CsvLog, StepsOptimConfig, train_encoder
 from .model import ToyClip, ToyClipConfig, count_parameters
 from .render import IMAGE_SIZE, render_array
 from .tokenizer import ToyTokenizer

@@ -23,10 +23,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..config import check_choice, check_range
-from ..errors import ConfigError
-from ..io import atomic_dir, atomic_write_json
-from ..outputs import claim_output_dir, is_own_output, mark_output_dir, register_kind
+from ..core.config import check_choice, check_range
+from ..core.errors import ConfigError
+from ..core.files import atomic_dir, atomic_write_json
+from ..core.outputs import claim_output_dir, is_own_output, mark_output_dir, register_kind
 from .render import DOMAINS, IMAGE_SIZE, render_array
 from .world import (
     COLOR_NAMES,

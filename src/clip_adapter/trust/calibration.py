@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Literal, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from ..errors import ArtifactError, ConfigError
+from ..core.errors import ArtifactError, ConfigError
 
 DEFAULT_BINS = 15
 T_MIN, T_MAX = 0.01, 100.0  # the temperature is clamped here: beyond, logits are all-flat or all-one-hot

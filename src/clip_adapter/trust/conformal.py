@@ -45,7 +45,7 @@ Conventions, everywhere in this module:
   ``1 - l/(n+1)`` in ``[1-α, 1-α + 1/(n+1))``.
 * **Too few calibration images** (``k > n``, i.e. ``n < 1/α - 1``) would make
   ``q_hat`` infinite and every set the full label set: refused with a
-  :class:`~clip_adapter.errors.ConfigError` naming the size needed
+  :class:`~clip_adapter.core.errors.ConfigError` naming the size needed
   (:func:`min_calibration_size`). In the class-conditional (Mondrian) variant
   a class short of that size gets the trivial threshold ``+inf`` instead (it
   is in every set, so its coverage is 1) and a warning lists those classes.
@@ -89,8 +89,8 @@ from typing import Any, Sequence, Union
 import numpy as np
 import torch
 
-from ..config import SEED_MAX
-from ..errors import ArtifactError, ConfigError
+from ..core.config import SEED_MAX
+from ..core.errors import ArtifactError, ConfigError
 
 __all__ = [
     "SCORES",
@@ -148,7 +148,7 @@ def check_probs(probs: ArrayLike, what: str = "probabilities") -> torch.Tensor:
         >>> check_probs([[2.0, -1.0]])
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: probabilities: values outside [0, 1] (min -1, max 2): pass softmax probabilities, not logits
+        clip_adapter.core.errors.ConfigError: probabilities: values outside [0, 1] (min -1, max 2): pass softmax probabilities, not logits
     """
     tensor = _tensor(probs, what)
     if tensor.ndim != 2:
@@ -187,7 +187,7 @@ def check_labels(labels: ArrayLike, n: int, n_classes: int, what: str = "labels"
         >>> check_labels([0, 3], n=2, n_classes=3)
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: labels: 1 label(s) outside 0..2 (first: 3 at index 1)
+        clip_adapter.core.errors.ConfigError: labels: 1 label(s) outside 0..2 (first: 3 at index 1)
     """
     tensor = _tensor(labels, what)
     if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
@@ -215,7 +215,7 @@ def check_alpha(alpha: float) -> float:
         >>> check_alpha(1.0)
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: alpha must be in (0, 1) (the miscoverage rate: 0.1 asks for 90% coverage), got 1.0
+        clip_adapter.core.errors.ConfigError: alpha must be in (0, 1) (the miscoverage rate: 0.1 asks for 90% coverage), got 1.0
     """
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise ConfigError(f"alpha must be a number in (0, 1), got {alpha!r}")
@@ -456,7 +456,7 @@ def conformal_quantile(scores: ArrayLike, alpha: float) -> float:
         >>> conformal_quantile([0.5] * 5, alpha=0.1)
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: calibration: 5 calibration image(s) cannot support alpha=0.1: the set would hold every class; need at least 9 (n >= 1/alpha - 1)
+        clip_adapter.core.errors.ConfigError: calibration: 5 calibration image(s) cannot support alpha=0.1: the set would hold every class; need at least 9 (n >= 1/alpha - 1)
     """
     alpha = check_alpha(alpha)
     values = _tensor(scores, "calibration scores").to(torch.float64).reshape(-1)

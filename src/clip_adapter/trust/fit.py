@@ -41,8 +41,8 @@ from typing import Any
 import torch
 
 from .._version import __version__
-from ..errors import ArtifactError, ConfigError, DataError
-from ..io import quoted
+from ..core.errors import ArtifactError, ConfigError, DataError
+from ..core.files import quoted
 from .calibration import T_MAX, T_MIN, Calibration, calibration_report
 from .conformal import calibrate as conformal_calibrate
 from .conformal import check_alpha, conformal_report, min_calibration_size
@@ -165,7 +165,7 @@ def _resolved(path: Path) -> Path | None:
 
 def _recorded_shots(artifact_dir: Path) -> tuple[dict[str, list[str]], Path | None, str | None] | str:
     """The relative paths of the artifact's training and validation shots, its dataset root, its protocol; or why not."""
-    from ..io import read_json
+    from ..core.files import read_json
 
     try:
         split = read_json(artifact_dir / "split.json", "artifact split", ArtifactError)
@@ -307,7 +307,7 @@ def present_parts(artifact_dir: str | os.PathLike) -> set[str]:
     Only for refusing early; anything unreadable gives ``set()`` and is
     reported by the full load that follows.
     """
-    from ..io import read_json
+    from ..core.files import read_json
 
     try:
         config = read_json(Path(artifact_dir) / "config.json", "artifact config", ArtifactError)
@@ -542,10 +542,10 @@ def write_trusted_artifact(
 ) -> Path:
     """Write a new artifact at ``out``: ``source``'s files byte for byte, its config with ``record`` as the trust section.
 
-    ``out`` goes through :func:`~clip_adapter.outputs.claim_output_dir` (new or
+    ``out`` goes through :func:`~clip_adapter.core.outputs.claim_output_dir` (new or
     empty, or our own artifact with ``overwrite``; never ``source`` itself, nor
     inside ``source`` or ``inputs``) and is built in a temporary folder
-    installed atomically (:func:`~clip_adapter.io.atomic_dir`, marked and
+    installed atomically (:func:`~clip_adapter.core.files.atomic_dir`, marked and
     ledgered as an artifact). Before installing, the new artifact is loaded
     with ``Classifier.from_pretrained`` (on ``backbone``); with ``expected``
     (the classifier the record was fitted for) its weights must be equal
@@ -554,8 +554,8 @@ def write_trusted_artifact(
     ``source`` is only read.
     """
     from ..artifacts import CONFIG_FILE, Classifier
-    from ..io import atomic_dir, read_json, to_json
-    from ..outputs import claim_output_dir, is_own_output, mark_output_dir
+    from ..core.files import atomic_dir, read_json, to_json
+    from ..core.outputs import claim_output_dir, is_own_output, mark_output_dir
 
     source = Path(source)
     out = claim_output_dir(out, "artifact", overwrite=overwrite, inputs=[source, *inputs])

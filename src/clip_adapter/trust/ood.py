@@ -64,7 +64,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import ArtifactError, ConfigError
+from ..core.errors import ArtifactError, ConfigError
 
 SCORES = ("mcm", "msp", "energy")
 DEFAULT_TPR = 0.95

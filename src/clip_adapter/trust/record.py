@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import ArtifactError, ConfigError
+from ..core.errors import ArtifactError, ConfigError
 from .calibration import Calibration
 from .conformal import ConformalPredictor
 from .ood import OODDetector

@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..backbones.base import Backbone
-from ..config import Config, check_range, option
-from ..errors import ConfigError
-from ..io import atomic_path, atomic_write_bytes, atomic_write_json
-from ..outputs import claim_output_dir, mark_output_dir
+from ..core.config import Config, check_range, option
+from ..core.errors import ConfigError
+from ..core.files import atomic_path, atomic_write_bytes, atomic_write_json
+from ..core.outputs import claim_output_dir, mark_output_dir
 from .dataset import Sample, VideoDataset  # noqa: F401  (Sample: the doctests build datasets with it)
 from .kinds import VIDEO_BASE_TO_NOVEL
 from .metrics import mean_std

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..core.errors import DataError
+from ..core.files import sha256_file
 from ..data.issues import Issues, check_files, show
-from ..errors import DataError
-from ..io import sha256_file
 from .dataset import CSV_SPLITS, VideoDataset, load_video_dataset
 from .decode import BadVideo, count_decoded, truncation
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from ..backbones.base import Backbone
-from ..errors import DataError
+from ..core.errors import DataError
 from ..features.transforms import eval_view
 from .decode import BadVideo, sampled_frames
 from .features import VideoStats, _bad_video

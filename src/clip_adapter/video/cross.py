@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..backbones.base import Backbone
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from .dataset import VideoDataset, load_video_dataset, read_classmap, read_video_folder
 from .descriptions import class_prompts, read_descriptions
 from .metrics import mean_std
@@ -129,7 +129,7 @@ def load_eval_sets(split_dirs: Sequence[str | os.PathLike] = (), data: Sequence[
         >>> load_eval_sets()
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.DataError: give the evaluation splits: --eval-split-dir DIR [DIR ...] or --eval-data DIR [DIR ...]
+        clip_adapter.core.errors.DataError: give the evaluation splits: --eval-split-dir DIR [DIR ...] or --eval-data DIR [DIR ...]
     """
     parsed = [(*parse_eval_arg(p), kind) for kind, paths in (("split", split_dirs), ("data", data)) for p in paths]
     if not parsed:

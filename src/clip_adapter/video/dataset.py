@@ -25,12 +25,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.errors import DataError
+from ..core.files import read_json
 from ..data.classnames import final_classnames
 from ..data.dataset import Sample
 from ..data.issues import Issues, show
 from ..data.templates import check_template
-from ..errors import DataError
-from ..io import read_json
 from .decode import is_video_name
 
 VIDEO_SPLITS = ("train", "val", "test", "all")
@@ -116,7 +116,7 @@ def read_video_folder(root: str | os.PathLike, issues: Issues | None = None) -> 
         >>> read_video_folder("/no/such/videos")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.DataError: video folder not found: /no/such/videos
+        clip_adapter.core.errors.DataError: video folder not found: /no/such/videos
     """
     root, issues = Path(root), issues or Issues()
     if not root.is_dir():
@@ -260,7 +260,7 @@ def read_split_dir(
         >>> read_split_dir("/no/such/dir")
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.DataError: split folder not found: /no/such/dir
+        clip_adapter.core.errors.DataError: split folder not found: /no/such/dir
     """
     split_dir, issues = Path(split_dir), issues or Issues()
     if not split_dir.is_dir():
@@ -322,7 +322,7 @@ def load_video_dataset(
         >>> load_video_dataset()
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.DataError: give a video folder (--data) or a folder of split CSVs (--split-dir)
+        clip_adapter.core.errors.DataError: give a video folder (--data) or a folder of split CSVs (--split-dir)
     """
     if data is not None and split_dir is not None:
         raise DataError("give either a video folder (--data) or a folder of split CSVs (--split-dir), not both")

@@ -29,9 +29,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.errors import ConfigError, DataError
+from ..core.files import quoted
 from ..data.images import MAX_ASPECT_RATIO, MAX_PIXELS, size_problem
-from ..errors import ConfigError, DataError
-from ..io import quoted
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg"})
 # Version of what decoding produces from a file's bytes; part of the feature-cache key.

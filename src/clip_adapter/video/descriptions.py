@@ -30,11 +30,11 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..core.errors import DataError
+from ..core.files import read_json
 from ..data.classnames import clean_classname
 from ..data.issues import show
 from ..data.templates import check_template
-from ..errors import DataError
-from ..io import read_json
 
 MAX_DESCRIPTION_BYTES = 64 * 1024 * 1024
 

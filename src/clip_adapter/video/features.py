@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 
 from ..backbones.base import Backbone
-from ..errors import DataError
+from ..core.errors import DataError
+from ..core.progress import progress
 from ..features.extract import content_id
 from ..features.store import FeatureStore
 from ..features.transforms import eval_transform_id, eval_view, fingerprint
-from ..progress import progress
 from .decode import DECODE_VERSION, BadVideo, clip_indices, probe, sampled_frames
 
 STORE_KIND = "video-frame"

@@ -1,14 +1,14 @@
 """The output kinds the video commands write, registered with the files each may hold.
 
 Example:
-    >>> from clip_adapter.outputs import kind_pattern
+    >>> from clip_adapter.core.outputs import kind_pattern
     >>> bool(kind_pattern(VIDEO_EVAL).match("predictions.csv")), bool(kind_pattern(TOY_VIDEOS).match("videos"))
     (True, True)
 """
 
 from __future__ import annotations
 
-from ..outputs import register_kind
+from ..core.outputs import register_kind
 
 TOY_VIDEOS = register_kind("toy-video-dataset",
                            r"^(videos|(train|val|test)\.csv|classmap\.json|descriptions\.json|meta\.json)$")

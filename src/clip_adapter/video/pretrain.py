@@ -41,10 +41,10 @@ import numpy as np
 import torch
 
 from ..backbones.precision import use_bf16
-from ..config import Default, check_choice, check_range, defaults, option
-from ..io import atomic_dir
-from ..optim import StepsOptimConfig, train_encoder
-from ..outputs import claim_output_dir, is_own_output, mark_output_dir
+from ..core.config import Default, check_choice, check_range, defaults, option
+from ..core.files import atomic_dir
+from ..core.optim import StepsOptimConfig, train_encoder
+from ..core.outputs import claim_output_dir, is_own_output, mark_output_dir
 from ..toyworld.model import ToyClip, ToyClipConfig
 from ..toyworld.pretrain import clip_loss, render_batch, to_pixels, write_toy_checkpoint
 from ..toyworld.tokenizer import ToyTokenizer, default_vocab

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..backbones.base import Backbone
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.files import atomic_write_bytes, atomic_write_json, quoted
+from ..core.outputs import check_cache_dir, claim_output_dir, mark_output_dir
 from ..features.store import default_cache_dir
-from ..io import atomic_write_bytes, atomic_write_json, quoted
-from ..outputs import check_cache_dir, claim_output_dir, mark_output_dir
 from .dataset import VideoDataset, load_video_dataset, read_classmap
 from .descriptions import read_descriptions
 from .kinds import VIDEO_BASE_TO_NOVEL, VIDEO_CROSS, VIDEO_EVAL

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 SCORERS = ("frame-mean", "embed-mean", "prompt-match")
 CHUNK = 256  # clips per prompt-match block: bounds the [n, C, T, P] similarity tensor

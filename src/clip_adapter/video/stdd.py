@@ -52,8 +52,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..config import Config, check_range, option
-from ..errors import ConfigError
+from ..core.config import Config, check_range, option
+from ..core.errors import ConfigError
 
 
 @dataclass

@@ -30,10 +30,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import Config, check_range, check_seed, option
-from ..errors import ConfigError
-from ..io import atomic_dir, atomic_write_bytes, atomic_write_json
-from ..outputs import claim_output_dir, is_own_output, mark_output_dir
+from ..core.config import Config, check_range, check_seed, option
+from ..core.errors import ConfigError
+from ..core.files import atomic_dir, atomic_write_bytes, atomic_write_json
+from ..core.outputs import claim_output_dir, is_own_output, mark_output_dir
 from ..toyworld.render import PHOTO_GRAY, Placement, object_alpha
 from ..toyworld.world import COLOR_NAMES, COLORS, FILLS, SHAPES, ToyObject
 from .kinds import TOY_VIDEOS
@@ -211,7 +211,7 @@ class ToyVideoConfig(Config):
         >>> ToyVideoConfig(size=33)
         Traceback (most recent call last):
         ...
-        clip_adapter.errors.ConfigError: size must be even (H.264 with 4:2:0 chroma), got 33
+        clip_adapter.core.errors.ConfigError: size must be even (H.264 with 4:2:0 chroma), got 33
     """
 
     train: int = option(16, "training clips per class")

@@ -51,13 +51,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.base import Backbone
-from ..config import Config, Default, check_choice, check_range, defaults, option
-from ..errors import ConfigError, DataError
+from ..core.config import Config, Default, check_choice, check_range, defaults, option
+from ..core.errors import ConfigError, DataError
+from ..core.files import atomic_dir, atomic_write_json, quoted
+from ..core.outputs import claim_output_dir, is_own_output, mark_output_dir
 from ..finetune.checkpoint import write_backbone_checkpoint
 from ..finetune.trainable import TrainableClip
 from ..finetune.trainer import TrainerConfig, train
-from ..io import atomic_dir, atomic_write_json, quoted
-from ..outputs import claim_output_dir, is_own_output, mark_output_dir
 from .clipencode import frames_to_pixels
 from .dataset import Sample, VideoDataset
 from .decode import BadVideo, count_decoded, decode_frames, probe, random_segment_indices, segment_indices, unreadable
@@ -391,7 +391,7 @@ def _write(out: Path, overwrite: bool, backbone: Backbone, record: dict, result)
     import csv
     import io
 
-    from ..io import atomic_write_bytes
+    from ..core.files import atomic_write_bytes
 
     with atomic_dir(out, may_replace=lambda p: overwrite and is_own_output(p, OUTPUT_KIND)) as tmp:
         mark_output_dir(tmp, OUTPUT_KIND)
@@ -414,7 +414,7 @@ def read_stdd(pretrained: str | os.PathLike) -> dict | None:
         >>> read_stdd("/no/such/folder") is None
         True
     """
-    from ..io import read_json
+    from ..core.files import read_json
 
     path = Path(pretrained)
     if not path.exists():  # an open_clip tag ("openai"), not a file: never look in the working folder

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import torch
 
 from ..backbones.base import Backbone
-from ..config import Config, check_choice, check_range, option
-from ..errors import DataError
+from ..core.config import Config, check_choice, check_range, option
+from ..core.errors import DataError
 from ..features.extract import extract_texts, text_store
 from ..features.store import default_cache_dir
 from .clipencode import extract_temporal_features

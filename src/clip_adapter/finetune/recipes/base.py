@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ...backbones.base import Backbone
-from ...config import check_choice, check_range, option
+from ...core.config import check_choice, check_range, option
+from ...core.registry import Registry
 from ...features.rendered import encode_arrays
-from ...registry import Registry
 from ..evaluate import RENDER_BATCH, Encoder, pair_accuracy, task_set, zero_shot_accuracy
 from ..toydata import ROLE_VAL, Item, check_train_seed, make_items, plain_items
 from ..trainer import TrainerConfig, TrainResult
@@ -93,7 +93,7 @@ def toy_data(cfg: RecipeConfig, train_kinds: Sequence[str], val_kinds: Sequence[
 def file_data(items: list[Item], cfg: RecipeConfig, kind: str, source: str) -> TrainingData:
     """A captions file's items: a seeded ``val_fraction`` held out; no ordinary pairs, no zero-shot guard."""
     if len(items) < 4:
-        from ...errors import DataError
+        from ...core.errors import DataError
 
         raise DataError(f"{source}: {len(items)} entries; fine-tuning needs at least 4 (some are held out for validation)")
     order = np.random.default_rng([cfg.seed, 29]).permutation(len(items))

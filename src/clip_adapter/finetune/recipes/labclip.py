@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...config import Default, defaults
+from ...core.config import Default, defaults
 from ...features.rendered import encode_arrays
 from ..evaluate import RENDER_BATCH
 from ..losses import caption_keys, hard_negative_infonce

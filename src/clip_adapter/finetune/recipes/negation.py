@@ -5,7 +5,7 @@ and MLLM pipelines on COCO) and fine-tunes CLIP's text encoder on them with
 plain symmetric InfoNCE (official ``src/clip_finetune.py``: vision tower and
 ``ln_final`` frozen, AdamW lr 1e-6, best epoch by validation loss). Here the
 captions come from scene metadata — the toy world knows what is absent
-(:func:`~clip_adapter.compose.captions.absent_object`) — or, for a captions
+(:func:`~clip_adapter.toyworld.captions.absent_object`) — or, for a captions
 file, from each entry's ``labels`` and the other entries' labels, through the
 templates of :data:`~clip_adapter.finetune.toydata.NEGATION_TEMPLATES`.
 
@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...compose.captions import NEGATION_WORDS
-from ...config import Default, defaults, option
-from ...errors import ConfigError
+from ...core.config import Default, defaults, option
+from ...core.errors import ConfigError
 from ...features.rendered import encode_arrays
+from ...toyworld.captions import NEGATION_WORDS
 from ..evaluate import RENDER_BATCH
 from ..losses import caption_keys, hard_negative_infonce
 from ..toydata import Item

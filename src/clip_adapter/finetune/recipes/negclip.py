@@ -15,7 +15,7 @@ epochs at lr 1e-6 and keeps zero-shot skills by that small step; here
 toy CLIP's own pretraining distribution), and the saved step is the best on
 validation items whose zero-shot accuracy stayed within
 ``max_zero_shot_drop`` (the paper reports its last epoch). Toy hard negatives
-are the colour swaps of :mod:`clip_adapter.compose.captions` (``kinds`` adds
+are the colour swaps of :mod:`clip_adapter.toyworld.captions` (``kinds`` adds
 size/fill and relation swaps, ``order_negatives`` ARO's word-order shuffles);
 a captions file brings its own, or gets trigram shuffles. The toy defaults —
 text tower only, lr 1e-3 without weight decay, 600 steps, colour swaps — were
@@ -40,9 +40,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...compose.captions import order_negatives
-from ...config import Default, check_range, defaults, option
+from ...core.config import Default, check_range, defaults, option
 from ...features.rendered import encode_arrays
+from ...toyworld.captions import order_negatives
 from ..evaluate import RENDER_BATCH
 from ..losses import caption_keys, hard_negative_infonce
 from ..toydata import Item, pixels

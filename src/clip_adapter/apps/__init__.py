@@ -1,0 +1,1 @@
+"""Applications on the library: the report, retrieval, the server, dataset validation, the demo."""
