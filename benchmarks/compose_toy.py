@@ -39,16 +39,22 @@ from clip_adapter.compose.toy_suites import SUITES, write_toy_suites  # noqa: E4
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", action="append", default=[], metavar="LABEL=PRETRAINED", help="extra toy checkpoints to score")
+    parser.add_argument(
+        "--model", action="append", default=[], metavar="LABEL=PRETRAINED", help="extra toy checkpoints to score"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer items, pairs and probe scenes (a smoke test)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; the CPU is shared)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    models = {"base (shipped)": "shipped", **parse_models(args.model, None)} if args.model else {"base (shipped)": "shipped"}
+    models = (
+        {"base (shipped)": "shipped", **parse_models(args.model, None)} if args.model else {"base (shipped)": "shipped"}
+    )
     items = 24 if args.quick else 240
-    config = ComposeConfig(bias=BiasConfig(pairs=20 if args.quick else 200),
-                           probes=ProbeConfig(train=40, test=20) if args.quick else ProbeConfig(),
-                           zero_shot_per_class=10 if args.quick else 100)
+    config = ComposeConfig(
+        bias=BiasConfig(pairs=20 if args.quick else 200),
+        probes=ProbeConfig(train=40, test=20) if args.quick else ProbeConfig(),
+        zero_shot_per_class=10 if args.quick else 100,
+    )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         suites_dir = write_toy_suites(Path(work) / "suites", items)
@@ -58,8 +64,10 @@ def main() -> int:
         result = bench_models(factories, suites, Path(work) / "cache", config)
     print(markdown_tables(result))
     seconds = {label: r["seconds"] for label, r in result["models"].items()}
-    print(f"wall time {time.perf_counter() - start:.0f} s (writing {len(SUITES)}×{items} suite images {written:.0f} s; "
-          f"per model: {', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}; {torch.get_num_threads()} thread(s))")
+    print(
+        f"wall time {time.perf_counter() - start:.0f} s (writing {len(SUITES)}×{items} suite images {written:.0f} s; "
+        f"per model: {', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}; {torch.get_num_threads()} thread(s))"
+    )
     return 0
 
 

@@ -38,7 +38,13 @@ from clip_adapter.distill.evaluate import EVAL_TASKS, encode, render_eval_images
 from clip_adapter.toyworld import DOMAINS, task_images, write_task_dataset  # noqa: E402
 from clip_adapter.toyworld.model import count_parameters  # noqa: E402
 
-ROWS = [("CLIP loss only", ()), ("FD", ("fd",)), ("ICL", ("icl",)), ("CRD", ("crd",)), ("FD+ICL+CRD", ("fd", "icl", "crd"))]
+ROWS = [
+    ("CLIP loss only", ()),
+    ("FD", ("fd",)),
+    ("ICL", ("icl",)),
+    ("CRD", ("crd",)),
+    ("FD+ICL+CRD", ("fd", "icl", "crd")),
+]
 
 
 def parse() -> argparse.Namespace:
@@ -65,14 +71,30 @@ def train_students(args, teacher_bb, rendered, rendered_val, out: Path) -> dict:
             run_dir = out / f"seed{seed}" / cfg.label
             run_dir.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
-            run = distill(teacher, Student(args.student, seed=seed), cfg, toy_batches(seed, cfg.steps, cfg.batch_size), run_dir)
-            name, pretrained = save_student(run_dir.resolve(), run, cfg, teacher_bb, {"command": "benchmarks/distill_toy.py"})
+            run = distill(
+                teacher, Student(args.student, seed=seed), cfg, toy_batches(seed, cfg.steps, cfg.batch_size), run_dir
+            )
+            name, pretrained = save_student(
+                run_dir.resolve(), run, cfg, teacher_bb, {"command": "benchmarks/distill_toy.py"}
+            )
             student_bb = create_backbone(name, pretrained, precision="fp32")  # as every other command loads it
             scores = zero_shot(student_bb, rendered)
-            results[label].append({"seed": seed, "zero_shot": scores, "val_zero_shot": zero_shot(student_bb, rendered_val),
-                                   "pretrained": pretrained, "seconds": time.perf_counter() - start, "final_clip_loss": run.log[-1]["clip"]})
-            print(f"seed {seed} {label:<15} in-domain {scores['summary']['in_domain']:6.2f}  shifted {scores['summary']['shifted']:6.2f}"
-                  f"  ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+            results[label].append(
+                {
+                    "seed": seed,
+                    "zero_shot": scores,
+                    "val_zero_shot": zero_shot(student_bb, rendered_val),
+                    "pretrained": pretrained,
+                    "seconds": time.perf_counter() - start,
+                    "final_clip_loss": run.log[-1]["clip"],
+                }
+            )
+            print(
+                f"seed {seed} {label:<15} in-domain {scores['summary']['in_domain']:6.2f}  shifted {scores['summary']['shifted']:6.2f}"
+                f"  ({time.perf_counter() - start:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     return results
 
 
@@ -87,7 +109,11 @@ def mean_of(runs: list, *keys: str, source: str = "zero_shot") -> float:
 
 
 def table_a(results: dict, teacher_scores: dict, counts: dict) -> str:
-    head = "| model | params | in-domain (photo) | " + " | ".join(d for d in DOMAINS if d != "photo") + " | shifted mean | Δ vs CLIP only (in / shifted) |"
+    head = (
+        "| model | params | in-domain (photo) | "
+        + " | ".join(d for d in DOMAINS if d != "photo")
+        + " | shifted mean | Δ vs CLIP only (in / shifted) |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     shifted = [d for d in DOMAINS if d != "photo"]
 
@@ -95,15 +121,26 @@ def table_a(results: dict, teacher_scores: dict, counts: dict) -> str:
         return statistics.mean(getter(task, domain) for task in EVAL_TASKS)
 
     t = [domain_mean(lambda k, d: teacher_scores[k][d], d) for d in shifted]
-    lines.append(f"| teacher (shipped toy CLIP) | {counts['teacher'] / 1e6:.2f} M | {teacher_scores['summary']['in_domain']:.2f} | "
-                 + " | ".join(f"{v:.2f}" for v in t) + f" | {teacher_scores['summary']['shifted']:.2f} | |")
+    lines.append(
+        f"| teacher (shipped toy CLIP) | {counts['teacher'] / 1e6:.2f} M | {teacher_scores['summary']['in_domain']:.2f} | "
+        + " | ".join(f"{v:.2f}" for v in t)
+        + f" | {teacher_scores['summary']['shifted']:.2f} | |"
+    )
     base = results["CLIP loss only"]
     for label, _ in ROWS:
         runs = results[label]
         per = [statistics.mean(mean_of(runs, k, d) for k in EVAL_TASKS) for d in shifted]
         ind, sh = mean_of(runs, "summary", "in_domain"), mean_of(runs, "summary", "shifted")
-        delta = "" if label == "CLIP loss only" else f"{ind - mean_of(base, 'summary', 'in_domain'):+.2f} / {sh - mean_of(base, 'summary', 'shifted'):+.2f}"
-        lines.append(f"| student: {label} | {counts['student'] / 1e6:.2f} M | {ind:.2f} | " + " | ".join(f"{v:.2f}" for v in per) + f" | {sh:.2f} | {delta} |")
+        delta = (
+            ""
+            if label == "CLIP loss only"
+            else f"{ind - mean_of(base, 'summary', 'in_domain'):+.2f} / {sh - mean_of(base, 'summary', 'shifted'):+.2f}"
+        )
+        lines.append(
+            f"| student: {label} | {counts['student'] / 1e6:.2f} M | {ind:.2f} | "
+            + " | ".join(f"{v:.2f}" for v in per)
+            + f" | {sh:.2f} | {delta} |"
+        )
     return "\n".join(lines)
 
 
@@ -116,7 +153,9 @@ def table_tasks(results: dict, teacher_scores: dict) -> str:
 
     lines.append("| teacher | " + " | ".join(cell(lambda d, t=t: teacher_scores[t][d]) for t in EVAL_TASKS) + " |")
     for label, _ in ROWS:
-        lines.append(f"| {label} | " + " | ".join(cell(lambda d, t=t: mean_of(results[label], t, d)) for t in EVAL_TASKS) + " |")
+        lines.append(
+            f"| {label} | " + " | ".join(cell(lambda d, t=t: mean_of(results[label], t, d)) for t in EVAL_TASKS) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -133,14 +172,23 @@ def adapted_part(args, teacher_bb, student_pretrained: str, out: Path) -> tuple[
     saved = clf.save_pretrained(out / "adapted-student", overwrite=True)
     student_kd = clip_adapter.load(saved, cache_dir=cache)  # the artifact as `clip-adapter eval` reads it
     images, _ = task_images(args.adapted_task, args.adapted_domain, 64, seed=1)
-    rows = [("teacher + CLIP-Adapter (16 shots)", teacher_clf, teacher_bb),
-            ("student + CLIP-Adapter (16 shots)", student_fs, student_bb),
-            ("student + CLIP-Adapter distilled from the adapted teacher", student_kd, student_bb)]
-    lines = ["| classifier | params (encoders) | test accuracy | zero-shot of its backbone | images/s (encode + head, batch 256, 1 thread) |",
-             "|---|---|---|---|---|"]
+    rows = [
+        ("teacher + CLIP-Adapter (16 shots)", teacher_clf, teacher_bb),
+        ("student + CLIP-Adapter (16 shots)", student_fs, student_bb),
+        ("student + CLIP-Adapter distilled from the adapted teacher", student_kd, student_bb),
+    ]
+    lines = [
+        "| classifier | params (encoders) | test accuracy | zero-shot of its backbone | images/s (encode + head, batch 256, 1 thread) |",
+        "|---|---|---|---|---|",
+    ]
     record = {"kd_info": info}
-    zs = {bb.id: zero_shot(bb, {(args.adapted_task, args.adapted_domain): task_images(args.adapted_task, args.adapted_domain, 50, seed=0)})
-          for bb in (teacher_bb, student_bb)}
+    zs = {
+        bb.id: zero_shot(
+            bb,
+            {(args.adapted_task, args.adapted_domain): task_images(args.adapted_task, args.adapted_domain, 50, seed=0)},
+        )
+        for bb in (teacher_bb, student_bb)
+    }
     for label, clf_, bb in rows:
         acc = 100 * clf_.evaluate(data, split="test")["accuracy"]
         speed = throughput(clf_, bb, images)
@@ -199,17 +247,37 @@ def main() -> int:
     counts = {"teacher": count_parameters(teacher_bb.model), "student": Student(args.student).parameter_count()}
     results = train_students(args, teacher_bb, rendered, rendered_val, out)
     text_a, text_t = table_a(results, teacher_scores, counts), table_tasks(results, teacher_scores)
-    print(f"\n(A) zero-shot accuracy %, {args.steps} steps x batch {args.batch_size}, seeds {args.seeds}, "
-          f"{args.per_class} test images per class per task/domain; teacher {counts['teacher']:,} parameters, "
-          f"student {counts['student']:,} ({counts['teacher'] / counts['student']:.1f}x fewer)\n{text_a}\n\nper task:\n{text_t}")
+    print(
+        f"\n(A) zero-shot accuracy %, {args.steps} steps x batch {args.batch_size}, seeds {args.seeds}, "
+        f"{args.per_class} test images per class per task/domain; teacher {counts['teacher']:,} parameters, "
+        f"student {counts['student']:,} ({counts['teacher'] / counts['student']:.1f}x fewer)\n{text_a}\n\nper task:\n{text_t}"
+    )
     kd_labels = [label for label, losses in ROWS if losses]
-    best = max(kd_labels, key=lambda k: mean_of(results[k], "summary", "in_domain", source="val_zero_shot")
-               + mean_of(results[k], "summary", "shifted", source="val_zero_shot"))
+    best = max(
+        kd_labels,
+        key=lambda k: (
+            mean_of(results[k], "summary", "in_domain", source="val_zero_shot")
+            + mean_of(results[k], "summary", "shifted", source="val_zero_shot")
+        ),
+    )
     text_b, record_b = adapted_part(args, teacher_bb, results[best][0]["pretrained"], out)
-    print(f"\n(B) {args.adapted_task} / {args.adapted_domain}, student = the {best} student of seed {results[best][0]['seed']}\n{text_b}")
+    print(
+        f"\n(B) {args.adapted_task} / {args.adapted_domain}, student = the {best} student of seed {results[best][0]['seed']}\n{text_b}"
+    )
     plot(results, teacher_scores, out / "distill_toy.png")
-    (out / "distill_toy.json").write_text(json.dumps({"args": vars(args), "teacher": teacher_scores, "students": results,
-                                                       "counts": counts, "adapted": record_b, "best_kd": best}, indent=2))
+    (out / "distill_toy.json").write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "teacher": teacher_scores,
+                "students": results,
+                "counts": counts,
+                "adapted": record_b,
+                "best_kd": best,
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {out / 'distill_toy.json'} and {out / 'distill_toy.png'}")
     return 0
 

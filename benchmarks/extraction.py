@@ -109,13 +109,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--models", default="ViT-B-32,ViT-B-16,RN50")
-    parser.add_argument("--memory", default="500,5000", help="N,10N images for the peak-RSS check (toy backbone, '' to skip)")
+    parser.add_argument(
+        "--memory", default="500,5000", help="N,10N images for the peak-RSS check (toy backbone, '' to skip)"
+    )
     args = parser.parse_args()
     print(describe_machine())
     rates = matmul_rates()
     fp32 = max(v for k, v in rates.items() if k.startswith("fp32"))
     print("matmul (TFLOP/s): " + ", ".join(f"{k} {v:.4f}" for k, v in rates.items()) + " (bf16 at 512²)")
-    print("\n| model | plain open_clip fp32 img/s | ours img/s (precision) | speed-up | cosine min / mean | GFLOP/img | ours, % of fp32 matmul bound |")
+    print(
+        "\n| model | plain open_clip fp32 img/s | ours img/s (precision) | speed-up | cosine min / mean | GFLOP/img | ours, % of fp32 matmul bound |"
+    )
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_jpegs(Path(tmp), args.images)
@@ -125,12 +129,17 @@ def main() -> int:
             cos = torch.nn.functional.cosine_similarity(feats.float(), ref.float(), dim=-1)
             flops = image_flops(name)
             ips, plain_ips = len(paths) / our_s, len(paths) / plain_s
-            print(f"| {name} | {plain_ips:.1f} | {ips:.1f} ({precision}) | {ips / plain_ips:.2f}× | {cos.min():.5f} / {cos.mean():.5f} | "
-                  f"{flops / 1e9:.1f} | {100 * ips * flops / (fp32 * 1e12):.0f} % |", flush=True)
+            print(
+                f"| {name} | {plain_ips:.1f} | {ips:.1f} ({precision}) | {ips / plain_ips:.2f}× | {cos.min():.5f} / {cos.mean():.5f} | "
+                f"{flops / 1e9:.1f} | {100 * ips * flops / (fp32 * 1e12):.0f} % |",
+                flush=True,
+            )
     if args.memory:
         small, large = (int(v) for v in args.memory.split(","))
         a, b = peak_rss(small), peak_rss(large)
-        print(f"\npeak RSS, toy backbone: {small} images {a:.0f} MiB, {large} images {b:.0f} MiB ({100 * (b / a - 1):+.1f} %)")
+        print(
+            f"\npeak RSS, toy backbone: {small} images {a:.0f} MiB, {large} images {b:.0f} MiB ({100 * (b / a - 1):+.1f} %)"
+        )
     return 0
 
 

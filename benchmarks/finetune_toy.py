@@ -44,7 +44,9 @@ TARGETS = "NegCLIP, LABCLIP: attribution >= +15 points, zero-shot drop <= 2 poin
 
 def measure(backbone, n_items: int, zs_per_class: int) -> dict[str, float]:
     """Pair accuracies and zero-shot accuracies in percent, on benchmark seeds."""
-    out = {name: 100 * pair_accuracy(backbone, make_items(kind, BENCH_SEED, n_items)) for name, kind in MEASURES.items()}
+    out = {
+        name: 100 * pair_accuracy(backbone, make_items(kind, BENCH_SEED, n_items)) for name, kind in MEASURES.items()
+    }
     for task in ("shape", "color"):
         images, labels, prompts = task_set(task, zs_per_class, BENCH_SEED, split="test")
         out[f"zs_{task}"] = 100 * zero_shot_accuracy(backbone, images, labels, prompts)
@@ -65,7 +67,9 @@ def table(rows: list[dict]) -> str:
     cols = ["model", "attribution", "relation", "negation", "zs_shape", "zs_color", "train_s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
-        cells = [row["model"]] + [f"{row[c]:.1f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in cols[1:]]
+        cells = [row["model"]] + [
+            f"{row[c]:.1f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in cols[1:]
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -77,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=500, help="benchmark items per measure")
     parser.add_argument("--zs-per-class", type=int, default=50)
     parser.add_argument("--set", action="append", default=[], metavar="RECIPE.KEY=VALUE")
-    parser.add_argument("--base", default="shipped", help="toy checkpoint the remedies start from (default: the shipped one)")
+    parser.add_argument(
+        "--base", default="shipped", help="toy checkpoint the remedies start from (default: the shipped one)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -87,19 +93,36 @@ def main(argv: list[str] | None = None) -> int:
     for recipe in [r for r in args.recipes.split(",") if r]:
         RECIPES.get(recipe)
         start = time.perf_counter()
-        result = finetune(recipe, pretrained=args.base, out=out / recipe, config=overrides(args.set, recipe), overwrite=True,
-                          command=f"benchmarks/finetune_toy.py --recipes {recipe} --base {args.base}")
+        result = finetune(
+            recipe,
+            pretrained=args.base,
+            out=out / recipe,
+            config=overrides(args.set, recipe),
+            overwrite=True,
+            command=f"benchmarks/finetune_toy.py --recipes {recipe} --base {args.base}",
+        )
         wall = time.perf_counter() - start
         tuned = create_backbone("toy", pretrained=str(result.out), precision="fp32")
-        rows.append({"model": recipe, **measure(tuned, args.items, args.zs_per_class), "train_s": round(wall, 1),
-                     "selected_step": result.summary["selected_step"]})
+        rows.append(
+            {
+                "model": recipe,
+                **measure(tuned, args.items, args.zs_per_class),
+                "train_s": round(wall, 1),
+                "selected_step": result.summary["selected_step"],
+            }
+        )
         print(table(rows[-1:]).split("\n")[-1], flush=True)
     base = rows[0]
     for row in rows[1:]:
-        row["delta"] = {k: round(row[k] - base[k], 1) for k in ("attribution", "relation", "negation", "zs_shape", "zs_color")}
+        row["delta"] = {
+            k: round(row[k] - base[k], 1) for k in ("attribution", "relation", "negation", "zs_shape", "zs_color")
+        }
     text = table(rows)
     print("\n" + text + f"\n\ntargets: {TARGETS}\ndeltas: " + json.dumps({r["model"]: r["delta"] for r in rows[1:]}))
-    atomic_write_json(out / "results.json", {"rows": rows, "bench_seed": BENCH_SEED, "items": args.items, "zs_per_class": args.zs_per_class})
+    atomic_write_json(
+        out / "results.json",
+        {"rows": rows, "bench_seed": BENCH_SEED, "items": args.items, "zs_per_class": args.zs_per_class},
+    )
     atomic_write_bytes(out / "table.md", (text + "\n").encode())
     return 0
 

@@ -46,8 +46,14 @@ from clip_adapter.toyworld import get_task, write_task_dataset  # noqa: E402
 from clip_adapter.toyworld.tasks import SPLITS, task_scene  # noqa: E402
 from clip_adapter.toyworld.world import caption  # noqa: E402
 
-SETTINGS = [("shape", "photo"), ("color", "photo"), ("shape-color", "photo"), ("shape", "sketch"), ("color", "night"),
-            ("shape-color", "sketch")]
+SETTINGS = [
+    ("shape", "photo"),
+    ("color", "photo"),
+    ("shape-color", "photo"),
+    ("shape", "sketch"),
+    ("color", "night"),
+    ("shape-color", "sketch"),
+]
 OVI_SETTINGS = [("shape", "photo"), ("color", "photo")]
 
 
@@ -63,7 +69,9 @@ def captions(task_name: str, per_class: int, seed: int = 0) -> tuple[list[str], 
     return texts, torch.tensor(labels)
 
 
-def oti_setting(backbone, work: Path, task: str, domain: str, per_class: int, queries: int, config: InversionConfig) -> dict:
+def oti_setting(
+    backbone, work: Path, task: str, domain: str, per_class: int, queries: int, config: InversionConfig
+) -> dict:
     data = load_dataset(write_task_dataset(task, domain, work / f"{task}-{domain}", 1, 1, per_class))
     emb = dataset_embeddings(backbone, data, "test", work / "cache")
     gap = gap_statistics(emb.image, emb.text, emb.image_labels, emb.text_labels)["gap"]["centroid_distance"]
@@ -84,8 +92,10 @@ def ovi_setting(backbone, task: str, per_class: int, queries: int, config: Inver
 
 
 def print_rows(title: str, out: dict) -> None:
-    print(f"\n{title} ({out['n_queries']} queries, {out['n_gallery']} gallery, relevant = same class;"
-          f" inverted-to-target cosine {out['inversion']['mean_cosine']:.3f}; {out['seconds']} s)")
+    print(
+        f"\n{title} ({out['n_queries']} queries, {out['n_gallery']} gallery, relevant = same class;"
+        f" inverted-to-target cosine {out['inversion']['mean_cosine']:.3f}; {out['seconds']} s)"
+    )
     print("| mode | mAP | P@1 |\n|---|---|---|")
     for row in out["rows"]:
         print(f"| {row['mode']} | {100 * row['mAP']:.2f} | {100 * row['P@1']:.2f} |")
@@ -97,7 +107,9 @@ def main() -> int:
     parser.add_argument("--per-class", type=int, default=12, help="test images per class (default: %(default)s)")
     parser.add_argument("--queries", type=int, default=2, help="queries per class (default: %(default)s)")
     parser.add_argument("--no-ovi", action="store_true", help="skip the text→text / OVI comparison")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for the toy CLIP on a busy CPU)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: fastest for the toy CLIP on a busy CPU)"
+    )
     args = parser.parse_args()
     settings, per_class = (SETTINGS[:1], 8) if args.quick else (SETTINGS, args.per_class)
     oti = InversionConfig(steps=40 if args.quick else 150)
@@ -109,15 +121,25 @@ def main() -> int:
             out = oti_setting(backbone, Path(tmp), task, domain, per_class, args.queries, oti)
             print_rows(f"**{task} / {domain}** (modality gap {out['gap']:.3f})", out)
             rows = {r["mode"]: 100 * r["mAP"] for r in out["rows"]}
-            summary.append((f"{task} / {domain}", out["gap"], rows["image→image"], rows["OTI text→image"], rows["random pseudo-token→image"]))
+            summary.append(
+                (
+                    f"{task} / {domain}",
+                    out["gap"],
+                    rows["image→image"],
+                    rows["OTI text→image"],
+                    rows["random pseudo-token→image"],
+                )
+            )
         ovi_rows = []
-        for task, _ in ([] if args.no_ovi else OVI_SETTINGS[: 1 if args.quick else None]):
+        for task, _ in [] if args.no_ovi else OVI_SETTINGS[: 1 if args.quick else None]:
             out = ovi_setting(backbone, task, per_class, args.queries, ovi)
             print_rows(f"**{task} captions: text→text vs OVI**", out)
             rows = {r["mode"]: 100 * r["mAP"] for r in out["rows"]}
             ovi_rows.append((task, rows["text→text"], rows["OVI image→text"]))
     print("\n**Summary: mAP (%) of image retrieval, intra-modal vs OTI-inverted query**\n")
-    print("| task / rendering | modality gap | image→image | OTI text→image | random pseudo-token |\n|---|---|---|---|---|")
+    print(
+        "| task / rendering | modality gap | image→image | OTI text→image | random pseudo-token |\n|---|---|---|---|---|"
+    )
     for name, gap, plain, inverted, floor in summary:
         print(f"| {name} | {gap:.3f} | {plain:.2f} | {inverted:.2f} | {floor:.2f} |")
     if ovi_rows:

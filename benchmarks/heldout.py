@@ -62,8 +62,13 @@ def run(method: str, data, test_x, test_y, **overrides) -> dict:
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     accuracy = (result.head.predict_logits(test_x).argmax(1) == test_y).float().mean().item()
     chosen = result.selected.get("chosen", {})
-    return {"accuracy": round(100 * accuracy, 2), "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "chosen": {k: v for k, v in chosen.items() if k != "epochs"},
-            "history": result.history}
+    return {
+        "accuracy": round(100 * accuracy, 2),
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu, 1),
+        "chosen": {k: v for k, v in chosen.items() if k != "epochs"},
+        "history": result.history,
+    }
 
 
 def load_reference() -> dict:
@@ -91,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", default="all", help="comma-separated names from worlds.py, or all")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--slow-limit", type=int, default=SLOW_LIMIT, help="skip SLOW methods above this many training images")
-    parser.add_argument("--reference", action="store_true", help="run CLIP-Adapter's slow reference recipe and store it")
+    parser.add_argument(
+        "--slow-limit", type=int, default=SLOW_LIMIT, help="skip SLOW methods above this many training images"
+    )
+    parser.add_argument(
+        "--reference", action="store_true", help="run CLIP-Adapter's slow reference recipe and store it"
+    )
     parser.add_argument("--json", help="also write every row to this JSON file")
     args = parser.parse_args(argv)
     names = [s.name for s in (*DEV, *HELDOUT)] if args.worlds == "all" else args.worlds.split(",")
@@ -144,7 +153,9 @@ def print_table(names: list[str], methods: list[str], rows: dict, reference: dic
         if r and mine:
             key = "cpu_seconds" if "cpu_seconds" in r and "cpu_seconds" in mine else "seconds"
             speed = r[key] / max(mine[key], 0.1)
-            gaps.append(f"{mine['accuracy'] - r['accuracy']:+.2f} pt, {speed:.1f}× faster ({'CPU' if key == 'cpu_seconds' else 'wall'} time)")
+            gaps.append(
+                f"{mine['accuracy'] - r['accuracy']:+.2f} pt, {speed:.1f}× faster ({'CPU' if key == 'cpu_seconds' else 'wall'} time)"
+            )
         else:
             gaps.append("")
     print("| default − reference | " + " | ".join(gaps) + " |")

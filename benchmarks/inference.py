@@ -54,7 +54,9 @@ def main() -> int:
     method = get_method("clip-adapter")
     head = method(method.make_config(epochs=2, alpha_grid=())).fit(data).head
     with tempfile.TemporaryDirectory() as tmp:
-        Classifier("clip-adapter", head, data.classnames, data.templates, {"id": backbone.id, "name": args.backbone}, {}).save_pretrained(Path(tmp) / "a")
+        Classifier(
+            "clip-adapter", head, data.classnames, data.templates, {"id": backbone.id, "name": args.backbone}, {}
+        ).save_pretrained(Path(tmp) / "a")
         load_s = timed(lambda: Classifier.from_pretrained(Path(tmp) / "a"), 5)
         clf = Classifier.from_pretrained(Path(tmp) / "a")
         paths = make_jpegs(Path(tmp) / "img", args.images)
@@ -68,7 +70,9 @@ def main() -> int:
         e2e_1 = timed(lambda: predict(paths[:1]), 5)
         big = min(64, len(paths))
         e2e_64 = timed(lambda: predict(paths[:big]), 1)
-    print(f"\nartifact: clip-adapter, {args.classes} classes, D={backbone.embed_dim}; backbone {args.backbone} ({backbone.precision})")
+    print(
+        f"\nartifact: clip-adapter, {args.classes} classes, D={backbone.embed_dim}; backbone {args.backbone} ({backbone.precision})"
+    )
     print("| what | figure |\n|---|---|")
     print(f"| load artifact (config + safetensors, checks) | {1000 * load_s:.1f} ms |")
     print(f"| head only, batch 1 | {1000 * head_1:.2f} ms |")

@@ -27,8 +27,10 @@ def describe_machine() -> str:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags.split()]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"CPU: {model}, {os.cpu_count()} logical CPUs ({', '.join(isa) or 'no AVX2'}); "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {load:.2f} at start")
+    return (
+        f"CPU: {model}, {os.cpu_count()} logical CPUs ({', '.join(isa) or 'no AVX2'}); "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {load:.2f} at start"
+    )
 
 
 def matmul_rate(dtype: torch.dtype, threads: int, n: int = 2048, seconds: float = 1.0) -> float:

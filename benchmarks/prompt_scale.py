@@ -64,7 +64,10 @@ def main() -> int:
     data = replace(data, backbone=backbone, classnames=names, text=text)
     n, scale = args.target_classes * args.shots, args.target_classes / args.classes
     coop, cocoop = get_method("coop")().config, get_method("cocoop")().config
-    coop_lrs, cocoop_lrs = len(axis(coop.lr, coop.lr_grid)), len(axis(cocoop.lr, cocoop.lr_grid))  # runs of the lr search
+    coop_lrs, cocoop_lrs = (
+        len(axis(coop.lr, coop.lr_grid)),
+        len(axis(cocoop.lr, cocoop.lr_grid)),
+    )  # runs of the lr search
     official = {"optimizer": "sgd", "lr": 2e-3}
     # (recipe, method, overrides, per image?, runs, epochs, units per epoch at the target size)
     recipes = [
@@ -73,15 +76,22 @@ def main() -> int:
         ("CoCoOp, default", "cocoop", {}, True, cocoop_lrs, cocoop.epochs, n),
         ("CoCoOp, official (batch 1)", "cocoop", {**official, "batch_size": 1}, True, 1, 10, n),
     ]
-    print(f"\nmeasured at {args.classes} classes × {args.measure_shots} shots ({backbone.name} text encoder, {backbone.precision}); "
-          f"projected to {args.target_classes} classes × {args.shots} shots (N = {n}) by × {scale:.0f} (cost linear in classes)")
-    print("\n| recipe | measured s per step (CoCoOp: per image) | steps measured | projected run | projected s per epoch | projected total |")
+    print(
+        f"\nmeasured at {args.classes} classes × {args.measure_shots} shots ({backbone.name} text encoder, {backbone.precision}); "
+        f"projected to {args.target_classes} classes × {args.shots} shots (N = {n}) by × {scale:.0f} (cost linear in classes)"
+    )
+    print(
+        "\n| recipe | measured s per step (CoCoOp: per image) | steps measured | projected run | projected s per epoch | projected total |"
+    )
     print("|---|---|---|---|---|---|")
     for name, method, overrides, per_image, runs, epochs, units in recipes:
         unit, steps = seconds_per_unit(method, overrides, data, per_image)
         epoch_s = units * unit * scale
         what = f"{runs} lr × {epochs} epochs × {units} {'images' if per_image else 'steps'}"
-        print(f"| {name} | {unit:.3f} | {steps} | {what} | {epoch_s:,.0f} s | {runs * epochs * epoch_s / 3600:,.1f} h |", flush=True)
+        print(
+            f"| {name} | {unit:.3f} | {steps} | {what} | {epoch_s:,.0f} s | {runs * epochs * epoch_s / 3600:,.1f} h |",
+            flush=True,
+        )
     return 0
 
 

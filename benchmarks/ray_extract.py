@@ -52,7 +52,9 @@ def local(backbone, paths: list[Path], cache: Path, threads: int | None) -> tupl
         return features, len(paths) / (time.perf_counter() - start)
 
 
-def on_ray(ray, backbone, spec: BackboneSpec, paths: list[Path], cache: Path, workers: int) -> tuple[torch.Tensor, float, float]:
+def on_ray(
+    ray, backbone, spec: BackboneSpec, paths: list[Path], cache: Path, workers: int
+) -> tuple[torch.Tensor, float, float]:
     options = RayOptions(workers=workers, cpus_per_worker=1)
     with ray_extraction(ray, spec, options, backbone.encoder_fingerprint) as runner:
         start = time.perf_counter()
@@ -86,13 +88,24 @@ def main() -> int:
         rows.append(("local, 1 thread", rate, None, torch.equal(single, reference)))
         for workers in (int(w) for w in args.workers.split(",")):
             features, rate, startup = on_ray(ray, backbone, spec, paths, tmp / f"ray{workers}", workers)
-            rows.append((f"Ray, {workers} worker(s) x 1 CPU", rate, startup, (torch.equal(features, reference), torch.equal(features, single))))
+            rows.append(
+                (
+                    f"Ray, {workers} worker(s) x 1 CPU",
+                    rate,
+                    startup,
+                    (torch.equal(features, reference), torch.equal(features, single)),
+                )
+            )
         ray.shutdown()
     print(f"{args.images} images, {args.backbone} fp32, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
-    print("| run | images/s | actor start-up (s) | features equal to local (default threads / 1 thread) |\n|---|---|---|---|")
+    print(
+        "| run | images/s | actor start-up (s) | features equal to local (default threads / 1 thread) |\n|---|---|---|---|"
+    )
     for name, rate, startup, equal in rows:
         same = equal if isinstance(equal, bool) else f"{'yes' if equal[0] else 'no'} / {'yes' if equal[1] else 'no'}"
-        print(f"| {name} | {rate:.1f} | {'' if startup is None else f'{startup:.1f}'} | {same if isinstance(same, str) else ('yes' if same else 'no')} |")
+        print(
+            f"| {name} | {rate:.1f} | {'' if startup is None else f'{startup:.1f}'} | {same if isinstance(same, str) else ('yes' if same else 'no')} |"
+        )
     ray_rates = {name: rate for name, rate, startup, _ in rows if startup is not None}
     base = rows[0][1]
     print("\nratios: " + ", ".join(f"{name} / local = {rate / base:.2f}" for name, rate in ray_rates.items()))

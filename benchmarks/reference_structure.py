@@ -90,8 +90,12 @@ class Adapter(torch.nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(dim, dim // 4, bias=False), torch.nn.ReLU(),
-                                       torch.nn.Linear(dim // 4, dim, bias=False), torch.nn.ReLU())
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(dim, dim // 4, bias=False),
+            torch.nn.ReLU(),
+            torch.nn.Linear(dim // 4, dim, bias=False),
+            torch.nn.ReLU(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 0.2 * self.net(x) + 0.8 * x
@@ -107,8 +111,14 @@ def reference_step_seconds(model_name: str, paths: list[Path], classes: int, ste
     model.eval().requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(model_name)
     prompts = tokenizer([f"a photo of a class{c}." for c in range(classes)])
-    augment = T.Compose([T.RandomResizedCrop(224, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC),
-                         T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
+    augment = T.Compose(
+        [
+            T.RandomResizedCrop(224, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(CLIP_MEAN, CLIP_STD),
+        ]
+    )
     adapter = Adapter(model.text_projection.shape[1])
     opt = torch.optim.SGD(adapter.parameters(), lr=1e-2, momentum=0.9)
     labels = torch.randint(classes, (BATCH,))
@@ -148,7 +158,11 @@ def main() -> int:
     args = parser.parse_args()
     print(describe_machine())
     print("matmul (TFLOP/s): " + ", ".join(f"{k} {v:.4f}" for k, v in matmul_rates().items()))
-    n_train, n_val, n_test = args.classes * args.shots, args.classes * min(args.shots, 4), args.classes * args.test_per_class
+    n_train, n_val, n_test = (
+        args.classes * args.shots,
+        args.classes * min(args.shots, 4),
+        args.classes * args.test_per_class,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_jpegs(Path(tmp), args.measure_images)
         view_s, centre_s = our_extraction_rate(args.model, paths)
@@ -163,17 +177,31 @@ def main() -> int:
     ref_one = epochs * steps_per_epoch * step_s + n_test * ref_test_s
     ref_search = candidates * epochs * steps_per_epoch * step_s + n_test * ref_test_s
     ref_official = OFFICIAL_EPOCHS * steps_per_epoch * step_s + n_test * ref_test_s
-    print(f"\nrun: {args.model}, {args.classes} classes × {args.shots} shots ({n_train} train, {n_val} val, {n_test} test images)")
-    print(f"measured: our extraction {1 / view_s:.2f} augmented views/s and {1 / centre_s:.2f} centre views/s on {args.measure_images} JPEGs; "
-          f"our training + test on cached features {train_s:.1f} s ({candidates} α trained × {epochs} epochs); "
-          f"reference {step_s:.2f} s per step (mean of {args.reference_steps}), test {1 / ref_test_s:.2f} img/s")
+    print(
+        f"\nrun: {args.model}, {args.classes} classes × {args.shots} shots ({n_train} train, {n_val} val, {n_test} test images)"
+    )
+    print(
+        f"measured: our extraction {1 / view_s:.2f} augmented views/s and {1 / centre_s:.2f} centre views/s on {args.measure_images} JPEGs; "
+        f"our training + test on cached features {train_s:.1f} s ({candidates} α trained × {epochs} epochs); "
+        f"reference {step_s:.2f} s per step (mean of {args.reference_steps}), test {1 / ref_test_s:.2f} img/s"
+    )
     print("\n| what | seconds | ratio to ours |\n|---|---|---|")
-    print(f"| ours: extraction ({n_train}×{VIEWS} views + {n_val + n_test} centre) + training + test | {ours:,.0f} | 1.0× |")
-    print(f"| official structure, 1 α × {epochs} epochs ({steps_per_epoch} steps each) | {ref_one:,.0f} | {ref_one / ours:.1f}× |")
-    print(f"| official structure, our α search ({candidates} α × {epochs} epochs) | {ref_search:,.0f} | {ref_search / ours:.1f}× |")
-    print(f"| official structure, 1 α × {OFFICIAL_EPOCHS} epochs (the official recipe) | {ref_official:,.0f} | {ref_official / ours:.1f}× |")
-    print(f"\nour time is {100 * ours_extract / ours:.0f} % extraction; the reference's step is "
-          f"{math.ceil(step_s / (BATCH * view_s))}× the cost of encoding its 32 images once")
+    print(
+        f"| ours: extraction ({n_train}×{VIEWS} views + {n_val + n_test} centre) + training + test | {ours:,.0f} | 1.0× |"
+    )
+    print(
+        f"| official structure, 1 α × {epochs} epochs ({steps_per_epoch} steps each) | {ref_one:,.0f} | {ref_one / ours:.1f}× |"
+    )
+    print(
+        f"| official structure, our α search ({candidates} α × {epochs} epochs) | {ref_search:,.0f} | {ref_search / ours:.1f}× |"
+    )
+    print(
+        f"| official structure, 1 α × {OFFICIAL_EPOCHS} epochs (the official recipe) | {ref_official:,.0f} | {ref_official / ours:.1f}× |"
+    )
+    print(
+        f"\nour time is {100 * ours_extract / ours:.0f} % extraction; the reference's step is "
+        f"{math.ceil(step_s / (BATCH * view_s))}× the cost of encoding its 32 images once"
+    )
     return 0
 
 

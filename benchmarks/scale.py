@@ -46,9 +46,18 @@ def baseline(ref: str, method: str, overrides: dict, args) -> float:
     """Seconds for ``method`` with ``overrides`` under the code at git ``ref`` (a fresh subprocess)."""
     repo = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "src"], check=True, capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", ref, "src"], check=True, capture_output=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        code = BASELINE_SNIPPET.format(bench=str(Path(__file__).resolve().parent), classes=args.classes, shots=args.shots, dim=args.dim, method=method, overrides=overrides)
+        code = BASELINE_SNIPPET.format(
+            bench=str(Path(__file__).resolve().parent),
+            classes=args.classes,
+            shots=args.shots,
+            dim=args.dim,
+            method=method,
+            overrides=overrides,
+        )
         env = {**os.environ, "PYTHONPATH": str(Path(tmp) / "src")}
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])["seconds"]
@@ -58,7 +67,9 @@ def adapter_flops(data, candidate_epochs: int, reduction: int = 4) -> float:
     """Arithmetic of the stacked CLIP-Adapter search: forward + backward of adapter and logits, summed over candidates."""
     n, d, c = data.train.shape[0], data.embed_dim, data.num_classes
     h = d // reduction
-    per_sample = 2 * (2 * d * h) + 2 * (3 * d * h) + 2 * (2 * d * c)  # fwd adapter, bwd adapter, logits fwd + input grad
+    per_sample = (
+        2 * (2 * d * h) + 2 * (3 * d * h) + 2 * (2 * d * c)
+    )  # fwd adapter, bwd adapter, logits fwd + input grad
     return per_sample * n * candidate_epochs
 
 
@@ -79,15 +90,19 @@ def main() -> int:
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--baseline-ref", default=BASELINE_REF, help="git commit whose code is 'today' ('' to skip)")
-    parser.add_argument("--skip-slow", action="store_true", help="extrapolate Tip-Adapter-F, CLAP and the linear probe from short runs")
+    parser.add_argument(
+        "--skip-slow", action="store_true", help="extrapolate Tip-Adapter-F, CLAP and the linear probe from short runs"
+    )
     args = parser.parse_args()
     print(describe_machine())
     rates = matmul_rates()
     print("matmul 2048² (TFLOP/s): " + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
     data, test_x, test_y = make_world(args.classes, args.shots, dim=args.dim)
     n = data.train.shape[0]
-    print(f"\nworld: {args.classes} classes × {args.shots} shots × {data.train.shape[1]} views, D={args.dim}, "
-          f"{len(data.val_labels)} val, {len(test_y)} test images")
+    print(
+        f"\nworld: {args.classes} classes × {args.shots} shots × {data.train.shape[1]} views, D={args.dim}, "
+        f"{len(data.val_labels)} val, {len(test_y)} test images"
+    )
     rows = _Rows()
     zs = run("zero-shot", data, test_x, test_y)
     rows.append(("zero-shot", zs["seconds"], zs["accuracy"], ""))
@@ -96,17 +111,33 @@ def main() -> int:
     trained = [h for h in ca["history"] if h.get("steps")]
     runs = sorted((h["epochs_run"] for h in trained), reverse=True)
     flops = adapter_flops(data, sum(runs))
-    note = (f"α={ca['chosen'].get('alpha')}, {len(trained)} α trained, epochs per candidate {runs} (the race keeps the best), "
-            f"{flops / ca['seconds'] / 1e12:.3f} TFLOP/s achieved")
+    note = (
+        f"α={ca['chosen'].get('alpha')}, {len(trained)} α trained, epochs per candidate {runs} (the race keeps the best), "
+        f"{flops / ca['seconds'] / 1e12:.3f} TFLOP/s achieved"
+    )
     rows.append(("clip-adapter (default)", ca["seconds"], ca["accuracy"], note))
     if args.baseline_ref:
         one_epoch = baseline(args.baseline_ref, "clip-adapter", {"epochs": 1, "alpha_grid": ()}, args)
         today = one_epoch * 60 * 5
-        rows.append(("clip-adapter, today's default (extrapolated)", today, float("nan"), f"1 α × 1 epoch measured: {one_epoch:.1f} s; × 5 α × 60 epochs"))
+        rows.append(
+            (
+                "clip-adapter, today's default (extrapolated)",
+                today,
+                float("nan"),
+                f"1 α × 1 epoch measured: {one_epoch:.1f} s; × 5 α × 60 epochs",
+            )
+        )
         print(f"\nCLIP-Adapter speed-up over today's default: {today / ca['seconds']:.1f}×")
 
     tip = run("tip-adapter", data, test_x, test_y)
-    rows.append(("tip-adapter (α/β search)", tip["seconds"], tip["accuracy"], f"α={tip['chosen']['alpha']:.2f} β={tip['chosen']['beta']:.2f}"))
+    rows.append(
+        (
+            "tip-adapter (α/β search)",
+            tip["seconds"],
+            tip["accuracy"],
+            f"α={tip['chosen']['alpha']:.2f} β={tip['chosen']['beta']:.2f}",
+        )
+    )
     if args.baseline_ref:
         two = baseline(args.baseline_ref, "tip-adapter", {"beta_steps": 2}, args)
         rows.append(("tip-adapter, today (extrapolated)", two * 100, float("nan"), f"2 β measured: {two:.1f} s; × 100"))

@@ -58,7 +58,9 @@ def phase(url: str, images: list[bytes], clients: int, requests: int, seconds: f
                 if n is None:
                     return
                 start = time.perf_counter()
-                response = http.post("/predict?top_k=1", files=[("images", (f"{n}.png", images[n % len(images)], "image/png"))])
+                response = http.post(
+                    "/predict?top_k=1", files=[("images", (f"{n}.png", images[n % len(images)], "image/png"))]
+                )
                 latencies.append(time.perf_counter() - start)
                 if response.status_code != 200:
                     errors.append(response.status_code)
@@ -70,8 +72,11 @@ def phase(url: str, images: list[bytes], clients: int, requests: int, seconds: f
     elapsed = time.perf_counter() - start
     ordered = sorted(latencies)
     return {
-        "requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed,
-        "p50_ms": 1000 * statistics.median(ordered), "p95_ms": 1000 * ordered[max(0, int(0.95 * len(ordered)) - 1)],
+        "requests": len(latencies),
+        "seconds": elapsed,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p95_ms": 1000 * ordered[max(0, int(0.95 * len(ordered)) - 1)],
         "errors": len(errors),
     }
 
@@ -104,19 +109,29 @@ def main() -> int:
         model = clip_adapter.fit(photos, backbone=backbone, shots=1, cache_dir=Path(work) / "cache", epochs=2)
         images = [p.read_bytes() for p in sorted((photos / "images").rglob("test_*.png"))]
         counting = CountingBackbone(backbone)
-        limits = ServeLimits(max_batch=32, max_wait_ms=args.max_wait_ms, max_concurrency=max(8, args.clients),
-                             max_uploads=max(32, args.clients))
+        limits = ServeLimits(
+            max_batch=32,
+            max_wait_ms=args.max_wait_ms,
+            max_concurrency=max(8, args.clients),
+            max_uploads=max(32, args.clients),
+        )
         app = create_app(AdaptedCLIP(model.classifier, counting, FeatureConfig()), limits)
-        print(f"toy CLIP ({backbone.precision}, {args.threads} torch thread(s)), {len(images)} distinct 64x64 PNGs, "
-              f"batch-1 requests, max_wait_ms={args.max_wait_ms}, on {LOOPBACK}")
-        print(f"{'phase':<22}{'requests':>9}{'seconds':>9}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'enc calls':>11}{'errors':>8}")
+        print(
+            f"toy CLIP ({backbone.precision}, {args.threads} torch thread(s)), {len(images)} distinct 64x64 PNGs, "
+            f"batch-1 requests, max_wait_ms={args.max_wait_ms}, on {LOOPBACK}"
+        )
+        print(
+            f"{'phase':<22}{'requests':>9}{'seconds':>9}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'enc calls':>11}{'errors':>8}"
+        )
         with serve_in_background(app, LOOPBACK) as url:
             clients_process.submit(phase, url, images, 1, 10, args.seconds).result()  # warm-up, not reported
             for name, clients in (("sequential (1 client)", 1), (f"concurrent ({args.clients} clients)", args.clients)):
                 before = counting.calls
                 r = clients_process.submit(phase, url, images, clients, args.requests, args.seconds).result()
-                print(f"{name:<22}{r['requests']:>9}{r['seconds']:>9.1f}{r['rps']:>9.1f}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}"
-                      f"{counting.calls - before:>11}{r['errors']:>8}")
+                print(
+                    f"{name:<22}{r['requests']:>9}{r['seconds']:>9.1f}{r['rps']:>9.1f}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}"
+                    f"{counting.calls - before:>11}{r['errors']:>8}"
+                )
     return 0
 
 

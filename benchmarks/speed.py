@@ -52,9 +52,12 @@ def training(dim: int, classes: int, shots: int, views: int, preset: str | None,
     gen = torch.Generator().manual_seed(0)
     n = classes * shots
     data = FewShotData(
-        torch.randn(n, views, dim, generator=gen), torch.arange(classes).repeat_interleave(shots),
-        torch.randn(classes * 4, dim, generator=gen), torch.arange(classes).repeat_interleave(4),
-        torch.nn.functional.normalize(torch.randn(classes, dim, generator=gen), dim=1), 100.0,
+        torch.randn(n, views, dim, generator=gen),
+        torch.arange(classes).repeat_interleave(shots),
+        torch.randn(classes * 4, dim, generator=gen),
+        torch.arange(classes).repeat_interleave(4),
+        torch.nn.functional.normalize(torch.randn(classes, dim, generator=gen), dim=1),
+        100.0,
         [str(i) for i in range(classes)],
     )
     method = get_method("clip-adapter")
@@ -71,19 +74,27 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--classes", type=int, default=100, help="classes for the training benchmark (16 shots each)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU bf16 fast: "
-          f"{__import__('clip_adapter.backbones', fromlist=['x']).cpu_has_fast_bf16()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU bf16 fast: "
+        f"{__import__('clip_adapter.backbones', fromlist=['x']).cpu_has_fast_bf16()}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_jpegs(Path(tmp), args.images)
         print(f"\nExtraction, {args.backbone} (random init), {len(paths)} JPEGs 400x300")
-        print("| precision | views | encoder images/s | end-to-end images/s (decode+augment+encode) |\n|---|---|---|---|")
+        print(
+            "| precision | views | encoder images/s | end-to-end images/s (decode+augment+encode) |\n|---|---|---|---|"
+        )
         for precision in ("fp32", "bf16"):
             for views in (None, 4):
                 enc, e2e = extraction(args.backbone, paths, precision, views)
-                print(f"| {precision} | {'1 (centre)' if views is None else f'{views} augmented'} | {enc:.1f} | {e2e:.1f} |")
+                print(
+                    f"| {precision} | {'1 (centre)' if views is None else f'{views} augmented'} | {enc:.1f} | {e2e:.1f} |"
+                )
     dim = create_backbone(args.backbone, "none", precision="fp32").embed_dim
-    print(f"\nCLIP-Adapter training on cached features: D={dim}, {args.classes} classes x 16 shots x 10 views, "
-          "alpha/lr grid searched on validation (protocol val)")
+    print(
+        f"\nCLIP-Adapter training on cached features: D={dim}, {args.classes} classes x 16 shots x 10 views, "
+        "alpha/lr grid searched on validation (protocol val)"
+    )
     print("| recipe | variant | wall seconds | optimiser steps (whole search) |\n|---|---|---|---|")
     for preset in ("fast", "official"):
         for variant in ("visual", "both"):

@@ -38,9 +38,17 @@ from synthetic_world import SHORT_RUNS, make_world  # noqa: E402
 
 # (classes, test images) of the CoOp splits.
 DATASETS = {
-    "imagenet": (1000, 50000), "caltech101": (100, 2465), "oxford_pets": (37, 3669), "stanford_cars": (196, 8041),
-    "oxford_flowers": (102, 2463), "food101": (101, 30300), "fgvc_aircraft": (100, 3333), "sun397": (397, 19850),
-    "dtd": (47, 1692), "eurosat": (10, 8100), "ucf101": (101, 3783),
+    "imagenet": (1000, 50000),
+    "caltech101": (100, 2465),
+    "oxford_pets": (37, 3669),
+    "stanford_cars": (196, 8041),
+    "oxford_flowers": (102, 2463),
+    "food101": (101, 30300),
+    "fgvc_aircraft": (100, 3333),
+    "sun397": (397, 19850),
+    "dtd": (47, 1692),
+    "eurosat": (10, 8100),
+    "ucf101": (101, 3783),
 }
 # With --extrapolate, cells with more training images than this run the slow recipes short. 0: every
 # cell (the linear probe's full C search is hours on a CPU even at 100 classes × 16 shots).
@@ -74,14 +82,28 @@ def main() -> int:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--extrapolate", action="store_true", help="run seed 1 and short slow recipes; project the grid")
+    parser.add_argument(
+        "--extrapolate", action="store_true", help="run seed 1 and short slow recipes; project the grid"
+    )
     args = parser.parse_args()
     names = list(DATASETS) if args.datasets == "all" else args.datasets.split(",")
-    shots, seeds, methods = [int(s) for s in args.shots.split(",")], [int(s) for s in args.seeds.split(",")], args.methods.split(",")
+    shots, seeds, methods = (
+        [int(s) for s in args.shots.split(",")],
+        [int(s) for s in args.seeds.split(",")],
+        args.methods.split(","),
+    )
     print(describe_machine())
-    print(f"{len(names)} datasets × shots {shots} × seeds {seeds} × {methods}, D={args.dim}"
-          + (" (PROJECTED: seed 1 measured × seeds, slow recipes from short runs)" if args.extrapolate else "") + "\n")
-    print("| dataset | classes | " + " | ".join(f"{m} s" for m in methods) + " | total s |\n|---|---|" + "---|" * (len(methods) + 1))
+    print(
+        f"{len(names)} datasets × shots {shots} × seeds {seeds} × {methods}, D={args.dim}"
+        + (" (PROJECTED: seed 1 measured × seeds, slow recipes from short runs)" if args.extrapolate else "")
+        + "\n"
+    )
+    print(
+        "| dataset | classes | "
+        + " | ".join(f"{m} s" for m in methods)
+        + " | total s |\n|---|---|"
+        + "---|" * (len(methods) + 1)
+    )
     start, grand = time.perf_counter(), 0.0
     for name in names:
         classes, test = DATASETS[name]
@@ -93,11 +115,22 @@ def main() -> int:
                 cell = {m: fit_seconds(m, data, args.extrapolate, name) for m in methods}
                 for m in methods:
                     per_method[m] += cell[m] * (len(seeds) if args.extrapolate else 1)
-                print(f"  {name} {k}-shot seed {seed}: " + ", ".join(f"{m} {v:.1f} s" for m, v in cell.items()), file=sys.stderr, flush=True)
+                print(
+                    f"  {name} {k}-shot seed {seed}: " + ", ".join(f"{m} {v:.1f} s" for m, v in cell.items()),
+                    file=sys.stderr,
+                    flush=True,
+                )
         grand += sum(per_method.values())
-        print(f"| {name} | {classes} | " + " | ".join(f"{per_method[m]:.1f}" for m in methods) + f" | {sum(per_method.values()):.1f} |", flush=True)
+        print(
+            f"| {name} | {classes} | "
+            + " | ".join(f"{per_method[m]:.1f}" for m in methods)
+            + f" | {sum(per_method.values()):.1f} |",
+            flush=True,
+        )
     total = "projected total (sum of the table)" if args.extrapolate else "total wall"
-    print(f"\n{total}: {grand:.1f} s; measured wall {time.perf_counter() - start:.1f} s; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(
+        f"\n{total}: {grand:.1f} s; measured wall {time.perf_counter() - start:.1f} s; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
     return 0
 
 

@@ -46,7 +46,9 @@ def make_world(
     rank = max(1, dim // 32)
     distort = randn(dim, rank) @ randn(rank, dim) / (rank * dim) ** 0.5  # shared low-rank distortion
     offset = 3 * shift * F.normalize(randn(dim), dim=0)
-    centres = protos + shift * protos @ distort.t() + offset + per_class_shift * F.normalize(randn(classes, dim), dim=-1)
+    centres = (
+        protos + shift * protos @ distort.t() + offset + per_class_shift * F.normalize(randn(classes, dim), dim=-1)
+    )
 
     def images(per_class: int, n_views: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.arange(classes).repeat_interleave(per_class)
@@ -70,5 +72,9 @@ def make_world(
 SHORT_RUNS = {
     "tip-adapter-f": ({"epochs": 1}, 20, "1 of 20 epochs (+ the α/β search) measured, × 20 (upper bound)"),
     "clap": ({"epochs": 1}, 300, "1 of 300 epochs measured, × 300"),
-    "linear-probe": ({"max_iter": 2, "bisection_steps": 0}, 150 * 23 / 7, "7 fits × 2 iterations measured; × 150 × 23/7 (upper bound)"),
+    "linear-probe": (
+        {"max_iter": 2, "bisection_steps": 0},
+        150 * 23 / 7,
+        "7 fits × 2 iterations measured; × 150 × 23/7 (upper bound)",
+    ),
 }

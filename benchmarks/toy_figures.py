@@ -35,7 +35,14 @@ from clip_adapter.pipeline import FeatureConfig  # noqa: E402
 from clip_adapter.toyworld import DOMAINS, write_task_dataset  # noqa: E402
 
 PER_CLASS = {"shape": (32, 8, 50), "color": (32, 8, 50), "shape-color": (24, 4, 10)}  # train pool, val, test
-SHIFTED = [("color", "sketch"), ("color", "night"), ("shape", "sketch"), ("shape", "night"), ("shape-color", "sketch"), ("shape-color", "night")]
+SHIFTED = [
+    ("color", "sketch"),
+    ("color", "night"),
+    ("shape", "sketch"),
+    ("shape", "night"),
+    ("shape-color", "sketch"),
+    ("shape-color", "night"),
+]
 ALPHA_TASKS = [("color", "night"), ("shape-color", "sketch")]
 ALPHAS = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
 SEEDS = (1, 2, 3)
@@ -59,8 +66,12 @@ def run(backbone, plan: BenchPlan, out: Path) -> dict:
     report = run_bench(backbone, plan, out, log=lambda _: None)
     groups: dict = {}
     for row in load_results(report.results):
-        groups.setdefault((row["dataset"], row["method"], row["shots"]), []).append((row["accuracy"], row["zero_shot_accuracy"]))
-    return {k: (100 * statistics.fmean(a for a, _ in v), 100 * statistics.fmean(z for _, z in v)) for k, v in groups.items()}
+        groups.setdefault((row["dataset"], row["method"], row["shots"]), []).append(
+            (row["accuracy"], row["zero_shot_accuracy"])
+        )
+    return {
+        k: (100 * statistics.fmean(a for a, _ in v), 100 * statistics.fmean(z for _, z in v)) for k, v in groups.items()
+    }
 
 
 def zero_shot_table(backbone, work: Path, features: FeatureConfig) -> dict[str, float]:
@@ -105,7 +116,12 @@ def targets(zs: dict[str, float], methods: dict | None) -> bool:
     ]
     if methods is not None:
         wins = [f"{t}/{d}" for t, d in SHIFTED if methods[(f"{t}/{d}", "visual", 16)][0] - zs[f"{t}/{d}"] >= 15]
-        checks.append((f"shifted tasks where CLIP-Adapter@16 beats zero-shot by >= 15 points: {len(wins)} >= 2 ({', '.join(wins)})", len(wins) >= 2))
+        checks.append(
+            (
+                f"shifted tasks where CLIP-Adapter@16 beats zero-shot by >= 15 points: {len(wins)} >= 2 ({', '.join(wins)})",
+                len(wins) >= 2,
+            )
+        )
     print("\ntargets:")
     for text, ok in checks:
         print(f"  [{'ok' if ok else 'FAIL'}] {text}")
@@ -115,7 +131,9 @@ def targets(zs: dict[str, float], methods: dict | None) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="shipped", help="shipped, or a toy checkpoint file or directory")
-    parser.add_argument("--work", default="toy-figures", help="folder for task images, feature cache and result JSONs (reused)")
+    parser.add_argument(
+        "--work", default="toy-figures", help="folder for task images, feature cache and result JSONs (reused)"
+    )
     parser.add_argument("--quick", action="store_true", help="zero-shot table and targets only")
     args = parser.parse_args(argv)
     backbone = create_backbone("toy", args.checkpoint)

@@ -51,7 +51,14 @@ SEEDS = tuple(int(x) for x in os.environ.get("TOY_PROTOCOLS_SEEDS", "1,2,3").spl
 DG_METHODS = ("zero-shot", "clip-adapter", "coop", "cocoop", "tip-adapter-f", "linear-probe", "clap", "gda")
 B2N_TASKS = [("color", "night"), ("shape", "sketch"), ("shape-color", "night")]
 B2N_METHODS = ("zero-shot", "clip-adapter", "coop", "cocoop", "linear-probe", "tip-adapter-f")
-AUTO_TASKS = [("color", "sketch"), ("color", "night"), ("shape", "sketch"), ("shape", "night"), ("shape-color", "sketch"), ("shape-color", "night")]
+AUTO_TASKS = [
+    ("color", "sketch"),
+    ("color", "night"),
+    ("shape", "sketch"),
+    ("shape", "night"),
+    ("shape-color", "sketch"),
+    ("shape-color", "night"),
+]
 # auto's development worlds (its defaults were chosen looking at these) and held-out ones (reported, never used to
 # choose): other dataset seeds draw other scenes of the tasks; the split is by seed, checked by auto_worlds().
 HELDOUT_MIN_SEED = 5000
@@ -102,8 +109,12 @@ def auto_worlds() -> dict[str, list[tuple[str, str, int]]]:
     groups = {g: w for g, w in (("development", AUTO_DEV), ("held-out", AUTO_HELDOUT)) if g in AUTO_GROUPS}
     if not groups or set(AUTO_GROUPS) - {"development", "held-out"}:
         raise SystemExit(f"TOY_PROTOCOLS_AUTO_GROUPS: development and/or held-out; got {','.join(AUTO_GROUPS)}")
-    if any(seed >= HELDOUT_MIN_SEED for _, _, seed in AUTO_DEV) or any(seed < HELDOUT_MIN_SEED for _, _, seed in AUTO_HELDOUT):
-        raise SystemExit(f"auto: development worlds need dataset seeds < {HELDOUT_MIN_SEED}, held-out worlds ≥ {HELDOUT_MIN_SEED}")
+    if any(seed >= HELDOUT_MIN_SEED for _, _, seed in AUTO_DEV) or any(
+        seed < HELDOUT_MIN_SEED for _, _, seed in AUTO_HELDOUT
+    ):
+        raise SystemExit(
+            f"auto: development worlds need dataset seeds < {HELDOUT_MIN_SEED}, held-out worlds ≥ {HELDOUT_MIN_SEED}"
+        )
     return groups
 
 
@@ -127,31 +138,45 @@ def auto_checks(name: str, res: dict) -> tuple[list[str], int]:
         avg = {m: statistics.fmean(acc(m, s, d) for d in datasets) for m in (*CANDIDATES, "auto")}
         best = max(CANDIDATES, key=avg.get)
         gap = avg["auto"] - avg[best]
-        worst = min((100 * (cells[("auto", s, d, seed)]["accuracy"] - cells[("zero-shot", s, d, seed)]["accuracy"]), d, seed)
-                    for d in datasets for seed in AUTO_SEEDS)
+        worst = min(
+            (100 * (cells[("auto", s, d, seed)]["accuracy"] - cells[("zero-shot", s, d, seed)]["accuracy"]), d, seed)
+            for d in datasets
+            for seed in AUTO_SEEDS
+        )
         ok_best, ok_zs = gap >= -1.0, worst[0] >= -1.0
         misses += (not ok_best) + (not ok_zs)
-        lines.append(f"{name} {s:>2} shots: auto {avg['auto']:.2f} vs best single ({best}) {avg[best]:.2f}: {gap:+.2f} points "
-                     f"{'OK' if ok_best else 'MISSED'}; worst seed vs zero-shot {worst[0]:+.2f} ({worst[1]}, seed {worst[2]}) "
-                     f"{'OK' if ok_zs else 'MISSED'}")
+        lines.append(
+            f"{name} {s:>2} shots: auto {avg['auto']:.2f} vs best single ({best}) {avg[best]:.2f}: {gap:+.2f} points "
+            f"{'OK' if ok_best else 'MISSED'}; worst seed vs zero-shot {worst[0]:+.2f} ({worst[1]}, seed {worst[2]}) "
+            f"{'OK' if ok_zs else 'MISSED'}"
+        )
     return lines, misses
 
 
 def auto(backbone, features: FeatureConfig) -> int:
     """Development and held-out worlds side by side; the exit status counts the held-out target's misses."""
     results = {group: auto_group(backbone, features, group, worlds) for group, worlds in auto_worlds().items()}
-    about = {"development": "auto's defaults were chosen looking at these",
-             "held-out": f"dataset seeds ≥ {HELDOUT_MIN_SEED}; reported, never used to choose"}
-    print(f"(AUTO) mean test accuracy (%), few-shot seeds {', '.join(map(str, AUTO_SEEDS))}. "
-          + " ".join(f"{g.capitalize()}: {', '.join(r['datasets'])} ({about[g]})." for g, r in results.items()) + "\n")
+    about = {
+        "development": "auto's defaults were chosen looking at these",
+        "held-out": f"dataset seeds ≥ {HELDOUT_MIN_SEED}; reported, never used to choose",
+    }
+    print(
+        f"(AUTO) mean test accuracy (%), few-shot seeds {', '.join(map(str, AUTO_SEEDS))}. "
+        + " ".join(f"{g.capitalize()}: {', '.join(r['datasets'])} ({about[g]})." for g, r in results.items())
+        + "\n"
+    )
     columns = [(g, s) for g in results for s in AUTO_SHOTS]
-    print("| method | " + " | ".join(f"{'dev' if g == 'development' else 'held-out'} {s}-shot" for g, s in columns) + " |")
+    print(
+        "| method | " + " | ".join(f"{'dev' if g == 'development' else 'held-out'} {s}-shot" for g, s in columns) + " |"
+    )
     print("|---|" + "---|" * len(columns))
     for m in (*CANDIDATES, "auto"):
         cols = []
         for g, s in columns:
             cells, datasets = results[g]["cells"], results[g]["datasets"]
-            cols.append(statistics.fmean(100 * cells[(m, s, d, seed)]["accuracy"] for d in datasets for seed in AUTO_SEEDS))
+            cols.append(
+                statistics.fmean(100 * cells[(m, s, d, seed)]["accuracy"] for d in datasets for seed in AUTO_SEEDS)
+            )
         print(f"| {m} | " + " | ".join(f"{c:.2f}" for c in cols) + " |")
     print("\nPer world (mean of seeds), auto against the best single method there:")
     for g, res in results.items():
@@ -159,9 +184,14 @@ def auto(backbone, features: FeatureConfig) -> int:
         for d in res["datasets"]:
             parts = []
             for s in AUTO_SHOTS:
-                mean = {m: statistics.fmean(100 * cells[(m, s, d, seed)]["accuracy"] for seed in AUTO_SEEDS) for m in (*CANDIDATES, "auto")}
+                mean = {
+                    m: statistics.fmean(100 * cells[(m, s, d, seed)]["accuracy"] for seed in AUTO_SEEDS)
+                    for m in (*CANDIDATES, "auto")
+                }
                 best = max(CANDIDATES, key=mean.get)
-                parts.append(f"{s}-shot auto {mean['auto']:.1f} vs {best} {mean[best]:.1f} ({mean['auto'] - mean[best]:+.1f})")
+                parts.append(
+                    f"{s}-shot auto {mean['auto']:.1f} vs {best} {mean[best]:.1f} ({mean['auto'] - mean[best]:+.1f})"
+                )
             print(f"  {g} {d}: " + "; ".join(parts))
     misses = 0
     print()
@@ -178,14 +208,22 @@ def auto(backbone, features: FeatureConfig) -> int:
                 for seed in AUTO_SEEDS:
                     pick = json.loads(cells[("auto", s, d, seed)]["chosen"]).get("method", "?")
                     picks[pick] = picks.get(pick, 0) + 1
-            fit_s = {m: sum(r["fit_seconds"] for (mm, ss, *_), r in cells.items() if mm == m and ss == s) for m in (*CANDIDATES, "auto")}
+            fit_s = {
+                m: sum(r["fit_seconds"] for (mm, ss, *_), r in cells.items() if mm == m and ss == s)
+                for m in (*CANDIDATES, "auto")
+            }
             ratio = fit_s["auto"] / max(sum(fit_s[m] for m in CANDIDATES), 1e-9)
-            print(f"{g} {s}-shot: auto chose " + ", ".join(f"{m} ×{n}" for m, n in sorted(picks.items(), key=lambda kv: -kv[1]))
-                  + f"; cost {ratio:.2f}× its candidates' fits together")
+            print(
+                f"{g} {s}-shot: auto chose "
+                + ", ".join(f"{m} ×{n}" for m, n in sorted(picks.items(), key=lambda kv: -kv[1]))
+                + f"; cost {ratio:.2f}× its candidates' fits together"
+            )
         auto_s = sum(r["fit_seconds"] for (m, *_), r in cells.items() if m == "auto")
         single_s = sum(r["fit_seconds"] for (m, *_), r in cells.items() if m in CANDIDATES)
-        print(f"{g}: auto's fit time {auto_s:.0f} s vs the sum of its candidates' fits {single_s:.0f} s: "
-              f"{auto_s / max(single_s, 1e-9):.2f}× (grid {res['seconds']:.0f} s)")
+        print(
+            f"{g}: auto's fit time {auto_s:.0f} s vs the sum of its candidates' fits {single_s:.0f} s: "
+            f"{auto_s / max(single_s, 1e-9):.2f}× (grid {res['seconds']:.0f} s)"
+        )
     print(f"\nheld-out target misses: {misses}")
     return misses
 

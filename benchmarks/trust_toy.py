@@ -55,8 +55,8 @@ os.environ.setdefault("CLIP_ADAPTER_NO_PROGRESS", "1")
 
 import torch  # noqa: E402
 
-from clip_adapter.core import outputs  # noqa: E402
 from clip_adapter.backbones import create_backbone  # noqa: E402
+from clip_adapter.core import outputs  # noqa: E402
 from clip_adapter.core.errors import ClipAdapterError  # noqa: E402
 from clip_adapter.core.files import atomic_write_bytes, atomic_write_json  # noqa: E402
 from clip_adapter.core.threads import torch_threads  # noqa: E402
@@ -76,7 +76,9 @@ SOURCE, SHIFTS = "photo", ("night", "sketch")
 DOMAINS = (SOURCE, *SHIFTS)
 SHOTS = 16
 POOL, VAL, TEST, HELDOUT = 32, 4, 50, 16  # per class: training pool, validation (= the few-shot val), test, held-out
-CAL_LARGE = 40  # per class: the larger in-domain conformal calibration set (HELDOUT_SEED, so it contains the HELDOUT one)
+CAL_LARGE = (
+    40  # per class: the larger in-domain conformal calibration set (HELDOUT_SEED, so it contains the HELDOUT one)
+)
 CALIBRATIONS = ("marginal", "class-conditional")  # one conformal threshold for all classes, or one per class (Mondrian)
 OOD_IMAGES = 400
 HOLDOUT = {"color": ("orange", "purple"), "shape": ("star", "heart")}  # fixed before any run
@@ -96,7 +98,12 @@ PENALISED = ("CLIP-Adapter (visual)", "CLIP-Adapter (both)")
 # unpenalised CLIP-Adapter on colour, seed 1 (the first run made). On shape validation keeps α = 0 (zero-shot) in every
 # run, so there these rows show an adapter that validation would have rejected.
 FIXED_ALPHA = 0.8
-FIXED = {f"CLIP-Adapter (visual, α = {FIXED_ALPHA} fixed)": ("clip-adapter", {"variant": "visual", "alpha": FIXED_ALPHA, "alpha_grid": ()})}
+FIXED = {
+    f"CLIP-Adapter (visual, α = {FIXED_ALPHA} fixed)": (
+        "clip-adapter",
+        {"variant": "visual", "alpha": FIXED_ALPHA, "alpha_grid": ()},
+    )
+}
 REMEDIES = ("raw", "temperature", "zs-norm", "zs-norm + temperature", "temperature (target)")
 PENALTY_ROW = "range penalty"
 
@@ -142,9 +149,14 @@ def split_features(backbone, dataset, split: str, features: FeatureConfig) -> tu
 def run_specs(penalty: float) -> list[tuple[str, str, dict[str, Any], str]]:
     """``(label, method, overrides, variant)`` of every head trained; variant "" = the method as it is (with the post-hoc remedies)."""
     specs = [(label, method, overrides, "") for label, (method, overrides) in METHODS.items()]
-    specs += [(label, "clip-adapter", {**METHODS[label][1], "range_penalty": penalty}, PENALTY_ROW) for label in PENALISED]
+    specs += [
+        (label, "clip-adapter", {**METHODS[label][1], "range_penalty": penalty}, PENALTY_ROW) for label in PENALISED
+    ]
     for label, (method, overrides) in FIXED.items():
-        specs += [(label, method, overrides, "raw"), (label, method, {**overrides, "range_penalty": penalty}, PENALTY_ROW)]
+        specs += [
+            (label, method, overrides, "raw"),
+            (label, method, {**overrides, "range_penalty": penalty}, PENALTY_ROW),
+        ]
     return specs
 
 
@@ -157,20 +169,30 @@ def calibration_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str,
     return {"accuracy": report["accuracy"], "ece": report["ece"], "nll": report["nll"]}
 
 
-def evaluate_task(backbone, task_name: str, seeds: tuple[int, ...], penalty: float, work: Path, features: FeatureConfig,
-                  log) -> dict[str, Any]:
+def evaluate_task(
+    backbone, task_name: str, seeds: tuple[int, ...], penalty: float, work: Path, features: FeatureConfig, log
+) -> dict[str, Any]:
     """Every measure of one task: ``{"calibration": rows, "conformal": rows, "ood": rows}``, one entry per seed."""
     source = task_dataset(work, f"{task_name}-{SOURCE}-{DATA_SEED}", task_name, SOURCE, (POOL, VAL, TEST), DATA_SEED)
     tests = {SOURCE: split_features(backbone, source, "test", features)}
     heldout = {}
     for domain in DOMAINS:
         if domain != SOURCE:
-            shifted = task_dataset(work, f"{task_name}-{domain}-{DATA_SEED}", task_name, domain, (0, 0, TEST), DATA_SEED)
+            shifted = task_dataset(
+                work, f"{task_name}-{domain}-{DATA_SEED}", task_name, domain, (0, 0, TEST), DATA_SEED
+            )
             tests[domain] = split_features(backbone, shifted, "test", features)
-        held = task_dataset(work, f"{task_name}-{domain}-{HELDOUT_SEED}", task_name, domain, (0, 0, HELDOUT), HELDOUT_SEED)
+        held = task_dataset(
+            work, f"{task_name}-{domain}-{HELDOUT_SEED}", task_name, domain, (0, 0, HELDOUT), HELDOUT_SEED
+        )
         heldout[domain] = split_features(backbone, held, "test", features)
-    large = task_dataset(work, f"{task_name}-{SOURCE}-{HELDOUT_SEED}-{CAL_LARGE}", task_name, SOURCE, (0, 0, CAL_LARGE), HELDOUT_SEED)
-    cal_sets = {HELDOUT: heldout[SOURCE], CAL_LARGE: split_features(backbone, large, "test", features)}  # per class → (x, y)
+    large = task_dataset(
+        work, f"{task_name}-{SOURCE}-{HELDOUT_SEED}-{CAL_LARGE}", task_name, SOURCE, (0, 0, CAL_LARGE), HELDOUT_SEED
+    )
+    cal_sets = {
+        HELDOUT: heldout[SOURCE],
+        CAL_LARGE: split_features(backbone, large, "test", features),
+    }  # per class → (x, y)
     for domain, (_, labels) in tests.items():
         assert labels.tolist() == tests[SOURCE][1].tolist(), f"{domain}: test labels differ from the source's"
 
@@ -189,15 +211,27 @@ def evaluate_task(backbone, task_name: str, seeds: tuple[int, ...], penalty: flo
             seconds = time.perf_counter() - start
             logits = {d: clf.logits(x) for d, (x, _) in tests.items()}
             held_logits = {d: clf.logits(x) for d, (x, _) in heldout.items()}
-            remedies = {"raw": None} if variant else {
-                "raw": None,
-                "temperature": Calibration.fit(clf.logits(data.val), data.val_labels, ("temperature",)),
-                "zs-norm": Calibration.fit(clf.logits(data.val), data.val_labels, ("zs-norm",), zs_val),
-                "zs-norm + temperature": Calibration.fit(clf.logits(data.val), data.val_labels, ("zs-norm", "temperature"), zs_val),
-            }
+            remedies = (
+                {"raw": None}
+                if variant
+                else {
+                    "raw": None,
+                    "temperature": Calibration.fit(clf.logits(data.val), data.val_labels, ("temperature",)),
+                    "zs-norm": Calibration.fit(clf.logits(data.val), data.val_labels, ("zs-norm",), zs_val),
+                    "zs-norm + temperature": Calibration.fit(
+                        clf.logits(data.val), data.val_labels, ("zs-norm", "temperature"), zs_val
+                    ),
+                }
+            )
             for remedy, cal in remedies.items():
-                row = {"task": task_name, "seed": seed, "method": label, "remedy": variant or remedy, "fit_seconds": seconds,
-                       "chosen": record["selection"].get("chosen", {})}
+                row = {
+                    "task": task_name,
+                    "seed": seed,
+                    "method": label,
+                    "remedy": variant or remedy,
+                    "fit_seconds": seconds,
+                    "chosen": record["selection"].get("chosen", {}),
+                }
                 if cal is not None:
                     row["temperature"] = next((s.temperature for s in cal.steps if hasattr(s, "temperature")), None)
                 for domain, (_, labels) in tests.items():
@@ -205,17 +239,30 @@ def evaluate_task(backbone, task_name: str, seeds: tuple[int, ...], penalty: flo
                     row[domain] = calibration_metrics(out, labels)
                 rows["calibration"].append(row)
             if not variant:  # the oracle: a temperature fitted on labelled held-out images of each domain
-                row = {"task": task_name, "seed": seed, "method": label, "remedy": "temperature (target)", "fit_seconds": seconds}
+                row = {
+                    "task": task_name,
+                    "seed": seed,
+                    "method": label,
+                    "remedy": "temperature (target)",
+                    "fit_seconds": seconds,
+                }
                 for domain in DOMAINS:  # each domain's temperature fitted on that domain's labelled held-out images
                     cal = Calibration.fit(held_logits[domain], heldout[domain][1], ("temperature",))
                     row[domain] = calibration_metrics(cal.apply(logits[domain]), tests[domain][1])
                 rows["calibration"].append(row)
-            rows["conformal"] += conformal_rows(clf, logits, tests, cal_sets, {"task": task_name, "seed": seed, "method": label,
-                                                                               "remedy": variant or "raw"})
+            rows["conformal"] += conformal_rows(
+                clf,
+                logits,
+                tests,
+                cal_sets,
+                {"task": task_name, "seed": seed, "method": label, "remedy": variant or "raw"},
+            )
             raw = rows["calibration"][-1 if variant else -5]
-            log(f"{task_name} seed {seed} {label}{' + ' + variant if variant else ''}: "
+            log(
+                f"{task_name} seed {seed} {label}{' + ' + variant if variant else ''}: "
                 + ", ".join(f"{d} acc {100 * raw[d]['accuracy']:.1f} ECE {100 * raw[d]['ece']:.1f}" for d in DOMAINS)
-                + f" ({seconds:.1f} s)")
+                + f" ({seconds:.1f} s)"
+            )
     rows["ood"] = ood_rows(backbone, task_name, seeds, penalty, work, features, log)
     return rows
 
@@ -228,20 +275,38 @@ def conformal_rows(clf, logits: dict[str, torch.Tensor], tests: dict, cal_sets: 
         cal_probs = torch.softmax(clf.logits(cal_x).double(), 1)
         for calibration in CALIBRATIONS:
             for score in ("lac", "aps"):
-                predictor = calibrate(cal_probs, cal_y, ALPHA, score=score, randomized=score == "aps", seed=base["seed"],
-                                      class_conditional=calibration == "class-conditional")
-                row = {**base, "score": score, "calibration": calibration, "calibration_per_class": per_class,
-                       "n_calibration": predictor.n_calibration, "q_hat": predictor.to_dict()["q_hat"],
-                       "calibration_coverage": calibration_coverage(predictor, cal_probs, cal_y),
-                       "calibration_saturated": saturated(cal_probs)}
+                predictor = calibrate(
+                    cal_probs,
+                    cal_y,
+                    ALPHA,
+                    score=score,
+                    randomized=score == "aps",
+                    seed=base["seed"],
+                    class_conditional=calibration == "class-conditional",
+                )
+                row = {
+                    **base,
+                    "score": score,
+                    "calibration": calibration,
+                    "calibration_per_class": per_class,
+                    "n_calibration": predictor.n_calibration,
+                    "q_hat": predictor.to_dict()["q_hat"],
+                    "calibration_coverage": calibration_coverage(predictor, cal_probs, cal_y),
+                    "calibration_saturated": saturated(cal_probs),
+                }
                 for domain, (_, labels) in tests.items():
                     report = conformal_report(predictor.predict_sets(probs[domain]), labels, ALPHA)
                     covered = [c for c in report["class_coverage"] if c is not None]
-                    row[domain] = {"coverage": report["coverage"], "mean_set_size": report["mean_set_size"],
-                                   "empty_set_fraction": report["empty_set_fraction"], "class_coverage": report["class_coverage"],
-                                   "class_coverage_gap_mean": report["class_coverage_gap_mean"],
-                                   "class_coverage_gap_max": report["class_coverage_gap_max"], "class_coverage_min": min(covered),
-                                   "saturated": saturated(probs[domain])}
+                    row[domain] = {
+                        "coverage": report["coverage"],
+                        "mean_set_size": report["mean_set_size"],
+                        "empty_set_fraction": report["empty_set_fraction"],
+                        "class_coverage": report["class_coverage"],
+                        "class_coverage_gap_mean": report["class_coverage_gap_mean"],
+                        "class_coverage_gap_max": report["class_coverage_gap_max"],
+                        "class_coverage_min": min(covered),
+                        "saturated": saturated(probs[domain]),
+                    }
                 rows.append(row)
     return rows
 
@@ -259,7 +324,9 @@ def saturated(probs: torch.Tensor) -> float:
     return (probs.max(dim=1).values == 1).double().mean().item()
 
 
-def ood_rows(backbone, task_name: str, seeds: tuple[int, ...], penalty: float, work: Path, features: FeatureConfig, log) -> list[dict]:
+def ood_rows(
+    backbone, task_name: str, seeds: tuple[int, ...], penalty: float, work: Path, features: FeatureConfig, log
+) -> list[dict]:
     """MCM on a task with two classes held out: ID = test images of the kept classes, OOD = images of the held-out ones."""
     task = holdout_task(task_name, HOLDOUT[task_name])
     name = f"{task_name}-holdout-{SOURCE}-{DATA_SEED}"
@@ -280,9 +347,19 @@ def ood_rows(backbone, task_name: str, seeds: tuple[int, ...], penalty: float, w
             clf, _ = fit(run.replace(method=method), method_config(method, overrides, source.name), data, backbone)
             id_scores = mcm_score(clf.logits(id_x), backbone.logit_scale)
             ood_scores = mcm_score(clf.logits(ood_x), backbone.logit_scale)
-            rows.append({"task": task_name, "seed": seed, "method": label, "remedy": variant or "raw", "held_out": list(HOLDOUT[task_name]),
-                         "n_id": len(id_scores), "n_ood": len(ood_scores),
-                         "auroc": auroc(id_scores, ood_scores), "fpr95": fpr_at_tpr(id_scores, ood_scores, 0.95)})
+            rows.append(
+                {
+                    "task": task_name,
+                    "seed": seed,
+                    "method": label,
+                    "remedy": variant or "raw",
+                    "held_out": list(HOLDOUT[task_name]),
+                    "n_id": len(id_scores),
+                    "n_ood": len(ood_scores),
+                    "auroc": auroc(id_scores, ood_scores),
+                    "fpr95": fpr_at_tpr(id_scores, ood_scores, 0.95),
+                }
+            )
         log(f"{task_name} seed {seed}: OOD done ({len(specs)} heads)")
     return rows
 
@@ -300,9 +377,15 @@ def row_keys(rows: list[dict]) -> list[tuple[str, str]]:
 
 def calibration_table(task: str, rows: list[dict]) -> tuple[str, dict]:
     rows = [r for r in rows if r["task"] == task]
-    head = "| method | remedy | " + " | ".join(f"{d} acc | {d} ECE | {d} NLL" for d in DOMAINS) + " | shifted ECE (mean) |"
-    lines = [f"**{task}**: accuracy and ECE in %, NLL in nats; mean of seeds {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}",
-             "", head, "|---|---|" + "---|---|---|" * len(DOMAINS) + "---|"]
+    head = (
+        "| method | remedy | " + " | ".join(f"{d} acc | {d} ECE | {d} NLL" for d in DOMAINS) + " | shifted ECE (mean) |"
+    )
+    lines = [
+        f"**{task}**: accuracy and ECE in %, NLL in nats; mean of seeds {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}",
+        "",
+        head,
+        "|---|---|" + "---|---|---|" * len(DOMAINS) + "---|",
+    ]
     summary: dict = {}
     for method, remedy in row_keys(rows):
         group = [r for r in rows if r["method"] == method and r["remedy"] == remedy]
@@ -310,20 +393,32 @@ def calibration_table(task: str, rows: list[dict]) -> tuple[str, dict]:
         cell["shifted_ece"] = mean(cell[d]["ece"] for d in SHIFTS)
         cell["shifted_accuracy"] = mean(cell[d]["accuracy"] for d in SHIFTS)
         summary[(method, remedy)] = cell
-        values = " | ".join(f"{100 * cell[d]['accuracy']:.1f} | {100 * cell[d]['ece']:.1f} | {cell[d]['nll']:.3f}" for d in DOMAINS)
+        values = " | ".join(
+            f"{100 * cell[d]['accuracy']:.1f} | {100 * cell[d]['ece']:.1f} | {cell[d]['nll']:.3f}" for d in DOMAINS
+        )
         lines.append(f"| {method} | {remedy} | {values} | {100 * cell['shifted_ece']:.1f} |")
     return "\n".join(lines) + "\n", summary
 
 
 def conformal_table(task: str, rows: list[dict]) -> tuple[str, dict]:
     """The marginal thresholds on the 16-per-class calibration set, in every domain (+ the in-domain class-coverage gap)."""
-    rows = [r for r in rows if r["task"] == task and r["calibration"] == "marginal" and r["calibration_per_class"] == HELDOUT]
+    rows = [
+        r
+        for r in rows
+        if r["task"] == task and r["calibration"] == "marginal" and r["calibration_per_class"] == HELDOUT
+    ]
     n_cal = rows[0]["n_calibration"]
-    title = (f"**{task}**: split conformal, α = {ALPHA} (target coverage {1 - ALPHA:.2f}), calibrated on {n_cal} held-out "
-             f"{SOURCE} images; coverage / mean set size; last column: {SOURCE} class-coverage gap, mean / max over classes "
-             f"of |coverage_c − {1 - ALPHA:.1f}|")
-    lines = [title, "",
-             "| method | score | " + " | ".join(DOMAINS) + f" | {SOURCE} class gap |", "|---|---|" + "---|" * (len(DOMAINS) + 1)]
+    title = (
+        f"**{task}**: split conformal, α = {ALPHA} (target coverage {1 - ALPHA:.2f}), calibrated on {n_cal} held-out "
+        f"{SOURCE} images; coverage / mean set size; last column: {SOURCE} class-coverage gap, mean / max over classes "
+        f"of |coverage_c − {1 - ALPHA:.1f}|"
+    )
+    lines = [
+        title,
+        "",
+        "| method | score | " + " | ".join(DOMAINS) + f" | {SOURCE} class gap |",
+        "|---|---|" + "---|" * (len(DOMAINS) + 1),
+    ]
     summary: dict = {}
     for method, remedy in row_keys(rows):
         for score in ("lac", "aps"):
@@ -333,9 +428,11 @@ def conformal_table(task: str, rows: list[dict]) -> tuple[str, dict]:
             cell[SOURCE].update(gap)
             summary[(method, remedy, score)] = cell
             name = method + (f" + {remedy}" if remedy != "raw" else "")
-            lines.append(f"| {name} | {SCORE_NAMES[score]} | "
-                         + " | ".join(f"{cell[d]['coverage']:.3f} / {cell[d]['mean_set_size']:.2f}" for d in DOMAINS)
-                         + f" | {gap['class_coverage_gap_mean']:.3f} / {gap['class_coverage_gap_max']:.3f} |")
+            lines.append(
+                f"| {name} | {SCORE_NAMES[score]} | "
+                + " | ".join(f"{cell[d]['coverage']:.3f} / {cell[d]['mean_set_size']:.2f}" for d in DOMAINS)
+                + f" | {gap['class_coverage_gap_mean']:.3f} / {gap['class_coverage_gap_max']:.3f} |"
+            )
     return "\n".join(lines) + "\n", summary
 
 
@@ -346,19 +443,29 @@ def class_conditional_table(task: str, rows: list[dict]) -> tuple[str, dict]:
     """In-domain: marginal against class-conditional thresholds, on each calibration set."""
     rows = [r for r in rows if r["task"] == task]
     variants = list(dict.fromkeys((r["calibration_per_class"], r["n_calibration"], r["calibration"]) for r in rows))
-    title = (f"**{task}**: {SOURCE} (in-domain), α = {ALPHA}: marginal against class-conditional (Mondrian) thresholds, "
-             f"each calibrated on {' or '.join(f'{n} ({k} per class)' for k, n in dict.fromkeys((k, n) for k, n, _ in variants))} "
-             f"held-out {SOURCE} images; each cell: coverage / mean set size / class-coverage gap mean / gap max / lowest "
-             f"class's coverage ({TEST} test images per class; means over seeds)")
-    lines = [title, "", "| method | score | " + " | ".join(f"{c}, {n} ({k}/class)" for k, n, c in variants) + " |",
-             "|---|---|" + "---|" * len(variants)]
+    title = (
+        f"**{task}**: {SOURCE} (in-domain), α = {ALPHA}: marginal against class-conditional (Mondrian) thresholds, "
+        f"each calibrated on {' or '.join(f'{n} ({k} per class)' for k, n in dict.fromkeys((k, n) for k, n, _ in variants))} "
+        f"held-out {SOURCE} images; each cell: coverage / mean set size / class-coverage gap mean / gap max / lowest "
+        f"class's coverage ({TEST} test images per class; means over seeds)"
+    )
+    lines = [
+        title,
+        "",
+        "| method | score | " + " | ".join(f"{c}, {n} ({k}/class)" for k, n, c in variants) + " |",
+        "|---|---|" + "---|" * len(variants),
+    ]
     summary: dict = {}
     for method, remedy in row_keys(rows):
         for score in ("lac", "aps"):
             cells = []
             for per_class, _, calibration in variants:
-                group = [r for r in rows if (r["method"], r["remedy"], r["score"], r["calibration_per_class"], r["calibration"])
-                         == (method, remedy, score, per_class, calibration)]
+                group = [
+                    r
+                    for r in rows
+                    if (r["method"], r["remedy"], r["score"], r["calibration_per_class"], r["calibration"])
+                    == (method, remedy, score, per_class, calibration)
+                ]
                 cell = {k: mean(r[SOURCE][k] for r in group) for k in CC_KEYS}
                 summary[(method, remedy, score, per_class, calibration)] = cell
                 cells.append(" / ".join(f"{cell[k]:.{2 if k == 'mean_set_size' else 3}f}" for k in CC_KEYS))
@@ -370,13 +477,17 @@ def class_conditional_table(task: str, rows: list[dict]) -> tuple[str, dict]:
 def ood_table(task: str, rows: list[dict]) -> str:
     rows = [r for r in rows if r["task"] == task]
     first = rows[0]
-    title = (f"**{task}**: MCM (τ = 1), {first['n_id']} ID test images of the kept classes vs {first['n_ood']} images of the "
-             f"held-out classes ({', '.join(first['held_out'])}), {SOURCE}")
+    title = (
+        f"**{task}**: MCM (τ = 1), {first['n_id']} ID test images of the kept classes vs {first['n_ood']} images of the "
+        f"held-out classes ({', '.join(first['held_out'])}), {SOURCE}"
+    )
     lines = [title, "", "| method | AUROC (%) | FPR95 (%) |", "|---|---|---|"]
     for method, remedy in row_keys(rows):
         group = [r for r in rows if r["method"] == method and r["remedy"] == remedy]
         name = method + (f" + {remedy}" if remedy != "raw" else "")
-        lines.append(f"| {name} | {100 * mean(r['auroc'] for r in group):.1f} | {100 * mean(r['fpr95'] for r in group):.1f} |")
+        lines.append(
+            f"| {name} | {100 * mean(r['auroc'] for r in group):.1f} | {100 * mean(r['fpr95'] for r in group):.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -391,15 +502,22 @@ def findings(task: str, cal: dict, conf: dict, cc: dict) -> list[str]:
     raw = {m: cal[(m, "raw")] for m in adapters}
     above_zs = [m for m in adapters if raw[m]["shifted_ece"] > zs["shifted_ece"]]
     pattern = [m for m in above_zs if raw[m][SOURCE]["ece"] <= zs[SOURCE]["ece"]]
-    moves = ", ".join(f"{m} {100 * raw[m][SOURCE]['ece']:.1f} → {100 * raw[m]['shifted_ece']:.1f} "
-                      f"({100 * (raw[m]['shifted_ece'] - zs['shifted_ece']):+.1f})" for m in adapters)
-    out.append(f"- (a) ECE {SOURCE} → shifted mean (shifted, against zero-shot's): zero-shot {100 * zs[SOURCE]['ece']:.1f} → "
-               f"{100 * zs['shifted_ece']:.1f}; {moves}. Above zero-shot under shift: {len(above_zs)} of {len(adapters)}; "
-               f"of them at or below zero-shot's ECE in-domain (calibrated-looking in-domain, worse under shift): {len(pattern)}")
+    moves = ", ".join(
+        f"{m} {100 * raw[m][SOURCE]['ece']:.1f} → {100 * raw[m]['shifted_ece']:.1f} "
+        f"({100 * (raw[m]['shifted_ece'] - zs['shifted_ece']):+.1f})"
+        for m in adapters
+    )
+    out.append(
+        f"- (a) ECE {SOURCE} → shifted mean (shifted, against zero-shot's): zero-shot {100 * zs[SOURCE]['ece']:.1f} → "
+        f"{100 * zs['shifted_ece']:.1f}; {moves}. Above zero-shot under shift: {len(above_zs)} of {len(adapters)}; "
+        f"of them at or below zero-shot's ECE in-domain (calibrated-looking in-domain, worse under shift): {len(pattern)}"
+    )
     # (b) the best remedy per adapter (the oracle target temperature excluded: it needs labelled target images)
     met = []
     for m in adapters:
-        options = [(r, cal[(m, r)]) for r in ("raw", "temperature", "zs-norm", "zs-norm + temperature") if (m, r) in cal]
+        options = [
+            (r, cal[(m, r)]) for r in ("raw", "temperature", "zs-norm", "zs-norm + temperature") if (m, r) in cal
+        ]
         if (m, PENALTY_ROW) in cal:
             options.append((PENALTY_ROW, cal[(m, PENALTY_ROW)]))
         allowed = [(r, c) for r, c in options if c["shifted_accuracy"] >= cal[(m, "raw")]["shifted_accuracy"] - 0.005]
@@ -407,38 +525,55 @@ def findings(task: str, cal: dict, conf: dict, cc: dict) -> list[str]:
         ok = all(best[d]["ece"] <= zs[d]["ece"] + 0.02 for d in SHIFTS)  # in each shifted domain, not only on average
         met.append(ok)
         change = 100 * (best["shifted_accuracy"] - cal[(m, "raw")]["shifted_accuracy"]) + 0.0  # + 0.0: no "-0.00"
-        per_domain = ", ".join(f"{d} {100 * cal[(m, 'raw')][d]['ece']:.1f} → {100 * best[d]['ece']:.1f} (zero-shot {100 * zs[d]['ece']:.1f})"
-                               for d in SHIFTS)
-        out.append(f"- (b) {m}: best remedy {remedy}: ECE {per_domain}; shifted accuracy change {change:+.2f} points: {'MET' if ok else 'MISSED'}")
-    out.append(f"- (b) target (ECE ≤ zero-shot's + 2 points in each shifted domain, ≤ 0.5 points of accuracy lost) met by {sum(met)} "
-               f"of {len(met)} adapters (best remedy chosen on these test results: an upper bound on choosing one in advance)")
+        per_domain = ", ".join(
+            f"{d} {100 * cal[(m, 'raw')][d]['ece']:.1f} → {100 * best[d]['ece']:.1f} (zero-shot {100 * zs[d]['ece']:.1f})"
+            for d in SHIFTS
+        )
+        out.append(
+            f"- (b) {m}: best remedy {remedy}: ECE {per_domain}; shifted accuracy change {change:+.2f} points: {'MET' if ok else 'MISSED'}"
+        )
+    out.append(
+        f"- (b) target (ECE ≤ zero-shot's + 2 points in each shifted domain, ≤ 0.5 points of accuracy lost) met by {sum(met)} "
+        f"of {len(met)} adapters (best remedy chosen on these test results: an upper bound on choosing one in advance)"
+    )
     # (c) conformal coverage
     for score in ("lac", "aps"):
-        cov = {d: [conf[(m, 'raw', score)][d]["coverage"] for m in METHODS] for d in DOMAINS}
-        out.append(f"- (c) {SCORE_NAMES[score]} coverage over the {len(METHODS)} methods: " + "; ".join(
-            f"{d} {min(v):.3f}–{max(v):.3f}" for d, v in cov.items()))
+        cov = {d: [conf[(m, "raw", score)][d]["coverage"] for m in METHODS] for d in DOMAINS}
+        out.append(
+            f"- (c) {SCORE_NAMES[score]} coverage over the {len(METHODS)} methods: "
+            + "; ".join(f"{d} {min(v):.3f}–{max(v):.3f}" for d, v in cov.items())
+        )
     # (c) the in-domain targets, over every row of the conformal tables (all methods and variants, both scores)
     marginal = {key: cell[SOURCE]["coverage"] for key, cell in conf.items()}
-    missed = [f"{m}{'' if r == 'raw' else ' + ' + r} {SCORE_NAMES[s]} {v:.3f}" for (m, r, s), v in marginal.items()
-              if not 0.89 <= v <= 0.93]
-    out.append(f"- (c) target: marginal {SOURCE} coverage in [0.89, 0.93] ({HELDOUT} per class): {len(marginal) - len(missed)} of "
-               f"{len(marginal)} cells" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    missed = [
+        f"{m}{'' if r == 'raw' else ' + ' + r} {SCORE_NAMES[s]} {v:.3f}"
+        for (m, r, s), v in marginal.items()
+        if not 0.89 <= v <= 0.93
+    ]
+    out.append(
+        f"- (c) target: marginal {SOURCE} coverage in [0.89, 0.93] ({HELDOUT} per class): {len(marginal) - len(missed)} of "
+        f"{len(marginal)} cells" + (f"; missed: {', '.join(missed)}" if missed else "")
+    )
     for per_class, calibration in dict.fromkeys((k[3], k[4]) for k in cc):
         cells = {k: v for k, v in cc.items() if k[3:] == (per_class, calibration)}
         by_mean = sum(v["class_coverage_gap_mean"] <= 0.05 for v in cells.values())
         by_max = sum(v["class_coverage_gap_max"] <= 0.05 for v in cells.values())
         in_band = sum(0.89 <= v["coverage"] <= 0.93 for v in cells.values())
-        out.append(f"- (e) {calibration}, {per_class} per class: class-coverage gap ≤ 0.05 on average over classes in {by_mean} of "
-                   f"{len(cells)} cells (mean gap {min(v['class_coverage_gap_mean'] for v in cells.values()):.3f}–"
-                   f"{max(v['class_coverage_gap_mean'] for v in cells.values()):.3f}), for every class in {by_max} "
-                   f"(max gap {min(v['class_coverage_gap_max'] for v in cells.values()):.3f}–"
-                   f"{max(v['class_coverage_gap_max'] for v in cells.values()):.3f}); marginal coverage in [0.89, 0.93] in "
-                   f"{in_band}; lowest class {min(v['class_coverage_min'] for v in cells.values()):.3f}")
+        out.append(
+            f"- (e) {calibration}, {per_class} per class: class-coverage gap ≤ 0.05 on average over classes in {by_mean} of "
+            f"{len(cells)} cells (mean gap {min(v['class_coverage_gap_mean'] for v in cells.values()):.3f}–"
+            f"{max(v['class_coverage_gap_mean'] for v in cells.values()):.3f}), for every class in {by_max} "
+            f"(max gap {min(v['class_coverage_gap_max'] for v in cells.values()):.3f}–"
+            f"{max(v['class_coverage_gap_max'] for v in cells.values()):.3f}); marginal coverage in [0.89, 0.93] in "
+            f"{in_band}; lowest class {min(v['class_coverage_min'] for v in cells.values()):.3f}"
+        )
     # (d) zero-shot's own ECE under shift
     zs_options = {r: cal[("zero-shot", r)]["shifted_ece"] for r in ("temperature", "temperature (target)")}
-    out.append(f"- (d) zero-shot shifted ECE {100 * zs['shifted_ece']:.1f}: with the in-domain temperature "
-               f"{100 * zs_options['temperature']:.1f} (no target images), with a temperature fitted on labelled target images "
-               f"{100 * zs_options['temperature (target)']:.1f}")
+    out.append(
+        f"- (d) zero-shot shifted ECE {100 * zs['shifted_ece']:.1f}: with the in-domain temperature "
+        f"{100 * zs_options['temperature']:.1f} (no target images), with a temperature fitted on labelled target images "
+        f"{100 * zs_options['temperature (target)']:.1f}"
+    )
     return out
 
 
@@ -452,10 +587,17 @@ def plot(summaries: dict[str, dict]) -> bytes:
     import matplotlib.pyplot as plt
 
     tasks = list(summaries)
-    variants = [("raw", "raw"), ("temperature", "temperature (in-domain val)"), ("zs-norm", "ZS-Norm"),
-                (PENALTY_ROW, "range penalty (training)"), ("temperature (target)", "temperature (target images: oracle)")]
+    variants = [
+        ("raw", "raw"),
+        ("temperature", "temperature (in-domain val)"),
+        ("zs-norm", "ZS-Norm"),
+        (PENALTY_ROW, "range penalty (training)"),
+        ("temperature (target)", "temperature (target images: oracle)"),
+    ]
     colours = ["#888888", "#6a9fd4", "#d46a6a", "#e0b040", "#9fd49f"]
-    fig, axes = plt.subplots(len(tasks), len(DOMAINS), figsize=(4.6 * len(DOMAINS), 3.8 * len(tasks)), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(
+        len(tasks), len(DOMAINS), figsize=(4.6 * len(DOMAINS), 3.8 * len(tasks)), dpi=100, squeeze=False
+    )
     methods = [*METHODS, *FIXED]
     for row, task in enumerate(tasks):
         cal = summaries[task]
@@ -466,7 +608,9 @@ def plot(summaries: dict[str, dict]) -> bytes:
                 xs = [i + (k - (len(variants) - 1) / 2) * width for i, m in enumerate(methods) if (m, remedy) in cal]
                 ys = [100 * cal[(m, remedy)][domain]["ece"] for m in methods if (m, remedy) in cal]
                 ax.bar(xs, ys, width, label=name, color=colour)
-            ax.axhline(100 * cal[("zero-shot", "raw")][domain]["ece"], color="black", lw=0.8, ls="--", label="zero-shot (raw)")
+            ax.axhline(
+                100 * cal[("zero-shot", "raw")][domain]["ece"], color="black", lw=0.8, ls="--", label="zero-shot (raw)"
+            )
             names = [m.replace("CLIP-Adapter ", "CA ").replace(" fixed)", ")") for m in methods]
             ax.set_xticks(range(len(methods)), names, rotation=25, fontsize=8, ha="right")
             ax.set_title(f"{task}: {domain}{' (in-domain)' if domain == SOURCE else ' (shifted)'}", fontsize=10)
@@ -487,11 +631,17 @@ def plot(summaries: dict[str, dict]) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="trust-toy-results", help="folder for table.md, results.json and trust_toy.png")
-    parser.add_argument("--work", default="trust-toy-work", help="folder for the rendered tasks and the feature cache (reused)")
+    parser.add_argument(
+        "--out", default="trust-toy-results", help="folder for table.md, results.json and trust_toy.png"
+    )
+    parser.add_argument(
+        "--work", default="trust-toy-work", help="folder for the rendered tasks and the feature cache (reused)"
+    )
     parser.add_argument("--tasks", default="color", help="comma-separated toy tasks: color, shape")
     parser.add_argument("--seeds", default="1,2,3", help="few-shot seeds")
-    parser.add_argument("--penalty", type=float, default=1.0, help="CLIP-Adapter's range_penalty for the penalised rows")
+    parser.add_argument(
+        "--penalty", type=float, default=1.0, help="CLIP-Adapter's range_penalty for the penalised rows"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier output of this benchmark in --out")
     args = parser.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -524,13 +674,25 @@ def main(argv: list[str] | None = None) -> int:
         summaries[task] = cal
         text += [cal_md, conf_md, cc_md, ood_table(task, all_rows["ood"])]
         lines += findings(task, cal, conf, cc)
-    header = (f"Toy world ({backbone.id[:40]}…, {backbone.precision}), trained on {SOURCE}, {SHOTS} shots, seeds "
-              f"{', '.join(map(str, seeds))}, dataset seed {DATA_SEED}; range_penalty = {args.penalty}; {elapsed:.0f} s\n")
+    header = (
+        f"Toy world ({backbone.id[:40]}…, {backbone.precision}), trained on {SOURCE}, {SHOTS} shots, seeds "
+        f"{', '.join(map(str, seeds))}, dataset seed {DATA_SEED}; range_penalty = {args.penalty}; {elapsed:.0f} s\n"
+    )
     report = header + "\n" + "\n".join(text) + "\nFindings\n\n" + "\n".join(lines) + "\n"
     print(report)
     atomic_write_bytes(out / "table.md", report.encode())
-    atomic_write_json(out / "results.json", {"rows": all_rows, "seconds": elapsed, "penalty": args.penalty, "seeds": list(seeds),
-                                             "tasks": tasks, "data_seed": DATA_SEED, "backbone": backbone.id})
+    atomic_write_json(
+        out / "results.json",
+        {
+            "rows": all_rows,
+            "seconds": elapsed,
+            "penalty": args.penalty,
+            "seeds": list(seeds),
+            "tasks": tasks,
+            "data_seed": DATA_SEED,
+            "backbone": backbone.id,
+        },
+    )
     atomic_write_bytes(out / "trust_toy.png", plot(summaries))
     print(f"wrote {out / 'table.md'}, results.json, trust_toy.png ({elapsed:.0f} s)", file=sys.stderr)
     return 0

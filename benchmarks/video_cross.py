@@ -88,14 +88,34 @@ def toy_set(out: Path, prefix: str, settings: dict) -> Path:
 def make_data(out: Path, targets: list[int], test: int) -> tuple[Path, list[Path]]:
     """The source set (base actions) and one target split per seed (novel actions)."""
     source = toy_set(out, "source", SOURCE)
-    paths = [toy_set(out, f"target-{seed}", {"train": 0, "val": 0, "test": test, "frames": SOURCE["frames"],
-                                             "size": SOURCE["size"], "seed": seed, "actions": "novel"}) for seed in targets]
+    paths = [
+        toy_set(
+            out,
+            f"target-{seed}",
+            {
+                "train": 0,
+                "val": 0,
+                "test": test,
+                "frames": SOURCE["frames"],
+                "size": SOURCE["size"],
+                "seed": seed,
+                "actions": "novel",
+            },
+        )
+        for seed in targets
+    ]
     return source, paths
 
 
 def cross(backbone, eval_sets, scorer: str, descriptions, frames: int, cache: str) -> dict:
-    result = evaluate_cross_dataset(backbone, eval_sets, VideoZeroShotConfig(frames=frames, scorer=scorer), list(BASE),
-                                    descriptions=descriptions, cache_dir=cache)
+    result = evaluate_cross_dataset(
+        backbone,
+        eval_sets,
+        VideoZeroShotConfig(frames=frames, scorer=scorer),
+        list(BASE),
+        descriptions=descriptions,
+        cache_dir=cache,
+    )
     return {s["name"]: {"top1": s["top1"], "pairs": s["time_reversed_pairs"]} for s in result["splits"]}
 
 
@@ -103,9 +123,18 @@ def train_variant(args, source, spec: dict, seed: int, out: Path, cache: str) ->
     backbone = create_backbone("toy", args.pretrained, precision="fp32")
     descriptions = source.root / "descriptions.json" if spec["descriptions"] else None
     prompts, mask, _ = text_side(backbone, list(BASE), source.templates, descriptions, cache)
-    cfg = VideoTrainConfig(frames=args.frames, batch_clips=args.batch_clips, shots=16, distill_weight=spec["distill"],
-                           precision="fp32", unfreeze=args.unfreeze, scorer=training_scorer(descriptions is not None))
-    trainer = TrainerConfig(steps=args.steps, lr=args.lr, warmup_steps=args.steps // 10, val_every=args.val_every, seed=seed)
+    cfg = VideoTrainConfig(
+        frames=args.frames,
+        batch_clips=args.batch_clips,
+        shots=16,
+        distill_weight=spec["distill"],
+        precision="fp32",
+        unfreeze=args.unfreeze,
+        scorer=training_scorer(descriptions is not None),
+    )
+    trainer = TrainerConfig(
+        steps=args.steps, lr=args.lr, warmup_steps=args.steps // 10, val_every=args.val_every, seed=seed
+    )
     space = SpaceTimeConfig(enabled=spec["stdd"])
     record = train_video(backbone, source, cfg, space, trainer, out, prompts, mask, overwrite=True)
     return trained_loader("toy")(out), record["clips_per_s"], record["train_config"]["scorer"]
@@ -113,21 +142,37 @@ def train_variant(args, source, spec: dict, seed: int, out: Path, cache: str) ->
 
 def table_row(runs: list[dict]) -> dict:
     """Per target split: the mean over training seeds; then mean ± std over the splits, as ``video cross-dataset`` summarises."""
-    per_split = [{"top1": statistics.fmean(run[name]["top1"] for run in runs),
-                  "time_reversed_pairs": statistics.fmean(run[name]["pairs"] for run in runs)} for name in runs[0]]
+    per_split = [
+        {
+            "top1": statistics.fmean(run[name]["top1"] for run in runs),
+            "time_reversed_pairs": statistics.fmean(run[name]["pairs"] for run in runs),
+        }
+        for name in runs[0]
+    ]
     summary = summarise(per_split)
-    return {key: {**{k: summary[field][k] for k in ("mean", "std")}, "per_split": [row[field] for row in per_split]}
-            for key, field in (("top1", "top1"), ("pairs", "time_reversed_pairs"))}
+    return {
+        key: {**{k: summary[field][k] for k in ("mean", "std")}, "per_split": [row[field] for row in per_split]}
+        for key, field in (("top1", "top1"), ("pairs", "time_reversed_pairs"))
+    }
 
 
 def plot(table: dict, path: Path) -> None:
     """Bars of top-1 and time-reversed-pair accuracy (mean ± std over the target splits) per row, with chance lines."""
-    order = ["frame averaging (frozen)", "frozen + prompt-match (descriptions)", *VARIANTS]  # results.json sorts its keys
+    order = [
+        "frame averaging (frozen)",
+        "frozen + prompt-match (descriptions)",
+        *VARIANTS,
+    ]  # results.json sorts its keys
     rows = {n: table[n] for n in sorted(table, key=lambda n: order.index(n) if n in order else len(order))}
-    bench_plot(rows, {n: n for n in rows}, path,
-               "toy world in motion: zero-shot cross-dataset (6 base actions -> 5 novel; 3 target splits; dotted: chance)",
-               bars={"top1": "top-1 (5 unseen actions)", "pairs": "time-reversed pairs"}, chance={"top1": 20, "pairs": 50},
-               ylabel="accuracy (%)")
+    bench_plot(
+        rows,
+        {n: n for n in rows},
+        path,
+        "toy world in motion: zero-shot cross-dataset (6 base actions -> 5 novel; 3 target splits; dotted: chance)",
+        bars={"top1": "top-1 (5 unseen actions)", "pairs": "time-reversed pairs"},
+        chance={"top1": 20, "pairs": 50},
+        ylabel="accuracy (%)",
+    )
 
 
 def main() -> None:
@@ -139,9 +184,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--batch-clips", type=int, default=8)
     parser.add_argument("--val-every", type=int, default=25)
-    parser.add_argument("--unfreeze", default="image-last-1", help="what trains (the base-to-novel benchmark's best: the last block)")
+    parser.add_argument(
+        "--unfreeze", default="image-last-1", help="what trains (the base-to-novel benchmark's best: the last block)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="training seeds")
-    parser.add_argument("--targets", type=int, nargs="+", default=[101, 102, 103], help="rendering seeds of the target splits")
+    parser.add_argument(
+        "--targets", type=int, nargs="+", default=[101, 102, 103], help="rendering seeds of the target splits"
+    )
     parser.add_argument("--test", type=int, default=8, help="test clips per target class and split")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=1)
@@ -161,8 +210,12 @@ def main() -> None:
     eval_sets = load_eval_sets(target_dirs)
     descriptions = target_dirs[0] / "descriptions.json"
     frozen = create_backbone("toy", args.pretrained, precision="fp32")
-    runs = {"frame averaging (frozen)": [cross(frozen, eval_sets, "frame-mean", None, args.frames, cache)],
-            "frozen + prompt-match (descriptions)": [cross(frozen, eval_sets, "prompt-match", descriptions, args.frames, cache)]}
+    runs = {
+        "frame averaging (frozen)": [cross(frozen, eval_sets, "frame-mean", None, args.frames, cache)],
+        "frozen + prompt-match (descriptions)": [
+            cross(frozen, eval_sets, "prompt-match", descriptions, args.frames, cache)
+        ],
+    }
     speeds = {}
     for name in args.variants:
         spec = VARIANTS[name]
@@ -170,11 +223,17 @@ def main() -> None:
             t0 = time.perf_counter()
             run_dir = out / f"run-{name.strip('- ').replace(' ', '-')}-{seed}"
             tuned, speed, scorer = train_variant(args, source, spec, seed, run_dir, cache)
-            result = cross(tuned, eval_sets, scorer, descriptions if spec["descriptions"] else None, args.frames, cache)  # as trained
+            result = cross(
+                tuned, eval_sets, scorer, descriptions if spec["descriptions"] else None, args.frames, cache
+            )  # as trained
             runs.setdefault(name, []).append(result)
             speeds.setdefault(name, []).append(speed)
-            print(f"{name} seed {seed}: " + "  ".join(f"{Path(k).name} {100 * v['top1']:.1f}" for k, v in result.items())
-                  + f"  ({time.perf_counter() - t0:.0f} s, {speed} clips/s)", flush=True)
+            print(
+                f"{name} seed {seed}: "
+                + "  ".join(f"{Path(k).name} {100 * v['top1']:.1f}" for k, v in result.items())
+                + f"  ({time.perf_counter() - t0:.0f} s, {speed} clips/s)",
+                flush=True,
+            )
     table = {name: table_row(r) for name, r in runs.items()}
     lines = [f"| model | top-1 % ({len(eval_sets)} target splits) | time-reversed pairs % |", "|---|---|---|"]
     for name, row in table.items():
@@ -182,10 +241,14 @@ def main() -> None:
         lines.append(f"| {name} | {cell('top1')} | {cell('pairs')} |")
     print("\n".join(lines))
     elapsed = round(time.perf_counter() - started, 1)
-    print(f"{elapsed} s in all; chance: top-1 20.0, pairs 50.0; training clips/s: "
-          + ", ".join(f"{k} {statistics.fmean(v):.1f}" for k, v in speeds.items()))
-    atomic_write_json(out / "results.json", {"runs": runs, "table": table, "clips_per_s": speeds, "seconds": elapsed,
-                                             "args": vars(args), "std": STD_NOTE})
+    print(
+        f"{elapsed} s in all; chance: top-1 20.0, pairs 50.0; training clips/s: "
+        + ", ".join(f"{k} {statistics.fmean(v):.1f}" for k, v in speeds.items())
+    )
+    atomic_write_json(
+        out / "results.json",
+        {"runs": runs, "table": table, "clips_per_s": speeds, "seconds": elapsed, "args": vars(args), "std": STD_NOTE},
+    )
     plot(table, out / "cross_dataset.png")
 
 

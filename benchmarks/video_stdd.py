@@ -55,8 +55,12 @@ from clip_adapter.video.toyclips import CLASS_SETS, write_toy_videos  # noqa: E4
 from clip_adapter.video.train import video_features  # noqa: E402
 
 # The script's variant names (kept for --variants) -> the library's.
-LEGACY = {"STDD-style": "stdd", "- space-time attention": "no-space-time", "- description prompts": "no-descriptions",
-          "- distillation": "no-distill"}
+LEGACY = {
+    "STDD-style": "stdd",
+    "- space-time attention": "no-space-time",
+    "- description prompts": "no-descriptions",
+    "- distillation": "no-distill",
+}
 FROZEN = ("frozen-frame-mean", "frozen-prompt-match")
 
 
@@ -71,7 +75,9 @@ def throughput(arch: str, frames: int, batch_clips: int, steps: int) -> dict:
         teacher = copy.deepcopy(view.model.visual).requires_grad_(False) if kind != "plain per-frame loop" else None
         st = install_space_time(view.model.visual, SpaceTimeConfig()) if teacher is not None else None
         proj = torch.nn.Linear(classes.shape[1], classes.shape[1])
-        opt = torch.optim.AdamW([p for p in view.model.visual.parameters() if p.requires_grad] + list(proj.parameters()), lr=1e-5)
+        opt = torch.optim.AdamW(
+            [p for p in view.model.visual.parameters() if p.requires_grad] + list(proj.parameters()), lr=1e-5
+        )
         times = []
         for step in range(steps + 1):  # the first step warms up and is not timed
             pixels = torch.randn(batch_clips * frames, 3, size, size)
@@ -86,7 +92,10 @@ def throughput(arch: str, frames: int, batch_clips: int, steps: int) -> dict:
                     feats = video_features(view.encode_images(pixels), frames)
                 with torch.no_grad():
                     target = video_features(teacher(pixels), frames)
-                loss = F.cross_entropy(100 * feats @ classes.T, labels) + 2 * (1 - F.cosine_similarity(feats + 0.1 * proj(feats), target)).mean()
+                loss = (
+                    F.cross_entropy(100 * feats @ classes.T, labels)
+                    + 2 * (1 - F.cosine_similarity(feats + 0.1 * proj(feats), target)).mean()
+                )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -104,21 +113,40 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--shots", type=int, default=16, help="training clips per base class (protocol: 16)")
-    parser.add_argument("--val-every", type=int, default=25, help="steps between validations (the best validated step is kept)")
+    parser.add_argument(
+        "--val-every", type=int, default=25, help="steps between validations (the best validated step is kept)"
+    )
     parser.add_argument("--unfreeze", default="image", help="what trains: image, image-last-N (default: %(default)s)")
-    parser.add_argument("--channel-fold", type=int, default=32, help="D // fold channels shifted in time (official: 32)")
+    parser.add_argument(
+        "--channel-fold", type=int, default=32, help="D // fold channels shifted in time (official: 32)"
+    )
     parser.add_argument("--batch-clips", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--variants", nargs="+", default=list(LEGACY), help="trained rows: the old names (STDD-style, "
-                        "- space-time attention, ...) or the library's (stdd, no-space-time, no-descriptions, no-distill)")
-    parser.add_argument("--arch", default="ViT-B-16", help="open_clip architecture for the clips/s comparison, a patch grid "
-                        "divisible by 2 as STDD's windows need (ViT-B-16: 14x14; ViT-B-32's 7x7 is refused) ('' skips it)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(LEGACY),
+        help="trained rows: the old names (STDD-style, "
+        "- space-time attention, ...) or the library's (stdd, no-space-time, no-descriptions, no-distill)",
+    )
+    parser.add_argument(
+        "--arch",
+        default="ViT-B-16",
+        help="open_clip architecture for the clips/s comparison, a patch grid "
+        "divisible by 2 as STDD's windows need (ViT-B-16: 14x14; ViT-B-32's 7x7 is refused) ('' skips it)",
+    )
     parser.add_argument("--speed-clips", type=int, default=2, help="clips per timed step (default: %(default)s)")
-    parser.add_argument("--speed-steps", type=int, default=1, help="timed steps after one warm-up (default: %(default)s)")
+    parser.add_argument(
+        "--speed-steps", type=int, default=1, help="timed steps after one warm-up (default: %(default)s)"
+    )
     parser.add_argument("--throughput-only", action="store_true", help="only the clips/s comparison")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--classes", default="actions", choices=CLASS_SETS,
-                        help="toy class set: novel actions, or novel shape-action combinations (default: %(default)s)")
+    parser.add_argument(
+        "--classes",
+        default="actions",
+        choices=CLASS_SETS,
+        help="toy class set: novel actions, or novel shape-action combinations (default: %(default)s)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -133,22 +161,47 @@ def main() -> None:
     if not data.exists():
         write_toy_videos(data, train=16, val=4, test=8, frames=16, size=64, seed=0, classes=args.classes)
     dataset = load_video_dataset(None, data)
-    variants = (*FROZEN, *(LEGACY.get(v, v) for v in args.variants))  # the protocol itself lives in clip_adapter.video.bench
-    cfg = BaseToNovelConfig(variants=variants, seeds=tuple(args.seeds), shots=args.shots, steps=args.steps, lr=args.lr,
-                            frames=args.frames, batch_clips=args.batch_clips, val_every=args.val_every, unfreeze=args.unfreeze,
-                            channel_fold=args.channel_fold)
+    variants = (
+        *FROZEN,
+        *(LEGACY.get(v, v) for v in args.variants),
+    )  # the protocol itself lives in clip_adapter.video.bench
+    cfg = BaseToNovelConfig(
+        variants=variants,
+        seeds=tuple(args.seeds),
+        shots=args.shots,
+        steps=args.steps,
+        lr=args.lr,
+        frames=args.frames,
+        batch_clips=args.batch_clips,
+        val_every=args.val_every,
+        unfreeze=args.unfreeze,
+        channel_fold=args.channel_fold,
+    )
     protocol_dir = out / f"base-to-novel{suffix}"
-    bench = run_base_to_novel(dataset, cfg, protocol_dir, lambda: create_backbone("toy", args.pretrained, precision="fp32"),
-                              trained_loader("toy"), cache_dir=cache, overwrite=True, log=lambda m: print(m, flush=True))
+    bench = run_base_to_novel(
+        dataset,
+        cfg,
+        protocol_dir,
+        lambda: create_backbone("toy", args.pretrained, precision="fp32"),
+        trained_loader("toy"),
+        cache_dir=cache,
+        overwrite=True,
+        log=lambda m: print(m, flush=True),
+    )
     print(bench["markdown"])
     speed = {"toy ViT, STDD-style training (clips/s)": bench["train_clips_per_s"]}
-    results = {"base_to_novel": str(protocol_dir / "results.json"), "table": bench["table"], "throughput": speed,
-               "args": vars(args)}
+    results = {
+        "base_to_novel": str(protocol_dir / "results.json"),
+        "table": bench["table"],
+        "throughput": speed,
+        "args": vars(args),
+    }
     summary = out / f"results{suffix}.json"
     atomic_write_json(summary, results)  # before the slow part
     if args.arch:
-        speed[f"open_clip {args.arch}, random weights, {args.frames} frames x {args.speed_clips} clips"] = \
-            throughput(args.arch, args.frames, args.speed_clips, args.speed_steps)
+        speed[f"open_clip {args.arch}, random weights, {args.frames} frames x {args.speed_clips} clips"] = throughput(
+            args.arch, args.frames, args.speed_clips, args.speed_steps
+        )
         atomic_write_json(summary, results)
     print(json.dumps(speed, indent=1))
 

@@ -86,11 +86,19 @@ def main() -> None:
     for scorer, desc in (("frame-mean", None), ("embed-mean", None), ("prompt-match", out / "descriptions.json")):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the <unk> words are listed above
-            result = evaluate_zero_shot(backbone, dataset, "test", VideoZeroShotConfig(frames=args.frames, scorer=scorer),
-                                        descriptions=desc, cache_dir=work / "cache")
+            result = evaluate_zero_shot(
+                backbone,
+                dataset,
+                "test",
+                VideoZeroShotConfig(frames=args.frames, scorer=scorer),
+                descriptions=desc,
+                cache_dir=work / "cache",
+            )
         m = result["metrics"]
-        print(f"| {scorer} | {'descriptions' if desc else 'template'} | {100 * m['top1']:.2f} | {100 * m['top5']:.2f} | "
-              f"{100 * m['time_reversed_pairs']['accuracy']:.2f} | {100 * m['chance_top1']:.2f} / 50.00 |")
+        print(
+            f"| {scorer} | {'descriptions' if desc else 'template'} | {100 * m['top1']:.2f} | {100 * m['top5']:.2f} | "
+            f"{100 * m['time_reversed_pairs']['accuracy']:.2f} | {100 * m['chance_top1']:.2f} / 50.00 |"
+        )
     paths = [s.path for s in dataset.split("test")]
     library(backbone, paths[:4], args.frames)  # warm up (first-call allocations)
     lib, plain = library(backbone, paths, args.frames), plain_loop(backbone, paths, args.frames)

@@ -67,8 +67,15 @@ def dataset(name: str):
 def accuracy(method: str, data: FewShotData, test: tuple[torch.Tensor, torch.Tensor], **overrides) -> float:
     """Test accuracy (%) of ``method``'s official preset trained on ``data``."""
     cls = get_method(method)
-    head = cls(cls.make_config("official", epochs=EPOCHS, epochs_by_shots=(), **overrides) if method in ("coop", "cocoop")
-               else cls.make_config("official", epochs=EPOCHS, **overrides)).fit(data).head
+    head = (
+        cls(
+            cls.make_config("official", epochs=EPOCHS, epochs_by_shots=(), **overrides)
+            if method in ("coop", "cocoop")
+            else cls.make_config("official", epochs=EPOCHS, **overrides)
+        )
+        .fit(data)
+        .head
+    )
     return 100.0 * (head.predict_logits(test[0]).argmax(1) == test[1]).float().mean().item()
 
 
@@ -96,7 +103,9 @@ def main() -> int:
     backbone = create_backbone("toy")
     start = time.perf_counter()
     columns = ["zero-shot"] + [f"V={v}" for v in VIEWS] + ["fresh"]
-    print(f"official presets, {EPOCHS} epochs, {SHOTS} shots, crop scale {DASSL_CROP}, seeds {SEEDS}, tasks {', '.join(TASKS)}")
+    print(
+        f"official presets, {EPOCHS} epochs, {SHOTS} shots, crop scale {DASSL_CROP}, seeds {SEEDS}, tasks {', '.join(TASKS)}"
+    )
     print("mean test accuracy (%) over tasks × seeds; fresh = a new crop per image per epoch (distinct views)\n")
     print("| method | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
     for method in METHODS:
@@ -105,8 +114,12 @@ def main() -> int:
             for seed in SEEDS:
                 t0 = time.perf_counter()
                 rows.append(run_cell(backbone, method, name, seed))
-                print(f"  [{method} {name} seed {seed}: {time.perf_counter() - t0:.0f} s] "
-                      + " ".join(f"{k} {v:.1f}" for k, v in rows[-1].items()), file=sys.stderr, flush=True)
+                print(
+                    f"  [{method} {name} seed {seed}: {time.perf_counter() - t0:.0f} s] "
+                    + " ".join(f"{k} {v:.1f}" for k, v in rows[-1].items()),
+                    file=sys.stderr,
+                    flush=True,
+                )
         mean = {c: statistics.fmean(r[c] for r in rows) for c in columns}
         print(f"| {method} | " + " | ".join(f"{mean[c]:.2f}" for c in columns) + " |", flush=True)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")

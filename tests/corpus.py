@@ -44,9 +44,11 @@ def _replace_first(root: Path, writer: Callable[[Path], None], suffix: str = ".p
 
 def _split_json(root: Path, entries: dict, meta: dict | None = None) -> Path:
     images = good_folder(root / "images", per_class=6)
-    base = {"train": [[f"{c}/{i}.png", k, c] for k, c in enumerate(CLASSES) for i in range(4)],
-            "val": [[f"{c}/4.png", k, c] for k, c in enumerate(CLASSES)],
-            "test": [[f"{c}/5.png", k, c] for k, c in enumerate(CLASSES)]}
+    base = {
+        "train": [[f"{c}/{i}.png", k, c] for k, c in enumerate(CLASSES) for i in range(4)],
+        "val": [[f"{c}/4.png", k, c] for k, c in enumerate(CLASSES)],
+        "test": [[f"{c}/5.png", k, c] for k, c in enumerate(CLASSES)],
+    }
     for split, extra in entries.items():
         base[split] = base[split] + extra
     (root / "split.json").write_text(json.dumps({**base, **({"meta": meta} if meta else {})}))
@@ -95,7 +97,9 @@ def _nan_tiff(path: Path) -> None:
 def _exif_rotated(path: Path) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display", as phones write portrait photos
-    Image.fromarray(np.random.default_rng(2).integers(0, 255, (16, 24, 3), dtype=np.uint8)).save(path, exif=exif.tobytes())
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (16, 24, 3), dtype=np.uint8)).save(
+        path, exif=exif.tobytes()
+    )
 
 
 def _symlink_loop(root: Path) -> Path:
@@ -149,7 +153,9 @@ BAD_DATASETS: dict[str, Callable[[Path], Path]] = {
     "non-image-extension": lambda root: ((good_folder(root) / "cat" / "notes.txt").write_text("x"), root)[1],
     "decompression-bomb": lambda root: _replace_first(good_folder(root), _bomb),
     "huge-image": lambda root: _replace_first(good_folder(root), _huge),
-    "cmyk": lambda root: _replace_first(good_folder(root), lambda p: Image.new("CMYK", (16, 16), (0, 50, 100, 0)).save(p), ".jpg"),
+    "cmyk": lambda root: _replace_first(
+        good_folder(root), lambda p: Image.new("CMYK", (16, 16), (0, 50, 100, 0)).save(p), ".jpg"
+    ),
     "16-bit": lambda root: _replace_first(good_folder(root), _16bit),
     "palette-transparency": lambda root: _replace_first(good_folder(root), _palette_alpha),
     "grayscale": lambda root: _replace_first(good_folder(root), lambda p: Image.new("L", (16, 16), 80).save(p)),
@@ -179,8 +185,12 @@ BAD_DATASETS: dict[str, Callable[[Path], Path]] = {
     "template-with-stray-brace": lambda root: _split_json(root, {}, {"templates": ["a photo of a {}. {"]}),
     "template-with-two-fields": lambda root: _split_json(root, {}, {"templates": ["a {} of a {}."]}),
     # Reliability II: class folders
-    "classnames-differ-by-underscore": lambda root: _extra_class(good_folder(root), "red fox", 9) and _extra_class(root, "red_fox", 10),
-    "classnames-differ-by-case": lambda root: _extra_class(good_folder(root), "Red_Fox", 9) and _extra_class(root, "red_fox", 10),
+    "classnames-differ-by-underscore": lambda root: (
+        _extra_class(good_folder(root), "red fox", 9) and _extra_class(root, "red_fox", 10)
+    ),
+    "classnames-differ-by-case": lambda root: (
+        _extra_class(good_folder(root), "Red_Fox", 9) and _extra_class(root, "red_fox", 10)
+    ),
     "classname-cleans-to-empty": lambda root: _extra_class(good_folder(root), "___"),
     "classname-with-control-character": lambda root: _extra_class(good_folder(root), "fox\x07"),
     "classname-not-utf8": lambda root: _rename_class(good_folder(root), "dog", b"d\xf6g"),
@@ -246,5 +256,17 @@ EXPECTED: dict[str, str] = {
 }
 
 # Kinds that training handles without stopping (reported conversions, warnings only).
-TRAINABLE = {"non-image-extension", "huge-image", "cmyk", "16-bit", "palette-transparency", "grayscale", "few-images",
-             "duplicate-within-split", "duplicate-across-splits", "newline-in-file-name", "non-utf8-file-name", "exif-rotated"}
+TRAINABLE = {
+    "non-image-extension",
+    "huge-image",
+    "cmyk",
+    "16-bit",
+    "palette-transparency",
+    "grayscale",
+    "few-images",
+    "duplicate-within-split",
+    "duplicate-across-splits",
+    "newline-in-file-name",
+    "non-utf8-file-name",
+    "exif-rotated",
+}

@@ -52,7 +52,10 @@ def one_line_error(excinfo) -> str:
     "make,pattern",
     [
         (lambda: Image.new("RGB", (100000, 1)), r"100000x1, an aspect ratio beyond 100:1"),
-        (lambda: Image.fromarray(np.full((8, 8), np.nan, dtype=np.float32), "F"), r"64 non-finite \(NaN or infinite\) pixel values"),
+        (
+            lambda: Image.fromarray(np.full((8, 8), np.nan, dtype=np.float32), "F"),
+            r"64 non-finite \(NaN or infinite\) pixel values",
+        ),
         (lambda: Image.new("RGB", (0, 0)), r"0x0: it has no pixels"),
         (lambda: Image.new("RGB", (0, 5)), r"0x5: it has no pixels"),
     ],
@@ -89,8 +92,10 @@ def test_skip_bad_keeps_one_record_per_input_in_order(fitted, tmp_path):
     clf, photos = fitted[0], fitted[1]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
-    records = clf.predict([red_file(photos), broken, Image.new("RGB", (0, 0)), tmp_path / "gone.png", Image.open(red_file(photos))],
-                          skip_bad=True)
+    records = clf.predict(
+        [red_file(photos), broken, Image.new("RGB", (0, 0)), tmp_path / "gone.png", Image.open(red_file(photos))],
+        skip_bad=True,
+    )
     assert [r["path"] for r in records] == [str(red_file(photos)), str(broken), None, str(tmp_path / "gone.png"), None]
     assert [r["label"] is None for r in records] == [False, True, True, True, False]
     assert "no pixels" in records[2]["error"] and "not found" in records[3]["error"]
@@ -130,8 +135,19 @@ def test_fit_errors_suggest_keywords_too(tmp_path):
 # --- 2. Every config field read on load is checked ------------------------------------------------
 
 BIG = "9" * 5000  # more digits than Python will parse into an int (4,300)
-WRONG = {"int": "7", "negative": "-1", "str": '"x"', "float": "1.5", "list": "[1]", "dict": '{"a": 1}', "null": "null",
-         "bool": "true", "nan": "NaN", "huge-int": BIG, "nested": '[[{"a": [null, {"b": []}]}], {"c": "d"}]'}
+WRONG = {
+    "int": "7",
+    "negative": "-1",
+    "str": '"x"',
+    "float": "1.5",
+    "list": "[1]",
+    "dict": '{"a": 1}',
+    "null": "null",
+    "bool": "true",
+    "nan": "NaN",
+    "huge-int": BIG,
+    "nested": '[[{"a": [null, {"b": []}]}], {"c": "d"}]',
+}
 
 
 def config_paths(obj, prefix=()):
@@ -180,14 +196,32 @@ def fast_backbones(monkeypatch):
 
 def fuzz_cases(artifact):
     config = json.loads((artifact / "config.json").read_text())
-    cases = [(".".join(map(str, path)), name, mutated(config, path, raw)) for path in config_paths(config) for name, raw in WRONG.items()]
+    cases = [
+        (".".join(map(str, path)), name, mutated(config, path, raw))
+        for path in config_paths(config)
+        for name, raw in WRONG.items()
+    ]
     info = config["backbone"]
-    for seed in (BIG, "-1", "4294967296", "1e3", "٣"):  # 5,000 digits, negative, past 2**32, not digits, a non-ASCII digit
-        cases.append(("backbone.id", f"seed {seed[:12]}", json.dumps({**config, "backbone": {**info, "id": f"toy/toy-cnn/random-init:{seed}"}})))
+    for seed in (
+        BIG,
+        "-1",
+        "4294967296",
+        "1e3",
+        "٣",
+    ):  # 5,000 digits, negative, past 2**32, not digits, a non-ASCII digit
+        cases.append(
+            (
+                "backbone.id",
+                f"seed {seed[:12]}",
+                json.dumps({**config, "backbone": {**info, "id": f"toy/toy-cnn/random-init:{seed}"}}),
+            )
+        )
     return cases
 
 
-@pytest.mark.filterwarnings("ignore:.*ignoring unknown key")  # a dict where a value belongs adds keys: warned, then refused
+@pytest.mark.filterwarnings(
+    "ignore:.*ignoring unknown key"
+)  # a dict where a value belongs adds keys: warned, then refused
 def test_fuzzed_config_fields_give_only_artifact_errors(fitted, tmp_path, fast_backbones):
     artifact = fitted[2]
     copy = tmp_path / "copy"
@@ -218,8 +252,10 @@ def test_fuzzed_configs_never_make_eval_or_predict_exit_5(fitted, tmp_path, caps
     statuses = {}
     for field, kind, text in fuzz_cases(artifact)[::3]:  # a third of the cases per command: every field, varied types
         (copy / "config.json").write_text(text)
-        for argv in (["predict", str(copy), image, "--cache-dir", str(work / "cache")],
-                     ["eval", str(copy), "--data", str(photos), "--cache-dir", str(work / "cache")]):
+        for argv in (
+            ["predict", str(copy), image, "--cache-dir", str(work / "cache")],
+            ["eval", str(copy), "--data", str(photos), "--cache-dir", str(work / "cache")],
+        ):
             code = main(argv)
             err = capsys.readouterr().err
             statuses[(argv[0], field, kind)] = code
@@ -259,7 +295,23 @@ def test_eval_on_a_subset_of_the_classes_matches_them_by_name(fitted, tmp_path, 
     clf, photos, artifact, work = fitted
     held = held_out(photos, tmp_path / "held3", ["red", "yellow"])
     out = tmp_path / "m.json"
-    assert main(["eval", str(artifact), "--data", str(held), "--split", "all", "--cache-dir", str(work / "cache"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(artifact),
+                "--data",
+                str(held),
+                "--split",
+                "all",
+                "--cache-dir",
+                str(work / "cache"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "6 of the artifact's 8 classes have no images here" in err and "'blue'" in err
     report = json.loads(out.read_text())
@@ -285,8 +337,23 @@ def test_eval_refuses_classes_the_artifact_never_saw(fitted, tmp_path, capsys):
     assert "classnames={...}" in one_line_error(info)
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps({"mauve": "purple"}))
-    assert main(["eval", str(artifact), "--data", str(held), "--split", "all", "--classnames", str(mapping),
-                 "--cache-dir", str(work / "cache")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(artifact),
+                "--data",
+                str(held),
+                "--split",
+                "all",
+                "--classnames",
+                str(mapping),
+                "--cache-dir",
+                str(work / "cache"),
+            ]
+        )
+        == 0
+    )
 
 
 # --- 5. validate checks the prompts train checks -----------------------------------------------------
@@ -305,15 +372,21 @@ def test_validate_refuses_the_class_names_train_refuses(tmp_path, capsys):
     assert main(["validate", "--data", str(odd), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     errors = {(i["kind"], i["message"].split(":")[0]) for i in report["issues"] if i["severity"] == "error"}
-    assert errors == {("unreadable-classname", "class 'dark red'"), ("unreadable-classname", "class 'grün'"),
-                      ("unreadable-classname", "class 'gelb'"), ("unreadable-classname", "class 'rosa'"),
-                      ("identical-prompts", "classes 'gelb' and 'rosa' get identical prompts on toy-cnn; train refuses it")}
+    assert errors == {
+        ("unreadable-classname", "class 'dark red'"),
+        ("unreadable-classname", "class 'grün'"),
+        ("unreadable-classname", "class 'gelb'"),
+        ("unreadable-classname", "class 'rosa'"),
+        ("identical-prompts", "classes 'gelb' and 'rosa' get identical prompts on toy-cnn; train refuses it"),
+    }
     assert main(["train", "--data", str(odd), "--shots", "1", "--out", str(tmp_path / "run")]) == 2
     assert "cannot read" in capsys.readouterr().err
     assert main(["validate", "--data", str(odd), "--allow-unknown-words"]) == 0  # train would go on: a warning
     assert "train warns and goes on" in capsys.readouterr().out
     assert main(["validate", "--data", str(odd), "--method", "linear-probe"]) == 0  # it never reads the prompts
-    assert main(["validate", "--data", str(odd), "--backbone", "test-tiny-vit", "--pretrained", "none"]) == 0  # an open vocabulary
+    assert (
+        main(["validate", "--data", str(odd), "--backbone", "test-tiny-vit", "--pretrained", "none"]) == 0
+    )  # an open vocabulary
 
 
 # --- 6. the shots a run used -------------------------------------------------------------------------
@@ -322,8 +395,28 @@ def test_validate_refuses_the_class_names_train_refuses(tmp_path, capsys):
 def test_a_run_records_and_prints_the_shots_it_used(fitted, tmp_path, capsys):
     photos, work = fitted[1], fitted[3]
     out = tmp_path / "run"
-    assert main(["train", "--data", str(photos), "--shots", "64", "--epochs", "1", "--views", "1", "--precision", "fp32",
-                 "--cache-dir", str(work / "cache"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(photos),
+                "--shots",
+                "64",
+                "--epochs",
+                "1",
+                "--views",
+                "1",
+                "--precision",
+                "fp32",
+                "--cache-dir",
+                str(work / "cache"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "clip-adapter 4-shot (64 requested) seed 1" in err and "64-shot" not in err
     result = json.loads((out / "result.json").read_text())

@@ -18,7 +18,9 @@ def artifact(tmp_path):
     data, test_x, _ = synthetic_data()
     cls = get_method("clip-adapter")
     head = cls(cls.make_config(epochs=2, alpha_grid=())).fit(data).head
-    clf = Classifier("clip-adapter", head, data.classnames, data.templates, {"id": "open_clip/x/random-init:0", "name": "x"})
+    clf = Classifier(
+        "clip-adapter", head, data.classnames, data.templates, {"id": "open_clip/x/random-init:0", "name": "x"}
+    )
     return clf.save_pretrained(tmp_path / "art"), test_x
 
 
@@ -56,7 +58,10 @@ def edit_config(path, **changes):
         (lambda p: (p / "config.json").write_text("[]"), "not a clip-adapter artifact"),
         (lambda p: edit_config(p, method="rm -rf"), "unknown method"),
         (lambda p: edit_config(p, format_version=99), "format version"),
-        (lambda p: edit_config(p, head_meta={"num_classes": 10**12, "embed_dim": 24, "logit_scale": 30.0}), "out of range"),
+        (
+            lambda p: edit_config(p, head_meta={"num_classes": 10**12, "embed_dim": 24, "logit_scale": 30.0}),
+            "out of range",
+        ),
         (lambda p: edit_config(p, head_meta={"num_classes": 5, "embed_dim": 25, "logit_scale": 30.0}), "shape"),
         (lambda p: edit_config(p, classnames=["a"]), "class names"),
         (lambda p: edit_config(p, method_config={"variant": "sideways"}), "variant"),

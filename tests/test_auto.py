@@ -33,7 +33,7 @@ def test_tiny_pools_repeat_the_deal_until_every_class_is_held_out_enough():
     assert len(folds) == 8  # 2 folds, dealt 4 times
     held = torch.bincount(torch.cat(folds), minlength=len(pool.labels))
     assert torch.equal(held, torch.full_like(held, 4))  # every image held out once per deal
-    deals = {tuple(torch.cat(folds[i:i + 2]).tolist()) for i in range(0, 8, 2)}
+    deals = {tuple(torch.cat(folds[i : i + 2]).tolist()) for i in range(0, 8, 2)}
     assert len(deals) > 1  # fresh deals, not one deal copied
     assert all(torch.equal(a, b) for a, b in zip(pool.folds(4, seed=1, min_held_out=8), folds))  # seeded
     many, *_ = synthetic_data(shots=8, val_shots=4)
@@ -58,14 +58,20 @@ def test_candidates_far_behind_after_a_deal_are_dropped_from_the_race():
 def test_auto_picks_the_cross_validated_best_and_records_why(tmp_path):
     data, test_x, test_y = synthetic_data()
     auto = get_method("auto")
-    result = auto(auto.make_config(candidates=FAST, race_margin=1.0, min_deals=1)).fit(data)  # no candidate dropped from the race
+    result = auto(auto.make_config(candidates=FAST, race_margin=1.0, min_deals=1)).fit(
+        data
+    )  # no candidate dropped from the race
     cv = result.selected["cross_validation"]
     best = max(cv.values(), key=lambda r: r["mean"])["mean"]
     assert result.method in FAST and cv[result.method]["mean"] >= best - 0.005
-    assert result.selected["chosen"]["method"] == result.method and "fold cross-validation" in result.selected["chosen_on"]
+    assert (
+        result.selected["chosen"]["method"] == result.method and "fold cross-validation" in result.selected["chosen_on"]
+    )
     assert all(len(r["folds"]) == len(next(iter(cv.values()))["folds"]) for r in cv.values())
     # saved as an ordinary artifact of the chosen method
-    clf = Classifier(result.method, result.head, data.classnames, data.templates, {"id": "s", "name": "s"}, result.selected)
+    clf = Classifier(
+        result.method, result.head, data.classnames, data.templates, {"id": "s", "name": "s"}, result.selected
+    )
     clf.save_pretrained(tmp_path / "a")
     assert torch.equal(Classifier.from_pretrained(tmp_path / "a").logits(test_x), clf.logits(test_x))
 
@@ -98,6 +104,7 @@ def test_bad_candidates_are_refused():
 
 # --- held-out views, inner selection, determinism -------------------------------------------------------------------
 
+
 def test_held_out_training_images_are_scored_on_their_centre_views_when_given_else_on_the_view_mean():
     data, *_ = synthetic_data()
     centre = data.train[:, 0] + 1.0  # anything but the views' mean
@@ -119,7 +126,9 @@ def test_a_centre_view_that_does_not_match_the_training_images_is_refused_or_ign
     data, *_ = synthetic_data()
     with pytest.raises(ConfigError, match="train_centre"):
         replace(data, train_centre=torch.zeros(len(data.train_labels), data.train.shape[-1] + 1))
-    stale = replace(data, train_centre=torch.zeros(3, data.train.shape[-1]))  # rows of other images (a method reshaped train)
+    stale = replace(
+        data, train_centre=torch.zeros(3, data.train.shape[-1])
+    )  # rows of other images (a method reshaped train)
     assert stale.centre_views() is None and "no centre views" in _Pool.from_data(stale).point_source
 
 
@@ -140,8 +149,17 @@ def augmented_views_mislead(seed: int = 0) -> tuple:
     val_y = torch.arange(classes).repeat_interleave(4)
     test_y = torch.arange(classes).repeat_interleave(25)
     text = torch.nn.functional.normalize(means, dim=1)
-    data = FewShotData(train, train_y, centre_of(val_y), val_y, text, 30.0, [f"c{i}" for i in range(classes)], seed=1,
-                       train_centre=train_centre)
+    data = FewShotData(
+        train,
+        train_y,
+        centre_of(val_y),
+        val_y,
+        text,
+        30.0,
+        [f"c{i}" for i in range(classes)],
+        seed=1,
+        train_centre=train_centre,
+    )
     return data, centre_of(test_y), test_y
 
 
@@ -167,7 +185,9 @@ def test_candidates_choose_their_hyper_parameters_on_another_fold_than_the_one_t
 
     def spy(self, held_out, data, inner_val=None):
         inner = original(self, held_out, data, inner_val)
-        seen.append((set(held_out.tolist()), None if inner_val is None else set(inner_val.tolist()), len(inner.train_labels)))
+        seen.append(
+            (set(held_out.tolist()), None if inner_val is None else set(inner_val.tolist()), len(inner.train_labels))
+        )
         return inner
 
     monkeypatch.setattr(_Pool, "fold_data", spy)
@@ -179,7 +199,11 @@ def test_candidates_choose_their_hyper_parameters_on_another_fold_than_the_one_t
         assert inner_val and not held_out & inner_val  # validated elsewhere than scored
         assert n_train == pool_size - len(held_out) - len(inner_val)  # and trained on neither
     seen.clear()
-    old = auto(auto.make_config(candidates=("zero-shot", "gda"), min_deals=1, inner_selection="held-out")).fit(data).selected
+    old = (
+        auto(auto.make_config(candidates=("zero-shot", "gda"), min_deals=1, inner_selection="held-out"))
+        .fit(data)
+        .selected
+    )
     assert all(inner_val is None for _, inner_val, _ in seen) and "held-out" in old["inner_selection"]
 
 
@@ -202,7 +226,9 @@ def test_pools_are_dealt_at_least_min_deals_times():
 def test_auto_is_deterministic():
     data, test_x, _ = synthetic_data(seed=3)
     auto = get_method("auto")
-    config = auto.make_config(candidates=("zero-shot", "gda", "clap"), max_folds=2, min_deals=1)  # CLAP trains on shuffled batches
+    config = auto.make_config(
+        candidates=("zero-shot", "gda", "clap"), max_folds=2, min_deals=1
+    )  # CLAP trains on shuffled batches
     first, second = auto(config).fit(data), auto(config).fit(data)
     assert first.selected == second.selected
     assert torch.equal(first.head.predict_logits(test_x), second.head.predict_logits(test_x))
@@ -214,15 +240,30 @@ def test_zero_shot_is_kept_unless_a_learned_candidate_beats_it_by_the_margin():
     learned = auto(auto.make_config(candidates=("zero-shot", "gda"))).fit(data)
     assert learned.method != "zero-shot"
     cv = learned.selected["cross_validation"]
-    assert len(cv["zero-shot"]["folds"]) == len(cv[learned.method]["folds"])  # far behind, but free: never dropped from the race
+    assert len(cv["zero-shot"]["folds"]) == len(
+        cv[learned.method]["folds"]
+    )  # far behind, but free: never dropped from the race
     lead = cv[learned.method]["mean"] - cv["zero-shot"]["mean"]
     kept = auto(auto.make_config(candidates=("zero-shot", "gda"), zero_shot_margin=min(1.0, lead + 0.01))).fit(data)
     assert kept.method == "zero-shot" and kept.selected["why"].startswith("zero-shot kept")
 
 
-@pytest.mark.parametrize("bad", [{"held_out_view": "side"}, {"inner_selection": "test"}, {"min_deals": 0}, {"zero_shot_margin": -0.1},
-                                 {"zero_shot_margin": 2.0}, {"candidates": ("gda", "gda")}, {"max_folds": 1}, {"tie_margin": 1.5},
-                                 {"race_margin": -1.0}, {"min_held_out": 0}, {"candidates": ()}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"held_out_view": "side"},
+        {"inner_selection": "test"},
+        {"min_deals": 0},
+        {"zero_shot_margin": -0.1},
+        {"zero_shot_margin": 2.0},
+        {"candidates": ("gda", "gda")},
+        {"max_folds": 1},
+        {"tie_margin": 1.5},
+        {"race_margin": -1.0},
+        {"min_held_out": 0},
+        {"candidates": ()},
+    ],
+)
 def test_every_option_is_validated(bad):
     with pytest.raises(ConfigError):
         get_method("auto").make_config(**bad)
@@ -237,8 +278,12 @@ def test_the_pipeline_encodes_a_centre_view_of_every_training_image(tiny_backbon
     split = sample_few_shot(dataset, 2, 1)
     features = FeatureConfig(views=2, cache_dir=str(tmp_path / "cache"))
     feats = encode_split(tiny_backbone, split, templates_for(dataset), features)
-    centre, _, _ = extract_images(tiny_backbone, [s.path for s in split.train], image_store(tiny_backbone, tmp_path / "cache"))
+    centre, _, _ = extract_images(
+        tiny_backbone, [s.path for s in split.train], image_store(tiny_backbone, tmp_path / "cache")
+    )
     assert feats.train_centre is not None and torch.equal(feats.train_centre, centre)
     assert feats.train_centre.shape == (feats.train.shape[0], feats.train.shape[-1])
-    data = few_shot_data(feats, tiny_backbone, dataset.classnames, templates_for(dataset), RunConfig(method="auto", shots=2))
+    data = few_shot_data(
+        feats, tiny_backbone, dataset.classnames, templates_for(dataset), RunConfig(method="auto", shots=2)
+    )
     assert torch.equal(data.centre_views(), centre)

@@ -85,9 +85,30 @@ def test_vit_b_32_random_init_end_to_end(image_folder, tmp_path):
 
     base = ["--backbone", "ViT-B-32", "--pretrained", "none"]
     out = tmp_path / "vitb32"
-    assert main(["train", "--data", str(image_folder), *base, "--shots", "2", "--views", "1", "--epochs", "5", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(image_folder),
+                *base,
+                "--shots",
+                "2",
+                "--views",
+                "1",
+                "--epochs",
+                "5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert main(["eval", str(out), "--data", str(image_folder)]) == 0
-    assert main(["predict", str(out), str(image_folder / "blue_square" / "001.jpg"), "--out", str(tmp_path / "p.csv")]) == 0
+    assert (
+        main(["predict", str(out), str(image_folder / "blue_square" / "001.jpg"), "--out", str(tmp_path / "p.csv")])
+        == 0
+    )
     assert (tmp_path / "p.csv").read_text().startswith("path,rank,class,probability")
 
 

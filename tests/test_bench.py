@@ -20,12 +20,33 @@ TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--precision", "f
 
 @pytest.fixture
 def two_datasets(tmp_path):
-    return write_image_folder(tmp_path / "a", per_class=8), write_image_folder(tmp_path / "b", per_class=8, seed=3, fmt="PNG")
+    return write_image_folder(tmp_path / "a", per_class=8), write_image_folder(
+        tmp_path / "b", per_class=8, seed=3, fmt="PNG"
+    )
 
 
 def bench_argv(a, b, out, *extra):
-    return ["bench", "--dataset", f"first={a}", "--dataset", f"second={b}", "--methods", "zero-shot,tip-adapter",
-            "--method", "ca=clip-adapter:epochs=5", "--shots", "1,2", "--seeds", "1,2", "--views", "2", *TINY, "--out", str(out), *extra]
+    return [
+        "bench",
+        "--dataset",
+        f"first={a}",
+        "--dataset",
+        f"second={b}",
+        "--methods",
+        "zero-shot,tip-adapter",
+        "--method",
+        "ca=clip-adapter:epochs=5",
+        "--shots",
+        "1,2",
+        "--seeds",
+        "1,2",
+        "--views",
+        "2",
+        *TINY,
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_bench_writes_results_table_and_plots_then_skips(two_datasets, tmp_path, capsys):
@@ -35,7 +56,16 @@ def test_bench_writes_results_table_and_plots_then_skips(two_datasets, tmp_path,
     results = sorted((out / "runs" / "val").rglob("*.json"))
     assert len(results) == 2 * 3 * 2 * 2  # datasets x methods x shots x seeds
     record = json.loads(results[0].read_text())
-    for key in ("method_config", "selection", "protocol", "test", "timings", "versions", "data", "zero_shot_test_accuracy"):
+    for key in (
+        "method_config",
+        "selection",
+        "protocol",
+        "test",
+        "timings",
+        "versions",
+        "data",
+        "zero_shot_test_accuracy",
+    ):
         assert key in record
     assert record["data"]["fingerprint"] and record["selection"]["chosen_on"]
     table = (out / "table_val.md").read_text()
@@ -64,25 +94,64 @@ def _check_calibration_outputs(out: Path, runs: int) -> None:
     import re
 
     table = (out / "table_calibration_val.md").read_text()
-    assert table.startswith("# Calibration — protocol `val`") and "### ECE (%, 15 bins)" in table and "### NLL (nats)" in table
-    assert "## first" in table and "## Average over datasets" in table and "| zero-shot |" in table and "| ca |" in table
+    assert (
+        table.startswith("# Calibration — protocol `val`")
+        and "### ECE (%, 15 bins)" in table
+        and "### NLL (nats)" in table
+    )
+    assert (
+        "## first" in table and "## Average over datasets" in table and "| zero-shot |" in table and "| ca |" in table
+    )
     assert "recorded no calibration" not in table and "–" not in table  # every run of this grid records it
     ece = table.split("### ECE (%, 15 bins)")[1].split("###")[0]
     values = [float(v) for v in re.findall(r"\| (\d+\.\d\d)(?: ± \d+\.\d\d)?", ece)]
     assert len(values) == 3 * 2 and all(0 <= v <= 100 for v in values)  # methods x shots, in %
     with open(out / "results_val.csv", newline="") as handle:
         reader = csv.DictReader(handle)
-        assert reader.fieldnames[:9] == ["protocol", "dataset", "method", "shots", "seed", "accuracy", "zero_shot_accuracy",
-                                         "fit_seconds", "chosen"]  # the old columns first, in their order
-        assert reader.fieldnames[9:] == ["ece", "nll", "brier", "aurc", "zero_shot_ece", "zero_shot_nll", "zero_shot_brier",
-                                         "zero_shot_aurc", "ece_bins"]
+        assert reader.fieldnames[:9] == [
+            "protocol",
+            "dataset",
+            "method",
+            "shots",
+            "seed",
+            "accuracy",
+            "zero_shot_accuracy",
+            "fit_seconds",
+            "chosen",
+        ]  # the old columns first, in their order
+        assert reader.fieldnames[9:] == [
+            "ece",
+            "nll",
+            "brier",
+            "aurc",
+            "zero_shot_ece",
+            "zero_shot_nll",
+            "zero_shot_brier",
+            "zero_shot_aurc",
+            "ece_bins",
+        ]
         rows = list(reader)
-    assert len(rows) == runs and all(0 <= float(r["ece"]) <= 1 and 0 <= float(r["brier"]) <= 2 and float(r["nll"]) >= 0
-                                     and 0 <= float(r["aurc"]) <= 1 and r["ece_bins"] == "15" for r in rows)
+    assert len(rows) == runs and all(
+        0 <= float(r["ece"]) <= 1
+        and 0 <= float(r["brier"]) <= 2
+        and float(r["nll"]) >= 0
+        and 0 <= float(r["aurc"]) <= 1
+        and r["ece_bins"] == "15"
+        for r in rows
+    )
     with open(out / "summary_val.csv", newline="") as handle:
         reader = csv.DictReader(handle)
-        assert reader.fieldnames[7:] == ["ece_mean", "ece_std", "nll_mean", "nll_std", "brier_mean", "brier_std", "aurc_mean",
-                                         "aurc_std", "calibration_n"]
+        assert reader.fieldnames[7:] == [
+            "ece_mean",
+            "ece_std",
+            "nll_mean",
+            "nll_std",
+            "brier_mean",
+            "brier_std",
+            "aurc_mean",
+            "aurc_std",
+            "calibration_n",
+        ]
         summary = list(reader)
     assert all(0 <= float(r["ece_mean"]) <= 1 and r["calibration_n"] == r["n"] for r in summary)
 
@@ -106,8 +175,10 @@ def test_oracle_protocol_is_labelled_everywhere(two_datasets, tmp_path, capsys):
 
 
 def test_summary_is_mean_and_std_over_seeds():
-    rows = [{"dataset": "d", "method": "m", "shots": 1, "seed": s, "accuracy": a, "zero_shot_accuracy": 0.5}
-            for s, a in ((1, 0.6), (2, 0.8))]
+    rows = [
+        {"dataset": "d", "method": "m", "shots": 1, "seed": s, "accuracy": a, "zero_shot_accuracy": 0.5}
+        for s, a in ((1, 0.6), (2, 0.8))
+    ]
     summary = summarise(rows)
     mean, std, n = summary[("d", "m", 1)]
     assert (round(mean, 6), round(std, 6), n) == (0.7, round(0.1414213562, 6), 2)
@@ -117,7 +188,11 @@ def test_summary_is_mean_and_std_over_seeds():
 
 def test_method_spec_parsing():
     spec = MethodSpec.parse("both=clip-adapter:variant=both:alpha_grid=[0.1,0.5]")
-    assert (spec.label, spec.method, dict(spec.overrides)) == ("both", "clip-adapter", {"variant": "both", "alpha_grid": (0.1, 0.5)})
+    assert (spec.label, spec.method, dict(spec.overrides)) == (
+        "both",
+        "clip-adapter",
+        {"variant": "both", "alpha_grid": (0.1, 0.5)},
+    )
     assert MethodSpec.parse("gda").label == "gda"
     assert MethodSpec.parse("clip-adapter:variant=text").label == "clip-adapter[variant=text]"
     with pytest.raises(ConfigError):
@@ -132,8 +207,12 @@ def test_duplicate_labels_are_refused(two_datasets):
 
 def _coop_pets(root: Path) -> None:
     images = write_image_folder(root / "oxford_pets" / "images", per_class=4)
-    entries = [[f"{c}/{i:03d}.jpg", k, c] for k, c in enumerate(sorted(p.name for p in images.iterdir())) for i in range(4)]
-    (root / "oxford_pets" / "split_zhou_OxfordPets.json").write_text(json.dumps({"train": entries, "val": entries[:3], "test": entries}))
+    entries = [
+        [f"{c}/{i:03d}.jpg", k, c] for k, c in enumerate(sorted(p.name for p in images.iterdir())) for i in range(4)
+    ]
+    (root / "oxford_pets" / "split_zhou_OxfordPets.json").write_text(
+        json.dumps({"train": entries, "val": entries[:3], "test": entries})
+    )
 
 
 def test_standard_benchmark_layouts(tmp_path):
@@ -152,7 +231,9 @@ def test_standard_benchmark_layouts(tmp_path):
     imagenet = tmp_path / "imagenet"
     for split in ("train", "val"):
         write_image_folder(imagenet / "images" / split, per_class=2)
-    (imagenet / "classnames.txt").write_text("blue_square blue square\ngreen_square green square\nred_square red square\n")
+    (imagenet / "classnames.txt").write_text(
+        "blue_square blue square\ngreen_square green square\nred_square red square\n"
+    )
     net = load_benchmark("imagenet", tmp_path)
     assert net.count("val") == 0 and net.count("test") == 6 and net.classnames[0] == "blue square"
     with pytest.raises(DataError, match="folder not found"):
@@ -170,8 +251,16 @@ def test_run_bench_library_api(two_datasets, tmp_path):
     from clip_adapter.backbones import create_backbone
 
     ds = load_dataset(two_datasets[0], name="a")
-    plan = BenchPlan({"a": ds}, [MethodSpec.parse("gda")], shots=(1,), seeds=(1,), features=FeatureConfig(views=1, cache_dir=str(tmp_path / "c")))
-    report = run_bench(create_backbone("test-tiny-vit", "none", precision="fp32"), plan, tmp_path / "o", log=lambda _: None)
+    plan = BenchPlan(
+        {"a": ds},
+        [MethodSpec.parse("gda")],
+        shots=(1,),
+        seeds=(1,),
+        features=FeatureConfig(views=1, cache_dir=str(tmp_path / "c")),
+    )
+    report = run_bench(
+        create_backbone("test-tiny-vit", "none", precision="fp32"), plan, tmp_path / "o", log=lambda _: None
+    )
     assert report.ran == 1 and write_reports(tmp_path / "o", "val", report.results)["table"].is_file()
 
 
@@ -180,9 +269,16 @@ def test_a_malformed_run_file_is_left_out_with_a_warning(tmp_path):
 
     from clip_adapter.bench.aggregate import load_results
 
-    good = {"protocol": "val", "data": {"dataset": "d"}, "bench": {"label": "m"}, "run": {"shots": 1, "seed": 1},
-            "test": {"accuracy": 50.0}, "zero_shot_test_accuracy": 40.0, "timings": {"fit_seconds": 1.0},
-            "selection": {"chosen": {}}}
+    good = {
+        "protocol": "val",
+        "data": {"dataset": "d"},
+        "bench": {"label": "m"},
+        "run": {"shots": 1, "seed": 1},
+        "test": {"accuracy": 50.0},
+        "zero_shot_test_accuracy": 40.0,
+        "timings": {"fit_seconds": 1.0},
+        "selection": {"chosen": {}},
+    }
     paths = []
     for i, r in enumerate([good, {**good, "run": {"shots": "1", "seed": 1}}, {**good, "test": None}, [1], {}]):
         paths.append(tmp_path / f"{i}.json")

@@ -14,15 +14,41 @@ TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--precision", "f
 
 
 def train(image_folder, out, *extra):
-    return main(["train", "--data", str(image_folder), *TINY, "--shots", "4", "--views", "2", "--epochs", "20", "--lr", "0.01", "--out", str(out), *extra])
+    return main(
+        [
+            "train",
+            "--data",
+            str(image_folder),
+            *TINY,
+            "--shots",
+            "4",
+            "--views",
+            "2",
+            "--epochs",
+            "20",
+            "--lr",
+            "0.01",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_train_eval_predict_end_to_end(image_folder, tmp_path, capsys):
     out = tmp_path / "run"
     assert train(image_folder, out) == 0
-    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"config.json", "model.safetensors", "result.json", "split.json", "log.csv"}
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {
+        "config.json",
+        "model.safetensors",
+        "result.json",
+        "split.json",
+        "log.csv",
+    }
     log = (out / "log.csv").read_text().splitlines()
-    assert log[0] == "candidate,epoch,loss,lr,selection_accuracy,selection_loss" and len(log) > 20  # per epoch, per candidate
+    assert (
+        log[0] == "candidate,epoch,loss,lr,selection_accuracy,selection_loss" and len(log) > 20
+    )  # per epoch, per candidate
     result = json.loads((out / "result.json").read_text())
     assert result["protocol"] == "val" and result["selection"]["chosen_on"] == "few-shot validation split"
     assert result["zero_shot_test_accuracy"] is not None and result["versions"]["clip_adapter"]
@@ -59,8 +85,28 @@ def test_same_command_same_seed_gives_identical_artifacts(image_folder, tmp_path
 
 
 def test_every_command_has_help(capsys):
-    for command in ("train", "eval", "predict", "extract", "methods", "bench", "validate", "demo", "toy", "report",
-                    "serve", "index", "search", "cache", "gap", "compose-bench", "finetune", "distill", "multilabel", "video"):
+    for command in (
+        "train",
+        "eval",
+        "predict",
+        "extract",
+        "methods",
+        "bench",
+        "validate",
+        "demo",
+        "toy",
+        "report",
+        "serve",
+        "index",
+        "search",
+        "cache",
+        "gap",
+        "compose-bench",
+        "finetune",
+        "distill",
+        "multilabel",
+        "video",
+    ):
         assert main([command, "--help"]) == 0
         assert "usage: clip-adapter" in capsys.readouterr().out
 
@@ -77,13 +123,23 @@ def error_of(capsys, argv) -> str:
 def test_user_errors_are_one_line_and_leave_nothing_behind(image_folder, tmp_path, capsys):
     out = tmp_path / "never"
     assert "not found" in error_of(capsys, ["train", "--data", str(tmp_path / "nope"), *TINY, "--out", str(out)])
-    assert "unknown method 'magic'" in error_of(capsys, ["train", "--data", str(image_folder), *TINY, "--method", "magic", "--out", str(out)])
-    assert "variant must be one of" in error_of(capsys, ["train", "--data", str(image_folder), *TINY, "--variant", "sideways", "--out", str(out)])
-    assert "no option 'colour'" in error_of(capsys, ["train", "--data", str(image_folder), *TINY, "--set", "colour=red", "--out", str(out)])
-    assert "unknown open_clip architecture" in error_of(capsys, ["train", "--data", str(image_folder), "--backbone", "ViT-Z-99", "--out", str(out)])
+    assert "unknown method 'magic'" in error_of(
+        capsys, ["train", "--data", str(image_folder), *TINY, "--method", "magic", "--out", str(out)]
+    )
+    assert "variant must be one of" in error_of(
+        capsys, ["train", "--data", str(image_folder), *TINY, "--variant", "sideways", "--out", str(out)]
+    )
+    assert "no option 'colour'" in error_of(
+        capsys, ["train", "--data", str(image_folder), *TINY, "--set", "colour=red", "--out", str(out)]
+    )
+    assert "unknown open_clip architecture" in error_of(
+        capsys, ["train", "--data", str(image_folder), "--backbone", "ViT-Z-99", "--out", str(out)]
+    )
     bad = sorted((image_folder / "red_square").iterdir())[0]
     bad.write_bytes(b"\xff\xd8\xff garbage")
-    message = error_of(capsys, ["train", "--data", str(image_folder), *TINY, "--shots", "16", "--views", "1", "--out", str(out)])
+    message = error_of(
+        capsys, ["train", "--data", str(image_folder), *TINY, "--shots", "16", "--views", "1", "--out", str(out)]
+    )
     assert bad.name in message and "--skip-bad" in message
     assert not out.exists() and not list(tmp_path.glob("never*"))
 
@@ -109,28 +165,82 @@ def test_artifact_on_the_wrong_backbone_is_refused(image_folder, tmp_path, capsy
 
 @pytest.mark.slow
 def test_console_script_runs(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "clip_adapter", "methods"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "clip_adapter", "methods"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and "clip-adapter" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "clip_adapter", "eval", str(tmp_path / "none"), "--data", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "clip_adapter", "eval", str(tmp_path / "none"), "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("method", ["zero-shot", "clip-adapter", "linear-probe", "tip-adapter", "tip-adapter-f", "coop", "cocoop", "clap", "gda", "auto"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "zero-shot",
+        "clip-adapter",
+        "linear-probe",
+        "tip-adapter",
+        "tip-adapter-f",
+        "coop",
+        "cocoop",
+        "clap",
+        "gda",
+        "auto",
+    ],
+)
 def test_every_method_trains_saves_loads_and_predicts_through_the_cli(method, image_folder, tmp_path, capsys):
     from clip_adapter.methods import get_method, list_methods
 
-    assert set(list_methods()) == {"zero-shot", "clip-adapter", "linear-probe", "tip-adapter", "tip-adapter-f", "coop", "cocoop", "clap", "gda", "auto"}
+    assert set(list_methods()) == {
+        "zero-shot",
+        "clip-adapter",
+        "linear-probe",
+        "tip-adapter",
+        "tip-adapter-f",
+        "coop",
+        "cocoop",
+        "clap",
+        "gda",
+        "auto",
+    }
     fields = get_method(method).Config.help_texts()
     extra = ["--set", "epochs=2"] if "epochs" in fields else []
     extra += ["--set", "n_ctx=2"] if "n_ctx" in fields and method == "coop" else []
     out = tmp_path / method
-    assert main(["train", "--data", str(image_folder), *TINY, "--method", method, "--shots", "2", "--views", "1", *extra, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(image_folder),
+                *TINY,
+                "--method",
+                method,
+                "--shots",
+                "2",
+                "--views",
+                "1",
+                *extra,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     recorded = json.loads((out / "config.json").read_text())["method"]
     assert recorded == method or (method == "auto" and recorded in get_method("auto")().config.candidates)
     capsys.readouterr()
     assert main(["eval", str(out), "--data", str(image_folder), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == recorded
-    assert main(["predict", str(out), str(image_folder / "red_square" / "000.jpg"), "--top-k", "1", "--format", "json"]) == 0
+    assert (
+        main(["predict", str(out), str(image_folder / "red_square" / "000.jpg"), "--top-k", "1", "--format", "json"])
+        == 0
+    )
     records = json.loads(capsys.readouterr().out)
     assert len(records) == 1 and records[0]["label"] in {"red square", "green square", "blue square"}
 
@@ -145,7 +255,11 @@ def test_progress_is_logged_as_lines_when_stderr_is_not_a_terminal(monkeypatch, 
         bar.update(1)
     bar.close()
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[0].startswith("encoding test: 1/4 (25%) img") and lines[-1].endswith("— done") and "\r" not in "".join(lines)
+    assert (
+        lines[0].startswith("encoding test: 1/4 (25%) img")
+        and lines[-1].endswith("— done")
+        and "\r" not in "".join(lines)
+    )
     monkeypatch.setenv("CLIP_ADAPTER_NO_PROGRESS", "1")
     silent = progress_module.progress(total=2, desc="quiet")
     silent.update(2)

@@ -34,7 +34,21 @@ def one_line(capsys, argv, code=2) -> str:
 
 
 def train_argv(data, out, *extra):
-    return ["train", "--data", str(data), *TINY, "--shots", "2", "--views", "1", "--epochs", "2", "--out", str(out), *extra]
+    return [
+        "train",
+        "--data",
+        str(data),
+        *TINY,
+        "--shots",
+        "2",
+        "--views",
+        "1",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -54,7 +68,11 @@ def failing_command(monkeypatch):
 @pytest.mark.parametrize(
     ("exc", "code", "text"),
     [
-        (OSError(27, "File too large", "/data/out/model.safetensors"), 3, "File too large: /data/out/model.safetensors"),
+        (
+            OSError(27, "File too large", "/data/out/model.safetensors"),
+            3,
+            "File too large: /data/out/model.safetensors",
+        ),
         (PermissionError(13, "Permission denied", "/root/x"), 3, "Permission denied: /root/x"),
         (MemoryError(), 4, "out of memory"),
         (ValueError("bad\nvalue"), 5, "internal error (ValueError: bad\\nvalue)"),
@@ -96,8 +114,12 @@ def test_out_of_range_options_fail_before_any_work(extra, image_folder, tmp_path
 
 
 def test_bench_seed_and_shot_lists_are_range_checked(image_folder, tmp_path, capsys):
-    assert "--seeds" in one_line(capsys, ["bench", "--dataset", f"x={image_folder}", *TINY, "--seeds", str(10**20), "--out", str(tmp_path / "b")])
-    assert "--shots" in one_line(capsys, ["bench", "--dataset", f"x={image_folder}", *TINY, "--shots", "-1", "--out", str(tmp_path / "b")])
+    assert "--seeds" in one_line(
+        capsys, ["bench", "--dataset", f"x={image_folder}", *TINY, "--seeds", str(10**20), "--out", str(tmp_path / "b")]
+    )
+    assert "--shots" in one_line(
+        capsys, ["bench", "--dataset", f"x={image_folder}", *TINY, "--shots", "-1", "--out", str(tmp_path / "b")]
+    )
 
 
 @pytest.fixture
@@ -130,13 +152,21 @@ def test_non_utf8_file_names_through_predict_on_a_strict_utf8_stdout(artifact, t
     raw = _non_utf8_image(tmp_path / "odd")
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
     script = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import conftest; from clip_adapter.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.run([sys.executable, "-c", script, "predict", str(artifact), str(tmp_path / "odd"), "--top-k", "1"],
-                          capture_output=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "predict", str(artifact), str(tmp_path / "odd"), "--top-k", "1"],
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert raw in proc.stdout  # the name as it is on disk, byte for byte
     out = tmp_path / "pred.csv"
-    proc = subprocess.run([sys.executable, "-c", script, "predict", str(artifact), str(tmp_path / "odd"), "--out", str(out)],
-                          capture_output=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "predict", str(artifact), str(tmp_path / "odd"), "--out", str(out)],
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0 and raw in out.read_bytes()
 
 

@@ -24,8 +24,21 @@ from clip_adapter.core.threads import torch_threads
 from clip_adapter.toyworld import task_images
 from clip_adapter.toyworld.tasks import TASKS
 
-SMALL = ComposeConfig(bias=BiasConfig(pairs=6), probes=ProbeConfig(shapes=("circle",), train=20, test=6), zero_shot_per_class=2)
-SMALL_CLI = ["--bias-pairs", "6", "--probe-train", "20", "--probe-test", "6", "--zero-shot-per-class", "2", "--precision", "fp32"]
+SMALL = ComposeConfig(
+    bias=BiasConfig(pairs=6), probes=ProbeConfig(shapes=("circle",), train=20, test=6), zero_shot_per_class=2
+)
+SMALL_CLI = [
+    "--bias-pairs",
+    "6",
+    "--probe-train",
+    "20",
+    "--probe-test",
+    "6",
+    "--zero-shot-per-class",
+    "2",
+    "--precision",
+    "fp32",
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -103,7 +116,9 @@ def test_toy_suites_round_trip_and_are_deterministic(suites_dir, tmp_path):
         assert [i.true_caption for i in suite.items] == [d[1]["true_caption"] for d in drafts]
         assert [i.false_captions for i in suite.items] == [tuple(d[1]["false_captions"]) for d in drafts]
         assert (suites_dir / name / "items.json").read_bytes() == (again / name / "items.json").read_bytes()
-        for item in suite.items:  # every false caption holds the true caption's words: only binding/order tells them apart
+        for (
+            item
+        ) in suite.items:  # every false caption holds the true caption's words: only binding/order tells them apart
             assert all(sorted(f.split()) == sorted(item.true_caption.split()) for f in item.false_captions)
             assert np.asarray(Image.open(item.image)).shape == (64, 64, 3)
     attribution = read_suite(suites_dir / "attribution")
@@ -125,34 +140,46 @@ BOX = {"bbox_x": 0, "bbox_y": 0, "bbox_w": 8, "bbox_h": 8}  # the whole 8x8 imag
 
 
 def test_reader_accepts_aro_spellings(tmp_path):
-    items = [GOOD, {"image_path": "images/b.png", "true caption": "x y", "false_caption": "y x"},
-             {"image": "images/b.png", "caption_options": ["p q r", "q p r", "r q p"]}]
+    items = [
+        GOOD,
+        {"image_path": "images/b.png", "true caption": "x y", "false_caption": "y x"},
+        {"image": "images/b.png", "caption_options": ["p q r", "q p r", "r q p"]},
+    ]
     suite = read_suite(_suite(tmp_path / "s", items))
     assert [i.false_captions for i in suite.items] == [("a circle red",), ("y x",), ("q p r", "r q p")]
     assert suite.items[2].chance == pytest.approx(1 / 3)
 
 
-@pytest.mark.parametrize("items, expected", [
-    ([], "holds no items"),
-    ({"image": "images/a.png"}, "JSON list"),
-    ([GOOD, {**GOOD, "image": "images/missing.png"}], "item 1: image not found"),
-    ([GOOD, {**GOOD, "image": "images/bad.png"}], "item 1: image"),
-    ([GOOD, {**GOOD, "false_captions": []}], "item 1 has no false captions"),
-    ([GOOD, {"image": "images/b.png", "true_caption": "a b"}], "item 1 has no false captions"),
-    ([GOOD, {**GOOD, "false_captions": ["a red circle"]}], "item 1: a false caption is the true caption"),
-    ([GOOD, {**GOOD, "false_captions": ["b a", "b a"]}], "item 1: a false caption is repeated"),
-    ([GOOD, GOOD], "item 1 repeats item 0"),
-    ([GOOD, "text"], "item 1 is not a JSON object"),
-    ([GOOD, {**GOOD, "false_kinds": ["a", "b"]}], "item 1: 'false_kinds'"),
-    ([GOOD, {**GOOD, "image": "images/b.png", "bbox_x": 0}], "item 1 has bbox_x but not bbox_y, bbox_w, bbox_h"),
-    ([GOOD, {**GOOD, "image": "images/b.png", **BOX, "bbox_w": "4"}], "item 1: 'bbox_w' must be a number"),
-    ([GOOD, {**GOOD, "image": "images/b.png", **BOX, "bbox_y": True}], "item 1: 'bbox_y' must be a number"),
-    ([GOOD, {**GOOD, "image": "images/b.png", **BOX, "bbox_h": 0}], "item 1: the box"),
-    ([GOOD, {**GOOD, "image": "images/b.png", **BOX, "bbox_x": -1}], "item 1: the box"),
-    ([GOOD, {**GOOD, "image": "images/b.png", **BOX, "bbox_x": 8}], "item 1: the box (x 8, y 0, w 8, h 8) lies outside the 8x8 image"),
-    ([GOOD, {**GOOD, "image": "images/b.png", "attributes": "white"}], "item 1: 'attributes' must be a list"),
-    ([GOOD, {**GOOD, "image": "images/b.png", "relation_name": 3}], "item 1: 'relation_name' must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "items, expected",
+    [
+        ([], "holds no items"),
+        ({"image": "images/a.png"}, "JSON list"),
+        ([GOOD, {**GOOD, "image": "images/missing.png"}], "item 1: image not found"),
+        ([GOOD, {**GOOD, "image": "images/bad.png"}], "item 1: image"),
+        ([GOOD, {**GOOD, "false_captions": []}], "item 1 has no false captions"),
+        ([GOOD, {"image": "images/b.png", "true_caption": "a b"}], "item 1 has no false captions"),
+        ([GOOD, {**GOOD, "false_captions": ["a red circle"]}], "item 1: a false caption is the true caption"),
+        ([GOOD, {**GOOD, "false_captions": ["b a", "b a"]}], "item 1: a false caption is repeated"),
+        ([GOOD, GOOD], "item 1 repeats item 0"),
+        ([GOOD, "text"], "item 1 is not a JSON object"),
+        ([GOOD, {**GOOD, "false_kinds": ["a", "b"]}], "item 1: 'false_kinds'"),
+        ([GOOD, {**GOOD, "image": "images/b.png", "bbox_x": 0}], "item 1 has bbox_x but not bbox_y, bbox_w, bbox_h"),
+        ([GOOD, {**GOOD, "image": "images/b.png", **BOX, "bbox_w": "4"}], "item 1: 'bbox_w' must be a number"),
+        ([GOOD, {**GOOD, "image": "images/b.png", **BOX, "bbox_y": True}], "item 1: 'bbox_y' must be a number"),
+        ([GOOD, {**GOOD, "image": "images/b.png", **BOX, "bbox_h": 0}], "item 1: the box"),
+        ([GOOD, {**GOOD, "image": "images/b.png", **BOX, "bbox_x": -1}], "item 1: the box"),
+        (
+            [GOOD, {**GOOD, "image": "images/b.png", **BOX, "bbox_x": 8}],
+            "item 1: the box (x 8, y 0, w 8, h 8) lies outside the 8x8 image",
+        ),
+        ([GOOD, {**GOOD, "image": "images/b.png", "attributes": "white"}], "item 1: 'attributes' must be a list"),
+        (
+            [GOOD, {**GOOD, "image": "images/b.png", "relation_name": 3}],
+            "item 1: 'relation_name' must be a non-empty string",
+        ),
+    ],
+)
 def test_bad_suite_files_are_one_line_naming_file_and_item(tmp_path, items, expected):
     root = _suite(tmp_path / "s", items)
     (root / "images" / "bad.png").write_bytes(b"not a png at all")
@@ -188,7 +215,9 @@ def test_a_model_that_reads_the_image_scores_above_chance(toy, tmp_path):
     (tmp_path / "s" / "images").mkdir(parents=True)
     for i, (image, label) in enumerate(zip(images, labels)):
         Image.fromarray(image).save(tmp_path / "s" / "images" / f"{i}.png")
-        items.append({"image": f"images/{i}.png", "true_caption": prompts[label], "false_captions": [prompts[(label + 1) % 8]]})
+        items.append(
+            {"image": f"images/{i}.png", "true_caption": prompts[label], "false_captions": [prompts[(label + 1) % 8]]}
+        )
     (tmp_path / "s" / "items.json").write_text(json.dumps(items))
     result = score_suite(toy, read_suite(tmp_path / "s"), tmp_path / "cache")
     assert result["accuracy"] == 1.0 and result["chance"] == 0.5
@@ -213,25 +242,71 @@ def test_aro_boxes_crop_the_image_and_subtypes_give_the_macro_accuracy(tmp_path)
     Image.new("RGB", (64, 64), (0, 255, 0)).save(green)
     model, cache = MeanColour(), tmp_path / "cache"
     # The whole image first: its features are now cached under the file's content, and must not stand in for a crop.
-    whole = score_suite(model, read_suite(_items(tmp_path / "whole", [{"image": str(half), "true_caption": "red", "false_caption": "blue"}])), cache)
+    whole = score_suite(
+        model,
+        read_suite(_items(tmp_path / "whole", [{"image": str(half), "true_caption": "red", "false_caption": "blue"}])),
+        cache,
+    )
     assert whole["macro_accuracy"] is None and whole["macro_chance"] is None  # no subtypes: no macro figure
-    left, right = {"bbox_x": 0, "bbox_y": 0, "bbox_w": 32, "bbox_h": 64}, {"bbox_x": 32, "bbox_y": 0, "bbox_w": 32, "bbox_h": 64}
-    suite = read_suite(_items(tmp_path / "vg", [
-        {"image_path": str(half), "true_caption": "red", "false_caption": "blue", "relation_name": "on", **left},
-        {"image_path": str(half), "true_caption": "blue", "false_caption": "red", "relation_name": "on", **right},
-        {"image_path": str(green), "true_caption": "red", "false_caption": "blue", "attributes": ["green", "plain"]}]))
+    left, right = (
+        {"bbox_x": 0, "bbox_y": 0, "bbox_w": 32, "bbox_h": 64},
+        {"bbox_x": 32, "bbox_y": 0, "bbox_w": 32, "bbox_h": 64},
+    )
+    suite = read_suite(
+        _items(
+            tmp_path / "vg",
+            [
+                {
+                    "image_path": str(half),
+                    "true_caption": "red",
+                    "false_caption": "blue",
+                    "relation_name": "on",
+                    **left,
+                },
+                {
+                    "image_path": str(half),
+                    "true_caption": "blue",
+                    "false_caption": "red",
+                    "relation_name": "on",
+                    **right,
+                },
+                {
+                    "image_path": str(green),
+                    "true_caption": "red",
+                    "false_caption": "blue",
+                    "attributes": ["green", "plain"],
+                },
+            ],
+        )
+    )
     assert [i.box for i in suite.items] == [(0, 0, 32, 64), (32, 0, 32, 64), None]
     result = score_suite(model, suite, cache)
     # each half read as its own colour (an uncropped image is one colour for both items: they cannot both win)
     assert result["subtypes"]["on"] == {"n": 2, "accuracy": 1.0, "chance": 0.5}
     assert result["subtypes"]["green_plain"]["accuracy"] == 0.5  # green is neither: a tie
-    assert result["accuracy"] == pytest.approx(2.5 / 3) and result["macro_accuracy"] == 0.75 and result["macro_chance"] == 0.5
+    assert (
+        result["accuracy"] == pytest.approx(2.5 / 3)
+        and result["macro_accuracy"] == 0.75
+        and result["macro_chance"] == 0.5
+    )
 
 
 def test_a_box_outside_an_unchecked_image_is_refused_when_scored(tmp_path):
     _halves(tmp_path / "half.png")
-    root = _items(tmp_path / "s", [{"image": str(tmp_path / "half.png"), "true_caption": "red", "false_caption": "blue",
-                                    "bbox_x": 64, "bbox_y": 0, "bbox_w": 32, "bbox_h": 64}])
+    root = _items(
+        tmp_path / "s",
+        [
+            {
+                "image": str(tmp_path / "half.png"),
+                "true_caption": "red",
+                "false_caption": "blue",
+                "bbox_x": 64,
+                "bbox_y": 0,
+                "bbox_w": 32,
+                "bbox_h": 64,
+            }
+        ],
+    )
     with pytest.raises(DataError, match="lies outside the 64x64 image") as info:
         score_suite(MeanColour(), read_suite(root, decode=False), tmp_path / "cache")
     assert "items.json item 0" in str(info.value) and "\n" not in str(info.value)
@@ -256,18 +331,24 @@ def test_bench_on_the_toy_clip_and_a_random_open_clip(suites_dir, toy, tiny_back
     result = bench_models({"toy": toy, "tiny": tiny_backbone}, suites, tmp_path / "cache", SMALL)
     toy_row, tiny_row = result["models"]["toy"], result["models"]["tiny"]
     assert set(toy_row["suites"]) == set(SUITES) == set(tiny_row["suites"])
-    assert set(toy_row["zero_shot"]) == {"shape", "color"} and "zero_shot" not in tiny_row  # toy tasks: toy vocabulary only
+    assert (
+        set(toy_row["zero_shot"]) == {"shape", "color"} and "zero_shot" not in tiny_row
+    )  # toy tasks: toy vocabulary only
     assert toy_row["zero_shot"]["shape"]["accuracy"] >= 0.75  # the shipped toy CLIP knows its shapes
     # the bench reports what each measure gives on its own: same suites, same bias pairs, same probe scenes
     assert toy_row["suites"] == {s.name: score_suite(toy, s, tmp_path / "cache") for s in suites}
     assert toy_row["bias"] == measure_bias(toy, bias_material(SMALL.bias))
-    assert tiny_row["probes"]["image_probe"] == measure_probes(tiny_backbone, probe_material(SMALL.probes))["image_probe"]
+    assert (
+        tiny_row["probes"]["image_probe"] == measure_probes(tiny_backbone, probe_material(SMALL.probes))["image_probe"]
+    )
     for row in (toy_row, tiny_row):
         for name, s in row["suites"].items():
             subtypes = [v["accuracy"] for v in s["subtypes"].values()]
             assert s["macro_accuracy"] == (pytest.approx(sum(subtypes) / len(subtypes)) if subtypes else None), name
     table = markdown_tables(result).splitlines()
-    assert table[0].startswith("| model | attribution | attribution macro | relation | relation macro | order | negation | negation macro | img→larger |")
+    assert table[0].startswith(
+        "| model | attribution | attribution macro | relation | relation macro | order | negation | negation macro | img→larger |"
+    )
     assert table[2].startswith("| chance / no bias | 50.0 | 50.0 |")
     assert any(line.startswith("| toy |") for line in table) and any(line.startswith("| tiny |") for line in table)
 
@@ -280,8 +361,19 @@ def test_cli_writes_suites_then_scores_several_models(tmp_path, capsys):
     code, printed, err = run_cli(capsys, "compose-bench", "--write-toy-suites", suites, "--items-per-suite", "4")
     assert code == 0, err
     assert sorted(p.name for p in suites.iterdir() if not p.name.startswith(".")) == sorted(SUITES)
-    code, printed, err = run_cli(capsys, "compose-bench", "--suites", suites, "--out", out, "--model", "base=shipped",
-                                 "--model", "random=none", *SMALL_CLI)
+    code, printed, err = run_cli(
+        capsys,
+        "compose-bench",
+        "--suites",
+        suites,
+        "--out",
+        out,
+        "--model",
+        "base=shipped",
+        "--model",
+        "random=none",
+        *SMALL_CLI,
+    )
     assert code == 0, err
     assert "| base |" in printed and "| random |" in printed and "zs shape" in printed
     assert {"compose.json", "compose.md", "suites.png", "bias.png", "probes.png"} <= {p.name for p in out.iterdir()}
@@ -289,10 +381,22 @@ def test_cli_writes_suites_then_scores_several_models(tmp_path, capsys):
     assert list(saved["models"]) == ["base", "random"] and saved["models_pretrained"]["random"] == "none"
     assert saved["suites"] == list(SUITES)  # read back from disk, the columns keep the order they were written in
     # our own output: refused without --overwrite, replaced with it
-    code, _, err = run_cli(capsys, "compose-bench", "--suites", suites / "negation", "--out", out, "--no-bias", "--no-probes", *SMALL_CLI)
+    code, _, err = run_cli(
+        capsys, "compose-bench", "--suites", suites / "negation", "--out", out, "--no-bias", "--no-probes", *SMALL_CLI
+    )
     assert code == 2 and err.count("\n") == 1 and "--overwrite" in err
-    code, _, err = run_cli(capsys, "compose-bench", "--suites", suites / "negation", "--out", out, "--no-bias", "--no-probes",
-                           "--overwrite", *SMALL_CLI)
+    code, _, err = run_cli(
+        capsys,
+        "compose-bench",
+        "--suites",
+        suites / "negation",
+        "--out",
+        out,
+        "--no-bias",
+        "--no-probes",
+        "--overwrite",
+        *SMALL_CLI,
+    )
     assert code == 0, err
     assert json.loads((out / "compose.json").read_text())["suites"] == ["negation"]
     assert not (out / "bias.png").exists()
@@ -300,14 +404,40 @@ def test_cli_writes_suites_then_scores_several_models(tmp_path, capsys):
 
 def test_cli_on_a_random_open_clip(tmp_path, capsys):
     suites = write_toy_suites(tmp_path / "suites", 3, ("attribution", "negation"))
-    code, printed, err = run_cli(capsys, "compose-bench", "--suites", suites, "--out", tmp_path / "out", "--backbone", "test-tiny-vit",
-                                 "--model", "a=none", "--no-probes", *SMALL_CLI)
+    code, printed, err = run_cli(
+        capsys,
+        "compose-bench",
+        "--suites",
+        suites,
+        "--out",
+        tmp_path / "out",
+        "--backbone",
+        "test-tiny-vit",
+        "--model",
+        "a=none",
+        "--no-probes",
+        *SMALL_CLI,
+    )
     assert code == 0, err
     assert "| a |" in printed and "img→larger" in printed and "zs shape" not in printed
 
 
-@pytest.mark.parametrize("case", ["nothing", "foreign", "inside", "bad-model", "missing-checkpoint", "bad-toy-checkpoint", "no-suites", "foreign-suites",
-                                  "toy-is-out", "out-in-toy", "toy-in-out"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "nothing",
+        "foreign",
+        "inside",
+        "bad-model",
+        "missing-checkpoint",
+        "bad-toy-checkpoint",
+        "no-suites",
+        "foreign-suites",
+        "toy-is-out",
+        "out-in-toy",
+        "toy-in-out",
+    ],
+)
 def test_cli_refuses_in_one_line_before_any_work(suites_dir, tmp_path, capsys, case):
     foreign = tmp_path / "thesis"
     foreign.mkdir()
@@ -317,8 +447,24 @@ def test_cli_refuses_in_one_line_before_any_work(suites_dir, tmp_path, capsys, c
         "foreign": ["--suites", suites_dir, "--out", foreign],
         "inside": ["--suites", suites_dir, "--out", suites_dir / "attribution" / "out"],
         "bad-model": ["--suites", suites_dir, "--out", tmp_path / "o", "--model", "no-equals-sign"],
-        "missing-checkpoint": ["--suites", suites_dir, "--out", tmp_path / "o", "--model", f"x={tmp_path}/nope.safetensors"],
-        "bad-toy-checkpoint": ["--suites", suites_dir, "--out", tmp_path / "o", "--model", "a=shipped", "--model", "b=garbage"],
+        "missing-checkpoint": [
+            "--suites",
+            suites_dir,
+            "--out",
+            tmp_path / "o",
+            "--model",
+            f"x={tmp_path}/nope.safetensors",
+        ],
+        "bad-toy-checkpoint": [
+            "--suites",
+            suites_dir,
+            "--out",
+            tmp_path / "o",
+            "--model",
+            "a=shipped",
+            "--model",
+            "b=garbage",
+        ],
         "no-suites": ["--suites", tmp_path / "absent", "--out", tmp_path / "o"],
         "foreign-suites": ["--write-toy-suites", foreign],
         # the toy suites do not exist yet, so only a check of the two paths themselves can catch these

@@ -27,7 +27,9 @@ from clip_adapter.data import (
 
 def toy_dataset(per_class: int = 10, classes: int = 3) -> Dataset:
     samples = [Sample(Path(f"/d/c{c}/{i}.jpg"), c) for c in range(classes) for i in range(per_class)]
-    return Dataset("toy", [f"c{c}" for c in range(classes)], Path("/d"), {"train": samples, "val": samples, "test": samples})
+    return Dataset(
+        "toy", [f"c{c}" for c in range(classes)], Path("/d"), {"train": samples, "val": samples, "test": samples}
+    )
 
 
 def test_sampler_is_seeded_and_follows_the_coop_protocol():
@@ -95,7 +97,9 @@ def test_coop_json_round_trips(tmp_path):
     back = read_coop_split(tmp_path / "split.json", root)
     assert back.classnames == ds.classnames
     for split in ("train", "val", "test"):
-        assert [(s.path.resolve(), s.label) for s in back.split(split)] == [(s.path.resolve(), s.label) for s in ds.split(split)]
+        assert [(s.path.resolve(), s.label) for s in back.split(split)] == [
+            (s.path.resolve(), s.label) for s in ds.split(split)
+        ]
 
 
 def write_split(tmp_path, entries, root=None):
@@ -184,7 +188,12 @@ def test_broken_images_give_one_line_errors(tmp_path):
     (tmp_path / "text.jpg").write_text("hello")
     Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "ok.jpg")
     (tmp_path / "trunc.jpg").write_bytes((tmp_path / "ok.jpg").read_bytes()[:200])
-    for name, pattern in [("empty.jpg", "zero-byte"), ("text.jpg", "cannot be decoded"), ("trunc.jpg", "cannot be decoded"), ("nope.jpg", "not found")]:
+    for name, pattern in [
+        ("empty.jpg", "zero-byte"),
+        ("text.jpg", "cannot be decoded"),
+        ("trunc.jpg", "cannot be decoded"),
+        ("nope.jpg", "not found"),
+    ]:
         with pytest.raises(DataError, match=pattern) as info:
             load_rgb(tmp_path / name)
         assert name in str(info.value) and "\n" not in str(info.value)
@@ -204,7 +213,9 @@ def test_split_file_templates_are_the_datasets_own_and_round_trip(tmp_path):
     (images / "cat").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(images / "cat" / "0.png")
     entries = [["cat/0.png", 0, "cat"]]
-    (tmp_path / "split.json").write_text(json.dumps({"train": entries, "test": entries, "meta": {"templates": ["a sketch of a {}."]}}))
+    (tmp_path / "split.json").write_text(
+        json.dumps({"train": entries, "test": entries, "meta": {"templates": ["a sketch of a {}."]}})
+    )
     ds = load_dataset(tmp_path)
     assert templates_for(ds) == ("a sketch of a {}.",) and templates_for(ds, ("art of the {}.",)) == ("art of the {}.",)
     write_coop_split(sample_few_shot(ds, 1, 1).dataset, tmp_path / "again.json")
@@ -214,13 +225,16 @@ def test_split_file_templates_are_the_datasets_own_and_round_trip(tmp_path):
         load_dataset(tmp_path)
 
 
-@pytest.mark.parametrize(("name", "template"), [
-    ("split_zhou_OxfordPets", "a photo of a {}, a type of pet."),
-    ("food-101", "a photo of {}, a type of food."),
-    ("split_zhou_DescribableTextures", "{} texture."),
-    ("caltech-101", "a photo of a {}."),
-    ("my-photos", "a photo of a {}."),
-])
+@pytest.mark.parametrize(
+    ("name", "template"),
+    [
+        ("split_zhou_OxfordPets", "a photo of a {}, a type of pet."),
+        ("food-101", "a photo of {}, a type of food."),
+        ("split_zhou_DescribableTextures", "{} texture."),
+        ("caltech-101", "a photo of a {}."),
+        ("my-photos", "a photo of a {}."),
+    ],
+)
 def test_coop_file_and_folder_names_get_their_datasets_template(name, template, tmp_path):
     from clip_adapter.pipeline import templates_for, templates_source
 

@@ -47,7 +47,9 @@ def test_icl_anchors_the_student_against_teacher_embeddings():
     loss = icl_loss(s_img, s_txt, t_img, t_txt, torch.tensor(10.0), torch.arange(5))
     labels = torch.arange(5)
     n = lambda x: F.normalize(x, dim=-1)  # noqa: E731
-    expected = (F.cross_entropy(10 * n(s_img) @ n(t_txt).T, labels) + F.cross_entropy(10 * n(s_txt) @ n(t_img).T, labels)) / 2
+    expected = (
+        F.cross_entropy(10 * n(s_img) @ n(t_txt).T, labels) + F.cross_entropy(10 * n(s_txt) @ n(t_img).T, labels)
+    ) / 2
     assert torch.allclose(loss, expected)
     loss.backward()
     assert s_img.grad is not None and s_txt.grad is not None  # the student learns; the teacher is a constant
@@ -58,7 +60,9 @@ def test_crd_is_zero_only_when_the_student_reproduces_the_teacher_relations():
     t_img, t_txt = torch.randn(6, 16), torch.randn(6, 16)
     s_img = torch.randn(6, 8, requires_grad=True)
     assert float(crd_loss(t_img, t_txt, 20.0, t_img, t_txt, 20.0)) < 1e-6
-    loss = crd_loss(s_img, torch.randn(6, 8), 20.0, t_img, t_txt, 20.0)  # different widths: only B x B relations compared
+    loss = crd_loss(
+        s_img, torch.randn(6, 8), 20.0, t_img, t_txt, 20.0
+    )  # different widths: only B x B relations compared
     assert float(loss.detach()) > 0.1
     loss.backward()
     assert s_img.grad.abs().sum() > 0
@@ -74,7 +78,9 @@ def test_kd_loss_projects_only_when_dimensions_differ_and_refuses_unknown_losses
     s, t, g = torch.randn(4, 8), torch.randn(4, 16), torch.arange(4)
     total, parts = KDLoss(("fd", "icl", "crd"), 8, 16)(s, s, torch.tensor(14.0), t, t, 14.0, g)
     assert set(parts) == {"clip", "fd", "icl", "crd"}
-    assert abs(float(total.detach()) - (parts["clip"] + 2000 * parts["fd"] + parts["icl"] + parts["crd"])) < 1e-3  # the paper's λ
+    assert (
+        abs(float(total.detach()) - (parts["clip"] + 2000 * parts["fd"] + parts["icl"] + parts["crd"])) < 1e-3
+    )  # the paper's λ
 
 
 def test_fd_distillation_pulls_the_student_towards_the_teacher(teacher_bb, tmp_path):
@@ -148,28 +154,79 @@ def test_caption_file_source_and_its_errors(tmp_path):
 
 def test_cli_distils_a_toy_student_that_train_accepts(tmp_path, capsys):
     out = tmp_path / "kd"
-    code = cli(["distill", "--student", "toy-tiny", "--loss", "fd,crd", "--steps", "2", "--batch-size", "4", "--workers", "0", "--out", str(out)])
+    code = cli(
+        [
+            "distill",
+            "--student",
+            "toy-tiny",
+            "--loss",
+            "fd,crd",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
-    assert {p.name for p in out.iterdir()} >= {"toy_clip.safetensors", "toy_clip.json", "distill.json", "distill_log.csv"}
+    assert {p.name for p in out.iterdir()} >= {
+        "toy_clip.safetensors",
+        "toy_clip.json",
+        "distill.json",
+        "distill_log.csv",
+    }
     data = tmp_path / "colours"
     from clip_adapter.toyworld import write_task_dataset
 
     write_task_dataset("color", "photo", data, 2, 1, 1)
-    code = cli(["train", "--data", str(data), "--backbone", "toy", "--pretrained", str(out), "--shots", "1", "--method", "zero-shot",
-                "--out", str(tmp_path / "art")])
+    code = cli(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--backbone",
+            "toy",
+            "--pretrained",
+            str(out),
+            "--shots",
+            "1",
+            "--method",
+            "zero-shot",
+            "--out",
+            str(tmp_path / "art"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     # the same output again: refused without --overwrite, replaced with it
-    args = ["distill", "--student", "toy-tiny", "--steps", "1", "--batch-size", "2", "--workers", "0", "--out", str(out)]
+    args = [
+        "distill",
+        "--student",
+        "toy-tiny",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+    ]
     assert cli(args) == 2 and "--overwrite" in capsys.readouterr().err
     assert cli([*args, "--overwrite"]) == 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--loss", "kd"], "losses"),
-    (["--teacher-artifact", "x"], "--data"),
-    (["--data", "x"], "--captions"),
-    (["--steps", "0"], "steps"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--loss", "kd"], "losses"),
+        (["--teacher-artifact", "x"], "--data"),
+        (["--data", "x"], "--captions"),
+        (["--steps", "0"], "steps"),
+    ],
+)
 def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
     code = cli(["distill", "--student", "toy-tiny", "--out", str(tmp_path / "o"), *args])
     err = capsys.readouterr().err.strip()

@@ -100,6 +100,7 @@ def is_external(target: str) -> bool:
 
 # --- (a) and (d): a short README that leads to every page ------------------------------------------------
 
+
 def test_readme_is_short() -> None:
     n = len(README.read_text(encoding="utf-8").splitlines())
     assert n <= MAX_README_LINES, f"README.md has {n} lines (at most {MAX_README_LINES}): move detail into docs/"
@@ -122,6 +123,7 @@ def test_every_docs_page_is_linked_from_the_readme() -> None:
 
 
 # --- (b) links and figures ------------------------------------------------------------------------------
+
 
 def broken_links(path: Path, root: Path = ROOT) -> list[str]:
     broken = []
@@ -150,11 +152,17 @@ def test_link_checker_catches_mistakes(tmp_path: Path) -> None:
     (tmp_path / "figures" / "a.png").write_bytes(b"")
     (tmp_path / "other.md").write_text("# Other page\n\n## `auto` on it\n")
     page = tmp_path / "page.md"
-    page.write_text("# Page\n\n![a](figures/a.png) [ok](other.md#auto-on-it) [self](#page) [web](https://example.org/x)\n"
-                    "`[not a link](nowhere.md)`\n\n```bash\n[nor](this.md)\n```\n")
+    page.write_text(
+        "# Page\n\n![a](figures/a.png) [ok](other.md#auto-on-it) [self](#page) [web](https://example.org/x)\n"
+        "`[not a link](nowhere.md)`\n\n```bash\n[nor](this.md)\n```\n"
+    )
     assert broken_links(page, tmp_path) == []
     page.write_text("[gone](figures/b.png) [anchor](other.md#nope) [up](../outside.md)\n")
-    assert [b.split(" ")[0] for b in broken_links(page, tmp_path)] == ["figures/b.png", "other.md#nope", "../outside.md"]
+    assert [b.split(" ")[0] for b in broken_links(page, tmp_path)] == [
+        "figures/b.png",
+        "other.md#nope",
+        "../outside.md",
+    ]
 
 
 def test_every_figure_is_shown() -> None:
@@ -169,12 +177,15 @@ def test_every_figure_is_shown() -> None:
 def test_slug_matches_github() -> None:
     assert slug("`auto` on the toy world") == "auto-on-the-toy-world"
     assert slug('How far to trust an answer: calibration, conformal sets, "none of these"') == (
-        "how-far-to-trust-an-answer-calibration-conformal-sets-none-of-these")
+        "how-far-to-trust-an-answer-calibration-conformal-sets-none-of-these"
+    )
     assert slug("Fine-tuning the encoders: NegCLIP, LABCLIP, NegationCLIP") == (
-        "fine-tuning-the-encoders-negclip-labclip-negationclip")
+        "fine-tuning-the-encoders-negclip-labclip-negationclip"
+    )
 
 
 # --- (c) commands in bash blocks ------------------------------------------------------------------------
+
 
 def shell_commands(path: Path) -> list[list[str]]:
     """The simple commands of a file's bash blocks, as tokens: continuations joined, comments dropped,
@@ -243,7 +254,7 @@ def cli_commands(path: Path) -> list[list[str]]:
     for command in shell_commands(path):
         for i, token in enumerate(command):
             if token == "clip-adapter" or token.endswith("/clip-adapter"):
-                found.append(command[i + 1:])
+                found.append(command[i + 1 :])
                 break
     return found
 

@@ -67,15 +67,29 @@ def test_clap_epoch_is_the_official_loaders_batches_over_images_with_a_constant_
     # 160 images (10 classes × 16 shots) × 10 views: one batch per epoch, not ceil(1600 / 256) = 7
     assert steps_per_epoch(160, 256, cfg.drop_last) == 1
     assert steps_per_epoch(1000, 256, cfg.drop_last) == 3  # Dassl drops the last partial batch
-    data = FewShotData(torch.randn(160, 10, 8), torch.arange(10).repeat_interleave(16), torch.randn(10, 8),
-                       torch.arange(10), F.normalize(torch.randn(10, 8), dim=-1), 50.0, [str(i) for i in range(10)])
+    data = FewShotData(
+        torch.randn(160, 10, 8),
+        torch.arange(10).repeat_interleave(16),
+        torch.randn(10, 8),
+        torch.arange(10),
+        F.normalize(torch.randn(10, 8), dim=-1),
+        50.0,
+        [str(i) for i in range(10)],
+    )
     result = get_method("clap")(cfg.replace(epochs=3)).fit(data)
     assert result.history[0]["steps"] == 3  # 3 epochs × 1 step
 
 
 def test_official_presets_follow_the_released_recipes():
     ca = get_method("clip-adapter").make_config("official")
-    assert (ca.alpha, ca.alpha_grid, ca.select_epoch, ca.warmup_type, ca.warmup_lr, ca.drop_last) == (0.2, (), False, "constant", 1e-5, True)
+    assert (ca.alpha, ca.alpha_grid, ca.select_epoch, ca.warmup_type, ca.warmup_lr, ca.drop_last) == (
+        0.2,
+        (),
+        False,
+        "constant",
+        1e-5,
+        True,
+    )
     for name in ("coop", "cocoop", "clip-adapter"):
         assert get_method(name).preset_crop_scale["official"] == (0.08, 1.0)  # Dassl's RandomResizedCrop
         assert get_method(name).make_config("official").drop_last
@@ -104,4 +118,6 @@ def _toy():
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(3).repeat_interleave(4)
     train = torch.randn(12, 2, 8, generator=gen)
-    return FewShotData(train, labels, train[:, 0], labels, F.normalize(torch.randn(3, 8, generator=gen), dim=-1), 50.0, ["a", "b", "c"]), None
+    return FewShotData(
+        train, labels, train[:, 0], labels, F.normalize(torch.randn(3, 8, generator=gen), dim=-1), 50.0, ["a", "b", "c"]
+    ), None

@@ -125,8 +125,17 @@ def test_coop_and_clip_adapter_official_presets_step_per_epoch_as_dassl(name):
 
 
 def test_per_epoch_linear_warmup_is_dassls(monkeypatch):
-    cfg = TrainConfig(optimizer="sgd", lr=0.01, epochs=8, batch_size=3, warmup_epochs=3, warmup_type="linear",
-                      warmup_lr=1e-4, schedule_unit="epoch", select_epoch=False)
+    cfg = TrainConfig(
+        optimizer="sgd",
+        lr=0.01,
+        epochs=8,
+        batch_size=3,
+        warmup_epochs=3,
+        warmup_type="linear",
+        warmup_lr=1e-4,
+        schedule_unit="epoch",
+        select_epoch=False,
+    )
     steps, info = _step_lrs(monkeypatch, cfg, _data(n=6))
     assert [row["lr"] for row in info["epochs"]] == pytest.approx(dassl_epoch_lrs(0.01, 8, 3, "linear", 1e-4), rel=1e-9)
     assert len(steps) == 16
@@ -250,4 +259,6 @@ def test_linear_probe_official_preset_is_lpclips_rule_and_iterations():
     result = get_method("linear-probe")(cfg).fit(data)
     by_c = {row["c"]: row["selection_accuracy"] for row in result.history}
     assert len(result.history) == len(COARSE_C) + 16
-    assert result.selected["chosen"]["c"] == pytest.approx(lpclip_reference(lambda c: by_c[min(by_c, key=lambda k: abs(math.log(k / c)))], 8), rel=1e-12)
+    assert result.selected["chosen"]["c"] == pytest.approx(
+        lpclip_reference(lambda c: by_c[min(by_c, key=lambda k: abs(math.log(k / c)))], 8), rel=1e-12
+    )

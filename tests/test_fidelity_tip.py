@@ -75,7 +75,9 @@ def official_on(head: TipAdapterHead, data: FewShotData, dataset: str):
     features = F.normalize(data.val, dim=-1)
     affinity = features @ head.keys.detach().t()
     with torch_threads(1):
-        return official_search_hp(entry["search_scale"], entry["search_step"], affinity, head.values, features, data.val_labels, head.text.t())
+        return official_search_hp(
+            entry["search_scale"], entry["search_step"], affinity, head.values, features, data.val_labels, head.text.t()
+        )
 
 
 @pytest.mark.parametrize("dataset,seed", [("oxford_pets", 0), ("oxford_flowers", 1), ("dtd", 2)])
@@ -94,9 +96,14 @@ def test_search_chooses_what_the_official_double_loop_chooses(dataset, seed):
 
 
 def official_search_grid(dataset: str) -> tuple[list[float], list[float]]:
-    (beta_max, alpha_max), (beta_steps, alpha_steps) = official_settings()[dataset]["search_scale"], official_settings()[dataset]["search_step"]
-    return ([i * (beta_max - 0.1) / beta_steps + 0.1 for i in range(beta_steps)],
-            [i * (alpha_max - 0.1) / alpha_steps + 0.1 for i in range(alpha_steps)])
+    (beta_max, alpha_max), (beta_steps, alpha_steps) = (
+        official_settings()[dataset]["search_scale"],
+        official_settings()[dataset]["search_step"],
+    )
+    return (
+        [i * (beta_max - 0.1) / beta_steps + 0.1 for i in range(beta_steps)],
+        [i * (alpha_max - 0.1) / alpha_steps + 0.1 for i in range(alpha_steps)],
+    )
 
 
 def test_the_tie_rule_matters_on_a_few_shot_validation_split():
@@ -107,13 +114,24 @@ def test_the_tie_rule_matters_on_a_few_shot_validation_split():
     assert first_score[0] == loss_score[0] and first != by_loss and loss_score[1] < first_score[1]
 
 
-@pytest.mark.parametrize("name,key", [
-    ("oxford_pets", "oxford_pets"), ("split_zhou_OxfordPets", "oxford_pets"), ("caltech-101", "caltech101"),
-    ("split_zhou_Caltech101", "caltech101"), ("food-101", "food101"), ("split_zhou_DescribableTextures", "dtd"),
-    ("fgvc_aircraft", "fgvc_aircraft"), ("split_zhou_EuroSAT", "eurosat"), ("imagenet", "imagenet"),
-    ("split_zhou_StanfordCars", "stanford_cars"), ("split_zhou_OxfordFlowers", "oxford_flowers"),
-    ("split_zhou_SUN397", "sun397"), ("split_zhou_UCF101", "ucf101"),
-])
+@pytest.mark.parametrize(
+    "name,key",
+    [
+        ("oxford_pets", "oxford_pets"),
+        ("split_zhou_OxfordPets", "oxford_pets"),
+        ("caltech-101", "caltech101"),
+        ("split_zhou_Caltech101", "caltech101"),
+        ("food-101", "food101"),
+        ("split_zhou_DescribableTextures", "dtd"),
+        ("fgvc_aircraft", "fgvc_aircraft"),
+        ("split_zhou_EuroSAT", "eurosat"),
+        ("imagenet", "imagenet"),
+        ("split_zhou_StanfordCars", "stanford_cars"),
+        ("split_zhou_OxfordFlowers", "oxford_flowers"),
+        ("split_zhou_SUN397", "sun397"),
+        ("split_zhou_UCF101", "ucf101"),
+    ],
+)
 def test_official_settings_are_chosen_by_dataset_name(name, key):
     entry = official_settings()[key]
     for method in ("tip-adapter", "tip-adapter-f"):
@@ -122,7 +140,10 @@ def test_official_settings_are_chosen_by_dataset_name(name, key):
         assert (cfg.beta_max, cfg.alpha_max) == tuple(entry["search_scale"])
         assert (cfg.beta_steps, cfg.alpha_steps) == tuple(entry["search_step"])
         assert (cfg.alpha, cfg.beta) == (entry["init_alpha"], entry["init_beta"])
-    assert get_method("tip-adapter-f").for_dataset(get_method("tip-adapter-f").make_config(), name).epochs == entry["train_epoch"]
+    assert (
+        get_method("tip-adapter-f").for_dataset(get_method("tip-adapter-f").make_config(), name).epochs
+        == entry["train_epoch"]
+    )
 
 
 def test_the_shipped_settings_are_the_official_configs():
@@ -136,7 +157,13 @@ def test_the_shipped_settings_are_the_official_configs():
 
 def test_unknown_datasets_get_the_generic_settings_and_explicit_options_win():
     generic = get_method("tip-adapter").for_dataset(get_method("tip-adapter").make_config(), "my-photos")
-    assert (generic.settings, generic.alpha, generic.beta, generic.alpha_max, generic.beta_max) == ("generic", 1.0, 1.0, 10.0, 10.0)
+    assert (generic.settings, generic.alpha, generic.beta, generic.alpha_max, generic.beta_max) == (
+        "generic",
+        1.0,
+        1.0,
+        10.0,
+        10.0,
+    )
     mine = get_method("tip-adapter-f").make_config(alpha_max=20.0, alpha=0.5, epochs=3)
     cfg = get_method("tip-adapter-f").for_dataset(mine, "eurosat")
     assert (cfg.alpha_max, cfg.alpha, cfg.epochs, cfg.beta_max) == (20.0, 0.5, 3, 12.0)
@@ -159,8 +186,12 @@ def test_tip_adapter_f_trains_with_the_settings_init_alpha_and_beta(monkeypatch)
         # the logits the training loss sees: clip + init_alpha · exp(−init_beta (1 − A)) · L (official main.py)
         x = data.train_means()
         affinity = F.normalize(x, dim=-1) @ head.keys.detach().t()
-        official = 100.0 * F.normalize(x, dim=-1) @ head.text.t() + 10.0 * torch.exp(-1.0 * (1 - affinity)) @ head.values
-        seen.update(alpha=cfg.alpha, beta=cfg.beta, epochs=cfg.epochs, close=torch.allclose(head(x), official, atol=1e-4))
+        official = (
+            100.0 * F.normalize(x, dim=-1) @ head.text.t() + 10.0 * torch.exp(-1.0 * (1 - affinity)) @ head.values
+        )
+        seen.update(
+            alpha=cfg.alpha, beta=cfg.beta, epochs=cfg.epochs, close=torch.allclose(head(x), official, atol=1e-4)
+        )
         return real(head, data, cfg, seed)
 
     monkeypatch.setattr(tip, "train_head", spy)
@@ -191,9 +222,13 @@ def test_full_val_chooses_on_the_whole_validation_split(tmp_path, tiny_backbone)
     prepared = prepare(tiny_backbone, dataset, run)
     data = few_shot_data(prepared.features, tiny_backbone, dataset.classnames, prepared.templates, run)
     x, y = data.selection
-    assert len(y) == dataset.count("val") == 12 and len(data.val_labels) == 3  # whole split, not min(K, 4) = 1 per class
+    assert (
+        len(y) == dataset.count("val") == 12 and len(data.val_labels) == 3
+    )  # whole split, not min(K, 4) = 1 per class
     assert y.tolist() == [s.label for s in dataset.split("val")]
-    assert all(any(torch.equal(row, other) for other in x) for row in data.val)  # the few-shot val images are among them
+    assert all(
+        any(torch.equal(row, other) for other in x) for row in data.val
+    )  # the few-shot val images are among them
     _, result = fit_and_evaluate(tiny_backbone, prepared, run)
     assert result["protocol"] == "full-val" and result["run"]["protocol"] == "full-val"
     assert result["selection"]["chosen_on"] == "full validation split of the dataset"
@@ -203,7 +238,20 @@ def test_full_val_chooses_on_the_whole_validation_split(tmp_path, tiny_backbone)
 def test_train_cli_full_val_is_recorded_and_labelled(tmp_path, capsys):
     data = write_image_folder(tmp_path / "photos", per_class=20)
     out = tmp_path / "run"
-    argv = ["train", "--data", str(data), *TINY, "--method", "tip-adapter", "--shots", "1", "--views", "1", "--protocol", "full-val"]
+    argv = [
+        "train",
+        "--data",
+        str(data),
+        *TINY,
+        "--method",
+        "tip-adapter",
+        "--shots",
+        "1",
+        "--views",
+        "1",
+        "--protocol",
+        "full-val",
+    ]
     assert main([*argv, "--out", str(out)]) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["protocol"] == "full-val" and result["data"]["counts"]["selection"] == 12
@@ -219,8 +267,16 @@ def test_full_val_without_a_validation_split_is_a_one_line_error(tmp_path, tiny_
         prepare(tiny_backbone, dataset, RunConfig(method="tip-adapter", shots=1, protocol="full-val"))
     assert "\n" not in str(err.value) and "oracle" in str(err.value)
     with pytest.raises(ConfigError, match="full-val needs the full validation split"):
-        FewShotData(torch.zeros(1, 1, 2), torch.zeros(1, dtype=torch.long), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long),
-                    torch.ones(1, 2), 100.0, ["a"], protocol="full-val")
+        FewShotData(
+            torch.zeros(1, 1, 2),
+            torch.zeros(1, dtype=torch.long),
+            torch.zeros(1, 2),
+            torch.zeros(1, dtype=torch.long),
+            torch.ones(1, 2),
+            100.0,
+            ["a"],
+            protocol="full-val",
+        )
 
 
 def test_a_bad_protocol_name_is_a_one_line_error(tmp_path, capsys):
@@ -261,8 +317,24 @@ def test_bench_full_val_is_recorded_and_labelled(tmp_path):
 
     data, out = write_image_folder(tmp_path / "photos", per_class=20), tmp_path / "bench"
     BenchPlan({"photos": load_dataset(data)}, [MethodSpec.parse("tip-adapter")], (1,), (1,), "full-val")  # accepted
-    argv = ["bench", "--dataset", f"photos={data}", "--methods", "tip-adapter", "--shots", "1", "--seeds", "1", "--views", "1",
-            *TINY, "--protocol", "full-val", "--out", str(out)]
+    argv = [
+        "bench",
+        "--dataset",
+        f"photos={data}",
+        "--methods",
+        "tip-adapter",
+        "--shots",
+        "1",
+        "--seeds",
+        "1",
+        "--views",
+        "1",
+        *TINY,
+        "--protocol",
+        "full-val",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     record = json.loads(next((out / "runs" / "full-val").rglob("*.json")).read_text())
     assert record["protocol"] == "full-val" and record["data"]["counts"]["selection"] == 12

@@ -21,8 +21,16 @@ from clip_adapter.finetune.vocab import extend_toy_vocab
 from conftest import TINY
 
 # Small enough for seconds per run on 2 cores.
-TINY_RUN = {"steps": 4, "train_items": 16, "plain_items": 16, "plain_batch": 8, "batch_size": 8,
-            "val_items": 8, "zero_shot_per_class": 2, "val_every": 2}
+TINY_RUN = {
+    "steps": 4,
+    "train_items": 16,
+    "plain_items": 16,
+    "plain_batch": 8,
+    "batch_size": 8,
+    "val_items": 8,
+    "zero_shot_per_class": 2,
+    "val_every": 2,
+}
 TEXTS = ["a red circle and no blue square", "a blue square left of a red circle", "a photo of a star."]
 
 
@@ -52,7 +60,9 @@ def test_checkpoint_loads_with_the_trained_weights(tmp_path, name, recipe):
     loaded = create_backbone(name, str(weights.parent if name == "toy" else weights), precision="fp32")
     assert loaded.weights_id.startswith("sha256:")
     torch.testing.assert_close(loaded.encode_texts(TEXTS), trained.encode_texts(TEXTS), rtol=0, atol=1e-5)
-    torch.testing.assert_close(loaded.encode_images(_images(loaded)), trained.encode_images(_images(trained)), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        loaded.encode_images(_images(loaded)), trained.encode_images(_images(trained)), rtol=0, atol=1e-5
+    )
     if result.selected_step:
         assert not torch.allclose(before, loaded.encode_texts(TEXTS), atol=1e-4), "the kept step changed nothing"
     header = (tmp_path / "log.csv").read_text().splitlines()[0].split(",")
@@ -111,10 +121,14 @@ def test_unfreeze_chooses_the_trained_parameters():
     view.encode_texts(["a red circle"]).sum().backward()
     assert bb.model.transformer.resblocks[1].mlp.c_fc.weight.grad is not None
     assert bb.model.transformer.resblocks[0].mlp.c_fc.weight.grad is None
-    assert {n for n, _ in TrainableClip(bb, "image", "fp32").trainable_parameters()} == {n for n, _ in bb.model.visual.named_parameters(prefix="visual")}
+    assert {n for n, _ in TrainableClip(bb, "image", "fp32").trainable_parameters()} == {
+        n for n, _ in bb.model.visual.named_parameters(prefix="visual")
+    }
     for bad in ("last-9", "head", "image-last-1"):
         with pytest.raises(ConfigError):
-            TrainableClip(create_backbone("toy", "none", precision="fp32") if bad == "image-last-1" else bb, bad, "fp32")
+            TrainableClip(
+                create_backbone("toy", "none", precision="fp32") if bad == "image-last-1" else bb, bad, "fp32"
+            )
 
 
 def test_hard_negative_loss_prefers_the_true_caption():
@@ -132,7 +146,9 @@ def test_trainer_restores_the_best_validated_step():
         w.weight.fill_(0.0)
     # Loss pulls w to 3, but validation prefers w near 1: the kept weights are the validated best, not the last.
     cfg = TrainerConfig(steps=40, lr=0.1, warmup_steps=0, weight_decay=0.0, val_every=5)
-    result = train(w, lambda step: ((w.weight - 3.0) ** 2).sum(), cfg, validate=lambda: {"score": -abs(float(w.weight) - 1.0)})
+    result = train(
+        w, lambda step: ((w.weight - 3.0) ** 2).sum(), cfg, validate=lambda: {"score": -abs(float(w.weight) - 1.0)}
+    )
     assert 0 < result.selected_step < 40 and abs(float(w.weight.detach()) - 1.0) < 0.5
     assert abs(float(w.weight.detach()) - 1.0) == pytest.approx(-result.selected["score"], abs=1e-6)
 
@@ -162,10 +178,23 @@ def test_the_optimisation_module_examples_run():
 @pytest.mark.slow
 def test_negation_training_improves_its_validation_metric(tmp_path):
     """A short run of the real recipe: negation accuracy on held-out validation items goes up."""
-    cfg = {"steps": 60, "train_items": 400, "plain_items": 200, "batch_size": 32, "plain_batch": 16,
-           "val_items": 150, "zero_shot_per_class": 4, "val_every": 20, "lr": 2e-4, "max_zero_shot_drop": 100.0}
+    cfg = {
+        "steps": 60,
+        "train_items": 400,
+        "plain_items": 200,
+        "batch_size": 32,
+        "plain_batch": 16,
+        "val_items": 150,
+        "zero_shot_per_class": 4,
+        "val_every": 20,
+        "lr": 2e-4,
+        "max_zero_shot_drop": 100.0,
+    }
     summary = finetune("negation", out=tmp_path / "n", config=cfg).summary
-    start, kept = summary["validation_initial"]["negation-benchmark"], summary["validation_selected"]["negation-benchmark"]
+    start, kept = (
+        summary["validation_initial"]["negation-benchmark"],
+        summary["validation_selected"]["negation-benchmark"],
+    )
     assert summary["selected_step"] > 0 and kept >= start + 0.1, (start, kept)
 
 
@@ -176,8 +205,14 @@ def test_captions_file_is_training_data(tmp_path):
     for i, (colour, name) in enumerate([((200, 30, 30), "red"), ((30, 30, 200), "blue")] * 3):
         Image.new("RGB", (40, 40), colour).save(tmp_path / f"{i}.png")
         other = "blue" if name == "red" else "red"
-        entries.append({"image": f"{i}.png", "caption": f"a {name} square next to a {other} circle",
-                        "negatives": [f"a {other} square next to a {name} circle"], "labels": [f"{name} square"]})
+        entries.append(
+            {
+                "image": f"{i}.png",
+                "caption": f"a {name} square next to a {other} circle",
+                "negatives": [f"a {other} square next to a {name} circle"],
+                "labels": [f"{name} square"],
+            }
+        )
     (tmp_path / "c.json").write_text(json.dumps(entries))
     for recipe in ("negclip", "negation"):
         result = finetune(recipe, backbone=TINY, out=tmp_path / recipe, data=tmp_path / "c.json", config=TINY_RUN)
@@ -196,7 +231,7 @@ def test_captions_file_is_training_data(tmp_path):
         (["--recipe", "negclip", "--data", "{missing}"], "captions file not found"),
         (["--recipe", "negclip", "--data", "{corrupt}"], "is not valid JSON"),
         (["--recipe", "negclip", "--data", "{noimage}"], "entry 0: image"),
-        (["--recipe", "negation", "--data", "{nolabels}"], "needs \"labels\""),
+        (["--recipe", "negation", "--data", "{nolabels}"], 'needs "labels"'),
         (["--recipe", "negclip", "--backbone", "hf:nowhere"], "supports the toy and open_clip backbones"),
         (["--recipe", "negclip", "--pretrained", "{missing}"], "toy checkpoint"),
         (["--recipe", "negclip", "--out", "{foreign}"], "did not write"),
@@ -211,8 +246,13 @@ def test_bad_inputs_are_one_line(tmp_path, capsys, argv, message):
     (tmp_path / "nolabels.json").write_text(json.dumps([{"image": "a.png", "caption": "a cat"}] * 4))
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "thesis.tex").write_text("mine")
-    paths = {"missing": tmp_path / "missing.json", "corrupt": tmp_path / "corrupt.json", "noimage": tmp_path / "noimage.json",
-             "nolabels": tmp_path / "nolabels.json", "foreign": tmp_path / "foreign"}
+    paths = {
+        "missing": tmp_path / "missing.json",
+        "corrupt": tmp_path / "corrupt.json",
+        "noimage": tmp_path / "noimage.json",
+        "nolabels": tmp_path / "nolabels.json",
+        "foreign": tmp_path / "foreign",
+    }
     argv = [a.format(**paths) for a in argv]
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "out")]
@@ -226,7 +266,9 @@ def test_bad_inputs_are_one_line(tmp_path, capsys, argv, message):
 def test_cli_lists_options_and_trains(tmp_path, capsys):
     assert main(["finetune", "--recipe", "labclip", "--list-options"]) == 0
     assert "batch_size = 256" in capsys.readouterr().out
-    argv = ["finetune", "--recipe", "labclip", "--out", str(tmp_path / "l")] + [f"--set={k}={v}" for k, v in TINY_RUN.items()]
+    argv = ["finetune", "--recipe", "labclip", "--out", str(tmp_path / "l")] + [
+        f"--set={k}={v}" for k, v in TINY_RUN.items()
+    ]
     assert main(argv) == 0
     assert "--backbone toy --pretrained" in capsys.readouterr().out
     assert create_backbone("toy", pretrained=str(tmp_path / "l"), precision="fp32").weights_id.startswith("sha256:")
@@ -235,9 +277,13 @@ def test_cli_lists_options_and_trains(tmp_path, capsys):
 def test_same_seed_same_weights(tmp_path):
     """A run is a function of its config: the batch of step k depends only on (seed, k)."""
     cfg = {**TINY_RUN, "val_every": 100, "lr": 1e-2}
-    runs = {name: finetune("negclip", backbone=TINY, out=tmp_path / name, config={**cfg, "seed": seed})
-            for name, seed in (("a", 0), ("b", 0), ("c", 1))}
-    losses = {name: [row["loss"] for row in csv.DictReader((r.out / "finetune_log.csv").open())] for name, r in runs.items()}
+    runs = {
+        name: finetune("negclip", backbone=TINY, out=tmp_path / name, config={**cfg, "seed": seed})
+        for name, seed in (("a", 0), ("b", 0), ("c", 1))
+    }
+    losses = {
+        name: [row["loss"] for row in csv.DictReader((r.out / "finetune_log.csv").open())] for name, r in runs.items()
+    }
     assert runs["a"].weights.read_bytes() == runs["b"].weights.read_bytes() and losses["a"] == losses["b"]
     assert losses["a"] != losses["c"]
 

@@ -91,7 +91,9 @@ def test_matched_pairs_and_label_checks():
 def test_joint_pca_separates_the_modalities_on_its_first_axis():
     image, text = two_cones(30, 10, theta=0.4)
     xi, xt, ratio = joint_pca(image, text)
-    assert (xi[:, 0] * xt[:, 0].mean() < 0).all() and ratio[0] > ratio[1]  # every image on the other side of PC1 from the texts
+    assert (xi[:, 0] * xt[:, 0].mean() < 0).all() and ratio[0] > ratio[
+        1
+    ]  # every image on the other side of PC1 from the texts
 
 
 def test_pairwise_cosines_shapes():
@@ -167,7 +169,9 @@ def test_oti_matches_its_image_far_better_than_a_random_token_and_improves_retri
 
 
 def test_oti_runs_on_a_random_init_open_clip_backbone(tiny_backbone):
-    image_feats = F.normalize(torch.randn(3, tiny_backbone.embed_dim, generator=torch.Generator().manual_seed(0)), dim=1)
+    image_feats = F.normalize(
+        torch.randn(3, tiny_backbone.embed_dim, generator=torch.Generator().manual_seed(0)), dim=1
+    )
     result = textual_inversion(tiny_backbone, image_feats, InversionConfig(steps=15, lr=0.1))
     assert result.features.shape == (3, tiny_backbone.embed_dim)
     assert result.loss_history[-1] < result.loss_history[0]
@@ -192,10 +196,14 @@ def test_ovi_text_retrieval_comparison_reports_both_rows(toy):
     texts = toy.encode_texts([f"a photo of a {c} shape." for c in ("red", "blue")] * 2)
     labels = torch.tensor([0, 1, 0, 1])
     with torch_threads(1):
-        out = text_retrieval_comparison(toy, texts[:2], labels[:2], texts[2:], labels[2:], InversionConfig(steps=30, lr=0.05))
+        out = text_retrieval_comparison(
+            toy, texts[:2], labels[:2], texts[2:], labels[2:], InversionConfig(steps=30, lr=0.05)
+        )
     assert [row["mode"] for row in out["rows"]] == ["text→text", "OVI image→text"]
     inversion = out["inversion"]
-    assert inversion["last_loss"] < inversion["first_loss"] and inversion["mean_cosine"] > 0.8  # the images now match their texts
+    assert (
+        inversion["last_loss"] < inversion["first_loss"] and inversion["mean_cosine"] > 0.8
+    )  # the images now match their texts
     plain, inverted = (row["mAP"] for row in out["rows"])
     assert inverted >= plain - 0.25  # an inverted image stands in for its text in retrieval
 
@@ -225,8 +233,17 @@ def world(tmp_path_factory):
     split = json.loads((data / "split.json").read_text())
     (work / "noval" / "split.json").write_text(json.dumps({**split, "val": []}))
     backbone = create_backbone("toy", precision="fp32")
-    model = clip_adapter.fit(data, backbone=backbone, shots=1, cache_dir=work / "cache", epochs=3,
-                             variant="both", alpha=0.6, beta=0.6, alpha_grid=())
+    model = clip_adapter.fit(
+        data,
+        backbone=backbone,
+        shots=1,
+        cache_dir=work / "cache",
+        epochs=3,
+        variant="both",
+        alpha=0.6,
+        beta=0.6,
+        alpha_grid=(),
+    )
     return {"work": work, "data": data, "artifact": model.save_pretrained(work / "artifact"), "cache": work / "cache"}
 
 
@@ -238,15 +255,37 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 
 def test_cli_writes_statistics_figures_and_the_adapter_change(world, tmp_path, capsys):
     out = tmp_path / "gap"
-    code, printed, err = run_cli(capsys, "gap", "--data", world["data"], "--out", out, "--artifact", world["artifact"],
-                                 "--cache-dir", world["cache"], "--inversion", "--inversion-steps", "10", "--inversion-threads", "1")
+    code, printed, err = run_cli(
+        capsys,
+        "gap",
+        "--data",
+        world["data"],
+        "--out",
+        out,
+        "--artifact",
+        world["artifact"],
+        "--cache-dir",
+        world["cache"],
+        "--inversion",
+        "--inversion-steps",
+        "10",
+        "--inversion-threads",
+        "1",
+    )
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == [".clip-adapter-files.jsonl", ".clip-adapter-output.json", "gap.json", "projection.png", "similarities.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".clip-adapter-files.jsonl",
+        ".clip-adapter-output.json",
+        "gap.json",
+        "projection.png",
+        "similarities.png",
+    ]
     result = json.loads((out / "gap.json").read_text())
     assert result["raw"]["n_images"] == 24 and result["raw"]["n_texts"] == 8
     assert result["adapted"]["gap"]["centroid_distance"] != result["raw"]["gap"]["centroid_distance"]
     assert result["change"]["centroid_distance"] == pytest.approx(
-        result["adapted"]["gap"]["centroid_distance"] - result["raw"]["gap"]["centroid_distance"], abs=1e-5)
+        result["adapted"]["gap"]["centroid_distance"] - result["raw"]["gap"]["centroid_distance"], abs=1e-5
+    )
     assert [row["mode"] for row in result["retrieval"]["rows"]][:2] == ["image→image", "OTI text→image"]
     assert result["retrieval"]["n_queries"] == 16 and result["retrieval"]["n_gallery"] == 8
     assert "modality gap" in printed and "with the adapter: gap" in printed and "| OTI text→image |" in printed
@@ -254,41 +293,86 @@ def test_cli_writes_statistics_figures_and_the_adapter_change(world, tmp_path, c
     # our own output: refused without --overwrite, replaced with it
     code, _, err = run_cli(capsys, "gap", "--data", world["data"], "--out", out, "--cache-dir", world["cache"])
     assert code == 2 and err.count("\n") == 1
-    code, _, err = run_cli(capsys, "gap", "--data", world["data"], "--out", out, "--cache-dir", world["cache"], "--overwrite")
+    code, _, err = run_cli(
+        capsys, "gap", "--data", world["data"], "--out", out, "--cache-dir", world["cache"], "--overwrite"
+    )
     assert code == 0 and "adapted" not in json.loads((out / "gap.json").read_text())
 
 
 def test_cli_zero_shot_artifact_changes_nothing(world, tmp_path, capsys):
-    zero = clip_adapter.fit(world["data"], backbone=create_backbone("toy", precision="fp32"), shots=1, method="zero-shot",
-                            cache_dir=world["cache"]).save_pretrained(tmp_path / "zs")
-    code, _, err = run_cli(capsys, "gap", "--data", world["data"], "--out", tmp_path / "o", "--artifact", zero, "--cache-dir", world["cache"])
+    zero = clip_adapter.fit(
+        world["data"],
+        backbone=create_backbone("toy", precision="fp32"),
+        shots=1,
+        method="zero-shot",
+        cache_dir=world["cache"],
+    ).save_pretrained(tmp_path / "zs")
+    code, _, err = run_cli(
+        capsys,
+        "gap",
+        "--data",
+        world["data"],
+        "--out",
+        tmp_path / "o",
+        "--artifact",
+        zero,
+        "--cache-dir",
+        world["cache"],
+    )
     assert code == 0, err
     change = json.loads((tmp_path / "o" / "gap.json").read_text())["change"]
     assert all(abs(v) < 1e-5 for v in change.values())
 
 
 def test_cli_on_a_random_init_open_clip_vit(world, tmp_path, capsys):
-    code, printed, err = run_cli(capsys, "gap", "--data", world["data"], "--out", tmp_path / "o", "--backbone", "ViT-B-32",
-                                 "--pretrained", "none", "--precision", "fp32", "--cache-dir", world["cache"], "--split", "val", "--inversion",
-                                 "--queries-per-class", "1", "--inversion-steps", "2")
+    code, printed, err = run_cli(
+        capsys,
+        "gap",
+        "--data",
+        world["data"],
+        "--out",
+        tmp_path / "o",
+        "--backbone",
+        "ViT-B-32",
+        "--pretrained",
+        "none",
+        "--precision",
+        "fp32",
+        "--cache-dir",
+        world["cache"],
+        "--split",
+        "val",
+        "--inversion",
+        "--queries-per-class",
+        "1",
+        "--inversion-steps",
+        "2",
+    )
     assert code == 0, err
     result = json.loads((tmp_path / "o" / "gap.json").read_text())
-    assert result["backbone"]["name"] == "ViT-B-32" and result["raw"]["dim"] == 512 and len(result["retrieval"]["rows"]) == 3
+    assert (
+        result["backbone"]["name"] == "ViT-B-32"
+        and result["raw"]["dim"] == 512
+        and len(result["retrieval"]["rows"]) == 3
+    )
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--data", "{work}/missing"], "dataset not found"),
-    (["--inversion-template", "a photo"], "--inversion-template must hold exactly one"),
-    (["--inversion-lr", "0"], "--inversion-lr must be in"),
-    (["--data", "{work}/noval", "--split", "val"], "no images in its val split"),
-    (["--inversion", "--queries-per-class", "3"], "too few images"),
-    (["--artifact", "{work}/artifact", "--backbone", "toy", "--pretrained", "none"], "trained on backbone"),
-    (["--artifact", "{work}/nothing-here"], "not found"),
-    (["--bins", "0"], "positive integer"),
-    (["--template", "a photo"], "{}"),
-    (["--inversion-steps", "100001"], "--inversion-steps must be in"),
-    (["--out", "{data}/images"], "inside the input"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--data", "{work}/missing"], "dataset not found"),
+        (["--inversion-template", "a photo"], "--inversion-template must hold exactly one"),
+        (["--inversion-lr", "0"], "--inversion-lr must be in"),
+        (["--data", "{work}/noval", "--split", "val"], "no images in its val split"),
+        (["--inversion", "--queries-per-class", "3"], "too few images"),
+        (["--artifact", "{work}/artifact", "--backbone", "toy", "--pretrained", "none"], "trained on backbone"),
+        (["--artifact", "{work}/nothing-here"], "not found"),
+        (["--bins", "0"], "positive integer"),
+        (["--template", "a photo"], "{}"),
+        (["--inversion-steps", "100001"], "--inversion-steps must be in"),
+        (["--out", "{data}/images"], "inside the input"),
+    ],
+)
 def test_cli_bad_inputs_are_one_line(world, tmp_path, capsys, extra, message):
     fill = {"work": world["work"], "data": world["data"]}
     argv = ["gap", "--data", world["data"], "--out", tmp_path / "o", "--cache-dir", world["cache"]]
@@ -301,14 +385,32 @@ def test_cli_bad_inputs_are_one_line(world, tmp_path, capsys, extra, message):
 def test_cli_refuses_a_folder_holding_other_files(world, tmp_path, capsys):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "notes.txt").write_text("mine")
-    code, _, err = run_cli(capsys, "gap", "--data", world["data"], "--out", tmp_path / "o", "--cache-dir", world["cache"])
+    code, _, err = run_cli(
+        capsys, "gap", "--data", world["data"], "--out", tmp_path / "o", "--cache-dir", world["cache"]
+    )
     assert code == 2 and err.count("\n") == 1 and (tmp_path / "o" / "notes.txt").read_text() == "mine"
 
 
 def test_cli_refuses_an_artifact_without_adapted_features(world, tmp_path, capsys):
-    tip = clip_adapter.fit(world["data"], backbone=create_backbone("toy", precision="fp32"), shots=1, method="tip-adapter",
-                           cache_dir=world["cache"]).save_pretrained(tmp_path / "tip")
-    code, _, err = run_cli(capsys, "gap", "--data", world["data"], "--out", tmp_path / "o", "--artifact", tip, "--cache-dir", world["cache"])
+    tip = clip_adapter.fit(
+        world["data"],
+        backbone=create_backbone("toy", precision="fp32"),
+        shots=1,
+        method="tip-adapter",
+        cache_dir=world["cache"],
+    ).save_pretrained(tmp_path / "tip")
+    code, _, err = run_cli(
+        capsys,
+        "gap",
+        "--data",
+        world["data"],
+        "--out",
+        tmp_path / "o",
+        "--artifact",
+        tip,
+        "--cache-dir",
+        world["cache"],
+    )
     assert code == 2 and "no adapted features" in err and err.count("\n") == 1
 
 

@@ -99,8 +99,13 @@ def compare(actual: Any, expected: Any, atol: float, rtol: float, path: str = ""
     if isinstance(expected, dict):
         if not isinstance(actual, dict):
             return [f"{where}: expected a mapping, got {type(actual).__name__}"]
-        out = [f"{where}: keys differ: missing {sorted(set(expected) - set(actual))}, new {sorted(set(actual) - set(expected))}"] \
-            if set(actual) != set(expected) else []
+        out = (
+            [
+                f"{where}: keys differ: missing {sorted(set(expected) - set(actual))}, new {sorted(set(actual) - set(expected))}"
+            ]
+            if set(actual) != set(expected)
+            else []
+        )
         for key in expected:
             if key in actual:
                 out += compare(actual[key], expected[key], atol, rtol, f"{path}.{key}" if path else str(key))
@@ -117,7 +122,9 @@ def compare(actual: Any, expected: Any, atol: float, rtol: float, path: str = ""
             return []
         if abs(actual - expected) <= atol + rtol * abs(expected):
             return []
-        return [f"{where}: {actual!r} != golden {expected!r} (|diff| {abs(actual - expected):.3g} > {atol:g} + {rtol:g}·|golden|)"]
+        return [
+            f"{where}: {actual!r} != golden {expected!r} (|diff| {abs(actual - expected):.3g} > {atol:g} + {rtol:g}·|golden|)"
+        ]
     if actual != expected or type(actual) is not type(expected):
         return [f"{where}: {actual!r} != golden {expected!r}"]
     return []
@@ -141,17 +148,29 @@ def assert_matches(name: str, actual: Any, atol: float, rtol: float = 0.0, at: t
     problems = compare(actual, golden, atol, rtol, ".".join(at))
     if problems:
         shown = "\n  ".join(problems[:15]) + (f"\n  … and {len(problems) - 15} more" if len(problems) > 15 else "")
-        pytest.fail(f"{name}.json: {len(problems)} value(s) differ from the golden run:\n  {shown}\n"
-                    f"If the change is intended, rewrite the goldens with `{REGENERATE} {name}` and review the diff.")
+        pytest.fail(
+            f"{name}.json: {len(problems)} value(s) differ from the golden run:\n  {shown}\n"
+            f"If the change is intended, rewrite the goldens with `{REGENERATE} {name}` and review the diff."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # data
 
 
-def few_shot_data(dim: int = 32, classes: int = 6, shots: int = 4, views: int = 3, val_shots: int = 2, seed: int = 0, noise: float = 0.8,
-                  text: torch.Tensor | None = None, classnames: list[str] | None = None, templates: tuple[str, ...] = ("a photo of a {}.",),
-                  backbone: Any = None):
+def few_shot_data(
+    dim: int = 32,
+    classes: int = 6,
+    shots: int = 4,
+    views: int = 3,
+    val_shots: int = 2,
+    seed: int = 0,
+    noise: float = 0.8,
+    text: torch.Tensor | None = None,
+    classnames: list[str] | None = None,
+    templates: tuple[str, ...] = ("a photo of a {}.",),
+    backbone: Any = None,
+):
     """A tiny seeded few-shot problem: separable clusters, loosely aligned text. Returns ``(data, probe)``."""
     from clip_adapter.methods import FewShotData
 
@@ -166,8 +185,20 @@ def few_shot_data(dim: int = 32, classes: int = 6, shots: int = 4, views: int = 
     probe = probe_centres + noise * torch.randn(len(probe_centres), dim, generator=gen)
     text_raw = means + 2.0 * torch.randn(classes, dim, generator=gen) if text is None else text
     names = classnames or [f"class {i}" for i in range(classes)]
-    data = FewShotData(train, train_y, val, val_y, F.normalize(text_raw, dim=-1), LOGIT_SCALE, names, templates, seed, "val",
-                       backbone, text_raw=text_raw)
+    data = FewShotData(
+        train,
+        train_y,
+        val,
+        val_y,
+        F.normalize(text_raw, dim=-1),
+        LOGIT_SCALE,
+        names,
+        templates,
+        seed,
+        "val",
+        backbone,
+        text_raw=text_raw,
+    )
     return data, probe
 
 
@@ -184,24 +215,83 @@ PROMPT_TEMPLATE = "a photo of a {}."
 def prompt_data(backbone):
     """``few_shot_data`` in the toy CLIP's space, its text the toy text encoder's prompts (CoOp and CoCoOp train on these)."""
     text = backbone.encode_texts([PROMPT_TEMPLATE.format(c) for c in PROMPT_CLASSES])
-    return few_shot_data(dim=backbone.embed_dim, text=text, classnames=list(PROMPT_CLASSES), templates=(PROMPT_TEMPLATE,),
-                         backbone=backbone)
+    return few_shot_data(
+        dim=backbone.embed_dim,
+        text=text,
+        classnames=list(PROMPT_CLASSES),
+        templates=(PROMPT_TEMPLATE,),
+        backbone=backbone,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 1. every method's logits. Every config field is given: retuned defaults must not move these numbers.
 
-TRAIN = dict(optimizer="adamw", lr=1e-2, weight_decay=1e-4, momentum=0.9, epochs=5, batch_size=8, warmup_epochs=1.0,
-             warmup_type="linear", warmup_lr=1e-5, select_epoch=True, lr_grid=(), adam_eps=1e-8, drop_last=False,
-             schedule_unit="step", view_order="random")
-ADAPTER = dict(TRAIN, variant="visual", reduction=4, final_relu=True, ratio="fixed", alpha=0.2, beta=0.2, alpha_grid=(),
-               max_passes=0, range_penalty=0.0, alpha_refine=0, race_keep=0)
+TRAIN = dict(
+    optimizer="adamw",
+    lr=1e-2,
+    weight_decay=1e-4,
+    momentum=0.9,
+    epochs=5,
+    batch_size=8,
+    warmup_epochs=1.0,
+    warmup_type="linear",
+    warmup_lr=1e-5,
+    select_epoch=True,
+    lr_grid=(),
+    adam_eps=1e-8,
+    drop_last=False,
+    schedule_unit="step",
+    view_order="random",
+)
+ADAPTER = dict(
+    TRAIN,
+    variant="visual",
+    reduction=4,
+    final_relu=True,
+    ratio="fixed",
+    alpha=0.2,
+    beta=0.2,
+    alpha_grid=(),
+    max_passes=0,
+    range_penalty=0.0,
+    alpha_refine=0,
+    race_keep=0,
+)
 # the official preset's loop: SGD, constant warm-up, per-epoch schedule, last partial batch dropped, distinct views, last epoch
-DASSL = dict(optimizer="sgd", lr=2e-2, weight_decay=5e-4, warmup_type="constant", warmup_lr=1e-5, drop_last=True,
-             schedule_unit="epoch", view_order="distinct", select_epoch=False)
-TIP = dict(settings="generic", alpha=1.0, beta=1.0, alpha_max=10.0, beta_max=10.0, alpha_steps=10, beta_steps=20, tie_break="loss")
-CLAP = dict(TRAIN, optimizer="sgd", lr=0.1, weight_decay=0.0, epochs=8, batch_size=16, warmup_epochs=1.0, warmup_type="constant",
-            drop_last=True, select_epoch=False)
+DASSL = dict(
+    optimizer="sgd",
+    lr=2e-2,
+    weight_decay=5e-4,
+    warmup_type="constant",
+    warmup_lr=1e-5,
+    drop_last=True,
+    schedule_unit="epoch",
+    view_order="distinct",
+    select_epoch=False,
+)
+TIP = dict(
+    settings="generic",
+    alpha=1.0,
+    beta=1.0,
+    alpha_max=10.0,
+    beta_max=10.0,
+    alpha_steps=10,
+    beta_steps=20,
+    tie_break="loss",
+)
+CLAP = dict(
+    TRAIN,
+    optimizer="sgd",
+    lr=0.1,
+    weight_decay=0.0,
+    epochs=8,
+    batch_size=16,
+    warmup_epochs=1.0,
+    warmup_type="constant",
+    drop_last=True,
+    select_epoch=False,
+)
 PROMPT = dict(TRAIN, n_ctx=4, ctx_init="", class_position="end", epochs_by_shots=(), prompt_batch=128)
 
 # label: (method, every config field, the inputs: "base" = few_shot_data(), "noisy" = a noisier draw, "toy" = prompt_data())
@@ -211,7 +301,11 @@ METHOD_CASES: dict[str, tuple[str, dict[str, Any], str]] = {
     "clip-adapter-text": ("clip-adapter", dict(ADAPTER, variant="text"), "base"),
     "clip-adapter-both": ("clip-adapter", dict(ADAPTER, variant="both"), "base"),
     "clip-adapter-paper-formula": ("clip-adapter", dict(ADAPTER, final_relu=False, reduction=2), "base"),
-    "clip-adapter-learned": ("clip-adapter", dict(ADAPTER, variant="both", ratio="learned", alpha=0.3, beta=0.4), "base"),
+    "clip-adapter-learned": (
+        "clip-adapter",
+        dict(ADAPTER, variant="both", ratio="learned", alpha=0.3, beta=0.4),
+        "base",
+    ),
     "clip-adapter-network": ("clip-adapter", dict(ADAPTER, variant="both", ratio="network"), "base"),
     "clip-adapter-range-penalty": ("clip-adapter", dict(ADAPTER, range_penalty=0.5), "base"),
     "clip-adapter-dassl-loop": ("clip-adapter", dict(ADAPTER, **DASSL), "base"),
@@ -222,15 +316,27 @@ METHOD_CASES: dict[str, tuple[str, dict[str, Any], str]] = {
     "linear-probe": ("linear-probe", dict(c=1.0, bisection_steps=2, max_iter=300, c_rule="best"), "noisy"),
     "linear-probe-lpclip": ("linear-probe", dict(c=1.0, bisection_steps=2, max_iter=300, c_rule="lpclip"), "noisy"),
     "tip-adapter": ("tip-adapter", TIP, "base"),
-    "tip-adapter-f": ("tip-adapter-f", dict(TRAIN, **TIP, lr=1e-2, epochs=8, weight_decay=0.01, adam_eps=1e-4, batch_size=16), "base"),
+    "tip-adapter-f": (
+        "tip-adapter-f",
+        dict(TRAIN, **TIP, lr=1e-2, epochs=8, weight_decay=0.01, adam_eps=1e-4, batch_size=16),
+        "base",
+    ),
     "clap-l2": ("clap", dict(CLAP, constraint="l2"), "base"),
     "clap-adaptive": ("clap", dict(CLAP, constraint="adaptive"), "base"),
     "clap-none": ("clap", dict(CLAP, constraint="none"), "base"),
     "gda": ("gda", dict(alpha=1.0, alpha_grid=(0.01, 0.1, 1.0, 10.0)), "base"),
     # on the shipped toy CLIP's text encoder (128-d data)
     "coop": ("coop", dict(PROMPT, csc=False, epochs=3), "toy"),
-    "coop-csc-middle": ("coop", dict(PROMPT, csc=True, class_position="middle", epochs=2, view_order="distinct"), "toy"),
-    "cocoop": ("cocoop", dict(PROMPT, ctx_init="a photo of a", meta_reduction=16, epochs=1, lr=5e-3, warmup_epochs=0.5), "toy"),
+    "coop-csc-middle": (
+        "coop",
+        dict(PROMPT, csc=True, class_position="middle", epochs=2, view_order="distinct"),
+        "toy",
+    ),
+    "cocoop": (
+        "cocoop",
+        dict(PROMPT, ctx_init="a photo of a", meta_reduction=16, epochs=1, lr=5e-3, warmup_epochs=0.5),
+        "toy",
+    ),
 }
 NOT_PINNED = {"auto"}  # picks among the pinned methods; its own tests are in test_auto.py
 
@@ -267,20 +373,31 @@ def fit_case(label: str, backbone=None) -> dict[str, Any]:
         result = cls(cls.make_config(**overrides)).fit(data)
         logits = result.head.predict_logits(probe)
     assert logits.shape == (len(probe), data.num_classes)
-    return {"method": name, "logits": rows(logits), "chosen": jsonable(result.selected.get("chosen", {})),
-            "selection_accuracy": None if result.val_accuracy is None else r(result.val_accuracy)}
+    return {
+        "method": name,
+        "logits": rows(logits),
+        "chosen": jsonable(result.selected.get("chosen", {})),
+        "selection_accuracy": None if result.val_accuracy is None else r(result.val_accuracy),
+    }
 
 
 def data_fingerprint(data, probe) -> dict[str, Any]:
     """A few numbers of the seeded inputs: when they move, every golden moves (a changed torch generator, not a method)."""
-    return {"train": stats(data.train), "val": stats(data.val), "probe": stats(probe), "text": stats(data.text),
-            "train_first": rows(data.train[0, 0, None, :4])[0]}
+    return {
+        "train": stats(data.train),
+        "val": stats(data.val),
+        "probe": stats(probe),
+        "text": stats(data.text),
+        "train_first": rows(data.train[0, 0, None, :4])[0],
+    }
 
 
 def compute_methods(backbone=None) -> dict[str, Any]:
     backbone = backbone or toy_backbone()
-    return {"inputs": {kind: data_fingerprint(*inputs(kind, backbone)) for kind in ("base", "noisy", "toy")},
-            "cases": {label: fit_case(label, backbone) for label in METHOD_CASES}}
+    return {
+        "inputs": {kind: data_fingerprint(*inputs(kind, backbone)) for kind in ("base", "noisy", "toy")},
+        "cases": {label: fit_case(label, backbone) for label in METHOD_CASES},
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -290,8 +407,13 @@ STACKED = dict(ADAPTER, epochs=6, alpha=0.3, alpha_grid=(0.0, 0.3, 0.7))
 
 
 def candidate_record(head, info: dict[str, Any], probe: torch.Tensor) -> dict[str, Any]:
-    return {"best_epoch": info["best_epoch"], "steps": info["steps"], "logits": rows(head.predict_logits(probe)[:4]),
-            "first": stats(head.visual[0].weight), "second": stats(head.visual[2].weight)}
+    return {
+        "best_epoch": info["best_epoch"],
+        "steps": info["steps"],
+        "logits": rows(head.predict_logits(probe)[:4]),
+        "first": stats(head.visual[0].weight),
+        "second": stats(head.visual[2].weight),
+    }
 
 
 def loop_candidates(stacked: bool) -> dict[str, Any]:
@@ -312,7 +434,9 @@ def loop_candidates(stacked: bool) -> dict[str, Any]:
     out = {}
     for point, head, info in fits:
         record = candidate_record(head, info, probe)
-        if point["alpha"] == 0:  # untrained when stacked, trained (and ignored) one at a time: only its logits are defined
+        if (
+            point["alpha"] == 0
+        ):  # untrained when stacked, trained (and ignored) one at a time: only its logits are defined
             record = {"logits": record["logits"]}
         out[f"alpha={point['alpha']}"] = record
     return out
@@ -326,17 +450,40 @@ def compute_stacked() -> dict[str, Any]:
     with one_thread():
         result = cls(cls.make_config(**STACKED)).fit(data)
         logits = result.head.predict_logits(probe)
-    history = [{"alpha": r(h["alpha"]), "lr": r(h["lr"]), "best_epoch": h["best_epoch"],
-                "selection_accuracy": r(h["selection_accuracy"]), "selection_loss": r(h["selection_loss"])} for h in result.history]
-    return {"fit": {"chosen": jsonable(result.selected["chosen"]), "history": history, "logits": rows(logits)},
-            "candidates": loop_candidates(stacked=True)}
+    history = [
+        {
+            "alpha": r(h["alpha"]),
+            "lr": r(h["lr"]),
+            "best_epoch": h["best_epoch"],
+            "selection_accuracy": r(h["selection_accuracy"]),
+            "selection_loss": r(h["selection_loss"]),
+        }
+        for h in result.history
+    ]
+    return {
+        "fit": {"chosen": jsonable(result.selected["chosen"]), "history": history, "logits": rows(logits)},
+        "candidates": loop_candidates(stacked=True),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 3. 3 steps of toy pretraining
 
-PRETRAIN = dict(seed=0, steps=3, batch_size=8, lr=5e-4, warmup_steps=1, weight_decay=0.05, precision="fp32", threads=1, workers=0,
-                widths=(32, 64, 128, 256), depths=(1, 1, 2, 1), embed_dim=128, text_layers=3)
+PRETRAIN = dict(
+    seed=0,
+    steps=3,
+    batch_size=8,
+    lr=5e-4,
+    warmup_steps=1,
+    weight_decay=0.05,
+    precision="fp32",
+    threads=1,
+    workers=0,
+    widths=(32, 64, 128, 256),
+    depths=(1, 1, 2, 1),
+    embed_dim=128,
+    text_layers=3,
+)
 
 
 def tensor_group(name: str) -> str:
@@ -357,7 +504,12 @@ def weight_summary(final: dict[str, torch.Tensor], initial: dict[str, torch.Tens
     for group, names in sorted(groups.items()):
         flat = torch.cat([final[n].detach().double().flatten() for n in names])
         delta = torch.cat([(final[n].detach().double() - initial[n].detach().double()).flatten() for n in names])
-        out[group] = {"tensors": len(names), "sum": r(flat.sum()), "norm": r(flat.norm()), "change_norm": r(delta.norm())}
+        out[group] = {
+            "tensors": len(names),
+            "sum": r(flat.sum()),
+            "norm": r(flat.norm()),
+            "change_norm": r(delta.norm()),
+        }
     return out
 
 
@@ -375,16 +527,39 @@ def compute_pretrain() -> dict[str, Any]:
     torch.manual_seed(cfg.seed)  # what pretrain starts from
     initial = ToyClip(cfg.model_config()).state_dict()
     assert set(initial) == set(final), sorted(set(initial) ^ set(final))
-    return {"log": [{"step": int(row["step"]), "loss": r(float(row["loss"])), "lr": r(float(row["lr"])),
-                     "logit_scale": r(float(row["logit_scale"]))} for row in log],
-            "weights": weight_summary(final, initial)}
+    return {
+        "log": [
+            {
+                "step": int(row["step"]),
+                "loss": r(float(row["loss"])),
+                "lr": r(float(row["lr"])),
+                "logit_scale": r(float(row["logit_scale"])),
+            }
+            for row in log
+        ],
+        "weights": weight_summary(final, initial),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 4. 2 steps of distillation
 
-DISTILL = dict(losses=("fd", "icl", "crd"), clip_weight=1.0, fd_weight=2000.0, icl_weight=1.0, crd_weight=1.0, icl_scale="code",
-               steps=2, batch_size=4, lr=5e-4, warmup_steps=1, weight_decay=0.05, seed=0, threads=1, workers=0)
+DISTILL = dict(
+    losses=("fd", "icl", "crd"),
+    clip_weight=1.0,
+    fd_weight=2000.0,
+    icl_weight=1.0,
+    crd_weight=1.0,
+    icl_scale="code",
+    steps=2,
+    batch_size=4,
+    lr=5e-4,
+    warmup_steps=1,
+    weight_decay=0.05,
+    seed=0,
+    threads=1,
+    workers=0,
+)
 LOGGED = ("total", "clip", "fd", "icl", "crd", "lr", "logit_scale")
 
 
@@ -396,7 +571,12 @@ def compute_distill(teacher_backbone=None) -> dict[str, Any]:
     student = Student("toy-tiny", seed=0)
     initial = {k: v.detach().clone() for k, v in student.model.state_dict().items()}
     with one_thread():
-        run = distill(Teacher(teacher_backbone or toy_backbone()), student, cfg, toy_batches(cfg.seed, cfg.steps, cfg.batch_size, 0))
+        run = distill(
+            Teacher(teacher_backbone or toy_backbone()),
+            student,
+            cfg,
+            toy_batches(cfg.seed, cfg.steps, cfg.batch_size, 0),
+        )
     log = [{"step": int(row["step"]), **{k: r(row[k]) for k in LOGGED}} for row in run.log]
     return {"log": log, "student": weight_summary(student.model.state_dict(), initial)}
 
@@ -404,7 +584,12 @@ def compute_distill(teacher_backbone=None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------------
 # 5. the shipped toy CLIP's embeddings of rendered images and of prompts
 
-TEXTS = ["a photo of a red circle.", "a photo of a blue square.", "a sketch of a green star on the left", "a photo of a shape."]
+TEXTS = [
+    "a photo of a red circle.",
+    "a photo of a blue square.",
+    "a sketch of a green star on the left",
+    "a photo of a shape.",
+]
 SHOWN = 8  # embedding values stored per row (and its norm)
 
 
@@ -424,10 +609,18 @@ def compute_toy_embeddings(backbone=None) -> dict[str, Any]:
     with one_thread():
         image_emb = backbone.encode_images(pixels)
         text_emb = backbone.encode_texts(TEXTS)
-    out: dict[str, Any] = {"embed_dim": backbone.embed_dim, "logit_scale": r(backbone.logit_scale), "images": {}, "texts": {}}
+    out: dict[str, Any] = {
+        "embed_dim": backbone.embed_dim,
+        "logit_scale": r(backbone.logit_scale),
+        "images": {},
+        "texts": {},
+    }
     for name, img, emb in zip(names, images, image_emb):
-        out["images"][name] = {"pixel_mean": r(np.asarray(img, dtype=np.float64).mean()), "head": rows(emb[None, :SHOWN])[0],
-                               "norm": r(emb.norm())}
+        out["images"][name] = {
+            "pixel_mean": r(np.asarray(img, dtype=np.float64).mean()),
+            "head": rows(emb[None, :SHOWN])[0],
+            "norm": r(emb.norm()),
+        }
     for text, emb in zip(TEXTS, text_emb):
         out["texts"][text] = {"head": rows(emb[None, :SHOWN])[0], "norm": r(emb.norm())}
     out["image_text_cosine"] = rows(F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).t())
@@ -439,7 +632,11 @@ def compute_toy_embeddings(backbone=None) -> dict[str, Any]:
 
 NUMBER = re.compile(r"-?\d+\.\d+")
 BENCH_FEATURES = dict(views=2, aug_seed=0, flip=True, crop_scale=(0.5, 1.0), batch_size=64, skip_bad=False)
-BENCH_METHODS = [("zero-shot", "zero-shot", {}), ("tip", "tip-adapter", TIP), ("ca", "clip-adapter", dict(ADAPTER, epochs=4))]
+BENCH_METHODS = [
+    ("zero-shot", "zero-shot", {}),
+    ("tip", "tip-adapter", TIP),
+    ("ca", "clip-adapter", dict(ADAPTER, epochs=4)),
+]
 
 
 def split_numbers(text: str) -> tuple[str, list[float], list[int]]:
@@ -457,10 +654,20 @@ def compute_bench(backbone=None) -> dict[str, Any]:
     backbone = backbone or toy_backbone()
     with tempfile.TemporaryDirectory() as tmp, one_thread():
         root = Path(tmp)
-        datasets = {task: load_dataset(write_task_dataset(task, "night", root / task, 3, 2, 3, seed=5), name=task) for task in ("shape", "color")}
+        datasets = {
+            task: load_dataset(write_task_dataset(task, "night", root / task, 3, 2, 3, seed=5), name=task)
+            for task in ("shape", "color")
+        }
         methods = [MethodSpec(label, method, tuple(config.items())) for label, method, config in BENCH_METHODS]
-        plan = BenchPlan(datasets, methods, shots=(1, 2), seeds=(1, 2), protocol="val", templates=(),
-                         features=FeatureConfig(cache_dir=str(root / "cache"), **BENCH_FEATURES))
+        plan = BenchPlan(
+            datasets,
+            methods,
+            shots=(1, 2),
+            seeds=(1, 2),
+            protocol="val",
+            templates=(),
+            features=FeatureConfig(cache_dir=str(root / "cache"), **BENCH_FEATURES),
+        )
         report = run_bench(backbone, plan, root / "out", log=lambda _: None)
         assert report.ran == 2 * 3 * 2 * 2 and not report.failed, report
         paths = write_reports(root / "out", "val", report.results)
@@ -488,10 +695,19 @@ COMPUTE: dict[str, Callable[[], dict[str, Any]]] = {
 def golden_record(name: str, values: dict[str, Any]) -> dict[str, Any]:
     import clip_adapter
 
-    return {"about": (__doc__ or "").split("\n")[0], "golden": name, "regenerate": f"{REGENERATE} {name}",
-            "written_with": {"clip_adapter": clip_adapter.__version__, "torch": torch.__version__, "numpy": np.__version__,
-                             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine()},
-            "values": values}
+    return {
+        "about": (__doc__ or "").split("\n")[0],
+        "golden": name,
+        "regenerate": f"{REGENERATE} {name}",
+        "written_with": {
+            "clip_adapter": clip_adapter.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "machine": platform.machine(),
+        },
+        "values": values,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -507,7 +723,9 @@ def test_every_registered_method_has_a_golden():
     from clip_adapter.methods import list_methods
 
     pinned = {method for method, _, _ in METHOD_CASES.values()}
-    assert set(list_methods()) - NOT_PINNED <= pinned, f"methods with no golden case: {set(list_methods()) - NOT_PINNED - pinned}"
+    assert set(list_methods()) - NOT_PINNED <= pinned, (
+        f"methods with no golden case: {set(list_methods()) - NOT_PINNED - pinned}"
+    )
     golden = load_golden("methods")["values"]["cases"]
     assert set(golden) == set(METHOD_CASES), f"golden cases differ from METHOD_CASES: run {REGENERATE} methods"
 
@@ -553,12 +771,20 @@ def test_bench_tables_match_golden(shipped_toy):
     for name, table in golden.items():
         got = actual[name]
         changed = [f"  golden: {e!r}\n  now:    {a!r}" for a, e in zip(got["layout"], table["layout"]) if a != e]
-        assert got["layout"] == table["layout"], (f"{name}: the table's text (numbers blanked as {{}}) changed"
-                                                  f" ({len(got['layout'])} lines, golden {len(table['layout'])}):\n" + "\n".join(changed[:5]))
+        assert got["layout"] == table["layout"], (
+            f"{name}: the table's text (numbers blanked as {{}}) changed"
+            f" ({len(got['layout'])} lines, golden {len(table['layout'])}):\n" + "\n".join(changed[:5])
+        )
         assert got["decimals"] == table["decimals"], f"{name}: numbers are printed with other decimals"
         lines = [line for line in table["layout"] for _ in range(line.count("{}"))]  # each number's line
-        wrong = [f"  {lines[i]!r}: number {i} is {a}, golden {e}"
-                 # within one unit of the last printed digit: a value on a rounding edge may print either way on another CPU
-                 for i, (a, e, d) in enumerate(zip(got["numbers"], table["numbers"], table["decimals"])) if abs(a - e) > 1.01 * 10.0**-d]
-        assert not wrong, (f"{name}: {len(wrong)} number(s) differ from the golden run:\n" + "\n".join(wrong[:10])
-                           + f"\nIf the change is intended, rewrite the goldens with `{REGENERATE} bench` and review the diff.")
+        wrong = [
+            f"  {lines[i]!r}: number {i} is {a}, golden {e}"
+            # within one unit of the last printed digit: a value on a rounding edge may print either way on another CPU
+            for i, (a, e, d) in enumerate(zip(got["numbers"], table["numbers"], table["decimals"]))
+            if abs(a - e) > 1.01 * 10.0**-d
+        ]
+        assert not wrong, (
+            f"{name}: {len(wrong)} number(s) differ from the golden run:\n"
+            + "\n".join(wrong[:10])
+            + f"\nIf the change is intended, rewrite the goldens with `{REGENERATE} bench` and review the diff."
+        )

@@ -44,7 +44,9 @@ def test_worlds_are_deterministic_and_views_can_be_biased_away_from_the_centre()
     unbiased, _, _ = worlds.build(dataclasses.replace(spec, view_bias=0.0))
     moved = a.train - unbiased.train  # the same shift for every view of every image; centre views untouched
     assert torch.allclose(moved, moved[:1, :1].expand_as(moved), atol=1e-4) and moved[0, 0].norm() > 1.0
-    assert torch.equal(a.val, unbiased.val) and torch.equal(ax, worlds.build(dataclasses.replace(spec, view_bias=0.0))[1])
+    assert torch.equal(a.val, unbiased.val) and torch.equal(
+        ax, worlds.build(dataclasses.replace(spec, view_bias=0.0))[1]
+    )
     with pytest.raises(ValueError, match="role"):
         worlds.WorldSpec("x", "test", 2, 1)
 
@@ -57,9 +59,14 @@ def test_the_runner_prints_dev_and_heldout_side_by_side(monkeypatch, capsys, tmp
     monkeypatch.setattr(heldout, "WORLDS", tiny)
     monkeypatch.setattr(heldout, "REFERENCE_FILE", tmp_path / "ref.json")
     monkeypatch.setattr(heldout, "REFERENCE", {**heldout.REFERENCE, "epochs": 2})
-    assert heldout.main(["--worlds", "ho-t,dev-t", "--methods", "zero-shot,clip-adapter,clap", "--slow-limit", "0", "--reference"]) == 0
+    assert (
+        heldout.main(
+            ["--worlds", "ho-t,dev-t", "--methods", "zero-shot,clip-adapter,clap", "--slow-limit", "0", "--reference"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    table = out[out.index("| method |"):]
+    table = out[out.index("| method |") :]
     assert table.splitlines()[0] == "| method | dev-t (dev) | ho-t (heldout) |"  # dev first, whatever the order asked
     assert "| clap | skipped | skipped |" in table
     assert "clip-adapter reference (slow recipe)" in table and "default − reference" in table

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install 'clip-adapter[hf]')")
+transformers = pytest.importorskip(
+    "transformers", reason="transformers is not installed (pip install 'clip-adapter[hf]')"
+)
 
 import clip_adapter  # noqa: E402
 from clip_adapter.backbones import create_backbone  # noqa: E402
@@ -25,7 +27,11 @@ from clip_adapter.core.errors import ArtifactError, ClipAdapterError, ConfigErro
 from clip_adapter.core.files import save_tensors  # noqa: E402
 from conftest import TINY, write_image_folder  # noqa: E402
 
-TEXTS = ["a photo of a red square.", "", "Hello,  World! a much longer caption that runs past the context length of the tiny model"]
+TEXTS = [
+    "a photo of a red square.",
+    "",
+    "Hello,  World! a much longer caption that runs past the context length of the tiny model",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,7 +48,9 @@ def write_clip_tokenizer(folder: Path) -> None:
     merges = [" ".join(pair) for pair in sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)]
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer", "pad_token": "<|endoftext|>"}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "CLIPTokenizer", "pad_token": "<|endoftext|>"})
+    )
 
 
 def openclip_to_hf(state: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
@@ -57,7 +65,11 @@ def openclip_to_hf(state: dict[str, torch.Tensor], layers: int) -> dict[str, tor
         "text_projection.weight": state["text_projection"].t(),
         "logit_scale": state["logit_scale"],
     }
-    norms = (("visual.ln_pre", "vision_model.pre_layrnorm"), ("visual.ln_post", "vision_model.post_layernorm"), ("ln_final", "text_model.final_layer_norm"))
+    norms = (
+        ("visual.ln_pre", "vision_model.pre_layrnorm"),
+        ("visual.ln_post", "vision_model.post_layernorm"),
+        ("ln_final", "text_model.final_layer_norm"),
+    )
     for src, dst in norms:
         out[f"{dst}.weight"], out[f"{dst}.bias"] = state[f"{src}.weight"], state[f"{src}.bias"]
     for src, dst in (("visual.transformer", "vision_model.encoder"), ("transformer", "text_model.encoder")):
@@ -66,14 +78,26 @@ def openclip_to_hf(state: dict[str, torch.Tensor], layers: int) -> dict[str, tor
     return {k: v.contiguous().clone() for k, v in out.items()}
 
 
-BLOCK_KEYS = (("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"), ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2"))
+BLOCK_KEYS = (
+    ("attn.out_proj", "self_attn.out_proj"),
+    ("ln_1", "layer_norm1"),
+    ("ln_2", "layer_norm2"),
+    ("mlp.c_fc", "mlp.fc1"),
+    ("mlp.c_proj", "mlp.fc2"),
+)
 
 
 def _block(state: dict[str, torch.Tensor], src: str, dst: str) -> dict[str, torch.Tensor]:
     out = {}
     for kind in ("weight", "bias"):
         q, k, v = state[f"{src}.attn.in_proj_{kind}"].chunk(3)
-        out.update({f"{dst}.self_attn.q_proj.{kind}": q, f"{dst}.self_attn.k_proj.{kind}": k, f"{dst}.self_attn.v_proj.{kind}": v})
+        out.update(
+            {
+                f"{dst}.self_attn.q_proj.{kind}": q,
+                f"{dst}.self_attn.k_proj.{kind}": k,
+                f"{dst}.self_attn.v_proj.{kind}": v,
+            }
+        )
         for a, b in BLOCK_KEYS:
             out[f"{dst}.{b}.{kind}"] = state[f"{src}.{a}.{kind}"]
     return out
@@ -85,11 +109,27 @@ def clip_config() -> transformers.CLIPConfig:
     v, t = tiny["vision_cfg"], tiny["text_cfg"]
     return transformers.CLIPConfig(
         projection_dim=tiny["embed_dim"],
-        text_config=dict(vocab_size=t["vocab_size"], hidden_size=t["width"], intermediate_size=4 * t["width"],
-                         num_hidden_layers=t["layers"], num_attention_heads=t["heads"], max_position_embeddings=t["context_length"], hidden_act="gelu",
-                         bos_token_id=49406, eos_token_id=49407, pad_token_id=49407),
-        vision_config=dict(hidden_size=v["width"], intermediate_size=4 * v["width"], num_hidden_layers=v["layers"],
-                           num_attention_heads=v["width"] // 64, image_size=v["image_size"], patch_size=v["patch_size"], hidden_act="gelu"),
+        text_config=dict(
+            vocab_size=t["vocab_size"],
+            hidden_size=t["width"],
+            intermediate_size=4 * t["width"],
+            num_hidden_layers=t["layers"],
+            num_attention_heads=t["heads"],
+            max_position_embeddings=t["context_length"],
+            hidden_act="gelu",
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        ),
+        vision_config=dict(
+            hidden_size=v["width"],
+            intermediate_size=4 * v["width"],
+            num_hidden_layers=v["layers"],
+            num_attention_heads=v["width"] // 64,
+            image_size=v["image_size"],
+            patch_size=v["patch_size"],
+            hidden_act="gelu",
+        ),
     )
 
 
@@ -104,11 +144,20 @@ def write_clip_folder(folder: Path, openclip_backbone) -> Path:
     model.save_pretrained(folder)
     write_clip_tokenizer(folder)
     pre = openclip_backbone.preprocess
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "do_resize": True, "size": {"shortest_edge": pre.image_size}, "do_center_crop": True,
-        "crop_size": {"height": pre.image_size, "width": pre.image_size}, "resample": 3,
-        "image_mean": list(pre.mean), "image_std": list(pre.std), "image_processor_type": "CLIPImageProcessor",
-    }))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "do_resize": True,
+                "size": {"shortest_edge": pre.image_size},
+                "do_center_crop": True,
+                "crop_size": {"height": pre.image_size, "width": pre.image_size},
+                "resample": 3,
+                "image_mean": list(pre.mean),
+                "image_std": list(pre.std),
+                "image_processor_type": "CLIPImageProcessor",
+            }
+        )
+    )
     return folder
 
 
@@ -119,24 +168,58 @@ def write_siglip_folder(folder: Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True)
     corpus = [f"a photo of a {c} {s}." for c in ("red", "green", "blue") for s in ("square", "circle")] * 10
     model_file = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_writer=model_file, vocab_size=40, pad_id=0, eos_id=1,
-                                   unk_id=2, bos_id=-1, model_type="unigram", hard_vocab_limit=False, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus),
+        model_writer=model_file,
+        vocab_size=40,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     (folder / "spiece.model").write_bytes(model_file.getvalue())
     tokenizer = transformers.SiglipTokenizer(vocab_file=str(folder / "spiece.model"))
     tokenizer.save_pretrained(folder)
     config = transformers.SiglipConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=16, pad_token_id=1, eos_token_id=1, bos_token_id=None),
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            pad_token_id=1,
+            eos_token_id=1,
+            bos_token_id=None,
+        ),
+        vision_config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
     )
     torch.manual_seed(seed)
     model = transformers.SiglipModel(config)
     with torch.no_grad():
         model.logit_bias.fill_(-3.5)  # a recognisable value
     model.save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "do_resize": True, "size": {"height": 32, "width": 32}, "resample": 2, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
-    }))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "do_resize": True,
+                "size": {"height": 32, "width": 32},
+                "resample": 2,
+                "image_mean": [0.5] * 3,
+                "image_std": [0.5] * 3,
+            }
+        )
+    )
     return folder
 
 
@@ -233,7 +316,11 @@ def test_token_path_passes_gradients_to_embeddings(siglip_bb):
 def test_siglip_reads_its_preprocessing_bias_and_last_position(siglip_bb):
     assert siglip_bb.logit_bias == pytest.approx(-3.5)
     assert siglip_bb.describe()["logit_bias"] == pytest.approx(-3.5)
-    assert (siglip_bb.preprocess.mean, siglip_bb.preprocess.std, siglip_bb.preprocess.interpolation) == ((0.5,) * 3, (0.5,) * 3, "bilinear")
+    assert (siglip_bb.preprocess.mean, siglip_bb.preprocess.std, siglip_bb.preprocess.interpolation) == (
+        (0.5,) * 3,
+        (0.5,) * 3,
+        "bilinear",
+    )
     assert siglip_bb.tokenize(["a red square"]).shape == (1, 16)
     assert not siglip_bb.accepts_truncated_tokens  # it pools the last position: cut rows would change it
     pixels = torch.rand(2, 3, 32, 32)
@@ -250,7 +337,10 @@ def test_bf16_runs_close_to_fp32(folders, clip_bb):
     bf16 = create_backbone(f"hf:{folders['clip']}", precision="bf16")
     assert bf16.precision == "bf16" and bf16.encoder_fingerprint != clip_bb.encoder_fingerprint
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    for ours, ref in ((bf16.encode_images(pixels), clip_bb.encode_images(pixels)), (bf16.encode_texts(TEXTS), clip_bb.encode_texts(TEXTS))):
+    for ours, ref in (
+        (bf16.encode_images(pixels), clip_bb.encode_images(pixels)),
+        (bf16.encode_texts(TEXTS), clip_bb.encode_texts(TEXTS)),
+    ):
         assert ours.dtype == torch.float32
         assert torch.cosine_similarity(ours, ref).min() > 0.99
     tokens = bf16.tokenize(TEXTS)
@@ -267,7 +357,9 @@ def test_id_names_the_folder_and_the_weights_hash(folders, clip_bb, tmp_path):
     digest = hashlib.sha256((folders["clip"] / "model.safetensors").read_bytes()).hexdigest()
     assert clip_bb.id == f"hf/tiny-clip/sha256:{digest}"
     assert clip_bb.describe()["name"] == f"hf:{folders['clip']}"
-    again = create_backbone(clip_bb.describe()["name"], clip_bb.describe()["pretrained"], precision="fp32")  # how an artifact rebuilds it
+    again = create_backbone(
+        clip_bb.describe()["name"], clip_bb.describe()["pretrained"], precision="fp32"
+    )  # how an artifact rebuilds it
     assert again.id == clip_bb.id
 
 
@@ -295,11 +387,14 @@ def test_a_different_tokenizer_changes_the_text_cache_key(folders, clip_bb, tmp_
 # Bad input: one line naming the thing at fault
 
 
-@pytest.mark.parametrize("kind, remove, named", [
-    ("clip", ["merges.txt"], "merges.txt"),
-    ("clip", ["vocab.json", "merges.txt"], "vocab.json, merges.txt"),
-    ("siglip", ["spiece.model"], "spiece.model"),
-])
+@pytest.mark.parametrize(
+    "kind, remove, named",
+    [
+        ("clip", ["merges.txt"], "merges.txt"),
+        ("clip", ["vocab.json", "merges.txt"], "vocab.json, merges.txt"),
+        ("siglip", ["spiece.model"], "spiece.model"),
+    ],
+)
 def test_missing_tokenizer_file_is_one_line_naming_it(folders, tmp_path, kind, remove, named):
     folder = copy_folder(folders[kind], tmp_path / "m")
     for name in remove:
@@ -329,14 +424,17 @@ def test_a_tokenizer_that_loads_too_few_tokens_is_refused(folders, tmp_path):
     assert str(folder) in message and "vocab.json" in message and "49408" in message
 
 
-@pytest.mark.parametrize("breakage, named", [
-    ("no-folder", "not found"),
-    ("no-config", "config.json"),
-    ("bert", "'bert'"),
-    ("no-weights", "model.safetensors"),
-    ("torn-weights", "model.safetensors"),
-    ("foreign-weights", "lacks"),
-])
+@pytest.mark.parametrize(
+    "breakage, named",
+    [
+        ("no-folder", "not found"),
+        ("no-config", "config.json"),
+        ("bert", "'bert'"),
+        ("no-weights", "model.safetensors"),
+        ("torn-weights", "model.safetensors"),
+        ("foreign-weights", "lacks"),
+    ],
+)
 def test_bad_folders_are_one_line_errors(folders, tmp_path, breakage, named):
     folder = tmp_path / "nothing-here"
     if breakage != "no-folder":
@@ -404,7 +502,9 @@ def test_repo_id_offline_and_uncached_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(ArtifactError) as exc:
         create_backbone("hf:someone/tiny-clip", precision="fp32")
     message = one_line_error(exc)
-    assert "'someone/tiny-clip'" in message and "HF_HUB_OFFLINE" in message and "--backbone hf:/path/to/folder" in message
+    assert (
+        "'someone/tiny-clip'" in message and "HF_HUB_OFFLINE" in message and "--backbone hf:/path/to/folder" in message
+    )
 
 
 def test_repo_id_is_read_from_the_local_cache(folders, tmp_path, monkeypatch, clip_bb):
@@ -434,7 +534,9 @@ def test_zero_shot_clip_adapter_and_coop_run_end_to_end(clip_bb, tmp_path):
     photos = write_image_folder(tmp_path / "photos", per_class=10, size=32)
     image = next((photos / "red_square").iterdir())
     for method, options in (("zero-shot", {}), ("clip-adapter", {"epochs": 3}), ("coop", {"epochs": 2, "n_ctx": 2})):
-        clf = clip_adapter.fit(photos, backbone=clip_bb, shots=2, method=method, cache_dir=tmp_path / "cache", **options)
+        clf = clip_adapter.fit(
+            photos, backbone=clip_bb, shots=2, method=method, cache_dir=tmp_path / "cache", **options
+        )
         assert 0.0 <= clf.result["test"]["accuracy"] <= 1.0
         assert clf.predict([image], top_k=1)[0]["label"] in {"red square", "green square", "blue square"}
     clf.save_pretrained(tmp_path / "run")  # the CoOp artifact: its prompts need the text encoder again

@@ -34,32 +34,48 @@ PACKAGE = "clip_adapter"
 LAYERS: dict[str, int] = {
     # 0. plumbing (core/): configs, errors, files, output folders, optimisation, progress, plots;
     # no knowledge of CLIP, data or models
-    "_version": 0, "core": 0,
+    "_version": 0,
+    "core": 0,
     # 1. data and numerics: datasets, templates; the trust numerics (calibration, conformal, OOD, record)
-    "data": 1, "metrics": 1, "trust": 1,
+    "data": 1,
+    "metrics": 1,
+    "trust": 1,
     # 2. models: the backbone interface and providers; the toy world (its tiny CLIP is a backbone provider,
     # its scenes and captions the toy data)
-    "backbones": 2, "toyworld": 2,
+    "backbones": 2,
+    "toyworld": 2,
     # 3. features: extraction through the on-disk cache
     "features": 3,
     # 4. methods: the few-shot heads on cached features
     "methods": 4,
     # 5. the run: artifacts, the train/eval pipeline, inference, and fitting an artifact's trust record
-    "artifacts": 5, "pipeline": 5, "inference": 5, "trust.fit": 5, "trust.labelled": 5,
+    "artifacts": 5,
+    "pipeline": 5,
+    "inference": 5,
+    "trust.fit": 5,
+    "trust.labelled": 5,
     # 6. workflows built on the run: benchmarks, encoder fine-tuning and distillation, multi-label, the modality gap
-    "bench": 6, "finetune": 6, "distill": 6, "multilabel": 6, "gap": 6,
+    "bench": 6,
+    "finetune": 6,
+    "distill": 6,
+    "multilabel": 6,
+    "gap": 6,
     # 7. applications (apps/: report, retrieval, server, validate, demo) and the compositionality bench, video,
     # cluster runs
-    "apps": 7, "compose": 7, "video": 7, "distributed": 7,
+    "apps": 7,
+    "compose": 7,
+    "video": 7,
+    "distributed": 7,
     # 8. the Python API: clip_adapter.fit/load/bench_results, and the package's own __init__ that re-exports it
-    "api": 8, "__init__": 8,
+    "api": 8,
+    "__init__": 8,
     # 9. the command line
-    "cli": 9, "__main__": 9,
+    "cli": 9,
+    "__main__": 9,
 }
 
 # Upward imports (importer, imported) still there, and why. Remove an entry when its import goes.
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-}
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 
 # Private names (one leading underscore) imported across top-level packages, and why. Same rule: only shrinks.
 ALLOWED_PRIVATE: dict[tuple[str, str, str], str] = {}
@@ -80,7 +96,8 @@ def _modules() -> dict[str, tuple[Path, bool]]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(node: ast.AST):
@@ -102,7 +119,9 @@ def _nearest(name: str, modules: dict) -> str | None:
     return name or None
 
 
-def _targets(module: str, is_package: bool, node: ast.Import | ast.ImportFrom, modules: dict) -> list[tuple[str, str | None]]:
+def _targets(
+    module: str, is_package: bool, node: ast.Import | ast.ImportFrom, modules: dict
+) -> list[tuple[str, str | None]]:
     """``(imported module, private name or None)`` for each name ``node`` imports from the package."""
     if isinstance(node, ast.Import):
         return [(t, None) for alias in node.names if (t := _nearest(alias.name, modules))]
@@ -222,7 +241,9 @@ def _upward() -> dict[tuple[str, str], str]:
         for target, (line, named) in targets.items():
             (own, low), (their, high) = _layer(module), _layer(target)
             if high > low:
-                found[(module, named)] = f"{module} (layer {low}, {own}) line {line} imports {named} (layer {high}, {their})"
+                found[(module, named)] = (
+                    f"{module} (layer {low}, {own}) line {line} imports {named} (layer {high}, {their})"
+                )
     return found
 
 
@@ -279,7 +300,9 @@ def test_no_private_name_is_imported_across_packages():
 
     found = {(m, t, n): f"{m} line {line}: from {t} import {n}" for m, t, n, line in PRIVATE if top(m) != top(t)}
     new = [why for key, why in sorted(found.items()) if key not in ALLOWED_PRIVATE]
-    assert not new, "private names imported from another package (make them public, or move them):\n  " + "\n  ".join(new)
+    assert not new, "private names imported from another package (make them public, or move them):\n  " + "\n  ".join(
+        new
+    )
     stale = sorted(set(ALLOWED_PRIVATE) - set(found))
     assert not stale, f"no longer imported: remove from ALLOWED_PRIVATE: {stale}"
 
@@ -301,7 +324,8 @@ def test_the_backbone_factory_finds_the_toy_world_without_importing_it_first():
 def test_a_registry_imports_a_provider_on_first_lookup(tmp_path, monkeypatch):
     (tmp_path / "layers_probe.py").write_text(
         "from clip_adapter.core.registry import Registry\n"
-        "THINGS = Registry('thing', providers={'late': 'layers_probe_late', 'broken': 'layers_probe_broken'})\n")
+        "THINGS = Registry('thing', providers={'late': 'layers_probe_late', 'broken': 'layers_probe_broken'})\n"
+    )
     (tmp_path / "layers_probe_late.py").write_text("from layers_probe import THINGS\nTHINGS.register('late')('here')\n")
     (tmp_path / "layers_probe_broken.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -317,7 +341,9 @@ def test_a_registry_imports_a_provider_on_first_lookup(tmp_path, monkeypatch):
             sys.modules.pop(name, None)
 
 
-@pytest.mark.parametrize("name", ["clip_adapter.core.plotting", "clip_adapter.core.registry", "clip_adapter.video.toyactions"])
+@pytest.mark.parametrize(
+    "name", ["clip_adapter.core.plotting", "clip_adapter.core.registry", "clip_adapter.video.toyactions"]
+)
 def test_the_examples_of_the_layering_modules_run(name):
     import doctest
     import importlib

@@ -20,6 +20,11 @@ def _ruff() -> list[str]:
 
 
 def test_ruff_is_clean():
-    done = subprocess.run([*_ruff(), "check", "--output-format", "concise", "src", "tests", "benchmarks"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*_ruff(), "check", "--output-format", "concise", "src", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]

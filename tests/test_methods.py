@@ -66,7 +66,9 @@ def test_logits_finite_and_save_load_identical(method, overrides, tmp_path):
     logits = result.head.predict_logits(test_x)
     assert logits.shape == (len(test_x), data.num_classes) and torch.isfinite(logits).all()
     backbone = {"id": "synthetic", "name": "synthetic"}
-    Classifier(method, result.head, data.classnames, data.templates, backbone, result.selected).save_pretrained(tmp_path / "a")
+    Classifier(method, result.head, data.classnames, data.templates, backbone, result.selected).save_pretrained(
+        tmp_path / "a"
+    )
     loaded = Classifier.from_pretrained(tmp_path / "a")
     assert torch.equal(loaded.logits(test_x), logits)
     assert loaded.head.config == result.head.config
@@ -113,21 +115,36 @@ def test_per_image_text_logits_match_explicit_computation():
     from clip_adapter.methods.clip_adapter import _per_image_text_logits
 
     gen = torch.Generator().manual_seed(0)
-    image, text, delta = torch.randn(4, 8, generator=gen), torch.randn(3, 8, generator=gen), torch.randn(3, 8, generator=gen)
+    image, text, delta = (
+        torch.randn(4, 8, generator=gen),
+        torch.randn(3, 8, generator=gen),
+        torch.randn(3, 8, generator=gen),
+    )
     beta = torch.rand(4, 1, generator=gen)
-    explicit = torch.stack([30 * F.normalize(image[i], dim=0) @ F.normalize(text + beta[i] * delta, dim=1).t() for i in range(4)])
+    explicit = torch.stack(
+        [30 * F.normalize(image[i], dim=0) @ F.normalize(text + beta[i] * delta, dim=1).t() for i in range(4)]
+    )
     assert torch.allclose(_per_image_text_logits(image, text, delta, beta, 30.0), explicit, atol=1e-5)
 
 
 def test_official_preset_is_the_papers_recipe():
     cfg = get_method("clip-adapter").make_config("official")
-    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.epochs) == ("sgd", 2e-3, 0.9, 5e-4, 32, 200)
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.epochs) == (
+        "sgd",
+        2e-3,
+        0.9,
+        5e-4,
+        32,
+        200,
+    )
 
 
 def test_adapter_dimensions_follow_the_backbone():
     for dim in (16, 96):
         data, *_ = synthetic_data(dim=dim)
-        head = get_method("clip-adapter").build_head(get_method("clip-adapter").Config(reduction=4), {"num_classes": 5, "embed_dim": dim, "logit_scale": 30.0})
+        head = get_method("clip-adapter").build_head(
+            get_method("clip-adapter").Config(reduction=4), {"num_classes": 5, "embed_dim": dim, "logit_scale": 30.0}
+        )
         assert head.visual[0].weight.shape == (dim // 4, dim)
 
 

@@ -79,8 +79,11 @@ def test_openclip_vit_dense_matches_the_patch_tokens(tiny_backbone):
 
 
 def test_openclip_resnet_dense_is_the_attention_pool_read_per_location(tmp_path):
-    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 8},
-           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 8},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
     (tmp_path / "test-tiny-rn.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(str(tmp_path / "test-tiny-rn.json"))
     bb = create_backbone("test-tiny-rn", "none", precision="fp32")
@@ -130,9 +133,13 @@ def test_dense_features_are_cached_and_bad_images_named(toy_bb, toy_data, tmp_pa
     first = extract_dense(toy_bb, paths + paths[:1], store)
     again_store = dense_store(toy_bb, tmp_path / "cache")
     again = extract_dense(toy_bb, paths, again_store)
-    assert first.shape == (6, 16, toy_bb.embed_dim) and torch.equal(first[:5], again) and torch.equal(first[5], first[0])
+    assert (
+        first.shape == (6, 16, toy_bb.embed_dim) and torch.equal(first[:5], again) and torch.equal(first[5], first[0])
+    )
     assert store.writes == 1 and again_store.writes == 0  # one shard, then served from the cache
-    assert torch.allclose(first[:2], toy_bb.encode_dense(torch.stack([_pixels(toy_bb, p) for p in paths[:2]])), atol=1e-5)
+    assert torch.allclose(
+        first[:2], toy_bb.encode_dense(torch.stack([_pixels(toy_bb, p) for p in paths[:2]])), atol=1e-5
+    )
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="bad.png"):
         extract_dense(toy_bb, [tmp_path / "bad.png"], store)
@@ -165,10 +172,21 @@ def _images(root: Path, names) -> None:
 
 def test_reader_accepts_json_and_csv_forms(tmp_path):
     _images(tmp_path, ["a.png", "b.png", "c.png"])
-    (tmp_path / "d.json").write_text(json.dumps({"classes": ["cat", "dog"], "train": {"a.png": ["dog", "cat"], "b.png": []},
-                                                 "test": [{"image": "c.png", "labels": [1]}]}))
+    (tmp_path / "d.json").write_text(
+        json.dumps(
+            {
+                "classes": ["cat", "dog"],
+                "train": {"a.png": ["dog", "cat"], "b.png": []},
+                "test": [{"image": "c.png", "labels": [1]}],
+            }
+        )
+    )
     ds = read_multilabel(tmp_path / "d.json")
-    assert ds.classes == ("cat", "dog") and ds.targets("train").tolist() == [[1, 1], [0, 0]] and ds.targets("test").tolist() == [[0, 1]]
+    assert (
+        ds.classes == ("cat", "dog")
+        and ds.targets("train").tolist() == [[1, 1], [0, 0]]
+        and ds.targets("test").tolist() == [[0, 1]]
+    )
     (tmp_path / "l.csv").write_text("image,labels,split\na.png,dog;cat,train\nb.png,,train\nc.png,dog|cat,test\n")
     assert read_multilabel(tmp_path / "l.csv").targets("test").tolist() == [[1, 1]]
     (tmp_path / "o.csv").write_text("filename,person,car,split\na.png,1,0,train\nb.png,0,-1,val\nc.png,1,1,test\n")
@@ -179,23 +197,32 @@ def test_reader_accepts_json_and_csv_forms(tmp_path):
     assert read_multilabel(tmp_path / "m.json").targets("train").tolist() == [[1, 0, 1]]
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"train": {"a.png": ["cow"]}, "classes": ["cat"]}, "unknown label 'cow'"),
-    ({"train": {"missing.png": ["cat"]}}, "image not found"),
-    ({"train": [{"image": "a.png"}]}, r"train\[0\] must be an object with 'image' and 'labels'"),
-    ({"trian": {}, "classes": ["cat"]}, "unknown key"),
-    # numbers index a classes list; without one they would silently become classes named 0, 1, ...
-    ({"train": {"a.png": [0, "dog"]}}, "train image 'a.png': label 0 is a number, but the file has no 'classes' list"),
-    ({"a.png": [1]}, "all image 'a.png': label 1 is a number, but the file has no 'classes' list"),
-    ({"train": [{"image": "a.png", "labels": [0]}]}, "label 0 is a number"),
-    ({"train": {"a.png": [["x"]]}}, r"label \['x'\] is not a label; labels are names"),
-    ({"train": {"a.png": [""]}}, "label '' is not a label"),
-    ({"train": {"a.png": [{"name": "x"}]}, "classes": ["x"]}, "is not a label; labels are names or indices into 'classes'"),
-    ({"train": {"a.png": [1.0]}, "classes": ["cat", "dog"]}, "label 1.0 is not a label"),
-    ({"train": {"a.png": [True]}, "classes": ["cat", "dog"]}, "label True is not a label"),
-    ({"train": {"a.png": [2]}, "classes": ["cat", "dog"]}, "unknown label 2"),
-    ({"train": {"a.png": [-1]}, "classes": ["cat", "dog"]}, "unknown label -1"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"train": {"a.png": ["cow"]}, "classes": ["cat"]}, "unknown label 'cow'"),
+        ({"train": {"missing.png": ["cat"]}}, "image not found"),
+        ({"train": [{"image": "a.png"}]}, r"train\[0\] must be an object with 'image' and 'labels'"),
+        ({"trian": {}, "classes": ["cat"]}, "unknown key"),
+        # numbers index a classes list; without one they would silently become classes named 0, 1, ...
+        (
+            {"train": {"a.png": [0, "dog"]}},
+            "train image 'a.png': label 0 is a number, but the file has no 'classes' list",
+        ),
+        ({"a.png": [1]}, "all image 'a.png': label 1 is a number, but the file has no 'classes' list"),
+        ({"train": [{"image": "a.png", "labels": [0]}]}, "label 0 is a number"),
+        ({"train": {"a.png": [["x"]]}}, r"label \['x'\] is not a label; labels are names"),
+        ({"train": {"a.png": [""]}}, "label '' is not a label"),
+        (
+            {"train": {"a.png": [{"name": "x"}]}, "classes": ["x"]},
+            "is not a label; labels are names or indices into 'classes'",
+        ),
+        ({"train": {"a.png": [1.0]}, "classes": ["cat", "dog"]}, "label 1.0 is not a label"),
+        ({"train": {"a.png": [True]}, "classes": ["cat", "dog"]}, "label True is not a label"),
+        ({"train": {"a.png": [2]}, "classes": ["cat", "dog"]}, "unknown label 2"),
+        ({"train": {"a.png": [-1]}, "classes": ["cat", "dog"]}, "unknown label -1"),
+    ],
+)
 def test_reader_names_what_is_wrong(tmp_path, content, message):
     _images(tmp_path, ["a.png"])
     (tmp_path / "d.json").write_text(json.dumps(content))
@@ -236,12 +263,16 @@ def test_asl_reduces_to_bce_and_discards_easy_negatives():
 def test_mfi_matches_its_formula():
     t = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 2.0]])
     s = t @ t.T
-    expected = sum((s[i, i] - 1) ** 2 for i in range(3)) + 0.3 * sum(s[i, j] ** 2 for i in range(3) for j in range(3) if i != j)
+    expected = sum((s[i, i] - 1) ** 2 for i in range(3)) + 0.3 * sum(
+        s[i, j] ** 2 for i in range(3) for j in range(3) if i != j
+    )
     assert torch.isclose(mfi_loss(t, 0.3), expected)
 
 
 def test_metrics_on_hand_examples():
-    assert average_precision(torch.tensor([0.9, 0.8, 0.7, 0.1]), torch.tensor([0.0, 1.0, 1.0, 0.0])) == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert average_precision(torch.tensor([0.9, 0.8, 0.7, 0.1]), torch.tensor([0.0, 1.0, 1.0, 0.0])) == pytest.approx(
+        (1 / 2 + 2 / 3) / 2
+    )
     probs, y = torch.tensor([[0.9, 0.4], [0.3, 0.8]]), torch.tensor([[1.0, 1.0], [0.0, 1.0]])
     assert f1_scores(probs, y, 0.5)["overall_f1"] == pytest.approx(0.8)
     assert f1_scores(probs, y, choose_threshold(probs, y))["overall_f1"] == 1.0
@@ -255,7 +286,9 @@ def test_class_f1_is_the_f1_of_the_class_averaged_precision_and_recall():
     r = f1_scores(probs, y, 0.5)
     cp, cr = (1 / 3 + 1) / 2, (1 + 1 / 2) / 2
     assert r["class_precision"] == pytest.approx(cp) and r["class_recall"] == pytest.approx(cr)
-    assert r["class_f1"] == pytest.approx(2 * cp * cr / (cp + cr))  # 0.6857, not the mean of per-class F1 (0.5 + 2/3) / 2
+    assert r["class_f1"] == pytest.approx(
+        2 * cp * cr / (cp + cr)
+    )  # 0.6857, not the mean of per-class F1 (0.5 + 2/3) / 2
     assert r["overall_precision"] == pytest.approx(2 / 4) and r["overall_recall"] == pytest.approx(2 / 3)
     assert r["overall_f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
     assert f1_scores(torch.zeros(2, 2), y[:2], 0.5)["class_f1"] == 0.0  # nothing predicted: 0, not NaN
@@ -279,7 +312,9 @@ def test_fast_threshold_search_matches_the_brute_force(seed):
     assert choose_threshold(probs, targets) == _brute_threshold(probs, targets)
     # neighbouring floats: the midpoint rounds onto a score, which is then predicted positive
     close = torch.tensor([[0.5, float(torch.nextafter(torch.tensor(0.5), torch.tensor(1.0))), 0.25]])
-    assert choose_threshold(close, torch.tensor([[0.0, 1.0, 0.0]])) == _brute_threshold(close, torch.tensor([[0.0, 1.0, 0.0]]))
+    assert choose_threshold(close, torch.tensor([[0.0, 1.0, 0.0]])) == _brute_threshold(
+        close, torch.tensor([[0.0, 1.0, 0.0]])
+    )
     assert choose_threshold(probs, torch.zeros_like(probs)) == _brute_threshold(probs, torch.zeros_like(probs))
 
 
@@ -296,7 +331,10 @@ def test_unmix_starts_at_clip_and_mfi_unmixes_the_text_features():
     before = mean_offdiagonal_similarity(head.class_text())
     x, y = torch.randn(40, 9, 16, generator=gen), (torch.rand(40, 5, generator=gen) > 0.6).float()
     records = train_head(head, x, y, cfg)
-    assert records[-1]["mfi"] < records[0]["mfi"] and mean_offdiagonal_similarity(head.class_text().detach()) < before - 0.3
+    assert (
+        records[-1]["mfi"] < records[0]["mfi"]
+        and mean_offdiagonal_similarity(head.class_text().detach()) < before - 0.3
+    )
 
 
 def test_unmix_scores_where_the_class_is():
@@ -355,19 +393,50 @@ def test_artifact_refuses_wrong_tensors(toy_bb, tmp_path):
 
 def test_cli_toy_dataset_train_evaluate(tmp_path, capsys):
     data, run = tmp_path / "data", tmp_path / "run"
-    assert cli_main(["multilabel", "toy-dataset", "--out", str(data), "--train", "40", "--val", "16", "--test", "24"]) == 0
-    assert cli_main(["multilabel", "train", "--data", str(data), "--out", str(run), "--shots", "2", "--precision", "fp32",
-                     "--set", "epochs=5"]) == 0
+    assert (
+        cli_main(["multilabel", "toy-dataset", "--out", str(data), "--train", "40", "--val", "16", "--test", "24"]) == 0
+    )
+    assert (
+        cli_main(
+            [
+                "multilabel",
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(run),
+                "--shots",
+                "2",
+                "--precision",
+                "fp32",
+                "--set",
+                "epochs=5",
+            ]
+        )
+        == 0
+    )
     assert "unmix on 24 test images" in capsys.readouterr().out
-    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == ["config.json", "model.safetensors", "result.json", "split.json"]
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == [
+        "config.json",
+        "model.safetensors",
+        "result.json",
+        "split.json",
+    ]
     assert cli_main(["multilabel", "evaluate", str(run), "--data", str(data), "--precision", "fp32"]) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith("unmix on 24 test images: mAP ") and "per-class AP:" in printed  # a summary, as eval prints
+    assert (
+        printed.startswith("unmix on 24 test images: mAP ") and "per-class AP:" in printed
+    )  # a summary, as eval prints
     assert cli_main(["multilabel", "evaluate", str(run), "--data", str(data), "--precision", "fp32", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n_images"] == 24
     assert cli_main(["multilabel", "train", "--data", str(data), "--out", str(run), "--shots", "2"]) == 2
     assert "already holds" in capsys.readouterr().err
-    assert cli_main(["multilabel", "train", "--data", str(data), "--out", str(tmp_path / "r2"), "--set", "aggregation=median"]) == 2
+    assert (
+        cli_main(
+            ["multilabel", "train", "--data", str(data), "--out", str(tmp_path / "r2"), "--set", "aggregation=median"]
+        )
+        == 2
+    )
     assert "aggregation must be one of" in capsys.readouterr().err
 
 
@@ -375,9 +444,33 @@ def test_cli_unmix_on_an_open_clip_backbone(tmp_path, capsys):
     data = write_toy_multilabel(tmp_path / "data", "photo", 40, 16, 24)
     run = tmp_path / "run"
     # The toy data suggests toy prompts; the paper's are given back explicitly (open_clip's BPE reads any text).
-    assert cli_main(["multilabel", "train", "--data", str(data), "--out", str(run), "--shots", "2", "--backbone", TINY,
-                     "--pretrained", "none", "--precision", "fp32", "--positive-template", "a photo containing a {}",
-                     "--negative-template", "a photo without a {}", "--set", "epochs=3"]) == 0
+    assert (
+        cli_main(
+            [
+                "multilabel",
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(run),
+                "--shots",
+                "2",
+                "--backbone",
+                TINY,
+                "--pretrained",
+                "none",
+                "--precision",
+                "fp32",
+                "--positive-template",
+                "a photo containing a {}",
+                "--negative-template",
+                "a photo without a {}",
+                "--set",
+                "epochs=3",
+            ]
+        )
+        == 0
+    )
     assert "unmix on 24 test images" in capsys.readouterr().out
     config = json.loads((run / "config.json").read_text())
     assert config["backbone"]["name"] == TINY and config["config"]["negative_template"] == "a photo without a {}"

@@ -29,7 +29,21 @@ TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--precision", "f
 
 
 def train_argv(data, out, *extra):
-    return ["train", "--data", str(data), *TINY, "--shots", "2", "--views", "1", "--epochs", "2", "--out", str(out), *extra]
+    return [
+        "train",
+        "--data",
+        str(data),
+        *TINY,
+        "--shots",
+        "2",
+        "--views",
+        "1",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def refused(capsys, argv, code=2) -> str:
@@ -67,7 +81,9 @@ def test_the_dataset_itself_or_a_folder_inside_it_is_refused(image_folder, tmp_p
     before = snapshot(image_folder)
     assert "is the input" in refused(capsys, train_argv(image_folder, image_folder))
     assert "inside the input" in refused(capsys, train_argv(image_folder, image_folder / "red_square" / "run"))
-    assert "inside the input" in refused(capsys, train_argv(image_folder, tmp_path / "o", "--cache-dir", str(image_folder / "cache")))
+    assert "inside the input" in refused(
+        capsys, train_argv(image_folder, tmp_path / "o", "--cache-dir", str(image_folder / "cache"))
+    )
     assert snapshot(image_folder) == before and no_work_done(tmp_path)
 
 
@@ -120,7 +136,9 @@ def test_bench_resumes_into_its_own_output_and_refuses_anything_else(image_folde
     out.mkdir()
     (out / "data.csv").write_text("mine")
     assert "did not write" in refused(capsys, ["bench", "--dataset", f"x={image_folder}", *TINY, "--out", str(out)])
-    assert "inside the input" in refused(capsys, ["bench", "--dataset", f"x={image_folder}", *TINY, "--out", str(image_folder / "b")])
+    assert "inside the input" in refused(
+        capsys, ["bench", "--dataset", f"x={image_folder}", *TINY, "--out", str(image_folder / "b")]
+    )
     assert (out / "data.csv").read_text() == "mine"
     mark = tmp_path / "marked"
     claim_output_dir(mark, "bench", resume=True)

@@ -31,7 +31,21 @@ TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--precision", "f
 
 
 def train_argv(data, out, *extra):
-    return ["train", "--data", str(data), *TINY, "--shots", "2", "--views", "1", "--epochs", "2", "--out", str(out), *extra]
+    return [
+        "train",
+        "--data",
+        str(data),
+        *TINY,
+        "--shots",
+        "2",
+        "--views",
+        "1",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def refused(capsys, argv) -> str:

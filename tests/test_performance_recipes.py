@@ -36,8 +36,12 @@ def test_stacked_candidates_train_as_one_after_another_would():
 def test_default_grid_can_fall_back_to_zero_shot():
     assert 0.0 in ClipAdapterConfig().alpha_grid
     data, test_x, _ = synthetic_data(text_noise=0.0)  # zero-shot is near perfect
-    data.train_labels = data.train_labels[torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(0))]
-    result = get_method("clip-adapter")(ClipAdapter.make_config(epochs=20, lr=1e-2)).fit(data)  # shuffled labels: adapting hurts
+    data.train_labels = data.train_labels[
+        torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(0))
+    ]
+    result = get_method("clip-adapter")(ClipAdapter.make_config(epochs=20, lr=1e-2)).fit(
+        data
+    )  # shuffled labels: adapting hurts
     assert result.selected["chosen"]["alpha"] == 0.0
     zero_shot = get_method("zero-shot")().fit(data).head
     assert torch.equal(result.head.predict_logits(test_x), zero_shot.predict_logits(test_x))
@@ -76,7 +80,10 @@ def test_tip_adapter_class_sums_match_the_dense_cache_product():
 
 def test_tip_adapter_search_picks_what_the_full_grid_picks():
     data, *_ = synthetic_data(num_classes=6, text_noise=1.5)
-    head = TipAdapterHead(get_method("tip-adapter").Config(beta_steps=30, alpha_steps=10), {**base_meta(data), "num_keys": data.train.shape[0]})
+    head = TipAdapterHead(
+        get_method("tip-adapter").Config(beta_steps=30, alpha_steps=10),
+        {**base_meta(data), "num_keys": data.train.shape[0]},
+    )
     build_cache(head, data)
     chosen, score, _ = search_alpha_beta(head, data)
     x, y = data.selection
@@ -128,7 +135,7 @@ def test_an_edge_choice_of_alpha_is_refined_beyond_the_edge():
     assert tried[:3] == [0.2, 0.05, 0.1]  # the configured α first, then the grid
     grid = (0.2, 0.05, 0.1)
     for round_ in range(2):  # each refinement goes beyond the edge chosen so far, until an inner value wins
-        seen = result.history[:3 + round_]
+        seen = result.history[: 3 + round_]
         chosen = max(seen, key=lambda h: (h["selection_accuracy"], -h["selection_loss"]))["alpha"]  # ties: the first
         step = beyond_edge(chosen, grid)
         if step is None:

@@ -37,7 +37,9 @@ def _one_thread():
         yield
 
 
-def prompt_data(backbone, seed: int = 0, protocol: str = "val", shots: int = 8, views: int = 3) -> tuple[FewShotData, torch.Tensor, torch.Tensor]:
+def prompt_data(
+    backbone, seed: int = 0, protocol: str = "val", shots: int = 8, views: int = 3
+) -> tuple[FewShotData, torch.Tensor, torch.Tensor]:
     """Separable clusters of dim ``backbone.embed_dim``; text = the backbone's zero-shot prompts."""
     gen = torch.Generator().manual_seed(seed)
     c, d = len(CLASSNAMES), backbone.embed_dim
@@ -63,7 +65,9 @@ def fit(backbone, method: str, overrides: dict, **data_kwargs):
 
 
 def save_load(result, data, backbone, path, method, load_backbone="same"):
-    Classifier(method, result.head, data.classnames, data.templates, backbone.describe(), result.selected).save_pretrained(path)
+    Classifier(
+        method, result.head, data.classnames, data.templates, backbone.describe(), result.selected
+    ).save_pretrained(path)
     return Classifier.from_pretrained(path, backbone=backbone if load_backbone == "same" else load_backbone)
 
 
@@ -83,7 +87,9 @@ def test_logits_finite_and_save_load_identical(tiny_backbone, method, overrides,
     assert loaded.head.config == result.head.config
     state = result.head.state_dict()
     assert state["tokens"].dtype == torch.int64 and state["ctx"].dtype == torch.float32
-    assert all(k in ("ctx", "tokens", "slots", "text") or k.startswith("meta_net.") for k in state), "backbone weights saved"
+    assert all(k in ("ctx", "tokens", "slots", "text") or k.startswith("meta_net.") for k in state), (
+        "backbone weights saved"
+    )
     if method == "coop":  # predicts from its stored text features: no backbone needed
         assert torch.equal(Classifier.from_pretrained(tmp_path / "a").logits(test_x), logits)
 
@@ -109,8 +115,13 @@ def test_meta_holds_every_shape(tiny_backbone):
     meta = result.head.meta
     width = tiny_backbone.embed_tokens(torch.zeros(1, 1, dtype=torch.long)).shape[-1]
     assert meta == {
-        "num_classes": 5, "embed_dim": tiny_backbone.embed_dim, "ctx_width": width, "n_ctx": 4,
-        "context_length": tiny_backbone.tokenize([""]).shape[1], "logit_scale": 30.0, "meta_hidden": max(1, tiny_backbone.embed_dim // 16),
+        "num_classes": 5,
+        "embed_dim": tiny_backbone.embed_dim,
+        "ctx_width": width,
+        "n_ctx": 4,
+        "context_length": tiny_backbone.tokenize([""]).shape[1],
+        "logit_scale": 30.0,
+        "meta_hidden": max(1, tiny_backbone.embed_dim // 16),
     }
     assert result.head.config.n_ctx == 4  # "a photo of a" is four tokens
 
@@ -219,7 +230,9 @@ def test_constant_warmup_runs_at_the_warmup_lr(tiny_backbone):
     result = method(cfg).fit(data)
     start = _phrase_embeddings(tiny_backbone, "a photo of a")
     assert torch.equal(result.head.ctx, start), "lr 0 during the warm-up epoch must leave the context alone"
-    assert result.history[0]["epochs_run"] == 1 and result.history[0]["steps"] == 1  # 40 images, batch 32: Dassl drops the partial 8
+    assert (
+        result.history[0]["epochs_run"] == 1 and result.history[0]["steps"] == 1
+    )  # 40 images, batch 32: Dassl drops the partial 8
     # After the warm-up the peak lr applies.
     moved = method(cfg.replace(epochs=2)).fit(data)
     assert not torch.equal(moved.head.ctx, start) and moved.history[0]["epochs_run"] == 2
@@ -233,11 +246,25 @@ def test_epochs_follow_the_shots_table(tiny_backbone):
 def test_official_presets_are_the_papers_recipes():
     coop = get_method("coop").make_config("official")
     assert (coop.optimizer, coop.lr, coop.momentum, coop.weight_decay, coop.batch_size) == ("sgd", 2e-3, 0.9, 5e-4, 32)
-    assert (coop.warmup_type, coop.warmup_epochs, coop.warmup_lr, coop.n_ctx, coop.class_position, coop.csc) == ("constant", 1.0, 1e-5, 16, "end", False)
+    assert (coop.warmup_type, coop.warmup_epochs, coop.warmup_lr, coop.n_ctx, coop.class_position, coop.csc) == (
+        "constant",
+        1.0,
+        1e-5,
+        16,
+        "end",
+        False,
+    )
     assert [coop.epochs_for(s) for s in (1, 2, 4, 8, 16)] == [50, 100, 100, 200, 200]
     assert coop.lr_grid == () and not coop.select_epoch  # a fixed lr and the last epoch, as the official code
     cocoop = get_method("cocoop").make_config("official")
-    assert (cocoop.optimizer, cocoop.lr, cocoop.batch_size, cocoop.epochs, cocoop.n_ctx, cocoop.ctx_init) == ("sgd", 2e-3, 1, 10, 4, "a photo of a")
+    assert (cocoop.optimizer, cocoop.lr, cocoop.batch_size, cocoop.epochs, cocoop.n_ctx, cocoop.ctx_init) == (
+        "sgd",
+        2e-3,
+        1,
+        10,
+        4,
+        "a photo of a",
+    )
     assert (cocoop.warmup_type, cocoop.warmup_lr, cocoop.momentum, cocoop.weight_decay) == ("constant", 1e-5, 0.9, 5e-4)
     assert cocoop.lr_grid == () and not cocoop.select_epoch
 
@@ -319,7 +346,9 @@ def test_prompts_cut_after_the_last_eot_give_the_same_features(tiny_backbone, me
     assert torch.allclose(cut, full, atol=1e-5)
 
 
-@pytest.mark.parametrize("method,overrides", [("coop", {}), ("coop", {"csc": True}), ("cocoop", {})], ids=["coop", "coop-csc", "cocoop"])
+@pytest.mark.parametrize(
+    "method,overrides", [("coop", {}), ("coop", {"csc": True}), ("cocoop", {})], ids=["coop", "coop-csc", "cocoop"]
+)
 def test_chunked_training_gives_the_same_gradients(tiny_backbone, method, overrides):
     result, data, test_x, test_y = fit(tiny_backbone, method, {"n_ctx": 4, "epochs": 1, **overrides})
     head = result.head.train()

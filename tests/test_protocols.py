@@ -49,8 +49,10 @@ def _image(path: Path) -> None:
 def test_imagenet_variants_are_read_in_coops_layout(tmp_path):
     wnids = ["n01", "n02", "n03", "n04"]
     text = "".join(f"{w} class {i}\n" for i, w in enumerate(wnids))
-    for folder, images, keys in (("imagenetv2", "imagenetv2-matched-frequency-format-val", ["0", "3"]),
-                                 ("imagenet-adversarial", "imagenet-a", ["n02", "n04"])):
+    for folder, images, keys in (
+        ("imagenetv2", "imagenetv2-matched-frequency-format-val", ["0", "3"]),
+        ("imagenet-adversarial", "imagenet-a", ["n02", "n04"]),
+    ):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "classnames.txt").write_text(text)
         for key in keys:
@@ -65,9 +67,27 @@ def test_imagenet_variants_are_read_in_coops_layout(tmp_path):
 
 def test_domain_generalization_bench_on_toy_domains(toy_domains, tmp_path, capsys):
     out = tmp_path / "dg"
-    argv = ["bench", "--setting", "domain-generalization", "--dataset", f"photo={toy_domains['photo']}",
-            "--target", f"sketch={toy_domains['sketch']}", "--target", f"night={toy_domains['night']}",
-            "--methods", "zero-shot,clip-adapter", "--shots", "2", "--seeds", "1", "--views", "2", "--out", str(out)]
+    argv = [
+        "bench",
+        "--setting",
+        "domain-generalization",
+        "--dataset",
+        f"photo={toy_domains['photo']}",
+        "--target",
+        f"sketch={toy_domains['sketch']}",
+        "--target",
+        f"night={toy_domains['night']}",
+        "--methods",
+        "zero-shot,clip-adapter",
+        "--shots",
+        "2",
+        "--seeds",
+        "1",
+        "--views",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "photo (source)" in table and "| night | sketch | target average |" in table
@@ -76,7 +96,10 @@ def test_domain_generalization_bench_on_toy_domains(toy_domains, tmp_path, capsy
     assert set(targets) == {"sketch", "night"} and targets["sketch"]["num_images"] == 8 * 6
     zero_shot = json.loads(next((out / "runs").rglob("zero-shot/shots2_seed1.json")).read_text())
     # zero-shot trained "on photo" is the same classifier everywhere: its target accuracy is its zero-shot one
-    assert zero_shot["transfer"]["targets"]["night"]["accuracy"] == zero_shot["transfer"]["targets"]["night"]["zero_shot_accuracy"]
+    assert (
+        zero_shot["transfer"]["targets"]["night"]["accuracy"]
+        == zero_shot["transfer"]["targets"]["night"]["zero_shot_accuracy"]
+    )
     assert main(argv) == 0 and "0 runs done, 2 already finished" in capsys.readouterr().err
 
 
@@ -95,13 +118,30 @@ def test_base_and_new_parts_keep_their_datasets_templates_and_tip_settings():
     ds = Dataset("dtd", list("abcd"), Path("."), {"train": [Sample(Path(str(i)), i) for i in range(4)]})
     for part in split_base_new(ds):
         assert templates_for(part) == templates_for(ds) == ("{} texture.",)
-        assert TipAdapter.for_dataset(TipAdapter.Config(), part.name) == TipAdapter.for_dataset(TipAdapter.Config(), "dtd")
+        assert TipAdapter.for_dataset(TipAdapter.Config(), part.name) == TipAdapter.for_dataset(
+            TipAdapter.Config(), "dtd"
+        )
 
 
 def test_base_to_new_bench_reports_methods_that_cannot_transfer(toy_domains, tmp_path, capsys):
     out = tmp_path / "b2n"
-    argv = ["bench", "--setting", "base-to-new", "--dataset", f"night={toy_domains['night']}",
-            "--methods", "zero-shot,clip-adapter,linear-probe", "--shots", "2", "--seeds", "1", "--views", "2", "--out", str(out)]
+    argv = [
+        "bench",
+        "--setting",
+        "base-to-new",
+        "--dataset",
+        f"night={toy_domains['night']}",
+        "--methods",
+        "zero-shot,clip-adapter,linear-probe",
+        "--shots",
+        "2",
+        "--seeds",
+        "1",
+        "--views",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "| linear-probe | 2 |" in table and "n/a" in table.split("| linear-probe | 2 |")[1].splitlines()[0]

@@ -62,7 +62,11 @@ def small_chunks(monkeypatch):
 
 def cache_files(cache: Path) -> dict[str, str]:
     """Every file of a feature cache (shards, manifests, encoder.json) by relative path, with its SHA-256."""
-    return {str(p.relative_to(cache)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(cache.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(cache)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(cache.rglob("*"))
+        if p.is_file()
+    }
 
 
 def extract_cli(data: Path, cache: Path, *extra: str) -> dict:
@@ -96,14 +100,18 @@ def test_ray_shards_equal_local_ones_bit_for_bit_after_a_worker_dies(ray_cluster
     features = FeatureConfig(views=2, cache_dir=str(tmp_path / "ray"))
     with ray_extraction(ray_cluster, spec, options, backbone.encoder_fingerprint) as runner:
         for first, shots in ((True, 2), (False, 4)):
-            encode_split(backbone, sample_few_shot(dataset, shots, 1), templates_for(dataset), features, with_test=first)
+            encode_split(
+                backbone, sample_few_shot(dataset, shots, 1), templates_for(dataset), features, with_test=first
+            )
         assert len(runner.actors) == 2
     assert (tmp_path / "chunk-.crash0").exists()  # a worker really died, and its chunk was redone elsewhere
     assert cache_files(tmp_path / "ray") == cache_files(tmp_path / "local")  # same shard names, bytes, manifests
 
 
 @pytest.mark.slow
-def test_interrupted_ray_run_resumes_and_mixes_with_local_runs(ray_cluster, photos, tmp_path, small_chunks, monkeypatch):
+def test_interrupted_ray_run_resumes_and_mixes_with_local_runs(
+    ray_cluster, photos, tmp_path, small_chunks, monkeypatch
+):
     reference = extract_cli(photos, tmp_path / "reference")
 
     # The driver is interrupted (Ctrl-C) right after committing its first shard; its actors are stopped with it.
@@ -118,20 +126,51 @@ def test_interrupted_ray_run_resumes_and_mixes_with_local_runs(ray_cluster, phot
     cache = tmp_path / "cache"
     with monkeypatch.context() as patch:
         patch.setattr(RayChunkRunner, "__call__", interrupted_after_one)
-        assert main(["extract", "--data", str(photos), *EXTRACT, "--cache-dir", str(cache), "--ray", "--ray-workers", "1"]) == 130
+        assert (
+            main(["extract", "--data", str(photos), *EXTRACT, "--cache-dir", str(cache), "--ray", "--ray-workers", "1"])
+            == 130
+        )
     shards = [p for p in cache.rglob("image/shard-*.json")]
     assert len(shards) == 1
     done = len(json.loads(shards[0].read_text())["keys"])
 
     # A local run fills in part of what is missing (2 shots), then Ray does only the rest.
-    local = _run_json(["extract", "--data", str(photos), *EXTRACT[2:], "--shots", "2", "--seeds", "1", "--cache-dir", str(cache), "--json"])
+    local = _run_json(
+        [
+            "extract",
+            "--data",
+            str(photos),
+            *EXTRACT[2:],
+            "--shots",
+            "2",
+            "--seeds",
+            "1",
+            "--cache-dir",
+            str(cache),
+            "--json",
+        ]
+    )
     resumed = extract_cli(photos, cache, "--ray", "--ray-workers", "1")
     assert local["encoded_views"] > 0 and resumed["encoded_views"] > 0
-    assert done + local["encoded_views"] + resumed["encoded_views"] == reference["encoded_views"]  # nothing encoded twice
+    assert (
+        done + local["encoded_views"] + resumed["encoded_views"] == reference["encoded_views"]
+    )  # nothing encoded twice
     assert cache_files(cache) == cache_files(tmp_path / "reference")  # the same shards as one local run
 
 
-BENCH = ["--methods", "zero-shot", "--method", "ca=clip-adapter:epochs=5", "--shots", "1", "--seeds", "1,2", "--views", "2", *TOY]
+BENCH = [
+    "--methods",
+    "zero-shot",
+    "--method",
+    "ca=clip-adapter:epochs=5",
+    "--shots",
+    "1",
+    "--seeds",
+    "1,2",
+    "--views",
+    "2",
+    *TOY,
+]
 
 
 def run_files(out: Path) -> dict[str, dict]:
@@ -148,7 +187,10 @@ def run_files(out: Path) -> dict[str, dict]:
 @pytest.mark.slow
 def test_ray_sweep_equals_local_retries_crashes_and_reports_failures(ray_cluster, photos, tmp_path, capsys):
     cache = tmp_path / "cache"
-    assert main(["bench", "--dataset", f"g={photos}", *BENCH, "--cache-dir", str(cache), "--out", str(tmp_path / "local")]) == 0
+    assert (
+        main(["bench", "--dataset", f"g={photos}", *BENCH, "--cache-dir", str(cache), "--out", str(tmp_path / "local")])
+        == 0
+    )
 
     from clip_adapter.backbones import create_backbone
     from clip_adapter.bench import BenchPlan, MethodSpec
@@ -156,14 +198,21 @@ def test_ray_sweep_equals_local_retries_crashes_and_reports_failures(ray_cluster
 
     backbone = create_backbone("toy", None, "fp32", "cpu")
     methods = [MethodSpec.parse(m) for m in ("zero-shot", "ca=clip-adapter:epochs=5")]
-    plan = BenchPlan({"g": load_dataset(photos, name="g")}, methods, (1,), (1, 2),
-                     features=FeatureConfig(views=2, cache_dir=str(cache)))
+    plan = BenchPlan(
+        {"g": load_dataset(photos, name="g")},
+        methods,
+        (1,),
+        (1, 2),
+        features=FeatureConfig(views=2, cache_dir=str(cache)),
+    )
     transient = {"match": "g/ca/1/1", "times": 1, "dir": str(tmp_path)}  # dies once, then succeeds
     permanent = {"match": "g/zero-shot/1/2", "times": 2, "dir": str(tmp_path), "raise": True}  # fails every attempt
     options = RayOptions(retries=1, faults=(transient, permanent))
     out = tmp_path / "ray"
     mark_output_dir(out, "bench")  # as the CLI does, so the CLI resumes it below
-    report = run_bench_ray(ray_cluster, backbone, BackboneSpec("toy", None, "fp32", "cpu", 0), plan, out, options, log=lambda line: None)
+    report = run_bench_ray(
+        ray_cluster, backbone, BackboneSpec("toy", None, "fp32", "cpu", 0), plan, out, options, log=lambda line: None
+    )
     assert (report.ran, report.skipped, len(report.failed)) == (3, 0, 1)
     assert "g zero-shot 1-shot seed 2" in report.failed[0]
     assert (tmp_path / "g_ca_1_1.crash0").exists() and (tmp_path / "g_zero-shot_1_2.crash1").exists()
@@ -171,7 +220,9 @@ def test_ray_sweep_equals_local_retries_crashes_and_reports_failures(ray_cluster
 
     # The CLI finishes the sweep: the three finished runs are skipped, the failed one runs now.
     capsys.readouterr()
-    assert main(["bench", "--dataset", f"g={photos}", *BENCH, "--cache-dir", str(cache), "--out", str(out), "--ray"]) == 0
+    assert (
+        main(["bench", "--dataset", f"g={photos}", *BENCH, "--cache-dir", str(cache), "--out", str(out), "--ray"]) == 0
+    )
     assert "1 runs done, 3 already finished (skipped)" in capsys.readouterr().err
     assert run_files(out) == run_files(tmp_path / "local")
     assert (out / "splits").is_dir() and sorted((out / "splits").rglob("*")) != []
@@ -179,7 +230,10 @@ def test_ray_sweep_equals_local_retries_crashes_and_reports_failures(ray_cluster
 
 def test_ray_flags_without_ray_installed_are_one_line(photos, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
-    for command in (["extract", "--data", str(photos)], ["bench", "--dataset", f"g={photos}", "--out", str(tmp_path / "b")]):
+    for command in (
+        ["extract", "--data", str(photos)],
+        ["bench", "--dataset", f"g={photos}", "--out", str(tmp_path / "b")],
+    ):
         assert main([*command, "--ray"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "clip-adapter[ray]" in err
@@ -198,11 +252,28 @@ def test_bad_ray_options_are_one_line(photos, tmp_path, capsys):
         assert main(["extract", "--data", str(photos), "--cache-dir", str(tmp_path / "c"), *flags]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and expected in err, (flags, err)
-    assert main(["bench", "--dataset", f"g={photos}", "--setting", "base-to-new", "--ray", "--out", str(tmp_path / "b")]) == 2
+    assert (
+        main(["bench", "--dataset", f"g={photos}", "--setting", "base-to-new", "--ray", "--out", str(tmp_path / "b")])
+        == 2
+    )
     assert "--setting base-to-new" in capsys.readouterr().err
 
 
 def test_a_worker_size_the_cluster_cannot_hold_is_refused(ray_cluster, photos, tmp_path, capsys):
-    assert main(["extract", "--data", str(photos), *EXTRACT, "--cache-dir", str(tmp_path / "c"), "--ray", "--ray-gpus-per-worker", "1"]) == 2
+    assert (
+        main(
+            [
+                "extract",
+                "--data",
+                str(photos),
+                *EXTRACT,
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--ray",
+                "--ray-gpus-per-worker",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "has 0 GPUs" in capsys.readouterr().err
-

@@ -39,7 +39,9 @@ def one_line_error(err: str) -> str:
 @pytest.mark.parametrize("kind", sorted(BAD_DATASETS))
 def test_validate_reports_every_kind(kind, tmp_path, capsys):
     data = BAD_DATASETS[kind](tmp_path / "ds")
-    code = main(["validate", "--data", str(data), "--shots", "4", "--json", *TINY])  # an open vocabulary: "cat"/"dog" read
+    code = main(
+        ["validate", "--data", str(data), "--shots", "4", "--json", *TINY]
+    )  # an open vocabulary: "cat"/"dog" read
     out, err = capsys.readouterr()
     if EXPECTED[kind] == "fatal":
         assert code == 2
@@ -101,7 +103,23 @@ def test_training_on_bad_data_stops_cleanly_or_copes(kind, tmp_path, capsys):
 def test_skip_bad_leaves_bad_images_out_and_lists_them(kind, tmp_path, capsys):
     data = BAD_DATASETS[kind](tmp_path / "ds")
     out = tmp_path / "artifact"
-    code = main(["train", "--data", str(data), *TINY, "--shots", "16", "--views", "1", "--epochs", "2", "--skip-bad", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data),
+            *TINY,
+            "--shots",
+            "16",
+            "--views",
+            "1",
+            "--epochs",
+            "2",
+            "--skip-bad",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     skipped = json.loads((out / "result.json").read_text())["extraction"]["skipped"]
     assert len(skipped) == 1 and "cat/0." in skipped[0]["path"]
@@ -111,10 +129,20 @@ def test_skip_bad_leaves_bad_images_out_and_lists_them(kind, tmp_path, capsys):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 10**12) | st.floats(allow_nan=True) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.sampled_from(["train", "val", "test", "x"]) | st.text(max_size=5), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(st.sampled_from(["train", "val", "test", "x"]) | st.text(max_size=5), inner, max_size=4)
+    ),
     max_leaves=30,
 )
-entries = st.lists(st.tuples(st.sampled_from(["a.png", "../b.png", "/abs.png", "c/d.png", ""]), st.integers(-1, 4), st.sampled_from(["cat", "dog", "", "c_a_t"])).map(list), max_size=6)
+entries = st.lists(
+    st.tuples(
+        st.sampled_from(["a.png", "../b.png", "/abs.png", "c/d.png", ""]),
+        st.integers(-1, 4),
+        st.sampled_from(["cat", "dog", "", "c_a_t"]),
+    ).map(list),
+    max_size=6,
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -147,7 +175,9 @@ def _load_copy(src: Path, dst: Path, config: bytes | None = None, weights: bytes
 
     dst.mkdir(parents=True, exist_ok=True)
     (dst / "config.json").write_bytes(config if config is not None else (src / "config.json").read_bytes())
-    (dst / "model.safetensors").write_bytes(weights if weights is not None else (src / "model.safetensors").read_bytes())
+    (dst / "model.safetensors").write_bytes(
+        weights if weights is not None else (src / "model.safetensors").read_bytes()
+    )
     try:
         return Classifier.from_pretrained(dst)
     except ArtifactError as exc:
@@ -195,8 +225,25 @@ def _extract_cmd(tmp_path: Path, data: Path, cache: Path) -> list[str]:
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
     config = Path(__file__).parent / "assets" / "test-tiny-vit.json"
-    return [sys.executable, str(script), str(config), "extract", "--data", str(data), *TINY, "--shots", "16", "--seeds", "1",
-            "--views", "4", "--batch-size", "2", "--cache-dir", str(cache)]
+    return [
+        sys.executable,
+        str(script),
+        str(config),
+        "extract",
+        "--data",
+        str(data),
+        *TINY,
+        "--shots",
+        "16",
+        "--seeds",
+        "1",
+        "--views",
+        "4",
+        "--batch-size",
+        "2",
+        "--cache-dir",
+        str(cache),
+    ]
 
 
 def _features(data: Path, cache: Path) -> torch.Tensor:
@@ -217,22 +264,32 @@ def _features(data: Path, cache: Path) -> torch.Tensor:
 def test_sigkill_at_any_moment_then_resume_gives_identical_features(tmp_path):
     data = good_folder(tmp_path / "ds", per_class=24, size=48)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CLIP_ADAPTER_NO_PROGRESS": "1"}
-    assert subprocess.run(_extract_cmd(tmp_path, data, tmp_path / "ref"), env=env, capture_output=True, timeout=300).returncode == 0
+    assert (
+        subprocess.run(
+            _extract_cmd(tmp_path, data, tmp_path / "ref"), env=env, capture_output=True, timeout=300
+        ).returncode
+        == 0
+    )
     cache = tmp_path / "killed"
     kills = 0
     for delay in (2.2, 2.9, 3.6):  # after start-up (~2 s): mid-encoding, mid-write, whatever comes
-        proc = subprocess.Popen(_extract_cmd(tmp_path, data, cache), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            _extract_cmd(tmp_path, data, cache), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(delay)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(timeout=60)
     assert kills >= 1
-    assert subprocess.run(_extract_cmd(tmp_path, data, cache), env=env, capture_output=True, timeout=300).returncode == 0
+    assert (
+        subprocess.run(_extract_cmd(tmp_path, data, cache), env=env, capture_output=True, timeout=300).returncode == 0
+    )
     assert torch.equal(_features(data, cache), _features(data, tmp_path / "ref"))
 
 
 # ---------------------------------------------------------------- code hygiene
+
 
 def test_no_pickle_and_no_unsafe_torch_load_in_the_library():
     offenders = []

@@ -258,9 +258,15 @@ def test_huge_embed_dim_fails_before_any_real_allocation(artifact, monkeypatch):
         (lambda p: edit_meta(p, logit_scale=1e9), r"head_meta\.logit_scale = 1000000000\.0 is out of range"),
         (lambda p: edit_meta(p, num_classes="5"), r"head_meta\.num_classes must be an integer"),
         (lambda p: edit_meta(p, extra=[1, 2]), r"head_meta\.extra = \[1, 2\] is not a number"),
-        (lambda p: edit(p, "classnames", "class 0class 1class 2class 3class 4"), "classnames must be a list of strings"),
+        (
+            lambda p: edit(p, "classnames", "class 0class 1class 2class 3class 4"),
+            "classnames must be a list of strings",
+        ),
         (lambda p: edit(p, "classnames", ["a", "b", "a", "c", "d"]), r"classnames\[2\] = 'a' appears twice"),
-        (lambda p: edit(p, "classnames", ["a", " ", "b", "c", "d"]), r"classnames\[1\] = ' ' is not a non-empty string"),
+        (
+            lambda p: edit(p, "classnames", ["a", " ", "b", "c", "d"]),
+            r"classnames\[1\] = ' ' is not a non-empty string",
+        ),
         (lambda p: edit(p, "classnames", ["a", 7, "b", "c", "d"]), r"classnames\[1\] = 7 is not a non-empty string"),
         (lambda p: edit(p, "templates", "a photo of a {}."), "templates must be a list of strings"),
         (lambda p: edit(p, "templates", ["a photo"]), r"templates\[0\]"),
@@ -281,7 +287,9 @@ def test_hostile_config_fields_are_one_line_errors_naming_file_and_field(artifac
 
 
 def test_embed_dim_must_match_the_backbone_given(artifact):
-    with pytest.raises(ArtifactError, match=r"head_meta\.embed_dim = 24 but backbone open_clip/x/random-init:0 has embed_dim 512"):
+    with pytest.raises(
+        ArtifactError, match=r"head_meta\.embed_dim = 24 but backbone open_clip/x/random-init:0 has embed_dim 512"
+    ):
         Classifier.from_pretrained(artifact, backbone=FakeBackbone())
 
 

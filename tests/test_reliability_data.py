@@ -89,9 +89,15 @@ def test_split_json_that_json_cannot_hold_is_a_one_line_error(tmp_path, text):
 
 
 json_scalars = st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats() | st.text(max_size=8)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=20,
+)
 hostile_entries = st.lists(
-    st.tuples(st.sampled_from(["a.png", "a\x00.png", "b\n.png", "\udcff.png", "c/../../d.png"]), json_values, json_values).map(list),
+    st.tuples(
+        st.sampled_from(["a.png", "a\x00.png", "b\n.png", "\udcff.png", "c/../../d.png"]), json_values, json_values
+    ).map(list),
     max_size=6,
 )
 
@@ -133,7 +139,10 @@ def test_bad_templates_fail_at_resolve_time_naming_template_and_source(template,
 
 def test_good_templates_and_named_sets_resolve():
     assert resolve_templates("a {{sketch}} of a {}.") == ("a {{sketch}} of a {}.",)
-    assert resolve_templates(["imagenet-ensemble", "art of a {}."])[-1] == "art of a {}." and len(resolve_templates(["imagenet-ensemble", "{}"])) == 8
+    assert (
+        resolve_templates(["imagenet-ensemble", "art of a {}."])[-1] == "art of a {}."
+        and len(resolve_templates(["imagenet-ensemble", "{}"])) == 8
+    )
     with pytest.raises(ConfigError, match="no prompt templates"):
         resolve_templates([])
     with pytest.raises(ConfigError, match="must be a string"):
@@ -152,7 +161,9 @@ def test_a_template_that_passes_the_check_formats_any_class_name(template):
 
 def test_split_file_template_with_a_field_fails_when_the_split_is_read(tmp_path):
     root = BAD_DATASETS["template-with-named-field"](tmp_path / "ds")
-    with pytest.raises(DataError, match=r"split file .*split.json meta.templates\[0\]: prompt template 'a photo of a \{x\}.'"):
+    with pytest.raises(
+        DataError, match=r"split file .*split.json meta.templates\[0\]: prompt template 'a photo of a \{x\}.'"
+    ):
         load_dataset(root)
 
 
@@ -165,7 +176,9 @@ def test_bad_template_option_stops_train_before_any_encoding(tmp_path, capsys, m
 
     monkeypatch.setattr(pipeline, "encode_split", no_encoding)
     data = good_folder(tmp_path / "ds", per_class=4)
-    code = main(["train", "--data", str(data), "--template", "a photo of {x}.", "--shots", "1", "--out", str(tmp_path / "a")])
+    code = main(
+        ["train", "--data", str(data), "--template", "a photo of {x}.", "--shots", "1", "--out", str(tmp_path / "a")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "'a photo of {x}.'" in err and "AssertionError" not in err, err
 
@@ -222,7 +235,9 @@ def test_float_tiff_with_nan_is_a_bad_image_without_numpy_warnings(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         img, notes = load_rgb(tmp_path / "ok.tif")
-        assert img.getpixel((7, 7)) == (255, 255, 255) and img.getpixel((0, 0)) == (0, 0, 0) and "rescaled F" in notes[0]
+        assert (
+            img.getpixel((7, 7)) == (255, 255, 255) and img.getpixel((0, 0)) == (0, 0, 0) and "rescaled F" in notes[0]
+        )
         for name in ("nan.tif", "inf.tif"):
             with pytest.raises(BadImage, match=f"{name} holds 1 non-finite") as info:
                 load_rgb(tmp_path / name)
@@ -263,7 +278,10 @@ def test_class_name_map_renames_by_folder_or_cleaned_name(tmp_path):
     mapping = tmp_path / "names.json"
     mapping.write_text(json.dumps({"red_fox": "arctic fox", "cat": "tabby_cat"}))
     assert load_dataset(root, classnames=mapping).classnames == ["tabby cat", "red fox", "arctic fox"]
-    assert load_dataset(root, classnames={"red fox": "fox", "red_fox": "arctic fox"}).classnames[1:] == ["fox", "arctic fox"]
+    assert load_dataset(root, classnames={"red fox": "fox", "red_fox": "arctic fox"}).classnames[1:] == [
+        "fox",
+        "arctic fox",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -281,7 +299,9 @@ def test_class_name_map_errors_name_the_key(tmp_path, mapping, pattern):
         load_dataset(root, classnames=mapping)
 
 
-@pytest.mark.parametrize("content,pattern", [(None, "not found"), ("{", "not valid JSON"), ("[1]", "must be a JSON object")])
+@pytest.mark.parametrize(
+    "content,pattern", [(None, "not found"), ("{", "not valid JSON"), ("[1]", "must be a JSON object")]
+)
 def test_unreadable_class_name_map_names_the_file(tmp_path, content, pattern):
     root = _folder(tmp_path / "ds", "cat", "dog")
     if content is not None:

@@ -19,8 +19,17 @@ from clip_adapter.cli import main
 
 TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--precision", "fp32"]
 # A few seconds per fine-tuning run (as tests/test_finetune.py's TINY_RUN).
-TINY_FINETUNE = {"steps": 4, "train_items": 16, "plain_items": 16, "plain_batch": 8, "batch_size": 8,
-                 "val_items": 8, "zero_shot_per_class": 2, "val_every": 2, "lr": 0.01}
+TINY_FINETUNE = {
+    "steps": 4,
+    "train_items": 16,
+    "plain_items": 16,
+    "plain_batch": 8,
+    "batch_size": 8,
+    "val_items": 8,
+    "zero_shot_per_class": 2,
+    "val_every": 2,
+    "lr": 0.01,
+}
 
 
 def train(*argv: str) -> int:
@@ -29,9 +38,30 @@ def train(*argv: str) -> int:
 
 def recorded_train(image_folder, out) -> None:
     """A tiny run with options away from their defaults, so a replay that dropped one would differ."""
-    assert train("--data", str(image_folder), *TINY, "--shots", "4", "--views", "2", "--seed", "3", "--epochs", "6",
-                 "--set", "alpha_grid=0.2,0.6", "--crop-scale", "0.3,1", "--template", "a photo of {}.",
-                 "--out", str(out)) == 0
+    assert (
+        train(
+            "--data",
+            str(image_folder),
+            *TINY,
+            "--shots",
+            "4",
+            "--views",
+            "2",
+            "--seed",
+            "3",
+            "--epochs",
+            "6",
+            "--set",
+            "alpha_grid=0.2,0.6",
+            "--crop-scale",
+            "0.3,1",
+            "--template",
+            "a photo of {}.",
+            "--out",
+            str(out),
+        )
+        == 0
+    )
 
 
 def logits_of(artifact, features: torch.Tensor) -> torch.Tensor:
@@ -67,16 +97,36 @@ def test_train_replays_a_recorded_run_to_the_same_model(image_folder, tmp_path, 
     features = torch.randn(7, a["backbone"]["embed_dim"], generator=torch.Generator().manual_seed(0))
     assert torch.equal(logits_of(tmp_path / "a", features), logits_of(tmp_path / "b", features))
     # The config.json itself names the run as well as its folder does.
-    assert train("--data", str(image_folder), "--config", str(tmp_path / "a" / "config.json"),
-                 "--out", str(tmp_path / "c")) == 0
+    assert (
+        train(
+            "--data", str(image_folder), "--config", str(tmp_path / "a" / "config.json"), "--out", str(tmp_path / "c")
+        )
+        == 0
+    )
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "c" / "model.safetensors").read_bytes()
 
 
 def test_options_given_override_the_record_even_at_their_default(image_folder, tmp_path):
     recorded_train(image_folder, tmp_path / "a")
     # --shots 16 is the option's default: only knowing it was typed tells it from "not given".
-    assert train("--data", str(image_folder), "--config", str(tmp_path / "a"), "--shots", "16", "--epochs", "3",
-                 "--set", "reduction=2", "--no-flip", "--out", str(tmp_path / "b")) == 0
+    assert (
+        train(
+            "--data",
+            str(image_folder),
+            "--config",
+            str(tmp_path / "a"),
+            "--shots",
+            "16",
+            "--epochs",
+            "3",
+            "--set",
+            "reduction=2",
+            "--no-flip",
+            "--out",
+            str(tmp_path / "b"),
+        )
+        == 0
+    )
     a, b = (json.loads((tmp_path / run / "result.json").read_text()) for run in ("a", "b"))
     assert b["run"] == {**a["run"], "shots": 16}
     assert b["features"] == {**a["features"], "flip": False}
@@ -87,8 +137,19 @@ def test_options_given_override_the_record_even_at_their_default(image_folder, t
 
 def test_another_method_starts_from_its_own_options(image_folder, tmp_path):
     recorded_train(image_folder, tmp_path / "a")
-    assert train("--data", str(image_folder), "--config", str(tmp_path / "a"), "--method", "linear-probe",
-                 "--out", str(tmp_path / "b")) == 0
+    assert (
+        train(
+            "--data",
+            str(image_folder),
+            "--config",
+            str(tmp_path / "a"),
+            "--method",
+            "linear-probe",
+            "--out",
+            str(tmp_path / "b"),
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "b" / "result.json").read_text())
     assert result["method"] == "linear-probe" and result["run"]["seed"] == 3 and result["features"]["views"] == 2
 
@@ -96,8 +157,12 @@ def test_another_method_starts_from_its_own_options(image_folder, tmp_path):
 def _artifact_record(folder, run: dict | None = None, fmt: str = "clip-adapter-artifact"):
     """A hand-written artifact record: only the parts --config reads."""
     folder.mkdir(parents=True, exist_ok=True)
-    backbone = {"name": "test-tiny-vit", "pretrained": "none", "precision": "fp32",
-                "id": "open_clip/test-tiny-vit/random-init:0"}
+    backbone = {
+        "name": "test-tiny-vit",
+        "pretrained": "none",
+        "precision": "fp32",
+        "id": "open_clip/test-tiny-vit/random-init:0",
+    }
     config = {"format": fmt, "method": "zero-shot", "method_config": {}, "backbone": backbone}
     (folder / "config.json").write_text(json.dumps(config))
     if run is not None:
@@ -111,17 +176,30 @@ def _artifact_record(folder, run: dict | None = None, fmt: str = "clip-adapter-a
         (lambda d: d / "nowhere", "--config file not found: {path}"),
         (lambda d: _write(d / "config.json", "{"), "is not valid JSON"),
         (lambda d: _write(d / "config.json", "[1, 2]"), "(a JSON list, not an object)"),
-        (lambda d: _write(d / "config.json", json.dumps({"format": "clip-adapter-toy-clip", "recipe": "negation"})),
-         "is not the config.json of an artifact written by `clip-adapter train`"),
+        (
+            lambda d: _write(d / "config.json", json.dumps({"format": "clip-adapter-toy-clip", "recipe": "negation"})),
+            "is not the config.json of an artifact written by `clip-adapter train`",
+        ),
         (lambda d: (d / "empty").mkdir() or d / "empty", "is a folder with no config.json"),
         (lambda d: _artifact_record(d / "run") / "config.json", "result.json"),
         (lambda d: _artifact_record(d / "run", {"shots": -1}), "result.json: shots must be in"),
         (lambda d: _artifact_record(d / "run", {"method": "magic"}), "result.json: unknown method 'magic'"),
-        (lambda d: _artifact_record(d / "run", {}, fmt="clip-adapter-multilabel"),
-         "its format is 'clip-adapter-multilabel'"),
+        (
+            lambda d: _artifact_record(d / "run", {}, fmt="clip-adapter-multilabel"),
+            "its format is 'clip-adapter-multilabel'",
+        ),
     ],
-    ids=["missing", "corrupt", "not-an-object", "finetune-record", "empty-folder", "no-result", "bad-value",
-         "unknown-method", "other-format"],
+    ids=[
+        "missing",
+        "corrupt",
+        "not-an-object",
+        "finetune-record",
+        "empty-folder",
+        "no-result",
+        "bad-value",
+        "unknown-method",
+        "other-format",
+    ],
 )
 def test_a_bad_train_record_is_one_line_naming_the_file(image_folder, tmp_path, capsys, make, message):
     path = make(tmp_path)
@@ -162,8 +240,10 @@ def test_finetune_replays_a_recorded_run_to_the_same_weights(tmp_path, capsys):
     loaded = [create_backbone("toy", pretrained=str(tmp_path / run), precision="fp32") for run in ("a", "b")]
     assert torch.equal(loaded[0].encode_texts(texts), loaded[1].encode_texts(texts))
     # --set on top of the record: that option changes, every other stays.
-    assert finetune("--config", str(tmp_path / "a" / "toy_clip.json"), "--set", "seed=1",
-                    "--out", str(tmp_path / "c")) == 0
+    assert (
+        finetune("--config", str(tmp_path / "a" / "toy_clip.json"), "--set", "seed=1", "--out", str(tmp_path / "c"))
+        == 0
+    )
     c = json.loads((tmp_path / "c" / "toy_clip.json").read_text())
     assert c["recipe_config"] == {**a["recipe_config"], "seed": 1} and c["recipe"] == "negation"
 
@@ -173,15 +253,23 @@ def test_finetune_replays_a_recorded_run_to_the_same_weights(tmp_path, capsys):
     [
         (lambda d: d / "nowhere.json", "--config file not found"),
         (lambda d: _write(d / "toy_clip.json", "{not json"), "is not valid JSON"),
-        (lambda d: _write(d / "config.json", json.dumps({"format": "clip-adapter-artifact"})),
-         "is not the toy_clip.json or finetuned.json of a `clip-adapter finetune` output"),
-        (lambda d: _write(d / "toy_clip.json", json.dumps({"format": "clip-adapter-toy-clip"})),
-         "its format is 'clip-adapter-toy-clip'"),
+        (
+            lambda d: _write(d / "config.json", json.dumps({"format": "clip-adapter-artifact"})),
+            "is not the toy_clip.json or finetuned.json of a `clip-adapter finetune` output",
+        ),
+        (
+            lambda d: _write(d / "toy_clip.json", json.dumps({"format": "clip-adapter-toy-clip"})),
+            "its format is 'clip-adapter-toy-clip'",
+        ),
         (lambda d: (d / "empty").mkdir() or d / "empty", "is a folder with no toy_clip.json or finetuned.json"),
         (lambda d: _write(d / "toy_clip.json", json.dumps(FINETUNED)), "records no complete fine-tuning"),
-        (lambda d: _write(d / "toy_clip.json", json.dumps({**FINETUNED, "recipe_config": {"steps": 0},
-                                                           "base_weights": "toy/toy-cnn/shipped"})),
-         "toy_clip.json: steps"),
+        (
+            lambda d: _write(
+                d / "toy_clip.json",
+                json.dumps({**FINETUNED, "recipe_config": {"steps": 0}, "base_weights": "toy/toy-cnn/shipped"}),
+            ),
+            "toy_clip.json: steps",
+        ),
     ],
     ids=["missing", "corrupt", "artifact-config", "toy-pretrain-record", "empty-folder", "incomplete", "bad-value"],
 )
@@ -213,10 +301,29 @@ def test_every_output_kind_resolves_without_its_owner_imported_first():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     patterns = dict(line.split(" ", 1) for line in done.stdout.splitlines())
-    expected = {"artifact", "bench", "demo", "toy-dataset", "toy-ood", "trust-toy-bench", "toy-pretrain", "index",
-                "gap", "multilabel-dataset", "multilabel-artifact", "toy-video-dataset", "video-eval",
-                "video-cross-dataset", "video-base-to-novel", "compose-suites", "compose-bench", "toy-video-clip",
-                "video-train", "finetune", "distill"}
+    expected = {
+        "artifact",
+        "bench",
+        "demo",
+        "toy-dataset",
+        "toy-ood",
+        "trust-toy-bench",
+        "toy-pretrain",
+        "index",
+        "gap",
+        "multilabel-dataset",
+        "multilabel-artifact",
+        "toy-video-dataset",
+        "video-eval",
+        "video-cross-dataset",
+        "video-base-to-novel",
+        "compose-suites",
+        "compose-bench",
+        "toy-video-clip",
+        "video-train",
+        "finetune",
+        "distill",
+    }
     assert set(patterns) == expected
     assert "gap\\.json" in patterns["gap"] and "ood\\.json" in patterns["toy-ood"]
 
@@ -231,9 +338,22 @@ def test_owners_constants_are_their_registered_kinds():
     from clip_adapter.toyworld.tasks import OOD_KIND
     from clip_adapter.video import kinds as video
 
-    owned = [distill.KIND, BENCH_KIND, SUITES_KIND, OUTPUT_KIND, GAP_KIND, ARTIFACT_KIND, DATASET_KIND, OOD_KIND,
-             video.TOY_VIDEOS, video.VIDEO_EVAL, video.VIDEO_CROSS, video.VIDEO_BASE_TO_NOVEL, video.TOY_VIDEO_CLIP,
-             video.VIDEO_TRAIN]
+    owned = [
+        distill.KIND,
+        BENCH_KIND,
+        SUITES_KIND,
+        OUTPUT_KIND,
+        GAP_KIND,
+        ARTIFACT_KIND,
+        DATASET_KIND,
+        OOD_KIND,
+        video.TOY_VIDEOS,
+        video.VIDEO_EVAL,
+        video.VIDEO_CROSS,
+        video.VIDEO_BASE_TO_NOVEL,
+        video.TOY_VIDEO_CLIP,
+        video.VIDEO_TRAIN,
+    ]
     assert set(owned) <= set(outputs.known_kinds())
     assert outputs.kind_pattern("distill").match("student.safetensors") and "photos" not in outputs.known_kinds()
 

@@ -76,7 +76,10 @@ def test_artifact_page_shows_every_section_with_the_recorded_numbers(world):
     assert html.count('class="card"><img') == 12
     assert len(_images(html)) in (12 + 5, 12 + 6)  # the per-class chart only when some class changed
     calibration = html.split('<section id="calibration">')[1].split("</section>")[0]
-    assert pct(result["test"]["calibration"]["ece"]) in calibration and pct(result["zero_shot_test_calibration"]["ece"]) in calibration
+    assert (
+        pct(result["test"]["calibration"]["ece"]) in calibration
+        and pct(result["zero_shot_test_calibration"]["ece"]) in calibration
+    )
     assert 'alt="reliability diagram"' in calibration and len(_images(calibration)) == 1
     _assert_offline(html)
 
@@ -84,7 +87,7 @@ def test_artifact_page_shows_every_section_with_the_recorded_numbers(world):
 def test_alpha_zero_adapter_moves_nothing_and_matches_zero_shot(world):
     """α = 0 is zero-shot exactly: cosine 1, no class helped or hurt, no prediction changed."""
     html = _page(world["identity"], data=world["data"])
-    assert "0 helped</span>, <span class=\"bad\">0 hurt</span>, 8 unchanged" in html
+    assert '0 helped</span>, <span class="bad">0 hurt</span>, 8 unchanged' in html
     row = re.search(r"cos\(α·A\(f\) \+ \(1−α\)·f, f\)</td><td class=\"num\">([\d.]+)</td>", html)
     assert row and float(row.group(1)) == pytest.approx(1.0, abs=1e-4)
     assert re.search(r"changed 0 of \d+ test predictions", html)
@@ -103,7 +106,9 @@ def test_adapted_run_moves_features_and_differs_from_zero_shot(world):
 def test_without_data_the_page_says_so_and_data_brings_the_images(world, tmp_path):
     moved = tmp_path / "elsewhere" / "run"
     shutil.copytree(world["adapted"], moved)
-    os.symlink(world["data"], tmp_path / "elsewhere" / "data")  # beside the artifact, and recorded in result.json: not used
+    os.symlink(
+        world["data"], tmp_path / "elsewhere" / "data"
+    )  # beside the artifact, and recorded in result.json: not used
     html = _page(moved, cache_dir=world["cache"])
     assert "test images are read only from --data" in html
     assert 'class="card"' not in html
@@ -145,9 +150,27 @@ def test_default_output_never_adds_a_file_inside_one_of_our_outputs(world, tmp_p
 @pytest.fixture(scope="module")
 def bench_dir(world):
     out = world["root"] / "bench"
-    argv = ["bench", "--dataset", f"toy={world['data']}", "--methods", "zero-shot", "--method", "ca=clip-adapter:epochs=2",
-            "--method", "ca-text=clip-adapter:variant=text:epochs=2", "--shots", "1,2", "--seeds", "1",
-            "--views", "2", "--cache-dir", str(world["cache"]), "--out", str(out)]
+    argv = [
+        "bench",
+        "--dataset",
+        f"toy={world['data']}",
+        "--methods",
+        "zero-shot",
+        "--method",
+        "ca=clip-adapter:epochs=2",
+        "--method",
+        "ca-text=clip-adapter:variant=text:epochs=2",
+        "--shots",
+        "1,2",
+        "--seeds",
+        "1",
+        "--views",
+        "2",
+        "--cache-dir",
+        str(world["cache"]),
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert main([*argv, "--setting", "base-to-new"]) == 0  # a transfer protocol in the same output
     return out
@@ -155,12 +178,16 @@ def bench_dir(world):
 
 def test_bench_page_shows_tables_plots_and_chosen_ratios(bench_dir):
     html = _page(bench_dir)
-    assert '<section id="overview">' in html and '<section id="protocol-val">' in html and '<section id="adapter">' in html
+    assert (
+        '<section id="overview">' in html and '<section id="protocol-val">' in html and '<section id="adapter">' in html
+    )
     rows = [line.split(",") for line in (bench_dir / "summary_val.csv").read_text().splitlines()[1:]]
     for _, dataset, method, shots, mean, *_ in rows:
         assert f"{100 * float(mean):.2f}" in html  # every mean of the bench's summary is on the page
     section = html.split('<section id="protocol-val">')[1].split("</section>")[0]
-    assert "Calibration — protocol" in section and "ECE (%, 15 bins)" in section  # table_calibration_val.md, in its protocol
+    assert (
+        "Calibration — protocol" in section and "ECE (%, 15 bins)" in section
+    )  # table_calibration_val.md, in its protocol
     assert '<section id="protocol-calibration_val">' not in html
     for row in rows:
         if row[7]:  # ece_mean: every ECE of the summary is in the calibration table
@@ -168,7 +195,9 @@ def test_bench_page_shows_tables_plots_and_chosen_ratios(bench_dir):
     plots = sorted((bench_dir / "plots").glob("val_*.png"))
     assert len(_images(html)) == len(plots) - 1  # one dataset: its average plot is the same curve, shown once
     assert default_output(bench_dir) == bench_dir / "report.html"  # a bench folder may hold its report
-    chosen = json.loads(next((bench_dir / "runs" / "val" / "toy" / "ca-text").glob("*.json")).read_text())["selection"]["chosen"]
+    chosen = json.loads(next((bench_dir / "runs" / "val" / "toy" / "ca-text").glob("*.json")).read_text())["selection"][
+        "chosen"
+    ]
     assert f"β={chosen['alpha']}" in html  # the text variant's searched ratio is β
     assert '<section id="transfer">' in html and "Base-to-new generalisation" in html
     b2n = [line.split(",") for line in (bench_dir / "summary_b2n_val.csv").read_text().splitlines()[1:]]
@@ -187,7 +216,9 @@ def test_bench_page_rebuilds_missing_table_and_plots_from_runs(bench_dir, tmp_pa
 
 
 def test_history_with_epochs_is_plotted_against_epoch():
-    records = [{"epoch": e, "alpha": a, "loss": 1.0 / e, "val_accuracy": 0.5 + 0.01 * e} for a in (0.2, 0.6) for e in (1, 2, 3)]
+    records = [
+        {"epoch": e, "alpha": a, "loss": 1.0 / e, "val_accuracy": 0.5 + 0.01 * e} for a in (0.2, 0.6) for e in (1, 2, 3)
+    ]
     assert x_axis(records, ["alpha", "lr"]) == "epoch"
     png, xlabel = curves(records, ["alpha", "lr"])
     assert xlabel == "epoch" and png.startswith(b"\x89PNG")
@@ -205,21 +236,37 @@ def test_markdown_and_names_are_escaped():
 def _chromium() -> Path:
     """/usr/bin/chromium (``scripts/setup.sh`` installs it where it can); skip with the reason when it is missing."""
     if not CHROMIUM.is_file():
-        pytest.skip("/usr/bin/chromium is missing: `bash scripts/setup.sh` installs Debian's chromium when run as root with apt-get")
+        pytest.skip(
+            "/usr/bin/chromium is missing: `bash scripts/setup.sh` installs Debian's chromium when run as root with apt-get"
+        )
     return CHROMIUM
 
 
 def _browse(chromium: Path, page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--window-size=1280,2000"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,2000",
+    ]
     return subprocess.run([str(chromium), *flags, *args, page.as_uri()], capture_output=True, text=True, timeout=120)
 
 
 def _decoded_sizes_page(html: str, path: Path) -> Path:
     """A copy whose only change lets one inline script list each image's decoded width (images stay data:-only)."""
-    script = ("<script>addEventListener('load', () => document.body.setAttribute('data-widths', "
-              "Array.from(document.images).map(i => i.naturalWidth).join(',')));</script>")
-    probe = html.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';").replace("</body>", script + "</body>")
+    script = (
+        "<script>addEventListener('load', () => document.body.setAttribute('data-widths', "
+        "Array.from(document.images).map(i => i.naturalWidth).join(',')));</script>"
+    )
+    probe = html.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';").replace(
+        "</body>", script + "</body>"
+    )
     path.write_text(probe)
     return path
 
@@ -242,12 +289,17 @@ def test_page_renders_offline_in_headless_chromium(kind, world, bench_dir, tmp_p
         header = image.convert("RGB").getpixel((20, 20))
         assert all(abs(a - b) <= 3 for a, b in zip(header, (0x1F, 0x3A, 0x5F))), header
     dom = _browse(chromium, out, tmp_path / "profile-dom", "--dump-dom").stdout
-    wanted = ["Configuration and protocol", "Per-class accuracy vs zero-shot", "What the adapter did"] if kind == "artifact" \
+    wanted = (
+        ["Configuration and protocol", "Per-class accuracy vs zero-shot", "What the adapter did"]
+        if kind == "artifact"
         else ["Few-shot results — protocol val", "CLIP-Adapter: chosen ratios"]
+    )
     for text in wanted:
         assert text in dom
     probe = _decoded_sizes_page(out.read_text(), tmp_path / f"{kind}-probe.html")
-    widths = re.search(r'data-widths="([\d,]*)"', _browse(chromium, probe, tmp_path / "profile-probe", "--dump-dom").stdout)
+    widths = re.search(
+        r'data-widths="([\d,]*)"', _browse(chromium, probe, tmp_path / "profile-probe", "--dump-dom").stdout
+    )
     assert widths and widths.group(1), "the page's images were not listed"
     assert all(int(w) > 0 for w in widths.group(1).split(",")), f"an embedded image did not decode: {widths.group(1)}"
     assert len(widths.group(1).split(",")) == len(_images(out.read_text()))

@@ -27,8 +27,21 @@ from clip_adapter.toyworld import write_task_dataset
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Values of the wrong type or range for any field: the fuzz puts each of them in each field in turn.
-WRONG: list[Any] = [7, -1, True, "x $\\frac{$ y", "", "a\u0000b", ["?", None, 3], [{"a": 1}], {"k": [1]}, None, 10**300,
-                    float("inf"), -1e308]
+WRONG: list[Any] = [
+    7,
+    -1,
+    True,
+    "x $\\frac{$ y",
+    "",
+    "a\u0000b",
+    ["?", None, 3],
+    [{"a": 1}],
+    {"k": [1]},
+    None,
+    10**300,
+    float("inf"),
+    -1e308,
+]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +110,9 @@ def test_paths_an_artifact_records_are_never_read(world, tmp_path, monkeypatch, 
     assert 'class="card"' not in html and "secret_" not in html
     assert "test images are read only from --data" in html
     # with --data, the dataset's own test split is used, still never the artifact's paths
-    code, err = _report(capsys, run, "--data", world["data"], "--cache-dir", world["cache"], "--out", out, "--overwrite")
+    code, err = _report(
+        capsys, run, "--data", world["data"], "--cache-dir", world["cache"], "--out", out, "--overwrite"
+    )
     html = out.read_text()
     assert code == 0, err
     assert html.count('class="card"><img') == 12 and "secret_" not in html
@@ -176,6 +191,7 @@ def _no_work(monkeypatch) -> None:
 
     def refuse(*_, **__):
         raise AssertionError("the report was built before --out was checked")
+
     monkeypatch.setattr(report, "build_report", refuse)
 
 
@@ -218,7 +234,11 @@ def _bench(world: dict, tmp_path: Path) -> Path:
 
 def test_bench_out_over_its_files_is_refused_and_its_own_page_replaced(world, tmp_path, capsys):
     bench = _bench(world, tmp_path)
-    for target in (bench / "summary_val.csv", bench / "runs" / "val" / "toy" / "ca" / "2shot_seed1.json", bench / "runs" / "new.html"):
+    for target in (
+        bench / "summary_val.csv",
+        bench / "runs" / "val" / "toy" / "ca" / "2shot_seed1.json",
+        bench / "runs" / "new.html",
+    ):
         before = target.read_bytes() if target.exists() else None
         code, err = _report(capsys, bench, "--out", target, "--overwrite")
         assert code == 2 and len(err.strip().splitlines()) == 1, (target, err)
@@ -249,8 +269,10 @@ def test_dollar_signs_in_class_names_and_log_columns_are_text(world, tmp_path, c
     _edit(run / "config.json", lambda c: c["classnames"].__setitem__(slice(0, 4), names))
     _edit(run / "result.json", lambda r: r.pop("history"))  # so log.csv is what the training section draws
     _edit(run / "result.json", lambda r: r["test"].update(per_class_accuracy=dict.fromkeys(names, 0.5)))
-    (run / "log.csv").write_text("candidate,epoch,$loss_{$,selection_accuracy $\\alpha$\n"
-                                 "$a=1,1,0.5,0.25\n$a=1,2,0.4,0.5\nb$,1,0.6,0.3\nb$,2,0.3,0.6\n")
+    (run / "log.csv").write_text(
+        "candidate,epoch,$loss_{$,selection_accuracy $\\alpha$\n"
+        "$a=1,1,0.5,0.25\n$a=1,2,0.4,0.5\nb$,1,0.6,0.3\nb$,2,0.3,0.6\n"
+    )
     out = tmp_path / "page.html"
     code, err = _report(capsys, run, "--out", out)
     assert code == 0, err
@@ -269,14 +291,25 @@ def test_figure_text_is_never_parsed_as_math(monkeypatch):
         png = real_png(fig)  # drawn first: tick labels exist only once drawn
         texts.extend(t for t in fig.findobj(Text) if "$" in t.get_text())
         return png
+
     monkeypatch.setattr(figures, "png_bytes", spy)
     names = ["$x^2$", "a $\\frac{$ b"]
     figures.confusion_png([[1, 1], [0, 2]], names)
     figures.per_class_png([(names[0], 0.8, 0.2), (names[1], 0.1, 0.5)])
     figures.curves_png({"loss": {"$\\alpha$ loss": [(1.0, 2.0), (2.0, 1.0)]}}, "$epoch$")
     figures.histogram_png([0.1, 0.5], "$cos$", "$x$")
-    figures.reliability_png([{"title": "$\\alpha$ head", "bin_edges": [0, 0.5, 1], "count": [1, 1], "accuracy": [0.0, 1.0],
-                              "mean_confidence": [0.4, 0.9], "ece": 0.25}])
+    figures.reliability_png(
+        [
+            {
+                "title": "$\\alpha$ head",
+                "bin_edges": [0, 0.5, 1],
+                "count": [1, 1],
+                "accuracy": [0.0, 1.0],
+                "mean_confidence": [0.4, 0.9],
+                "ece": 0.25,
+            }
+        ]
+    )
     assert len(texts) >= 10 and all(t.get_parse_math() is False for t in texts)
 
 
@@ -325,7 +358,9 @@ def _stub_figures(monkeypatch) -> None:
 
     monkeypatch.setattr(figures, "confusion_png", confusion)
     monkeypatch.setattr(figures, "curves_png", curves)
-    monkeypatch.setattr(figures, "per_class_png", lambda rows: (finite(*(v for r in rows for v in r[1:])), b"\x89PNG")[1])
+    monkeypatch.setattr(
+        figures, "per_class_png", lambda rows: (finite(*(v for r in rows for v in r[1:])), b"\x89PNG")[1]
+    )
     monkeypatch.setattr(figures, "histogram_png", lambda values, *_: (finite(*values), b"\x89PNG")[1])
 
     def reliability(panels):
@@ -333,7 +368,11 @@ def _stub_figures(monkeypatch) -> None:
             n = len(panel["count"])
             assert isinstance(panel["title"], str) and len(panel["bin_edges"]) == n + 1 and n >= 1
             assert len(panel["accuracy"]) == len(panel["mean_confidence"]) == n
-            finite(*panel["bin_edges"], *panel["count"], *(v for v in panel["accuracy"] + panel["mean_confidence"] if v is not None))
+            finite(
+                *panel["bin_edges"],
+                *panel["count"],
+                *(v for v in panel["accuracy"] + panel["mean_confidence"] if v is not None),
+            )
             finite(*(panel[k] for k in ("ece", "overall_accuracy", "overall_confidence") if panel.get(k) is not None))
         return b"\x89PNG"
 
@@ -377,10 +416,17 @@ def test_fuzz_every_field_with_wrong_types_never_raises_an_internal_error(name, 
 
 
 # Fields whose values end up drawn (the rest reach figures only through checks the stubbed fuzz covers).
-FIGURE_FIELDS = [("test", "confusion_matrix", 0, 0), ("history", 0, "epochs", 0, "loss"), ("history", 0, "epochs", 1, "epoch"),
-                 ("history", 0, "alpha"), ("history", 0, "selection_accuracy"), ("selection", "grid"),
-                 ("test", "calibration", "reliability", "bin_edges", 1), ("zero_shot_test_calibration", "reliability", "count", -1),
-                 ("test", "calibration", "ece")]
+FIGURE_FIELDS = [
+    ("test", "confusion_matrix", 0, 0),
+    ("history", 0, "epochs", 0, "loss"),
+    ("history", 0, "epochs", 1, "epoch"),
+    ("history", 0, "alpha"),
+    ("history", 0, "selection_accuracy"),
+    ("selection", "grid"),
+    ("test", "calibration", "reliability", "bin_edges", 1),
+    ("zero_shot_test_calibration", "reliability", "count", -1),
+    ("test", "calibration", "ece"),
+]
 
 
 @pytest.mark.slow
@@ -396,23 +442,34 @@ def test_fuzz_log_csv_cells_with_real_drawing(world, tmp_path, capsys):
     run = _copy(world, tmp_path)
     _edit(run / "result.json", lambda r: r.pop("history"))
     for cell in ("inf", "nan", "-1e308", "9" * 400, "$x_{$", ""):
-        (run / "log.csv").write_text(f"candidate,epoch,loss,selection_accuracy\n{cell},1,{cell},0.5\n{cell},{cell},0.3,{cell}\n")
+        (run / "log.csv").write_text(
+            f"candidate,epoch,loss,selection_accuracy\n{cell},1,{cell},0.5\n{cell},{cell},0.3,{cell}\n"
+        )
         code, err = _report(capsys, run, "--out", tmp_path / "page.html", "--overwrite")
         assert code == 0, (cell, err)
 
 
 def test_malformed_fields_are_shown_as_malformed_and_named(world, tmp_path, capsys):
     run = _copy(world, tmp_path)
-    _edit(run / "result.json", lambda r: r["test"].update(accuracy="high", confusion_matrix=[["a", "b"]],
-                                                             per_class_accuracy={"blue": 0.5, "cyan": "all"}))
+    _edit(
+        run / "result.json",
+        lambda r: r["test"].update(
+            accuracy="high", confusion_matrix=[["a", "b"]], per_class_accuracy={"blue": 0.5, "cyan": "all"}
+        ),
+    )
     _edit(run / "result.json", lambda r: r.update(data=[1], history={"not": "a list"}))
     out = tmp_path / "page.html"
     code, err = _report(capsys, run, "--out", out)
     assert code == 0, err
     html = out.read_text()
     assert '<span class="big" id="test-accuracy">malformed</span>' in html
-    for field in ("result.json test.accuracy", "result.json test.confusion_matrix", "result.json data",
-                  "result.json test.per_class_accuracy", "result.json history"):
+    for field in (
+        "result.json test.accuracy",
+        "result.json test.confusion_matrix",
+        "result.json data",
+        "result.json test.per_class_accuracy",
+        "result.json history",
+    ):
         assert field in html, field
     assert "confusion matrix (result.json test.confusion_matrix) is malformed" in html
 
@@ -426,16 +483,36 @@ def test_malformed_class_names_are_one_line_naming_file_and_field(classnames, wo
     assert "config.json" in err and "classnames" in err
 
 
-@pytest.mark.parametrize("change", [
-    lambda c: c.update(backbone=5), lambda c: c["backbone"].update(name=5), lambda c: c["backbone"].update(name="no-such-net"),
-    lambda c: c["backbone"].update(pretrained=["x"]), lambda c: c["backbone"].update(precision={"a": 1}),
-    lambda c: c.update(head_meta=[1]), lambda c: c["method_config"].update(variant=5), lambda c: c.update(templates="x"),
-], ids=["backbone", "name-int", "name-unknown", "pretrained-list", "precision-dict", "head-meta", "variant", "templates"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: c.update(backbone=5),
+        lambda c: c["backbone"].update(name=5),
+        lambda c: c["backbone"].update(name="no-such-net"),
+        lambda c: c["backbone"].update(pretrained=["x"]),
+        lambda c: c["backbone"].update(precision={"a": 1}),
+        lambda c: c.update(head_meta=[1]),
+        lambda c: c["method_config"].update(variant=5),
+        lambda c: c.update(templates="x"),
+    ],
+    ids=[
+        "backbone",
+        "name-int",
+        "name-unknown",
+        "pretrained-list",
+        "precision-dict",
+        "head-meta",
+        "variant",
+        "templates",
+    ],
+)
 def test_malformed_config_with_data_is_not_re_evaluated_but_reported(change, world, tmp_path, monkeypatch, capsys):
     _stub_figures(monkeypatch)
     run = _copy(world, tmp_path)
     _edit(run / "config.json", change)
-    code, err = _report(capsys, run, "--data", world["data"], "--cache-dir", world["cache"], "--out", tmp_path / "page.html")
+    code, err = _report(
+        capsys, run, "--data", world["data"], "--cache-dir", world["cache"], "--out", tmp_path / "page.html"
+    )
     assert code in (0, 2) and len(_error_lines(err)) <= 1, err
     if code == 0:
         assert "Not re-evaluated" in (tmp_path / "page.html").read_text()
@@ -447,10 +524,18 @@ def test_fuzz_bench_run_json_never_raises_an_internal_error(world, tmp_path, mon
     bench = _bench(world, tmp_path)
     (bench / "table_val.md").unlink()  # so the table and plots are rebuilt from the run JSON
     run = next((bench / "runs").rglob("*.json"))
-    top = [(k,) for k in json.loads(run.read_text())] + [("run", "shots"), ("run", "seed"), ("test", "accuracy"),
-                                                         ("timings", "fit_seconds"), ("bench", "label"), ("data", "dataset"),
-                                                         ("test", "calibration"), ("test", "calibration", "ece"),
-                                                         ("zero_shot_test_calibration", "nll"), ("test", "calibration", "n_bins")]
+    top = [(k,) for k in json.loads(run.read_text())] + [
+        ("run", "shots"),
+        ("run", "seed"),
+        ("test", "accuracy"),
+        ("timings", "fit_seconds"),
+        ("bench", "label"),
+        ("data", "dataset"),
+        ("test", "calibration"),
+        ("test", "calibration", "ece"),
+        ("zero_shot_test_calibration", "nll"),
+        ("test", "calibration", "n_bins"),
+    ]
     failures = _fuzz(run, top, WRONG, folder=bench)
     assert not failures, "\n".join(failures[:15])
 
@@ -501,12 +586,25 @@ def test_history_page_height_in_headless_chromium(world, tmp_path):
         pytest.skip("/usr/bin/chromium is missing (tests/test_report.py installs it where it can)")
     run = _copy(world, tmp_path)
     html = build_report(run, data=world["data"], cache_dir=world["cache"])
-    script = ("<script>addEventListener('load', () => document.body.setAttribute('data-height', "
-              "document.documentElement.scrollHeight));</script>")
+    script = (
+        "<script>addEventListener('load', () => document.body.setAttribute('data-height', "
+        "document.documentElement.scrollHeight));</script>"
+    )
     probe = tmp_path / "probe.html"
-    probe.write_text(html.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';").replace("</body>", script + "</body>"))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-             "--window-size=1280,2000", "--dump-dom"]
+    probe.write_text(
+        html.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';").replace(
+            "</body>", script + "</body>"
+        )
+    )
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,2000",
+        "--dump-dom",
+    ]
     dom = subprocess.run([str(CHROMIUM), *flags, probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
     height = re.search(r'data-height="(\d+)"', dom)
     assert height and int(height.group(1)) < 9000, height and height.group(1)

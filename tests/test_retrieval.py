@@ -32,12 +32,28 @@ def world(tmp_path_factory):
     work = tmp_path_factory.mktemp("retrieval")
     photos = write_task_dataset("color", "photo", work / "photos", 1, 1, 3, seed=0)
     backbone = create_backbone("toy", precision="fp32")
-    model = clip_adapter.fit(photos, backbone=backbone, shots=1, cache_dir=work / "cache", epochs=3,
-                             variant="both", alpha=0.6, beta=0.6, alpha_grid=())
+    model = clip_adapter.fit(
+        photos,
+        backbone=backbone,
+        shots=1,
+        cache_dir=work / "cache",
+        epochs=3,
+        variant="both",
+        alpha=0.6,
+        beta=0.6,
+        alpha_grid=(),
+    )
     artifact = model.save_pretrained(work / "artifact")
     index_dir = build_index(backbone, photos / "images", work / "cache", work / "index")
-    return {"work": work, "images": photos / "images", "backbone": backbone, "model": model, "artifact": artifact,
-            "index_dir": index_dir, "cache": work / "cache"}
+    return {
+        "work": work,
+        "images": photos / "images",
+        "backbone": backbone,
+        "model": model,
+        "artifact": artifact,
+        "index_dir": index_dir,
+        "cache": work / "cache",
+    }
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -106,7 +122,9 @@ def test_stored_and_on_the_fly_adaptation_agree(world, tmp_path):
 def test_faiss_index_agrees_with_exact_search_on_a_small_collection(world, tmp_path, kind):
     pytest.importorskip("faiss")
     adaptation = adaptation_for(world["model"].classifier, world["artifact"])
-    index = load_index(build_index(world["backbone"], world["images"], world["cache"], tmp_path / "ix", adaptation, approximate=kind))
+    index = load_index(
+        build_index(world["backbone"], world["images"], world["cache"], tmp_path / "ix", adaptation, approximate=kind)
+    )
     query = encode_text_query(world["backbone"], "a yellow object")
     for adapt in (None, adaptation):
         exact = search(index, query, 5, adapt, unadapted=adapt is None)
@@ -127,7 +145,9 @@ def test_faiss_missing_is_one_line_naming_the_install(world, tmp_path, monkeypat
 def test_search_with_an_artifact_from_another_backbone_is_refused(world, tmp_path, capsys):
     other = create_backbone("toy", pretrained="none", precision="fp32")
     photos = write_task_dataset("color", "photo", tmp_path / "p", 1, 1, 1, seed=1)
-    wrong = clip_adapter.fit(photos, backbone=other, shots=1, method="zero-shot", cache_dir=world["cache"]).save_pretrained(tmp_path / "a")
+    wrong = clip_adapter.fit(
+        photos, backbone=other, shots=1, method="zero-shot", cache_dir=world["cache"]
+    ).save_pretrained(tmp_path / "a")
     index = load_index(world["index_dir"])
     with pytest.raises(ArtifactError, match="trained on backbone .*random-init"):
         clip_adapter.artifacts.Classifier.from_pretrained(wrong, backbone=backbone_for_index(index))
@@ -150,26 +170,33 @@ def test_other_methods_have_no_adapted_features(world, tmp_path):
 
 def test_cli_index_and_search_by_text_and_image(world, tmp_path, capsys):
     out = tmp_path / "ix"
-    code, stdout, _ = run_cli(capsys, "index", world["images"], "--out", out, "--cache-dir", world["cache"], "--precision", "fp32")
+    code, stdout, _ = run_cli(
+        capsys, "index", world["images"], "--out", out, "--cache-dir", world["cache"], "--precision", "fp32"
+    )
     assert code == 0 and "indexed 40 images" in stdout
     code, stdout, _ = run_cli(capsys, "search", out, "a purple object", "--top-k", "2", "--artifact", world["artifact"])
     lines = stdout.splitlines()
     assert code == 0 and lines[0] == "rank,path,score" and len(lines) == 3 and "/purple/" in lines[1]
     image = world["images"] / "orange" / "val_0000.png"
-    code, stdout, _ = run_cli(capsys, "search", out, "--image", image, "--format", "json", "--cache-dir", world["cache"])
+    code, stdout, _ = run_cli(
+        capsys, "search", out, "--image", image, "--format", "json", "--cache-dir", world["cache"]
+    )
     assert code == 0 and json.loads(stdout)[0]["path"] == str(image.resolve())
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["search", "{index}"], "either a text query or --image"),
-    (["search", "{index}", "red", "--image", "x.png"], "either a text query or --image"),
-    (["search", "{index}", "zebra"], "no word of the query"),
-    (["search", "{index}", "red", "--faiss"], "has no approximate index"),
-    (["search", "{index}", "red", "--backbone", "toy", "--pretrained", "none"], "built with backbone"),
-    (["search", "{index}", "red", "--template", "no field"], "template"),
-    (["index", "{images}", "--out", "{index}"], "already holds a clip-adapter index"),
-    (["index", "{images}", "--out", "{images}/inside"], "inside the input"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["search", "{index}"], "either a text query or --image"),
+        (["search", "{index}", "red", "--image", "x.png"], "either a text query or --image"),
+        (["search", "{index}", "zebra"], "no word of the query"),
+        (["search", "{index}", "red", "--faiss"], "has no approximate index"),
+        (["search", "{index}", "red", "--backbone", "toy", "--pretrained", "none"], "built with backbone"),
+        (["search", "{index}", "red", "--template", "no field"], "template"),
+        (["index", "{images}", "--out", "{index}"], "already holds a clip-adapter index"),
+        (["index", "{images}", "--out", "{images}/inside"], "inside the input"),
+    ],
+)
 def test_cli_refusals_are_one_line(world, capsys, argv, message):
     argv = [a.format(index=world["index_dir"], images=world["images"]) for a in argv]
     code, _, err = run_cli(capsys, *argv)
@@ -178,8 +205,25 @@ def test_cli_refusals_are_one_line(world, capsys, argv, message):
 
 def test_cli_index_overwrite_replaces_only_our_index(world, tmp_path, capsys):
     out = tmp_path / "ix"
-    assert run_cli(capsys, "index", world["images"], "--out", out, "--precision", "fp32", "--cache-dir", world["cache"])[0] == 0
-    assert run_cli(capsys, "index", world["images"], "--out", out, "--precision", "fp32", "--cache-dir", world["cache"], "--overwrite")[0] == 0
+    assert (
+        run_cli(capsys, "index", world["images"], "--out", out, "--precision", "fp32", "--cache-dir", world["cache"])[0]
+        == 0
+    )
+    assert (
+        run_cli(
+            capsys,
+            "index",
+            world["images"],
+            "--out",
+            out,
+            "--precision",
+            "fp32",
+            "--cache-dir",
+            world["cache"],
+            "--overwrite",
+        )[0]
+        == 0
+    )
     (out / "notes.txt").write_text("mine")
     code, _, err = run_cli(capsys, "index", world["images"], "--out", out, "--overwrite")
     assert code == 2 and "notes.txt" in err and (out / "notes.txt").read_text() == "mine"
@@ -211,7 +255,9 @@ def _corrupt(index_dir: Path, how: str, sealed: bool) -> None:
     elif how == "garbage features":
         (index_dir / "features.safetensors").write_bytes(b"\x00garbage" * 10)
     elif how == "unnormalised features":
-        save_tensors(index_dir / "features.safetensors", {"features": torch.ones(len(record["paths"]), record["embed_dim"])})
+        save_tensors(
+            index_dir / "features.safetensors", {"features": torch.ones(len(record["paths"]), record["embed_dim"])}
+        )
     elif how == "nan features":
         bad = F.normalize(torch.ones(len(record["paths"]), record["embed_dim"]), dim=1)
         bad[0, 0] = float("nan")
@@ -220,18 +266,25 @@ def _corrupt(index_dir: Path, how: str, sealed: bool) -> None:
         reseal(index_dir, record if how == "paths mismatch" else None)
 
 
-@pytest.mark.parametrize("how, sealed, message", [
-    ("no record", False, "index record not found"), ("bad json", False, "not valid JSON"),
-    ("foreign json", False, "not a clip-adapter index"), ("newer version", False, "format version 99"),
-    ("no features", False, "index features not found"),
-    # edited without re-sealing: refused by the checksums, naming the file
-    ("paths mismatch", False, "index.json does not match its digest"),
-    ("garbage features", False, "features.safetensors does not match the sha256"),
-    ("unnormalised features", False, "features.safetensors does not match the sha256"),
-    # forged consistently with the checksums: refused by the checks behind them
-    ("paths mismatch", True, "has shape"), ("garbage features", True, "not a valid safetensors"),
-    ("unnormalised features", True, "not L2-normalised"), ("nan features", True, "NaN"),
-])
+@pytest.mark.parametrize(
+    "how, sealed, message",
+    [
+        ("no record", False, "index record not found"),
+        ("bad json", False, "not valid JSON"),
+        ("foreign json", False, "not a clip-adapter index"),
+        ("newer version", False, "format version 99"),
+        ("no features", False, "index features not found"),
+        # edited without re-sealing: refused by the checksums, naming the file
+        ("paths mismatch", False, "index.json does not match its digest"),
+        ("garbage features", False, "features.safetensors does not match the sha256"),
+        ("unnormalised features", False, "features.safetensors does not match the sha256"),
+        # forged consistently with the checksums: refused by the checks behind them
+        ("paths mismatch", True, "has shape"),
+        ("garbage features", True, "not a valid safetensors"),
+        ("unnormalised features", True, "not L2-normalised"),
+        ("nan features", True, "NaN"),
+    ],
+)
 def test_bad_index_files_are_one_line_errors(world, tmp_path, capsys, how, sealed, message):
     import shutil
 

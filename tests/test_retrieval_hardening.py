@@ -45,10 +45,21 @@ def world(tmp_path_factory):
     photos = write_task_dataset("color", "photo", work / "photos", 1, 1, 2, seed=0)
     backbone = create_backbone("toy", precision="fp32")
     cache = work / "cache"
-    model = clip_adapter.fit(photos, backbone=backbone, shots=1, cache_dir=cache, epochs=2,
-                             variant="both", alpha=0.6, beta=0.6, alpha_grid=())
+    model = clip_adapter.fit(
+        photos,
+        backbone=backbone,
+        shots=1,
+        cache_dir=cache,
+        epochs=2,
+        variant="both",
+        alpha=0.6,
+        beta=0.6,
+        alpha_grid=(),
+    )
     artifact = model.save_pretrained(work / "artifact")
-    other = clip_adapter.fit(photos, backbone=backbone, shots=1, method="zero-shot", cache_dir=cache).save_pretrained(work / "zs")
+    other = clip_adapter.fit(photos, backbone=backbone, shots=1, method="zero-shot", cache_dir=cache).save_pretrained(
+        work / "zs"
+    )
     adaptation = adaptation_for(model.classifier, artifact)
     try:
         import faiss  # noqa: F401
@@ -57,8 +68,13 @@ def world(tmp_path_factory):
     except ImportError:
         approximate = None
     return {
-        "work": work, "images": photos / "images", "backbone": backbone, "cache": cache, "artifact": artifact,
-        "other_artifact": other, "adaptation": adaptation,
+        "work": work,
+        "images": photos / "images",
+        "backbone": backbone,
+        "cache": cache,
+        "artifact": artifact,
+        "other_artifact": other,
+        "adaptation": adaptation,
         "plain": build_index(backbone, photos / "images", cache, work / "plain"),
         "adapted": build_index(backbone, photos / "images", cache, work / "adapted", adaptation, approximate),
     }
@@ -97,7 +113,9 @@ def test_swapped_faiss_files_are_refused_naming_the_file(world, tmp_path, capsys
     raw.write_bytes(adapted.read_bytes())
     adapted.write_bytes(raw_bytes)
     code, _, err = run_cli(capsys, "search", index, "a red object", "--artifact", world["artifact"], "--faiss")
-    assert one_line_refusal(code, err, "faiss-adapted.index does not match the sha256 recorded in index.json", "re-run"), err
+    assert one_line_refusal(
+        code, err, "faiss-adapted.index does not match the sha256 recorded in index.json", "re-run"
+    ), err
 
 
 def test_faiss_file_of_unnormalised_vectors_is_never_read_as_cosines(world, tmp_path, capsys):
@@ -217,7 +235,9 @@ json_values = st.recursive(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(field=st.sampled_from((*VALID_FIELDS, "keys[0]", "sources[1]", "shape[-1]", "<whole manifest>")), value=json_values)
+@given(
+    field=st.sampled_from((*VALID_FIELDS, "keys[0]", "sources[1]", "shape[-1]", "<whole manifest>")), value=json_values
+)
 def test_fuzzed_manifest_fields_are_dropped_and_recomputed_never_a_crash(field, value):
     with tempfile.TemporaryDirectory() as root:
         _, manifest_path = fresh_store(Path(root))
@@ -239,7 +259,7 @@ def test_fuzzed_manifest_fields_are_dropped_and_recomputed_never_a_crash(field, 
         assert FeatureStore(root, {"backbone": "x"}, "image", dim=3).get(["b"]).tolist() == [[1.0, 1.0, 1.0]]
 
 
-@pytest.mark.parametrize("text", ["[" * 100_000, '{"version": 2, "keys": [[1]]}', "\"just a string\"", "\xff\xfe"])
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"version": 2, "keys": [[1]]}', '"just a string"', "\xff\xfe"])
 def test_hostile_manifest_text_is_dropped(tmp_path, text):
     _, manifest_path = fresh_store(tmp_path)
     manifest_path.write_bytes(text.encode("utf-8", "surrogateescape") if text != "\xff\xfe" else b"\xff\xfe")
@@ -353,12 +373,15 @@ def test_text_forces_words_and_a_bad_file_query_says_how(world, tmp_path, capsys
     assert code == 0 and "/red/" in out, err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["more/b.png"], "image not found: more/b.png"),
-    (["{images}"], "is a folder"),
-    (["red", "--image", "x.png"], "either a text query or --image"),
-    (["--image", "x.png", "--text"], "--text applies to a query given as words"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["more/b.png"], "image not found: more/b.png"),
+        (["{images}"], "is a folder"),
+        (["red", "--image", "x.png"], "either a text query or --image"),
+        (["--image", "x.png", "--text"], "--text applies to a query given as words"),
+    ],
+)
 def test_query_refusals_are_one_line(world, capsys, argv, message):
     argv = [a.format(images=world["images"]) for a in argv]
     code, _, err = run_cli(capsys, "search", world["plain"], *argv)
@@ -370,7 +393,9 @@ def test_adapted_index_is_searched_only_with_its_own_artifact(world, capsys):
     assert one_line_refusal(code, err, "was built with the artifact", f"pass --artifact {world['artifact']}"), err
     code, _, err = run_cli(capsys, "search", world["adapted"], "a red object", "--artifact", world["other_artifact"])
     assert one_line_refusal(code, err, "was built with the artifact", "not with", "sha256 differ"), err
-    code, out, err = run_cli(capsys, "search", world["adapted"], "a red object", "--artifact", world["artifact"], "--top-k", "1")
+    code, out, err = run_cli(
+        capsys, "search", world["adapted"], "a red object", "--artifact", world["artifact"], "--top-k", "1"
+    )
     assert code == 0 and "/red/" in out, err
 
 

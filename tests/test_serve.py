@@ -51,7 +51,9 @@ def build_world(tmp_path_factory):
     work = tmp_path_factory.mktemp("serve")
     photos = write_task_dataset("color", "photo", work / "photos", 1, 1, 2, seed=0)
     backbone = clip_adapter.backbones.create_backbone("toy", precision="fp32")
-    model = clip_adapter.fit(photos, backbone=backbone, shots=1, cache_dir=work / "cache", epochs=2, alpha=0.6, alpha_grid=())
+    model = clip_adapter.fit(
+        photos, backbone=backbone, shots=1, cache_dir=work / "cache", epochs=2, alpha=0.6, alpha_grid=()
+    )
     artifact = model.save_pretrained(work / "artifact")
     images = sorted((photos / "images").rglob("test_*.png"))
     return model, images, artifact
@@ -91,7 +93,9 @@ def test_predict_matches_the_library(world):
     expected = model.predict(images[:3], top_k=3)
     with TestClient(create_app(model)) as client:
         multipart = client.post("/predict?top_k=3", files=files(*images[:3]))
-        as_json = client.post("/predict", json={"images": [base64.b64encode(p.read_bytes()).decode() for p in images[:3]], "top_k": 3})
+        as_json = client.post(
+            "/predict", json={"images": [base64.b64encode(p.read_bytes()).decode() for p in images[:3]], "top_k": 3}
+        )
     assert multipart.status_code == 200 and as_json.status_code == 200
     for answer in (multipart.json()["predictions"], as_json.json()["predictions"]):
         assert [r["label"] for r in answer] == [r["label"] for r in expected]
@@ -107,21 +111,78 @@ def _bomb_header() -> bytes:
 
 
 BAD_REQUESTS = {
-    "not an image": (dict(files=[("images", ("notes.txt", b"hello, not pixels", "text/plain"))]), 422, "not-an-image", "notes.txt"),
-    "truncated image": (dict(files=[("images", ("cut.png", png_bytes()[:60], "image/png"))]), 422, "corrupt-image", "cut.png"),
-    "too many pixels": (dict(files=[("images", ("big.png", _bomb_header(), "image/png"))]), 413, "too-many-pixels", "big.png"),
-    "extreme aspect ratio": (dict(files=[("images", ("strip.png", png_bytes((202, 2)), "image/png"))]), 422, "extreme-aspect-ratio", "strip.png"),
-    "no file": (dict(content=b'--b\r\nContent-Disposition: form-data; name="note"\r\n\r\nno image\r\n--b--\r\n',
-                     headers={"content-type": "multipart/form-data; boundary=b"}), 400, "no-file", None),
+    "not an image": (
+        dict(files=[("images", ("notes.txt", b"hello, not pixels", "text/plain"))]),
+        422,
+        "not-an-image",
+        "notes.txt",
+    ),
+    "truncated image": (
+        dict(files=[("images", ("cut.png", png_bytes()[:60], "image/png"))]),
+        422,
+        "corrupt-image",
+        "cut.png",
+    ),
+    "too many pixels": (
+        dict(files=[("images", ("big.png", _bomb_header(), "image/png"))]),
+        413,
+        "too-many-pixels",
+        "big.png",
+    ),
+    "extreme aspect ratio": (
+        dict(files=[("images", ("strip.png", png_bytes((202, 2)), "image/png"))]),
+        422,
+        "extreme-aspect-ratio",
+        "strip.png",
+    ),
+    "no file": (
+        dict(
+            content=b'--b\r\nContent-Disposition: form-data; name="note"\r\n\r\nno image\r\n--b--\r\n',
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        ),
+        400,
+        "no-file",
+        None,
+    ),
     "empty body": (dict(content=b"", headers={"content-type": "multipart/form-data; boundary=x"}), 400, None, None),
-    "body too large": (dict(files=[("images", ("huge.bmp", png_bytes((200, 200), fmt="BMP"), "image/bmp"))]), 413, "body-too-large", None),
-    "too many images": (dict(files=[("images", (f"{i}.png", png_bytes(), "image/png")) for i in range(4)]), 400, "too-many-images", None),
-    "far too many images": (dict(files=[("images", (f"{i}.png", b"x", "image/png")) for i in range(40)]), 400, "too-many-images", None),
-    "wrong content type": (dict(content=b"abc", headers={"content-type": "text/plain"}), 415, "unsupported-content-type", None),
+    "body too large": (
+        dict(files=[("images", ("huge.bmp", png_bytes((200, 200), fmt="BMP"), "image/bmp"))]),
+        413,
+        "body-too-large",
+        None,
+    ),
+    "too many images": (
+        dict(files=[("images", (f"{i}.png", png_bytes(), "image/png")) for i in range(4)]),
+        400,
+        "too-many-images",
+        None,
+    ),
+    "far too many images": (
+        dict(files=[("images", (f"{i}.png", b"x", "image/png")) for i in range(40)]),
+        400,
+        "too-many-images",
+        None,
+    ),
+    "wrong content type": (
+        dict(content=b"abc", headers={"content-type": "text/plain"}),
+        415,
+        "unsupported-content-type",
+        None,
+    ),
     "bad base64": (dict(json={"images": ["not base64!"]}), 400, "bad-base64", "images[0]"),
     "json without images": (dict(json={"pictures": []}), 400, "malformed-body", None),
-    "top_k zero": (dict(files=[("images", ("a.png", png_bytes(), "image/png"))], params={"top_k": "0"}), 400, "bad-top-k", None),
-    "top_k text": (dict(files=[("images", ("a.png", png_bytes(), "image/png"))], params={"top_k": "three"}), 400, "bad-top-k", None),
+    "top_k zero": (
+        dict(files=[("images", ("a.png", png_bytes(), "image/png"))], params={"top_k": "0"}),
+        400,
+        "bad-top-k",
+        None,
+    ),
+    "top_k text": (
+        dict(files=[("images", ("a.png", png_bytes(), "image/png"))], params={"top_k": "three"}),
+        400,
+        "bad-top-k",
+        None,
+    ),
 }
 
 
@@ -199,8 +260,17 @@ def test_serve_cli_without_the_extra_is_one_line(world, monkeypatch, capsys):
     assert "\n" not in err and "uvicorn" in err and "pip install" in err
 
 
-@pytest.mark.parametrize("option", [["--max-wait-ms", "-1"], ["--max-batch", "0"], ["--port", "70000"], ["--max-request-mb", "0"],
-                                    ["--body-timeout-s", "0"], ["--max-uploads", "0"]])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--max-wait-ms", "-1"],
+        ["--max-batch", "0"],
+        ["--port", "70000"],
+        ["--max-request-mb", "0"],
+        ["--body-timeout-s", "0"],
+        ["--max-uploads", "0"],
+    ],
+)
 def test_serve_cli_refuses_bad_limits(world, option, capsys):
     assert cli_main(["serve", str(world[2]), *option]) == 2
     err = capsys.readouterr().err.strip()

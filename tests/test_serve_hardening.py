@@ -67,8 +67,11 @@ class LocalCheckpointBackbone:
         self.inner = inner
 
     def describe(self):
-        return {**self.inner.describe(), "name": "hf:/srv/secret-models/clip-vit-b32",
-                "pretrained": "/home/alice/checkpoints/ViT-B-32-quickgelu.pt"}
+        return {
+            **self.inner.describe(),
+            "name": "hf:/srv/secret-models/clip-vit-b32",
+            "pretrained": "/home/alice/checkpoints/ViT-B-32-quickgelu.pt",
+        }
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -96,8 +99,10 @@ def idle_upload(url: str, declared: int = 100_000, sent: bytes = b"12345") -> so
     """A connection that sends the headers of a ``declared``-byte upload and ``sent``, then nothing."""
     address = urlsplit(url)
     sock = socket.create_connection((address.hostname, address.port), timeout=BOUND_S)
-    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                 b"Content-Length: %d\r\n\r\n" % declared + sent)
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Length: %d\r\n\r\n" % declared + sent
+    )
     return sock
 
 
@@ -159,7 +164,9 @@ def test_uploads_beyond_max_uploads_get_503_and_health_says_saturated(world):
         wait_until(lambda: client.get("/health").status_code == 200, "/health to recover")
         after = client.post("/predict", files=one_image())
     assert status["status"] == "busy" and status["uploading"] == 2 and status["max_uploads"] == 2
-    assert refused.status_code == 503 and refused.json()["kind"] == "busy" and "--max-uploads" in refused.json()["error"]
+    assert (
+        refused.status_code == 503 and refused.json()["kind"] == "busy" and "--max-uploads" in refused.json()["error"]
+    )
     assert after.status_code == 200
 
 
@@ -169,7 +176,9 @@ def test_health_is_503_while_every_model_slot_is_taken(world):
     app_model = AdaptedCLIP(model.classifier, GatedBackbone(model.backbone, gate), FeatureConfig())
     with serve_in_background(create_app(app_model, ServeLimits(max_concurrency=1, max_wait_ms=0))) as url:
         with httpx.Client(base_url=url, timeout=BOUND_S) as client:
-            worker = threading.Thread(target=client.post, args=("/predict",), kwargs={"files": one_image()}, daemon=True)
+            worker = threading.Thread(
+                target=client.post, args=("/predict",), kwargs={"files": one_image()}, daemon=True
+            )
             worker.start()
             try:
                 assert app_model.backbone.entered.wait(BOUND_S)
@@ -235,7 +244,10 @@ def test_unknown_routes_and_methods_answer_the_error_shape_and_docs_are_off(worl
     for path, answer in answers.items():
         body = answer.json()
         assert set(body) == {"error", "kind", "part"} and "\n" not in body["error"], (path, body)
-    assert all(answers[p].status_code == 404 and answers[p].json()["kind"] == "not-found" for p in ("/nope", "/docs", "/redoc", "/openapi.json"))
+    assert all(
+        answers[p].status_code == 404 and answers[p].json()["kind"] == "not-found"
+        for p in ("/nope", "/docs", "/redoc", "/openapi.json")
+    )
     assert answers["/predict"].status_code == 405 and answers["/predict"].json()["kind"] == "method-not-allowed"
     assert answers["/predict"].headers["allow"] == "POST" and "POST" in answers["/predict"].json()["error"]
     assert put.status_code == 405 and put.json()["kind"] == "method-not-allowed"
@@ -284,8 +296,13 @@ def test_serve_cli_port_taken_is_one_error_line_and_nothing_announced(world, cap
 
 def test_serve_cli_port_0_announces_the_real_port_once_listening(world):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CLIP_ADAPTER_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "clip_adapter", "serve", str(world[2]), "--port", "0"],
-                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clip_adapter", "serve", str(world[2]), "--port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
     try:

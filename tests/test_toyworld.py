@@ -100,7 +100,9 @@ def _run(shipped, task, domain, tmp_path, shots, method="zero-shot"):
 
     data = write_task_dataset(task, domain, tmp_path / f"{task}-{domain}", 16, 4, 12, seed=7)
     features = FeatureConfig(views=4, cache_dir=str(tmp_path / "cache"))
-    _, result, _ = run_few_shot(shipped, load_dataset(data), RunConfig(method=method, shots=shots, seed=1), None, features)
+    _, result, _ = run_few_shot(
+        shipped, load_dataset(data), RunConfig(method=method, shots=shots, seed=1), None, features
+    )
     return result
 
 

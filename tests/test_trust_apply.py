@@ -36,7 +36,9 @@ def trusted(tmp_path_factory):
     ood = OODDetector.fit(logits * 10, score="msp")
     record = TrustRecord(calibration, conformal, ood, {"calibration": {"note": "synthetic, for the plumbing"}})
     out = tmp_path_factory.mktemp("trusted") / "art"
-    Classifier(clf.method, clf.head, clf.classnames, clf.templates, clf.backbone, clf.selection, record).save_pretrained(out)
+    Classifier(
+        clf.method, clf.head, clf.classnames, clf.templates, clf.backbone, clf.selection, record
+    ).save_pretrained(out)
     return artifact, out, images, record
 
 

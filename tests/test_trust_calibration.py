@@ -193,7 +193,9 @@ def test_report_is_json_and_consistent():
     weighted = lambda key: sum(c * v for c, v in zip(diagram["count"], diagram[key]) if c) / 500  # noqa: E731
     assert weighted("mean_confidence") == pytest.approx(report["mean_confidence"])
     assert weighted("accuracy") == pytest.approx(report["accuracy"])
-    for count, conf, lo, hi in zip(diagram["count"], diagram["mean_confidence"], diagram["bin_edges"], diagram["bin_edges"][1:]):
+    for count, conf, lo, hi in zip(
+        diagram["count"], diagram["mean_confidence"], diagram["bin_edges"], diagram["bin_edges"][1:]
+    ):
         assert (conf is None) == (count == 0)
         assert conf is None or lo < conf <= hi
 
@@ -340,7 +342,10 @@ def test_zs_norm_then_temperature():
     normalised = zs_norm(adapted, zero_shot)
     assert fitted.steps[1] == TemperatureScaling.fit(normalised, labels)
     assert torch.allclose(fitted.apply(adapted, zero_shot), normalised / fitted.steps[1].temperature)
-    assert expected_calibration_error(fitted.apply(adapted, zero_shot), labels) < expected_calibration_error(adapted, labels) / 4
+    assert (
+        expected_calibration_error(fitted.apply(adapted, zero_shot), labels)
+        < expected_calibration_error(adapted, labels) / 4
+    )
     assert torch.equal(fitted.apply(adapted, zero_shot).argmax(dim=1), adapted.argmax(dim=1))
     with pytest.raises(ConfigError, match="needs the zero-shot logits"):
         fitted.apply(adapted)
@@ -373,7 +378,11 @@ def test_calibration_round_trips_through_json():
     assert Calibration.from_dict(json.loads(text)) == record
 
 
-GOOD = {"format": "clip-adapter/calibration", "version": 1, "steps": [{"kind": "zs-norm"}, {"kind": "temperature", "temperature": 1.5}]}
+GOOD = {
+    "format": "clip-adapter/calibration",
+    "version": 1,
+    "steps": [{"kind": "zs-norm"}, {"kind": "temperature", "temperature": 1.5}],
+}
 
 
 @pytest.mark.parametrize(
@@ -381,7 +390,10 @@ GOOD = {"format": "clip-adapter/calibration", "version": 1, "steps": [{"kind": "
     [
         (lambda d: d["steps"].append({"kind": "platt", "a": 1.0}), "step 3 has unknown kind 'platt'"),
         (lambda d: d["steps"].append("temperature"), "step 3 has unknown kind None"),
-        (lambda d: d["steps"][1].update(temperature=float("nan")), "step 2 .temperature.: temperature must be a finite"),
+        (
+            lambda d: d["steps"][1].update(temperature=float("nan")),
+            "step 2 .temperature.: temperature must be a finite",
+        ),
         (lambda d: d["steps"][1].update(temperature=1e9), "finite number in .0.01, 100.0., got 1000000000.0"),
         (lambda d: d["steps"][1].update(temperature=None), "temperature must be a number, got None"),
         (lambda d: d["steps"][1].pop("temperature"), "missing 'temperature'"),

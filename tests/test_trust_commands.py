@@ -22,7 +22,11 @@ from clip_adapter.trust.record import TrustRecord, apply_trust
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +36,39 @@ def world(tmp_path_factory):
     photos = write_task_dataset("shape", "night", work / "photos", 2, 5, 1, seed=0)
     cache = work / "cache"
     art = work / "art"
-    assert main(["train", "--data", str(photos), "--shots", "2", "--views", "1", "--epochs", "3", "--precision", "fp32",
-                 "--cache-dir", str(cache), "--out", str(art)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(photos),
+                "--shots",
+                "2",
+                "--views",
+                "1",
+                "--epochs",
+                "3",
+                "--precision",
+                "fp32",
+                "--cache-dir",
+                str(cache),
+                "--out",
+                str(art),
+            ]
+        )
+        == 0
+    )
     cal = work / "cal"
     assert main(["calibrate", str(art), "--data", str(photos), "--cache-dir", str(cache), "--out", str(cal)]) == 0
-    return {"work": work, "photos": photos, "cache": cache, "art": art, "cal": cal, "art_digests": digests(art),
-            "cal_digests": digests(cal)}
+    return {
+        "work": work,
+        "photos": photos,
+        "cache": cache,
+        "art": art,
+        "cal": cal,
+        "art_digests": digests(art),
+        "cal_digests": digests(cal),
+    }
 
 
 def run(world, *argv: str) -> int:
@@ -83,8 +114,26 @@ def test_calibrated_probabilities_change_but_not_the_predictions(world):
 
 def test_zero_shot_logits_match_a_zero_shot_artifact(world, tmp_path):
     zs_art = tmp_path / "zs"
-    assert main(["train", "--data", str(world["photos"]), "--method", "zero-shot", "--shots", "0", "--precision", "fp32",
-                 "--cache-dir", str(world["cache"]), "--out", str(zs_art)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(world["photos"]),
+                "--method",
+                "zero-shot",
+                "--shots",
+                "0",
+                "--precision",
+                "fp32",
+                "--cache-dir",
+                str(world["cache"]),
+                "--out",
+                str(zs_art),
+            ]
+        )
+        == 0
+    )
     clf, backbone, images = logits_of(zs_art, world)
     ours = zero_shot_logits(backbone, clf, images.features, world["cache"])
     assert ours.shape == images.logits.shape and torch.allclose(ours, images.logits, atol=1e-5)
@@ -92,8 +141,20 @@ def test_zero_shot_logits_match_a_zero_shot_artifact(world, tmp_path):
 
 def test_zs_norm_calibration_needs_and_uses_zero_shot_logits(world, tmp_path, capsys):
     out = tmp_path / "zsn"
-    assert run(world, "calibrate", str(world["art"]), "--data", str(world["photos"]), "--method", "zs-norm+temperature",
-               "--out", str(out)) == 0
+    assert (
+        run(
+            world,
+            "calibrate",
+            str(world["art"]),
+            "--data",
+            str(world["photos"]),
+            "--method",
+            "zs-norm+temperature",
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     clf, backbone, images = logits_of(out, world)
     assert [s.kind for s in clf.trust.calibration.steps] == ["zs-norm", "temperature"]
     with pytest.raises(ConfigError, match="zero-shot"):
@@ -103,10 +164,31 @@ def test_zs_norm_calibration_needs_and_uses_zero_shot_logits(world, tmp_path, ca
     # conformal on a ZS-Norm artifact: its sets come from the same calibrated probabilities predict computes
     conf = tmp_path / "zsn-conf"
     capsys.readouterr()
-    assert run(world, "conformal", str(out), "--data", str(world["photos"]), "--split", "test", "--alpha", "0.2",
-               "--score", "aps", "--out", str(conf), "--json") == 0
+    assert (
+        run(
+            world,
+            "conformal",
+            str(out),
+            "--data",
+            str(world["photos"]),
+            "--split",
+            "test",
+            "--alpha",
+            "0.2",
+            "--score",
+            "aps",
+            "--out",
+            str(conf),
+            "--json",
+        )
+        == 0
+    )
     shown = json.loads(capsys.readouterr().out)
-    assert shown["part"] == "conformal" and shown["provenance"]["split"] == "test" and shown["provenance"]["num_images"] == 8
+    assert (
+        shown["part"] == "conformal"
+        and shown["provenance"]["split"] == "test"
+        and shown["provenance"]["num_images"] == 8
+    )
     clf, _, test = logits_of(conf, world, "test")
     sets = apply_trust(clf.trust, test.logits, zero_shot_logits(backbone, clf, test.features, world["cache"])).sets
     assert sets[torch.arange(len(test)), test.labels].double().mean().item() >= 0.8
@@ -114,7 +196,20 @@ def test_zs_norm_calibration_needs_and_uses_zero_shot_logits(world, tmp_path, ca
 
 def test_conformal_covers_its_calibration_images_and_says_so(world, tmp_path, capsys):
     out, alpha = tmp_path / "conf", 0.2
-    assert run(world, "conformal", str(world["cal"]), "--data", str(world["photos"]), "--alpha", str(alpha), "--out", str(out)) == 0
+    assert (
+        run(
+            world,
+            "conformal",
+            str(world["cal"]),
+            "--data",
+            str(world["photos"]),
+            "--alpha",
+            str(alpha),
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "calibrated on 40 images" in captured.out and ">= 0.8" in captured.out and "exchangeable" in captured.out
     assert "calibration was fitted on" in captured.err  # the same val images as the calibration: warned
@@ -130,11 +225,16 @@ def test_conformal_covers_its_calibration_images_and_says_so(world, tmp_path, ca
     assert prov["num_images"] == 40 and "exchangeable" in prov["guarantee"] and prov["calibrated_probabilities"]
 
 
-@pytest.mark.parametrize("alpha, says", [("0", "alpha must be in (0, 1)"), ("1.5", "alpha must be in (0, 1)"),
-                                         ("0.01", "cannot support alpha=0.01")])
+@pytest.mark.parametrize(
+    "alpha, says",
+    [("0", "alpha must be in (0, 1)"), ("1.5", "alpha must be in (0, 1)"), ("0.01", "cannot support alpha=0.01")],
+)
 def test_conformal_refuses_an_alpha_the_images_cannot_support(world, tmp_path, capsys, alpha, says):
     out = tmp_path / "conf"
-    assert run(world, "conformal", str(world["cal"]), "--data", str(world["photos"]), "--alpha", alpha, "--out", str(out)) == 2
+    assert (
+        run(world, "conformal", str(world["cal"]), "--data", str(world["photos"]), "--alpha", alpha, "--out", str(out))
+        == 2
+    )
     assert says in error_line(capsys) and not out.exists()
 
 
@@ -144,12 +244,27 @@ def test_ood_threshold_on_raw_logits(world, tmp_path, capsys):
     assert "threshold" in capsys.readouterr().out
     clf, _, images = logits_of(out, world)
     detector = clf.trust.ood
-    assert detector.score == "mcm" and detector.logit_scale == clf.head.meta["logit_scale"] and detector.n_validation == 40
+    assert (
+        detector.score == "mcm" and detector.logit_scale == clf.head.meta["logit_scale"] and detector.n_validation == 40
+    )
     accepted = (~apply_trust(clf.trust, images.logits).is_ood).double().mean().item()
     assert accepted >= 0.95
     assert clf.trust.calibration is not None  # other parts kept
     # fewer than 20 in-distribution images: refused before encoding
-    assert run(world, "ood", str(world["art"]), "--data", str(world["photos"]), "--split", "test", "--out", str(tmp_path / "o2")) == 2
+    assert (
+        run(
+            world,
+            "ood",
+            str(world["art"]),
+            "--data",
+            str(world["photos"]),
+            "--split",
+            "test",
+            "--out",
+            str(tmp_path / "o2"),
+        )
+        == 2
+    )
     assert "at least 20" in error_line(capsys)
 
 
@@ -190,7 +305,9 @@ def test_fitting_a_part_twice_is_refused_without_replace(world, tmp_path, capsys
 
 def test_overlap_with_training_shots_is_warned(world, tmp_path, capsys):
     out = tmp_path / "out"
-    assert run(world, "ood", str(world["art"]), "--data", str(world["photos"]), "--split", "all", "--out", str(out)) == 0
+    assert (
+        run(world, "ood", str(world["art"]), "--data", str(world["photos"]), "--split", "all", "--out", str(out)) == 0
+    )
     err = capsys.readouterr().err
     assert "training shots of this artifact" in err
     prov = Classifier.from_pretrained(out).trust.provenance["ood"]
@@ -199,11 +316,16 @@ def test_overlap_with_training_shots_is_warned(world, tmp_path, capsys):
 
 def test_an_old_reader_refuses_the_new_artifact(world, monkeypatch):
     assert json.loads((world["cal"] / "config.json").read_text())["format_version"] == 2
-    monkeypatch.setattr(artifacts, "TRUST_FORMAT_VERSION", artifacts.FORMAT_VERSION)  # a reader that knows version 1 only
+    monkeypatch.setattr(
+        artifacts, "TRUST_FORMAT_VERSION", artifacts.FORMAT_VERSION
+    )  # a reader that knows version 1 only
     with pytest.raises(ArtifactError, match="format version 2 is not supported"):
         Classifier.from_pretrained(world["cal"])
     monkeypatch.undo()
-    assert Classifier.from_pretrained(world["cal"]).trust is not None and Classifier.from_pretrained(world["art"]).trust is None
+    assert (
+        Classifier.from_pretrained(world["cal"]).trust is not None
+        and Classifier.from_pretrained(world["art"]).trust is None
+    )
 
 
 def test_output_rules(world, tmp_path, capsys):

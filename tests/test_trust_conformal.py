@@ -79,7 +79,9 @@ def test_doctests():
 # --------------------------------------------------------------------------- quantile
 
 
-QUANTILE_CASES = [(n, a) for n in (9, 10, 19, 57, 199, 200, 1000) for a in (0.1, 0.05, 0.2, 0.5, 0.37) if n >= 1 / a - 1]
+QUANTILE_CASES = [
+    (n, a) for n in (9, 10, 19, 57, 199, 200, 1000) for a in (0.1, 0.05, 0.2, 0.5, 0.37) if n >= 1 / a - 1
+]
 
 
 @pytest.mark.parametrize("n,alpha", QUANTILE_CASES)
@@ -306,7 +308,9 @@ def test_aps_and_raps_sets_equal_crepes(n, alpha, score):
 def test_crepes_keeps_one_more_order_statistic_when_n_plus_1_alpha_is_an_integer():
     probs, labels = draw(8, 499, 10)  # n = 199, α = 0.1: (n+1)α = 20
     hinge = pytest.importorskip("crepes.extras").hinge
-    reference = crepes_sets(hinge(probs[:199].numpy(), np.arange(10), labels[:199].numpy()), hinge(probs[199:].numpy()), 0.1)
+    reference = crepes_sets(
+        hinge(probs[:199].numpy(), np.arange(10), labels[:199].numpy()), hinge(probs[199:].numpy()), 0.1
+    )
     ours = calibrate(probs[:199], labels[:199], 0.1, score="lac").predict_sets(probs[199:]).numpy()
     assert (ours <= reference).all() and (ours < reference).any()
 
@@ -314,7 +318,9 @@ def test_crepes_keeps_one_more_order_statistic_when_n_plus_1_alpha_is_an_integer
 @pytest.mark.parametrize("score", ["lac", "aps"])
 def test_class_conditional_sets_equal_crepes_mondrian(score):
     n_classes, n = 6, 200
-    probs, labels = draw(21, n + 300, n_classes, bias=torch.tensor([1.5, 1.0, 0.5, 0.0, -0.5, -3.0], dtype=torch.float64))
+    probs, labels = draw(
+        21, n + 300, n_classes, bias=torch.tensor([1.5, 1.0, 0.5, 0.0, -0.5, -3.0], dtype=torch.float64)
+    )
     with pytest.warns(UserWarning, match=r"class\(es\) 5 have fewer than 9 calibration images"):
         predictor = calibrate(probs[:n], labels[:n], 0.1, score=score, class_conditional=True)
     assert predictor.q_hat[5] == math.inf and 0 < predictor.n_calibration_per_class[5] < 9
@@ -338,8 +344,11 @@ BAD_CALIBRATION = [
     ("alpha 1", lambda p, y: calibrate(p, y, 1), r"alpha must be in \(0, 1\)"),
     ("alpha nan", lambda p, y: calibrate(p, y, float("nan")), r"alpha must be in \(0, 1\)"),
     ("alpha str", lambda p, y: calibrate(p, y, "0.1"), r"alpha must be a number"),
-    ("too few", lambda p, y: calibrate(p[:50], y[:50], 0.01),
-     r"50 calibration image\(s\) cannot support alpha=0.01.*need at least 99 \(n >= 1/alpha - 1\)"),
+    (
+        "too few",
+        lambda p, y: calibrate(p[:50], y[:50], 0.01),
+        r"50 calibration image\(s\) cannot support alpha=0.01.*need at least 99 \(n >= 1/alpha - 1\)",
+    ),
     ("empty", lambda p, y: calibrate(p[:0], y[:0], 0.1), r"calibration set is empty"),
     ("length", lambda p, y: calibrate(p, y[:-1], 0.1), r"99 label\(s\) for 100 probability row\(s\)"),
     ("label range", lambda p, y: calibrate(p, torch.where(y == 0, 4, y), 0.1), r"outside 0\.\.3"),
@@ -457,8 +466,16 @@ TAMPERED = [
     ("q_hat bool", tamper("q_hat", True), r"q_hat must be a finite number"),
     ("q_hat list", tamper("q_hat", [0.5] * 5), r"q_hat must be a finite number"),
     ("n_classes", tamper("n_classes", 1), r"n_classes must be an integer >= 2"),
-    ("counts length", tamper("n_calibration_per_class", lambda d: d["n_calibration_per_class"][:-1]), r"must be 5 integers"),
-    ("negative count", tamper("n_calibration_per_class", lambda d: [-1] + d["n_calibration_per_class"][1:]), r"must be 5 integers"),
+    (
+        "counts length",
+        tamper("n_calibration_per_class", lambda d: d["n_calibration_per_class"][:-1]),
+        r"must be 5 integers",
+    ),
+    (
+        "negative count",
+        tamper("n_calibration_per_class", lambda d: [-1] + d["n_calibration_per_class"][1:]),
+        r"must be 5 integers",
+    ),
     ("total", tamper("n_calibration", 301), r"n_calibration 301 is not the sum"),
     ("no images", lambda d: d.update(n_calibration=0, n_calibration_per_class=[0] * 5), r"n_calibration 0"),
     ("seed", tamper("seed", -3), r"seed must be an integer"),
@@ -487,7 +504,12 @@ TAMPERED_SPECIAL = [
     ("mondrian", "mondrian short list", tamper("q_hat", lambda d: d["q_hat"][:-1]), r"must be a list of 5 thresholds"),
     ("mondrian", "null for a large class", tamper("q_hat", lambda d: [None] + d["q_hat"][1:]), r"q_hat\[0\] is None"),
     ("mondrian", "number for a small class", tamper("q_hat", lambda d: d["q_hat"][:4] + [0.5]), r"q_hat\[4\] is 0.5"),
-    ("mondrian", "mondrian nan", tamper("q_hat", lambda d: [math.nan] + d["q_hat"][1:]), r"q_hat\[0\] must be a finite"),
+    (
+        "mondrian",
+        "mondrian nan",
+        tamper("q_hat", lambda d: [math.nan] + d["q_hat"][1:]),
+        r"q_hat\[0\] must be a finite",
+    ),
 ]
 
 

@@ -37,21 +37,49 @@ from clip_adapter.trust.conformal import calibrate
 from clip_adapter.trust.ood import OODDetector
 from clip_adapter.trust.record import TrustRecord
 
-CALIBRATION = {"num_samples": 4, "num_classes": 2, "n_bins": 15, "accuracy": 0.75, "mean_confidence": 0.8, "ece": 0.12,
-               "mce": 0.3, "aurc": 0.1, "nll": 0.5, "brier": 0.3,
-               "reliability": {"bin_edges": [i / 15 for i in range(16)], "count": [0] * 14 + [4],
-                               "fraction": [0.0] * 14 + [1.0], "mean_confidence": [None] * 14 + [0.8],
-                               "accuracy": [None] * 14 + [0.75]}}
+CALIBRATION = {
+    "num_samples": 4,
+    "num_classes": 2,
+    "n_bins": 15,
+    "accuracy": 0.75,
+    "mean_confidence": 0.8,
+    "ece": 0.12,
+    "mce": 0.3,
+    "aurc": 0.1,
+    "nll": 0.5,
+    "brier": 0.3,
+    "reliability": {
+        "bin_edges": [i / 15 for i in range(16)],
+        "count": [0] * 14 + [4],
+        "fraction": [0.0] * 14 + [1.0],
+        "mean_confidence": [None] * 14 + [0.8],
+        "accuracy": [None] * 14 + [0.75],
+    },
+}
 # Wrong values for the fuzz: wrong types, out of range, huge, text that matplotlib would read as math.
 WRONG: list[Any] = [7, -1, True, "x $\\frac{$ y", ["?", None, 3], {"k": [1]}, None, 10**300, float("inf")]
 
 
-def _run(dataset: str = "d", method: str = "m", shots: int = 1, seed: int = 1, accuracy: float = 0.5,
-         calibration: Any = CALIBRATION, zero_shot: Any = CALIBRATION) -> dict[str, Any]:
+def _run(
+    dataset: str = "d",
+    method: str = "m",
+    shots: int = 1,
+    seed: int = 1,
+    accuracy: float = 0.5,
+    calibration: Any = CALIBRATION,
+    zero_shot: Any = CALIBRATION,
+) -> dict[str, Any]:
     """A bench run record as the runner writes it (``calibration=None`` drops the keys: an older run file)."""
-    record = {"protocol": "val", "data": {"dataset": dataset}, "bench": {"label": method}, "run": {"shots": shots, "seed": seed},
-              "test": {"accuracy": accuracy}, "zero_shot_test_accuracy": 0.4, "timings": {"fit_seconds": 1.0},
-              "selection": {"chosen": {}}}
+    record = {
+        "protocol": "val",
+        "data": {"dataset": dataset},
+        "bench": {"label": method},
+        "run": {"shots": shots, "seed": seed},
+        "test": {"accuracy": accuracy},
+        "zero_shot_test_accuracy": 0.4,
+        "timings": {"fit_seconds": 1.0},
+        "selection": {"chosen": {}},
+    }
     if calibration is not None:
         record["test"]["calibration"] = calibration
     if zero_shot is not None:
@@ -62,7 +90,14 @@ def _run(dataset: str = "d", method: str = "m", shots: int = 1, seed: int = 1, a
 def _write(folder: Path, records: list[dict[str, Any]]) -> list[Path]:
     paths = []
     for i, record in enumerate(records):
-        path = folder / "runs" / "val" / record["data"]["dataset"] / record["bench"]["label"] / f"shots{record['run']['shots']}_seed{i}.json"
+        path = (
+            folder
+            / "runs"
+            / "val"
+            / record["data"]["dataset"]
+            / record["bench"]["label"]
+            / f"shots{record['run']['shots']}_seed{i}.json"
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record))
         paths.append(path)
@@ -78,17 +113,29 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_old_run_files_without_calibration_still_aggregate(tmp_path):
-    new = [_run(seed=s, accuracy=a, calibration={**CALIBRATION, "ece": e}) for s, a, e in ((1, 0.6, 0.1), (2, 0.8, 0.3))]
+    new = [
+        _run(seed=s, accuracy=a, calibration={**CALIBRATION, "ece": e}) for s, a, e in ((1, 0.6, 0.1), (2, 0.8, 0.3))
+    ]
     old = [_run(seed=3, accuracy=0.7, calibration=None, zero_shot=None)]
     files = write_reports(tmp_path, "val", _write(tmp_path, new + old))
     rows = _csv(files["results_csv"])
     assert len(rows) == 3 and [r["ece"] for r in rows] == ["0.1", "0.3", ""] and rows[2]["zero_shot_nll"] == ""
     summary = {r["method"]: r for r in _csv(files["summary_csv"])}
-    assert summary["m"]["n"] == "3" and summary["m"]["calibration_n"] == "2"  # accuracy counts every run, calibration two
-    assert float(summary["m"]["ece_mean"]) == pytest.approx(0.2) and float(summary["m"]["ece_std"]) == pytest.approx(0.141421, abs=1e-6)
-    assert summary["zero-shot"]["calibration_n"] == "2" and float(summary["zero-shot"]["ece_mean"]) == pytest.approx(0.12)
+    assert (
+        summary["m"]["n"] == "3" and summary["m"]["calibration_n"] == "2"
+    )  # accuracy counts every run, calibration two
+    assert float(summary["m"]["ece_mean"]) == pytest.approx(0.2) and float(summary["m"]["ece_std"]) == pytest.approx(
+        0.141421, abs=1e-6
+    )
+    assert summary["zero-shot"]["calibration_n"] == "2" and float(summary["zero-shot"]["ece_mean"]) == pytest.approx(
+        0.12
+    )
     table = files["calibration_table"].read_text()
-    assert "1 of 3 runs recorded no calibration" in table and "| m | 20.00 ± 14.14 |" in table and "| zero-shot | 12.00 ± 0.00 |" in table
+    assert (
+        "1 of 3 runs recorded no calibration" in table
+        and "| m | 20.00 ± 14.14 |" in table
+        and "| zero-shot | 12.00 ± 0.00 |" in table
+    )
     assert "| m | 0.500 ± 0.000 |" in table  # NLL in nats
     assert "70.00 ± 10.00" in files["table"].read_text()  # the accuracy table still averages all three runs
 
@@ -100,8 +147,10 @@ def test_only_old_run_files_give_a_calibration_table_that_says_so(tmp_path):
     assert clip_adapter.bench_results(tmp_path)[0]["ece"] is None  # the API rows carry the new fields too
 
 
-@pytest.mark.parametrize("calibration", ["x", [1], {"ece": "high"}, {"ece": 2.0}, {"nll": -1.0}, {"brier": 3.0},
-                                         {"n_bins": True}, {"aurc": float("nan")}])
+@pytest.mark.parametrize(
+    "calibration",
+    ["x", [1], {"ece": "high"}, {"ece": 2.0}, {"nll": -1.0}, {"brier": 3.0}, {"n_bins": True}, {"aurc": float("nan")}],
+)
 def test_a_malformed_calibration_record_is_missing_not_a_malformed_run(calibration, tmp_path):
     paths = _write(tmp_path, [_run(calibration=calibration), _run(seed=2)])
     with warnings.catch_warnings(record=True) as caught:
@@ -109,7 +158,11 @@ def test_a_malformed_calibration_record_is_missing_not_a_malformed_run(calibrati
         rows = load_results(paths)
     assert len(rows) == 2  # the run's accuracy still counts
     messages = [str(c.message) for c in caught]
-    assert len(messages) == 1 and "calibration cells are left empty" in messages[0] and "left out of the tables" not in messages[0]
+    assert (
+        len(messages) == 1
+        and "calibration cells are left empty" in messages[0]
+        and "left out of the tables" not in messages[0]
+    )
     good = {k: v for k, v in CALIBRATION.items() if k in ("ece", "nll", "brier", "aurc")}
     assert all(rows[0][k] in (None, good[k]) for k in good) and rows[0]["ece"] in (None, 0.12)
     assert rows[1]["ece"] == 0.12 and rows[0]["zero_shot_ece"] == 0.12
@@ -117,16 +170,31 @@ def test_a_malformed_calibration_record_is_missing_not_a_malformed_run(calibrati
 
 def test_calibration_fields_are_read_only_when_well_formed():
     fields, malformed = calibration_fields({"test": {"calibration": CALIBRATION}, "zero_shot_test_calibration": None})
-    assert (fields["ece"], fields["brier"], fields["zero_shot_ece"], fields["ece_bins"], malformed) == (0.12, 0.3, None, 15, [])
-    assert calibration_fields([1]) == calibration_fields({})  # not even an object: everything missing, nothing malformed
+    assert (fields["ece"], fields["brier"], fields["zero_shot_ece"], fields["ece_bins"], malformed) == (
+        0.12,
+        0.3,
+        None,
+        15,
+        [],
+    )
+    assert calibration_fields([1]) == calibration_fields(
+        {}
+    )  # not even an object: everything missing, nothing malformed
     fields, malformed = calibration_fields({"test": {"calibration": {**CALIBRATION, "ece": None}}})
     assert fields["ece"] is None and malformed == []  # null (an empty test split) is unknown, not malformed
 
 
 def test_zero_shot_calibration_counts_once_per_dataset_shots_and_seed():
-    rows = [{"dataset": "d", "method": m, "shots": 1, "seed": 1, "ece": 0.2, "zero_shot_ece": 0.1} for m in ("a", "b", "zero-shot")]
+    rows = [
+        {"dataset": "d", "method": m, "shots": 1, "seed": 1, "ece": 0.2, "zero_shot_ece": 0.1}
+        for m in ("a", "b", "zero-shot")
+    ]
     calibration = summarise_calibration(rows)
-    assert calibration[("d", "zero-shot", 1)]["ece"] == (0.1, 0.0, 1)  # three runs record it; one (dataset, shots, seed)
+    assert calibration[("d", "zero-shot", 1)]["ece"] == (
+        0.1,
+        0.0,
+        1,
+    )  # three runs record it; one (dataset, shots, seed)
     assert set(calibration) == set(summarise([{**r, "accuracy": 0.5, "zero_shot_accuracy": 0.4} for r in rows]))
 
 
@@ -137,10 +205,16 @@ def _trust_record(num_classes: int) -> TrustRecord:
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(60, num_classes, generator=g) * 3
     probs = torch.softmax(logits, 1)
-    return TrustRecord(Calibration((ZSNorm(), TemperatureScaling(1.7))), calibrate(probs, probs.argmax(1), 0.1, score="aps"),
-                       OODDetector.fit(logits, "msp"),
-                       provenance={"calibration": {"images": 60, "overlaps_training": False}, "conformal": {"images": 60},
-                                   "ood": {"images": 60, "overlaps_training": True}})
+    return TrustRecord(
+        Calibration((ZSNorm(), TemperatureScaling(1.7))),
+        calibrate(probs, probs.argmax(1), 0.1, score="aps"),
+        OODDetector.fit(logits, "msp"),
+        provenance={
+            "calibration": {"images": 60, "overlaps_training": False},
+            "conformal": {"images": 60},
+            "ood": {"images": 60, "overlaps_training": True},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +227,8 @@ def world(tmp_path_factory):
     clf = Classifier.from_pretrained(adapted)
     result = json.loads((adapted / "result.json").read_text())
     trusted = dataclasses.replace(clf, trust=_trust_record(len(clf.classnames))).save_pretrained(
-        root / "trusted", {"result.json": result})
+        root / "trusted", {"result.json": result}
+    )
     return {"root": root, "data": data, "cache": cache, "adapted": adapted, "trusted": trusted}
 
 
@@ -190,7 +265,12 @@ def test_with_data_the_trust_record_is_applied_to_the_test_images(world):
     html = build_report(world["trusted"], data=world["data"], cache_dir=world["cache"])
     trust = _section(html, "trust")
     assert "On the re-evaluated test images" in trust and "32 test images" in trust
-    for row in ("ECE, raw → calibrated", "set coverage (target)", "mean set size", "accepted as in-distribution (target)"):
+    for row in (
+        "ECE, raw → calibrated",
+        "set coverage (target)",
+        "mean set size",
+        "accepted as in-distribution (target)",
+    ):
         assert row in trust
     assert "(90.00%)" in trust and "(95.00%)" in trust
 
@@ -210,6 +290,7 @@ def test_result_json_without_calibration_says_so_and_data_computes_it(world, tmp
     def strip(result: dict) -> None:
         result["test"].pop("calibration")
         result.pop("zero_shot_test_calibration")
+
     _edit(run / "result.json", strip)
     calibration = _section(build_report(run), "calibration")
     assert "records no calibration" in calibration and not _images(calibration)
@@ -219,14 +300,22 @@ def test_result_json_without_calibration_says_so_and_data_computes_it(world, tmp
 
 def test_malformed_calibration_fields_are_shown_and_named(world, tmp_path):
     run = _copy(world, tmp_path)
-    _edit(run / "result.json", lambda r: (r["test"]["calibration"].update(ece="low", nll=-2),
-                                          r["zero_shot_test_calibration"]["reliability"].update(count=[1, 2])))
+    _edit(
+        run / "result.json",
+        lambda r: (
+            r["test"]["calibration"].update(ece="low", nll=-2),
+            r["zero_shot_test_calibration"]["reliability"].update(count=[1, 2]),
+        ),
+    )
     html = build_report(run)
     calibration = _section(html, "calibration")
     assert calibration.count(">malformed<") == 2 and "reliability diagram of zero-shot CLIP is malformed" in calibration
     assert len(_images(calibration)) == 1  # the adapted model's diagram is still drawn
-    for field in ("result.json test.calibration.ece", "result.json test.calibration.nll",
-                  "result.json zero_shot_test_calibration.reliability"):
+    for field in (
+        "result.json test.calibration.ece",
+        "result.json test.calibration.nll",
+        "result.json zero_shot_test_calibration.reliability",
+    ):
         assert field in _section(html, "configuration")
     _edit(run / "result.json", lambda r: r.update(zero_shot_test_calibration=[1]))
     assert "not recorded" not in _section(build_report(run), "calibration")
@@ -255,8 +344,14 @@ def test_fuzz_trust_and_calibration_fields_never_raise_an_internal_error(world, 
     run = _copy(world, tmp_path, "trusted")
     config = json.loads((run / "config.json").read_text())
     targets = [("config.json", ("trust", *p)) for p in [()] + _paths(config["trust"])]
-    targets += [("result.json", p) for p in [("test", "calibration"), ("zero_shot_test_calibration", "reliability"),
-                                             ("test", "calibration", "reliability", "bin_edges")]]
+    targets += [
+        ("result.json", p)
+        for p in [
+            ("test", "calibration"),
+            ("zero_shot_test_calibration", "reliability"),
+            ("test", "calibration", "reliability", "bin_edges"),
+        ]
+    ]
     assert len(targets) > 40
     failures = []
     for name, path in targets:
@@ -291,8 +386,17 @@ def test_the_reliability_figure_draws_text_as_text():
         png = real(fig)
         texts.extend(fig.findobj(Text))
         return png
-    panel = {"title": "$\\frac{$ head", "bin_edges": [0, 0.5, 1], "count": [3, 0], "accuracy": [0.5, None],
-             "mean_confidence": [0.4, None], "ece": 0.1, "overall_accuracy": 0.5, "overall_confidence": 0.4}
+
+    panel = {
+        "title": "$\\frac{$ head",
+        "bin_edges": [0, 0.5, 1],
+        "count": [3, 0],
+        "accuracy": [0.5, None],
+        "mean_confidence": [0.4, None],
+        "ece": 0.1,
+        "overall_accuracy": 0.5,
+        "overall_confidence": 0.4,
+    }
     try:
         figures.png_bytes = spy
         png = figures.reliability_png([panel, {**panel, "title": "zero-shot"}])
@@ -323,11 +427,17 @@ def test_bench_page_shows_the_calibration_table_beside_the_accuracy_one(world, t
     section = _section(html, "protocol-val")
     assert "Few-shot accuracy" in section and "Calibration — protocol" in section and "ECE (%, 15 bins)" in section
     ece = 100 * json.loads(next((bench / "runs").rglob("*.json")).read_text())["test"]["calibration"]["ece"]
-    assert f"| ca | {ece:.2f} ± 0.00 |" in (bench / "table_calibration_val.md").read_text() and f"{ece:.2f} ± 0.00" in section
+    assert (
+        f"| ca | {ece:.2f} ± 0.00 |" in (bench / "table_calibration_val.md").read_text()
+        and f"{ece:.2f} ± 0.00" in section
+    )
     assert "protocol-calibration_val" not in html and "calibration table below is rebuilt" not in section
     (bench / "table_calibration_val.md").unlink()
     section = _section(build_report(bench), "protocol-val")
-    assert "table_calibration_val.md is missing; the calibration table below is rebuilt" in section and f"{ece:.2f} ± 0.00" in section
+    assert (
+        "table_calibration_val.md is missing; the calibration table below is rebuilt" in section
+        and f"{ece:.2f} ± 0.00" in section
+    )
 
 
 def test_bench_page_of_old_runs_without_calibration_says_so(world, tmp_path):

@@ -349,8 +349,22 @@ def test_holdout_is_checked():
 
 def test_cli_writes_ood_images_and_refuses_a_foreign_out(tmp_path, capsys):
     out = tmp_path / "ood"
-    argv = ["toy", "ood", "--task", "shape", "--holdout", "heart,star", "--domain", "sketch", "--n", "5", "--seed", "3",
-            "--out", str(out)]
+    argv = [
+        "toy",
+        "ood",
+        "--task",
+        "shape",
+        "--holdout",
+        "heart,star",
+        "--domain",
+        "sketch",
+        "--n",
+        "5",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     record = json.loads((out / OOD_FILE).read_text())
     assert record["meta"]["source"] == "novel" and "heart" not in record["meta"]["known_classes"]
@@ -362,7 +376,9 @@ def test_cli_writes_ood_images_and_refuses_a_foreign_out(tmp_path, capsys):
 
     capsys.readouterr()
     assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err  # our own folder: only with --overwrite
-    assert main([*argv, "--overwrite"]) == 0 and (out / "images" / files[0]).read_bytes() == first  # same seed, same bytes
+    assert (
+        main([*argv, "--overwrite"]) == 0 and (out / "images" / files[0]).read_bytes() == first
+    )  # same seed, same bytes
 
     foreign = tmp_path / "photos"
     foreign.mkdir()

@@ -85,7 +85,9 @@ def test_zero_penalty_trains_exactly_as_the_loop_without_the_hook():
     cfg = ClipAdapter.make_config(**FAST, variant="both", alpha=0.4, beta=0.4, alpha_grid=(), batch_size=32)
     fitted = ClipAdapter(cfg).fit(data).head
     torch.manual_seed(data.seed)
-    manual = ca.ClipAdapterHead(cfg, {"embed_dim": data.embed_dim, "num_classes": data.num_classes, "logit_scale": data.logit_scale})
+    manual = ca.ClipAdapterHead(
+        cfg, {"embed_dim": data.embed_dim, "num_classes": data.num_classes, "logit_scale": data.logit_scale}
+    )
     manual.text.copy_(data.text)
     with torch_threads(1):  # as fit does: another thread count may add in another order
         train_head(manual, data, cfg, data.seed)
@@ -136,7 +138,9 @@ def test_the_stacked_loop_is_not_used_and_refuses_the_penalty(monkeypatch):
         raise AssertionError("the stacked loop would ignore the penalty")
 
     monkeypatch.setattr(ca, "train_stacked", stacked)
-    result, _, _ = fit(range_penalty=1.0, alpha_refine=0)  # visual, fixed ratio: the case that stacks when the penalty is off
+    result, _, _ = fit(
+        range_penalty=1.0, alpha_refine=0
+    )  # visual, fixed ratio: the case that stacks when the penalty is off
     assert len(result.history) == len(ca.ALPHA_GRID)
     cfg = ClipAdapter.make_config(**FAST, range_penalty=1.0)
     data, _, _ = synthetic_data(seed=2)
@@ -148,7 +152,9 @@ def test_the_stacked_loop_is_not_used_and_refuses_the_penalty(monkeypatch):
 def test_the_option_round_trips_through_the_artifact(variant, tmp_path):
     result, data, test_x = fit(variant=variant, range_penalty=0.75, epochs=3)
     backbone = {"id": "synthetic", "name": "synthetic"}
-    Classifier("clip-adapter", result.head, data.classnames, data.templates, backbone, result.selected).save_pretrained(tmp_path / "a")
+    Classifier("clip-adapter", result.head, data.classnames, data.templates, backbone, result.selected).save_pretrained(
+        tmp_path / "a"
+    )
     loaded = Classifier.from_pretrained(tmp_path / "a")
     assert loaded.head.config.range_penalty == 0.75
     assert loaded.head.config == result.head.config

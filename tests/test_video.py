@@ -78,7 +78,12 @@ def test_folder_reader_cleans_class_names_ignores_other_files_and_refuses_an_emp
     (tmp_path / "v" / "jump" / "notes.txt").write_text("not a video")
     ds = load_video_dataset(tmp_path / "v")
     assert ds.classnames == ["jump", "push up"] and ds.default_split == "all"
-    assert sorted((s.path.name, s.label) for s in ds.split("all")) == [("0.mp4", 0), ("0.mp4", 1), ("1.mp4", 0), ("1.mp4", 1)]
+    assert sorted((s.path.name, s.label) for s in ds.split("all")) == [
+        ("0.mp4", 0),
+        ("0.mp4", 1),
+        ("1.mp4", 0),
+        ("1.mp4", 1),
+    ]
     (tmp_path / "v" / "sit").mkdir()
     with pytest.raises(DataError, match=r"class folder .*sit.* has no videos") as exc:
         load_video_dataset(tmp_path / "v")
@@ -103,12 +108,15 @@ def test_split_csv_reader_reads_commas_spaces_and_a_header(tmp_path):
     assert load_video_dataset(root).split("train")[1].label == 1  # --data holding CSVs is read the same
 
 
-@pytest.mark.parametrize("rows, message", [
-    ("clips/missing.mp4,0\n", r"test.csv line 1: video not found: .*missing.mp4"),
-    ("clips/a.mp4,7\n", r"test.csv line 1: label 7 is outside the class map \(0..1\)"),
-    ("clips/a.mp4,0\nclips/a.mp4,run\n", r"test.csv line 2: label 'run' is not a class index"),
-    ("just-a-path\n", r"test.csv line 1: expected 'relative/path,label'"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("clips/missing.mp4,0\n", r"test.csv line 1: video not found: .*missing.mp4"),
+        ("clips/a.mp4,7\n", r"test.csv line 1: label 7 is outside the class map \(0..1\)"),
+        ("clips/a.mp4,0\nclips/a.mp4,run\n", r"test.csv line 2: label 'run' is not a class index"),
+        ("just-a-path\n", r"test.csv line 1: expected 'relative/path,label'"),
+    ],
+)
 def test_split_csv_reader_names_the_bad_row(tmp_path, rows, message):
     root = _split_dir(tmp_path, rows)
     with pytest.raises(DataError, match=message) as exc:
@@ -130,11 +138,14 @@ def test_classmap_must_number_classes_from_zero(tmp_path):
 # --- decoding errors and the frame cache ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", r"is an empty \(zero-byte\) file"),
-    (b"\x00\x01garbage" * 100, r"cannot be (opened|read|decoded)"),
-    (None, r"video not found"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", r"is an empty \(zero-byte\) file"),
+        (b"\x00\x01garbage" * 100, r"cannot be (opened|read|decoded)"),
+        (None, r"video not found"),
+    ],
+)
 def test_bad_videos_are_one_line_naming_the_file(tmp_path, tiny_backbone, content, message):
     path = tmp_path / "bad clip.mp4"
     if content is not None:
@@ -154,7 +165,9 @@ def test_a_png_named_mp4_and_skip_bad(tmp_path, tiny_backbone):
     with pytest.raises(DataError, match="photo.mp4"):
         extract_clip_features(tiny_backbone, [good, fake], store, frames=4)
     feats, kept, stats = extract_clip_features(tiny_backbone, [good, fake], store, frames=4, skip_bad=True)
-    assert kept == [0] and feats.shape == (1, 1, 4, tiny_backbone.embed_dim) and stats.skipped[0][0].endswith("photo.mp4")
+    assert (
+        kept == [0] and feats.shape == (1, 1, 4, tiny_backbone.embed_dim) and stats.skipped[0][0].endswith("photo.mp4")
+    )
 
 
 def test_short_video_repeats_frames_and_cache_hit_is_identical(tmp_path, tiny_backbone):
@@ -165,7 +178,9 @@ def test_short_video_repeats_frames_and_cache_hit_is_identical(tmp_path, tiny_ba
     assert feats.shape == (1, 2, 8, tiny_backbone.embed_dim) and stats.frames_encoded == 3  # 3 distinct frames
     assert torch.equal(feats[0, 0, 0], feats[0, 0, 1])  # index 0 repeated
     writes = store.writes
-    again, _, stats2 = extract_clip_features(tiny_backbone, [short], frame_store(tiny_backbone, tmp_path / "cache"), frames=8, views=2)
+    again, _, stats2 = extract_clip_features(
+        tiny_backbone, [short], frame_store(tiny_backbone, tmp_path / "cache"), frames=8, views=2
+    )
     assert torch.equal(feats, again) and stats2.frames_encoded == 0 and store.writes == writes
     # A changed file (new content) is never served from the old features.
     write_mp4(short, frames=3, colour=(20, 200, 20))
@@ -185,7 +200,9 @@ def test_prompt_match_is_stdds_formula_and_frame_scores_ignore_order():
     for n in range(3):
         for c, count in enumerate(mask.sum(1).tolist()):
             p = torch.nn.functional.normalize(prompts[c, :count], dim=-1)
-            per_view = [0.5 * ((f[n, v] @ p.T).max(0).values.mean() + (f[n, v] @ p.T).max(1).values.mean()) for v in range(2)]
+            per_view = [
+                0.5 * ((f[n, v] @ p.T).max(0).values.mean() + (f[n, v] @ p.T).max(1).values.mean()) for v in range(2)
+            ]
             assert got[n, c].item() == pytest.approx(sum(per_view).item() / 2, abs=1e-5)
     reversed_frames = frames.flip(dims=[2])
     for scorer in (frame_mean, embed_mean, prompt_match):
@@ -195,7 +212,11 @@ def test_prompt_match_is_stdds_formula_and_frame_scores_ignore_order():
 def test_video_report_top5_and_pairs():
     logits = torch.tensor([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [0.0, 1.0, 2.0]])
     report = video_report(logits, torch.tensor([0, 1, 2]), ["a", "b", "c"], pairs=[(0, 1)])
-    assert report["top1"] == pytest.approx(2 / 3) and report["top5"] == 1.0 and report["chance_top1"] == pytest.approx(1 / 3)
+    assert (
+        report["top1"] == pytest.approx(2 / 3)
+        and report["top5"] == 1.0
+        and report["chance_top1"] == pytest.approx(1 / 3)
+    )
     assert report["time_reversed_pairs"] == {"accuracy": 0.5, "num_clips": 2, "chance": 0.5}
     assert report["per_class_accuracy"] == {"a": 1.0, "b": 0.0, "c": 1.0}
 
@@ -203,17 +224,29 @@ def test_video_report_top5_and_pairs():
 def test_descriptions_json_yaml_and_missing_class(tmp_path, toy_backbone):
     from clip_adapter.video.descriptions import class_prompts
 
-    (tmp_path / "d.json").write_text(json.dumps({"push_up": ["{} on the floor", "arms bend"], "jump": "feet leave the ground"}))
+    (tmp_path / "d.json").write_text(
+        json.dumps({"push_up": ["{} on the floor", "arms bend"], "jump": "feet leave the ground"})
+    )
     desc = read_descriptions(tmp_path / "d.json")
-    assert class_prompts(["push up", "Jump"], [], desc) == [["push up on the floor", "arms bend"], ["feet leave the ground"]]
+    assert class_prompts(["push up", "Jump"], [], desc) == [
+        ["push up on the floor", "arms bend"],
+        ["feet leave the ground"],
+    ]
     with pytest.raises(DataError, match="no clauses for class 'sit'"):
         class_prompts(["sit"], [], desc)
     (tmp_path / "bad.json").write_text(json.dumps({"jump": []}))
     with pytest.raises(DataError, match=r"bad.json: class 'jump' must have a non-empty list"):
         read_descriptions(tmp_path / "bad.json")
     # With templates, as the official STDD text_prompt: the class prompt, then "<class>, <clause>" per template.
-    assert class_prompts(["push up"], ["a video of {}.", "{}"], desc) == [[
-        "a video of push up.", "a video of push up, arms bend.", "push up", "push up, arms bend", "push up on the floor"]]
+    assert class_prompts(["push up"], ["a video of {}.", "{}"], desc) == [
+        [
+            "a video of push up.",
+            "a video of push up, arms bend.",
+            "push up",
+            "push up, arms bend",
+            "push up on the floor",
+        ]
+    ]
     pytest.importorskip("yaml")
     (tmp_path / "d.yaml").write_text("jump:\n  - feet leave the ground\n  - lands again\n")
     assert read_descriptions(tmp_path / "d.yaml") == {"jump": ["feet leave the ground", "lands again"]}
@@ -243,7 +276,9 @@ def test_toy_writer_is_deterministic_and_writes_both_layouts(tmp_path, toy_video
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     assert all((toy_videos / f).read_bytes() == (again / f).read_bytes() for f in files)
     other = write_toy_videos(tmp_path / "other", train=1, val=0, test=2, frames=8, size=32, seed=1)
-    assert (other / "videos/growing/test_0000.mp4").read_bytes() != (toy_videos / "videos/growing/test_0000.mp4").read_bytes()
+    assert (other / "videos/growing/test_0000.mp4").read_bytes() != (
+        toy_videos / "videos/growing/test_0000.mp4"
+    ).read_bytes()
     meta = json.loads((toy_videos / "meta.json").read_text())
     assert sorted(meta["base"] + meta["novel"]) == list(CLASSES) and not set(meta["base"]) & set(meta["novel"])
     csv_ds, folder_ds = load_video_dataset(split_dir=toy_videos), load_video_dataset(toy_videos / "videos")
@@ -263,7 +298,9 @@ def test_zero_shot_on_toy_clip_and_tiny_vit(toy_videos, toy_backbone, tiny_backb
     for backbone in (toy_backbone, tiny_backbone):
         config = VideoZeroShotConfig(frames=4, views=2, scorer=scorer)
         with pytest.warns(UserWarning, match="cannot read") if backbone is toy_backbone else _nothing():
-            result = evaluate_zero_shot(backbone, dataset, "test", config, descriptions=descriptions, cache_dir=tmp_path)
+            result = evaluate_zero_shot(
+                backbone, dataset, "test", config, descriptions=descriptions, cache_dir=tmp_path
+            )
         metrics = result["metrics"]
         assert metrics["num_clips"] == 2 * len(CLASSES) and 0 <= metrics["top1"] <= metrics["top5"] <= 1
         assert metrics["time_reversed_pairs"]["num_clips"] == 2 * 10
@@ -283,31 +320,96 @@ class _nothing:
 
 def test_cli_zero_shot_predict_and_output_rules(toy_videos, tmp_path, capsys):
     out = tmp_path / "zs"
-    assert cli_main(["video", "zero-shot", "--split-dir", str(toy_videos), "--out", str(out), "--frames", "4", "--precision", "fp32"]) == 0
+    assert (
+        cli_main(
+            [
+                "video",
+                "zero-shot",
+                "--split-dir",
+                str(toy_videos),
+                "--out",
+                str(out),
+                "--frames",
+                "4",
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["text"]["templates"] == ["a photo of a shape {}."]
-    assert "top-1" in capsys.readouterr().out and (out / "predictions.csv").read_text().startswith("path,label,predicted")
-    args = ["video", "zero-shot", "--data", str(toy_videos / "videos"), "--out", str(out), "--frames", "4", "--precision", "fp32",
-            "--backbone", "test-tiny-vit", "--pretrained", "none", "--scorer", "embed-mean"]
+    assert "top-1" in capsys.readouterr().out and (out / "predictions.csv").read_text().startswith(
+        "path,label,predicted"
+    )
+    args = [
+        "video",
+        "zero-shot",
+        "--data",
+        str(toy_videos / "videos"),
+        "--out",
+        str(out),
+        "--frames",
+        "4",
+        "--precision",
+        "fp32",
+        "--backbone",
+        "test-tiny-vit",
+        "--pretrained",
+        "none",
+        "--scorer",
+        "embed-mean",
+    ]
     assert cli_main(args) == 2 and "already holds" in capsys.readouterr().err  # our own output: only with --overwrite
     assert cli_main(args + ["--overwrite"]) == 0
     assert json.loads((out / "metrics.json").read_text())["split"] == "all"
     foreign = tmp_path / "thesis"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("years of work")
-    assert cli_main(args[:-6] + ["--out", str(foreign), "--overwrite"]) == 2 and "did not write" in capsys.readouterr().err
+    assert (
+        cli_main(args[:-6] + ["--out", str(foreign), "--overwrite"]) == 2 and "did not write" in capsys.readouterr().err
+    )
     assert (foreign / "thesis.tex").read_text() == "years of work"
     inside = ["video", "zero-shot", "--split-dir", str(toy_videos), "--out", str(toy_videos / "zs")]
     assert cli_main(inside) == 2 and "inside the input" in capsys.readouterr().err
     clip = toy_videos / "videos/moving_left/test_0000.mp4"
-    assert cli_main(["video", "predict", "--video", str(clip), "--classmap", str(toy_videos / "classmap.json"),
-                     "--frames", "4", "--top-k", "2", "--precision", "fp32"]) == 0
+    assert (
+        cli_main(
+            [
+                "video",
+                "predict",
+                "--video",
+                str(clip),
+                "--classmap",
+                str(toy_videos / "classmap.json"),
+                "--frames",
+                "4",
+                "--top-k",
+                "2",
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "path,rank,class,probability" and len(lines) == 3  # one row per rank, as the image `predict`
-    assert [line.split(",")[:2] for line in lines[1:]] == [[str(clip), "1"], [str(clip), "2"]] and '"' not in "".join(lines)
+    assert [line.split(",")[:2] for line in lines[1:]] == [[str(clip), "1"], [str(clip), "2"]] and '"' not in "".join(
+        lines
+    )
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video")
-    predict = ["video", "predict", "--video", str(clip), str(junk), "--classmap", str(toy_videos / "classmap.json"), "--frames", "4"]
+    predict = [
+        "video",
+        "predict",
+        "--video",
+        str(clip),
+        str(junk),
+        "--classmap",
+        str(toy_videos / "classmap.json"),
+        "--frames",
+        "4",
+    ]
     assert cli_main(predict) == 2 and "junk.mp4" in capsys.readouterr().err
     assert cli_main(predict + ["--skip-bad"]) == 0
     captured = capsys.readouterr()
@@ -316,12 +418,37 @@ def test_cli_zero_shot_predict_and_output_rules(toy_videos, tmp_path, capsys):
 
 def test_cli_toy_dataset_and_validate_videos(tmp_path, capsys):
     out = tmp_path / "toy"
-    assert cli_main(["video", "toy-dataset", "--out", str(out), "--train", "1", "--val", "0", "--test", "0", "--frames", "4", "--size", "16"]) == 0
-    assert cli_main(["video", "toy-dataset", "--out", str(out), "--train", "1"]) == 2 and "--overwrite" in capsys.readouterr().err
+    assert (
+        cli_main(
+            [
+                "video",
+                "toy-dataset",
+                "--out",
+                str(out),
+                "--train",
+                "1",
+                "--val",
+                "0",
+                "--test",
+                "0",
+                "--frames",
+                "4",
+                "--size",
+                "16",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli_main(["video", "toy-dataset", "--out", str(out), "--train", "1"]) == 2
+        and "--overwrite" in capsys.readouterr().err
+    )
     assert cli_main(["validate", "--videos", str(out)]) == 0
     assert "11 classes, 11 readable videos checked" in capsys.readouterr().out
     (out / "videos/growing/train_0000.mp4").write_bytes(b"\x00not a video at all" * 50)
     assert cli_main(["validate", "--videos", str(out / "videos"), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert [i["path"].endswith("growing/train_0000.mp4") for i in report["issues"] if i["severity"] == "error"] == [True]
+    assert [i["path"].endswith("growing/train_0000.mp4") for i in report["issues"] if i["severity"] == "error"] == [
+        True
+    ]
     assert cli_main(["validate"]) == 2 and "give --data (images) or --videos" in capsys.readouterr().err

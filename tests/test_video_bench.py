@@ -39,8 +39,25 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 
 def _args(world, out: Path, *extra: str) -> list[str]:
-    return ["video", "base-to-novel", "--split-dir", str(world["full"]), "--out", str(out), "--backbone", "toy",
-            "--pretrained", str(world["vit"]), "--precision", "fp32", "--frames", "4", "--cache-dir", str(world["cache"]), *extra]
+    return [
+        "video",
+        "base-to-novel",
+        "--split-dir",
+        str(world["full"]),
+        "--out",
+        str(out),
+        "--backbone",
+        "toy",
+        "--pretrained",
+        str(world["vit"]),
+        "--precision",
+        "fp32",
+        "--frames",
+        "4",
+        "--cache-dir",
+        str(world["cache"]),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +69,26 @@ def bench(world, tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("run") / "b2n"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        rc = cli_main(_args(world, out, "--variants", "frozen-frame-mean", "frozen-prompt-match", "stdd", "--seeds", "1",
-                            "--steps", "2", "--shots", "2", "--batch-clips", "2", "--val-every", "1"))
+        rc = cli_main(
+            _args(
+                world,
+                out,
+                "--variants",
+                "frozen-frame-mean",
+                "frozen-prompt-match",
+                "stdd",
+                "--seeds",
+                "1",
+                "--steps",
+                "2",
+                "--shots",
+                "2",
+                "--batch-clips",
+                "2",
+                "--val-every",
+                "1",
+            )
+        )
     assert rc == 0
     return out, printed.getvalue()
 
@@ -85,17 +120,42 @@ def test_hm_is_the_harmonic_mean_of_the_reported_base_and_novel(bench):
         assert results["table"][name]["hm"]["std"] == 0.0  # one seed / one frozen evaluation
 
 
-@pytest.mark.parametrize("variant, scorer, described", [("frozen-frame-mean", "frame-mean", False),
-                                                        ("frozen-prompt-match", "prompt-match", True)])
+@pytest.mark.parametrize(
+    "variant, scorer, described",
+    [("frozen-frame-mean", "frame-mean", False), ("frozen-prompt-match", "prompt-match", True)],
+)
 def test_frozen_rows_equal_video_zero_shot_on_the_same_classes(bench, world, tmp_path, variant, scorer, described):
     row = json.loads((bench[0] / "results.json").read_text())["rows"][variant][0]
     wins = clips = 0.0
     for side in ("base", "novel"):
         zs = tmp_path / f"zs-{side}"
         text = ["--descriptions", str(world["full"] / "descriptions.json")] if described else []
-        assert cli_main(["video", "zero-shot", "--split-dir", str(world[side]), "--out", str(zs), "--backbone", "toy",
-                         "--pretrained", str(world["vit"]), "--precision", "fp32", "--frames", "4", "--scorer", scorer,
-                         "--cache-dir", str(world["cache"]), *text]) == 0
+        assert (
+            cli_main(
+                [
+                    "video",
+                    "zero-shot",
+                    "--split-dir",
+                    str(world[side]),
+                    "--out",
+                    str(zs),
+                    "--backbone",
+                    "toy",
+                    "--pretrained",
+                    str(world["vit"]),
+                    "--precision",
+                    "fp32",
+                    "--frames",
+                    "4",
+                    "--scorer",
+                    scorer,
+                    "--cache-dir",
+                    str(world["cache"]),
+                    *text,
+                ]
+            )
+            == 0
+        )
         metrics = json.loads((zs / "metrics.json").read_text())["metrics"]
         assert row[side] == metrics["top1"], side
         pairs = metrics["time_reversed_pairs"]
@@ -107,13 +167,16 @@ def _last_error(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--base", "appearing,flying"], "--base class(es) not in the dataset"),
-    (["--base", "appearing,growing", "--novel", "growing,shrinking"], "both base and novel: 'growing'"),
-    (["--base", ",".join(BASE + NOVEL)], "no novel classes"),
-    (["--variants", "frozen-frame-mean", "--seeds", "1", "1"], "seeds must be distinct"),
-    (["--unfreeze", "text"], "unfreeze must be image or image-last-N, got 'text'"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--base", "appearing,flying"], "--base class(es) not in the dataset"),
+        (["--base", "appearing,growing", "--novel", "growing,shrinking"], "both base and novel: 'growing'"),
+        (["--base", ",".join(BASE + NOVEL)], "no novel classes"),
+        (["--variants", "frozen-frame-mean", "--seeds", "1", "1"], "seeds must be distinct"),
+        (["--unfreeze", "text"], "unfreeze must be image or image-last-N, got 'text'"),
+    ],
+)
 def test_bad_inputs_are_one_line_and_write_nothing(world, tmp_path, capsys, extra, message):
     out = tmp_path / "o"
     assert cli_main(_args(world, out, "--variants", "frozen-frame-mean", *extra)) == 2
@@ -136,7 +199,9 @@ def test_an_earlier_output_needs_overwrite(world, tmp_path, capsys):
     out = tmp_path / "again"
     assert cli_main(_args(world, out, "--variants", "frozen-frame-mean")) == 0
     capsys.readouterr()
-    assert cli_main(_args(world, out, "--variants", "frozen-frame-mean")) == 2 and "--overwrite" in capsys.readouterr().err
+    assert (
+        cli_main(_args(world, out, "--variants", "frozen-frame-mean")) == 2 and "--overwrite" in capsys.readouterr().err
+    )
     assert cli_main(_args(world, out, "--variants", "frozen-frame-mean", "--overwrite")) == 0
 
 
@@ -148,4 +213,6 @@ def test_split_defaults_to_the_meta_and_novel_to_the_rest(world):
         base_novel_split(dataset, ["growing", "growing"])
     assert harmonic_mean(0.6, 0.3) == pytest.approx(0.4)
     assert summarise([{"hm": 0.5, "pairs": None}, {"hm": 0.7, "pairs": None}]) == {
-        "hm": {"mean": pytest.approx(0.6), "std": pytest.approx(0.1)}, "pairs": {"mean": None, "std": None}}
+        "hm": {"mean": pytest.approx(0.6), "std": pytest.approx(0.1)},
+        "pairs": {"mean": None, "std": None},
+    }

@@ -100,7 +100,9 @@ def test_a_header_without_a_size_falls_back_to_each_decoded_frame(tmp_path, monk
         sampled_frames(wide, 4)
 
 
-def test_oversized_videos_are_one_line_in_extraction_skipped_with_skip_bad_and_errors_in_validate(tmp_path, tiny_backbone, capsys):
+def test_oversized_videos_are_one_line_in_extraction_skipped_with_skip_bad_and_errors_in_validate(
+    tmp_path, tiny_backbone, capsys
+):
     folder = tmp_path / "videos"
     (folder / "jump").mkdir(parents=True)
     (folder / "run").mkdir()
@@ -112,22 +114,39 @@ def test_oversized_videos_are_one_line_in_extraction_skipped_with_skip_bad_and_e
     with pytest.raises(DataError, match=r"panorama\.mp4 has 4000x2 frames.*--skip-bad") as exc:
         extract_clip_features(tiny_backbone, [wide], store, frames=4)
     assert "\n" not in str(exc.value)
-    feats, kept, stats = extract_clip_features(tiny_backbone, [folder / "jump" / "good.mp4", wide], store, frames=4, skip_bad=True)
+    feats, kept, stats = extract_clip_features(
+        tiny_backbone, [folder / "jump" / "good.mp4", wide], store, frames=4, skip_bad=True
+    )
     assert kept == [0] and stats.skipped[0][0] == str(wide) and "4000x2" in stats.skipped[0][1]
-    base = ["video", "zero-shot", "--data", str(folder), "--frames", "4", "--backbone", "test-tiny-vit", "--pretrained", "none",
-            "--cache-dir", str(tmp_path / "cache")]
+    base = [
+        "video",
+        "zero-shot",
+        "--data",
+        str(folder),
+        "--frames",
+        "4",
+        "--backbone",
+        "test-tiny-vit",
+        "--pretrained",
+        "none",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert cli_main(base + ["--out", str(tmp_path / "zs")]) == 2
     errors = _errors(capsys)
     assert len(errors) == 1 and "panorama.mp4 has 4000x2 frames" in errors[0]
     assert cli_main(base + ["--out", str(tmp_path / "zs2"), "--skip-bad"]) == 0
     err = capsys.readouterr().err
     assert [line for line in err.splitlines() if "skipped" in line] == [
-        f"warning: skipped 1 unreadable video(s): {wide} (each with its reason in {tmp_path / 'zs2' / 'metrics.json'})"]
+        f"warning: skipped 1 unreadable video(s): {wide} (each with its reason in {tmp_path / 'zs2' / 'metrics.json'})"
+    ]
     metrics = json.loads((tmp_path / "zs2" / "metrics.json").read_text())
     assert metrics["metrics"]["num_clips"] == 2 and "4000x2" in metrics["extraction"]["skipped"][0]["reason"]
     assert cli_main(["validate", "--videos", str(folder), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert [(i["kind"], i["severity"]) for i in report["issues"] if i["path"] == str(wide)] == [("extreme-aspect-ratio", "error")]
+    assert [(i["kind"], i["severity"]) for i in report["issues"] if i["path"] == str(wide)] == [
+        ("extreme-aspect-ratio", "error")
+    ]
 
 
 # --- 2. truncated files and --skip-bad on the console --------------------------------------------------
@@ -174,12 +193,15 @@ def test_no_video_stream_is_only_said_of_a_complete_file_without_one(tmp_path):
         probe(audio)
 
 
-@pytest.mark.parametrize("fmt, codec, ext, detail", [
-    ("webm", "libvpx", "webm", "its segment declares"),
-    ("matroska", "libx264", "mkv", "its segment declares"),
-    ("avi", "mpeg4", "avi", "its RIFF chunk declares"),
-    ("mov", "libx264", "mov", "box needs"),
-])
+@pytest.mark.parametrize(
+    "fmt, codec, ext, detail",
+    [
+        ("webm", "libvpx", "webm", "its segment declares"),
+        ("matroska", "libx264", "mkv", "its segment declares"),
+        ("avi", "mpeg4", "avi", "its RIFF chunk declares"),
+        ("mov", "libx264", "mov", "box needs"),
+    ],
+)
 def test_truncation_is_read_from_each_containers_own_sizes(tmp_path, fmt, codec, ext, detail):
     data = encode(clip(8), fmt, codec)
     whole, cut = tmp_path / f"whole.{ext}", tmp_path / f"cut.{ext}"
@@ -196,7 +218,9 @@ def test_validate_warns_of_a_truncated_video_whose_first_frames_decode(tmp_path,
     (folder / "b" / "0.mp4").write_bytes(encode_mp4(clip(8, seed=2)))
     assert cli_main(["validate", "--videos", str(folder), "--json"]) == 0
     issues = json.loads(capsys.readouterr().out)["issues"]
-    assert [(i["kind"], i["severity"]) for i in issues if i["kind"] == "truncated-video"] == [("truncated-video", "warning")]
+    assert [(i["kind"], i["severity"]) for i in issues if i["kind"] == "truncated-video"] == [
+        ("truncated-video", "warning")
+    ]
 
 
 def test_zero_shot_skip_bad_prints_one_warning_with_the_count_and_the_first_names(toy_videos, tmp_path, capsys):
@@ -208,13 +232,35 @@ def test_zero_shot_skip_bad_prints_one_warning_with_the_count_and_the_first_name
     for path in bad:
         path.write_bytes(path.read_bytes()[:-300])  # cut inside the index: unreadable
     out = tmp_path / "zs"
-    assert cli_main(["video", "zero-shot", "--data", str(data), "--out", str(out), "--frames", "4", "--skip-bad",
-                     "--precision", "fp32", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        cli_main(
+            [
+                "video",
+                "zero-shot",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--frames",
+                "4",
+                "--skip-bad",
+                "--precision",
+                "fp32",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     lines = [line for line in capsys.readouterr().err.splitlines() if "skipped" in line]
     skipped = json.loads((out / "metrics.json").read_text())["extraction"]["skipped"]
-    assert sorted(s["path"] for s in skipped) == [str(p) for p in bad] and all("is truncated" in s["reason"] for s in skipped)
+    assert sorted(s["path"] for s in skipped) == [str(p) for p in bad] and all(
+        "is truncated" in s["reason"] for s in skipped
+    )
     first = ", ".join(s["path"] for s in skipped[:3])
-    assert lines == [f"warning: skipped 5 unreadable video(s): {first} and 2 more (each with its reason in {out / 'metrics.json'})"]
+    assert lines == [
+        f"warning: skipped 5 unreadable video(s): {first} and 2 more (each with its reason in {out / 'metrics.json'})"
+    ]
 
 
 # --- 3. output formats ---------------------------------------------------------------------------------
@@ -222,30 +268,67 @@ def test_zero_shot_skip_bad_prints_one_warning_with_the_count_and_the_first_name
 
 def test_predict_csv_has_plain_columns_as_the_image_predict(toy_videos, capsys):
     clips = [toy_videos / "videos/moving_left/test_0000.mp4", toy_videos / "videos/growing/test_0000.mp4"]
-    args = ["video", "predict", "--video", *map(str, clips), "--classes", "moving left,growing,a, b", "--frames", "4",
-            "--top-k", "2", "--precision", "fp32"]
+    args = [
+        "video",
+        "predict",
+        "--video",
+        *map(str, clips),
+        "--classes",
+        "moving left,growing,a, b",
+        "--frames",
+        "4",
+        "--top-k",
+        "2",
+        "--precision",
+        "fp32",
+    ]
     assert cli_main(args) == 0
     text = capsys.readouterr().out
     rows = list(csv.DictReader(io.StringIO(text)))
     assert text.splitlines()[0] == "path,rank,class,probability" and '""' not in text
-    assert [(r["path"], r["rank"]) for r in rows] == [(str(clips[0]), "1"), (str(clips[0]), "2"), (str(clips[1]), "1"), (str(clips[1]), "2")]
+    assert [(r["path"], r["rank"]) for r in rows] == [
+        (str(clips[0]), "1"),
+        (str(clips[0]), "2"),
+        (str(clips[1]), "1"),
+        (str(clips[1]), "2"),
+    ]
     assert all(r["class"] in ("moving left", "growing", "a", "b") for r in rows)
     assert all(0.0 <= float(r["probability"]) <= 1.0 for r in rows)
     assert float(rows[0]["probability"]) >= float(rows[1]["probability"])
     assert cli_main(args + ["--format", "json"]) == 0
     as_json = json.loads(capsys.readouterr().out)
-    assert [[(t["label"], f"{t['score']:.6f}") for t in v["top_k"]] for v in as_json] == \
-        [[(r["class"], r["probability"]) for r in rows[i : i + 2]] for i in (0, 2)]
+    assert [[(t["label"], f"{t['score']:.6f}") for t in v["top_k"]] for v in as_json] == [
+        [(r["class"], r["probability"]) for r in rows[i : i + 2]] for i in (0, 2)
+    ]
 
 
 def test_zero_shot_prints_the_time_reversed_pairs_as_a_percentage(toy_videos, tmp_path, capsys):
-    assert cli_main(["video", "zero-shot", "--split-dir", str(toy_videos), "--out", str(tmp_path / "zs"), "--frames", "4",
-                     "--precision", "fp32", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        cli_main(
+            [
+                "video",
+                "zero-shot",
+                "--split-dir",
+                str(toy_videos),
+                "--out",
+                str(tmp_path / "zs"),
+                "--frames",
+                "4",
+                "--precision",
+                "fp32",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     pairs = json.loads((tmp_path / "zs" / "metrics.json").read_text())["metrics"]["time_reversed_pairs"]
     line = [line for line in out.splitlines() if line.startswith("time-reversed pairs")]
-    assert line == [f"time-reversed pairs: {100 * pairs['accuracy']:.2f} % beat their reversal ({pairs['num_clips']} clips; "
-                    "chance 50.00 %)"]
+    assert line == [
+        f"time-reversed pairs: {100 * pairs['accuracy']:.2f} % beat their reversal ({pairs['num_clips']} clips; "
+        "chance 50.00 %)"
+    ]
 
 
 # --- 4. the quick toy video CLIP -----------------------------------------------------------------------
@@ -266,9 +349,23 @@ def test_toy_pretrain_quick_is_a_preset_and_the_default_recipe_is_unchanged(tmp_
         assert cli_main(["video", "toy-pretrain", "--out", out, *extra]) == 0
     default, quick, quick_40, small = (cfg.to_dict() for cfg in seen)
     fields = ("steps", "batch_size", "lr", "warmup_steps", "motion_fraction", "threads", "image_from")
-    assert [default[k] for k in fields] == [1500, 128, 5e-4, 100, 0.5, 2, "none"]  # the recipe of the README's video tables
-    assert {k: quick[k] for k in pretrain.QUICK} == pretrain.QUICK and quick["warmup_steps"] == pretrain.QUICK["steps"] // 10
-    assert (quick_40["steps"], quick_40["batch_size"], quick_40["warmup_steps"]) == (40, pretrain.QUICK["batch_size"], 4)
+    assert [default[k] for k in fields] == [
+        1500,
+        128,
+        5e-4,
+        100,
+        0.5,
+        2,
+        "none",
+    ]  # the recipe of the README's video tables
+    assert {k: quick[k] for k in pretrain.QUICK} == pretrain.QUICK and quick["warmup_steps"] == pretrain.QUICK[
+        "steps"
+    ] // 10
+    assert (quick_40["steps"], quick_40["batch_size"], quick_40["warmup_steps"]) == (
+        40,
+        pretrain.QUICK["batch_size"],
+        4,
+    )
     assert [small[k] for k in fields] == [5, 8, 5e-4, 1, 0.5, 2, "none"]  # a short run warms up over a tenth of it
     printed = capsys.readouterr().out.splitlines()
     assert [("needs --stdd off" in line) for line in printed] == [False, True, True, False]
@@ -280,17 +377,46 @@ def test_the_quick_toy_video_clip_starts_from_the_shipped_cnn_and_reads_the_moti
     from clip_adapter.backbones import create_backbone
 
     out = tmp_path / "quick"
-    assert cli_main(["video", "toy-pretrain", "--quick", "--steps", "1", "--batch-size", "4", "--precision", "fp32",
-                     "--out", str(out)]) == 0
-    quick, shipped = create_backbone("toy", pretrained=str(out), precision="fp32"), create_backbone("toy", precision="fp32")
+    assert (
+        cli_main(
+            [
+                "video",
+                "toy-pretrain",
+                "--quick",
+                "--steps",
+                "1",
+                "--batch-size",
+                "4",
+                "--precision",
+                "fp32",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    quick, shipped = (
+        create_backbone("toy", pretrained=str(out), precision="fp32"),
+        create_backbone("toy", precision="fp32"),
+    )
     assert quick.name == shipped.name == "toy-cnn" and not quick.unknown_words(["a shape rotating counterclockwise"])
     assert json.loads((out / "toy_clip.json").read_text())["pretrain_config"]["image_from"] == "shipped"
     # One small step from the shipped image tower: its image features are still close to the shipped ones.
     pixels = torch.rand(2, 3, 64, 64)
     cosine = torch.nn.functional.cosine_similarity(quick.encode_images(pixels), shipped.encode_images(pixels))
     assert (cosine > 0.9).all()
-    video = ["video", "train", "--split-dir", str(tmp_path / "none"), "--backbone", "toy", "--pretrained", str(out),
-             "--out", str(tmp_path / "t")]
+    video = [
+        "video",
+        "train",
+        "--split-dir",
+        str(tmp_path / "none"),
+        "--backbone",
+        "toy",
+        "--pretrained",
+        str(out),
+        "--out",
+        str(tmp_path / "t"),
+    ]
     write_toy_videos(tmp_path / "none", train=1, val=1, test=0, frames=4, size=32)
     assert cli_main(video + ["--steps", "1"]) == 2
     errors = _errors(capsys)

@@ -70,7 +70,10 @@ def test_toy_subset_holds_only_its_actions_and_the_same_clips_as_the_full_set(wo
     assert json.loads((t1 / "classmap.json").read_text()) == {str(i): a for i, a in enumerate(NOVEL)}
     meta = json.loads((t1 / "meta.json").read_text())
     assert meta["base"] == [] and meta["novel"] == list(NOVEL) and sorted(meta["actions"]) == list(NOVEL)
-    assert meta["time_reversed_pairs"] == [["moving down", "moving up"], ["rotating clockwise", "rotating counterclockwise"]]
+    assert meta["time_reversed_pairs"] == [
+        ["moving down", "moving up"],
+        ["rotating clockwise", "rotating counterclockwise"],
+    ]
     assert sorted(json.loads((t1 / "descriptions.json").read_text())) == list(NOVEL)
     rows = (t1 / "test.csv").read_text().splitlines()
     assert rows[1] == "videos/moving_down/test_0000.mp4,1"  # labels index the subset
@@ -87,8 +90,29 @@ def test_shape_action_classes_split_novel_combinations_of_trained_shapes_and_act
     from clip_adapter.video.toycombos import ACTION_GROUP_A, SHAPE_GROUPS, parse_combo
 
     out = tmp_path / "combos"
-    assert cli_main(["video", "toy-dataset", "--classes", "shape-actions", "--out", str(out), "--train", "0", "--val", "0",
-                     "--test", "1", "--frames", "4", "--size", "32"]) == 0
+    assert (
+        cli_main(
+            [
+                "video",
+                "toy-dataset",
+                "--classes",
+                "shape-actions",
+                "--out",
+                str(out),
+                "--train",
+                "0",
+                "--val",
+                "0",
+                "--test",
+                "1",
+                "--frames",
+                "4",
+                "--size",
+                "32",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((out / "meta.json").read_text())
     names = list(json.loads((out / "classmap.json").read_text()).values())
     base, novel = set(meta["base"]), set(meta["novel"])
@@ -107,17 +131,47 @@ def test_shape_action_classes_split_novel_combinations_of_trained_shapes_and_act
     assert dataset.meta["base"] == meta["base"] and dataset.templates == ("a photo of a {}.",)
     capsys.readouterr()
     refused = tmp_path / "both"
-    assert cli_main(["video", "toy-dataset", "--classes", "shape-actions", "--actions", "base", "--out", str(refused)]) == 2
+    assert (
+        cli_main(["video", "toy-dataset", "--classes", "shape-actions", "--actions", "base", "--out", str(refused)])
+        == 2
+    )
     err = _last_error(capsys)
     assert len(err) == 1 and "--classes shape-actions" in err[0] and not refused.exists()
 
 
-@pytest.mark.parametrize("actions, message", [("moving up,flying", "'flying'"), ("growing", "at least two"),
-                                              ("growing,growing", "named twice in --actions: growing")])
+@pytest.mark.parametrize(
+    "actions, message",
+    [
+        ("moving up,flying", "'flying'"),
+        ("growing", "at least two"),
+        ("growing,growing", "named twice in --actions: growing"),
+    ],
+)
 def test_bad_toy_actions_are_one_line_and_write_nothing(tmp_path, capsys, actions, message):
     out = tmp_path / "x"
-    assert cli_main(["video", "toy-dataset", "--out", str(out), "--actions", actions, "--train", "0", "--val", "0",
-                     "--test", "1", "--frames", "8", "--size", "32"]) == 2
+    assert (
+        cli_main(
+            [
+                "video",
+                "toy-dataset",
+                "--out",
+                str(out),
+                "--actions",
+                actions,
+                "--train",
+                "0",
+                "--val",
+                "0",
+                "--test",
+                "1",
+                "--frames",
+                "8",
+                "--size",
+                "32",
+            ]
+        )
+        == 2
+    )
     err = _last_error(capsys)
     assert len(err) == 1 and message in err[0] and "--actions" in err[0]
     assert not out.exists()
@@ -129,26 +183,67 @@ def test_bad_toy_actions_are_one_line_and_write_nothing(tmp_path, capsys, action
 
 
 def _cross(worlds, out: Path, *extra: str, evals=("t1", "t2")) -> list[str]:
-    return ["video", "cross-dataset", "--eval-split-dir", *[str(worlds[e]) for e in evals], "--out", str(out),
-            "--frames", "4", "--precision", "fp32", *extra]
+    return [
+        "video",
+        "cross-dataset",
+        "--eval-split-dir",
+        *[str(worlds[e]) for e in evals],
+        "--out",
+        str(out),
+        "--frames",
+        "4",
+        "--precision",
+        "fp32",
+        *extra,
+    ]
 
 
-def test_cross_dataset_reports_each_split_as_zero_shot_does_and_their_mean_std(worlds, toy_vit_checkpoint, tmp_path, capsys):
+def test_cross_dataset_reports_each_split_as_zero_shot_does_and_their_mean_std(
+    worlds, toy_vit_checkpoint, tmp_path, capsys
+):
     out = tmp_path / "cross"
-    backbone = ["--backbone", "toy", "--pretrained", str(toy_vit_checkpoint), "--scorer", "prompt-match",
-                "--descriptions", str(worlds["t1"] / "descriptions.json")]
+    backbone = [
+        "--backbone",
+        "toy",
+        "--pretrained",
+        str(toy_vit_checkpoint),
+        "--scorer",
+        "prompt-match",
+        "--descriptions",
+        str(worlds["t1"] / "descriptions.json"),
+    ]
     assert cli_main(_cross(worlds, out, "--train-split-dir", str(worlds["source"]), *backbone)) == 0
     table = capsys.readouterr().out.strip().splitlines()
     assert len(table) == 1 and table[0].startswith("top-1 % |") and "reversed pairs" in table[0]
     metrics = json.loads((out / "metrics.json").read_text())
     assert [s["name"] for s in metrics["splits"]] == [str(worlds["t1"]), str(worlds["t2"])]
-    assert metrics["train_classes"] == list(BASE) and metrics["allow_overlap"] is False and metrics["overlap_checked"] is True
+    assert (
+        metrics["train_classes"] == list(BASE)
+        and metrics["allow_overlap"] is False
+        and metrics["overlap_checked"] is True
+    )
     assert metrics["std"] == STD_NOTE  # t1 and t2 sit in one folder: one dataset, one summary
     assert metrics["summary_by_dataset"] == {worlds["t1"].parent.name: metrics["summary"]}
     for split, name in zip(metrics["splits"], ("t1", "t2")):
         zs = tmp_path / f"zs-{name}"
-        assert cli_main(["video", "zero-shot", "--split-dir", str(worlds[name]), "--out", str(zs), "--frames", "4",
-                         "--precision", "fp32", *backbone]) == 0  # the same evaluator: the same numbers
+        assert (
+            cli_main(
+                [
+                    "video",
+                    "zero-shot",
+                    "--split-dir",
+                    str(worlds[name]),
+                    "--out",
+                    str(zs),
+                    "--frames",
+                    "4",
+                    "--precision",
+                    "fp32",
+                    *backbone,
+                ]
+            )
+            == 0
+        )  # the same evaluator: the same numbers
         single = json.loads((zs / "metrics.json").read_text())["metrics"]
         assert split["num_clips"] == 5 and split["num_classes"] == 5
         assert (split["top1"], split["top5"]) == (single["top1"], single["top5"])
@@ -182,9 +277,33 @@ def test_cross_dataset_refuses_overlap_in_one_line_unless_allowed(worlds, toy_vi
 
 def test_cross_dataset_reads_the_seen_actions_of_a_trained_checkpoint(worlds, toy_vit_checkpoint, tmp_path, capsys):
     trained = tmp_path / "stdd"
-    assert cli_main(["video", "train", "--split-dir", str(worlds["source"]), "--out", str(trained), "--steps", "1",
-                     "--frames", "4", "--batch-clips", "2", "--shots", "1", "--precision", "fp32", "--train-precision", "fp32",
-                     "--pretrained", str(toy_vit_checkpoint)]) == 0
+    assert (
+        cli_main(
+            [
+                "video",
+                "train",
+                "--split-dir",
+                str(worlds["source"]),
+                "--out",
+                str(trained),
+                "--steps",
+                "1",
+                "--frames",
+                "4",
+                "--batch-clips",
+                "2",
+                "--shots",
+                "1",
+                "--precision",
+                "fp32",
+                "--train-precision",
+                "fp32",
+                "--pretrained",
+                str(toy_vit_checkpoint),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     args = _cross(worlds, tmp_path / "c", "--backbone", "toy", "--pretrained", str(trained), evals=("t1", "mixed"))
     assert cli_main(args) == 2  # no --train-split-dir: the checkpoint's stdd.json names its seen actions
@@ -193,7 +312,12 @@ def test_cross_dataset_reads_the_seen_actions_of_a_trained_checkpoint(worlds, to
     metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert metrics["train_classes"] == list(BASE) and metrics["splits"][0]["extraction"]["frames_cached"] == 0
     assert metrics["config"]["scorer"] == "frame-mean" and metrics["overlap_checked"] is True  # as stdd.json records
-    assert cli_main(_cross(worlds, tmp_path / "e", "--backbone", "toy", "--pretrained", str(trained), "--scorer", "embed-mean")) == 0
+    assert (
+        cli_main(
+            _cross(worlds, tmp_path / "e", "--backbone", "toy", "--pretrained", str(trained), "--scorer", "embed-mean")
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["config"]["scorer"] == "embed-mean"  # unless told
 
 
@@ -205,19 +329,50 @@ def test_bad_cross_dataset_inputs_are_one_line(worlds, tmp_path, capsys):
         (["--eval-data", str(tmp_path / "nope")], "evaluation video folder not found"),
         (["--eval-split-dir", str(worlds["source"]), "--split", "test"], "has no test clips (it has: train, val)"),
         (["--eval-split-dir", str(worlds["t1"]), str(worlds["t1"])], "given twice"),
-        (["--eval-split-dir", str(worlds["t1"]), f"{worlds['t1'].parent}/./t1"], "given twice"),  # one folder, two spellings
+        (
+            ["--eval-split-dir", str(worlds["t1"]), f"{worlds['t1'].parent}/./t1"],
+            "given twice",
+        ),  # one folder, two spellings
         (["--eval-split-dir", str(worlds["t1"]), "--eval-data", str(link)], "given twice"),
-        (["--eval-split-dir", str(worlds["t1"]), "--train-split-dir", str(tmp_path / "gone")], "training split folder not found"),
-        (["--eval-split-dir", str(worlds["t1"]), "--train-split-dir", str(worlds["source"]), "--train-classmap", "/nope"],
-         "give only one of --train-split-dir, --train-classmap:"),  # the class map would win; the folder would be ignored
-        (["--eval-split-dir", str(worlds["t1"]), "--train-data", str(worlds["source"] / "videos"), "--train-classmap", "/nope"],
-         "give only one of --train-data, --train-classmap:"),
-        (["--eval-data", str(worlds["t1"] / "videos"), "--eval-classmap", str(worlds["t1"] / "classmap.json")],
-         "--eval-classmap and --video-root apply to --eval-split-dir folders"),
-        (["--eval-data", str(worlds["t1"] / "videos"), "--video-root", str(worlds["t1"])], "apply to --eval-split-dir folders"),
+        (
+            ["--eval-split-dir", str(worlds["t1"]), "--train-split-dir", str(tmp_path / "gone")],
+            "training split folder not found",
+        ),
+        (
+            [
+                "--eval-split-dir",
+                str(worlds["t1"]),
+                "--train-split-dir",
+                str(worlds["source"]),
+                "--train-classmap",
+                "/nope",
+            ],
+            "give only one of --train-split-dir, --train-classmap:",
+        ),  # the class map would win; the folder would be ignored
+        (
+            [
+                "--eval-split-dir",
+                str(worlds["t1"]),
+                "--train-data",
+                str(worlds["source"] / "videos"),
+                "--train-classmap",
+                "/nope",
+            ],
+            "give only one of --train-data, --train-classmap:",
+        ),
+        (
+            ["--eval-data", str(worlds["t1"] / "videos"), "--eval-classmap", str(worlds["t1"] / "classmap.json")],
+            "--eval-classmap and --video-root apply to --eval-split-dir folders",
+        ),
+        (
+            ["--eval-data", str(worlds["t1"] / "videos"), "--video-root", str(worlds["t1"])],
+            "apply to --eval-split-dir folders",
+        ),
         ([], "give the evaluation splits"),
-        (["--eval-split-dir", str(worlds["t1"]), "--descriptions", str(worlds["source"] / "descriptions.json")],
-         f"evaluation split {worlds['t1']}: description file has no clauses for class 'changing color'"),
+        (
+            ["--eval-split-dir", str(worlds["t1"]), "--descriptions", str(worlds["source"] / "descriptions.json")],
+            f"evaluation split {worlds['t1']}: description file has no clauses for class 'changing color'",
+        ),
     ]
     for extra, message in cases:
         out = tmp_path / "o"
@@ -227,14 +382,33 @@ def test_bad_cross_dataset_inputs_are_one_line(worlds, tmp_path, capsys):
     with pytest.raises(DataError, match="give the evaluation splits"):
         load_eval_sets()
     assert summarise([{"top1": 0.5, "top5": None}, {"top1": 1.0, "top5": None}]) == {
-        "top1": {"mean": 0.75, "std": 0.25, "splits": 2}}
+        "top1": {"mean": 0.75, "std": 0.25, "splits": 2}
+    }
 
 
 def test_cross_dataset_on_a_random_weight_open_clip_vit(worlds, tmp_path, capsys):
     out = tmp_path / "oc"
     folder = worlds["t2"] / "videos"  # a folder per class, no test/ inside: every clip, as `video zero-shot` takes it
-    assert cli_main(_cross(worlds, out, "--eval-data", str(folder), "--backbone", TINY, "--pretrained", "none",
-                           "--stdd", "on", "--views", "2", evals=("t1",))) == 0
+    assert (
+        cli_main(
+            _cross(
+                worlds,
+                out,
+                "--eval-data",
+                str(folder),
+                "--backbone",
+                TINY,
+                "--pretrained",
+                "none",
+                "--stdd",
+                "on",
+                "--views",
+                "2",
+                evals=("t1",),
+            )
+        )
+        == 0
+    )
     table = capsys.readouterr().out.strip()
     metrics = json.loads((out / "metrics.json").read_text())
     assert [s["name"] for s in metrics["splits"]] == [str(worlds["t1"]), str(folder)]
@@ -245,7 +419,11 @@ def test_cross_dataset_on_a_random_weight_open_clip_vit(worlds, tmp_path, capsys
     worlds_name = worlds["t1"].parent.name
     assert [s["dataset"] for s in metrics["splits"]] == [worlds_name, "t2"] and metrics["summary"] is None
     by = metrics["summary_by_dataset"]
-    assert set(by) == {worlds_name, "t2"} and by["t2"]["top1"] == {"mean": metrics["splits"][1]["top1"], "std": 0.0, "splits": 1}
+    assert set(by) == {worlds_name, "t2"} and by["t2"]["top1"] == {
+        "mean": metrics["splits"][1]["top1"],
+        "std": 0.0,
+        "splits": 1,
+    }
     assert f"{worlds_name} mean " in table and "t2 mean " in table and " | mean " not in table
     assert metrics["splits"][0]["extraction"]["frames_cached"] == 0
 
@@ -286,7 +464,9 @@ def test_validation_scores_what_zero_shot_reports_for_the_scorer_and_views(world
     backbone = create_backbone("toy", pretrained=str(toy_vit_checkpoint), precision="fp32")
     dataset = load_video_dataset(None, worlds["source"])
     samples = dataset.split("val")
-    prompts, mask, _ = text_side(backbone, dataset.classnames, dataset.templates, worlds["source"] / "descriptions.json")
+    prompts, mask, _ = text_side(
+        backbone, dataset.classnames, dataset.templates, worlds["source"] / "descriptions.json"
+    )
     view = TrainableClip(backbone, unfreeze="image", precision="fp32")
     space_time = install_space_time(view.model.visual, SpaceTimeConfig())
     try:
@@ -304,8 +484,13 @@ def test_validation_scores_what_zero_shot_reports_for_the_scorer_and_views(world
         calls.clear()
         encode_bb = backbone.encode_images
         backbone.encode_images = lambda pixels: calls.append(pixels.shape[0]) or encode_bb(pixels)
-        want, kept, _ = score_videos(backbone, [s.path for s in samples], prompts, mask,
-                                     VideoZeroShotConfig(frames=4, views=views, scorer=scorer, batch_size=8 * views))
+        want, kept, _ = score_videos(
+            backbone,
+            [s.path for s in samples],
+            prompts,
+            mask,
+            VideoZeroShotConfig(frames=4, views=views, scorer=scorer, batch_size=8 * views),
+        )
         # zero-shot's --batch-size counts every view's frames, as validation's does: 8·views frames = two whole clips
         assert calls == [8 * views] * (len(samples) // 2)
     finally:
@@ -316,23 +501,75 @@ def test_validation_scores_what_zero_shot_reports_for_the_scorer_and_views(world
 
 
 @pytest.mark.slow
-def test_video_train_uses_its_scorer_views_and_batch_size_and_stays_deterministic(worlds, toy_vit_checkpoint, tmp_path, capsys,
-                                                                                    monkeypatch):
+def test_video_train_uses_its_scorer_views_and_batch_size_and_stays_deterministic(
+    worlds, toy_vit_checkpoint, tmp_path, capsys, monkeypatch
+):
     def run(out: Path, *extra: str) -> dict:
-        assert cli_main(["video", "train", "--split-dir", str(worlds["source"]), "--out", str(out), "--steps", "2",
-                         "--val-every", "1", "--frames", "4", "--batch-clips", "3", "--shots", "2", "--precision", "fp32",
-                         "--train-precision", "fp32", "--pretrained", str(toy_vit_checkpoint), *extra]) == 0
+        assert (
+            cli_main(
+                [
+                    "video",
+                    "train",
+                    "--split-dir",
+                    str(worlds["source"]),
+                    "--out",
+                    str(out),
+                    "--steps",
+                    "2",
+                    "--val-every",
+                    "1",
+                    "--frames",
+                    "4",
+                    "--batch-clips",
+                    "3",
+                    "--shots",
+                    "2",
+                    "--precision",
+                    "fp32",
+                    "--train-precision",
+                    "fp32",
+                    "--pretrained",
+                    str(toy_vit_checkpoint),
+                    *extra,
+                ]
+            )
+            == 0
+        )
         return json.loads((out / "result.json").read_text())
 
-    a = run(tmp_path / "a", "--scorer", "prompt-match", "--views", "2", "--batch-size", "8",
-            "--descriptions", str(worlds["source"] / "descriptions.json"))
-    assert {k: a["train_config"][k] for k in ("scorer", "views", "batch_size")} == {"scorer": "prompt-match", "views": 2, "batch_size": 8}
-    b = run(tmp_path / "b", "--scorer", "prompt-match", "--views", "2", "--batch-size", "8",
-            "--descriptions", str(worlds["source"] / "descriptions.json"))
+    a = run(
+        tmp_path / "a",
+        "--scorer",
+        "prompt-match",
+        "--views",
+        "2",
+        "--batch-size",
+        "8",
+        "--descriptions",
+        str(worlds["source"] / "descriptions.json"),
+    )
+    assert {k: a["train_config"][k] for k in ("scorer", "views", "batch_size")} == {
+        "scorer": "prompt-match",
+        "views": 2,
+        "batch_size": 8,
+    }
+    b = run(
+        tmp_path / "b",
+        "--scorer",
+        "prompt-match",
+        "--views",
+        "2",
+        "--batch-size",
+        "8",
+        "--descriptions",
+        str(worlds["source"] / "descriptions.json"),
+    )
     # Same seed, same run: every loss, gradient norm and validation score.
     log = (tmp_path / "a" / "video_train_log.csv").read_text()
     assert log == (tmp_path / "b" / "video_train_log.csv").read_text() and log.count("\n") == 6
-    assert {k: v for k, v in a["result"].items() if k != "wall_time_s"} == {k: v for k, v in b["result"].items() if k != "wall_time_s"}
+    assert {k: v for k, v in a["result"].items() if k != "wall_time_s"} == {
+        k: v for k, v in b["result"].items() if k != "wall_time_s"
+    }
     # The same run through the API with a budget of 0 (nothing held, every batch decoded from the files): the same log.
     made = []
 
@@ -345,7 +582,9 @@ def test_video_train_uses_its_scorer_views_and_batch_size_and_stays_deterministi
     backbone = create_backbone("toy", pretrained=str(toy_vit_checkpoint), precision="fp32")
     dataset = load_video_dataset(None, worlds["source"])
     prompts, mask, _ = text_side(backbone, list(BASE), dataset.templates, worlds["source"] / "descriptions.json")
-    cfg = VideoTrainConfig(frames=4, batch_clips=3, shots=2, precision="fp32", scorer="prompt-match", views=2, batch_size=8, hold_mb=0)
+    cfg = VideoTrainConfig(
+        frames=4, batch_clips=3, shots=2, precision="fp32", scorer="prompt-match", views=2, batch_size=8, hold_mb=0
+    )
     trainer = TrainerConfig(steps=2, lr=1e-4, warmup_steps=0, val_every=1, seed=1)
     train_video(backbone, dataset, cfg, SpaceTimeConfig(), trainer, tmp_path / "streamed", prompts, mask)
     assert len(made) == 2 and all(len(c) > 0 and not c.held and c.held_bytes == 0 for c in made)
@@ -355,8 +594,25 @@ def test_video_train_uses_its_scorer_views_and_batch_size_and_stays_deterministi
     described = run(tmp_path / "d", "--descriptions", str(worlds["source"] / "descriptions.json"))
     assert described["train_config"]["scorer"] == "prompt-match"  # ... prompt-level matching with them
     capsys.readouterr()  # scoring it without its descriptions runs, and says so in one line
-    assert cli_main(["video", "zero-shot", "--split-dir", str(worlds["source"]), "--out", str(tmp_path / "zs"), "--frames", "4",
-                     "--precision", "fp32", "--pretrained", str(tmp_path / "d")]) == 0
+    assert (
+        cli_main(
+            [
+                "video",
+                "zero-shot",
+                "--split-dir",
+                str(worlds["source"]),
+                "--out",
+                str(tmp_path / "zs"),
+                "--frames",
+                "4",
+                "--precision",
+                "fp32",
+                "--pretrained",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 0
+    )
     warned = [line for line in capsys.readouterr().err.splitlines() if "trained on description prompts" in line]
     assert len(warned) == 1 and warned[0].startswith("warning:") and "--descriptions" in warned[0]
     capsys.readouterr()
@@ -375,28 +631,55 @@ def test_a_split_whose_every_clip_is_unreadable_is_one_line(worlds, toy_vit_chec
         clip.write_bytes(np.random.default_rng(i).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     for stdd in ("off", "on"):  # the cached per-frame path and the space-time path
         out = tmp_path / f"o-{stdd}"
-        assert cli_main(["video", "cross-dataset", "--eval-split-dir", str(worlds["t1"]), str(broken), "--skip-bad",
-                         "--out", str(out), "--frames", "4", "--precision", "fp32", "--backbone", "toy",
-                         "--pretrained", str(toy_vit_checkpoint), "--stdd", stdd]) == 2
+        assert (
+            cli_main(
+                [
+                    "video",
+                    "cross-dataset",
+                    "--eval-split-dir",
+                    str(worlds["t1"]),
+                    str(broken),
+                    "--skip-bad",
+                    "--out",
+                    str(out),
+                    "--frames",
+                    "4",
+                    "--precision",
+                    "fp32",
+                    "--backbone",
+                    "toy",
+                    "--pretrained",
+                    str(toy_vit_checkpoint),
+                    "--stdd",
+                    stdd,
+                ]
+            )
+            == 2
+        )
         err = _last_error(capsys)
         assert err == [f"error: evaluation split {broken}: every clip was unreadable ({len(clips)} skipped)"], err
         assert not out.exists() or not any(out.iterdir())
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("seen_classes", 5, "seen_classes must be a list of class names"),
-    ("seen_classes", [["x"]], "seen_classes must be a list of class names"),
-    ("seen_classes", "moving up", "seen_classes must be a list of class names"),  # not read letter by letter
-    ("train_config", {"scorer": "max"}, "train_config.scorer must be one of"),
-    ("train_config", [], "train_config must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("seen_classes", 5, "seen_classes must be a list of class names"),
+        ("seen_classes", [["x"]], "seen_classes must be a list of class names"),
+        ("seen_classes", "moving up", "seen_classes must be a list of class names"),  # not read letter by letter
+        ("train_config", {"scorer": "max"}, "train_config.scorer must be one of"),
+        ("train_config", [], "train_config must be a JSON object"),
+    ],
+)
 def test_a_malformed_stdd_json_is_a_config_error_naming_it(worlds, tmp_path, capsys, field, value, message):
     folder = tmp_path / "ckpt"
     folder.mkdir()
     (folder / "stdd.json").write_text(json.dumps({"format": "clip-adapter-video-stdd", "space_time": {}, field: value}))
     with pytest.raises(ConfigError, match=message):
         read_stdd(folder)
-    assert cli_main(_cross(worlds, tmp_path / "o", "--backbone", "toy", "--pretrained", str(folder), evals=("t1",))) == 2
+    assert (
+        cli_main(_cross(worlds, tmp_path / "o", "--backbone", "toy", "--pretrained", str(folder), evals=("t1",))) == 2
+    )
     err = _last_error(capsys)
     assert len(err) == 1 and str(folder / "stdd.json") in err[0] and message in err[0]
 
@@ -438,8 +721,12 @@ def test_the_budget_counts_decoded_bytes_when_the_header_gives_no_size(worlds, m
     monkeypatch.setattr(video_train, "probe", lambda p: dataclasses.replace(real(p), width=0, height=0))
     samples = load_video_dataset(None, worlds["source"]).split("train")[:4]
     one_clip = 8 * 32 * 32 * 3
-    clips = ClipSet(samples, create_backbone("toy", precision="fp32"), {i: i for i in range(len(BASE))},
-                    hold_bytes=one_clip + one_clip // 2)
+    clips = ClipSet(
+        samples,
+        create_backbone("toy", precision="fp32"),
+        {i: i for i in range(len(BASE))},
+        hold_bytes=one_clip + one_clip // 2,
+    )
     assert len(clips.held) == 1 and clips.held_bytes == one_clip  # a header estimate of 0 bytes would hold all four
 
 
@@ -447,7 +734,10 @@ def test_a_clip_that_breaks_mid_stream_stops_before_the_first_step(tmp_path):
     data = bytearray(encode_mp4(render_clip("growing", np.random.default_rng(0), 8, 32), 8))
     at = data.find(b"mdat")
     size = int.from_bytes(data[at - 4 : at], "big")
-    start, end = at + 4 + 3 * size // 4, at - 4 + size  # the last frames' bytes; the header and the first frame stay good
+    start, end = (
+        at + 4 + 3 * size // 4,
+        at - 4 + size,
+    )  # the last frames' bytes; the header and the first frame stay good
     data[start:end] = np.random.default_rng(1).integers(0, 256, end - start, dtype=np.uint8).tobytes()
     path = tmp_path / "tail.mp4"
     path.write_bytes(bytes(data))
@@ -464,7 +754,10 @@ def test_class_names_match_across_spelling_case_and_camelcase_not_meaning(worlds
     assert class_overlap(["ApplyEyeMakeup"], ["apply eye makeup", "applying eye makeup"]) == ["apply eye makeup"]
     classmap = tmp_path / "ucf-style.json"
     classmap.write_text(json.dumps({"0": "MovingUp", "1": "Juggling"}))
-    assert cli_main(_cross(worlds, tmp_path / "o", "--train-classmap", str(classmap), "--backbone", "toy", evals=("t1",))) == 2
+    assert (
+        cli_main(_cross(worlds, tmp_path / "o", "--train-classmap", str(classmap), "--backbone", "toy", evals=("t1",)))
+        == 2
+    )
     err = _last_error(capsys)
     assert len(err) == 1 and "shares 1 class name(s)" in err[0] and "moving up" in err[0]
     assert training_classes(classmap=classmap) == ["MovingUp", "Juggling"]
@@ -472,7 +765,10 @@ def test_class_names_match_across_spelling_case_and_camelcase_not_meaning(worlds
     text = " ".join(capsys.readouterr().out.split())
     assert "Names are compared, not meanings" in text and "population std (ddof 0), as Open-VCLIP/FROSTER" in text
     assert "NAME=DIR" in text and "default: its test clips, else all" in text
-    assert "the scorer a `video train` checkpoint was validated with" in text and "whole clips of --views x --frames" in text
+    assert (
+        "the scorer a `video train` checkpoint was validated with" in text
+        and "whole clips of --views x --frames" in text
+    )
 
 
 def test_cross_dataset_without_training_classes_warns_and_records_it(worlds, tmp_path, capsys):

@@ -83,7 +83,11 @@ def test_window_mask_keeps_half_of_every_window_rolled_per_frame():
 def test_channel_mix_takes_a_few_channels_from_neighbouring_frames():
     x = torch.arange(4.0)[None, :, None, None].expand(1, 4, 1, 64).clone()  # every channel holds its frame index
     one = channel_mix(x, 1, 32)[0, :, 0]  # 2 channels from t-1, 2 from t+1, the rest stay
-    assert one[1, :2].tolist() == [0.0, 0.0] and one[1, 2:4].tolist() == [2.0, 2.0] and (one[:, 4:] == x[0, :, 0, 4:]).all()
+    assert (
+        one[1, :2].tolist() == [0.0, 0.0]
+        and one[1, 2:4].tolist() == [2.0, 2.0]
+        and (one[:, 4:] == x[0, :, 0, 4:]).all()
+    )
     two = channel_mix(x, 2, 32)[0, :, 0]  # the second scale overwrites half the slices with t∓2
     assert two[2, 0].item() == 0.0 and two[2, 1].item() == 1.0 and two[1, 3].item() == 3.0
     assert torch.equal(channel_mix(x, 2, 0), x)
@@ -158,15 +162,39 @@ def test_distillation_has_gradient_to_the_student_and_the_projector():
 
 
 def _train_args(toy_videos: Path, out: Path, *backbone: str) -> list[str]:
-    return ["video", "train", "--split-dir", str(toy_videos), "--out", str(out), "--steps", "3", "--val-every", "2",
-            "--frames", "4", "--batch-clips", "4", "--shots", "2", "--precision", "fp32", "--train-precision", "fp32", *backbone]
+    return [
+        "video",
+        "train",
+        "--split-dir",
+        str(toy_videos),
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--val-every",
+        "2",
+        "--frames",
+        "4",
+        "--batch-clips",
+        "4",
+        "--shots",
+        "2",
+        "--precision",
+        "fp32",
+        "--train-precision",
+        "fp32",
+        *backbone,
+    ]
 
 
 def test_cli_train_then_zero_shot_and_predict_on_the_toy_vit(toy_videos, toy_vit_checkpoint, tmp_path, capsys):
     out = tmp_path / "stdd"
     assert cli_main(_train_args(toy_videos, out, "--pretrained", str(toy_vit_checkpoint))) == 0
     meta = read_stdd(out)
-    assert meta["space_time"]["enabled"] and meta["seen_classes"] == json.loads((toy_videos / "meta.json").read_text())["base"]
+    assert (
+        meta["space_time"]["enabled"]
+        and meta["seen_classes"] == json.loads((toy_videos / "meta.json").read_text())["base"]
+    )
     log = (out / "video_train_log.csv").read_text().splitlines()
     assert log[0].startswith("step") and len(log) >= 4
     base = create_backbone("toy", pretrained=str(toy_vit_checkpoint), precision="fp32").model.visual.state_dict()
@@ -175,27 +203,92 @@ def test_cli_train_then_zero_shot_and_predict_on_the_toy_vit(toy_videos, toy_vit
     assert changed == (meta["result"]["selected_step"] > 0)  # the saved weights are those of the chosen step
     capsys.readouterr()
     zs = tmp_path / "zs"
-    assert cli_main(["video", "zero-shot", "--split-dir", str(toy_videos), "--out", str(zs), "--frames", "4",
-                     "--precision", "fp32", "--pretrained", str(out)]) == 0
+    assert (
+        cli_main(
+            [
+                "video",
+                "zero-shot",
+                "--split-dir",
+                str(toy_videos),
+                "--out",
+                str(zs),
+                "--frames",
+                "4",
+                "--precision",
+                "fp32",
+                "--pretrained",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((zs / "metrics.json").read_text())
-    assert metrics["extraction"]["frames_cached"] == 0 and metrics["metrics"]["num_clips"] == 11  # temporal path, uncached
+    assert (
+        metrics["extraction"]["frames_cached"] == 0 and metrics["metrics"]["num_clips"] == 11
+    )  # temporal path, uncached
     capsys.readouterr()
     clip = next((toy_videos / "videos" / "growing").glob("*.mp4"))
-    assert cli_main(["video", "predict", "--video", str(clip), "--classmap", str(toy_videos / "classmap.json"), "--frames", "4",
-                     "--precision", "fp32", "--pretrained", str(out), "--format", "json", "--top-k", "2"]) == 0
+    assert (
+        cli_main(
+            [
+                "video",
+                "predict",
+                "--video",
+                str(clip),
+                "--classmap",
+                str(toy_videos / "classmap.json"),
+                "--frames",
+                "4",
+                "--precision",
+                "fp32",
+                "--pretrained",
+                str(out),
+                "--format",
+                "json",
+                "--top-k",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert len(json.loads(capsys.readouterr().out)[0]["top_k"]) == 2
 
 
 def test_cli_train_on_tiny_open_clip_round_trips_and_ablation_off(toy_videos, tmp_path, capsys):
     out = tmp_path / "oc"
-    assert cli_main(_train_args(toy_videos, out, "--backbone", TINY, "--pretrained", "none", "--stdd", "off",
-                                "--distill-weight", "0")) == 0
+    assert (
+        cli_main(
+            _train_args(
+                toy_videos, out, "--backbone", TINY, "--pretrained", "none", "--stdd", "off", "--distill-weight", "0"
+            )
+        )
+        == 0
+    )
     assert read_stdd(out)["space_time"]["enabled"] is False and (out / "finetuned.safetensors").is_file()
     out_on = tmp_path / "oc-on"
     assert cli_main(_train_args(toy_videos, out_on, "--backbone", TINY, "--pretrained", "none")) == 0
     zs = tmp_path / "zs"
-    assert cli_main(["video", "zero-shot", "--split-dir", str(toy_videos), "--out", str(zs), "--frames", "4", "--precision",
-                     "fp32", "--backbone", TINY, "--pretrained", str(out_on / "finetuned.safetensors")]) == 0
+    assert (
+        cli_main(
+            [
+                "video",
+                "zero-shot",
+                "--split-dir",
+                str(toy_videos),
+                "--out",
+                str(zs),
+                "--frames",
+                "4",
+                "--precision",
+                "fp32",
+                "--backbone",
+                TINY,
+                "--pretrained",
+                str(out_on / "finetuned.safetensors"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((zs / "metrics.json").read_text())["extraction"]["frames_cached"] == 0
 
 
@@ -230,10 +323,17 @@ def test_toy_video_pretraining_reads_motion_words_and_loads(tmp_path, capsys):
     actions = [motion_frame(rng, state_share=0.0)[1] for _ in range(20)]
     assert not any(caption in clauses for caption in actions)
     out = tmp_path / "vclip"
-    assert cli_main(["video", "toy-pretrain", "--out", str(out), "--steps", "1", "--batch-size", "4", "--precision", "fp32"]) == 0
+    assert (
+        cli_main(
+            ["video", "toy-pretrain", "--out", str(out), "--steps", "1", "--batch-size", "4", "--precision", "fp32"]
+        )
+        == 0
+    )
     bb = create_backbone("toy", pretrained=str(out), precision="fp32")
     assert bb.name == "toy-vit" and not bb.unknown_words(["a shape shrinking"])
-    assert cli_main(["video", "toy-pretrain", "--out", str(out), "--steps", "1"]) == 2  # our output: only with --overwrite
+    assert (
+        cli_main(["video", "toy-pretrain", "--out", str(out), "--steps", "1"]) == 2
+    )  # our output: only with --overwrite
 
 
 def test_train_without_validation_clips_is_refused_before_training(toy_vit_checkpoint, tmp_path, capsys):

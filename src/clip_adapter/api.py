@@ -79,12 +79,17 @@ class AdaptedCLIP:
         A bad image raises a one-line DataError naming it (see :meth:`predict`).
         """
         with _api_wording():
-            encoded = encode_inputs(self.backbone, _as_list(images), cache_dir=self.features.cache_path(),
-                                    batch_size=self.features.batch_size)
+            encoded = encode_inputs(
+                self.backbone,
+                _as_list(images),
+                cache_dir=self.features.cache_path(),
+                batch_size=self.features.batch_size,
+            )
         return self.classifier.logits(encoded.features) if encoded.rows else torch.empty(0, len(self.classnames))
 
-    def predict(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 1, skip_bad: bool = False,
-                reject: bool = False) -> list[dict[str, Any]]:
+    def predict(
+        self, images: Sequence[ImageInput] | ImageInput, top_k: int = 1, skip_bad: bool = False, reject: bool = False
+    ) -> list[dict[str, Any]]:
         """One prediction record per image: ``path`` (``None`` for a PIL image), ``label``, ``score``, ``top_k``.
 
         The records of ``clip-adapter predict --format json`` and ``serve``, from the same function
@@ -104,17 +109,30 @@ class AdaptedCLIP:
         check_top_k(top_k)
         check_reject(self.classifier, reject, "reject=True")
         with _api_wording():
-            records = predict_images(self.classifier, self.backbone, _as_list(images), top_k=top_k, reject=reject,
-                                     skip_bad=skip_bad, cache_dir=self.features.cache_path(),
-                                     batch_size=self.features.batch_size)
+            records = predict_images(
+                self.classifier,
+                self.backbone,
+                _as_list(images),
+                top_k=top_k,
+                reject=reject,
+                skip_bad=skip_bad,
+                cache_dir=self.features.cache_path(),
+                batch_size=self.features.batch_size,
+            )
         for record in records:
             if "error" in record:  # the reasons are worded for the command line
                 record["error"] = _api_hints(record["error"])
         return records
 
-    def evaluate(self, data: str | os.PathLike, split: str = "test", split_file: str | os.PathLike | None = None,
-                 skip_bad: bool = False, classnames: ClassnameMap = None,
-                 ood_data: str | os.PathLike | None = None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        data: str | os.PathLike,
+        split: str = "test",
+        split_file: str | os.PathLike | None = None,
+        skip_bad: bool = False,
+        classnames: ClassnameMap = None,
+        ood_data: str | os.PathLike | None = None,
+    ) -> dict[str, Any]:
         """Accuracy, per-class accuracy and the confusion matrix on a dataset's ``split`` (``all``: every image).
 
         Classes are matched by name (``classnames`` renames the dataset's, as for
@@ -127,9 +145,18 @@ class AdaptedCLIP:
         (:func:`evaluate_artifact`).
         """
         with _api_wording():
-            return evaluate_artifact(self.classifier, self.backbone, data, split, split_file=split_file,
-                                     classnames=classnames, skip_bad=skip_bad, ood_data=ood_data,
-                                     cache_dir=self.features.cache_path(), batch_size=self.features.batch_size)
+            return evaluate_artifact(
+                self.classifier,
+                self.backbone,
+                data,
+                split,
+                split_file=split_file,
+                classnames=classnames,
+                skip_bad=skip_bad,
+                ood_data=ood_data,
+                cache_dir=self.features.cache_path(),
+                batch_size=self.features.batch_size,
+            )
 
     def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the artifact directory (``config.json`` + ``model.safetensors`` [+ ``result.json``, ``split.json``])."""
@@ -140,9 +167,17 @@ class AdaptedCLIP:
 
 
 def evaluate_artifact(
-    clf: Classifier, backbone: Backbone, data: str | os.PathLike, split: str = "test", *,
-    split_file: str | os.PathLike | None = None, classnames: ClassnameMap = None, skip_bad: bool = False,
-    ood_data: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
+    clf: Classifier,
+    backbone: Backbone,
+    data: str | os.PathLike,
+    split: str = "test",
+    *,
+    split_file: str | os.PathLike | None = None,
+    classnames: ClassnameMap = None,
+    skip_bad: bool = False,
+    ood_data: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     """An artifact's report on ``data``'s ``split``: the path of ``clip-adapter eval`` and :meth:`AdaptedCLIP.evaluate`.
 
@@ -238,13 +273,22 @@ def fit(
     with _api_wording():
         bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, pretrained, precision, device)
         features = FeatureConfig(cache_dir=str(cache_dir), skip_bad=skip_bad)
-        run = RunConfig(method=method, shots=shots, seed=seed, templates=tuple(templates), allow_unknown_words=allow_unknown_words)
+        run = RunConfig(
+            method=method, shots=shots, seed=seed, templates=tuple(templates), allow_unknown_words=allow_unknown_words
+        )
         config = get_method(method).make_config(**options)
-        clf, result, split = run_few_shot(bb, load_dataset(data, split_file, classnames=classnames), run, config, features)
+        clf, result, split = run_few_shot(
+            bb, load_dataset(data, split_file, classnames=classnames), run, config, features
+        )
     return AdaptedCLIP(clf, bb, features, result, split)
 
 
-def load(directory: str | os.PathLike, backbone: Backbone | None = None, cache_dir: str | os.PathLike = "", device: str = "auto") -> AdaptedCLIP:
+def load(
+    directory: str | os.PathLike,
+    backbone: Backbone | None = None,
+    cache_dir: str | os.PathLike = "",
+    device: str = "auto",
+) -> AdaptedCLIP:
     """Load an artifact written by :meth:`AdaptedCLIP.save_pretrained` or ``clip-adapter train``.
 
     Without ``backbone`` the one recorded in the artifact is rebuilt (same weights, or it is refused).

@@ -67,7 +67,9 @@ class Classifier:
     templates: tuple[str, ...]
     backbone: dict[str, Any]
     selection: dict[str, Any] = field(default_factory=dict)
-    trust: TrustRecord | None = None  # calibration, conformal sets, OOD threshold (clip-adapter calibrate/conformal/ood)
+    trust: TrustRecord | None = (
+        None  # calibration, conformal sets, OOD threshold (clip-adapter calibrate/conformal/ood)
+    )
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, C]`` for raw image features ``[B, D]`` from the same backbone (before any calibration)."""
@@ -91,7 +93,9 @@ class Classifier:
     def _has_trust(self) -> bool:
         return self.trust is not None and not self.trust.is_empty()
 
-    def save_pretrained(self, directory: str | os.PathLike, extra_json: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+    def save_pretrained(
+        self, directory: str | os.PathLike, extra_json: dict[str, Any] | None = None, overwrite: bool = False
+    ) -> Path:
         """Write the artifact directory atomically (a complete new one, or the old one untouched).
 
         ``extra_json`` maps file names to objects written beside the weights
@@ -151,7 +155,9 @@ def _build(config: dict[str, Any], directory: Path, backbone: Any) -> Classifier
     if isinstance(version, bool) or version not in (FORMAT_VERSION, TRUST_FORMAT_VERSION):  # true == 1 in Python
         raise ArtifactError(f"{directory}: artifact format version {version!r} is not supported")
     if (version == TRUST_FORMAT_VERSION) != ("trust" in config):
-        raise ArtifactError(f"{where}: format version {version} {'needs' if version == TRUST_FORMAT_VERSION else 'has no'} a trust section")
+        raise ArtifactError(
+            f"{where}: format version {version} {'needs' if version == TRUST_FORMAT_VERSION else 'has no'} a trust section"
+        )
     method_cls = get_method(_field(config, "method", str, where))
     meta = _checked_meta(config.get("head_meta"), directory)
     classnames = checked_classnames(config.get("classnames"), where)
@@ -173,7 +179,9 @@ def _build(config: dict[str, Any], directory: Path, backbone: Any) -> Classifier
     _check_magnitudes(state, weights)
     head.load_state_dict(state)
     head.eval()
-    trust = TrustRecord.from_dict(config["trust"], meta["num_classes"], f"{where}: trust") if "trust" in config else None
+    trust = (
+        TrustRecord.from_dict(config["trust"], meta["num_classes"], f"{where}: trust") if "trust" in config else None
+    )
     return Classifier(config["method"], head, classnames, templates, dict(backbone_info), dict(selection), trust)
 
 
@@ -286,12 +294,24 @@ def read_header(path: Path) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
                 part = handle.get_slice(name)
                 header[name] = (_DTYPES.get(part.get_dtype()), tuple(int(d) for d in part.get_shape()))
     except (SafetensorError, OSError, ValueError, RuntimeError, OverflowError) as exc:
-        raise ArtifactError(f"artifact weights {path} is not a valid safetensors file ({' '.join(str(exc).split())})") from None
+        raise ArtifactError(
+            f"artifact weights {path} is not a valid safetensors file ({' '.join(str(exc).split())})"
+        ) from None
     return header
 
 
-_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64, "I64": torch.int64,
-           "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+_DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 def _check_sizes_in_file(meta: dict[str, Any], header: dict[str, Any], where: str, weights: Path) -> None:
@@ -306,7 +326,9 @@ def _check_sizes_in_file(meta: dict[str, Any], header: dict[str, Any], where: st
         raise ArtifactError(f"{weights}: {total} tensor elements, more than the {MAX_TENSOR_ELEMENTS} a head can need")
     for key, value in meta.items():
         if isinstance(value, int) and not isinstance(value, bool) and value not in dims:
-            raise ArtifactError(f"{where}: head_meta.{key} = {value} is not a dimension of any tensor shape in {weights.name}")
+            raise ArtifactError(
+                f"{where}: head_meta.{key} = {value} is not a dimension of any tensor shape in {weights.name}"
+            )
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -335,7 +357,9 @@ class _ShapeOnlyBackbone:
         return getattr(self._backbone, name)
 
 
-def _expected_state(method_cls: Any, config: Any, meta: dict[str, Any], backbone: Any) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+def _expected_state(
+    method_cls: Any, config: Any, meta: dict[str, Any], backbone: Any
+) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
     """Names, dtypes and shapes of the head's state, from a head built on the meta device (nothing allocated)."""
     stand_in = _ShapeOnlyBackbone(backbone) if backbone is not None else None
     with torch.device("meta"):
@@ -352,7 +376,9 @@ def _check_header(header: dict[str, Any], expected: dict[str, Any], weights: Pat
     for name, (dtype, shape) in expected.items():
         got_dtype, got_shape = header[name]
         if got_shape != shape:
-            raise ArtifactError(f"artifact weights {weights}: tensor {name!r} has shape {list(got_shape)}, expected {list(shape)}")
+            raise ArtifactError(
+                f"artifact weights {weights}: tensor {name!r} has shape {list(got_shape)}, expected {list(shape)}"
+            )
         if got_dtype != dtype:
             raise ArtifactError(f"{weights}: tensor {name!r} is {got_dtype}, expected {dtype}")
 
@@ -393,7 +419,9 @@ def checked_backbone_record(info: Any, where: str) -> dict[str, Any]:
     for key, required in (("name", True), ("id", True), ("pretrained", False), ("provider", False)):
         _check_record_text(info, key, required, where)
     if info.get("precision", "auto") not in PRECISIONS:
-        raise ArtifactError(f"{where}: backbone.precision must be one of {', '.join(PRECISIONS)}, got {_short(info.get('precision'))}")
+        raise ArtifactError(
+            f"{where}: backbone.precision must be one of {', '.join(PRECISIONS)}, got {_short(info.get('precision'))}"
+        )
     dim = info.get("embed_dim")
     if "embed_dim" in info and (isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= MAX_META_INT):
         raise ArtifactError(f"{where}: backbone.embed_dim must be an integer in 1..{MAX_META_INT}, got {_short(dim)}")
@@ -419,7 +447,7 @@ def recorded_seed(info: dict[str, Any], where: str) -> int:
     weights = str(info.get("id", "")).rsplit("/", 1)[-1]
     if not weights.startswith(RANDOM_INIT):
         return 0
-    seed = weights[len(RANDOM_INIT):]
+    seed = weights[len(RANDOM_INIT) :]
     if not (seed.isascii() and seed.isdigit()) or len(seed) > len(str(SEED_MAX)) or int(seed) > SEED_MAX:
         raise ArtifactError(f"{where}: backbone.id {_short(info.get('id'))} has no valid init seed (0..{SEED_MAX})")
     return int(seed)
@@ -451,8 +479,9 @@ def load_with_backbone(
     return Classifier.from_pretrained(directory, backbone=model), model
 
 
-def _rebuild_backbone(info: dict[str, Any], where: str, name: str | None, pretrained: str | None, precision: str | None,
-                      device: str) -> Any:
+def _rebuild_backbone(
+    info: dict[str, Any], where: str, name: str | None, pretrained: str | None, precision: str | None, device: str
+) -> Any:
     """The recorded backbone (or the overrides given); a record the factory refuses is the artifact's fault.
 
     With no override every argument comes from the file, so a refusal (an
@@ -462,8 +491,13 @@ def _rebuild_backbone(info: dict[str, Any], where: str, name: str | None, pretra
     from .backbones import create_backbone, resolve_device
 
     resolve_device(device)  # a missing GPU is the caller's option, not the artifact's fault
-    args = (name or info["name"], pretrained or info.get("pretrained"), precision or info.get("precision", "auto"), device,
-            recorded_seed(info, where))
+    args = (
+        name or info["name"],
+        pretrained or info.get("pretrained"),
+        precision or info.get("precision", "auto"),
+        device,
+        recorded_seed(info, where),
+    )
     if name or pretrained or precision:
         return create_backbone(*args)
     try:

@@ -57,8 +57,9 @@ UNKNOWN = "unknown"
 ImageInput = str | os.PathLike | Image.Image
 
 
-def score_features(clf: Any, backbone: Any, features: torch.Tensor,
-                   cache_dir: str | os.PathLike | None) -> TrustedScores:
+def score_features(
+    clf: Any, backbone: Any, features: torch.Tensor, cache_dir: str | os.PathLike | None
+) -> TrustedScores:
     """The artifact's calibrated answer for ``features`` (zero-shot logits computed only if ZS-Norm needs them).
 
     Example:
@@ -82,8 +83,10 @@ def check_reject(clf: Any, reject: bool, where: str = "--reject") -> None:
         >>> check_reject(SimpleNamespace(trust=None), False)  # nothing asked, nothing to check
     """
     if reject and (clf.trust is None or clf.trust.ood is None):
-        raise ConfigError(f"{where} needs an artifact with an out-of-distribution threshold: "
-                          "fit one first with `clip-adapter ood ARTIFACT --data IN_DISTRIBUTION_IMAGES --out NEW`")
+        raise ConfigError(
+            f"{where} needs an artifact with an out-of-distribution threshold: "
+            "fit one first with `clip-adapter ood ARTIFACT --data IN_DISTRIBUTION_IMAGES --out NEW`"
+        )
 
 
 def check_top_k(top_k: Any) -> None:
@@ -99,8 +102,9 @@ def check_top_k(top_k: Any) -> None:
         raise ConfigError(f"top_k must be an integer of at least 1, got {top_k!r}")
 
 
-def prediction_records(scores: TrustedScores, classnames: Sequence[str], top_k: int, reject: bool = False,
-                       paths: Sequence[str | None] = ()) -> list[dict[str, Any]]:
+def prediction_records(
+    scores: TrustedScores, classnames: Sequence[str], top_k: int, reject: bool = False, paths: Sequence[str | None] = ()
+) -> list[dict[str, Any]]:
     """One record per row of ``scores``, named by ``paths`` (see the module docstring); ties rank by class order.
 
     ``paths`` gives each record's ``path`` (``None`` where there are fewer paths than rows).
@@ -142,8 +146,15 @@ def error_record(path: str | None, reason: str) -> dict[str, Any]:
     return {"path": path, "label": None, "score": None, "top_k": [], "error": reason}
 
 
-def apply_artifact(clf: Any, backbone: Any, features: torch.Tensor, paths: Sequence[str | None], top_k: int,
-                   reject: bool = False, cache_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+def apply_artifact(
+    clf: Any,
+    backbone: Any,
+    features: torch.Tensor,
+    paths: Sequence[str | None],
+    top_k: int,
+    reject: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> list[dict[str, Any]]:
     """The records of encoded images ``features`` ``[N, D]``: :func:`score_features`, then :func:`prediction_records`.
 
     ``cache_dir`` holds the text features ZS-Norm calibration needs (``None``/``""``: the default cache).
@@ -155,9 +166,17 @@ def apply_artifact(clf: Any, backbone: Any, features: torch.Tensor, paths: Seque
     return prediction_records(scores, clf.classnames, top_k, reject, paths)
 
 
-def predict_images(clf: Any, backbone: Any, images: Sequence[ImageInput], *, top_k: int = 1, reject: bool = False,
-                   skip_bad: bool = False, cache_dir: str | os.PathLike | None = None,
-                   batch_size: int = 64) -> list[dict[str, Any]]:
+def predict_images(
+    clf: Any,
+    backbone: Any,
+    images: Sequence[ImageInput],
+    *,
+    top_k: int = 1,
+    reject: bool = False,
+    skip_bad: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
+) -> list[dict[str, Any]]:
     """One record per image of ``images`` (files, folders expanded in sorted order, PIL images), in input order.
 
     A bad image raises a one-line DataError naming it (its hint names ``--skip-bad``: the API rewords it);
@@ -172,8 +191,10 @@ def predict_images(clf: Any, backbone: Any, images: Sequence[ImageInput], *, top
     encoded = encode_inputs(backbone, images, cache_dir=cache_dir, batch_size=batch_size, skip_bad=skip_bad)
     good = [name for position, name in enumerate(encoded.names) if position not in encoded.errors]
     answers = iter(apply_artifact(clf, backbone, encoded.features, good, top_k, reject, cache_dir) if good else [])
-    return [error_record(name, encoded.errors[position]) if position in encoded.errors else next(answers)
-            for position, name in enumerate(encoded.names)]
+    return [
+        error_record(name, encoded.errors[position]) if position in encoded.errors else next(answers)
+        for position, name in enumerate(encoded.names)
+    ]
 
 
 @dataclass
@@ -200,8 +221,14 @@ class Encoded:
         return torch.stack([self.rows[i] for i in sorted(self.rows)]) if self.rows else torch.empty(0)
 
 
-def encode_inputs(backbone: Any, items: Sequence[ImageInput], *, cache_dir: str | os.PathLike | None = None,
-                  batch_size: int = 64, skip_bad: bool = False) -> Encoded:
+def encode_inputs(
+    backbone: Any,
+    items: Sequence[ImageInput],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    skip_bad: bool = False,
+) -> Encoded:
     """Features in input order: files and folders through the feature cache, PIL images checked and encoded directly.
 
     Consecutive files and folders go to the encoder together (one batched pass, not one call per file);
@@ -219,8 +246,9 @@ def encode_inputs(backbone: Any, items: Sequence[ImageInput], *, cache_dir: str 
         elif isinstance(item, (str, os.PathLike)):
             _expand(item, skip_bad, encoded, pending)
         else:
-            raise ConfigError(f"input[{position}] is a {type(item).__name__}; "
-                              "images are file paths, folders or PIL images")
+            raise ConfigError(
+                f"input[{position}] is a {type(item).__name__}; images are file paths, folders or PIL images"
+            )
     _encode_files(backbone, pending, encoded, cache_dir, batch_size, skip_bad)
     return encoded
 
@@ -237,8 +265,14 @@ def _expand(item: str | os.PathLike, skip_bad: bool, encoded: Encoded, pending: 
     pending.extend((encoded.add(str(path), None), path) for path in files)
 
 
-def _encode_files(backbone: Any, pending: list[tuple[int, Path]], encoded: Encoded, cache_dir: str | os.PathLike | None,
-                  batch_size: int, skip_bad: bool) -> None:
+def _encode_files(
+    backbone: Any,
+    pending: list[tuple[int, Path]],
+    encoded: Encoded,
+    cache_dir: str | os.PathLike | None,
+    batch_size: int,
+    skip_bad: bool,
+) -> None:
     """Encode the reserved files in one :func:`extract_images` pass; empty ``pending`` afterwards."""
     if not pending:
         return
@@ -267,5 +301,15 @@ def _encode_pil(backbone: Any, item: Image.Image, name: str, skip_bad: bool, enc
     encoded.add(None, backbone.encode_images(pixels).float().cpu()[0])
 
 
-__all__ = ["UNKNOWN", "Encoded", "apply_artifact", "check_reject", "check_top_k", "encode_inputs", "error_record",
-           "predict_images", "prediction_records", "score_features"]
+__all__ = [
+    "UNKNOWN",
+    "Encoded",
+    "apply_artifact",
+    "check_reject",
+    "check_top_k",
+    "encode_inputs",
+    "error_record",
+    "predict_images",
+    "prediction_records",
+    "score_features",
+]

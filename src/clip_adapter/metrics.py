@@ -30,7 +30,13 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, classnames
 
     num_classes = len(classnames)
     if len(labels) == 0:
-        return {"accuracy": None, "num_images": 0, "per_class_accuracy": {}, "confusion_matrix": [], "calibration": None}
+        return {
+            "accuracy": None,
+            "num_images": 0,
+            "per_class_accuracy": {},
+            "confusion_matrix": [],
+            "calibration": None,
+        }
     matrix = confusion_matrix(logits.argmax(dim=1), labels, num_classes)
     support = matrix.sum(dim=1)
     per_class = {

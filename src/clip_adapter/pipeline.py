@@ -43,7 +43,8 @@ class FeatureConfig(Config):
     aug_seed: int = option(0, "seed of the augmented views (shared across few-shot seeds so the cache is reused)")
     flip: bool = option(True, "random horizontal flip in training views")
     crop_scale: tuple[float, ...] = option(
-        (0.5, 1.0), "random-resized-crop area range of training views: (0.5, 1) Tip-Adapter's cache, (0.08, 1) Dassl's (CoOp, CoCoOp, CLIP-Adapter)"
+        (0.5, 1.0),
+        "random-resized-crop area range of training views: (0.5, 1) Tip-Adapter's cache, (0.08, 1) Dassl's (CoOp, CoCoOp, CLIP-Adapter)",
     )
     batch_size: int = option(64, "images per encoder batch")
     skip_bad: bool = option(False, "leave unreadable images out (and list them) instead of stopping")
@@ -54,7 +55,9 @@ class FeatureConfig(Config):
         check_range("batch_size", self.batch_size, 1, 65536)
         check_range("aug_seed", self.aug_seed, 0, SEED_MAX)
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ConfigError(f"crop_scale must be LO,HI with 0 < LO <= HI <= 1, got {','.join(map(str, self.crop_scale))}")
+            raise ConfigError(
+                f"crop_scale must be LO,HI with 0 < LO <= HI <= 1, got {','.join(map(str, self.crop_scale))}"
+            )
 
     def augment(self) -> AugmentConfig:
         return AugmentConfig(views=self.views, flip=self.flip, crop_scale=tuple(self.crop_scale))
@@ -70,10 +73,15 @@ class RunConfig(Config):
     method: str = option("clip-adapter", "method name (see `clip-adapter methods`)")
     shots: int = option(16, "training images per class (CoOp protocol)")
     seed: int = option(1, "few-shot sampling and training seed")
-    protocol: str = option("val", "hyper-parameters chosen on: val (few-shot validation), full-val (the dataset's whole validation split), "
-                                  "none (defaults) or oracle (TEST)")
+    protocol: str = option(
+        "val",
+        "hyper-parameters chosen on: val (few-shot validation), full-val (the dataset's whole validation split), "
+        "none (defaults) or oracle (TEST)",
+    )
     templates: tuple[str, ...] = option((), "prompt templates; empty = the dataset's default")
-    allow_unknown_words: bool = option(False, "train a prompt-based method even if the tokenizer cannot read some class names")
+    allow_unknown_words: bool = option(
+        False, "train a prompt-based method even if the tokenizer cannot read some class names"
+    )
 
     def validate(self) -> None:
         check_range("shots", self.shots, 0, 100_000)
@@ -116,7 +124,9 @@ def templates_source(dataset: Dataset, requested: tuple[str, ...] | str | None =
     return f"default: no standard dataset matched the name {dataset.name!r} (pass --template to choose)"
 
 
-UNREADABLE_HINT = "rename the classes (--classnames FILE), use a backbone with an open vocabulary, or pass --allow-unknown-words"
+UNREADABLE_HINT = (
+    "rename the classes (--classnames FILE), use a backbone with an open vocabulary, or pass --allow-unknown-words"
+)
 
 
 @dataclass
@@ -136,9 +146,13 @@ class PromptProblems:
         if self.unknown:
             shown = "; ".join(f"{name!r}: {', '.join(words)}" for name, words in list(self.unknown.items())[:5])
             more = "; …" if len(self.unknown) > 5 else ""
-            parts.append(f"{len(self.unknown)} class name(s) hold words the {self.tokenizer} tokenizer cannot read ({shown}{more})")
+            parts.append(
+                f"{len(self.unknown)} class name(s) hold words the {self.tokenizer} tokenizer cannot read ({shown}{more})"
+            )
         if self.clashes:
-            parts.append("identical prompts for " + "; ".join(" = ".join(repr(n) for n in group) for group in self.clashes[:3]))
+            parts.append(
+                "identical prompts for " + "; ".join(" = ".join(repr(n) for n in group) for group in self.clashes[:3])
+            )
         return "; ".join(parts)
 
 
@@ -159,7 +173,9 @@ def prompts_refused(run: RunConfig) -> bool:
     return getattr(get_method(run.method), "uses_text", True) and not run.allow_unknown_words
 
 
-def check_prompts_readable(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], run: RunConfig) -> None:
+def check_prompts_readable(
+    backbone: Backbone, classnames: list[str], templates: tuple[str, ...], run: RunConfig
+) -> None:
     """Refuse (for methods that read the prompts) class names the backbone's tokenizer cannot read.
 
     See :func:`prompt_problems`. The names and words are reported;
@@ -183,7 +199,11 @@ def identical_prompt_classes(backbone: Backbone, classnames: list[str], template
 
 
 def encode_split(
-    backbone: Backbone, split: FewShotSplit, templates: tuple[str, ...], features: FeatureConfig, with_test: bool = True,
+    backbone: Backbone,
+    split: FewShotSplit,
+    templates: tuple[str, ...],
+    features: FeatureConfig,
+    with_test: bool = True,
     full_val: list[Sample] | None = None,
 ) -> SplitFeatures:
     """Encode (or read from the cache) the train views, val, test and class prompts of ``split``.
@@ -198,7 +218,9 @@ def encode_split(
 
     def encode(samples, augment, desc, count_skipped=True):
         paths = [s.path for s in samples]
-        feats, kept, run_stats = extract_images(backbone, paths, store, augment, features.aug_seed, features.batch_size, features.skip_bad, desc)
+        feats, kept, run_stats = extract_images(
+            backbone, paths, store, augment, features.aug_seed, features.batch_size, features.skip_bad, desc
+        )
         if not count_skipped:  # the same images read a second time: their skips are already listed
             run_stats.skipped = []
         stats.merge(run_stats)
@@ -208,12 +230,27 @@ def encode_split(
     centre, _, centre_kept = encode(split.train, None, "train centre", count_skipped=False)
     train_centre = centre if centre_kept == train_kept else None  # the same images, in the same order, or none
     val, val_labels, _ = encode(split.val, None, "val")
-    test, test_labels, _ = encode(split.test, None, "test") if with_test else (torch.empty(0, backbone.embed_dim), torch.empty(0, dtype=torch.long), [])
+    test, test_labels, _ = (
+        encode(split.test, None, "test")
+        if with_test
+        else (torch.empty(0, backbone.embed_dim), torch.empty(0, dtype=torch.long), [])
+    )
     whole_val = encode(full_val, None, "full val")[:2] if full_val is not None else None
     prompts = prompt_embeddings(backbone, split.dataset.classnames, templates, features.cache_path())
     classes = split.dataset.num_classes
-    return SplitFeatures(train, train_labels, val, val_labels, test, test_labels, ensemble(prompts, classes), mean_raw(prompts, classes),
-                         stats, whole_val, train_centre)
+    return SplitFeatures(
+        train,
+        train_labels,
+        val,
+        val_labels,
+        test,
+        test_labels,
+        ensemble(prompts, classes),
+        mean_raw(prompts, classes),
+        stats,
+        whole_val,
+        train_centre,
+    )
 
 
 def full_validation(dataset: Dataset, protocol: str) -> list[Sample] | None:
@@ -226,8 +263,10 @@ def full_validation(dataset: Dataset, protocol: str) -> list[Sample] | None:
         return None
     samples = dataset.split("val")
     if not samples:
-        raise DataError(f"protocol full-val: dataset {dataset.name} has no validation split to choose on "
-                        "(use --protocol val, or oracle to choose on TEST as the official code does for ImageNet)")
+        raise DataError(
+            f"protocol full-val: dataset {dataset.name} has no validation split to choose on "
+            "(use --protocol val, or oracle to choose on TEST as the official code does for ImageNet)"
+        )
     return samples
 
 
@@ -242,16 +281,32 @@ def sample_split(dataset: Dataset, shots: int, seed: int) -> FewShotSplit:
     return split
 
 
-def few_shot_data(feats: SplitFeatures, backbone: Backbone, classnames: list[str], templates: tuple[str, ...], run: RunConfig) -> FewShotData:
+def few_shot_data(
+    feats: SplitFeatures, backbone: Backbone, classnames: list[str], templates: tuple[str, ...], run: RunConfig
+) -> FewShotData:
     """What the method may learn from; the selection split is the whole val split under ``full-val``, test only under ``oracle``."""
     override = {"oracle": (feats.test, feats.test_labels), "full-val": feats.full_val}.get(run.protocol)
     return FewShotData(
-        feats.train, feats.train_labels, feats.val, feats.val_labels, feats.text, backbone.logit_scale,
-        list(classnames), templates, run.seed, run.protocol, backbone, override, feats.text_raw, feats.train_centre,
+        feats.train,
+        feats.train_labels,
+        feats.val,
+        feats.val_labels,
+        feats.text,
+        backbone.logit_scale,
+        list(classnames),
+        templates,
+        run.seed,
+        run.protocol,
+        backbone,
+        override,
+        feats.text_raw,
+        feats.train_centre,
     )
 
 
-def fit(run: RunConfig, method_config: Config, data: FewShotData, backbone: Backbone) -> tuple[Classifier, dict[str, Any]]:
+def fit(
+    run: RunConfig, method_config: Config, data: FewShotData, backbone: Backbone
+) -> tuple[Classifier, dict[str, Any]]:
     """Fit ``run.method`` on ``data``; return the classifier and the fit record."""
     method = get_method(run.method)(method_config)
     if data.train.shape[0] == 0 and run.method != "zero-shot":
@@ -261,14 +316,26 @@ def fit(run: RunConfig, method_config: Config, data: FewShotData, backbone: Back
     result = method.fit(data)
     seconds = time.perf_counter() - start
     # `auto` fits another method's head: the artifact is an ordinary artifact of that method.
-    clf = Classifier(result.method or run.method, result.head, data.classnames, data.templates, backbone.describe(), result.selected)
-    return clf, {"selection": result.selected, "val_accuracy": result.val_accuracy, "fit_seconds": round(seconds, 3), "history": result.history}
+    clf = Classifier(
+        result.method or run.method, result.head, data.classnames, data.templates, backbone.describe(), result.selected
+    )
+    return clf, {
+        "selection": result.selected,
+        "val_accuracy": result.val_accuracy,
+        "fit_seconds": round(seconds, 3),
+        "history": result.history,
+    }
 
 
 def versions() -> dict[str, str]:
     import open_clip
 
-    return {"clip_adapter": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__, "python": platform.python_version()}
+    return {
+        "clip_adapter": __version__,
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def split_fingerprint(split: FewShotSplit) -> str:
@@ -289,7 +356,9 @@ class PreparedSplit:
     encode_seconds: float
 
 
-def prepare(backbone: Backbone, dataset: Dataset, run: RunConfig, features: FeatureConfig | None = None) -> PreparedSplit:
+def prepare(
+    backbone: Backbone, dataset: Dataset, run: RunConfig, features: FeatureConfig | None = None
+) -> PreparedSplit:
     """Sample the few-shot split of ``run`` and encode (or read from the cache) its features."""
     features = features or FeatureConfig()
     templates = templates_for(dataset, run.templates)
@@ -301,7 +370,9 @@ def prepare(backbone: Backbone, dataset: Dataset, run: RunConfig, features: Feat
     return PreparedSplit(dataset, split, templates, feats, features, time.perf_counter() - start)
 
 
-def fit_and_evaluate(backbone: Backbone, prepared: PreparedSplit, run: RunConfig, method_config: Config | None = None) -> tuple[Classifier, dict[str, Any]]:
+def fit_and_evaluate(
+    backbone: Backbone, prepared: PreparedSplit, run: RunConfig, method_config: Config | None = None
+) -> tuple[Classifier, dict[str, Any]]:
     """Fit ``run.method`` on a prepared split and evaluate it (and zero-shot) on the test split."""
     method_config = for_dataset(run.method, method_config or get_method(run.method).Config(), prepared.dataset.name)
     feats, dataset = prepared.features, prepared.dataset
@@ -325,11 +396,19 @@ def fit_and_evaluate(backbone: Backbone, prepared: PreparedSplit, run: RunConfig
         "backbone": backbone.describe(),
         "templates": list(prepared.templates),
         "templates_source": templates_source(dataset, run.templates),
-        "data": {"dataset": dataset.name, "root": str(dataset.root.resolve()), "num_classes": dataset.num_classes,
-                 "fingerprint": split_fingerprint(prepared.split),
-                 "counts": {"train": len(feats.train_labels), "val": len(feats.val_labels), "test": len(feats.test_labels),
-                            "selection": len(data.selection[1])},
-                 "short_classes": prepared.split.short_classes},
+        "data": {
+            "dataset": dataset.name,
+            "root": str(dataset.root.resolve()),
+            "num_classes": dataset.num_classes,
+            "fingerprint": split_fingerprint(prepared.split),
+            "counts": {
+                "train": len(feats.train_labels),
+                "val": len(feats.val_labels),
+                "test": len(feats.test_labels),
+                "selection": len(data.selection[1]),
+            },
+            "short_classes": prepared.split.short_classes,
+        },
         "extraction": feats.stats.to_dict(),
         "timings": {"encode_seconds": round(prepared.encode_seconds, 3), "fit_seconds": record["fit_seconds"]},
         "versions": versions(),
@@ -350,7 +429,11 @@ def shots_used(train_labels: torch.Tensor, classnames: list[str]) -> dict[str, A
     """
     counts = torch.bincount(train_labels.long(), minlength=len(classnames)).tolist() if len(classnames) else []
     top = max(counts, default=0)
-    return {"min": min(counts, default=0), "max": top, "classes_below_max": {n: c for n, c in zip(classnames, counts) if c < top}}
+    return {
+        "min": min(counts, default=0),
+        "max": top,
+        "classes_below_max": {n: c for n, c in zip(classnames, counts) if c < top},
+    }
 
 
 def shots_text(result: dict[str, Any]) -> str:
@@ -386,7 +469,9 @@ def epoch_log_csv(history: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for record in history:
-        name = " ".join(f"{k}={v}" for k, v in record.items() if k in ("lr", "alpha", "beta") and not isinstance(v, (list, dict)))
+        name = " ".join(
+            f"{k}={v}" for k, v in record.items() if k in ("lr", "alpha", "beta") and not isinstance(v, (list, dict))
+        )
         for row in record.get("epochs", []):
             writer.writerow({"candidate": name, **row})
     return buffer.getvalue()
@@ -422,8 +507,16 @@ class LabelledSamples:
     stats: ExtractStats
 
 
-def encode_labelled(clf: Classifier, backbone: Backbone, dataset: Dataset, split: str, cache_dir: Any, where: str,
-                    batch_size: int = 64, skip_bad: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[int], Any]:
+def encode_labelled(
+    clf: Classifier,
+    backbone: Backbone,
+    dataset: Dataset,
+    split: str,
+    cache_dir: Any,
+    where: str,
+    batch_size: int = 64,
+    skip_bad: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, list[int], Any]:
     """Features and artifact-ordered labels of ``dataset``'s ``split`` (``all``: every image), classes matched by name.
 
     One path for ``eval`` and for fitting a trust record: a class the artifact was
@@ -436,7 +529,9 @@ def encode_labelled(clf: Classifier, backbone: Backbone, dataset: Dataset, split
     if not samples:
         raise DataError(f"{where} has no {split} images")
     store = image_store(backbone, cache_dir or default_cache_dir())
-    feats, kept, stats = extract_images(backbone, [s.path for s in samples], store, None, 0, batch_size, skip_bad, split)
+    feats, kept, stats = extract_images(
+        backbone, [s.path for s in samples], store, None, 0, batch_size, skip_bad, split
+    )
     if not kept:
         raise DataError(f"{where}: none of its {len(samples)} {split} images could be read (all were skipped)")
     labels = torch.tensor([labels_of[samples[i].label] for i in kept], dtype=torch.long)
@@ -453,13 +548,18 @@ def trust_report(clf: Classifier, scores: Any, labels: torch.Tensor) -> dict[str
     if trust is not None and trust.calibration is not None:
         out["uncalibrated"] = calibration_report(scores.raw, labels)
     if trust is not None and trust.conformal is not None:
-        out["conformal"] = {"score": trust.conformal.score, "class_conditional": trust.conformal.class_conditional,
-                            "n_calibration": trust.conformal.n_calibration,
-                            **conformal_report(scores.sets, labels, trust.conformal.alpha)}
+        out["conformal"] = {
+            "score": trust.conformal.score,
+            "class_conditional": trust.conformal.class_conditional,
+            "n_calibration": trust.conformal.n_calibration,
+            **conformal_report(scores.sets, labels, trust.conformal.alpha),
+        }
     return out
 
 
-def ood_report(clf: Classifier, backbone: Backbone, id_logits: torch.Tensor, ood_logits: torch.Tensor) -> dict[str, Any]:
+def ood_report(
+    clf: Classifier, backbone: Backbone, id_logits: torch.Tensor, ood_logits: torch.Tensor
+) -> dict[str, Any]:
     """AUROC and FPR at 95 % TPR of the artifact's OOD score (MCM when it has no detector), in vs out of distribution."""
     from .trust.ood import auroc, fpr_at_tpr, ood_scores
 
@@ -473,17 +573,32 @@ def ood_report(clf: Classifier, backbone: Backbone, id_logits: torch.Tensor, ood
         scale = ood_logit_scale(clf, backbone)
         inside, outside = (ood_scores(x, "mcm", logit_scale=scale) for x in (id_logits, ood_logits))
         name = "mcm"
-    report = {"score": name, "num_in_distribution": len(inside), "num_out_of_distribution": len(outside),
-              "auroc": auroc(inside, outside), "fpr_at_95_tpr": fpr_at_tpr(inside, outside, 0.95)}
+    report = {
+        "score": name,
+        "num_in_distribution": len(inside),
+        "num_out_of_distribution": len(outside),
+        "auroc": auroc(inside, outside),
+        "fpr_at_95_tpr": fpr_at_tpr(inside, outside, 0.95),
+    }
     if detector is not None:  # what the recorded threshold does on these images
-        report.update(threshold=detector.threshold, accepted_in_distribution=float((inside >= detector.threshold).double().mean()),
-                      accepted_out_of_distribution=float((outside >= detector.threshold).double().mean()))
+        report.update(
+            threshold=detector.threshold,
+            accepted_in_distribution=float((inside >= detector.threshold).double().mean()),
+            accepted_out_of_distribution=float((outside >= detector.threshold).double().mean()),
+        )
     return report
 
 
 def evaluate_classifier(
-    clf: Classifier, backbone: Backbone, dataset: Dataset, split: str, cache_dir: Any, where: str,
-    batch_size: int = 64, skip_bad: bool = False, ood_images: Sequence[Path] = (),
+    clf: Classifier,
+    backbone: Backbone,
+    dataset: Dataset,
+    split: str,
+    cache_dir: Any,
+    where: str,
+    batch_size: int = 64,
+    skip_bad: bool = False,
+    ood_images: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Accuracy, per-class accuracy and confusion matrix of ``clf`` on ``dataset``'s ``split`` (``all``: every image).
 
@@ -501,11 +616,15 @@ def evaluate_classifier(
     report.update(trust_report(clf, scores, labels))
     if ood_images:
         store = image_store(backbone, cache_dir)
-        ood_feats, _, ood_stats = extract_images(backbone, list(ood_images), store, None, 0, batch_size, skip_bad, "ood")
+        ood_feats, _, ood_stats = extract_images(
+            backbone, list(ood_images), store, None, 0, batch_size, skip_bad, "ood"
+        )
         report["ood"] = ood_report(clf, backbone, scores.raw, clf.logits(ood_feats))
         report["ood"]["skipped"] = ood_stats.to_dict()["skipped"]
     present = set(labels.tolist())
-    report["per_class_accuracy"] = {n: a for i, (n, a) in enumerate(report["per_class_accuracy"].items()) if i in present}
+    report["per_class_accuracy"] = {
+        n: a for i, (n, a) in enumerate(report["per_class_accuracy"].items()) if i in present
+    }
     report["absent_classes"] = [n for i, n in enumerate(clf.classnames) if i not in present]
     report["skipped"] = read.stats.to_dict()["skipped"]
     return report

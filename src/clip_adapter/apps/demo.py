@@ -21,7 +21,9 @@ from ..pipeline import FeatureConfig, RunConfig, run_few_shot
 
 VARIANTS = ("visual", "text", "both")
 
-KIND = register_kind("demo", r"^(runs|splits|plots|artifact|cache|data-[\w-]+|(results|summary)_\w+\.csv|table_\w+\.md)$")
+KIND = register_kind(
+    "demo", r"^(runs|splits|plots|artifact|cache|data-[\w-]+|(results|summary)_\w+\.csv|table_\w+\.md)$"
+)
 
 
 @dataclass
@@ -37,7 +39,9 @@ class DemoConfig(Config):
     out: str = option("clip-adapter-demo", "output folder")
 
 
-def run_demo(config: DemoConfig, backbone: Backbone | None = None, log: Callable[[str], None] = print) -> dict[str, Path]:
+def run_demo(
+    config: DemoConfig, backbone: Backbone | None = None, log: Callable[[str], None] = print
+) -> dict[str, Path]:
     """Write the task, run zero-shot and CLIP-Adapter (visual, text, both), write table, plot, artifact.
 
     Example:
@@ -50,7 +54,9 @@ def run_demo(config: DemoConfig, backbone: Backbone | None = None, log: Callable
     data_dir = out / f"data-{config.task}-{config.domain}"
     if not (data_dir / "split.json").is_file():
         log(f"writing the {config.task} task in the {config.domain} domain to {data_dir}")
-        write_task_dataset(config.task, config.domain, data_dir, config.train_per_class, 8, config.test_per_class, seed=0)
+        write_task_dataset(
+            config.task, config.domain, data_dir, config.train_per_class, 8, config.test_per_class, seed=0
+        )
     dataset = load_dataset(data_dir, name=f"toy-{config.task}-{config.domain}")
     backbone = backbone or create_backbone("toy")
     features = FeatureConfig(cache_dir=str(out / "cache"), flip=True)
@@ -63,4 +69,10 @@ def run_demo(config: DemoConfig, backbone: Backbone | None = None, log: Callable
     run = RunConfig(method="clip-adapter", shots=max(config.shots), seed=config.seeds[0])
     clf, result, split = run_few_shot(backbone, dataset, run, None, features)
     clf.save_pretrained(artifact, {"result.json": result, "split.json": split.to_json()}, overwrite=True)
-    return {"table": files["table"], "plot": plots[0], "artifact": artifact, "data": data_dir, "seconds": report.seconds}  # type: ignore[dict-item]
+    return {
+        "table": files["table"],
+        "plot": plots[0],
+        "artifact": artifact,
+        "data": data_dir,
+        "seconds": report.seconds,
+    }  # type: ignore[dict-item]

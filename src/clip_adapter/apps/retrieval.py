@@ -137,18 +137,28 @@ def build_index(
     if approximate is not None:
         _faiss(approximate)  # refused before any encoding when FAISS is missing or the kind unknown
     paths = find_images([folder])
-    feats, kept, stats = extract_images(backbone, paths, image_store(backbone, cache_dir), None, 0, batch_size, skip_bad, "index")
+    feats, kept, stats = extract_images(
+        backbone, paths, image_store(backbone, cache_dir), None, 0, batch_size, skip_bad, "index"
+    )
     if feats.shape[-1] != backbone.embed_dim:  # the feature cache checks widths; an index never records a wrong one
-        raise ArtifactError(f"the features of {quoted(folder)} are {feats.shape[-1]} wide but {backbone.id} embeds in {backbone.embed_dim}")
+        raise ArtifactError(
+            f"the features of {quoted(folder)} are {feats.shape[-1]} wide but {backbone.id} embeds in {backbone.embed_dim}"
+        )
     tensors = {"features": normalised(feats)}
     if adaptation is not None:
         tensors["adapted"] = adaptation.image(tensors["features"])
     record = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
-        "backbone": backbone.describe(), "transform": eval_transform_id(backbone.preprocess),
-        "root": str(folder.resolve()), "paths": [paths[i].relative_to(folder).as_posix() for i in kept],
-        "embed_dim": int(tensors["features"].shape[1]), "skipped": [{"path": p, "reason": r} for p, r in stats.skipped],
-        "artifact": adaptation.fingerprint if adaptation else None, "approximate": approximate,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "backbone": backbone.describe(),
+        "transform": eval_transform_id(backbone.preprocess),
+        "root": str(folder.resolve()),
+        "paths": [paths[i].relative_to(folder).as_posix() for i in kept],
+        "embed_dim": int(tensors["features"].shape[1]),
+        "skipped": [{"path": p, "reason": r} for p, r in stats.skipped],
+        "artifact": adaptation.fingerprint if adaptation else None,
+        "approximate": approximate,
     }
     with atomic_dir(out, may_replace=lambda p: overwrite and is_own_output(p, KIND)) as tmp:
         save_tensors(tmp / FEATURES_FILE, tensors, metadata={"format": FORMAT})
@@ -194,7 +204,9 @@ def load_index(directory: str | os.PathLike) -> ImageIndex:
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise ArtifactError(f"index not found: {quoted(directory)} (build one with clip-adapter index FOLDER --out DIR)")
+        raise ArtifactError(
+            f"index not found: {quoted(directory)} (build one with clip-adapter index FOLDER --out DIR)"
+        )
     where = quoted(directory / INDEX_FILE)
     record = _read_record(directory / INDEX_FILE)
     paths, dim, backbone, artifact, approximate = _record_fields(record, where)
@@ -204,8 +216,17 @@ def load_index(directory: str | os.PathLike) -> ImageIndex:
     tensors = parse_tensors(data, f"index features {directory / FEATURES_FILE}", expected)
     for name, matrix in tensors.items():
         _check_unit_rows(matrix, name, directory / FEATURES_FILE)
-    return ImageIndex(directory, Path(record["root"]), paths, tensors["features"].float(), backbone, artifact,
-                      tensors.get("adapted"), approximate, files)
+    return ImageIndex(
+        directory,
+        Path(record["root"]),
+        paths,
+        tensors["features"].float(),
+        backbone,
+        artifact,
+        tensors.get("adapted"),
+        approximate,
+        files,
+    )
 
 
 def _read_record(path: Path) -> dict[str, Any]:
@@ -216,7 +237,9 @@ def _read_record(path: Path) -> dict[str, Any]:
         raise ArtifactError(f"{where} is not a clip-adapter index record")
     version = record.get("format_version")
     if version == 1:
-        raise ArtifactError(f"{where} was written by an earlier clip-adapter (index format 1, files not checksummed); {REBUILD}")
+        raise ArtifactError(
+            f"{where} was written by an earlier clip-adapter (index format 1, files not checksummed); {REBUILD}"
+        )
     if version != FORMAT_VERSION:
         raise ArtifactError(f"{where}: index format version {version!r} is not supported; {REBUILD}")
     try:
@@ -235,15 +258,23 @@ def _record_fields(record: dict[str, Any], where: str) -> tuple[list[str], int, 
         raise ArtifactError(f"{where}: paths must be a list of non-empty strings")
     if isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= 1_000_000:
         raise ArtifactError(f"{where}: embed_dim must be a positive integer, got {dim!r}")
-    if not isinstance(backbone, dict) or not isinstance(backbone.get("id"), str) or not isinstance(backbone.get("name"), str):
+    if (
+        not isinstance(backbone, dict)
+        or not isinstance(backbone.get("id"), str)
+        or not isinstance(backbone.get("name"), str)
+    ):
         raise ArtifactError(f"{where}: backbone must be an object with a name and an id")
     if backbone.get("embed_dim", dim) != dim:
-        raise ArtifactError(f"{where}: embed_dim {dim} is not the width of its backbone ({backbone.get('embed_dim')!r}); {REBUILD}")
+        raise ArtifactError(
+            f"{where}: embed_dim {dim} is not the width of its backbone ({backbone.get('embed_dim')!r}); {REBUILD}"
+        )
     artifact, approximate = record.get("artifact"), record.get("approximate")
     if artifact is not None and not (isinstance(artifact, dict) and isinstance(artifact.get("sha256"), str)):
         raise ArtifactError(f"{where}: artifact must be null or an object with a sha256")
     if approximate is not None and approximate not in APPROXIMATE_KINDS:
-        raise ArtifactError(f"{where}: approximate must be null or one of {', '.join(APPROXIMATE_KINDS)}, got {approximate!r}")
+        raise ArtifactError(
+            f"{where}: approximate must be null or one of {', '.join(APPROXIMATE_KINDS)}, got {approximate!r}"
+        )
     if not isinstance(record.get("root"), str) or not record["root"]:
         raise ArtifactError(f"{where}: root must be the indexed folder's path")
     return paths, dim, backbone, artifact, approximate
@@ -255,7 +286,9 @@ def _record_files(record: dict[str, Any], where: str) -> dict[str, str]:
     if not isinstance(files, dict) or not all(isinstance(v, str) and _HEX64.match(v) for v in files.values()):
         raise ArtifactError(f"{where}: files must map each file of the index to its sha256")
     if sorted(files) != sorted(index_files(record)):
-        raise ArtifactError(f"{where}: files lists {', '.join(sorted(files)) or 'nothing'}, expected {', '.join(index_files(record))}")
+        raise ArtifactError(
+            f"{where}: files lists {', '.join(sorted(files)) or 'nothing'}, expected {', '.join(index_files(record))}"
+        )
     return files
 
 
@@ -270,7 +303,9 @@ def verified_bytes(path: Path, files: dict[str, str], what: str) -> bytes:
     except OSError as exc:
         raise ArtifactError(f"{what} {quoted(path)} cannot be read: {exc.strerror or exc.__class__.__name__}") from None
     if sha256_bytes(data) != files[path.name]:
-        raise ArtifactError(f"{quoted(path)} does not match the sha256 recorded in {INDEX_FILE} (replaced or changed after indexing); {REBUILD}")
+        raise ArtifactError(
+            f"{quoted(path)} does not match the sha256 recorded in {INDEX_FILE} (replaced or changed after indexing); {REBUILD}"
+        )
     return data
 
 
@@ -281,11 +316,17 @@ def _check_unit_rows(matrix: torch.Tensor, name: str, path: Path) -> None:
         raise ArtifactError(f"{quoted(path)}: tensor {name!r} has rows that are not L2-normalised")
 
 
-def backbone_for_index(index: ImageIndex, name: str | None = None, pretrained: str | None = None, device: str = "auto") -> Backbone:
+def backbone_for_index(
+    index: ImageIndex, name: str | None = None, pretrained: str | None = None, device: str = "auto"
+) -> Backbone:
     """Rebuild the backbone the index was built with (or the one named); a different one is refused by id."""
     info = index.backbone
     weights = info["id"].rsplit("/", 1)[-1]
-    seed = int(weights.split(":", 1)[1]) if weights.startswith("random-init:") and weights.split(":", 1)[1].isdigit() else 0
+    seed = (
+        int(weights.split(":", 1)[1])
+        if weights.startswith("random-init:") and weights.split(":", 1)[1].isdigit()
+        else 0
+    )
     precision = info.get("precision") if info.get("precision") in ("bf16", "fp32") else "auto"
     backbone = create_backbone(name or info["name"], pretrained or info.get("pretrained"), precision, device, seed)
     check_index_backbone(index, backbone)
@@ -350,7 +391,9 @@ def encode_image_query(backbone: Backbone, path: str | os.PathLike, cache_dir: s
     A bad image is a DataError naming it, without extraction's ``--skip-bad``
     hint: there is nothing to skip in a one-image query (and search has no such option).
     """
-    feats, _, _ = extract_images(backbone, [Path(path)], image_store(backbone, cache_dir), None, 0, 1, False, "query", bad_hint=None)
+    feats, _, _ = extract_images(
+        backbone, [Path(path)], image_store(backbone, cache_dir), None, 0, 1, False, "query", bad_hint=None
+    )
     return normalised(feats[0])
 
 
@@ -375,8 +418,10 @@ def search(
         raise ConfigError(f"top_k must be at least 1, got {top_k}")
     check_index_adaptation(index, adaptation, unadapted)
     if query.numel() != index.dim:
-        raise ConfigError(f"the query is {query.numel()}-dimensional but index {quoted(index.directory)} holds "
-                          f"{index.dim}-dimensional features; encode it with the index's backbone")
+        raise ConfigError(
+            f"the query is {query.numel()}-dimensional but index {quoted(index.directory)} holds "
+            f"{index.dim}-dimensional features; encode it with the index's backbone"
+        )
     gallery, name = index.features, "features"
     if adaptation is not None:
         query = (adaptation.text if query_kind == "text" else adaptation.image)(query.view(1, -1))[0]
@@ -395,7 +440,11 @@ def search(
 
 def _adapted_gallery(index: ImageIndex, adaptation: Adaptation, approximate: bool) -> tuple[torch.Tensor, str]:
     """The stored adapted features when they came from this very artifact, else computed now (exact search only)."""
-    if index.adapted is not None and index.artifact and index.artifact.get("sha256") == adaptation.fingerprint["sha256"]:
+    if (
+        index.adapted is not None
+        and index.artifact
+        and index.artifact.get("sha256") == adaptation.fingerprint["sha256"]
+    ):
         return index.adapted.float(), "adapted"
     if approximate:
         raise ConfigError(
@@ -437,31 +486,54 @@ def _faiss_search(index: ImageIndex, name: str, query: torch.Tensor, k: int) -> 
     faiss = _faiss()
     path = index.directory / FAISS_FILES[name]
     if index.approximate is None or path.name not in index.files:
-        raise ConfigError(f"index {quoted(index.directory)} has no approximate index ({path.name}); rebuild it with --faiss")
+        raise ConfigError(
+            f"index {quoted(index.directory)} has no approximate index ({path.name}); rebuild it with --faiss"
+        )
     data = verified_bytes(path, index.files, "approximate index")  # hashed and parsed from the same bytes
     try:
         built = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except RuntimeError as exc:
-        raise ArtifactError(f"{quoted(path)} is not a readable FAISS index ({str(exc).splitlines()[0][:200]})") from None
+        raise ArtifactError(
+            f"{quoted(path)} is not a readable FAISS index ({str(exc).splitlines()[0][:200]})"
+        ) from None
     if built.ntotal != len(index.paths) or built.d != index.features.shape[1]:
-        raise ArtifactError(f"{quoted(path)} holds {built.ntotal}x{built.d} vectors but the index has {len(index.paths)}x{index.features.shape[1]}")
+        raise ArtifactError(
+            f"{quoted(path)} holds {built.ntotal}x{built.d} vectors but the index has {len(index.paths)}x{index.features.shape[1]}"
+        )
     scores, ids = built.search(query.float().view(1, -1).contiguous().numpy(), k)
     return scores[0].tolist(), ids[0].tolist()
 
 
-def _check_faiss_scores(index: ImageIndex, name: str, gallery: torch.Tensor, query: torch.Tensor, scores: list[float], ids: list[int]) -> None:
+def _check_faiss_scores(
+    index: ImageIndex, name: str, gallery: torch.Tensor, query: torch.Tensor, scores: list[float], ids: list[int]
+) -> None:
     """FAISS's scores must be the cosines of the index's own features: anything else is not this index's FAISS file."""
     found = [(s, i) for s, i in zip(scores, ids) if i >= 0]
     if not found:
         return
     exact = gallery[[i for _, i in found]] @ query.float().view(-1)
     if float((exact - torch.tensor([s for s, _ in found])).abs().max()) > NORM_TOLERANCE:
-        raise ArtifactError(f"{quoted(index.directory / FAISS_FILES[name])} does not hold the index's features "
-                            f"(its scores are not their cosines); {REBUILD}")
+        raise ArtifactError(
+            f"{quoted(index.directory / FAISS_FILES[name])} does not hold the index's features "
+            f"(its scores are not their cosines); {REBUILD}"
+        )
 
 
 __all__ = [
-    "Adaptation", "ImageIndex", "adaptation_for", "artifact_fingerprint", "backbone_for_index", "build_index",
-    "check_index_adaptation", "check_index_backbone", "encode_image_query", "encode_text_query", "index_files",
-    "load_index", "record_digest", "seal_record", "search", "verified_bytes",
+    "Adaptation",
+    "ImageIndex",
+    "adaptation_for",
+    "artifact_fingerprint",
+    "backbone_for_index",
+    "build_index",
+    "check_index_adaptation",
+    "check_index_backbone",
+    "encode_image_query",
+    "encode_text_query",
+    "index_files",
+    "load_index",
+    "record_digest",
+    "seal_record",
+    "search",
+    "verified_bytes",
 ]

@@ -47,7 +47,6 @@ Example:
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
 """
 
-
 import asyncio
 import base64
 import binascii
@@ -129,7 +128,9 @@ class RequestError(Exception):
     def response(self) -> Any:
         from fastapi.responses import JSONResponse
 
-        return JSONResponse(self.body(), status_code=self.status, headers={"connection": "close"} if self.close else None)
+        return JSONResponse(
+            self.body(), status_code=self.status, headers={"connection": "close"} if self.close else None
+        )
 
 
 class MicroBatcher:
@@ -195,8 +196,11 @@ def require_serve_extra() -> None:
     """A one-line ConfigError naming what to install when FastAPI, uvicorn or python-multipart is missing."""
     import importlib.util
 
-    missing = [name for name, module in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("python-multipart", "python_multipart"))
-               if importlib.util.find_spec(module) is None]
+    missing = [
+        name
+        for name, module in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("python-multipart", "python_multipart"))
+        if importlib.util.find_spec(module) is None
+    ]
     if missing:
         raise ConfigError(f"clip-adapter serve needs {', '.join(missing)}: {SERVE_HINT}")
 
@@ -249,8 +253,14 @@ def create_app(model: Any, limits: ServeLimits | None = None, *, info_full: bool
             return exc.response()
         except Exception as exc:  # a bug or a failed encoder call: one line to the client, the traceback to the log
             log.exception("POST /predict failed")
-            return JSONResponse({"error": one_line(f"internal error ({exc.__class__.__name__}: {exc})"), "kind": "internal",
-                                 "part": None}, status_code=500)
+            return JSONResponse(
+                {
+                    "error": one_line(f"internal error ({exc.__class__.__name__}: {exc})"),
+                    "kind": "internal",
+                    "part": None,
+                },
+                status_code=500,
+            )
 
     return app
 
@@ -294,8 +304,13 @@ class _ServerState:
             status = "busy"
         else:
             status = "ok"
-        return {"status": status, "in_flight": self.in_flight, "max_concurrency": limits.max_concurrency,
-                "uploading": self.uploading, "max_uploads": limits.max_uploads}
+        return {
+            "status": status,
+            "in_flight": self.in_flight,
+            "max_concurrency": limits.max_concurrency,
+            "uploading": self.uploading,
+            "max_uploads": limits.max_uploads,
+        }
 
     def info(self) -> dict[str, Any]:
         clf = self.model.classifier
@@ -307,8 +322,10 @@ class _ServerState:
             "method_config": clf.head.config.to_dict(),
             "backbone": backbone if self.info_full else _public_backbone(backbone),
             "limits": asdict(self.limits),
-            "input": {"multipart": "image files, any field name (e.g. images, repeated)",
-                      "json": '{"images": ["<base64>", ...], "top_k": 5}'},
+            "input": {
+                "multipart": "image files, any field name (e.g. images, repeated)",
+                "json": '{"images": ["<base64>", ...], "top_k": 5}',
+            },
         }
         if self.info_full:
             found["versions"] = _versions()
@@ -317,7 +334,9 @@ class _ServerState:
     async def predict(self, request: Any) -> dict[str, Any]:
         body = await self._receive(request)
         if self.in_flight >= self.limits.max_concurrency:  # one event loop: this check-and-increment cannot race
-            raise RequestError(503, f"server busy: {self.in_flight} requests in flight (--max-concurrency); retry later", "busy")
+            raise RequestError(
+                503, f"server busy: {self.in_flight} requests in flight (--max-concurrency); retry later", "busy"
+            )
         self.in_flight += 1
         try:
             parts, top_k = await _parse_request(request, body, self.limits)
@@ -340,14 +359,22 @@ class _ServerState:
 
         limits = self.limits
         if self.uploading >= limits.max_uploads:
-            raise RequestError(503, f"server busy: {self.uploading} uploads in progress (--max-uploads); retry later",
-                               "busy", close=True)
+            raise RequestError(
+                503,
+                f"server busy: {self.uploading} uploads in progress (--max-uploads); retry later",
+                "busy",
+                close=True,
+            )
         self.uploading += 1
         try:
             return await asyncio.wait_for(_read_body(request, limits.max_body_bytes), limits.body_timeout_s)
         except asyncio.TimeoutError:
-            raise RequestError(408, f"the request body did not arrive within {limits.body_timeout_s:g} s (--body-timeout-s)",
-                               "body-timeout", close=True) from None
+            raise RequestError(
+                408,
+                f"the request body did not arrive within {limits.body_timeout_s:g} s (--body-timeout-s)",
+                "body-timeout",
+                close=True,
+            ) from None
         except ClientDisconnect:  # the client's choice, not a server fault: one line, no traceback
             log.info("POST /predict: the client hung up during the upload")
             raise RequestError(400, "the client hung up during the upload", "client-disconnect", close=True) from None
@@ -407,9 +434,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
     backlog and are answered once the server starts).
     """
     try:
-        found = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, socket.IPPROTO_TCP, socket.AI_PASSIVE)
+        found = socket.getaddrinfo(
+            host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, socket.IPPROTO_TCP, socket.AI_PASSIVE
+        )
     except (socket.gaierror, UnicodeError) as exc:
-        raise ConfigError(f"cannot resolve the host {host[:100]!r} (--host): {getattr(exc, 'strerror', None) or exc}") from None
+        raise ConfigError(
+            f"cannot resolve the host {host[:100]!r} (--host): {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     family, _, _, _, address = min(found, key=lambda entry: entry[0] != socket.AF_INET)
     # proto=IPPROTO_TCP, as uvicorn's own sockets have: asyncio then sets TCP_NODELAY on each connection
     # (with proto 0 it does not, and every small response waits ~40 ms for a delayed ACK).
@@ -453,7 +484,9 @@ def run_server(app: Any, sock: socket.socket, on_started: Callable[[str], None] 
     except SystemExit as exc:  # uvicorn exits (status 3) when the app's startup fails: say so in one line
         if server.started:
             raise
-        raise ConfigError(f"the server could not start (uvicorn stopped with status {exc.code}; its log above says why)") from None
+        raise ConfigError(
+            f"the server could not start (uvicorn stopped with status {exc.code}; its log above says why)"
+        ) from None
     finally:
         sock.close()
 
@@ -486,8 +519,13 @@ def _check_pixels(name: str, data: bytes, max_pixels: int) -> None:
     except Exception:  # not an image (or a bomb Pillow refuses): load_rgb reports it with the project's wording
         return
     if width * height > max_pixels:
-        raise RequestError(413, f"image {name} is {width}x{height} = {width * height} pixels, over the server's "
-                                f"limit of {max_pixels} (--max-pixels)", "too-many-pixels", name)
+        raise RequestError(
+            413,
+            f"image {name} is {width}x{height} = {width * height} pixels, over the server's "
+            f"limit of {max_pixels} (--max-pixels)",
+            "too-many-pixels",
+            name,
+        )
 
 
 async def _parse_request(request: Any, body: bytes, limits: ServeLimits) -> tuple[list[tuple[str, bytes]], int]:
@@ -499,24 +537,34 @@ async def _parse_request(request: Any, body: bytes, limits: ServeLimits) -> tupl
     elif kind == "application/json":
         parts, top_k = _json_parts(body, top_k)
     else:
-        raise RequestError(415, f"content type {kind or '(none)'!r} is not accepted: send multipart/form-data files "
-                                "or application/json with base64 images", "unsupported-content-type")
+        raise RequestError(
+            415,
+            f"content type {kind or '(none)'!r} is not accepted: send multipart/form-data files "
+            "or application/json with base64 images",
+            "unsupported-content-type",
+        )
     if not parts:
         raise RequestError(400, "the request holds no image file", "no-file")
     if len(parts) > limits.max_images:
-        raise RequestError(400, f"the request holds {len(parts)} images, more than the {limits.max_images} allowed", "too-many-images")
+        raise RequestError(
+            400, f"the request holds {len(parts)} images, more than the {limits.max_images} allowed", "too-many-images"
+        )
     return parts, _top_k(top_k)
 
 
 async def _read_body(request: Any, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"request body of {declared} bytes is over the limit of {limit} (--max-request-mb)", "body-too-large")
+        raise RequestError(
+            413, f"request body of {declared} bytes is over the limit of {limit} (--max-request-mb)", "body-too-large"
+        )
     chunks, size = [], 0
     async for chunk in request.stream():  # counted as it arrives: a body without Content-Length is bounded too
         size += len(chunk)
         if size > limit:
-            raise RequestError(413, f"request body is over the limit of {limit} bytes (--max-request-mb)", "body-too-large")
+            raise RequestError(
+                413, f"request body is over the limit of {limit} bytes (--max-request-mb)", "body-too-large"
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -533,13 +581,21 @@ async def _multipart_parts(request: Any, body: bytes, max_images: int) -> list[t
     except Exception as exc:  # Starlette raises HTTPException or MultiPartException for a malformed body
         detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
         if "too many files" in str(detail).lower():
-            raise RequestError(400, f"the request holds more than the {max_images} images allowed", "too-many-images") from None
+            raise RequestError(
+                400, f"the request holds more than the {max_images} images allowed", "too-many-images"
+            ) from None
         raise RequestError(400, f"malformed multipart body ({one_line(str(detail))[:200]})", "malformed-body") from None
     parts = []
     for field, value in form.multi_items():
         if isinstance(value, UploadFile):
             index = sum(1 for f, _, _ in parts if f == field)
-            parts.append((field, f"{field}[{index}] ({value.filename})" if value.filename else f"{field}[{index}]", await value.read()))
+            parts.append(
+                (
+                    field,
+                    f"{field}[{index}] ({value.filename})" if value.filename else f"{field}[{index}]",
+                    await value.read(),
+                )
+            )
     await form.close()
     return [(name, data) for _, name, data in parts]
 
@@ -548,7 +604,9 @@ def _json_parts(body: bytes, top_k: Any) -> tuple[list[tuple[str, bytes]], Any]:
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise RequestError(400, f"request body is not valid JSON ({exc.__class__.__name__})", "malformed-body") from None
+        raise RequestError(
+            400, f"request body is not valid JSON ({exc.__class__.__name__})", "malformed-body"
+        ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("images"), list):
         raise RequestError(400, 'a JSON body must be an object {"images": ["<base64>", ...]}', "malformed-body")
     parts = []
@@ -584,8 +642,11 @@ def _http_error_body(request: Any, exc: Any) -> dict[str, Any]:
     """The documented error object for a routing refusal (no such path: 404, a path without that method: 405)."""
     where = f"{request.method} {one_line(request.url.path)[:200]}"
     if exc.status_code == 404:
-        return {"error": f"no endpoint {where}: the endpoints are POST /predict, GET /health and GET /info",
-                "kind": "not-found", "part": None}
+        return {
+            "error": f"no endpoint {where}: the endpoints are POST /predict, GET /health and GET /info",
+            "kind": "not-found",
+            "part": None,
+        }
     if exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow") or "another method"
         return {"error": f"{where} is not allowed: use {allowed}", "kind": "method-not-allowed", "part": None}
@@ -598,7 +659,9 @@ def _public_backbone(described: dict[str, Any]) -> dict[str, Any]:
     The weights stay identified by the content hash in ``id``; where they lie on the server is no
     client's business.
     """
-    return {key: _public_reference(value) if key in ("name", "pretrained") else value for key, value in described.items()}
+    return {
+        key: _public_reference(value) if key in ("name", "pretrained") else value for key, value in described.items()
+    }
 
 
 def _public_reference(value: Any) -> Any:
@@ -628,5 +691,15 @@ def _versions() -> dict[str, str]:
     return found
 
 
-__all__ = ["MicroBatcher", "RequestError", "ServeLimits", "bind_socket", "create_app", "decode_upload", "require_serve_extra",
-           "run_server", "serve_in_background", "socket_url"]
+__all__ = [
+    "MicroBatcher",
+    "RequestError",
+    "ServeLimits",
+    "bind_socket",
+    "create_app",
+    "decode_upload",
+    "require_serve_extra",
+    "run_server",
+    "serve_in_background",
+    "socket_url",
+]

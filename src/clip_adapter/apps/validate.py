@@ -67,7 +67,9 @@ class ValidationReport:
             "classes": self.classes,
             "counts": dict(Counter(i.kind for i in self.issues)),
             "severity_counts": {s: sum(i.severity == s for i in self.issues) for s in SEVERITY_ORDER},
-            "issues": [{"kind": i.kind, "severity": i.severity, "message": i.message, "path": i.path} for i in self.issues],
+            "issues": [
+                {"kind": i.kind, "severity": i.severity, "message": i.message, "path": i.path} for i in self.issues
+            ],
         }
 
 
@@ -160,7 +162,9 @@ def _check_one(path: Path) -> tuple[Path, str | None, list[tuple[str, str, str]]
         kind = "exif-orientation" if note.startswith(EXIF_NOTE) else "converted-mode"
         found.append((kind, "info", f"{show(path)}: {note}"))
     if img.width * img.height > LARGE_PIXELS:
-        found.append(("huge-image", "warning", f"{show(path)} is {img.width}x{img.height}: slow to decode, consider downscaling"))
+        found.append(
+            ("huge-image", "warning", f"{show(path)} is {img.width}x{img.height}: slow to decode, consider downscaling")
+        )
     return path, digest, found
 
 
@@ -180,9 +184,19 @@ def _check_duplicates(files: dict[str, list[Path]], hashes: dict[Path, str], iss
             continue
         listing = ", ".join(f"{show(p)} ({s})" for s, p in entries[:4])
         if len(splits) > 1:
-            issues.add("duplicate-across-splits", f"same image content in {'/'.join(sorted(splits))}: {listing}", entries[0][1], "warning")
+            issues.add(
+                "duplicate-across-splits",
+                f"same image content in {'/'.join(sorted(splits))}: {listing}",
+                entries[0][1],
+                "warning",
+            )
         else:
-            issues.add("duplicate-within-split", f"same image content twice in {entries[0][0]}: {listing}", entries[0][1], "warning")
+            issues.add(
+                "duplicate-within-split",
+                f"same image content twice in {entries[0][0]}: {listing}",
+                entries[0][1],
+                "warning",
+            )
 
 
 def _check_class_sizes(dataset: Dataset, shots: int, issues: Issues, mapping: dict[str, str]) -> None:
@@ -194,7 +208,12 @@ def _check_class_sizes(dataset: Dataset, shots: int, issues: Issues, mapping: di
         if counts[label] == 0:
             issues.add("empty-class", f"class {name!r} has no training images", None, "error")
         elif counts[label] < shots:
-            issues.add("few-images", f"class {name!r} has {counts[label]} training images, fewer than {shots} shots", None, "warning")
+            issues.add(
+                "few-images",
+                f"class {name!r} has {counts[label]} training images, fewer than {shots} shots",
+                None,
+                "warning",
+            )
 
 
 def _check_prompts(dataset: Dataset, backbone: Backbone, run: RunConfig, issues: Issues) -> None:
@@ -202,15 +221,27 @@ def _check_prompts(dataset: Dataset, backbone: Backbone, run: RunConfig, issues:
     names = [n for n in dataset.classnames if n and n.isprintable()]  # empty or unprintable names are reported already
     problems = prompt_problems(backbone, names, templates_for(dataset, run.templates))
     severity = "error" if prompts_refused(run) else "warning"
-    consequence = (f"train refuses it: {UNREADABLE_HINT}" if severity == "error" else
-                   "train warns and goes on (--allow-unknown-words)" if run.allow_unknown_words else
-                   f"train warns and goes on ({run.method} does not read the prompts)")
+    consequence = (
+        f"train refuses it: {UNREADABLE_HINT}"
+        if severity == "error"
+        else "train warns and goes on (--allow-unknown-words)"
+        if run.allow_unknown_words
+        else f"train warns and goes on ({run.method} does not read the prompts)"
+    )
     for name, words in problems.unknown.items():
-        issues.add("unreadable-classname", f"class {name!r}: the {backbone.name} tokenizer cannot read {', '.join(map(repr, words))}; "
-                   f"{consequence}", None, severity)
+        issues.add(
+            "unreadable-classname",
+            f"class {name!r}: the {backbone.name} tokenizer cannot read {', '.join(map(repr, words))}; {consequence}",
+            None,
+            severity,
+        )
     for group in problems.clashes:
-        issues.add("identical-prompts", f"classes {' and '.join(map(repr, group))} get identical prompts on {backbone.name}; "
-                   f"{consequence}", None, severity)
+        issues.add(
+            "identical-prompts",
+            f"classes {' and '.join(map(repr, group))} get identical prompts on {backbone.name}; {consequence}",
+            None,
+            severity,
+        )
 
 
 def format_report(report: ValidationReport, examples: int = 5, unit: str = "images") -> str:
@@ -224,5 +255,7 @@ def format_report(report: ValidationReport, examples: int = 5, unit: str = "imag
     if report.clean:
         lines.append("clean: no problems found")
     else:
-        lines.append(f"{len(report.problems)} problem(s) found: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+        lines.append(
+            f"{len(report.problems)} problem(s) found: {len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+        )
     return "\n".join(lines)

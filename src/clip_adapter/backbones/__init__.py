@@ -19,7 +19,9 @@ from .precision import cpu_has_fast_bf16, resolve_device, resolve_precision
 # when imported; the one listed here is imported on its names' first lookup, so neither this package nor
 # a caller has to import it (the toy world sits beside the backbones, and builds on their interface).
 _TOY_PROVIDER = "clip_adapter.toyworld.backbone"
-BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone", providers={"toy": _TOY_PROVIDER, "toy-cnn": _TOY_PROVIDER})
+BACKBONES: Registry[Callable[..., Backbone]] = Registry(
+    "backbone", providers={"toy": _TOY_PROVIDER, "toy-cnn": _TOY_PROVIDER}
+)
 
 
 def check_seed(seed: object, option: str = "--init-seed") -> int:
@@ -82,4 +84,14 @@ def create_backbone(
     return OpenClipBackbone(name, pretrained=pretrained or "none", precision=precision, device=device, seed=seed)
 
 
-__all__ = ["BACKBONES", "SEED_MAX", "Backbone", "PreprocessConfig", "check_seed", "cpu_has_fast_bf16", "create_backbone", "resolve_device", "resolve_precision"]
+__all__ = [
+    "BACKBONES",
+    "SEED_MAX",
+    "Backbone",
+    "PreprocessConfig",
+    "check_seed",
+    "cpu_has_fast_bf16",
+    "create_backbone",
+    "resolve_device",
+    "resolve_precision",
+]

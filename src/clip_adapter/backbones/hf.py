@@ -40,12 +40,22 @@ PREFIX = "hf:"
 INSTALL_HINT = "pip install 'clip-adapter[hf]' (or: pip install transformers sentencepiece protobuf)"
 MODEL_CLASSES = {"clip": "CLIPModel", "siglip": "SiglipModel"}
 # Either group of files makes a tokenizer; the first group is the model's native format.
-TOKENIZER_FILES = {"clip": (("vocab.json", "merges.txt"), ("tokenizer.json",)), "siglip": (("spiece.model",), ("tokenizer.json",))}
+TOKENIZER_FILES = {
+    "clip": (("vocab.json", "merges.txt"), ("tokenizer.json",)),
+    "siglip": (("spiece.model",), ("tokenizer.json",)),
+}
 WEIGHTS_FILE, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
 HUB_PATTERNS = ["*.json", "*.safetensors", "merges.txt", "spiece.model"]
 # Embedding tables are often padded past the tokenizer (to a multiple of 64–256 rows, for speed).
 VOCAB_SLACK = 256
-RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic", "nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic"}
+RESAMPLE = {
+    0: "nearest",
+    2: "bilinear",
+    3: "bicubic",
+    "nearest": "nearest",
+    "bilinear": "bilinear",
+    "bicubic": "bicubic",
+}
 # What each model type's image processor does when preprocessor_config.json is absent.
 DEFAULT_PREPROCESS = {
     "clip": {"mean": PreprocessConfig().mean, "std": PreprocessConfig().std, "interpolation": "bicubic"},
@@ -58,7 +68,9 @@ def import_transformers() -> Any:
     try:
         import transformers
     except ImportError:
-        raise ConfigError(f"--backbone hf:... needs the transformers package, which is not installed: {INSTALL_HINT}") from None
+        raise ConfigError(
+            f"--backbone hf:... needs the transformers package, which is not installed: {INSTALL_HINT}"
+        ) from None
     return transformers
 
 
@@ -79,7 +91,9 @@ def resolve_model_dir(spec: str) -> tuple[Path, str]:
     if path.is_dir():
         return path, path.resolve().name
     if path.exists():
-        raise ArtifactError(f"HF model {spec} is a file; --backbone hf: takes a model folder (config.json, model.safetensors, tokenizer)")
+        raise ArtifactError(
+            f"HF model {spec} is a file; --backbone hf: takes a model folder (config.json, model.safetensors, tokenizer)"
+        )
     if not _looks_like_repo_id(spec):
         raise ArtifactError(f"HF model folder not found: {spec}")
     return _hub_snapshot(spec), spec
@@ -110,7 +124,9 @@ def _hub_snapshot(repo: str) -> Path:
         with quiet_hub():
             return Path(snapshot_download(repo, cache_dir=constants.HF_HUB_CACHE, allow_patterns=HUB_PATTERNS))
     except Exception as exc:
-        raise ArtifactError(f"{what} is not a local folder and could not be downloaded: {_one_line(exc)}; {hint}") from None
+        raise ArtifactError(
+            f"{what} is not a local folder and could not be downloaded: {_one_line(exc)}; {hint}"
+        ) from None
 
 
 def read_model_type(folder: Path) -> str:
@@ -122,7 +138,9 @@ def read_model_type(folder: Path) -> str:
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type not in MODEL_CLASSES:
         kinds = ", ".join(MODEL_CLASSES)
-        raise ConfigError(f"{path} describes a {model_type!r} model; --backbone hf: takes CLIP or SigLIP models ({kinds})")
+        raise ConfigError(
+            f"{path} describes a {model_type!r} model; --backbone hf: takes CLIP or SigLIP models ({kinds})"
+        )
     return str(model_type)
 
 
@@ -142,7 +160,9 @@ def weights_files(folder: Path) -> list[Path]:
     shards = [folder / name for name in sorted(set(map(str, weight_map.values())))]
     missing = [p.name for p in shards if not p.is_file()]
     if missing:
-        raise ArtifactError(f"HF model folder {folder} is missing weight shard(s) {', '.join(missing)} named in {WEIGHTS_INDEX}")
+        raise ArtifactError(
+            f"HF model folder {folder} is missing weight shard(s) {', '.join(missing)} named in {WEIGHTS_INDEX}"
+        )
     return shards
 
 
@@ -190,14 +210,18 @@ def load_tokenizer(transformers: Any, folder: Path, model_type: str, vocab_size:
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:
         names = ", ".join(p.name for p in files)
-        raise ArtifactError(f"HF model folder {folder}: the tokenizer ({names}) cannot be loaded: {_one_line(exc)}") from None
+        raise ArtifactError(
+            f"HF model folder {folder}: the tokenizer ({names}) cannot be loaded: {_one_line(exc)}"
+        ) from None
     size = len(tokenizer)
     if not vocab_size - VOCAB_SLACK <= size <= vocab_size:
         raise ArtifactError(
             f"HF model folder {folder}: the tokenizer loaded from {', '.join(p.name for p in files)} has {size} tokens but the "
             f"model has {vocab_size}; its tokenizer files are incomplete or belong to another model"
         )
-    digest = hashlib.sha256("".join(f"{p.name}:{_file_sha256(p)}\n" for p in sorted(folder.glob("tokenizer*.json")) + files).encode())
+    digest = hashlib.sha256(
+        "".join(f"{p.name}:{_file_sha256(p)}\n" for p in sorted(folder.glob("tokenizer*.json")) + files).encode()
+    )
     return tokenizer, digest.hexdigest()
 
 
@@ -218,8 +242,10 @@ def preprocess_config(folder: Path, model_type: str, image_size: int) -> Preproc
         raise ArtifactError(f"{path}: resample {resample!r} is not supported (nearest 0, bilinear 2, bicubic 3)")
     try:
         return PreprocessConfig(
-            image_size=size, mean=_channels(cfg.get("image_mean", defaults["mean"])),
-            std=_channels(cfg.get("image_std", defaults["std"])), interpolation=RESAMPLE[resample],
+            image_size=size,
+            mean=_channels(cfg.get("image_mean", defaults["mean"])),
+            std=_channels(cfg.get("image_std", defaults["std"])),
+            interpolation=RESAMPLE[resample],
         )
     except (ValueError, TypeError) as exc:
         raise ArtifactError(f"{path}: {exc}") from None
@@ -263,7 +289,9 @@ class HFClipBackbone(Backbone):
         transformers = import_transformers()
         spec = spec[len(PREFIX) :] if spec.startswith(PREFIX) else spec
         if not spec.strip():
-            raise ConfigError("--backbone hf: needs a model folder or hub repo id, e.g. hf:/models/clip-vit-base-patch32")
+            raise ConfigError(
+                "--backbone hf: needs a model folder or hub repo id, e.g. hf:/models/clip-vit-base-patch32"
+            )
         if pretrained not in (None, "", spec):
             raise ConfigError(
                 f"--backbone hf:{spec} takes its weights from the model folder; --pretrained {pretrained!r} is not used with it (leave it out)"
@@ -276,15 +304,23 @@ class HFClipBackbone(Backbone):
         files = weights_files(folder)
         self.weights_id = f"sha256:{weights_digest(files)}"
         model = _load_model(transformers, folder, self.model_type, files)
-        if not getattr(model.config.vision_config, "vision_use_head", True):  # SigLIP without its pooling head has no image embedding
-            raise ConfigError(f"HF model folder {folder}: vision_use_head is false, so the model gives no image embeddings")
+        if not getattr(
+            model.config.vision_config, "vision_use_head", True
+        ):  # SigLIP without its pooling head has no image embedding
+            raise ConfigError(
+                f"HF model folder {folder}: vision_use_head is false, so the model gives no image embeddings"
+            )
         text_cfg = model.config.text_config
-        self._tokenizer, self._tokenizer_digest = load_tokenizer(transformers, folder, self.model_type, int(text_cfg.vocab_size))
+        self._tokenizer, self._tokenizer_digest = load_tokenizer(
+            transformers, folder, self.model_type, int(text_cfg.vocab_size)
+        )
         self.context_length = int(text_cfg.max_position_embeddings)
         self.eos_token_id = getattr(text_cfg, "eos_token_id", None)
         # Read in fp32, before any bf16 cast (SigLIP keeps them as 1-element tensors).
         self.logit_scale = float(model.logit_scale.detach().float().reshape(-1)[0].exp())
-        self.logit_bias = float(model.logit_bias.detach().float().reshape(-1)[0]) if hasattr(model, "logit_bias") else 0.0
+        self.logit_bias = (
+            float(model.logit_bias.detach().float().reshape(-1)[0]) if hasattr(model, "logit_bias") else 0.0
+        )
         self.accepts_truncated_tokens = self.model_type == "clip"  # causal + EOS pooling; SigLIP reads the last slot
         self.precision = resolve_precision(precision, self.device, parameter_count(model))
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
@@ -320,7 +356,9 @@ class HFClipBackbone(Backbone):
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         # Full-length rows: SigLIP was trained on max_length padding and pools the last position.
-        batch = self._tokenizer(list(texts), padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt")
+        batch = self._tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt"
+        )
         return batch["input_ids"].long()
 
     def unknown_words(self, texts: Sequence[str]) -> dict[str, list[str]]:
@@ -328,7 +366,9 @@ class HFClipBackbone(Backbone):
         unk = self._tokenizer.unk_token_id
         if unk is None or unk == self._tokenizer.eos_token_id:  # CLIP's "unk" is its end-of-text: nothing maps there
             return {}
-        found = {t: [w for w in t.split() if unk in self._tokenizer(w, add_special_tokens=False)["input_ids"]] for t in texts}
+        found = {
+            t: [w for w in t.split() if unk in self._tokenizer(w, add_special_tokens=False)["input_ids"]] for t in texts
+        }
         return {t: words for t, words in found.items() if words}
 
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -350,7 +390,11 @@ class HFClipBackbone(Backbone):
 
         config = self.model.text_model.config
         if self.model_type == "siglip":  # no causal mask, and no padding mask: SigLIP attends to its padding
-            return {"attention_mask": masking_utils.create_bidirectional_mask(config=config, inputs_embeds=x, attention_mask=None)}
+            return {
+                "attention_mask": masking_utils.create_bidirectional_mask(
+                    config=config, inputs_embeds=x, attention_mask=None
+                )
+            }
         mask = masking_utils.create_causal_mask(config=config, inputs_embeds=x, attention_mask=None, cache=None)
         return {"attention_mask": mask, "is_causal": True}
 
@@ -371,12 +415,16 @@ def _load_model(transformers: Any, folder: Path, model_type: str, files: Sequenc
                 str(folder), local_files_only=True, use_safetensors=True, dtype=torch.float32, output_loading_info=True
             )
     except Exception as exc:  # transformers raises many types for a torn file, a wrong shape, a foreign config
-        raise ArtifactError(f"HF model folder {folder}: {names} cannot be loaded as a {cls.__name__}: {_one_line(exc)}") from None
+        raise ArtifactError(
+            f"HF model folder {folder}: {names} cannot be loaded as a {cls.__name__}: {_one_line(exc)}"
+        ) from None
     # transformers fills missing or mis-shaped tensors with random values and only logs it.
     bad = sorted(info.get("missing_keys") or []) or sorted(str(k) for k in info.get("mismatched_keys") or [])
     if bad:
         what = "lacks" if info.get("missing_keys") else "has mis-shaped"
-        raise ArtifactError(f"HF model folder {folder}: {names} {what} {len(bad)} tensor(s) of this {cls.__name__}, e.g. {bad[0]}")
+        raise ArtifactError(
+            f"HF model folder {folder}: {names} {what} {len(bad)} tensor(s) of this {cls.__name__}, e.g. {bad[0]}"
+        )
     return model
 
 

@@ -146,7 +146,9 @@ def _download_hub(repo: str, candidates: list[str], what: str, hint: str) -> str
     with quiet_hub():
         for filename in candidates:
             try:
-                return hf_hub_download(repo_id=repo, filename=filename, library_name="open_clip", library_version=open_clip.__version__)
+                return hf_hub_download(
+                    repo_id=repo, filename=filename, library_name="open_clip", library_version=open_clip.__version__
+                )
             except missing as exc:  # this name is not in the repo: try the next candidate
                 last = exc
             except Exception as exc:  # network, permission, disk: the next file would fail the same way
@@ -165,7 +167,9 @@ def _fetch_url(url: str, what: str, hint: str) -> str:
     if variable and os.path.isfile(cached):
         return cached  # offline: use the cached file (open_clip re-checks its hash when online)
     if variable:
-        raise ArtifactError(f"{what} are not cached in ~/.cache/clip and {variable} is set, so no download was tried; {hint}")
+        raise ArtifactError(
+            f"{what} are not cached in ~/.cache/clip and {variable} is set, so no download was tried; {hint}"
+        )
     try:
         with quiet_hub():
             return open_clip.download_pretrained_from_url(url)

@@ -62,7 +62,11 @@ class OpenClipBackbone(Backbone):
         self.logit_scale = float(model.logit_scale.detach().exp())  # read in fp32, before any bf16 cast
         _sequence_first(model.transformer)
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
-        self.embed_dim = int(model.text_projection.shape[-1] if not isinstance(model.text_projection, torch.nn.Linear) else model.text_projection.out_features)
+        self.embed_dim = int(
+            model.text_projection.shape[-1]
+            if not isinstance(model.text_projection, torch.nn.Linear)
+            else model.text_projection.out_features
+        )
         self.preprocess = _preprocess_config(model, tag_cfg)
         self._tokenizer = open_clip.get_tokenizer(name)
 
@@ -116,8 +120,10 @@ class OpenClipBackbone(Backbone):
         """
         visual, kind = self.model.visual, _dense_kind(self.model.visual)
         if kind is None:
-            raise ConfigError(f"backbone {self.id}: dense features need an open_clip VisionTransformer or ModifiedResNet image tower, "
-                              f"not {type(visual).__name__}")
+            raise ConfigError(
+                f"backbone {self.id}: dense features need an open_clip VisionTransformer or ModifiedResNet image tower, "
+                f"not {type(visual).__name__}"
+            )
         with torch.no_grad():
             x = pixels.to(self.device, self.dtype)
             return (_vit_dense(visual, x) if kind == "vit" else _resnet_dense(visual, x)).float()
@@ -176,7 +182,9 @@ def _sequence_first(transformer: torch.nn.Module) -> None:
     several times slower than fp32 on CPU.
     """
     blocks = list(getattr(transformer, "resblocks", []))
-    if not hasattr(transformer, "batch_first") or not all(isinstance(getattr(b, "attn", None), torch.nn.MultiheadAttention) for b in blocks):
+    if not hasattr(transformer, "batch_first") or not all(
+        isinstance(getattr(b, "attn", None), torch.nn.MultiheadAttention) for b in blocks
+    ):
         return  # custom attention blocks only run batch-first
     transformer.batch_first = False
     for block in blocks:
@@ -186,7 +194,10 @@ def _sequence_first(transformer: torch.nn.Module) -> None:
 def _preprocess_config(model: torch.nn.Module, tag_cfg: dict) -> PreprocessConfig:
     from open_clip.model import get_model_preprocess_cfg
 
-    cfg = {**get_model_preprocess_cfg(model), **{k: v for k, v in tag_cfg.items() if k in ("mean", "std", "interpolation")}}
+    cfg = {
+        **get_model_preprocess_cfg(model),
+        **{k: v for k, v in tag_cfg.items() if k in ("mean", "std", "interpolation")},
+    }
     size = cfg.get("size", 224)
     size = size[0] if isinstance(size, (tuple, list)) else size
     return PreprocessConfig(

@@ -30,13 +30,38 @@ PROTOCOL_TITLES = {
 ZERO_SHOT = "zero-shot"
 # The calibration measures taken from each run's record, and the range a well-formed value lies in
 # (fractions for ECE and AURC, nats for NLL, the multi-class Brier score in [0, 2]).
-CALIBRATION_METRICS: dict[str, tuple[float, float]] = {"ece": (0.0, 1.0), "nll": (0.0, math.inf), "brier": (0.0, 2.0),
-                                                        "aurc": (0.0, 1.0)}
+CALIBRATION_METRICS: dict[str, tuple[float, float]] = {
+    "ece": (0.0, 1.0),
+    "nll": (0.0, math.inf),
+    "brier": (0.0, 2.0),
+    "aurc": (0.0, 1.0),
+}
 ZERO_SHOT_PREFIX = "zero_shot_"
-RESULT_FIELDS = ["protocol", "dataset", "method", "shots", "seed", "accuracy", "zero_shot_accuracy", "fit_seconds", "chosen",
-                 *CALIBRATION_METRICS, *(ZERO_SHOT_PREFIX + m for m in CALIBRATION_METRICS), "ece_bins"]
-SUMMARY_FIELDS = ["protocol", "dataset", "method", "shots", "mean", "std", "n",
-                  *(f"{m}_{stat}" for m in CALIBRATION_METRICS for stat in ("mean", "std")), "calibration_n"]
+RESULT_FIELDS = [
+    "protocol",
+    "dataset",
+    "method",
+    "shots",
+    "seed",
+    "accuracy",
+    "zero_shot_accuracy",
+    "fit_seconds",
+    "chosen",
+    *CALIBRATION_METRICS,
+    *(ZERO_SHOT_PREFIX + m for m in CALIBRATION_METRICS),
+    "ece_bins",
+]
+SUMMARY_FIELDS = [
+    "protocol",
+    "dataset",
+    "method",
+    "shots",
+    "mean",
+    "std",
+    "n",
+    *(f"{m}_{stat}" for m in CALIBRATION_METRICS for stat in ("mean", "std")),
+    "calibration_n",
+]
 
 
 def load_results(paths: Iterable[Path]) -> list[dict[str, Any]]:
@@ -60,13 +85,18 @@ def load_results(paths: Iterable[Path]) -> list[dict[str, Any]]:
             continue
         row = _row(r)
         if row is None:
-            warnings.warn(f"bench run file {quoted(path)} is malformed (a missing or mistyped field); left out of the tables",
-                          stacklevel=2)
+            warnings.warn(
+                f"bench run file {quoted(path)} is malformed (a missing or mistyped field); left out of the tables",
+                stacklevel=2,
+            )
             continue
         calibration, malformed = calibration_fields(r)
         if malformed:
-            warnings.warn(f"bench run file {quoted(path)}: {', '.join(malformed)} malformed; its calibration cells are left "
-                          "empty", stacklevel=2)
+            warnings.warn(
+                f"bench run file {quoted(path)}: {', '.join(malformed)} malformed; its calibration cells are left "
+                "empty",
+                stacklevel=2,
+            )
         rows.append({**row, **calibration})
     return rows
 
@@ -84,8 +114,10 @@ def calibration_fields(result: Any) -> tuple[dict[str, Any], list[str]]:
     """
     result = result if isinstance(result, dict) else {}
     test = result.get("test")
-    blocks = {"": ("test.calibration", test.get("calibration") if isinstance(test, dict) else None),
-              ZERO_SHOT_PREFIX: ("zero_shot_test_calibration", result.get("zero_shot_test_calibration"))}
+    blocks = {
+        "": ("test.calibration", test.get("calibration") if isinstance(test, dict) else None),
+        ZERO_SHOT_PREFIX: ("zero_shot_test_calibration", result.get("zero_shot_test_calibration")),
+    }
     out: dict[str, Any] = {}
     malformed: list[str] = []
     bins: set[int] = set()
@@ -115,9 +147,14 @@ def _number(value: Any) -> bool:
 def _row(r: Any) -> dict[str, Any] | None:
     try:
         row = {
-            "protocol": r["protocol"], "dataset": r["data"]["dataset"], "method": r["bench"]["label"],
-            "shots": r["run"]["shots"], "seed": r["run"]["seed"], "accuracy": r["test"]["accuracy"],
-            "zero_shot_accuracy": r["zero_shot_test_accuracy"], "fit_seconds": r["timings"]["fit_seconds"],
+            "protocol": r["protocol"],
+            "dataset": r["data"]["dataset"],
+            "method": r["bench"]["label"],
+            "shots": r["run"]["shots"],
+            "seed": r["run"]["seed"],
+            "accuracy": r["test"]["accuracy"],
+            "zero_shot_accuracy": r["zero_shot_test_accuracy"],
+            "fit_seconds": r["timings"]["fit_seconds"],
             "chosen": json.dumps(r["selection"].get("chosen", {}), sort_keys=True),
         }
     except (KeyError, TypeError, AttributeError, ValueError):
@@ -147,7 +184,9 @@ def _stats(values: list[float]) -> tuple[float, float, int]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
 
 
-def summarise_calibration(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, tuple[float, float, int]]]:
+def summarise_calibration(
+    rows: list[dict[str, Any]],
+) -> dict[tuple[str, str, int], dict[str, tuple[float, float, int]]]:
     """``(dataset, method, shots) → {metric: (mean, std, n)}`` over the seeds whose run recorded it.
 
     As :func:`summarise`: zero-shot comes from the ``zero_shot_*`` columns every run
@@ -168,7 +207,9 @@ def summarise_calibration(rows: list[dict[str, Any]]) -> dict[tuple[str, str, in
             for metric in CALIBRATION_METRICS:
                 if row.get(metric) is not None:
                     groups[key][metric].append(row[metric])
-        recorded = {m: row[ZERO_SHOT_PREFIX + m] for m in CALIBRATION_METRICS if row.get(ZERO_SHOT_PREFIX + m) is not None}
+        recorded = {
+            m: row[ZERO_SHOT_PREFIX + m] for m in CALIBRATION_METRICS if row.get(ZERO_SHOT_PREFIX + m) is not None
+        }
         if recorded:
             zero_shot[(row["dataset"], row["shots"], row["seed"])] = recorded
     for (dataset, shots, _), recorded in zero_shot.items():
@@ -204,7 +245,11 @@ def markdown(summary: dict, protocol: str) -> str:
     average = dataset_average(summary)
     lines += ["## Average over datasets", "", _header(shots)]
     for method in methods:
-        lines.append(f"| {method} | " + " | ".join(f"{100 * average[(method, s)]:.2f}" if (method, s) in average else "–" for s in shots) + " |")
+        lines.append(
+            f"| {method} | "
+            + " | ".join(f"{100 * average[(method, s)]:.2f}" if (method, s) in average else "–" for s in shots)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -224,30 +269,49 @@ def calibration_markdown(calibration: dict, protocol: str, rows: list[dict[str, 
     """
     rows = rows or []
     bins = sorted({r["ece_bins"] for r in rows if r.get("ece_bins") is not None and r.get("ece") is not None})
-    binning = (f"{bins[0]} equal-width confidence bins" if len(bins) == 1
-               else f"MIXED binnings ({', '.join(map(str, bins))} bins): not comparable across runs" if bins
-               else "equal-width confidence bins")
-    lines = [f"# Calibration — protocol `{protocol}`: {PROTOCOL_TITLES[protocol]}", "",
-             (f"ECE: top-label expected calibration error in %, {binning}. NLL: mean negative log-likelihood of the true "
-              "class, in nats. Both on the test split, mean ± std over seeds; lower is better. Zero-shot: CLIP with the "
-              "run's prompts, as every run records it."), ""]
+    binning = (
+        f"{bins[0]} equal-width confidence bins"
+        if len(bins) == 1
+        else f"MIXED binnings ({', '.join(map(str, bins))} bins): not comparable across runs"
+        if bins
+        else "equal-width confidence bins"
+    )
+    lines = [
+        f"# Calibration — protocol `{protocol}`: {PROTOCOL_TITLES[protocol]}",
+        "",
+        (
+            f"ECE: top-label expected calibration error in %, {binning}. NLL: mean negative log-likelihood of the true "
+            "class, in nats. Both on the test split, mean ± std over seeds; lower is better. Zero-shot: CLIP with the "
+            "run's prompts, as every run records it."
+        ),
+        "",
+    ]
     calibrated = sum(1 for r in rows if any(r.get(m) is not None for m in CALIBRATION_METRICS))
     if rows and calibrated < len(rows):
-        lines += [(f"{len(rows) - calibrated} of {len(rows)} runs recorded no calibration (run files written before it "
-                   "was recorded, or a malformed record) and are left out of these tables."), ""]
+        lines += [
+            (
+                f"{len(rows) - calibrated} of {len(rows)} runs recorded no calibration (run files written before it "
+                "was recorded, or a malformed record) and are left out of these tables."
+            ),
+            "",
+        ]
     if not calibration:
         return "\n".join(lines + ["No run recorded calibration.", ""])
     shots = sorted({s for _, _, s in calibration})
     methods = _method_order({m for _, m, _ in calibration})
     datasets = sorted({d for d, _, _ in calibration})
-    shown = {m: (f"ECE (%, {bins[0]} bins)" if m == "ece" and len(bins) == 1 else h, scale, digits)
-             for m, (h, scale, digits) in CALIBRATION_SHOWN.items()}
+    shown = {
+        m: (f"ECE (%, {bins[0]} bins)" if m == "ece" and len(bins) == 1 else h, scale, digits)
+        for m, (h, scale, digits) in CALIBRATION_SHOWN.items()
+    }
     for dataset in datasets:
         lines += [f"## {dataset}", ""]
         for metric, (heading, scale, digits) in shown.items():
             lines += [f"### {heading}", "", _header(shots)]
             for method in methods:
-                cells = [_scaled_cell(calibration.get((dataset, method, s), {}).get(metric), scale, digits) for s in shots]
+                cells = [
+                    _scaled_cell(calibration.get((dataset, method, s), {}).get(metric), scale, digits) for s in shots
+                ]
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
             lines.append("")
     if len(datasets) > 1:
@@ -259,8 +323,13 @@ def calibration_markdown(calibration: dict, protocol: str, rows: list[dict[str, 
                 average = {}  # a dataset without this measure: no average over all datasets
             lines += [f"### {heading}", "", _header(shots)]
             for method in methods:
-                lines.append(f"| {method} | " + " | ".join(
-                    f"{scale * average[(method, s)]:.{digits}f}" if (method, s) in average else "–" for s in shots) + " |")
+                lines.append(
+                    f"| {method} | "
+                    + " | ".join(
+                        f"{scale * average[(method, s)]:.{digits}f}" if (method, s) in average else "–" for s in shots
+                    )
+                    + " |"
+                )
             lines.append("")
     return "\n".join(lines)
 
@@ -277,7 +346,12 @@ def _method_order(methods: set[str]) -> list[str]:
 
 
 def _header(shots: list[int]) -> str:
-    return "| method | " + " | ".join(f"{s} shot{'s' if s != 1 else ''}" for s in shots) + " |\n|---|" + "---|" * len(shots)
+    return (
+        "| method | "
+        + " | ".join(f"{s} shot{'s' if s != 1 else ''}" for s in shots)
+        + " |\n|---|"
+        + "---|" * len(shots)
+    )
 
 
 def _cell(stats: tuple[float, float, int] | None) -> str:
@@ -304,19 +378,37 @@ def write_reports(out: Path, protocol: str, result_paths: Iterable[Path]) -> dic
     """
     rows = sorted(load_results(result_paths), key=lambda r: (r["dataset"], r["method"], r["shots"], r["seed"]))
     summary, calibration = summarise(rows), summarise_calibration(rows)
-    long_csv, summary_csv, table = out / f"results_{protocol}.csv", out / f"summary_{protocol}.csv", out / f"table_{protocol}.md"
+    long_csv, summary_csv, table = (
+        out / f"results_{protocol}.csv",
+        out / f"summary_{protocol}.csv",
+        out / f"table_{protocol}.md",
+    )
     calibration_table = out / f"table_calibration_{protocol}.md"
     write_csv(long_csv, rows, RESULT_FIELDS)
     summary_rows = [
-        {"protocol": protocol, "dataset": d, "method": m, "shots": s, "mean": round(v[0], 6), "std": round(v[1], 6), "n": v[2],
-         **_calibration_columns(calibration.get((d, m, s), {}))}
+        {
+            "protocol": protocol,
+            "dataset": d,
+            "method": m,
+            "shots": s,
+            "mean": round(v[0], 6),
+            "std": round(v[1], 6),
+            "n": v[2],
+            **_calibration_columns(calibration.get((d, m, s), {})),
+        }
         for (d, m, s), v in sorted(summary.items())
     ]
     write_csv(summary_csv, summary_rows, SUMMARY_FIELDS)
     atomic_write_bytes(table, markdown(summary, protocol).encode())
     atomic_write_bytes(calibration_table, calibration_markdown(calibration, protocol, rows).encode())
-    return {"results_csv": long_csv, "summary_csv": summary_csv, "table": table,  # type: ignore[dict-item]
-            "calibration_table": calibration_table, "summary": summary, "calibration": calibration}
+    return {
+        "results_csv": long_csv,
+        "summary_csv": summary_csv,
+        "table": table,  # type: ignore[dict-item]
+        "calibration_table": calibration_table,
+        "summary": summary,
+        "calibration": calibration,
+    }
 
 
 def _calibration_columns(cell: dict[str, tuple[float, float, int]]) -> dict[str, Any]:

@@ -44,9 +44,13 @@ def split_base_new(dataset: Dataset) -> tuple[Dataset, Dataset]:
 
 def _subset(dataset: Dataset, labels: range, part: str) -> Dataset:
     relabel = {old: new for new, old in enumerate(labels)}
-    splits = {split: [Sample(s.path, relabel[s.label]) for s in samples if s.label in relabel]
-              for split, samples in dataset.splits.items()}
-    return replace(dataset, name=f"{dataset.name}:{part}", classnames=[dataset.classnames[i] for i in labels], splits=splits)
+    splits = {
+        split: [Sample(s.path, relabel[s.label]) for s in samples if s.label in relabel]
+        for split, samples in dataset.splits.items()
+    }
+    return replace(
+        dataset, name=f"{dataset.name}:{part}", classnames=[dataset.classnames[i] for i in labels], splits=splits
+    )
 
 
 def harmonic_mean(base: float, new: float) -> float:
@@ -54,7 +58,9 @@ def harmonic_mean(base: float, new: float) -> float:
     return 2 * base * new / (base + new) if base + new > 0 else 0.0
 
 
-def for_new_classes(clf: Classifier, text: Any, text_raw: Any, classnames: list[str], backbone: Backbone) -> Classifier | None:
+def for_new_classes(
+    clf: Classifier, text: Any, text_raw: Any, classnames: list[str], backbone: Backbone
+) -> Classifier | None:
     """The same trained classifier rebuilt for ``classnames`` it never saw, or None if the method cannot."""
     head = clf.head.for_classes(text, text_raw, list(classnames), backbone)
     if head is None:
@@ -66,7 +72,9 @@ def b2n_result_path(out: Path, protocol: str, dataset: str, label: str, shots: i
     return out / "runs" / f"b2n-{protocol}" / dataset / label / f"shots{shots}_seed{seed}.json"
 
 
-def run_base_to_new(backbone: Backbone, plan: BenchPlan, out: str | Path, log: Callable[[str], None] = print) -> BenchReport:
+def run_base_to_new(
+    backbone: Backbone, plan: BenchPlan, out: str | Path, log: Callable[[str], None] = print
+) -> BenchReport:
     """Run the base-to-new protocol for every dataset × method × shots × seed of ``plan``.
 
     Example:
@@ -82,8 +90,12 @@ def run_base_to_new(backbone: Backbone, plan: BenchPlan, out: str | Path, log: C
 
 
 def _b2n_cell(backbone, plan, name, base, new, shots, seed, out, report, log) -> None:
-    todo = pending_runs(plan, report, lambda spec: {**run_spec(backbone, plan, spec, name, shots, seed), "setting": "base-to-new"},
-                        lambda spec: b2n_result_path(out, plan.protocol, name, spec.label, shots, seed))
+    todo = pending_runs(
+        plan,
+        report,
+        lambda spec: {**run_spec(backbone, plan, spec, name, shots, seed), "setting": "base-to-new"},
+        lambda spec: b2n_result_path(out, plan.protocol, name, spec.label, shots, seed),
+    )
     if not todo:
         return
     run = RunConfig(method=todo[0][0].method, shots=shots, seed=seed, protocol=plan.protocol, templates=plan.templates)
@@ -97,13 +109,20 @@ def _b2n_cell(backbone, plan, name, base, new, shots, seed, out, report, log) ->
         base_acc = result["test"]["accuracy"]
         new_acc = accuracy(transferred.logits(new_feats.test), new_feats.test_labels) if transferred else None
         result["transfer"] = {
-            "setting": "base-to-new", "base_classes": len(base.classnames), "new_classes": len(new.classnames),
-            "base_accuracy": base_acc, "new_accuracy": new_acc,
+            "setting": "base-to-new",
+            "base_classes": len(base.classnames),
+            "new_classes": len(new.classnames),
+            "base_accuracy": base_acc,
+            "new_accuracy": new_acc,
             "harmonic_mean": harmonic_mean(base_acc, new_acc) if new_acc is not None else None,
             "new_supported": transferred is not None,
         }
         result["bench"] = {"label": spec.label, "spec": key, "spec_hash": spec_hash(key)}
         atomic_write_json(path, result)
         report.ran += 1
-        shown = f"new {100 * new_acc:.2f}%, HM {100 * result['transfer']['harmonic_mean']:.2f}%" if new_acc is not None else "new n/a"
+        shown = (
+            f"new {100 * new_acc:.2f}%, HM {100 * result['transfer']['harmonic_mean']:.2f}%"
+            if new_acc is not None
+            else "new n/a"
+        )
         log(f"{name} base-to-new {spec.label} {shots}-shot seed {seed}: base {100 * base_acc:.2f}%, {shown}")

@@ -66,7 +66,9 @@ def load_benchmark(name: str, root: str | os.PathLike) -> Dataset:
     if name in IMAGENET_TARGETS:
         return _read_imagenet_target(name, Path(root))
     if name not in BENCHMARKS:
-        raise DataError(f"unknown benchmark {name!r}; choose from {', '.join([*BENCHMARKS, *IMAGENET_TARGETS])} or give --dataset NAME=PATH")
+        raise DataError(
+            f"unknown benchmark {name!r}; choose from {', '.join([*BENCHMARKS, *IMAGENET_TARGETS])} or give --dataset NAME=PATH"
+        )
     spec, folder = BENCHMARKS[name], Path(root) / BENCHMARKS[name].folder
     if not folder.is_dir():
         raise DataError(f"{name}: folder not found: {folder}")
@@ -115,7 +117,11 @@ def _read_imagenet_target(name: str, root: Path) -> Dataset:
 
 def _read_imagenet(folder: Path) -> Dataset:
     wnids, classnames = _read_classnames(folder, "imagenet")
-    splits = {"train": _folder_samples(folder / "images" / "train", wnids), "val": [], "test": _folder_samples(folder / "images" / "val", wnids)}
+    splits = {
+        "train": _folder_samples(folder / "images" / "train", wnids),
+        "val": [],
+        "test": _folder_samples(folder / "images" / "val", wnids),
+    }
     return Dataset("imagenet", classnames, folder / "images", splits)
 
 
@@ -125,7 +131,9 @@ def _folder_samples(root: Path, class_dirs: list[str]) -> list[Sample]:
     samples = []
     for label, name in enumerate(class_dirs):
         with os.scandir(root / name) as entries:
-            samples += sorted((Sample(Path(e.path), label) for e in entries if is_image_name(e.name)), key=lambda s: s.path)
+            samples += sorted(
+                (Sample(Path(e.path), label) for e in entries if is_image_name(e.name)), key=lambda s: s.path
+            )
     return samples
 
 

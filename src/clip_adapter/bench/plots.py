@@ -58,12 +58,23 @@ def plot_summary(summary: dict, protocol: str, out_dir: Path) -> list[Path]:
             if d == dataset and m != ZERO_SHOT:
                 curves[m][s] = mean
         zs = [v[0] for (d, m, _), v in summary.items() if d == dataset and m == ZERO_SHOT]
-        paths.append(plot_curves(curves, dataset + suffix, out_dir / f"{protocol}_{dataset}.png", sum(zs) / len(zs) if zs else None))
+        paths.append(
+            plot_curves(
+                curves, dataset + suffix, out_dir / f"{protocol}_{dataset}.png", sum(zs) / len(zs) if zs else None
+            )
+        )
     average = dataset_average(summary)
     curves = {}
     for (m, s), mean in average.items():
         if m != ZERO_SHOT:
             curves.setdefault(m, {})[s] = mean
     zs = [v for (m, _), v in average.items() if m == ZERO_SHOT]
-    paths.append(plot_curves(curves, "average over datasets" + suffix, out_dir / f"{protocol}_average.png", sum(zs) / len(zs) if zs else None))
+    paths.append(
+        plot_curves(
+            curves,
+            "average over datasets" + suffix,
+            out_dir / f"{protocol}_average.png",
+            sum(zs) / len(zs) if zs else None,
+        )
+    )
     return paths

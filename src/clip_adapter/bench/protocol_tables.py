@@ -27,8 +27,15 @@ def _load(paths: Iterable[Path], setting: str) -> list[dict[str, Any]]:
             continue
         transfer = result.get("transfer", {})
         if transfer.get("setting") == setting:
-            rows.append({"result": result, "transfer": transfer, "method": result["bench"]["label"],
-                         "shots": result["run"]["shots"], "seed": result["run"]["seed"]})
+            rows.append(
+                {
+                    "result": result,
+                    "transfer": transfer,
+                    "method": result["bench"]["label"],
+                    "shots": result["run"]["shots"],
+                    "seed": result["run"]["seed"],
+                }
+            )
     return rows
 
 
@@ -60,9 +67,16 @@ def dg_rows(paths: Iterable[Path]) -> list[dict[str, Any]]:
     return out
 
 
-def _dg_record(method: str, shots: int, rows: list[dict], targets: list[str], key: str, source_key: str | None) -> dict[str, Any]:
+def _dg_record(
+    method: str, shots: int, rows: list[dict], targets: list[str], key: str, source_key: str | None
+) -> dict[str, Any]:
     source = [r["result"][source_key] if source_key else r["result"]["test"]["accuracy"] for r in rows]
-    record: dict[str, Any] = {"method": method, "shots": shots, "seeds": len({r["seed"] for r in rows}), "source": _mean(source)}
+    record: dict[str, Any] = {
+        "method": method,
+        "shots": shots,
+        "seeds": len({r["seed"] for r in rows}),
+        "source": _mean(source),
+    }
     for name in targets:
         record[name] = _mean([r["transfer"]["targets"][name][key] for r in rows])
     record["target_average"] = _mean([record[n] for n in targets])
@@ -73,10 +87,13 @@ def dg_markdown(rows: list[dict[str, Any]], protocol: str, source: str) -> str:
     if not rows:
         return "# Domain generalisation: no results\n"
     targets = [k for k in rows[0] if k not in ("method", "shots", "seeds", "source", "target_average")]
-    lines = [f"# Domain generalisation (%): trained on {source}, tested on each target — protocol `{protocol}`: "
-             f"{PROTOCOL_TITLES[protocol]}", "",
-             "| method | shots | " + " | ".join([f"{source} (source)", *targets, "target average"]) + " |",
-             "|---|---|" + "---|" * (len(targets) + 2)]
+    lines = [
+        f"# Domain generalisation (%): trained on {source}, tested on each target — protocol `{protocol}`: "
+        f"{PROTOCOL_TITLES[protocol]}",
+        "",
+        "| method | shots | " + " | ".join([f"{source} (source)", *targets, "target average"]) + " |",
+        "|---|---|" + "---|" * (len(targets) + 2),
+    ]
     for r in rows:
         cells = [_pct(r["source"]), *(_pct(r[t]) for t in targets), _pct(r["target_average"])]
         lines.append(f"| {r['method']} | {r['shots'] or '–'} | " + " | ".join(cells) + " |")
@@ -92,33 +109,53 @@ def b2n_rows(paths: Iterable[Path]) -> list[dict[str, Any]]:
     out = []
     for (dataset, method, shots), rows in sorted(groups.items()):
         t = [r["transfer"] for r in rows]
-        out.append({"dataset": dataset, "method": method, "shots": shots, "seeds": len(rows),
-                    "base": _mean([x["base_accuracy"] for x in t]), "new": _mean([x["new_accuracy"] for x in t]),
-                    "harmonic_mean": _mean([x["harmonic_mean"] for x in t])})
+        out.append(
+            {
+                "dataset": dataset,
+                "method": method,
+                "shots": shots,
+                "seeds": len(rows),
+                "base": _mean([x["base_accuracy"] for x in t]),
+                "new": _mean([x["new_accuracy"] for x in t]),
+                "harmonic_mean": _mean([x["harmonic_mean"] for x in t]),
+            }
+        )
     return out
 
 
 def b2n_markdown(rows: list[dict[str, Any]], protocol: str) -> str:
-    lines = [f"# Base-to-new generalisation (%) — protocol `{protocol}`: {PROTOCOL_TITLES[protocol]}", "",
-             "Base: the first half of the classes (trained on); new: the second half (never seen); HM: harmonic mean.", ""]
+    lines = [
+        f"# Base-to-new generalisation (%) — protocol `{protocol}`: {PROTOCOL_TITLES[protocol]}",
+        "",
+        "Base: the first half of the classes (trained on); new: the second half (never seen); HM: harmonic mean.",
+        "",
+    ]
     datasets = sorted({r["dataset"] for r in rows})
     for dataset in datasets + (["average over datasets"] if len(datasets) > 1 else []):
         lines += [f"## {dataset}", "", "| method | shots | base | new | HM |", "|---|---|---|---|---|"]
         for method, shots in sorted({(r["method"], r["shots"]) for r in rows}):
             cell = _b2n_cell(rows, dataset, method, shots, datasets)
-            lines.append(f"| {method} | {shots} | " + " | ".join(_pct(cell[k]) for k in ("base", "new", "harmonic_mean")) + " |")
+            lines.append(
+                f"| {method} | {shots} | " + " | ".join(_pct(cell[k]) for k in ("base", "new", "harmonic_mean")) + " |"
+            )
         lines.append("")
     return "\n".join(lines)
 
 
 def _b2n_cell(rows, dataset, method, shots, datasets) -> dict[str, float | None]:
-    chosen = [r for r in rows if r["method"] == method and r["shots"] == shots and (r["dataset"] == dataset or dataset not in datasets)]
+    chosen = [
+        r
+        for r in rows
+        if r["method"] == method and r["shots"] == shots and (r["dataset"] == dataset or dataset not in datasets)
+    ]
     if dataset not in datasets and len(chosen) != len(datasets):
         return {"base": None, "new": None, "harmonic_mean": None}
     return {k: _mean([r[k] for r in chosen]) for k in ("base", "new", "harmonic_mean")}
 
 
-def write_transfer_reports(out: Path, setting: str, protocol: str, paths: Iterable[Path], source: str = "") -> dict[str, Path]:
+def write_transfer_reports(
+    out: Path, setting: str, protocol: str, paths: Iterable[Path], source: str = ""
+) -> dict[str, Path]:
     """Write the CSV and Markdown table of a transfer protocol under ``out``; return their paths."""
     paths = list(paths)
     tag = "dg" if setting == "domain-generalization" else "b2n"

@@ -98,14 +98,23 @@ def result_path(out: Path, protocol: str, dataset: str, label: str, shots: int, 
     return out / "runs" / protocol / dataset / label / f"shots{shots}_seed{seed}.json"
 
 
-def run_spec(backbone: Backbone, plan: BenchPlan, spec: MethodSpec, dataset: str, shots: int, seed: int) -> dict[str, Any]:
+def run_spec(
+    backbone: Backbone, plan: BenchPlan, spec: MethodSpec, dataset: str, shots: int, seed: int
+) -> dict[str, Any]:
     """Everything that determines a run's number (the skip key)."""
     features = {k: v for k, v in plan.features.to_dict().items() if k in ("views", "aug_seed", "flip", "crop_scale")}
     return {
         "library": __version__,  # another version may compute differently: its results are redone
-        "backbone": backbone.id, "precision": backbone.precision, "dataset": dataset, "method": spec.method,
-        "method_config": spec.config().to_dict(), "shots": shots, "seed": seed, "protocol": plan.protocol,
-        "templates": list(plan.templates), "features": features,
+        "backbone": backbone.id,
+        "precision": backbone.precision,
+        "dataset": dataset,
+        "method": spec.method,
+        "method_config": spec.config().to_dict(),
+        "shots": shots,
+        "seed": seed,
+        "protocol": plan.protocol,
+        "templates": list(plan.templates),
+        "features": features,
     }
 
 
@@ -136,7 +145,10 @@ def run_bench(backbone: Backbone, plan: BenchPlan, out: str | Path, log: Callabl
 
 
 def pending_runs(
-    plan: BenchPlan, report: BenchReport, key_of: Callable[[MethodSpec], dict[str, Any]], path_of: Callable[[MethodSpec], Path]
+    plan: BenchPlan,
+    report: BenchReport,
+    key_of: Callable[[MethodSpec], dict[str, Any]],
+    path_of: Callable[[MethodSpec], Path],
 ) -> list[tuple[MethodSpec, dict[str, Any], Path]]:
     """The cell's ``(spec, key, result path)`` still to run; finished ones are counted as skipped.
 
@@ -164,13 +176,21 @@ def _run_cell(backbone, plan, out, name, dataset, shots, seed, report, log) -> N
         commit_result(path, result, history, report, log)
 
 
-def cell_runs(backbone: Backbone, plan: BenchPlan, out: Path, name: str, shots: int, seed: int, report: BenchReport) -> list:
+def cell_runs(
+    backbone: Backbone, plan: BenchPlan, out: Path, name: str, shots: int, seed: int, report: BenchReport
+) -> list:
     """The (dataset, shots, seed) cell's runs still to do, as :func:`pending_runs` gives them."""
-    return pending_runs(plan, report, lambda spec: run_spec(backbone, plan, spec, name, shots, seed),
-                        lambda spec: result_path(out, plan.protocol, name, spec.label, shots, seed))
+    return pending_runs(
+        plan,
+        report,
+        lambda spec: run_spec(backbone, plan, spec, name, shots, seed),
+        lambda spec: result_path(out, plan.protocol, name, spec.label, shots, seed),
+    )
 
 
-def prepare_cell(backbone: Backbone, plan: BenchPlan, out: Path, name: str, dataset: Dataset, shots: int, seed: int, todo: list) -> tuple[RunConfig, Any]:
+def prepare_cell(
+    backbone: Backbone, plan: BenchPlan, out: Path, name: str, dataset: Dataset, shots: int, seed: int, todo: list
+) -> tuple[RunConfig, Any]:
     """Sample and encode the cell's split (the first pending run's method checks the prompts) and record the split."""
     run = RunConfig(method=todo[0][0].method, shots=shots, seed=seed, protocol=plan.protocol, templates=plan.templates)
     prepared = prepare(backbone, dataset, run, plan.features)
@@ -179,7 +199,9 @@ def prepare_cell(backbone: Backbone, plan: BenchPlan, out: Path, name: str, data
     return run, prepared
 
 
-def run_one(backbone: Backbone, prepared: Any, run: RunConfig, spec: MethodSpec, key: dict[str, Any]) -> tuple[dict[str, Any], list]:
+def run_one(
+    backbone: Backbone, prepared: Any, run: RunConfig, spec: MethodSpec, key: dict[str, Any]
+) -> tuple[dict[str, Any], list]:
     """Fit and evaluate one run of a prepared cell: its result record (with its skip key) and training history."""
     _, result = fit_and_evaluate(backbone, prepared, run.replace(method=spec.method), spec.config())
     history = result.pop("history", None)  # per-grid-point logs stay out of the summary files
@@ -187,7 +209,9 @@ def run_one(backbone: Backbone, prepared: Any, run: RunConfig, spec: MethodSpec,
     return result, history or []
 
 
-def commit_result(path: Path, result: dict[str, Any], history: list, report: BenchReport, log: Callable[[str], None]) -> None:
+def commit_result(
+    path: Path, result: dict[str, Any], history: list, report: BenchReport, log: Callable[[str], None]
+) -> None:
     """Write a run's log CSV, then its result JSON (which marks it finished), atomically; log its accuracy."""
     atomic_write_bytes(path.with_suffix(".log.csv"), epoch_log_csv(history).encode())
     atomic_write_json(path, result)
@@ -195,5 +219,8 @@ def commit_result(path: Path, result: dict[str, Any], history: list, report: Ben
     key, acc = result["bench"]["spec"], result["test"]["accuracy"]
     calibration = result["test"].get("calibration") or {}
     ece = calibration.get("ece") if isinstance(calibration, dict) else None
-    log(f"{key['dataset']} {result['bench']['label']} {key['shots']}-shot seed {key['seed']}: {100 * acc:.2f}% "
-        f"(zero-shot {100 * result['zero_shot_test_accuracy']:.2f}%)" + (f", ECE {100 * ece:.2f}%" if isinstance(ece, float) else ""))
+    log(
+        f"{key['dataset']} {result['bench']['label']} {key['shots']}-shot seed {key['seed']}: {100 * acc:.2f}% "
+        f"(zero-shot {100 * result['zero_shot_test_accuracy']:.2f}%)"
+        + (f", ECE {100 * ece:.2f}%" if isinstance(ece, float) else "")
+    )

@@ -62,8 +62,10 @@ def align_target(source: Dataset, name: str, target: Dataset) -> TransferTarget:
         index = {_key(c): i for i, c in enumerate(source.classnames)}
         missing = [c for c in target.classnames if _key(c) not in index]
         if missing:
-            raise DataError(f"target {name}: class {missing[0]!r} is not a class of the source {source.name}"
-                            f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; rename it with a class-name map")
+            raise DataError(
+                f"target {name}: class {missing[0]!r} is not a class of the source {source.name}"
+                f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; rename it with a class-name map"
+            )
         to_source = [index[_key(c)] for c in target.classnames]
     relabelled = [Sample(s.path, to_source[s.label]) for s in samples]
     return TransferTarget(name, relabelled, sorted({s.label for s in relabelled}))
@@ -81,8 +83,16 @@ def subset_accuracy(logits: torch.Tensor, labels: torch.Tensor, subset: list[int
 def target_features(backbone: Backbone, target: TransferTarget, plan: BenchPlan) -> tuple[torch.Tensor, torch.Tensor]:
     """Centre-view features of a target's images (through the feature cache) and their source labels."""
     store = image_store(backbone, plan.features.cache_path())
-    feats, kept, _ = extract_images(backbone, [s.path for s in target.samples], store, None, 0,
-                                    plan.features.batch_size, plan.features.skip_bad, f"target {target.name}")
+    feats, kept, _ = extract_images(
+        backbone,
+        [s.path for s in target.samples],
+        store,
+        None,
+        0,
+        plan.features.batch_size,
+        plan.features.skip_bad,
+        f"target {target.name}",
+    )
     return feats, torch.tensor([target.samples[i].label for i in kept], dtype=torch.long)
 
 
@@ -107,7 +117,7 @@ def run_domain_generalization(
     """
     if len(plan.datasets) != 1:
         raise DataError(f"domain generalisation trains on one source dataset; got {len(plan.datasets)}")
-    (source_name, source), = plan.datasets.items()
+    ((source_name, source),) = plan.datasets.items()
     out, report = Path(out), BenchReport()
     encoded = {t.name: target_features(backbone, t, plan) for t in targets}
     for shots in plan.shots:
@@ -118,8 +128,12 @@ def run_domain_generalization(
 
 def _dg_cell(backbone, plan, source_name, source, targets, encoded, shots, seed, out, report, log) -> None:
     described = [(t.name, len(t.samples)) for t in targets]
-    todo = pending_runs(plan, report, lambda spec: {**run_spec(backbone, plan, spec, source_name, shots, seed), "targets": described},
-                        lambda spec: dg_result_path(out, plan.protocol, source_name, spec.label, shots, seed))
+    todo = pending_runs(
+        plan,
+        report,
+        lambda spec: {**run_spec(backbone, plan, spec, source_name, shots, seed), "targets": described},
+        lambda spec: dg_result_path(out, plan.protocol, source_name, spec.label, shots, seed),
+    )
     if not todo:
         return
     run = RunConfig(method=todo[0][0].method, shots=shots, seed=seed, protocol=plan.protocol, templates=plan.templates)
@@ -129,14 +143,17 @@ def _dg_cell(backbone, plan, source_name, source, targets, encoded, shots, seed,
         clf, result = fit_and_evaluate(backbone, prepared, run.replace(method=spec.method), spec.config())
         result.pop("history", None)
         result["transfer"] = {
-            "setting": "domain-generalization", "source": source_name,
+            "setting": "domain-generalization",
+            "source": source_name,
             "targets": {t.name: _target_record(clf, zero_shot, encoded[t.name], t) for t in targets},
         }
         result["bench"] = {"label": spec.label, "spec": key, "spec_hash": spec_hash(key)}
         atomic_write_json(path, result)
         report.ran += 1
         shown = ", ".join(f"{n} {100 * r['accuracy']:.2f}%" for n, r in result["transfer"]["targets"].items())
-        log(f"{source_name} → targets, {spec.label} {shots}-shot seed {seed}: source {100 * result['test']['accuracy']:.2f}%; {shown}")
+        log(
+            f"{source_name} → targets, {spec.label} {shots}-shot seed {seed}: source {100 * result['test']['accuracy']:.2f}%; {shown}"
+        )
 
 
 def _target_record(clf, zero_shot, encoded: tuple[torch.Tensor, torch.Tensor], target: TransferTarget) -> dict:

@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Few-shot adaptation of a frozen CLIP: CLIP-Adapter and the methods it is compared against.",
     )
     parser.add_argument("--version", action="version", version=f"clip-adapter {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of a failure (also: CLIP_ADAPTER_DEBUG=1)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of a failure (also: CLIP_ADAPTER_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in subcommand_modules():
         importlib.import_module(f"{__name__}.{name}").add_parser(sub)
@@ -71,7 +73,10 @@ def subcommand_modules() -> list[str]:
     found = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
     helpers = {"common", "parsing", "artifact_args"}
     rest = sorted(found - set(SUBCOMMANDS) - helpers)
-    return [*SUBCOMMANDS, *(name for name in rest if hasattr(importlib.import_module(f"{__name__}.{name}"), "add_parser"))]
+    return [
+        *SUBCOMMANDS,
+        *(name for name in rest if hasattr(importlib.import_module(f"{__name__}.{name}"), "add_parser")),
+    ]
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
@@ -127,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         apply_thread_setting()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(getattr(args, "interrupted_message", "interrupted; finished work is kept (re-run to resume)"), file=sys.stderr)
+        print(
+            getattr(args, "interrupted_message", "interrupted; finished work is kept (re-run to resume)"),
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

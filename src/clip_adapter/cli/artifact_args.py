@@ -12,7 +12,9 @@ def add_artifact_backbone_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backbone (default: the one recorded in the artifact)")
     group.add_argument("--backbone", default=None, help="override the recorded backbone name")
     group.add_argument("--pretrained", default=None, help="override the recorded weights (tag or path)")
-    group.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"), help="default: the precision used in training")
+    group.add_argument(
+        "--precision", default=None, choices=("auto", "bf16", "fp32"), help="default: the precision used in training"
+    )
     group.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
 
 

@@ -40,20 +40,56 @@ SETTINGS = ("few-shot", "domain-generalization", "base-to-new")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run the few-shot benchmark grid", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "bench",
+        help="run the few-shot benchmark grid",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--setting", default="few-shot", choices=SETTINGS, help="which protocol (default: %(default)s)")
     p.add_argument("--datasets-root", help="folder holding the benchmark folders in CoOp's layout")
     p.add_argument("--datasets", default="", help=f"comma-separated benchmarks: {', '.join(BENCHMARKS)}")
-    p.add_argument("--dataset", action="append", default=[], metavar="NAME=PATH", help="a custom dataset (ImageFolder or split JSON); repeatable")
-    p.add_argument("--targets", default="", help=f"domain generalisation: comma-separated targets under --datasets-root ({', '.join(IMAGENET_TARGETS)})")
-    p.add_argument("--target", action="append", default=[], metavar="NAME=PATH", help="domain generalisation: a custom target dataset; repeatable")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a custom dataset (ImageFolder or split JSON); repeatable",
+    )
+    p.add_argument(
+        "--targets",
+        default="",
+        help=f"domain generalisation: comma-separated targets under --datasets-root ({', '.join(IMAGENET_TARGETS)})",
+    )
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="domain generalisation: a custom target dataset; repeatable",
+    )
     p.add_argument("--methods", default="zero-shot,clip-adapter", help="comma-separated methods (default: %(default)s)")
-    p.add_argument("--method", action="append", default=[], metavar="LABEL=METHOD:KEY=VALUE:...", help="a method with options under a label; repeatable")
+    p.add_argument(
+        "--method",
+        action="append",
+        default=[],
+        metavar="LABEL=METHOD:KEY=VALUE:...",
+        help="a method with options under a label; repeatable",
+    )
     p.add_argument("--shots", default="1,2,4,8,16", help="comma-separated shot counts (default: %(default)s)")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default: %(default)s)")
-    p.add_argument("--protocol", default="val", choices=PROTOCOLS, help="hyper-parameters chosen on val (few-shot; default), full-val (whole validation split), none, or oracle (TEST; labelled)")
+    p.add_argument(
+        "--protocol",
+        default="val",
+        choices=PROTOCOLS,
+        help="hyper-parameters chosen on val (few-shot; default), full-val (whole validation split), none, or oracle (TEST; labelled)",
+    )
     p.add_argument("--template", action="append", default=[], help="prompt template(s); default: each dataset's own")
-    p.add_argument("--out", default="bench-results", help="output folder: new, empty, or an earlier bench output to resume (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        default="bench-results",
+        help="output folder: new, empty, or an earlier bench output to resume (default: %(default)s)",
+    )
     add_backbone_options(p)
     add_feature_options(p)
     add_ray_options(p, "each run of the grid as a task")
@@ -85,16 +121,25 @@ def main(args: argparse.Namespace) -> int:
     targets = _targets(args)
     inputs = [args.datasets_root, *(d.root for d in datasets.values()), *(d.root for d in targets.values())]
     out = claim_output_dir(args.out, "bench", resume=True, inputs=inputs)
-    plan = BenchPlan(datasets, methods, shots, seeds, args.protocol, tuple(args.template), features_from_args(args, inputs))
+    plan = BenchPlan(
+        datasets, methods, shots, seeds, args.protocol, tuple(args.template), features_from_args(args, inputs)
+    )
     backbone = backbone_from_args(args)
     mark_output_dir(out, "bench")
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     if args.setting == "few-shot":
         if ray_options:
-            return _few_shot(backbone, plan, out, args.protocol, log, (ray_options, backbone_spec_from_args(args, backbone.precision)))
+            return _few_shot(
+                backbone,
+                plan,
+                out,
+                args.protocol,
+                log,
+                (ray_options, backbone_spec_from_args(args, backbone.precision)),
+            )
         return _few_shot(backbone, plan, out, args.protocol, log)
     if args.setting == "domain-generalization":
-        (source_name, source), = _one_source(datasets)
+        ((source_name, source),) = _one_source(datasets)
         aligned = [align_target(source, name, target) for name, target in targets.items()]
         report = run_domain_generalization(backbone, plan, aligned, out, log)
         files = write_transfer_reports(out, args.setting, args.protocol, report.results, source_name)
@@ -102,13 +147,17 @@ def main(args: argparse.Namespace) -> int:
         report = run_base_to_new(backbone, plan, out, log)
         files = write_transfer_reports(out, args.setting, args.protocol, report.results)
     sys.stdout.write(files["table"].read_text())
-    print(f"{report.ran} runs done, {report.skipped} already finished (skipped); table: {files['table']}", file=sys.stderr)
+    print(
+        f"{report.ran} runs done, {report.skipped} already finished (skipped); table: {files['table']}", file=sys.stderr
+    )
     return 0
 
 
 def _one_source(datasets: dict) -> list:
     if len(datasets) != 1:
-        raise ConfigError(f"domain generalisation trains on one source dataset; got {len(datasets)} ({', '.join(datasets)})")
+        raise ConfigError(
+            f"domain generalisation trains on one source dataset; got {len(datasets)} ({', '.join(datasets)})"
+        )
     return list(datasets.items())
 
 
@@ -123,9 +172,15 @@ def _few_shot(backbone, plan: BenchPlan, out: Path, protocol: str, log, ray=None
     files = write_reports(out, protocol, report.results)
     plots = plot_summary(files["summary"], protocol, out / "plots")
     sys.stdout.write(files["table"].read_text())
-    print(f"{report.ran} runs done, {report.skipped} already finished (skipped), in {report.seconds:.1f} s; "
-          f"table: {files['table']}, plots: {', '.join(str(p) for p in plots)}", file=sys.stderr)
+    print(
+        f"{report.ran} runs done, {report.skipped} already finished (skipped), in {report.seconds:.1f} s; "
+        f"table: {files['table']}, plots: {', '.join(str(p) for p in plots)}",
+        file=sys.stderr,
+    )
     if report.failed:  # the sweep finished what it could; say what it could not
-        print(f"{len(report.failed)} run(s) failed after retries (re-run to retry them): " + "; ".join(report.failed), file=sys.stderr)
+        print(
+            f"{len(report.failed)} run(s) failed after retries (re-run to retry them): " + "; ".join(report.failed),
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -22,12 +22,22 @@ SHARD_GLOB = "shard-*.json"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cache", help="inspect or prune the feature cache", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "cache",
+        help="inspect or prune the feature cache",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("action", nargs="?", default="list", choices=("list", "prune"), help="list (default) or prune")
-    p.add_argument("--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
-    p.add_argument("--older-than", type=float, default=None, metavar="DAYS", help="prune: shards unused for this many days")
-    p.add_argument("--encoder", default=None, metavar="KEY", help="prune: every shard of this encoder (see the listing)")
+    p.add_argument(
+        "--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)"
+    )
+    p.add_argument(
+        "--older-than", type=float, default=None, metavar="DAYS", help="prune: shards unused for this many days"
+    )
+    p.add_argument(
+        "--encoder", default=None, metavar="KEY", help="prune: every shard of this encoder (see the listing)"
+    )
     p.add_argument("--all", action="store_true", help="prune: everything in the cache")
     p.set_defaults(func=main)
 
@@ -52,9 +62,16 @@ def describe(root: Path) -> list[dict]:
             continue  # not one of ours
         shards = _shards(encoder_dir)
         size = sum(p.stat().st_size for s in shards for p in (s, s.with_suffix(".safetensors")) if p.exists())
-        rows.append({"key": encoder_dir.name, "encoder": encoder, "shards": len(shards), "bytes": size,
-                     "last_used": max((_last_used(s) for s in shards), default=0.0),
-                     "kinds": sorted({s.parent.name for s in shards})})
+        rows.append(
+            {
+                "key": encoder_dir.name,
+                "encoder": encoder,
+                "shards": len(shards),
+                "bytes": size,
+                "last_used": max((_last_used(s) for s in shards), default=0.0),
+                "kinds": sorted({s.parent.name for s in shards}),
+            }
+        )
     return rows
 
 
@@ -84,7 +101,9 @@ def main(args: argparse.Namespace) -> int:
         if args.older_than is not None and not args.older_than >= 0:
             raise ConfigError(f"--older-than must be a number of days >= 0, got {args.older_than}")
         if args.encoder is not None and args.encoder not in {r["key"] for r in describe(root)}:
-            raise ConfigError(f"--encoder {quoted(args.encoder)} is not in the cache {quoted(root)}; run `clip-adapter cache` to list them")
+            raise ConfigError(
+                f"--encoder {quoted(args.encoder)} is not in the cache {quoted(root)}; run `clip-adapter cache` to list them"
+            )
         removed, freed = prune(root, args.older_than, args.encoder, args.all)
         print(f"removed {removed} shard(s), {freed / 2**20:.1f} MiB, from {quoted(root)}")
         return 0
@@ -93,6 +112,8 @@ def main(args: argparse.Namespace) -> int:
     for r in rows:
         enc = r["encoder"]
         used = time.strftime("%Y-%m-%d", time.localtime(r["last_used"])) if r["last_used"] else "never"
-        print(f"  {r['key']}  {enc.get('backbone', '?')} {enc.get('precision', '')} {enc.get('device', '')}  "
-              f"{'/'.join(r['kinds']) or '-'}  {r['shards']} shards  {r['bytes'] / 2**20:.1f} MiB  last used {used}")
+        print(
+            f"  {r['key']}  {enc.get('backbone', '?')} {enc.get('precision', '')} {enc.get('device', '')}  "
+            f"{'/'.join(r['kinds']) or '-'}  {r['shards']} shards  {r['bytes'] / 2**20:.1f} MiB  last used {used}"
+        )
     return 0

@@ -20,38 +20,84 @@ from .parsing import float_pair, positive_int, seed_int
 GIVEN = "given_options"  # the Namespace attribute track_given_options fills
 
 
-def add_backbone_options(parser: argparse.ArgumentParser, default: str | None = "toy",
-                         default_help: str = "the artifact's backbone") -> None:
+def add_backbone_options(
+    parser: argparse.ArgumentParser, default: str | None = "toy", default_help: str = "the artifact's backbone"
+) -> None:
     """The backbone options; ``default=None`` means "what the artifact records", said in ``default_help``."""
     group = parser.add_argument_group("backbone")
     shown = "%(default)s" if default is not None else default_help  # never "(default: None)"
-    group.add_argument("--backbone", default=default, help=f"toy (built-in tiny CLIP) or an open_clip architecture, e.g. ViT-B-32 (default: {shown})")
-    group.add_argument("--pretrained", default=None, help="open_clip tag (downloads), checkpoint path, or none (random init); toy default: the shipped checkpoint")
-    group.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="encoder precision (auto: bf16 where the CPU/GPU is fast at it)")
+    group.add_argument(
+        "--backbone",
+        default=default,
+        help=f"toy (built-in tiny CLIP) or an open_clip architecture, e.g. ViT-B-32 (default: {shown})",
+    )
+    group.add_argument(
+        "--pretrained",
+        default=None,
+        help="open_clip tag (downloads), checkpoint path, or none (random init); toy default: the shipped checkpoint",
+    )
+    group.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "bf16", "fp32"),
+        help="encoder precision (auto: bf16 where the CPU/GPU is fast at it)",
+    )
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    group.add_argument("--init-seed", type=seed_int, default=0, help="seed for --pretrained none (default: %(default)s)")
+    group.add_argument(
+        "--init-seed", type=seed_int, default=0, help="seed for --pretrained none (default: %(default)s)"
+    )
 
 
 def add_data_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--data", required=required, help="ImageFolder root (root/<class>/<image>), a CoOp split JSON, or a folder with split.json + images/")
+    group.add_argument(
+        "--data",
+        required=required,
+        help="ImageFolder root (root/<class>/<image>), a CoOp split JSON, or a folder with split.json + images/",
+    )
     group.add_argument("--split-file", default=None, help="CoOp split JSON whose paths are relative to --data")
-    group.add_argument("--classnames", default=None, metavar="FILE",
-                       help='JSON map renaming classes: {"<folder or class name>": "<new name>"}')
+    group.add_argument(
+        "--classnames",
+        default=None,
+        metavar="FILE",
+        help='JSON map renaming classes: {"<folder or class name>": "<new name>"}',
+    )
 
 
 def add_feature_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("features")
     defaults = FeatureConfig()
-    group.add_argument("--views", type=positive_int, default=defaults.views, help="augmented views per training image (default: %(default)s)")
-    group.add_argument("--aug-seed", type=seed_int, default=defaults.aug_seed, help="seed of the augmented views (default: %(default)s)")
-    group.add_argument("--no-flip", action="store_true", help="no horizontal flip in training views (when left/right matters)")
-    group.add_argument("--crop-scale", default=None, metavar="LO,HI",
-                       help="random-resized-crop area range of training views (default: 0.5,1, Tip-Adapter's; "
-                            "0.08,1 is Dassl's, used by CoOp, CoCoOp and CLIP-Adapter; --preset official picks its method's)")
-    group.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="encoder batch size (default: %(default)s)")
-    group.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and list them, instead of stopping")
-    group.add_argument("--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
+    group.add_argument(
+        "--views",
+        type=positive_int,
+        default=defaults.views,
+        help="augmented views per training image (default: %(default)s)",
+    )
+    group.add_argument(
+        "--aug-seed",
+        type=seed_int,
+        default=defaults.aug_seed,
+        help="seed of the augmented views (default: %(default)s)",
+    )
+    group.add_argument(
+        "--no-flip", action="store_true", help="no horizontal flip in training views (when left/right matters)"
+    )
+    group.add_argument(
+        "--crop-scale",
+        default=None,
+        metavar="LO,HI",
+        help="random-resized-crop area range of training views (default: 0.5,1, Tip-Adapter's; "
+        "0.08,1 is Dassl's, used by CoOp, CoCoOp and CLIP-Adapter; --preset official picks its method's)",
+    )
+    group.add_argument(
+        "--batch-size", type=positive_int, default=defaults.batch_size, help="encoder batch size (default: %(default)s)"
+    )
+    group.add_argument(
+        "--skip-bad", action="store_true", help="leave unreadable images out and list them, instead of stopping"
+    )
+    group.add_argument(
+        "--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)"
+    )
 
 
 def backbone_from_args(args: argparse.Namespace) -> Backbone:
@@ -68,8 +114,11 @@ def data_inputs(args: argparse.Namespace, dataset: Dataset | None = None) -> lis
 
 
 def add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--overwrite", action="store_true",
-                        help=f"replace {what} this tool wrote earlier at --out (anything else there is never replaced)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {what} this tool wrote earlier at --out (anything else there is never replaced)",
+    )
 
 
 def cache_dir_from_args(args: argparse.Namespace, inputs: list | None = None) -> str:
@@ -81,13 +130,22 @@ def cache_dir_from_args(args: argparse.Namespace, inputs: list | None = None) ->
     return args.cache_dir
 
 
-def features_from_args(args: argparse.Namespace, inputs: list | None = None, crop_scale: tuple[float, ...] | None = None) -> FeatureConfig:
+def features_from_args(
+    args: argparse.Namespace, inputs: list | None = None, crop_scale: tuple[float, ...] | None = None
+) -> FeatureConfig:
     """The feature options; ``crop_scale`` is the default when ``--crop-scale`` is not given."""
     extra = {"crop_scale": crop_scale} if crop_scale else {}
     if args.crop_scale is not None:
         extra["crop_scale"] = float_pair(args.crop_scale, "--crop-scale")
-    return FeatureConfig(views=args.views, aug_seed=args.aug_seed, flip=not args.no_flip, batch_size=args.batch_size,
-                         skip_bad=args.skip_bad, cache_dir=cache_dir_from_args(args, inputs), **extra)
+    return FeatureConfig(
+        views=args.views,
+        aug_seed=args.aug_seed,
+        flip=not args.no_flip,
+        batch_size=args.batch_size,
+        skip_bad=args.skip_bad,
+        cache_dir=cache_dir_from_args(args, inputs),
+        **extra,
+    )
 
 
 def parse_assignments(pairs: list[str], config_cls: type[Config]) -> dict[str, Any]:
@@ -118,7 +176,10 @@ def print_json(obj: Any) -> None:
 
 
 def add_config_options(
-    parser: argparse.ArgumentParser, config_cls: type[Config], exclude: tuple[str, ...] = (), aliases: dict[str, str] | None = None
+    parser: argparse.ArgumentParser,
+    config_cls: type[Config],
+    exclude: tuple[str, ...] = (),
+    aliases: dict[str, str] | None = None,
 ) -> None:
     """One ``--field-name`` option per config field, typed and with the field's help text (plus ``aliases``: field → flag)."""
     defaults = config_cls()
@@ -129,11 +190,15 @@ def add_config_options(
         flags = ["--" + f.name.replace("_", "-"), *([aliases[f.name]] if aliases and f.name in aliases else [])]
         help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
         if isinstance(default, bool):
-            parser.add_argument(*flags, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+            parser.add_argument(
+                *flags, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text
+            )
         elif isinstance(default, tuple):
             parser.add_argument(*flags, dest=f.name, default=None, help=help_text + "; comma-separated")
         else:
-            parser.add_argument(*flags, dest=f.name, default=None, type=type(default) if default is not None else str, help=help_text)
+            parser.add_argument(
+                *flags, dest=f.name, default=None, type=type(default) if default is not None else str, help=help_text
+            )
 
 
 def config_from_args(config_cls: type[Config], args: argparse.Namespace, **extra: Any) -> Config:
@@ -181,6 +246,7 @@ _RECORDING_CLASSES: dict[type, type] = {}
 
 def _recording_class(cls: type[argparse.Action]) -> type:
     if cls not in _RECORDING_CLASSES:
+
         def __call__(self, parser, namespace, values, option_string=None):
             given = vars(namespace).setdefault(GIVEN, set())
             given.add(self.dest)
@@ -197,9 +263,13 @@ def given_options(args: argparse.Namespace) -> set[str]:
 
 def add_config_option(parser: argparse.ArgumentParser, what: str) -> None:
     """``--config PATH``: replay the settings recorded by an earlier run (options given on the command line win)."""
-    parser.add_argument("--config", metavar="PATH", default=None,
-                        help=f"replay the settings recorded in {what} (the file, or the folder holding it); "
-                             "options given on the command line override them")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help=f"replay the settings recorded in {what} (the file, or the folder holding it); "
+        "options given on the command line override them",
+    )
 
 
 def read_recorded_config(path: str, names: tuple[str, ...], what: str) -> tuple[Path, dict[str, Any]]:

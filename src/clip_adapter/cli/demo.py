@@ -43,13 +43,19 @@ def command_name() -> str:
 
 def main(args: argparse.Namespace) -> int:
     claim_output_dir(args.out, "demo", resume=True)
-    result = run_demo(DemoConfig(task=args.task, domain=args.domain, out=args.out), log=lambda line: print(line, file=sys.stderr))
+    result = run_demo(
+        DemoConfig(task=args.task, domain=args.domain, out=args.out), log=lambda line: print(line, file=sys.stderr)
+    )
     sys.stdout.write(result["table"].read_text())
     tool = command_name()
-    print(f"\nplot: {result['plot']}\ntable: {result['table']}\nartifact: {result['artifact']} "
-          f"(try: {tool} predict {result['artifact']} {result['data']}/images --top-k 3)")
-    print(f"Same on your own photos and a real CLIP: {tool} train --data ./photos --backbone ViT-B-32 "
-          "--pretrained openai --shots 16 --out runs/photos   (ImageFolder: photos/<class>/<image>)")
+    print(
+        f"\nplot: {result['plot']}\ntable: {result['table']}\nartifact: {result['artifact']} "
+        f"(try: {tool} predict {result['artifact']} {result['data']}/images --top-k 3)"
+    )
+    print(
+        f"Same on your own photos and a real CLIP: {tool} train --data ./photos --backbone ViT-B-32 "
+        "--pretrained openai --shots 16 --out runs/photos   (ImageFolder: photos/<class>/<image>)"
+    )
     if tool != "clip-adapter":
         print("(or first `. .venv/bin/activate`, then call clip-adapter by name)")
     return 0

@@ -32,22 +32,65 @@ from .parsing import positive_int
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..distill import DistillConfig
 
-    p = sub.add_parser("distill", help="CLIP-KD: distil a teacher CLIP (or an adapted one) into a smaller student", description=__doc__)
-    p.add_argument("--teacher", default="toy", help="teacher backbone: toy or an open_clip architecture (default: %(default)s)")
-    p.add_argument("--teacher-pretrained", default=None, help="teacher weights (as --pretrained elsewhere; toy default: the shipped checkpoint)")
-    p.add_argument("--teacher-artifact", default=None, help="a CLIP-Adapter artifact: distil it (with its backbone) into an adapter on the student")
-    p.add_argument("--student", required=True, help="toy-small, toy-tiny, toy (the shipped architecture) or an open_clip architecture")
-    p.add_argument("--student-pretrained", default="none", help="student start weights: none (seeded random) or a checkpoint (default: %(default)s)")
-    p.add_argument("--captions", default=None, help="image-caption JSON list to train on (default: the toy scene stream)")
-    p.add_argument("--data", default=None, help="with --teacher-artifact: the dataset whose training images the adapter learns from")
+    p = sub.add_parser(
+        "distill", help="CLIP-KD: distil a teacher CLIP (or an adapted one) into a smaller student", description=__doc__
+    )
+    p.add_argument(
+        "--teacher", default="toy", help="teacher backbone: toy or an open_clip architecture (default: %(default)s)"
+    )
+    p.add_argument(
+        "--teacher-pretrained",
+        default=None,
+        help="teacher weights (as --pretrained elsewhere; toy default: the shipped checkpoint)",
+    )
+    p.add_argument(
+        "--teacher-artifact",
+        default=None,
+        help="a CLIP-Adapter artifact: distil it (with its backbone) into an adapter on the student",
+    )
+    p.add_argument(
+        "--student",
+        required=True,
+        help="toy-small, toy-tiny, toy (the shipped architecture) or an open_clip architecture",
+    )
+    p.add_argument(
+        "--student-pretrained",
+        default="none",
+        help="student start weights: none (seeded random) or a checkpoint (default: %(default)s)",
+    )
+    p.add_argument(
+        "--captions", default=None, help="image-caption JSON list to train on (default: the toy scene stream)"
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="with --teacher-artifact: the dataset whose training images the adapter learns from",
+    )
     p.add_argument("--out", required=True, help="output folder (new or empty; --overwrite replaces our own)")
     p.add_argument("--overwrite", action="store_true", help="replace an output this tool wrote earlier at --out")
-    p.add_argument("--eval", action="store_true", help="zero-shot accuracy of teacher and student on the toy tasks afterwards")
-    p.add_argument("--eval-per-class", type=positive_int, default=10, help="test images per class per toy task and rendering (default: %(default)s)")
-    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="teacher precision (the student trains in fp32)")
+    p.add_argument(
+        "--eval", action="store_true", help="zero-shot accuracy of teacher and student on the toy tasks afterwards"
+    )
+    p.add_argument(
+        "--eval-per-class",
+        type=positive_int,
+        default=10,
+        help="test images per class per toy task and rendering (default: %(default)s)",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "bf16", "fp32"),
+        help="teacher precision (the student trains in fp32)",
+    )
     p.add_argument("--device", default="auto", help="teacher device (the student trains on the CPU)")
     add_config_options(p, DistillConfig, exclude=("losses",))
-    p.add_argument("--loss", dest="losses", default=None, help="KD losses added to the CLIP loss, comma-separated: fd, icl, crd, or none (default: none)")
+    p.add_argument(
+        "--loss",
+        dest="losses",
+        default=None,
+        help="KD losses added to the CLIP loss, comma-separated: fd, icl, crd, or none (default: none)",
+    )
     p.set_defaults(func=main)
 
 
@@ -55,7 +98,9 @@ def main(args: argparse.Namespace) -> int:
     if args.teacher_artifact:
         return adapter_main(args)
     if args.data:
-        raise ConfigError("--data is for --teacher-artifact; to train a backbone on your own pairs pass --captions FILE")
+        raise ConfigError(
+            "--data is for --teacher-artifact; to train a backbone on your own pairs pass --captions FILE"
+        )
     return backbone_main(args)
 
 
@@ -85,10 +130,15 @@ def backbone_main(args: argparse.Namespace) -> int:
     with atomic_dir(out, may_replace=lambda p: args.overwrite and is_own_output(p, KIND)) as tmp:
         mark_output_dir(tmp, KIND)
         run = distill(Teacher(teacher_bb), student, cfg, batches, tmp)
-        name, pretrained = save_student(tmp, run, cfg, teacher_bb, {"command": command, "data": args.captions or "toy scene stream"})
+        name, pretrained = save_student(
+            tmp, run, cfg, teacher_bb, {"command": command, "data": args.captions or "toy scene stream"}
+        )
     pretrained = str(out.resolve() / Path(pretrained).name) if not student.is_toy else str(out.resolve())
-    print(f"student ({student.parameter_count():,} parameters, teacher {sum(p.numel() for p in teacher_bb.model.parameters()):,}) "
-          f"written to {quoted(out)}: use --backbone {name} --pretrained {pretrained}", file=sys.stderr)
+    print(
+        f"student ({student.parameter_count():,} parameters, teacher {sum(p.numel() for p in teacher_bb.model.parameters()):,}) "
+        f"written to {quoted(out)}: use --backbone {name} --pretrained {pretrained}",
+        file=sys.stderr,
+    )
     if args.eval:
         _print_eval(teacher_bb, create_backbone(name, pretrained, "fp32"), args.eval_per_class)
     return 0
@@ -113,19 +163,33 @@ def adapter_main(args: argparse.Namespace) -> int:
     from ..distill.adapted import distill_adapter
 
     if not args.data:
-        raise ConfigError("--teacher-artifact needs --data: the dataset whose training images the student adapter learns from")
+        raise ConfigError(
+            "--teacher-artifact needs --data: the dataset whose training images the student adapter learns from"
+        )
     if args.student_pretrained.lower() == "none":
-        raise ConfigError("--teacher-artifact needs a trained student backbone: pass --student-pretrained (e.g. a `clip-adapter distill` output)")
-    claim_output_dir(args.out, "artifact", overwrite=args.overwrite, inputs=[args.data, args.teacher_artifact, args.student_pretrained])
+        raise ConfigError(
+            "--teacher-artifact needs a trained student backbone: pass --student-pretrained (e.g. a `clip-adapter distill` output)"
+        )
+    claim_output_dir(
+        args.out,
+        "artifact",
+        overwrite=args.overwrite,
+        inputs=[args.data, args.teacher_artifact, args.student_pretrained],
+    )
     precision = None if args.precision == "auto" else args.precision
     teacher, teacher_bb = load_with_backbone(args.teacher_artifact, None, None, precision, args.device)
     student_name = "toy" if args.student.startswith("toy") else args.student
     student_bb = create_backbone(student_name, args.student_pretrained, "fp32")
     clf, info = distill_adapter(teacher, teacher_bb, student_bb, args.data)
     out = clf.save_pretrained(args.out, {"result.json": {"distill": info}}, overwrite=args.overwrite)
-    print(f"student adapter written to {quoted(out)} (learned from {info['train_images']} training images)", file=sys.stderr)
+    print(
+        f"student adapter written to {quoted(out)} (learned from {info['train_images']} training images)",
+        file=sys.stderr,
+    )
     if load_dataset(args.data).split("test"):
         accuracy = api.load(out).evaluate(args.data, split="test")["accuracy"]
-        teacher_acc = api.AdaptedCLIP(teacher, teacher_bb, api.FeatureConfig()).evaluate(args.data, split="test")["accuracy"]
+        teacher_acc = api.AdaptedCLIP(teacher, teacher_bb, api.FeatureConfig()).evaluate(args.data, split="test")[
+            "accuracy"
+        ]
         print(f"test accuracy: student {100 * accuracy:.2f} %, teacher {100 * teacher_acc:.2f} %")
     return 0

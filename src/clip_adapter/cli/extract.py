@@ -38,7 +38,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_data_options(p)
     add_backbone_options(p)
     add_feature_options(p)
-    p.add_argument("--shots", default="16", help="comma-separated shot counts whose training images to encode (default: %(default)s)")
+    p.add_argument(
+        "--shots",
+        default="16",
+        help="comma-separated shot counts whose training images to encode (default: %(default)s)",
+    )
     p.add_argument("--seeds", default="1,2,3", help="comma-separated few-shot seeds (default: %(default)s)")
     p.add_argument("--template", action="append", default=[], help="prompt template(s) to encode")
     p.add_argument("--no-test", action="store_true", help="skip the test split")
@@ -62,15 +66,29 @@ def main(args: argparse.Namespace) -> int:
             from ..distributed import ray_extraction, ray_session
 
             ray = stack.enter_context(ray_session(ray_options))
-            stack.enter_context(ray_extraction(ray, backbone_spec_from_args(args, backbone.precision), ray_options, backbone.encoder_fingerprint))
+            stack.enter_context(
+                ray_extraction(
+                    ray, backbone_spec_from_args(args, backbone.precision), ray_options, backbone.encoder_fingerprint
+                )
+            )
         for shots in shot_counts:
             for seed in seeds:
                 split = sample_few_shot(dataset, shots, seed)
-                stats.merge(encode_split(backbone, split, templates, features, with_test=first and not args.no_test).stats)
+                stats.merge(
+                    encode_split(backbone, split, templates, features, with_test=first and not args.no_test).stats
+                )
                 first = False
-    report = {"backbone": backbone.id, "precision": backbone.precision, "cache_dir": str(features.cache_path()), **stats.to_dict()}
+    report = {
+        "backbone": backbone.id,
+        "precision": backbone.precision,
+        "cache_dir": str(features.cache_path()),
+        **stats.to_dict(),
+    }
     if args.json:
         print_json(report)
-    print(f"encoded {stats.encoded} views at {stats.images_per_second:.1f} images/s ({backbone.precision}); "
-          f"{stats.cached} were already cached; {len(stats.skipped)} skipped; cache: {features.cache_path()}", file=sys.stderr)
+    print(
+        f"encoded {stats.encoded} views at {stats.images_per_second:.1f} images/s ({backbone.precision}); "
+        f"{stats.cached} were already cached; {len(stats.skipped)} skipped; cache: {features.cache_path()}",
+        file=sys.stderr,
+    )
     return 0

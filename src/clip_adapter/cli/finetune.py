@@ -39,17 +39,43 @@ TOY_WORLD = "toy-world"  # what the record says when no --data was given
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("finetune", help="fine-tune a backbone (NegCLIP, LABCLIP, NegationCLIP) into a new checkpoint", description=__doc__)
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a backbone (NegCLIP, LABCLIP, NegationCLIP) into a new checkpoint",
+        description=__doc__,
+    )
     p.add_argument("--recipe", default=None, help="negclip, labclip or negation (required unless --config)")
     p.add_argument("--backbone", default="toy", help="toy (default) or an open_clip architecture, e.g. ViT-B-32")
-    p.add_argument("--pretrained", default=None, help="weights to start from: open_clip tag, checkpoint path, or none (toy default: the shipped checkpoint)")
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        help="weights to start from: open_clip tag, checkpoint path, or none (toy default: the shipped checkpoint)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--init-seed", type=seed_int, default=0, help="seed for --pretrained none (default: %(default)s)")
-    p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"), help="autocast while training (default: auto, bf16 where fast)")
-    p.add_argument("--out", default=None, help="output folder (new or empty; --overwrite replaces our own earlier fine-tuning output)")
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=("auto", "bf16", "fp32"),
+        help="autocast while training (default: auto, bf16 where fast)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (new or empty; --overwrite replaces our own earlier fine-tuning output)",
+    )
     p.add_argument("--data", default=None, help="captions JSON (default: the toy world)")
-    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE", help="a recipe option (repeatable)")
-    p.add_argument("--overwrite", action="store_true", help="replace a fine-tuning output this tool wrote earlier at --out")
+    p.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a recipe option (repeatable)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a fine-tuning output this tool wrote earlier at --out"
+    )
     p.add_argument("--list-options", action="store_true", help="print the recipe's options and defaults, then exit")
     add_config_option(p, "a fine-tuning output's toy_clip.json or finetuned.json")
     track_given_options(p)  # last: every option above must say whether it was typed
@@ -73,11 +99,23 @@ def finetune_main(args: argparse.Namespace) -> int:
         values["precision"] = args.precision
     if args.config:
         print(f"replaying the fine-tuning recorded in {args.config} (options given here override it)", file=sys.stderr)
-    result = finetune(args.recipe, args.backbone, args.pretrained, args.out, args.data, values, args.overwrite,
-                      args.device, args.init_seed, command=" ".join(["clip-adapter", *sys.argv[1:]]) if sys.argv[1:] else None)
+    result = finetune(
+        args.recipe,
+        args.backbone,
+        args.pretrained,
+        args.out,
+        args.data,
+        values,
+        args.overwrite,
+        args.device,
+        args.init_seed,
+        command=" ".join(["clip-adapter", *sys.argv[1:]]) if sys.argv[1:] else None,
+    )
     s = result.summary
     scores = ", ".join(f"{k} {v:.3f}" for k, v in s["validation_selected"].items())
-    print(f"{args.recipe}: kept step {s['selected_step']} of {s['steps']} (validation: {scores}) in {s['wall_time_s']:.0f} s")
+    print(
+        f"{args.recipe}: kept step {s['selected_step']} of {s['steps']} (validation: {scores}) in {s['wall_time_s']:.0f} s"
+    )
     print(f"checkpoint written to {result.out}; use it with: {result.usage}")
     return 0
 
@@ -107,8 +145,9 @@ def apply_recorded_finetune(args: argparse.Namespace) -> dict[str, Any]:
     parts = base_id.split("/") if isinstance(base_id, str) else []
     recipe = record.get("recipe")
     if len(parts) < 3 or not isinstance(recipe, str) or not isinstance(record.get("recipe_config"), dict):
-        raise ConfigError(f"--config {quoted(file)} records no complete fine-tuning "
-                          "(its recipe, recipe_config and base_weights)")
+        raise ConfigError(
+            f"--config {quoted(file)} records no complete fine-tuning (its recipe, recipe_config and base_weights)"
+        )
     given = given_options(args)
 
     def fill(dest: str, value: Any) -> None:

@@ -28,13 +28,25 @@ from .parsing import positive_int
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="build an image search index from a folder", description=__doc__)
     p.add_argument("folder", help="folder of images (searched recursively)")
-    p.add_argument("--out", required=True, help="index folder to write (new or empty; --overwrite replaces our own index)")
+    p.add_argument(
+        "--out", required=True, help="index folder to write (new or empty; --overwrite replaces our own index)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an index this tool wrote earlier at --out")
-    p.add_argument("--artifact", default=None, help="also store this artifact's adapted features (its backbone is used)")
-    p.add_argument("--faiss", nargs="?", const="hnsw", default=None, choices=APPROXIMATE_KINDS,
-                   help="also write an approximate FAISS index (hnsw, the default, or ivf); needs faiss-cpu")
+    p.add_argument(
+        "--artifact", default=None, help="also store this artifact's adapted features (its backbone is used)"
+    )
+    p.add_argument(
+        "--faiss",
+        nargs="?",
+        const="hnsw",
+        default=None,
+        choices=APPROXIMATE_KINDS,
+        help="also write an approximate FAISS index (hnsw, the default, or ivf); needs faiss-cpu",
+    )
     add_backbone_options(p, default=None, default_help="toy, or the artifact's backbone with --artifact")
-    p.add_argument("--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
+    p.add_argument(
+        "--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)"
+    )
     p.add_argument("--batch-size", type=positive_int, default=64, help="encoder batch size (default: %(default)s)")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and list them")
     p.set_defaults(func=main)
@@ -53,7 +65,17 @@ def main(args: argparse.Namespace) -> int:
     else:
         args.backbone = args.backbone or "toy"
         backbone = backbone_from_args(args)
-    out = build_index(backbone, args.folder, cache_dir, args.out, adaptation, args.faiss, args.batch_size, args.skip_bad, args.overwrite)
+    out = build_index(
+        backbone,
+        args.folder,
+        cache_dir,
+        args.out,
+        adaptation,
+        args.faiss,
+        args.batch_size,
+        args.skip_bad,
+        args.overwrite,
+    )
     record = read_json(out / INDEX_FILE, "index record")
     for item in record["skipped"]:
         print(f"skipped {quoted(item['path'])}: {item['reason']}", file=sys.stderr)

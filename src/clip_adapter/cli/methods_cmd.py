@@ -29,7 +29,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"{name}: {summary(method) if args.name else (method.__doc__ or '').strip().splitlines()[0]}")
         if not args.name:
             continue
-        print(f"  runs the text encoder while training: {'yes' if method.needs_backbone else 'no (cached features only)'}")
+        print(
+            f"  runs the text encoder while training: {'yes' if method.needs_backbone else 'no (cached features only)'}"
+        )
         for preset, values in method.presets.items():
             shown = ", ".join(f"{k}={v}" for k, v in values.items()) or "the defaults below"
             print(f"  preset {preset}: {shown}")

@@ -28,26 +28,46 @@ from .parsing import count_int, positive_int, seed_int
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..multilabel.config import METHODS
 
-    p = sub.add_parser("multilabel", help="multi-label recognition: Unmix-CLIP, zero-shot and CLIP-Adapter baselines",
-                       description=__doc__)
+    p = sub.add_parser(
+        "multilabel",
+        help="multi-label recognition: Unmix-CLIP, zero-shot and CLIP-Adapter baselines",
+        description=__doc__,
+    )
     ml_sub = p.add_subparsers(dest="multilabel_command", metavar="MULTILABEL_COMMAND")
     _toy_parser(ml_sub)
     tr = ml_sub.add_parser("train", help="train a multi-label head on few shots and evaluate it on the test split")
-    tr.add_argument("--data", required=True, help="multi-label JSON/CSV file, or a folder with labels.json or labels.csv")
+    tr.add_argument(
+        "--data", required=True, help="multi-label JSON/CSV file, or a folder with labels.json or labels.csv"
+    )
     tr.add_argument("--method", default="unmix", choices=METHODS, help="(default: %(default)s)")
-    tr.add_argument("--shots", type=positive_int, default=16, help="at least this many training images per label (default: %(default)s)")
+    tr.add_argument(
+        "--shots",
+        type=positive_int,
+        default=16,
+        help="at least this many training images per label (default: %(default)s)",
+    )
     tr.add_argument("--seed", type=seed_int, default=1, help="seed of the shots and of training (default: %(default)s)")
-    tr.add_argument("--positive-template", default=None, help="prompt for 'class present' (default: the data's, else the method's)")
-    tr.add_argument("--negative-template", default=None, help="prompt for 'class absent' (default: the data's, else the method's)")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any option of the method (repeatable)")
+    tr.add_argument(
+        "--positive-template", default=None, help="prompt for 'class present' (default: the data's, else the method's)"
+    )
+    tr.add_argument(
+        "--negative-template", default=None, help="prompt for 'class absent' (default: the data's, else the method's)"
+    )
+    tr.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any option of the method (repeatable)"
+    )
     tr.add_argument("--out", required=True, help="artifact folder (new or empty; --overwrite replaces our own)")
-    tr.add_argument("--overwrite", action="store_true", help="replace a multi-label artifact this tool wrote earlier at --out")
+    tr.add_argument(
+        "--overwrite", action="store_true", help="replace a multi-label artifact this tool wrote earlier at --out"
+    )
     _common_options(tr)
     add_backbone_options(tr)
     tr.set_defaults(func=train_main)
     ev = ml_sub.add_parser("evaluate", help="mAP, F1 and text similarity of a multi-label artifact on a split")
     ev.add_argument("artifact", help="folder written by `multilabel train`")
-    ev.add_argument("--data", required=True, help="multi-label JSON/CSV file, or a folder with labels.json or labels.csv")
+    ev.add_argument(
+        "--data", required=True, help="multi-label JSON/CSV file, or a folder with labels.json or labels.csv"
+    )
     ev.add_argument("--split", default="test", choices=("train", "val", "test"), help="(default: %(default)s)")
     ev.add_argument("--json", action="store_true", help="print the full metrics JSON to stdout instead of the summary")
     _common_options(ev)
@@ -59,9 +79,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _toy_parser(ml_sub: argparse._SubParsersAction) -> None:
     from ..toyworld import DOMAINS
 
-    ds = ml_sub.add_parser("toy-dataset", help="write the toy multi-label task (2–3 shapes per image) as PNGs + labels.json")
-    ds.add_argument("--out", required=True, help="output folder: new, empty, or a toy multi-label dataset with --overwrite")
-    ds.add_argument("--overwrite", action="store_true", help="replace a toy multi-label dataset this tool wrote earlier at --out")
+    ds = ml_sub.add_parser(
+        "toy-dataset", help="write the toy multi-label task (2–3 shapes per image) as PNGs + labels.json"
+    )
+    ds.add_argument(
+        "--out", required=True, help="output folder: new, empty, or a toy multi-label dataset with --overwrite"
+    )
+    ds.add_argument(
+        "--overwrite", action="store_true", help="replace a toy multi-label dataset this tool wrote earlier at --out"
+    )
     ds.add_argument("--domain", default="photo", choices=DOMAINS, help="rendering style (default: %(default)s)")
     ds.add_argument("--train", type=count_int, default=240, help="training images (default: %(default)s)")
     ds.add_argument("--val", type=count_int, default=120, help="validation images (default: %(default)s)")
@@ -71,15 +97,24 @@ def _toy_parser(ml_sub: argparse._SubParsersAction) -> None:
 
 
 def _common_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)")
+    p.add_argument(
+        "--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter)"
+    )
     p.add_argument("--batch-size", type=positive_int, default=64, help="encoder batch size (default: %(default)s)")
-    p.add_argument("--threads", type=count_int, default=1, help="torch threads while training heads (default: %(default)s; 0: leave as is)")
+    p.add_argument(
+        "--threads",
+        type=count_int,
+        default=1,
+        help="torch threads while training heads (default: %(default)s; 0: leave as is)",
+    )
 
 
 def toy_main(args: argparse.Namespace) -> int:
     from ..multilabel.toy import write_toy_multilabel
 
-    out = write_toy_multilabel(args.out, args.domain, args.train, args.val, args.test, args.seed, overwrite=args.overwrite)
+    out = write_toy_multilabel(
+        args.out, args.domain, args.train, args.val, args.test, args.seed, overwrite=args.overwrite
+    )
     print(f"wrote the toy multi-label task ({args.domain}) to {quoted(out)}: images/ and labels.json", file=sys.stderr)
     return 0
 
@@ -98,8 +133,11 @@ def _warn_unknown(backbone: Backbone, prompts: list[str]) -> None:
     unknown = backbone.unknown_words(prompts)
     if unknown:
         words = sorted({w for ws in unknown.values() for w in ws})
-        print(f"warning: backbone {backbone.name} cannot read {', '.join(map(repr, words[:5]))} in the prompts "
-              "(they become <unk>); pass --positive-template/--negative-template it can read", file=sys.stderr)
+        print(
+            f"warning: backbone {backbone.name} cannot read {', '.join(map(repr, words[:5]))} in the prompts "
+            "(they become <unk>); pass --positive-template/--negative-template it can read",
+            file=sys.stderr,
+        )
 
 
 def train_main(args: argparse.Namespace) -> int:
@@ -147,7 +185,9 @@ def _recorded_seed(info: dict[str, Any], artifact: str) -> int:
         return int(seed)
     except ValueError:
         where = quoted(Path(artifact) / "config.json")
-        raise ArtifactError(f"{where}: backbone id {backbone_id!r} has a seed that is not an integer ({seed!r})") from None
+        raise ArtifactError(
+            f"{where}: backbone id {backbone_id!r} has a seed that is not an integer ({seed!r})"
+        ) from None
 
 
 def _backbone_for(args: argparse.Namespace, info: dict[str, Any]) -> Backbone:
@@ -186,10 +226,12 @@ def summary(result: dict[str, Any]) -> str:
     """The numbers the command reports, on one line (as ``eval`` and ``train`` print theirs)."""
     sim = result["text_similarity"]
     run = f" ({result['shots']} shots/label, seed {result['seed']})" if "shots" in result else ""
-    return (f"{result['method']} on {result['n_images']} {result['split']} images{run}: "
-            f"mAP {result['mAP']:.2f}, OF1 {result['overall_f1']:.2f}, CF1 {result['class_f1']:.2f} "
-            f"at threshold {result['threshold']:.3f}; mean off-diagonal text similarity "
-            f"{sim['before']:.3f} -> {sim['after']:.3f}\n")
+    return (
+        f"{result['method']} on {result['n_images']} {result['split']} images{run}: "
+        f"mAP {result['mAP']:.2f}, OF1 {result['overall_f1']:.2f}, CF1 {result['class_f1']:.2f} "
+        f"at threshold {result['threshold']:.3f}; mean off-diagonal text similarity "
+        f"{sim['before']:.3f} -> {sim['after']:.3f}\n"
+    )
 
 
 def per_class_table(result: dict[str, Any]) -> str:

@@ -27,8 +27,6 @@ def name_list(text: str, option: str) -> list[str]:
     return values
 
 
-
-
 def _bounded_int(lo: int, hi: int | None, what: str):
     def parse(text: str) -> int:
         try:

@@ -33,11 +33,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_artifact_backbone_options(p)
     p.add_argument("--cache-dir", default="", help="feature cache directory")
-    p.add_argument("--no-cache", action="store_true", help="do not keep these images' features (a temporary cache, removed after)")
+    p.add_argument(
+        "--no-cache", action="store_true", help="do not keep these images' features (a temporary cache, removed after)"
+    )
     p.add_argument("--batch-size", type=positive_int, default=64, help="encoder batch size")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and list them on stderr")
-    p.add_argument("--reject", action="store_true",
-                   help="label images below the artifact's out-of-distribution threshold 'unknown' (needs `clip-adapter ood`)")
+    p.add_argument(
+        "--reject",
+        action="store_true",
+        help="label images below the artifact's out-of-distribution threshold 'unknown' (needs `clip-adapter ood`)",
+    )
     p.set_defaults(func=main)
 
 
@@ -48,9 +53,21 @@ def main(args: argparse.Namespace) -> int:
     clf, backbone = load_artifact_and_backbone(args.artifact, args)
     check_reject(clf, args.reject)
     paths = find_images(args.images)  # every path checked before any image is encoded, --skip-bad or not
-    with tempfile.TemporaryDirectory(prefix="clip-adapter-predict-") if args.no_cache else contextlib.nullcontext(cache_dir) as where:
-        records = predict_images(clf, backbone, paths, top_k=args.top_k, reject=args.reject, skip_bad=args.skip_bad,
-                                 cache_dir=where, batch_size=args.batch_size)
+    with (
+        tempfile.TemporaryDirectory(prefix="clip-adapter-predict-")
+        if args.no_cache
+        else contextlib.nullcontext(cache_dir) as where
+    ):
+        records = predict_images(
+            clf,
+            backbone,
+            paths,
+            top_k=args.top_k,
+            reject=args.reject,
+            skip_bad=args.skip_bad,
+            cache_dir=where,
+            batch_size=args.batch_size,
+        )
     text = render(records, args.format)
     if args.out:
         # File names that are not valid UTF-8 are written back as the bytes they are.
@@ -89,7 +106,9 @@ def _row(record: dict, rank: int) -> dict:
 
 def _csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
-    fields = ["path", "rank", "class", "probability"] + [k for k in ("set", "label", "unknown", "ood_score") if rows and k in rows[0]]
+    fields = ["path", "rank", "class", "probability"] + [
+        k for k in ("set", "label", "unknown", "ood_score") if rows and k in rows[0]
+    ]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)

@@ -23,13 +23,25 @@ from .parsing import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write a self-contained HTML report of a run or bench output", description=__doc__)
+    p = sub.add_parser(
+        "report", help="write a self-contained HTML report of a run or bench output", description=__doc__
+    )
     p.add_argument("directory", help="artifact directory (clip-adapter train) or bench/demo output folder")
-    p.add_argument("--out", help="HTML file to write (default: report.html in a bench folder, else <DIR>.report.html beside it)")
+    p.add_argument(
+        "--out", help="HTML file to write (default: report.html in a bench folder, else <DIR>.report.html beside it)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--data", help="the run's dataset: the only place test images are read from (re-evaluation, worst images)")
-    p.add_argument("--cache-dir", default="", help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter; never a folder the artifact names)")
-    p.add_argument("--worst", type=positive_int, default=12, help="worst-classified test images shown (default: %(default)s)")
+    p.add_argument(
+        "--data", help="the run's dataset: the only place test images are read from (re-evaluation, worst images)"
+    )
+    p.add_argument(
+        "--cache-dir",
+        default="",
+        help="feature cache (default: $CLIP_ADAPTER_CACHE or ~/.cache/clip-adapter; never a folder the artifact names)",
+    )
+    p.add_argument(
+        "--worst", type=positive_int, default=12, help="worst-classified test images shown (default: %(default)s)"
+    )
     p.add_argument("--device", default="auto", help="device to re-evaluate the artifact on: auto, cpu, cuda ...")
     p.set_defaults(func=main)
 
@@ -37,7 +49,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from ..apps.report import write_report
 
-    path = write_report(args.directory, args.out, overwrite=args.overwrite, data=args.data,
-                        cache_dir=args.cache_dir or None, worst=args.worst, device=args.device)
+    path = write_report(
+        args.directory,
+        args.out,
+        overwrite=args.overwrite,
+        data=args.data,
+        cache_dir=args.cache_dir or None,
+        worst=args.worst,
+        device=args.device,
+    )
     print(f"report written to {path}", file=sys.stderr)
     return 0

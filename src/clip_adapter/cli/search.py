@@ -51,18 +51,34 @@ if TYPE_CHECKING:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search an image index by text or by image", description=__doc__)
     p.add_argument("index", help="index folder written by `clip-adapter index`")
-    p.add_argument("query", nargs="?", default=None,
-                   help="text query, or the path of an image file (an existing file is searched as an image; see --text)")
+    p.add_argument(
+        "query",
+        nargs="?",
+        default=None,
+        help="text query, or the path of an image file (an existing file is searched as an image; see --text)",
+    )
     p.add_argument("--image", default=None, help="search by this image file (the same as giving its path as the query)")
     p.add_argument("--text", action="store_true", help="search the query as text even if it names a file")
-    p.add_argument("--artifact", default=None,
-                   help="apply this CLIP-Adapter artifact's adaptation to images and query (required for an index built with --artifact)")
-    p.add_argument("--template", action="append", default=None, help="prompt template(s) for the text query, each with one {} (default: the raw text)")
+    p.add_argument(
+        "--artifact",
+        default=None,
+        help="apply this CLIP-Adapter artifact's adaptation to images and query (required for an index built with --artifact)",
+    )
+    p.add_argument(
+        "--template",
+        action="append",
+        default=None,
+        help="prompt template(s) for the text query, each with one {} (default: the raw text)",
+    )
     p.add_argument("--top-k", type=positive_int, default=10, help="images to return (default: %(default)s)")
-    p.add_argument("--faiss", action="store_true", help="use the index's approximate FAISS index instead of exact search")
+    p.add_argument(
+        "--faiss", action="store_true", help="use the index's approximate FAISS index instead of exact search"
+    )
     p.add_argument("--format", default="csv", choices=("csv", "json"), help="output format (default: %(default)s)")
     group = p.add_argument_group("backbone (default: the one the index was built with)")
-    group.add_argument("--backbone", default=None, help="override the recorded backbone name (must give the same weights)")
+    group.add_argument(
+        "--backbone", default=None, help="override the recorded backbone name (must give the same weights)"
+    )
     group.add_argument("--pretrained", default=None, help="override the recorded weights (tag or path)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     p.add_argument("--cache-dir", default="", help="feature cache for an image query")
@@ -78,13 +94,17 @@ def query_source(query: str | None, image: str | None, as_text: bool) -> tuple[s
     searching its words would return unrelated images without a word of warning.
     """
     if (query is None) == (image is None):
-        raise ConfigError("give either a text query or --image FILE (exactly one; an image file's path may also be the query)")
+        raise ConfigError(
+            "give either a text query or --image FILE (exactly one; an image file's path may also be the query)"
+        )
     if image is not None:
         if as_text:
             raise ConfigError("--text applies to a query given as words, not to --image")
         reason = not_a_file_reason(image)
         if reason is not None:
-            raise ConfigError(f"--image {quoted(image)} {reason}" if reason != "not found" else f"image not found: {quoted(image)}")
+            raise ConfigError(
+                f"--image {quoted(image)} {reason}" if reason != "not found" else f"image not found: {quoted(image)}"
+            )
         return "image", image
     if as_text:
         return "text", query
@@ -95,14 +115,18 @@ def query_source(query: str | None, image: str | None, as_text: bool) -> tuple[s
     if os.path.isdir(query):
         raise ConfigError(f"the query {quoted(query)} is a folder; give one image file, or --text to search the words")
     if path.suffix.lower() in IMAGE_EXTENSIONS:
-        raise ConfigError(f"image not found: {quoted(query)} (give an existing image file, or --text to search these words)")
+        raise ConfigError(
+            f"image not found: {quoted(query)} (give an existing image file, or --text to search these words)"
+        )
     return "text", query
 
 
 def main(args: argparse.Namespace) -> int:
     kind, value = query_source(args.query, args.image, args.text)
     if kind == "image" and args.template:
-        raise ConfigError(f"--template applies to a text query, not to the image {quoted(value)} (--text searches the words)")
+        raise ConfigError(
+            f"--template applies to a text query, not to the image {quoted(value)} (--text searches the words)"
+        )
     templates = resolve_templates(args.template) if args.template else ()
     cache_dir = cache_dir_from_args(args, []) or default_cache_dir()
     index = load_index(args.index)
@@ -127,7 +151,9 @@ def _image_query(backbone: Backbone, path: str, cache_dir: str | os.PathLike, fr
     except DataError as exc:
         if not from_words:
             raise
-        raise DataError(f"{exc} (the query names this file, so it was read as an image; --text searches the words)") from None
+        raise DataError(
+            f"{exc} (the query names this file, so it was read as an image; --text searches the words)"
+        ) from None
 
 
 def _render(hits: list[tuple[str, float]], fmt: str) -> str:

@@ -32,32 +32,78 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("artifact", help="artifact directory written by `clip-adapter train`")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=port_int, default=8000, help="port (default: %(default)s; 0 = any free port)")
-    p.add_argument("--max-batch", type=positive_int, default=DEFAULTS.max_batch, help="images per encoder call (default: %(default)s)")
-    p.add_argument("--max-wait-ms", type=float, default=DEFAULTS.max_wait_ms, help="wait for a batch to fill, after its first image (default: %(default)s)")
-    p.add_argument("--max-request-mb", type=float, default=DEFAULTS.max_request_mb, help="largest request body (default: %(default)s)")
-    p.add_argument("--max-pixels", type=positive_int, default=DEFAULTS.max_pixels, help="largest image, width x height (default: %(default)s)")
-    p.add_argument("--max-images", type=positive_int, default=DEFAULTS.max_images, help="images per request (default: %(default)s)")
-    p.add_argument("--max-concurrency", type=positive_int, default=DEFAULTS.max_concurrency,
-                   help="requests in flight; more are answered 503 (default: %(default)s)")
-    p.add_argument("--body-timeout-s", type=float, default=DEFAULTS.body_timeout_s,
-                   help="seconds for a whole request body to arrive; slower is answered 408 (default: %(default)s)")
-    p.add_argument("--max-uploads", type=positive_int, default=DEFAULTS.max_uploads,
-                   help="request bodies arriving at once; more are answered 503 (default: %(default)s)")
+    p.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=DEFAULTS.max_batch,
+        help="images per encoder call (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=DEFAULTS.max_wait_ms,
+        help="wait for a batch to fill, after its first image (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-request-mb",
+        type=float,
+        default=DEFAULTS.max_request_mb,
+        help="largest request body (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULTS.max_pixels,
+        help="largest image, width x height (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-images", type=positive_int, default=DEFAULTS.max_images, help="images per request (default: %(default)s)"
+    )
+    p.add_argument(
+        "--max-concurrency",
+        type=positive_int,
+        default=DEFAULTS.max_concurrency,
+        help="requests in flight; more are answered 503 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--body-timeout-s",
+        type=float,
+        default=DEFAULTS.body_timeout_s,
+        help="seconds for a whole request body to arrive; slower is answered 408 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-uploads",
+        type=positive_int,
+        default=DEFAULTS.max_uploads,
+        help="request bodies arriving at once; more are answered 503 (default: %(default)s)",
+    )
     p.add_argument("--info-full", action="store_true", help="GET /info also shows local paths and library versions")
-    p.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (the docs page loads scripts from a CDN)")
+    p.add_argument(
+        "--docs", action="store_true", help="serve /docs and /openapi.json (the docs page loads scripts from a CDN)"
+    )
     add_artifact_backbone_options(p)
     p.set_defaults(func=main, interrupted_message="stopped (Ctrl-C)")  # a server has no work to resume
 
 
 def main(args: argparse.Namespace) -> int:
     require_serve_extra()  # before the model is loaded: a missing extra is one line, at once
-    limits = ServeLimits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_request_mb=args.max_request_mb,
-                         max_pixels=args.max_pixels, max_images=args.max_images, max_concurrency=args.max_concurrency,
-                         body_timeout_s=args.body_timeout_s, max_uploads=args.max_uploads)
+    limits = ServeLimits(
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_request_mb=args.max_request_mb,
+        max_pixels=args.max_pixels,
+        max_images=args.max_images,
+        max_concurrency=args.max_concurrency,
+        body_timeout_s=args.body_timeout_s,
+        max_uploads=args.max_uploads,
+    )
     sock = bind_socket(args.host, args.port)  # an unknown host or a taken port: one line, before any warning or loading
     try:
         if not _is_loopback(sock.getsockname()[0]):
-            print(f"warning: serving on {args.host}, reachable from other machines, with no authentication", file=sys.stderr)
+            print(
+                f"warning: serving on {args.host}, reachable from other machines, with no authentication",
+                file=sys.stderr,
+            )
         clf, backbone = load_artifact_and_backbone(args.artifact, args)
         app = create_app(AdaptedCLIP(clf, backbone, FeatureConfig()), limits, info_full=args.info_full, docs=args.docs)
     except BaseException:
@@ -65,8 +111,11 @@ def main(args: argparse.Namespace) -> int:
         raise
 
     def announce(url: str) -> None:
-        print(f"serving {args.artifact} ({clf.method}, {len(clf.classnames)} classes) on {url} (Ctrl-C stops)", file=sys.stderr,
-              flush=True)
+        print(
+            f"serving {args.artifact} ({clf.method}, {len(clf.classnames)} classes) on {url} (Ctrl-C stops)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     run_server(app, sock, announce)
     return 0

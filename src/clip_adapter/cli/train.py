@@ -50,24 +50,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_backbone_options(p)
     add_feature_options(p)
     group = p.add_argument_group("method")
-    group.add_argument("--method", default="clip-adapter", help=f"one of: {', '.join(list_methods())} (default: %(default)s)")
+    group.add_argument(
+        "--method", default="clip-adapter", help=f"one of: {', '.join(list_methods())} (default: %(default)s)"
+    )
     group.add_argument("--preset", default=None, help="named recipe, e.g. clip-adapter: fast (default) or official")
     group.add_argument("--variant", help="CLIP-Adapter: visual, text or both")
     group.add_argument("--ratio", help="CLIP-Adapter: fixed, learned or network")
     group.add_argument("--alpha", type=float, help="residual ratio (CLIP-Adapter) or blend weight")
     group.add_argument("--epochs", type=positive_int, help="training epochs")
     group.add_argument("--lr", type=float, help="learning rate")
-    group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any method option (see `clip-adapter methods`)")
+    group.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any method option (see `clip-adapter methods`)"
+    )
     run = p.add_argument_group("run")
     run.add_argument("--shots", type=count_int, default=16, help="training images per class (default: %(default)s)")
     run.add_argument("--seed", type=seed_int, default=1, help="sampling and training seed (default: %(default)s)")
-    run.add_argument("--protocol", default="val", choices=PROTOCOLS,
-                     help="choose hyper-parameters on: val (the few-shot validation split; default), full-val (the dataset's whole "
-                          "validation split, as Tip-Adapter's official code), none (defaults), oracle (TEST; labelled)")
-    run.add_argument("--template", action="append", default=[], help="prompt template with {} (repeat to ensemble; 'imagenet-ensemble' for the 7)")
-    run.add_argument("--allow-unknown-words", action="store_true",
-                     help="train even if the backbone's tokenizer cannot read some class names (they are still reported)")
-    p.add_argument("--out", required=True, help="artifact directory to write (new, empty, or an artifact with --overwrite)")
+    run.add_argument(
+        "--protocol",
+        default="val",
+        choices=PROTOCOLS,
+        help="choose hyper-parameters on: val (the few-shot validation split; default), full-val (the dataset's whole "
+        "validation split, as Tip-Adapter's official code), none (defaults), oracle (TEST; labelled)",
+    )
+    run.add_argument(
+        "--template",
+        action="append",
+        default=[],
+        help="prompt template with {} (repeat to ensemble; 'imagenet-ensemble' for the 7)",
+    )
+    run.add_argument(
+        "--allow-unknown-words",
+        action="store_true",
+        help="train even if the backbone's tokenizer cannot read some class names (they are still reported)",
+    )
+    p.add_argument(
+        "--out", required=True, help="artifact directory to write (new, empty, or an artifact with --overwrite)"
+    )
     add_overwrite_option(p, "an artifact")
     add_config_option(p, "an artifact's config.json (and the result.json beside it)")
     track_given_options(p)  # last: every option above must say whether it was typed
@@ -107,13 +125,17 @@ def apply_recorded_run(args: argparse.Namespace) -> Path:
 
     file, config = read_recorded_config(args.config, ("config.json",), RECORD)
     if config.get("format") != ARTIFACT_FORMAT:
-        raise ConfigError(f"--config {quoted(file)} is not {RECORD} (its format is {str(config.get('format'))[:60]!r}, "
-                          f"not {ARTIFACT_FORMAT!r})")
+        raise ConfigError(
+            f"--config {quoted(file)} is not {RECORD} (its format is {str(config.get('format'))[:60]!r}, "
+            f"not {ARTIFACT_FORMAT!r})"
+        )
     results = file.parent / "result.json"
     if not results.is_file():
-        raise ConfigError(f"--config {quoted(file)}: the run's settings (shots, seed, features) are kept in the "
-                          "result.json beside it, which is missing; only an artifact written by `clip-adapter train` "
-                          "can be replayed")
+        raise ConfigError(
+            f"--config {quoted(file)}: the run's settings (shots, seed, features) are kept in the "
+            "result.json beside it, which is missing; only an artifact written by `clip-adapter train` "
+            "can be replayed"
+        )
     result = read_json(results, "--config result.json", ConfigError)
     if not isinstance(result, dict) or not all(isinstance(result.get(key), dict) for key in ("run", "features")):
         raise ConfigError(f"--config {quoted(results)} records no run settings (its run and features objects)")
@@ -154,11 +176,14 @@ def _recorded_method_config(file: Path, config: dict[str, Any], result: dict[str
         requested = result[REQUESTED]
         return recorded(file.parent / "result.json", lambda: cls.from_dict(requested, where=REQUESTED).to_dict())
     if config.get("method") != method:  # `auto` keeps the config of the method it chose, not its own
-        warnings.warn(f"{quoted(file)} records no options of {method} (written before train kept them): "
-                      "its defaults are used")
+        warnings.warn(
+            f"{quoted(file)} records no options of {method} (written before train kept them): its defaults are used"
+        )
         return {}
-    warnings.warn(f"{quoted(file)} records the hyper-parameters the run chose, not the options it asked for "
-                  "(written before train kept them): the search on validation starts from the chosen values")
+    warnings.warn(
+        f"{quoted(file)} records the hyper-parameters the run chose, not the options it asked for "
+        "(written before train kept them): the search on validation starts from the chosen values"
+    )
     return recorded(file, lambda: cls.from_dict(config.get("method_config"), where="method_config").to_dict())
 
 
@@ -173,8 +198,14 @@ def main(args: argparse.Namespace) -> int:
     # Every check on options and paths comes before the first image is encoded.
     replayed = apply_recorded_run(args) if args.config else None
     claim_output_dir(args.out, "artifact", overwrite=args.overwrite, inputs=data_inputs(args))
-    run = RunConfig(method=args.method, shots=args.shots, seed=args.seed, protocol=args.protocol,
-                    templates=templates_from_args(args), allow_unknown_words=args.allow_unknown_words)
+    run = RunConfig(
+        method=args.method,
+        shots=args.shots,
+        seed=args.seed,
+        protocol=args.protocol,
+        templates=templates_from_args(args),
+        allow_unknown_words=args.allow_unknown_words,
+    )
     method_config = method_config_from_args(args)
     dataset = dataset_from_args(args)
     claim_output_dir(args.out, "artifact", overwrite=args.overwrite, inputs=data_inputs(args, dataset))
@@ -182,8 +213,11 @@ def main(args: argparse.Namespace) -> int:
     features = features_from_args(args, data_inputs(args, dataset), crop_scale=preset_crop)
     backbone = backbone_from_args(args)
     if get_method(args.method).needs_backbone:
-        print(f"{args.method} runs the text encoder at every training step (not only cached features): "
-              "expect minutes where cached-feature methods take seconds", file=sys.stderr)
+        print(
+            f"{args.method} runs the text encoder at every training step (not only cached features): "
+            "expect minutes where cached-feature methods take seconds",
+            file=sys.stderr,
+        )
     if replayed is not None:
         print(f"replaying the run recorded in {replayed} (options given here override it)", file=sys.stderr)
     clf, result, split = run_few_shot(backbone, dataset, run, method_config, features)
@@ -192,7 +226,10 @@ def main(args: argparse.Namespace) -> int:
     clf.save_pretrained(args.out, files, overwrite=args.overwrite)
     print(summary_line(result), file=sys.stderr)
     print(f"prompts: {' | '.join(result['templates'])} ({result['templates_source']})", file=sys.stderr)
-    print(f"artifact written to {args.out} (config.json, model.safetensors, result.json, split.json, log.csv)", file=sys.stderr)
+    print(
+        f"artifact written to {args.out} (config.json, model.safetensors, result.json, split.json, log.csv)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -201,7 +238,12 @@ def summary_line(result: dict) -> str:
     acc, zs = result["test"]["accuracy"], result["zero_shot_test_accuracy"]
     chosen = result["selection"].get("chosen", {})
     chosen_text = ", ".join(f"{k}={v}" for k, v in chosen.items()) or "defaults"
-    protocol = result["protocol"] + {"oracle": " — chosen on TEST", "full-val": " — chosen on the full validation split"}.get(result["protocol"], "")
+    protocol = result["protocol"] + {
+        "oracle": " — chosen on TEST",
+        "full-val": " — chosen on the full validation split",
+    }.get(result["protocol"], "")
     fmt = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
-    return (f"{result['method']} {shots_text(result)} seed {result['run']['seed']}: test {fmt(acc)} "
-            f"(zero-shot {fmt(zs)}); chosen {chosen_text} [protocol {protocol}]")
+    return (
+        f"{result['method']} {shots_text(result)} seed {result['run']['seed']}: test {fmt(acc)} "
+        f"(zero-shot {fmt(zs)}); chosen {chosen_text} [protocol {protocol}]"
+    )

@@ -61,10 +61,13 @@ class ComposeConfig(Config):
         200
     """
 
-    bias: BiasConfig | None = field(default_factory=BiasConfig, metadata={"help": "the multi-object bias study (None: off)"})
+    bias: BiasConfig | None = field(
+        default_factory=BiasConfig, metadata={"help": "the multi-object bias study (None: off)"}
+    )
     probes: ProbeConfig | None = field(default_factory=ProbeConfig, metadata={"help": "the binding probes (None: off)"})
-    zero_shot: str = option("auto", "zero-shot accuracy on the toy tasks shape and colour: auto (toy backbones only), "
-                                    "always or never")
+    zero_shot: str = option(
+        "auto", "zero-shot accuracy on the toy tasks shape and colour: auto (toy backbones only), always or never"
+    )
     zero_shot_per_class: int = option(100, "zero-shot test images per class")
     batch_size: int = option(64, "encoder batch size")
 
@@ -118,14 +121,23 @@ class _Material:
         return self.cache[name]
 
 
-def bench_model(backbone: Backbone, suites: Sequence[Suite], cache_dir: str | os.PathLike, material: _Material) -> dict[str, Any]:
+def bench_model(
+    backbone: Backbone, suites: Sequence[Suite], cache_dir: str | os.PathLike, material: _Material
+) -> dict[str, Any]:
     """Every measure for one backbone."""
     config, start = material.config, time.perf_counter()
-    row: dict[str, Any] = {"backbone": backbone.describe(), "suites": {s.name: score_suite(backbone, s, cache_dir, config.batch_size) for s in suites}}
+    row: dict[str, Any] = {
+        "backbone": backbone.describe(),
+        "suites": {s.name: score_suite(backbone, s, cache_dir, config.batch_size) for s in suites},
+    }
     if config.bias is not None:
-        row["bias"] = measure_bias(backbone, material.get("bias", lambda: bias_material(config.bias)), config.batch_size)
+        row["bias"] = measure_bias(
+            backbone, material.get("bias", lambda: bias_material(config.bias)), config.batch_size
+        )
     if config.probes is not None:
-        row["probes"] = measure_probes(backbone, material.get("probes", lambda: probe_material(config.probes)), config.batch_size)
+        row["probes"] = measure_probes(
+            backbone, material.get("probes", lambda: probe_material(config.probes)), config.batch_size
+        )
     if config.zero_shot == "always" or (config.zero_shot == "auto" and backbone.provider == "toy"):
         tasks = material.get("zero_shot", lambda: zero_shot_material(TASKS, config.zero_shot_per_class))
         row["zero_shot"] = zero_shot_accuracy(backbone, tasks, config.batch_size)
@@ -134,7 +146,10 @@ def bench_model(backbone: Backbone, suites: Sequence[Suite], cache_dir: str | os
 
 
 def bench_models(
-    models: Mapping[str, ModelSource], suites: Sequence[Suite], cache_dir: str | os.PathLike, config: ComposeConfig = ComposeConfig()
+    models: Mapping[str, ModelSource],
+    suites: Sequence[Suite],
+    cache_dir: str | os.PathLike,
+    config: ComposeConfig = ComposeConfig(),
 ) -> dict[str, Any]:
     """Score each model (label → backbone, or a function returning one) on everything; see the module example.
 
@@ -147,8 +162,13 @@ def bench_models(
         backbone = source if isinstance(source, Backbone) else source()
         rows[label] = bench_model(backbone, suites, cache_dir, material)
         del backbone  # the next model loads into the memory this one held
-    return {"models": rows, "suites": [s.name for s in suites], "suite_roots": [str(s.root) for s in suites],
-            "config": _config_dict(config), "library_version": __version__}
+    return {
+        "models": rows,
+        "suites": [s.name for s in suites],
+        "suite_roots": [str(s.root) for s in suites],
+        "config": _config_dict(config),
+        "library_version": __version__,
+    }
 
 
 def _config_dict(config: ComposeConfig) -> dict[str, Any]:
@@ -165,16 +185,22 @@ def _columns(result: dict[str, Any]) -> list[tuple[str, Callable[[dict], float |
     cols: list[tuple[str, Callable[[dict], float | None]]] = []
     for name in result["suites"]:
         cols.append((name, lambda r, n=name: r["suites"][n]["accuracy"]))
-        if any(r["suites"][name].get("macro_accuracy") is not None for r in rows):  # beside the micro: ARO's VG headline
+        if any(
+            r["suites"][name].get("macro_accuracy") is not None for r in rows
+        ):  # beside the micro: ARO's VG headline
             cols.append((f"{name}{MACRO}", lambda r, n=name: r["suites"][n].get("macro_accuracy")))
     if any("bias" in r for r in rows):
-        cols += [("img→larger", lambda r: r.get("bias", {}).get("image_follows_larger")),
-                 ("txt→first", lambda r: r.get("bias", {}).get("text_follows_first")),
-                 ("large-first wins", lambda r: r.get("bias", {}).get("interaction", {}).get("large_first_caption_wins"))]
+        cols += [
+            ("img→larger", lambda r: r.get("bias", {}).get("image_follows_larger")),
+            ("txt→first", lambda r: r.get("bias", {}).get("text_follows_first")),
+            ("large-first wins", lambda r: r.get("bias", {}).get("interaction", {}).get("large_first_caption_wins")),
+        ]
     if any("probes" in r for r in rows):
-        cols += [("probe img", lambda r: r.get("probes", {}).get("image_probe")),
-                 ("probe txt", lambda r: r.get("probes", {}).get("text_probe")),
-                 ("cross-modal", lambda r: r.get("probes", {}).get("cross_modal"))]
+        cols += [
+            ("probe img", lambda r: r.get("probes", {}).get("image_probe")),
+            ("probe txt", lambda r: r.get("probes", {}).get("text_probe")),
+            ("cross-modal", lambda r: r.get("probes", {}).get("cross_modal")),
+        ]
     for task in sorted({t for r in rows for t in r.get("zero_shot", {})}):
         cols.append((f"zs {task}", lambda r, t=task: r.get("zero_shot", {}).get(t, {}).get("accuracy")))
     return cols
@@ -186,7 +212,13 @@ def _chance_row(result: dict[str, Any], cols: list[tuple[str, Callable]]) -> lis
     chance.update({f"{name}{MACRO}": first["suites"][name].get("macro_chance") for name in result["suites"]})
     chance.update({"img→larger": 0.5, "txt→first": 0.5, "large-first wins": 0.5})
     if "probes" in first:
-        chance.update({"probe img": first["probes"]["chance"], "probe txt": first["probes"]["chance"], "cross-modal": first["probes"]["chance"]})
+        chance.update(
+            {
+                "probe img": first["probes"]["chance"],
+                "probe txt": first["probes"]["chance"],
+                "cross-modal": first["probes"]["chance"],
+            }
+        )
     for task, r in first.get("zero_shot", {}).items():
         chance[f"zs {task}"] = r["chance"]
     return ["chance / no bias", *(_pct(chance.get(name)) for name, _ in cols)]
@@ -203,7 +235,9 @@ def summary_table(result: dict[str, Any]) -> str:
     A suite with subtypes has two columns: ``name`` (over items, micro) and ``name macro`` (mean over subtypes).
     """
     cols = _columns(result)
-    rows = [_chance_row(result, cols)] + [[label, *(_pct(get(r)) for _, get in cols)] for label, r in result["models"].items()]
+    rows = [_chance_row(result, cols)] + [
+        [label, *(_pct(get(r)) for _, get in cols)] for label, r in result["models"].items()
+    ]
     return _table(["model", *(name for name, _ in cols)], rows)
 
 
@@ -215,11 +249,15 @@ def detail_tables(result: dict[str, Any]) -> str:
         keys = [("subtypes", k) for k in first["subtypes"]] + [("kinds", k) for k in first["kinds"]]
         if len(keys) < 2:
             continue
-        rows = [[label, *(_pct(r["suites"][name][group].get(k, {}).get("accuracy")) for group, k in keys)]
-                for label, r in result["models"].items()]
+        rows = [
+            [label, *(_pct(r["suites"][name][group].get(k, {}).get("accuracy")) for group, k in keys)]
+            for label, r in result["models"].items()
+        ]
         chance = ["chance", *(_pct(first[group][k]["chance"]) for group, k in keys)]
-        out.append(f"**{name}** (per subtype; per kind = pairwise against that kind's false captions)\n\n"
-                   + _table(["model", *(k for _, k in keys)], [chance, *rows]))
+        out.append(
+            f"**{name}** (per subtype; per kind = pairwise against that kind's false captions)\n\n"
+            + _table(["model", *(k for _, k in keys)], [chance, *rows])
+        )
     return "\n".join(out)
 
 
@@ -230,12 +268,16 @@ def interaction_tables(result: dict[str, Any]) -> str:
         if "bias" not in r:
             continue
         cos, top = r["bias"]["interaction"]["mean_cosine"], r["bias"]["image_top1"]
-        rows.append([label, *(f"{cos[k]:.4f}" for k in cos), _pct(top["larger"]), _pct(top["smaller"]), _pct(top["neither"])])
+        rows.append(
+            [label, *(f"{cos[k]:.4f}" for k in cos), _pct(top["larger"]), _pct(top["smaller"]), _pct(top["neither"])]
+        )
     if not rows:
         return ""
     first = next(r for r in result["models"].values() if "bias" in r)["bias"]
     header = ["model", *first["interaction"]["mean_cosine"], "top-1 larger", "top-1 smaller", "top-1 neither"]
-    return "**multi-object bias** (mean image–caption cosine; top-1 over every colour-shape caption, %)\n\n" + _table(header, rows)
+    return "**multi-object bias** (mean image–caption cosine; top-1 over every colour-shape caption, %)\n\n" + _table(
+        header, rows
+    )
 
 
 def markdown_tables(result: dict[str, Any]) -> str:

@@ -91,7 +91,9 @@ def bias_material(config: BiasConfig = BiasConfig()) -> BiasMaterial:
         a, b = object_pair(rng)
         pairs.append((a, b))
         for big_a in (True, False):
-            scene = Scene((replace(a, size="large" if big_a else "small"), replace(b, size="small" if big_a else "large")))
+            scene = Scene(
+                (replace(a, size="large" if big_a else "small"), replace(b, size="small" if big_a else "large"))
+            )
             two.append(render_array(scene, DOMAIN, rng))
         size = str(rng.choice(["small", "large"]))
         for obj in (a, b):
@@ -118,15 +120,31 @@ def measure_bias(backbone: Backbone, material: BiasMaterial, batch_size: int = 6
     single = encode_arrays(backbone, material.single, batch_size)
     a_large, b_large = two[0::2], two[1::2]
     ta, tb, t_ab, t_ba = pick(a_caps), pick(b_caps), pick(ab), pick(ba)
-    image_larger = torch.cat([win(rowwise_cosine(a_large, ta), rowwise_cosine(a_large, tb)),
-                              win(rowwise_cosine(b_large, tb), rowwise_cosine(b_large, ta))])
+    image_larger = torch.cat(
+        [
+            win(rowwise_cosine(a_large, ta), rowwise_cosine(a_large, tb)),
+            win(rowwise_cosine(b_large, tb), rowwise_cosine(b_large, ta)),
+        ]
+    )
     ia, ib = single[0::2], single[1::2]
-    text_first = torch.cat([win(rowwise_cosine(t_ab, ia), rowwise_cosine(t_ab, ib)),
-                            win(rowwise_cosine(t_ba, ib), rowwise_cosine(t_ba, ia))])
-    cells = {("A large", "A first"): rowwise_cosine(a_large, t_ab), ("A large", "A second"): rowwise_cosine(a_large, t_ba),
-             ("A small", "A first"): rowwise_cosine(b_large, t_ab), ("A small", "A second"): rowwise_cosine(b_large, t_ba)}
-    large_first = torch.cat([win(cells["A large", "A first"], cells["A large", "A second"]),
-                             win(cells["A small", "A second"], cells["A small", "A first"])])
+    text_first = torch.cat(
+        [
+            win(rowwise_cosine(t_ab, ia), rowwise_cosine(t_ab, ib)),
+            win(rowwise_cosine(t_ba, ib), rowwise_cosine(t_ba, ia)),
+        ]
+    )
+    cells = {
+        ("A large", "A first"): rowwise_cosine(a_large, t_ab),
+        ("A large", "A second"): rowwise_cosine(a_large, t_ba),
+        ("A small", "A first"): rowwise_cosine(b_large, t_ab),
+        ("A small", "A second"): rowwise_cosine(b_large, t_ba),
+    }
+    large_first = torch.cat(
+        [
+            win(cells["A large", "A first"], cells["A large", "A second"]),
+            win(cells["A small", "A second"], cells["A small", "A first"]),
+        ]
+    )
     return {
         "pairs": len(material.pairs),
         "image_follows_larger": float(image_larger.mean()),
@@ -149,4 +167,9 @@ def _top1(images: torch.Tensor, vocab: torch.Tensor, material: BiasMaterial) -> 
             larger += name == (big.color, big.shape)
             smaller += name == (small.color, small.shape)
     n = len(top)
-    return {"larger": larger / n, "smaller": smaller / n, "neither": (n - larger - smaller) / n, "chance_each": 1 / len(material.classes)}
+    return {
+        "larger": larger / n,
+        "smaller": smaller / n,
+        "neither": (n - larger - smaller) / n,
+        "chance_each": 1 / len(material.classes),
+    }

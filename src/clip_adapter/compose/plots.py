@@ -14,8 +14,14 @@ from typing import Any, Sequence
 from ..core.plotting import png_bytes, pyplot
 
 
-def _grouped_bars(groups: Sequence[str], series: dict[str, list[float | None]], title: str, ylabel: str,
-                  lines: dict[str, float], per_group_lines: list[float] | None = None) -> bytes:
+def _grouped_bars(
+    groups: Sequence[str],
+    series: dict[str, list[float | None]],
+    title: str,
+    ylabel: str,
+    lines: dict[str, float],
+    per_group_lines: list[float] | None = None,
+) -> bytes:
     """Bars of each series (a model) side by side in each group, horizontal reference lines, percentages on a 0–100 axis."""
     import numpy as np
 
@@ -62,9 +68,18 @@ def bias_png(result: dict[str, Any]) -> bytes:
         b'\\x89PNG'
     """
     groups = ["image follows\nlarger object", "text follows\nfirst-mentioned", "caption with larger\nobject first wins"]
-    series = {label: [r["bias"]["image_follows_larger"], r["bias"]["text_follows_first"], r["bias"]["interaction"]["large_first_caption_wins"]]
-              for label, r in result["models"].items() if "bias" in r}
-    return _grouped_bars(groups, series, "multi-object biases (two-object toy scenes)", "share of decisions (%)", {"no bias": 0.5})
+    series = {
+        label: [
+            r["bias"]["image_follows_larger"],
+            r["bias"]["text_follows_first"],
+            r["bias"]["interaction"]["large_first_caption_wins"],
+        ]
+        for label, r in result["models"].items()
+        if "bias" in r
+    }
+    return _grouped_bars(
+        groups, series, "multi-object biases (two-object toy scenes)", "share of decisions (%)", {"no bias": 0.5}
+    )
 
 
 def probes_png(result: dict[str, Any]) -> bytes:
@@ -78,9 +93,13 @@ def probes_png(result: dict[str, Any]) -> bytes:
     rows = {label: r["probes"] for label, r in result["models"].items() if "probes" in r}
     first = next(iter(rows.values()))
     series = {label: [p["image_probe"], p["text_probe"], p["cross_modal"]] for label, p in rows.items()}
-    return _grouped_bars(["image probe", "text probe", "cross-modal cosine"], series,
-                         "colour of the object of a given shape (two-object scenes)", "accuracy (%)",
-                         {"chance": first["chance"], "bag-of-words ceiling": first["bag_of_words_ceiling"]})
+    return _grouped_bars(
+        ["image probe", "text probe", "cross-modal cosine"],
+        series,
+        "colour of the object of a given shape (two-object scenes)",
+        "accuracy (%)",
+        {"chance": first["chance"], "bag-of-words ceiling": first["bag_of_words_ceiling"]},
+    )
 
 
 def figures(result: dict[str, Any]) -> dict[str, bytes]:

@@ -115,6 +115,7 @@ def probe_accuracy(x: torch.Tensor, y: torch.Tensor, n_train: int, num_classes: 
     """
     n_fit = n_train - max(1, n_train // 5)
     with torch_threads(1), torch.enable_grad():  # tiny matrices: one thread is fastest
+
         def val_acc(c: float) -> float:
             linear = fit_logistic(x[:n_fit], y[:n_fit], num_classes, c, MAX_ITER)
             return float((linear(x[n_fit:n_train]).argmax(1) == y[n_fit:n_train]).float().mean())
@@ -131,15 +132,24 @@ def measure_probes(backbone: Backbone, material: list[ShapeMaterial], batch_size
     for m in material:
         image = encode_arrays(backbone, m.images, batch_size)
         text = encode_captions(backbone, m.captions)
-        choices = encode_captions(backbone, [object_caption(ToyObject(m.shape, c, "large", "center", "solid")) for c in COLOR_NAMES])
+        choices = encode_captions(
+            backbone, [object_caption(ToyObject(m.shape, c, "large", "center", "solid")) for c in COLOR_NAMES]
+        )
         test = slice(m.n_train, None)
         cross = (image[test] @ choices.T).argmax(1) == m.labels[test]
         per_shape[m.shape] = {
             "image_probe": probe_accuracy(image, m.labels, m.n_train, len(COLOR_NAMES)),
             "text_probe": probe_accuracy(text, m.labels, m.n_train, len(COLOR_NAMES)),
             "cross_modal": float(cross.float().mean()),
-            "train": m.n_train, "test": len(m.labels) - m.n_train,
+            "train": m.n_train,
+            "test": len(m.labels) - m.n_train,
         }
     mean = lambda key: sum(r[key] for r in per_shape.values()) / len(per_shape)  # noqa: E731
-    return {"image_probe": mean("image_probe"), "text_probe": mean("text_probe"), "cross_modal": mean("cross_modal"),
-            "chance": 1 / len(COLOR_NAMES), "bag_of_words_ceiling": 0.5, "per_shape": per_shape}
+    return {
+        "image_probe": mean("image_probe"),
+        "text_probe": mean("text_probe"),
+        "cross_modal": mean("cross_modal"),
+        "chance": 1 / len(COLOR_NAMES),
+        "bag_of_words_ceiling": 0.5,
+        "per_shape": per_shape,
+    }

@@ -92,11 +92,13 @@ def check_separate(out: str | os.PathLike | None, toy_dir: str | os.PathLike | N
     if a == b:
         raise OutputError(f"--out and --write-toy-suites are the same folder ({quoted(out)}); choose separate folders")
     if b in a.parents:
-        raise OutputError(f"--out {quoted(out)} is inside --write-toy-suites {quoted(toy_dir)}; "
-                          "choose separate folders")
+        raise OutputError(
+            f"--out {quoted(out)} is inside --write-toy-suites {quoted(toy_dir)}; choose separate folders"
+        )
     if a in b.parents:
-        raise OutputError(f"--write-toy-suites {quoted(toy_dir)} is inside --out {quoted(out)}; "
-                          "choose separate folders")
+        raise OutputError(
+            f"--write-toy-suites {quoted(toy_dir)} is inside --out {quoted(out)}; choose separate folders"
+        )
 
 
 def check_task(out: str | None, suite_dirs: Sequence[str], toy_dir: str | None) -> None:
@@ -115,10 +117,20 @@ def check_task(out: str | None, suite_dirs: Sequence[str], toy_dir: str | None) 
     check_separate(out, toy_dir)
 
 
-def compose_bench(models: dict[str, str | None], make_backbone: Callable[[str | None], Backbone], backbone: str,
-                  config: ComposeConfig, *, suite_dirs: Sequence[str] = (), toy_dir: str | None = None,
-                  items_per_suite: int = ITEMS_PER_SUITE, out: str | None = None, cache_dir: str | os.PathLike = "",
-                  overwrite: bool = False, log: Callable[[str], None] = lambda m: None) -> dict[str, Any] | None:
+def compose_bench(
+    models: dict[str, str | None],
+    make_backbone: Callable[[str | None], Backbone],
+    backbone: str,
+    config: ComposeConfig,
+    *,
+    suite_dirs: Sequence[str] = (),
+    toy_dir: str | None = None,
+    items_per_suite: int = ITEMS_PER_SUITE,
+    out: str | None = None,
+    cache_dir: str | os.PathLike = "",
+    overwrite: bool = False,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict[str, Any] | None:
     """Write the toy suites to ``toy_dir`` and/or score ``models`` on every suite into ``out``; the result, or None.
 
     ``models``: label → pretrained (:func:`parse_models`), each loaded by ``make_backbone(pretrained)`` on
@@ -147,8 +159,15 @@ def _cache(cache_dir: str | os.PathLike, inputs: Sequence[str]) -> str | os.Path
     return cache_dir or default_cache_dir()
 
 
-def _bench(models: dict[str, str | None], make_backbone: Callable[[str | None], Backbone], suites: list[Suite],
-           config: ComposeConfig, out: Path, cache_dir: str | os.PathLike, overwrite: bool) -> dict[str, Any]:
+def _bench(
+    models: dict[str, str | None],
+    make_backbone: Callable[[str | None], Backbone],
+    suites: list[Suite],
+    config: ComposeConfig,
+    out: Path,
+    cache_dir: str | os.PathLike,
+    overwrite: bool,
+) -> dict[str, Any]:
     names = [s.name for s in suites]
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
@@ -171,5 +190,7 @@ def summary_line(result: dict[str, Any], out: str | os.PathLike) -> str:
         '1 model(s), 1 suite(s) in 3 s; wrote'
     """
     pngs = ", ".join(sorted(n for n in os.listdir(out) if n.endswith(".png")))
-    return (f"{len(result['models'])} model(s), {len(result['suites'])} suite(s) in {result['wall_seconds']:.0f} s; "
-            f"wrote {quoted(Path(out) / 'compose.json')}, compose.md and {pngs}")
+    return (
+        f"{len(result['models'])} model(s), {len(result['suites'])} suite(s) in {result['wall_seconds']:.0f} s; "
+        f"wrote {quoted(Path(out) / 'compose.json')}, compose.md and {pngs}"
+    )

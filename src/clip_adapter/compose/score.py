@@ -48,15 +48,18 @@ from .suites import Box, Suite, check_box, crop_box, item_where
 Crop = tuple[Path, Box]
 
 
-def _suite_embeddings(backbone: Backbone, suite: Suite, cache_dir: str | os.PathLike, batch_size: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _suite_embeddings(
+    backbone: Backbone, suite: Suite, cache_dir: str | os.PathLike, batch_size: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Normalised image embeddings in item order (whole images cached, crops encoded) and caption → embedding."""
     whole = [i for i, item in enumerate(suite.items) if item.box is None]
     cropped = [i for i, item in enumerate(suite.items) if item.box is not None]
     rows: dict[int, torch.Tensor] = {}
     if whole:
         paths = [suite.items[i].image for i in whole]
-        images, _, _ = extract_images(backbone, paths, image_store(backbone, cache_dir), None, 0, batch_size, False, suite.name,
-                                      bad_hint=None)  # compose-bench has no --skip-bad to suggest
+        images, _, _ = extract_images(
+            backbone, paths, image_store(backbone, cache_dir), None, 0, batch_size, False, suite.name, bad_hint=None
+        )  # compose-bench has no --skip-bad to suggest
         rows.update(zip(whole, images.float()))
     if cropped:
         rows.update(zip(cropped, _crop_embeddings(backbone, suite, cropped, batch_size)))
@@ -144,8 +147,14 @@ def score_suite(backbone: Backbone, suite: Suite, cache_dir: str | os.PathLike, 
             by_subtype[item.subtype][1].append(item.chance)
         for kind, wins in zip(item.false_kinds or (), win(true.expand_as(false), false).tolist()):
             by_kind[kind].append(wins)
-    result = {"suite": suite.name, "n_items": len(credits), **{k: v for k, v in _summary(credits, chances).items() if k != "n"}}
+    result = {
+        "suite": suite.name,
+        "n_items": len(credits),
+        **{k: v for k, v in _summary(credits, chances).items() if k != "n"},
+    }
     result["subtypes"] = {name: _summary(*lists) for name, lists in sorted(by_subtype.items())}
     result["macro_accuracy"], result["macro_chance"] = macro(result["subtypes"]), macro(result["subtypes"], "chance")
-    result["kinds"] = {name: {"n": len(w), "accuracy": sum(w) / len(w), "chance": 0.5} for name, w in sorted(by_kind.items())}
+    result["kinds"] = {
+        name: {"n": len(w), "accuracy": sum(w) / len(w), "chance": 0.5} for name, w in sorted(by_kind.items())
+    }
     return result

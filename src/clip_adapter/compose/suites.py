@@ -183,7 +183,9 @@ def _box(item: dict, where: str) -> Box | None:
         raise DataError(f"{where}: {bad!r} must be a number of pixels, got {item[bad]!r:.40}")
     x, y, w, h = (item[k] for k in BOX_KEYS)
     if x < 0 or y < 0 or w <= 0 or h <= 0:
-        raise DataError(f"{where}: the box (bbox_x, bbox_y, bbox_w, bbox_h) = ({x}, {y}, {w}, {h}) needs x, y >= 0 and a positive width and height")
+        raise DataError(
+            f"{where}: the box (bbox_x, bbox_y, bbox_w, bbox_h) = ({x}, {y}, {w}, {h}) needs x, y >= 0 and a positive width and height"
+        )
     return (x, y, w, h)
 
 
@@ -227,8 +229,12 @@ def _subtype(item: dict, where: str) -> str | None:
         return _text(item[RELATION_KEY], repr(RELATION_KEY), where)
     if ATTRIBUTES_KEY in item:
         attributes = item[ATTRIBUTES_KEY]
-        if not isinstance(attributes, list) or not attributes or not all(isinstance(a, str) and a.strip() for a in attributes):
-            raise DataError(f"{where}: {ATTRIBUTES_KEY!r} must be a list of attribute names, e.g. [\"white\", \"black\"]")
+        if (
+            not isinstance(attributes, list)
+            or not attributes
+            or not all(isinstance(a, str) and a.strip() for a in attributes)
+        ):
+            raise DataError(f'{where}: {ATTRIBUTES_KEY!r} must be a list of attribute names, e.g. ["white", "black"]')
         return "_".join(a.strip() for a in attributes)
     return None
 
@@ -270,7 +276,12 @@ def read_suite(path: str | os.PathLike, decode: bool = True) -> Suite:
     items, seen = [], {}
     for index, entry in enumerate(raw):
         item = parse_item(entry, root, _where(items_file, index))
-        key = (str(item.image.resolve()), item.box, item.true_caption, item.false_captions)  # ARO: one image, several boxes
+        key = (
+            str(item.image.resolve()),
+            item.box,
+            item.true_caption,
+            item.false_captions,
+        )  # ARO: one image, several boxes
         if key in seen:
             raise DataError(f"{_where(items_file, index)} repeats item {seen[key]} (same image and captions)")
         seen[key] = index
@@ -327,8 +338,16 @@ def find_suites(paths: Sequence[str | os.PathLike]) -> list[Path]:
     for given in paths:
         path = Path(given)
         if not path.is_dir():
-            raise DataError(f"--suites {quoted(path)} not found" if not path.exists() else f"--suites {quoted(path)} is not a folder")
-        inner = [path] if (path / ITEMS_FILE).exists() else sorted((p for p in path.iterdir() if (p / ITEMS_FILE).is_file()), key=_suite_order)
+            raise DataError(
+                f"--suites {quoted(path)} not found"
+                if not path.exists()
+                else f"--suites {quoted(path)} is not a folder"
+            )
+        inner = (
+            [path]
+            if (path / ITEMS_FILE).exists()
+            else sorted((p for p in path.iterdir() if (p / ITEMS_FILE).is_file()), key=_suite_order)
+        )
         if not inner:
             raise DataError(f"--suites {quoted(path)} holds no {ITEMS_FILE}, nor sub-folders with one")
         found += inner

@@ -70,7 +70,12 @@ def attribution_item(rng: np.random.Generator, index: int) -> Draft:
     attribute = ATTRIBUTES[index % len(ATTRIBUTES)]
     scene = two_object_scene(rng)
     true, false = attribute_pair(scene, attribute)
-    return scene, {"true_caption": true, "false_captions": [false], "subtype": attribute, "false_kinds": [f"swap-{attribute}"]}
+    return scene, {
+        "true_caption": true,
+        "false_captions": [false],
+        "subtype": attribute,
+        "false_kinds": [f"swap-{attribute}"],
+    }
 
 
 def relation_item(rng: np.random.Generator, index: int) -> Draft:
@@ -78,7 +83,12 @@ def relation_item(rng: np.random.Generator, index: int) -> Draft:
     relation = tuple(RELATIONS)[index % len(RELATIONS)]
     scene, relation = relation_scene(rng, relation)
     true, false = relation_pair(scene, relation)
-    return scene, {"true_caption": true, "false_captions": [false], "subtype": relation, "false_kinds": ["swap-objects"]}
+    return scene, {
+        "true_caption": true,
+        "false_captions": [false],
+        "subtype": relation,
+        "false_kinds": ["swap-objects"],
+    }
 
 
 def order_item(rng: np.random.Generator, index: int) -> Draft:
@@ -105,12 +115,19 @@ def negation_item(rng: np.random.Generator, index: int) -> Draft:
         if not any(noun_phrase(o, article=False)[0] in "aeiou" for o in (scene.objects[0], absent)):
             break
     true, false = negation_pair(scene.objects[0], absent)
-    return scene, {"true_caption": true, "false_captions": [false], "subtype": "two-object" if two else "one-object",
-                   "absent": absent.__dict__.copy()}
+    return scene, {
+        "true_caption": true,
+        "false_captions": [false],
+        "subtype": "two-object" if two else "one-object",
+        "absent": absent.__dict__.copy(),
+    }
 
 
 MAKERS: dict[str, Callable[[np.random.Generator, int], Draft]] = {
-    "attribution": attribution_item, "relation": relation_item, "order": order_item, "negation": negation_item,
+    "attribution": attribution_item,
+    "relation": relation_item,
+    "order": order_item,
+    "negation": negation_item,
 }
 
 
@@ -137,7 +154,10 @@ def _write_suite(root: Path, name: str, n_items: int) -> None:
 
 
 def write_toy_suites(
-    out_dir: str | os.PathLike, items_per_suite: int = ITEMS_PER_SUITE, suites: tuple[str, ...] = SUITES, overwrite: bool = False
+    out_dir: str | os.PathLike,
+    items_per_suite: int = ITEMS_PER_SUITE,
+    suites: tuple[str, ...] = SUITES,
+    overwrite: bool = False,
 ) -> Path:
     """Write each of ``suites`` as ``out_dir/<suite>/{images/, items.json}``; return ``out_dir``.
 
@@ -148,7 +168,11 @@ def write_toy_suites(
     check_range("items_per_suite", items_per_suite, 1, 1_000_000)
     unknown = [s for s in suites if s not in MAKERS]
     if unknown or not suites:
-        raise ConfigError(f"unknown toy suite {unknown[0]!r}; choose from {', '.join(SUITES)}" if unknown else "no toy suite asked for")
+        raise ConfigError(
+            f"unknown toy suite {unknown[0]!r}; choose from {', '.join(SUITES)}"
+            if unknown
+            else "no toy suite asked for"
+        )
     out = claim_output_dir(out_dir, SUITES_KIND, overwrite=overwrite, option="--write-toy-suites")
     with atomic_dir(out, may_replace=lambda p: overwrite and is_own_output(p, SUITES_KIND)) as tmp:
         for name in suites:

@@ -74,7 +74,9 @@ def _make_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SystemRefusal(f"cannot create the folder {quoted(path.parent)} for {quoted(path)}: {_reason(exc)}") from None
+        raise SystemRefusal(
+            f"cannot create the folder {quoted(path.parent)} for {quoted(path)}: {_reason(exc)}"
+        ) from None
 
 
 def remove_temporary(folder: Path) -> None:
@@ -170,8 +172,11 @@ def _about_temporary(exc: OSError, folder: Path) -> bool:
     if not names:
         return exc.errno in _WRITE_ERRNOS
     inside = os.path.realpath(folder)
-    return any(os.path.realpath(os.fsdecode(n)).startswith(inside + os.sep) or os.path.realpath(os.fsdecode(n)) == inside
-               for n in names if isinstance(n, (str, bytes, os.PathLike)))
+    return any(
+        os.path.realpath(os.fsdecode(n)).startswith(inside + os.sep) or os.path.realpath(os.fsdecode(n)) == inside
+        for n in names
+        if isinstance(n, (str, bytes, os.PathLike))
+    )
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -275,8 +280,10 @@ def _replace_dir(tmp: Path, path: Path) -> None:
         if added:
             _exchange(tmp, path)
             drop_temp_proof(path)
-            raise OutputError(f"{quoted(path)} gained files while the output was being written "
-                              f"({', '.join(quoted(a) for a in added[:3])}); nothing was replaced")
+            raise OutputError(
+                f"{quoted(path)} gained files while the output was being written "
+                f"({', '.join(quoted(a) for a in added[:3])}); nothing was replaced"
+            )
         return  # atomic_dir's finally removes the old output, now at ``tmp``
     backup = path.with_name(temp_prefix(path) + "old")
     write_temp_proof(path, path.name, "old")
@@ -392,9 +399,9 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", error: type = Da
     try:
         return json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, a number too long to convert
-        raise error(f"{what} {quoted(path)} is not valid JSON ({exc.__class__.__name__}: {one_line(str(exc))[:200]})") from None
-
-
+        raise error(
+            f"{what} {quoted(path)} is not valid JSON ({exc.__class__.__name__}: {one_line(str(exc))[:200]})"
+        ) from None
 
 
 def _pid_alive(pid: int) -> bool:

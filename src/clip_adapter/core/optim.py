@@ -72,7 +72,9 @@ class OptimConfig(Config):
 
 
 @dataclass
-@defaults(lr=Default(5e-4, "peak learning rate (AdamW)"), weight_decay=Default(0.05, "AdamW weight decay on weight matrices"))
+@defaults(
+    lr=Default(5e-4, "peak learning rate (AdamW)"), weight_decay=Default(0.05, "AdamW weight decay on weight matrices")
+)
 class StepsOptimConfig(OptimConfig):
     """An encoder loop's optimiser (:func:`train_encoder`): CLIP's AdamW, warm-up then cosine, in steps.
 
@@ -122,8 +124,14 @@ class EpochsOptimConfig(OptimConfig):
 # --------------------------------------------------------------------------------------------- optimisers
 
 
-def head_optimizer(params: Sequence[nn.Parameter], lr: float, weight_decay: float, name: str = "adamw",
-                   momentum: float = 0.9, eps: float = 1e-8) -> torch.optim.Optimizer:
+def head_optimizer(
+    params: Sequence[nn.Parameter],
+    lr: float,
+    weight_decay: float,
+    name: str = "adamw",
+    momentum: float = 0.9,
+    eps: float = 1e-8,
+) -> torch.optim.Optimizer:
     """AdamW (torch's betas; decoupled decay) or SGD with momentum (L2 decay) over ``params``, all decayed alike.
 
     Example:
@@ -176,7 +184,9 @@ def warmup_cosine(step: int, total: int, warmup: int, constant: float | None = N
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
 
 
-def dassl_epoch_factor(epoch: int, epochs: int, warmup: int, constant: float | None = None, first: float = 0.0) -> float:
+def dassl_epoch_factor(
+    epoch: int, epochs: int, warmup: int, constant: float | None = None, first: float = 0.0
+) -> float:
     """Learning-rate multiplier of 0-based ``epoch`` under Dassl's per-epoch schedule.
 
     Dassl wraps ``CosineAnnealingLR(T_max=epochs)`` in a warm-up scheduler and
@@ -197,8 +207,15 @@ def dassl_epoch_factor(epoch: int, epochs: int, warmup: int, constant: float | N
     return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / epochs))
 
 
-def lr_schedule(opt: torch.optim.Optimizer, unit: str, epochs: int, per_epoch: int, warmup_epochs: float,
-                constant: float | None = None, first: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+def lr_schedule(
+    opt: torch.optim.Optimizer,
+    unit: str,
+    epochs: int,
+    per_epoch: int,
+    warmup_epochs: float,
+    constant: float | None = None,
+    first: float = 0.0,
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Warm-up then cosine as a scheduler: step it after every batch (``unit="step"``) or every epoch (``"epoch"``).
 
     In steps the warm-up is ``round(warmup_epochs · per_epoch)`` steps and the
@@ -244,8 +261,14 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 # --------------------------------------------------------------------------------------------- checks and logs
 
 
-def check_finite(loss: torch.Tensor, params: Iterable[nn.Parameter] = (), step: int = 0, epoch: int | None = None,
-                 hint: str = "try a lower learning rate", detail: str = "") -> None:
+def check_finite(
+    loss: torch.Tensor,
+    params: Iterable[nn.Parameter] = (),
+    step: int = 0,
+    epoch: int | None = None,
+    hint: str = "try a lower learning rate",
+    detail: str = "",
+) -> None:
     """TrainingError if ``loss`` or a gradient of ``params`` is not finite (NaN or infinite).
 
     ``epoch`` (0-based) is named beside the step when given; ``detail`` (the loss's parts, say) is added in brackets.
@@ -319,8 +342,12 @@ class TrainResult:
     wall_time_s: float = 0.0
 
     def summary(self) -> dict:
-        return {"selected_step": self.selected_step, "validation_selected": self.selected,
-                "validation_initial": self.initial, "wall_time_s": round(self.wall_time_s, 1)}
+        return {
+            "selected_step": self.selected_step,
+            "validation_selected": self.selected,
+            "validation_initial": self.initial,
+            "wall_time_s": round(self.wall_time_s, 1),
+        }
 
 
 def _default_row(step: int, loss: float, lr: float, parts: dict[str, float]) -> dict[str, Any]:
@@ -401,7 +428,10 @@ def train_encoder(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:
-                parts = {**parts, "grad_norm": float(nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf))}
+                parts = {
+                    **parts,
+                    "grad_norm": float(nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)),
+                }
             opt.step()
             if after_step is not None:
                 after_step()

@@ -86,8 +86,9 @@ def register_kind(name: str, pattern: str) -> str:
         raise ValueError(f"output kind {name!r}: pattern {pattern!r} is not a regular expression ({exc})") from None
     known = _KINDS.get(name)
     if known is not None and known.pattern != compiled.pattern:
-        raise ValueError(f"output kind {name!r} is registered twice, with different files "
-                         f"({known.pattern!r}, {pattern!r})")
+        raise ValueError(
+            f"output kind {name!r} is registered twice, with different files ({known.pattern!r}, {pattern!r})"
+        )
     _KINDS[name] = compiled
     return name
 
@@ -131,7 +132,6 @@ def _check_kind(kind: str) -> None:
     """A ValueError for a kind nobody registers; no owner is imported (claiming a folder needs no pattern)."""
     if kind not in _KINDS and kind not in _OWNERS:
         raise ValueError(f"unknown output kind {kind!r}; known kinds: {', '.join(known_kinds())}")
-
 
 
 # Kinds with no owner module to register them: the artifact (whose format this module already recognises, for
@@ -207,7 +207,9 @@ def check_not_in_inputs(path: Path, inputs: Iterable[str | os.PathLike | None], 
         if source.is_dir() and _inside(out, source):
             raise OutputError(f"{option} {quoted(path)} is inside the input {quoted(item)}; write outputs elsewhere")
         if _inside(source, out):
-            raise OutputError(f"{option} {quoted(path)} contains the input {quoted(item)}; choose a separate output folder")
+            raise OutputError(
+                f"{option} {quoted(path)} contains the input {quoted(item)}; choose a separate output folder"
+            )
 
 
 def claim_output_dir(
@@ -240,8 +242,10 @@ def claim_output_dir(
     _check_kind(kind)
     check_not_in_inputs(path, inputs, option)
     if path.is_symlink():
-        raise OutputError(f"{option} {quoted(path)} is a symbolic link (to {quoted(os.readlink(path))}); "
-                          "give the real folder's path or a new folder")
+        raise OutputError(
+            f"{option} {quoted(path)} is a symbolic link (to {quoted(os.readlink(path))}); "
+            "give the real folder's path or a new folder"
+        )
     if os.path.lexists(path) and not path.is_dir():
         raise OutputError(f"{option} {quoted(path)} exists and is not a folder; choose a new folder")
     if not path.exists() or not _entries(path):
@@ -250,7 +254,9 @@ def claim_output_dir(
     if not is_own_output(path, kind):
         raise OutputError(_not_ours_message(path, kind, option))
     if not (overwrite or resume):
-        raise OutputError(f"{option} {quoted(path)} already holds a clip-adapter {kind}; pass --overwrite to replace it")
+        raise OutputError(
+            f"{option} {quoted(path)} already holds a clip-adapter {kind}; pass --overwrite to replace it"
+        )
     _check_creatable(path, option)
     return path
 
@@ -259,8 +265,10 @@ def _not_ours_message(path: Path, kind: str, option: str) -> str:
     recognised = marker_kind(path) == kind
     legacy_artifact = kind == "artifact" and marker_kind(path) is None and _is_artifact_config(path)
     if (recognised or legacy_artifact) and not (path / LEDGER).is_file():
-        return (f"{option} {quoted(path)} holds a clip-adapter {kind} written by an older version that kept no list of "
-                "its files, so nothing in it can be proven ours; move it away or choose a new folder")
+        return (
+            f"{option} {quoted(path)} holds a clip-adapter {kind} written by an older version that kept no list of "
+            "its files, so nothing in it can be proven ours; move it away or choose a new folder"
+        )
     foreign = foreign_entries(path, kind) if recognised else [n for n in _entries(path) if n != MARKER]
     listing = ", ".join(quoted(n) for n in foreign[:3]) + (", …" if len(foreign) > 3 else "")
     return f"{option} {quoted(path)} holds files clip-adapter did not write ({listing}); choose a new or empty folder"
@@ -323,7 +331,9 @@ def check_cache_dir(path: str | os.PathLike, inputs: Iterable[str | os.PathLike 
         except OSError:
             empty = True
         if empty:
-            raise SystemRefusal(f"--cache-dir {quoted(path)} is read-only and empty: nothing can be cached or read there")
+            raise SystemRefusal(
+                f"--cache-dir {quoted(path)} is read-only and empty: nothing can be cached or read there"
+            )
         return path  # a read-only shared cache still serves what it holds
     _check_creatable(path, "--cache-dir")
     return path

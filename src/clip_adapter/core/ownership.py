@@ -37,7 +37,9 @@ from pathlib import Path
 
 TMP_MARK = ".tmp-"
 # <target>.tmp-<pid>@<host>-<random>: the name of every temporary this tool makes (io.temp_prefix)
-TEMP_NAME = re.compile(r"^(?P<target>.+)" + re.escape(TMP_MARK) + r"(?P<pid>\d+)@(?P<host>[0-9a-f]+)-(?P<rest>[A-Za-z0-9_]*)$")
+TEMP_NAME = re.compile(
+    r"^(?P<target>.+)" + re.escape(TMP_MARK) + r"(?P<pid>\d+)@(?P<host>[0-9a-f]+)-(?P<rest>[A-Za-z0-9_]*)$"
+)
 MARKER = ".clip-adapter-output.json"
 LEDGER = ".clip-adapter-files.jsonl"
 TEMP_PROOF = ".clip-adapter-temp.json"
@@ -98,7 +100,11 @@ def proven_temporary(path: Path) -> dict | None:
     """
     match = TEMP_NAME.match(path.name)
     proof = temp_proof(path) if match else None
-    if proof is None or (proof["target"], str(proof["pid"]), proof["host"]) != (match["target"], match["pid"], match["host"]):
+    if proof is None or (proof["target"], str(proof["pid"]), proof["host"]) != (
+        match["target"],
+        match["pid"],
+        match["host"],
+    ):
         return None
     return proof
 

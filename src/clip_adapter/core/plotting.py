@@ -38,10 +38,12 @@ def plain_text(draw: Draw) -> Draw:
     Labels that come from files (class names, log columns) may hold ``$``: matplotlib
     would otherwise read ``$…$`` as mathtext, and an unbalanced ``$`` is an exception.
     """
+
     @functools.wraps(draw)
     def wrapper(*args: Any, **kwargs: Any) -> bytes:
         with pyplot().rc_context(PLAIN_TEXT):
             return draw(*args, **kwargs)
+
     return wrapper  # type: ignore[return-value]
 
 

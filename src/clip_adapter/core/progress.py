@@ -49,8 +49,11 @@ class LogProgress:
         rate = self.n / elapsed if elapsed > 0 else 0.0
         share = f"/{self.total} ({100 * self.n / self.total:.0f}%)" if self.total else ""
         tail = f", {self.postfix}" if self.postfix else ""
-        print(f"{self.desc}: {self.n}{share} {self.unit} in {elapsed:.0f} s ({rate:.1f} {self.unit}/s){tail}{' — done' if done else ''}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{self.desc}: {self.n}{share} {self.unit} in {elapsed:.0f} s ({rate:.1f} {self.unit}/s){tail}{' — done' if done else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
         self.announced, self.last = True, now
 
     def __enter__(self) -> "LogProgress":

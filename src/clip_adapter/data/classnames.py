@@ -53,7 +53,9 @@ def load_classname_map(spec: ClassnameMap) -> dict[str, str]:
         except (OSError, ValueError, RecursionError) as exc:  # unreadable file, or JSON that json rejects late
             raise DataError(f"{where} cannot be read ({show(exc)})") from None
         if not isinstance(spec, dict):
-            raise DataError(f"{where} must be a JSON object {{\"<folder or class name>\": \"<new name>\"}}, got {type(spec).__name__}")
+            raise DataError(
+                f'{where} must be a JSON object {{"<folder or class name>": "<new name>"}}, got {type(spec).__name__}'
+            )
     out: dict[str, str] = {}
     for key, value in spec.items():
         if not isinstance(key, str):
@@ -147,9 +149,11 @@ def match_classes(names: Sequence[str], known: Sequence[str], where: str) -> lis
     found = [exact.get(name, folded.get(name.casefold())) for name in names]
     unknown = [name for name, index in zip(names, found) if index is None]
     if unknown:
-        raise DataError(f"{where} has {len(unknown)} class{'es' if len(unknown) > 1 else ''} the artifact was not trained on: "
-                        f"{_listed(unknown)} (the artifact's {len(known)} classes: {_listed(known)}); "
-                        f"leave {'them' if len(unknown) > 1 else 'it'} out, or rename {'them' if len(unknown) > 1 else 'it'} with --classnames FILE")
+        raise DataError(
+            f"{where} has {len(unknown)} class{'es' if len(unknown) > 1 else ''} the artifact was not trained on: "
+            f"{_listed(unknown)} (the artifact's {len(known)} classes: {_listed(known)}); "
+            f"leave {'them' if len(unknown) > 1 else 'it'} out, or rename {'them' if len(unknown) > 1 else 'it'} with --classnames FILE"
+        )
     return [int(i) for i in found if i is not None]
 
 

@@ -28,7 +28,15 @@ FOLDER_SPLIT = (0.5, 0.2)  # train, val; the rest is test
 FOLDER_SPLIT_SEED = 1
 
 
-__all__ = ["Dataset", "Sample", "clean_classname", "load_dataset", "read_coop_split", "read_image_folder", "write_coop_split"]
+__all__ = [
+    "Dataset",
+    "Sample",
+    "clean_classname",
+    "load_dataset",
+    "read_coop_split",
+    "read_image_folder",
+    "write_coop_split",
+]
 
 
 @dataclass(frozen=True)
@@ -167,23 +175,38 @@ def _declared_templates(data: dict, where: str) -> tuple[str, ...]:
         return ()
     if not (isinstance(templates, list) and templates):
         raise DataError(f"split file {where}: meta.templates must be a non-empty list of strings with one '{{}}' each")
-    return tuple(check_template(t, f"split file {where} meta.templates[{i}]", DataError) for i, t in enumerate(templates))
+    return tuple(
+        check_template(t, f"split file {where} meta.templates[{i}]", DataError) for i, t in enumerate(templates)
+    )
 
 
-def _parse_entry(entry: Any, labels: _Labels, root: Path, resolved_root: Path, where: str, issues: Issues) -> Sample | None:
+def _parse_entry(
+    entry: Any, labels: _Labels, root: Path, resolved_root: Path, where: str, issues: Issues
+) -> Sample | None:
     if not (isinstance(entry, (list, tuple)) and len(entry) == 3):
-        issues.add("malformed-entry", f"split file {where}: expected [relative_path, label, classname], got {reprlib.repr(entry)}")
+        issues.add(
+            "malformed-entry",
+            f"split file {where}: expected [relative_path, label, classname], got {reprlib.repr(entry)}",
+        )
         return None
     rel, label, classname = entry
     if not isinstance(rel, str) or not rel:
         issues.add("malformed-entry", f"split file {where}: path must be a non-empty string")
     elif "\0" in rel:
-        issues.add("malformed-entry", f"split file {where}: path {reprlib.repr(rel)} contains a NUL byte, which no file system accepts")
+        issues.add(
+            "malformed-entry",
+            f"split file {where}: path {reprlib.repr(rel)} contains a NUL byte, which no file system accepts",
+        )
     elif isinstance(label, bool) or not isinstance(label, int) or label < 0:
-        issues.add("malformed-entry", f"split file {where}: label must be a non-negative integer, got {reprlib.repr(label)}")
+        issues.add(
+            "malformed-entry", f"split file {where}: label must be a non-negative integer, got {reprlib.repr(label)}"
+        )
     elif label > labels.max_label:
-        issues.add("label-out-of-range", f"split file {where}: label {reprlib.repr(label)} is out of range: "
-                   f"the file's {labels.max_label + 1} entries can use labels 0..{labels.max_label} at most")
+        issues.add(
+            "label-out-of-range",
+            f"split file {where}: label {reprlib.repr(label)} is out of range: "
+            f"the file's {labels.max_label + 1} entries can use labels 0..{labels.max_label} at most",
+        )
     elif not isinstance(classname, str) or not classname.strip():
         issues.add("malformed-entry", f"split file {where}: class name must be a non-empty string")
     else:
@@ -191,7 +214,9 @@ def _parse_entry(entry: Any, labels: _Labels, root: Path, resolved_root: Path, w
         known = labels.cleaned.setdefault(label, cleaned)
         labels.original.setdefault(label, classname)
         if known != cleaned:
-            issues.add("label-mismatch", f"split file {where}: label {label} is {cleaned!r} here but {known!r} elsewhere", rel)
+            issues.add(
+                "label-mismatch", f"split file {where}: label {label} is {cleaned!r} here but {known!r} elsewhere", rel
+            )
             return None
         path = _inside(root, resolved_root, rel, where, issues)
         return Sample(path, label) if path is not None else None
@@ -216,12 +241,20 @@ def _classnames_from_labels(labels: _Labels, where: str, issues: Issues, mapping
 def _inside(root: Path, resolved_root: Path, rel: str, where: str, issues: Issues) -> Path | None:
     """Join ``rel`` to ``root``, refusing absolute paths, ``..`` and symlinks that leave the root."""
     if os.path.isabs(rel) or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
-        issues.add("path-escape", f"split file {where}: path {rel!r} is absolute; paths must be relative to the image root", rel)
+        issues.add(
+            "path-escape",
+            f"split file {where}: path {rel!r} is absolute; paths must be relative to the image root",
+            rel,
+        )
         return None
     path = root / rel
     resolved = _safe_resolve(path)
     if resolved is None:
-        issues.add("malformed-entry", f"split file {where}: path {reprlib.repr(rel)} cannot be resolved (symlink loop or name too long)", rel)
+        issues.add(
+            "malformed-entry",
+            f"split file {where}: path {reprlib.repr(rel)} cannot be resolved (symlink loop or name too long)",
+            rel,
+        )
         return None
     if not resolved.is_relative_to(resolved_root):
         issues.add("path-escape", f"split file {where}: path {rel!r} leaves the image root {show(root)}", rel)
@@ -276,7 +309,7 @@ def read_image_folder(
     splits: dict[str, list[Sample]] = {s: [] for s in SPLITS}
     for label, folder in enumerate(folders):
         images = _class_images(folder, root, issues)
-        for split, paths in (_split_paths(images, seed).items() if images else ()):
+        for split, paths in _split_paths(images, seed).items() if images else ():
             splits[split] += [Sample(p, label) for p in paths]
     return Dataset(name, names, root, splits)
 
@@ -331,12 +364,21 @@ def _class_images(folder: Path, root: Path, issues: Issues) -> list[Path]:
         if resolved is None:
             issues.add("unreadable", f"{show(p)} cannot be resolved (a symlink loop?)", p)
         elif not resolved.is_relative_to(resolved_root):
-            issues.add("path-escape", f"{show(p)} is a symlink to {show(resolved)}, outside the dataset root {show(root)}", p)
+            issues.add(
+                "path-escape", f"{show(p)} is a symlink to {show(resolved)}, outside the dataset root {show(root)}", p
+            )
         elif not is_image_name(p):
-            issues.add("non-image-file", f"{show(p)} is not an image file (by its extension); ignored", p, severity="warning")
+            issues.add(
+                "non-image-file", f"{show(p)} is not an image file (by its extension); ignored", p, severity="warning"
+            )
         else:
             if not p.name.isprintable():  # valid on Linux and read fine here, but other tools may stumble
-                issues.add("unusual-filename", f"{show(p)}: file name holds control characters or bytes that are not UTF-8", p, severity="info")
+                issues.add(
+                    "unusual-filename",
+                    f"{show(p)}: file name holds control characters or bytes that are not UTF-8",
+                    p,
+                    severity="info",
+                )
             images.append(p)
     if not images:
         issues.add("empty-class", f"class folder {show(folder)} has no images", folder)

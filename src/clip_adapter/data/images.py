@@ -63,7 +63,9 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     paths: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p) and not p.name.startswith("."))
+            found = sorted(
+                p for p in item.rglob("*") if p.is_file() and is_image_name(p) and not p.name.startswith(".")
+            )
             if not found:
                 raise DataError(f"folder {show(item)} holds no image files")
             paths += found
@@ -133,7 +135,9 @@ def _one_line_errors(name: str) -> Iterator[None]:
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage(f"image {name} exceeds Pillow's pixel limit (possible decompression bomb)", "decompression-bomb") from None
+        raise BadImage(
+            f"image {name} exceeds Pillow's pixel limit (possible decompression bomb)", "decompression-bomb"
+        ) from None
     except Image.UnidentifiedImageError:
         raise BadImage(f"image {name} cannot be decoded (not a readable image)", "not-an-image") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
@@ -150,7 +154,9 @@ def _checked(img: Image.Image, name: str) -> tuple[Image.Image, list[str]]:
     return rgb, notes + converted
 
 
-def size_problem(width: int, height: int, max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT_RATIO) -> str | None:
+def size_problem(
+    width: int, height: int, max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT_RATIO
+) -> str | None:
     """Which size limit a ``width`` × ``height`` picture breaks (images and video frames alike); None when none.
 
     Example:
@@ -192,7 +198,9 @@ def _upright(img: Image.Image, name: str) -> tuple[Image.Image, list[str]]:
     try:
         upright = ImageOps.exif_transpose(img)
     except (OSError, ValueError, SyntaxError, KeyError, TypeError, struct.error) as exc:
-        raise BadImage(f"image {name} has an EXIF orientation that cannot be applied ({exc.__class__.__name__})", "corrupt-image") from None
+        raise BadImage(
+            f"image {name} has an EXIF orientation that cannot be applied ({exc.__class__.__name__})", "corrupt-image"
+        ) from None
     return upright, [f"{EXIF_NOTE} {orientation} (stored rotated or mirrored)"]
 
 

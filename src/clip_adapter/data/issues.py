@@ -56,8 +56,14 @@ class Issues:
         return sum(1 for item in self.items if item.severity == severity)
 
 
-def check_files(paths: list[Path], check_one: Callable[[Path], tuple[Path, str | None, list[tuple[str, str, str]]]],
-                issues: Issues, workers: int, desc: str, unit: str) -> dict[Path, str]:
+def check_files(
+    paths: list[Path],
+    check_one: Callable[[Path], tuple[Path, str | None, list[tuple[str, str, str]]]],
+    issues: Issues,
+    workers: int,
+    desc: str,
+    unit: str,
+) -> dict[Path, str]:
     """Run ``check_one`` over ``paths`` in threads; record its findings in ``issues``; return the good files' hashes."""
     hashes: dict[Path, str] = {}
     bar = progress(total=len(paths), desc=desc, unit=unit)

@@ -48,7 +48,12 @@ class FewShotSplit:
         return self.dataset.split("test")
 
     def meta(self) -> dict[str, Any]:
-        meta = {"shots": self.shots, "seed": self.seed, "val_shots": val_shots(self.shots), "short_classes": self.short_classes}
+        meta = {
+            "shots": self.shots,
+            "seed": self.seed,
+            "val_shots": val_shots(self.shots),
+            "short_classes": self.short_classes,
+        }
         return {**meta, **({"templates": list(self.dataset.templates)} if self.dataset.templates else {})}
 
     def to_json(self) -> dict[str, Any]:
@@ -91,7 +96,9 @@ def sample_few_shot(dataset: Dataset, shots: int, seed: int) -> FewShotSplit:
     return FewShotSplit(sampled, shots, seed, short)
 
 
-def _sample_per_class(dataset: Dataset, pool: list[Sample], split: str, k: int, rng: random.Random, short: dict) -> list[Sample]:
+def _sample_per_class(
+    dataset: Dataset, pool: list[Sample], split: str, k: int, rng: random.Random, short: dict
+) -> list[Sample]:
     # Dassl's split_dataset_by_label: labels in order of first appearance, items in list order.
     # (The readers list an ImageFolder in sorted order, so its listing order never matters.)
     by_label: dict[int, list[Sample]] = {}

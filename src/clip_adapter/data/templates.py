@@ -34,11 +34,13 @@ DATASET_TEMPLATES: dict[str, str] = {
 # The names CoOp's files and folders give the same datasets: split_zhou_*.json stems and the
 # DATASETS.md folder names, so a split file passed on its own still gets its dataset's template.
 DATASET_ALIASES: dict[str, str] = {
-    "split_zhou_caltech101": "caltech101", "caltech-101": "caltech101",
+    "split_zhou_caltech101": "caltech101",
+    "caltech-101": "caltech101",
     "split_zhou_oxfordpets": "oxford_pets",
     "split_zhou_stanfordcars": "stanford_cars",
     "split_zhou_oxfordflowers": "oxford_flowers",
-    "split_zhou_food101": "food101", "food-101": "food101",
+    "split_zhou_food101": "food101",
+    "food-101": "food101",
     "split_zhou_sun397": "sun397",
     "split_zhou_describabletextures": "dtd",
     "split_zhou_eurosat": "eurosat",
@@ -113,7 +115,9 @@ def check_template(template: object, where: str, error: type[ClipAdapterError] =
     return template
 
 
-def resolve_templates(spec: str | Sequence[str] | None, dataset: str | None = None, where: str = "--template") -> tuple[str, ...]:
+def resolve_templates(
+    spec: str | Sequence[str] | None, dataset: str | None = None, where: str = "--template"
+) -> tuple[str, ...]:
     """Turn a user's template option into a tuple of checked ``{}`` templates.
 
     ``spec`` may be ``None`` (the dataset's default, else "a photo of a {}."),

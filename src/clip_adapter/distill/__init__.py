@@ -20,5 +20,19 @@ from .trainer import DistillConfig, DistillRun, Teacher, distill, save_student
 # The output kind of `clip-adapter distill --out`: the teacher and student checkpoints, the record and the log.
 KIND = register_kind("distill", r"^(toy_clip\.(safetensors|json)|student\.safetensors|distill\.json|distill_log\.csv)$")
 
-__all__ = ["KD_LOSSES", "KIND", "TOY_STUDENTS", "DistillConfig", "DistillRun", "KDLoss", "Student", "Teacher",
-           "crd_loss", "distill", "fd_loss", "icl_loss", "pixels_for", "save_student"]
+__all__ = [
+    "KD_LOSSES",
+    "KIND",
+    "TOY_STUDENTS",
+    "DistillConfig",
+    "DistillRun",
+    "KDLoss",
+    "Student",
+    "Teacher",
+    "crd_loss",
+    "distill",
+    "fd_loss",
+    "icl_loss",
+    "pixels_for",
+    "save_student",
+]

@@ -32,8 +32,11 @@ from ..methods.clip_adapter import ClipAdapterHead
 
 
 @dataclass
-@defaults(epochs=Default(60, "passes over the dataset's training images"),
-          lr=Default(1e-3, "peak learning rate (AdamW, cosine to zero)"), weight_decay=Default(1e-4, "AdamW weight decay"))
+@defaults(
+    epochs=Default(60, "passes over the dataset's training images"),
+    lr=Default(1e-3, "peak learning rate (AdamW, cosine to zero)"),
+    weight_decay=Default(1e-4, "AdamW weight decay"),
+)
 class AdapterDistillConfig(EpochsOptimConfig):
     """How the student's adapter learns from the teacher's adapted logits.
 
@@ -50,7 +53,9 @@ class AdapterDistillConfig(EpochsOptimConfig):
         check_range("temperature", self.temperature, 1e-3)
 
 
-def class_embeddings(backbone: Backbone, classnames: list[str], templates: tuple[str, ...], cache_dir: Any) -> torch.Tensor:
+def class_embeddings(
+    backbone: Backbone, classnames: list[str], templates: tuple[str, ...], cache_dir: Any
+) -> torch.Tensor:
     """L2-normalised, template-ensembled prompt embeddings ``[C, D]`` (what zero-shot and CLIP-Adapter use)."""
     raw = prompt_embeddings(backbone, classnames, templates, cache_dir).view(len(classnames), len(templates), -1)
     return F.normalize(F.normalize(raw, dim=-1).mean(1), dim=-1)
@@ -58,13 +63,20 @@ def class_embeddings(backbone: Backbone, classnames: list[str], templates: tuple
 
 def split_features(backbone: Backbone, paths: list[Path], cache_dir: Any) -> torch.Tensor:
     """Centre-view features of ``paths`` through the feature cache."""
-    feats, _, _ = extract_images(backbone, paths, image_store(backbone, cache_dir), None, 0, 64, False, "distill",
-                                 bad_hint=None)  # distill has no --skip-bad
+    feats, _, _ = extract_images(
+        backbone, paths, image_store(backbone, cache_dir), None, 0, 64, False, "distill", bad_hint=None
+    )  # distill has no --skip-bad
     return feats
 
 
-def distill_adapter(teacher: Classifier, teacher_backbone: Backbone, student_backbone: Backbone, data: str | Path,
-                    cfg: AdapterDistillConfig | None = None, cache_dir: Any = None) -> tuple[Classifier, dict[str, Any]]:
+def distill_adapter(
+    teacher: Classifier,
+    teacher_backbone: Backbone,
+    student_backbone: Backbone,
+    data: str | Path,
+    cfg: AdapterDistillConfig | None = None,
+    cache_dir: Any = None,
+) -> tuple[Classifier, dict[str, Any]]:
     """A CLIP-Adapter classifier on ``student_backbone`` trained to reproduce ``teacher`` on ``data``'s training images.
 
     Example:
@@ -73,10 +85,14 @@ def distill_adapter(teacher: Classifier, teacher_backbone: Backbone, student_bac
     """
     cfg = cfg or AdapterDistillConfig()
     if teacher.method != "clip-adapter" or not isinstance(teacher.head, ClipAdapterHead):
-        raise ArtifactError(f"the teacher artifact is a {teacher.method} classifier; distillation into an adapter needs a clip-adapter one")
+        raise ArtifactError(
+            f"the teacher artifact is a {teacher.method} classifier; distillation into an adapter needs a clip-adapter one"
+        )
     dataset = load_dataset(data)
     if dataset.classnames != teacher.classnames:
-        raise DataError(f"dataset {data} has classes {dataset.classnames[:3]}… but the teacher artifact has {teacher.classnames[:3]}…")
+        raise DataError(
+            f"dataset {data} has classes {dataset.classnames[:3]}… but the teacher artifact has {teacher.classnames[:3]}…"
+        )
     paths = [s.path for s in dataset.split("train")]
     if not paths:
         raise DataError(f"dataset {data} has no training images to distil on")
@@ -87,14 +103,24 @@ def distill_adapter(teacher: Classifier, teacher_backbone: Backbone, student_bac
     head = _student_head(teacher, student_backbone, cache_dir, cfg.seed)
     with torch_threads(1):  # a head on cached features: one thread is fastest (see clip_adapter.core.threads)
         losses = _fit(head, feats, targets, cfg)
-    selection = {"distilled_from": teacher.backbone.get("id"), "teacher_method": teacher.method, "distill_config": cfg.to_dict()}
-    clf = Classifier("clip-adapter", head.eval(), list(teacher.classnames), teacher.templates, student_backbone.describe(), selection)
+    selection = {
+        "distilled_from": teacher.backbone.get("id"),
+        "teacher_method": teacher.method,
+        "distill_config": cfg.to_dict(),
+    }
+    clf = Classifier(
+        "clip-adapter", head.eval(), list(teacher.classnames), teacher.templates, student_backbone.describe(), selection
+    )
     return clf, {"train_images": len(paths), "first_loss": losses[0], "final_loss": losses[-1]}
 
 
 def _student_head(teacher: Classifier, backbone: Backbone, cache_dir: Any, seed: int) -> ClipAdapterHead:
     torch.manual_seed(seed)
-    meta = {"num_classes": len(teacher.classnames), "embed_dim": backbone.embed_dim, "logit_scale": float(backbone.logit_scale)}
+    meta = {
+        "num_classes": len(teacher.classnames),
+        "embed_dim": backbone.embed_dim,
+        "logit_scale": float(backbone.logit_scale),
+    }
     head = ClipAdapterHead(teacher.head.config, meta)
     with torch.no_grad():
         head.text.copy_(class_embeddings(backbone, list(teacher.classnames), teacher.templates, cache_dir))
@@ -116,7 +142,11 @@ def _fit(head: ClipAdapterHead, feats: torch.Tensor, targets: torch.Tensor, cfg:
         for idx in order.split(cfg.batch_size):
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * warmup_cosine(step, total, 0)  # cosine to zero, no warm-up
-            loss = F.kl_div(F.log_softmax(head(feats[idx]) / t, 1), F.softmax(targets[idx] / t, 1), reduction="batchmean") * t * t
+            loss = (
+                F.kl_div(F.log_softmax(head(feats[idx]) / t, 1), F.softmax(targets[idx] / t, 1), reduction="batchmean")
+                * t
+                * t
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             check_finite(loss, params, step, epoch)

@@ -55,12 +55,20 @@ class CaptionFile:
         path = Path(path)
         entries = read_json(path, "caption file", DataError)
         if not isinstance(entries, list) or len(entries) < 2:
-            raise DataError(f"caption file {quoted(path)} must be a JSON list of at least 2 {{\"image\", \"caption\"}} objects")
+            raise DataError(
+                f'caption file {quoted(path)} must be a JSON list of at least 2 {{"image", "caption"}} objects'
+            )
         images, self.captions = [], []
         for i, entry in enumerate(entries):
-            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not isinstance(entry.get("caption"), str) \
-                    or not entry["caption"].strip():
-                raise DataError(f"caption file {quoted(path)}: entry {i} needs a string \"image\" and a non-empty string \"caption\"")
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("image"), str)
+                or not isinstance(entry.get("caption"), str)
+                or not entry["caption"].strip()
+            ):
+                raise DataError(
+                    f'caption file {quoted(path)}: entry {i} needs a string "image" and a non-empty string "caption"'
+                )
             image, _ = load_rgb(path.parent / entry["image"])  # names the file at fault
             images.append(_square(image, size))
             self.captions.append(entry["caption"])

@@ -18,7 +18,9 @@ IN_DOMAIN = "photo"
 EVAL_BATCH = 256
 
 
-def render_eval_images(tasks: Sequence[str], domains: Sequence[str], per_class: int, seed: int = 0, split: str = "test") -> dict:
+def render_eval_images(
+    tasks: Sequence[str], domains: Sequence[str], per_class: int, seed: int = 0, split: str = "test"
+) -> dict:
     """``{(task, domain): (uint8 images, labels)}`` of one split: render once, score many models.
 
     Choose between models on ``split="val"`` and report on ``test`` (the scenes of a split do not depend on the domain).
@@ -46,9 +48,14 @@ def zero_shot(backbone: Backbone, rendered: dict) -> dict[str, dict[str, float]]
         if task not in texts:
             texts[task] = F.normalize(backbone.encode_texts(get_task(task).prompts()).float(), dim=-1)
         predictions = (encode(backbone, images) @ texts[task].T).argmax(1)
-        out.setdefault(task, {})[domain] = round(100.0 * float((predictions == torch.from_numpy(labels)).float().mean()), 2)
+        out.setdefault(task, {})[domain] = round(
+            100.0 * float((predictions == torch.from_numpy(labels)).float().mean()), 2
+        )
     cells = [(d, acc) for task in out for d, acc in out[task].items()]
-    summary = {"in_domain": _mean([a for d, a in cells if d == IN_DOMAIN]), "shifted": _mean([a for d, a in cells if d != IN_DOMAIN])}
+    summary = {
+        "in_domain": _mean([a for d, a in cells if d == IN_DOMAIN]),
+        "shifted": _mean([a for d, a in cells if d != IN_DOMAIN]),
+    }
     return {**out, "summary": summary}
 
 

@@ -59,8 +59,14 @@ def fd_loss(s_img: torch.Tensor, s_txt: torch.Tensor, t_img: torch.Tensor, t_txt
     return F.mse_loss(_n(s_img), _n(t_img)) + F.mse_loss(_n(s_txt), _n(t_txt))
 
 
-def icl_loss(s_img: torch.Tensor, s_txt: torch.Tensor, t_img: torch.Tensor, t_txt: torch.Tensor,
-             scale: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+def icl_loss(
+    s_img: torch.Tensor,
+    s_txt: torch.Tensor,
+    t_img: torch.Tensor,
+    t_txt: torch.Tensor,
+    scale: torch.Tensor,
+    groups: torch.Tensor,
+) -> torch.Tensor:
     """Interactive contrastive learning: student anchors against teacher keys, both directions, averaged.
 
     Example:
@@ -77,8 +83,14 @@ def icl_loss(s_img: torch.Tensor, s_txt: torch.Tensor, t_img: torch.Tensor, t_tx
     return (loss_i2t + loss_t2i) / 2
 
 
-def crd_loss(s_img: torch.Tensor, s_txt: torch.Tensor, s_scale: torch.Tensor | float,
-             t_img: torch.Tensor, t_txt: torch.Tensor, t_scale: float) -> torch.Tensor:
+def crd_loss(
+    s_img: torch.Tensor,
+    s_txt: torch.Tensor,
+    s_scale: torch.Tensor | float,
+    t_img: torch.Tensor,
+    t_txt: torch.Tensor,
+    t_scale: float,
+) -> torch.Tensor:
     """Contrastive relational distillation: ``KL(p_T ‖ p_S)`` of the in-batch image→text and text→image softmax.
 
     Works across embedding sizes (only ``B × B`` similarities are compared).
@@ -109,8 +121,15 @@ class KDLoss(nn.Module):
         ['clip', 'crd', 'fd']
     """
 
-    def __init__(self, losses: tuple[str, ...], student_dim: int, teacher_dim: int,
-                 weights: dict[str, float] | None = None, clip_weight: float = 1.0, icl_scale: str = "code") -> None:
+    def __init__(
+        self,
+        losses: tuple[str, ...],
+        student_dim: int,
+        teacher_dim: int,
+        weights: dict[str, float] | None = None,
+        clip_weight: float = 1.0,
+        icl_scale: str = "code",
+    ) -> None:
         super().__init__()
         unknown = [name for name in losses if name not in KD_LOSSES]
         if unknown:
@@ -130,8 +149,16 @@ class KDLoss(nn.Module):
             return self.icl_logit_scale
         return self.icl_logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
 
-    def forward(self, s_img: torch.Tensor, s_txt: torch.Tensor, s_scale: torch.Tensor,
-                t_img: torch.Tensor, t_txt: torch.Tensor, t_scale: float, groups: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self,
+        s_img: torch.Tensor,
+        s_txt: torch.Tensor,
+        s_scale: torch.Tensor,
+        t_img: torch.Tensor,
+        t_txt: torch.Tensor,
+        t_scale: float,
+        groups: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         parts = {"clip": multi_positive_infonce(s_img, s_txt, s_scale, groups)}
         if "fd" in self.losses or "icl" in self.losses:
             p_img, p_txt = self.proj_img(s_img.float()), self.proj_txt(s_txt.float())

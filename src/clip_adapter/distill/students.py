@@ -27,8 +27,12 @@ from ..toyworld.tokenizer import ToyTokenizer
 # Smaller toy CLIPs (the shipped one, "toy", has 3.11 M parameters). Halving every width makes
 # "toy-small" 4.7x smaller and ~4x cheaper per image.
 TOY_STUDENTS: dict[str, dict] = {
-    "toy-small": dict(widths=(16, 32, 64, 128), depths=(1, 1, 1, 1), embed_dim=64, text_width=64, text_layers=2, text_heads=2),
-    "toy-tiny": dict(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1), embed_dim=32, text_width=32, text_layers=1, text_heads=1),
+    "toy-small": dict(
+        widths=(16, 32, 64, 128), depths=(1, 1, 1, 1), embed_dim=64, text_width=64, text_layers=2, text_heads=2
+    ),
+    "toy-tiny": dict(
+        widths=(8, 16, 32, 64), depths=(1, 1, 1, 1), embed_dim=32, text_width=32, text_layers=1, text_heads=1
+    ),
 }
 OPEN_CLIP_FILE = "student.safetensors"
 
@@ -40,7 +44,9 @@ def pixels_for(images: np.ndarray | torch.Tensor, preprocess: PreprocessConfig) 
         >>> pixels_for(np.zeros((2, 64, 64, 3), np.uint8), PreprocessConfig(image_size=32)).shape
         torch.Size([2, 3, 32, 32])
     """
-    x = images if torch.is_tensor(images) else torch.from_numpy(np.ascontiguousarray(images))  # a DataLoader makes tensors
+    x = (
+        images if torch.is_tensor(images) else torch.from_numpy(np.ascontiguousarray(images))
+    )  # a DataLoader makes tensors
     x = x.permute(0, 3, 1, 2).float().div_(255)
     if x.shape[-1] != preprocess.image_size or x.shape[-2] != preprocess.image_size:
         mode = "bilinear" if preprocess.interpolation == "bilinear" else "bicubic"
@@ -77,9 +83,15 @@ class Student:
     def _init_toy(self, spec: str, pretrained: str, seed: int) -> None:
         if pretrained.lower() != "none":
             if spec in TOY_STUDENTS:
-                raise ConfigError(f"--student {spec} is an architecture; to start from a checkpoint pass --student toy --student-pretrained it")
+                raise ConfigError(
+                    f"--student {spec} is an architecture; to start from a checkpoint pass --student toy --student-pretrained it"
+                )
             self.backbone = create_backbone("toy", pretrained, precision="fp32", device="cpu")
-            self.model, self.tokenizer, self.preprocess = self.backbone.model, self.backbone.tokenizer, self.backbone.preprocess
+            self.model, self.tokenizer, self.preprocess = (
+                self.backbone.model,
+                self.backbone.tokenizer,
+                self.backbone.preprocess,
+            )
             return
         torch.manual_seed(seed)
         self.model = ToyClip(ToyClipConfig(**TOY_STUDENTS.get(spec, {})))
@@ -90,7 +102,9 @@ class Student:
 
         if spec not in open_clip.list_models():
             presets = ", ".join(["toy", *TOY_STUDENTS])
-            raise ConfigError(f"unknown student {spec!r}: a toy preset ({presets}) or an open_clip architecture (open_clip.list_models())")
+            raise ConfigError(
+                f"unknown student {spec!r}: a toy preset ({presets}) or an open_clip architecture (open_clip.list_models())"
+            )
         self.backbone = create_backbone(spec, pretrained, precision="fp32", device="cpu", seed=seed)
         self.model, self.preprocess = self.backbone.model, self.backbone.preprocess
 
@@ -129,7 +143,9 @@ class Student:
             write_toy_checkpoint(self.model, self.tokenizer, out, info)
             return out
         state = {k: v.float() if v.is_floating_point() else v for k, v in self.model.state_dict().items()}
-        save_tensors(out / OPEN_CLIP_FILE, state, metadata={"format": "open_clip-state-dict", "architecture": self.spec})
+        save_tensors(
+            out / OPEN_CLIP_FILE, state, metadata={"format": "open_clip-state-dict", "architecture": self.spec}
+        )
         return out / OPEN_CLIP_FILE
 
     def backbone_args(self, saved: Path) -> tuple[str, str]:

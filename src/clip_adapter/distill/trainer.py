@@ -33,9 +33,12 @@ KD_DECAY = 0.01  # torch AdamW's default, which the official code leaves the KD 
 
 
 @dataclass
-@defaults(steps=400, warmup_steps=50,
-          weight_decay=Default(0.05, "AdamW weight decay on the student's weight matrices"),
-          seed=Default(0, "seed of the student's initialisation and of the data"))
+@defaults(
+    steps=400,
+    warmup_steps=50,
+    weight_decay=Default(0.05, "AdamW weight decay on the student's weight matrices"),
+    seed=Default(0, "seed of the student's initialisation and of the data"),
+)
 class DistillConfig(StepsOptimConfig):
     """Settings of ``clip-adapter distill`` (λ defaults are the paper's).
 
@@ -44,12 +47,16 @@ class DistillConfig(StepsOptimConfig):
     benchmark runs 200 steps); not checked on held-out data.
     """
 
-    losses: tuple[str, ...] = option((), "KD losses added to the CLIP loss: any of fd, icl, crd (empty: the CLIP loss alone)")
+    losses: tuple[str, ...] = option(
+        (), "KD losses added to the CLIP loss: any of fd, icl, crd (empty: the CLIP loss alone)"
+    )
     clip_weight: float = option(1.0, "weight of the student's own CLIP loss")
     fd_weight: float = option(PAPER_WEIGHTS["fd"], "λ_FD (on a per-element MSE of normalised embeddings)")
     icl_weight: float = option(PAPER_WEIGHTS["icl"], "λ_ICL")
     crd_weight: float = option(PAPER_WEIGHTS["crd"], "λ_CRD")
-    icl_scale: str = option("code", "ICL logit scale: code (raw learnable multiplier from 2.66) or paper (exp, from 1/0.07)")
+    icl_scale: str = option(
+        "code", "ICL logit scale: code (raw learnable multiplier from 2.66) or paper (exp, from 1/0.07)"
+    )
     batch_size: int = option(64, "image-caption pairs per step")
     workers: int = option(1, "toy stream: 1 renders batches ahead in a worker process, 0 in the loop (same batches)")
 
@@ -87,8 +94,10 @@ class Teacher:
         if self.memo is not None and key in self.memo:
             return self.memo[key]
         # The student trains on the CPU: bring the teacher's outputs there (a CUDA teacher returns CUDA tensors).
-        out = (self.backbone.encode_images(pixels_for(images, self.backbone.preprocess)).float().cpu(),
-               self.backbone.encode_texts(texts).float().cpu())
+        out = (
+            self.backbone.encode_images(pixels_for(images, self.backbone.preprocess)).float().cpu(),
+            self.backbone.encode_texts(texts).float().cpu(),
+        )
         if self.memo is not None:
             self.memo[key] = out
         return out
@@ -103,7 +112,9 @@ class DistillRun:
     info: dict[str, Any]
 
 
-def distill(teacher: Teacher, student: Student, cfg: DistillConfig, batches: Iterable[Batch], log_dir: Path | None = None) -> DistillRun:
+def distill(
+    teacher: Teacher, student: Student, cfg: DistillConfig, batches: Iterable[Batch], log_dir: Path | None = None
+) -> DistillRun:
     """Train ``student`` for ``cfg.steps`` on ``batches`` with the CLIP loss plus ``cfg.losses``.
 
     Example:
@@ -124,7 +135,9 @@ def _kd_module(cfg: DistillConfig, student: Student, teacher: Teacher) -> KDLoss
     return KDLoss(cfg.losses, student.embed_dim, teacher.embed_dim, weights, cfg.clip_weight, cfg.icl_scale)
 
 
-def _train(teacher: Teacher, student: Student, cfg: DistillConfig, batches: Iterable[Batch], log_dir: Path | None) -> DistillRun:
+def _train(
+    teacher: Teacher, student: Student, cfg: DistillConfig, batches: Iterable[Batch], log_dir: Path | None
+) -> DistillRun:
     kd = _kd_module(cfg, student, teacher)
     tick, pairs = 0.0, 0
 
@@ -134,20 +147,43 @@ def _train(teacher: Teacher, student: Student, cfg: DistillConfig, batches: Iter
         return _loss(teacher, student, kd, *batch)
 
     def row(step: int, total: float, lr: float, parts: dict[str, float]) -> dict[str, float]:
-        return {"step": step, "total": total, **parts, "lr": lr, "logit_scale": float(student.log_logit_scale.detach().exp()),
-                "images_per_s": pairs / (time.perf_counter() - tick)}
+        return {
+            "step": step,
+            "total": total,
+            **parts,
+            "lr": lr,
+            "logit_scale": float(student.log_logit_scale.detach().exp()),
+            "images_per_s": pairs / (time.perf_counter() - tick),
+        }
 
-    log = CsvLog(log_dir / LOG_NAME if log_dir is not None else None, fmt=".6g")  # every column: step, total, clip, each KD loss, lr, …
-    result = train_encoder(student.model, loss_at, cfg, batches=batches, extra_groups=[{"params": list(kd.parameters()), "weight_decay": KD_DECAY}],
-                           after_step=student.clamp_logit_scale, log=log, row=row, desc=f"distill {cfg.label}",
-                           hint="lower --lr or the λ weights")
+    log = CsvLog(
+        log_dir / LOG_NAME if log_dir is not None else None, fmt=".6g"
+    )  # every column: step, total, clip, each KD loss, lr, …
+    result = train_encoder(
+        student.model,
+        loss_at,
+        cfg,
+        batches=batches,
+        extra_groups=[{"params": list(kd.parameters()), "weight_decay": KD_DECAY}],
+        after_step=student.clamp_logit_scale,
+        log=log,
+        row=row,
+        desc=f"distill {cfg.label}",
+        hint="lower --lr or the λ weights",
+    )
     rows = result.history
-    info = {"label": cfg.label, "wall_time_s": round(result.wall_time_s, 1), "steps_run": len(rows),
-            "final_loss": rows[-1]["total"] if rows else None}
+    info = {
+        "label": cfg.label,
+        "wall_time_s": round(result.wall_time_s, 1),
+        "steps_run": len(rows),
+        "final_loss": rows[-1]["total"] if rows else None,
+    }
     return DistillRun(student, rows, info)
 
 
-def _loss(teacher: Teacher, student: Student, kd: KDLoss, step: int, images: Any, texts: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+def _loss(
+    teacher: Teacher, student: Student, kd: KDLoss, step: int, images: Any, texts: list[str]
+) -> tuple[torch.Tensor, dict[str, float]]:
     t_img, t_txt = teacher.embed(step, images, texts) if kd.losses else (None, None)
     tokens = student.tokenize(texts)
     _, groups = torch.unique(tokens, dim=0, return_inverse=True)  # identical captions are all positives
@@ -156,13 +192,23 @@ def _loss(teacher: Teacher, student: Student, kd: KDLoss, step: int, images: Any
     return kd(s_img, s_txt, student.log_logit_scale.exp(), t_img, t_txt, teacher.logit_scale, groups)
 
 
-def save_student(out: Path, run: DistillRun, cfg: DistillConfig, teacher: Backbone, extra: dict[str, Any]) -> tuple[str, str]:
+def save_student(
+    out: Path, run: DistillRun, cfg: DistillConfig, teacher: Backbone, extra: dict[str, Any]
+) -> tuple[str, str]:
     """Write the student checkpoint and ``distill.json`` into ``out``; returns ``(--backbone, --pretrained)`` for it."""
     student = run.student
-    record = {"distill_config": cfg.to_dict(), "teacher": teacher.describe(), "student": student.spec,
-              "parameters": {"student": student.parameter_count()}, **run.info, **extra}
+    record = {
+        "distill_config": cfg.to_dict(),
+        "teacher": teacher.describe(),
+        "student": student.spec,
+        "parameters": {"student": student.parameter_count()},
+        **run.info,
+        **extra,
+    }
     saved = student.save(out, {"command": extra.get("command", "clip-adapter distill"), "distill": record})
     backbone, pretrained = student.backbone_args(saved)
     relative = "." if saved == out else saved.name  # the folder may move (it is written beside its final place)
-    atomic_write_json(out / RESULT_NAME, {**record, "student_backbone": {"backbone": backbone, "pretrained_in_folder": relative}})
+    atomic_write_json(
+        out / RESULT_NAME, {**record, "student_backbone": {"backbone": backbone, "pretrained_in_folder": relative}}
+    )
     return backbone, pretrained

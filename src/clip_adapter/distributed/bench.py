@@ -30,7 +30,13 @@ from .cluster import BackboneSpec, RayOptions, check_fingerprint, maybe_crash
 
 
 def run_bench_ray(
-    ray, backbone: Backbone, spec: BackboneSpec, plan: BenchPlan, out: str | Path, options: RayOptions, log: Callable[[str], None] = print
+    ray,
+    backbone: Backbone,
+    spec: BackboneSpec,
+    plan: BenchPlan,
+    out: str | Path,
+    options: RayOptions,
+    log: Callable[[str], None] = print,
 ) -> BenchReport:
     """:func:`~clip_adapter.bench.run_bench` with one Ray task per pending run; failures are listed, not raised.
 
@@ -38,8 +44,12 @@ def run_bench_ray(
         >>> # with ray_session(RayOptions()) as ray: report = run_bench_ray(ray, bb, spec, plan, "bench-out", RayOptions())
     """
     out, report, start = Path(out), BenchReport(), time.perf_counter()
-    task = ray.remote(bench_task).options(num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker,
-                                          max_retries=options.retries, retry_exceptions=True)
+    task = ray.remote(bench_task).options(
+        num_cpus=options.cpus_per_worker,
+        num_gpus=options.gpus_per_worker,
+        max_retries=options.retries,
+        retry_exceptions=True,
+    )
     pending: dict[Any, tuple[str, Path]] = {}
     cache = str(plan.features.cache_path())
     for name, dataset in plan.datasets.items():
@@ -51,10 +61,17 @@ def run_bench_ray(
                     continue
                 run, _ = prepare_cell(backbone, plan, out, name, dataset, shots, seed, todo)
                 for method, key, path in todo:
-                    payload = {"backbone": spec.to_dict(), "fingerprint": backbone.encoder_fingerprint,
-                               "features": plan.features.to_dict(), "cache": cache, "run": run.to_dict(),
-                               "method": [method.label, method.method, list(method.overrides)], "key": key,
-                               "threads": options.threads, "faults": list(options.faults)}
+                    payload = {
+                        "backbone": spec.to_dict(),
+                        "fingerprint": backbone.encoder_fingerprint,
+                        "features": plan.features.to_dict(),
+                        "cache": cache,
+                        "run": run.to_dict(),
+                        "method": [method.label, method.method, list(method.overrides)],
+                        "key": key,
+                        "threads": options.threads,
+                        "faults": list(options.faults),
+                    }
                     pending[task.remote(payload, data)] = (f"{name} {method.label} {shots}-shot seed {seed}", path)
                 _collect(ray, pending, report, log, wait=False)
     _collect(ray, pending, report, log, wait=True)
@@ -117,10 +134,17 @@ def _backbone(spec_json: str, threads: int) -> Backbone:
 
 def dataset_to_dict(dataset: Dataset) -> dict[str, Any]:
     """A dataset as plain data (what a task receives instead of the object)."""
-    return {"name": dataset.name, "classnames": list(dataset.classnames), "root": str(dataset.root), "templates": list(dataset.templates),
-            "splits": {split: [[str(s.path), s.label] for s in samples] for split, samples in dataset.splits.items()}}
+    return {
+        "name": dataset.name,
+        "classnames": list(dataset.classnames),
+        "root": str(dataset.root),
+        "templates": list(dataset.templates),
+        "splits": {split: [[str(s.path), s.label] for s in samples] for split, samples in dataset.splits.items()},
+    }
 
 
 def dataset_from_dict(data: dict[str, Any]) -> Dataset:
-    splits = {split: [Sample(Path(path), label) for path, label in samples] for split, samples in data["splits"].items()}
+    splits = {
+        split: [Sample(Path(path), label) for path, label in samples] for split, samples in data["splits"].items()
+    }
     return Dataset(data["name"], list(data["classnames"]), Path(data["root"]), splits, tuple(data["templates"]))

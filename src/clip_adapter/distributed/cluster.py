@@ -49,7 +49,10 @@ class RayOptions:
     def __post_init__(self) -> None:
         if self.workers is not None and not 1 <= self.workers <= 100_000:
             raise ConfigError(f"--ray-workers must be between 1 and 100000, got {self.workers}")
-        for flag, value in (("--ray-cpus-per-worker", self.cpus_per_worker), ("--ray-gpus-per-worker", self.gpus_per_worker)):
+        for flag, value in (
+            ("--ray-cpus-per-worker", self.cpus_per_worker),
+            ("--ray-gpus-per-worker", self.gpus_per_worker),
+        ):
             if not (math.isfinite(value) and 0 <= value <= 1024):
                 raise ConfigError(f"{flag} must be a number between 0 and 1024, got {value}")
         if self.cpus_per_worker == 0 and self.gpus_per_worker == 0:
@@ -95,9 +98,15 @@ class BackboneSpec:
 def check_fingerprint(worker: dict[str, str], driver: dict[str, str]) -> None:
     """A worker must encode exactly as the driver would, or its features would be filed under another encoder."""
     if worker != driver:
-        diff = ", ".join(f"{k} {worker.get(k)} on the worker vs {driver.get(k)} here" for k in sorted(driver) if worker.get(k) != driver.get(k))
-        raise ConfigError(f"a Ray worker's encoder differs from this machine's ({diff}); run the command where it resolves "
-                          "the same device and weights (e.g. on a GPU node with --device cuda), or pass --device cpu")
+        diff = ", ".join(
+            f"{k} {worker.get(k)} on the worker vs {driver.get(k)} here"
+            for k in sorted(driver)
+            if worker.get(k) != driver.get(k)
+        )
+        raise ConfigError(
+            f"a Ray worker's encoder differs from this machine's ({diff}); run the command where it resolves "
+            "the same device and weights (e.g. on a GPU node with --device cuda), or pass --device cpu"
+        )
 
 
 def import_ray():
@@ -105,7 +114,9 @@ def import_ray():
     try:
         import ray
     except ImportError as exc:
-        raise ConfigError(f"--ray needs Ray, which is not installed ({exc.name or 'ray'}): pip install 'clip-adapter[ray]'") from None
+        raise ConfigError(
+            f"--ray needs Ray, which is not installed ({exc.name or 'ray'}): pip install 'clip-adapter[ray]'"
+        ) from None
     return ray
 
 
@@ -113,19 +124,25 @@ def check_address(address: str | None) -> None:
     """Refuse, in one line and within seconds, an address Ray would retry for minutes."""
     if address in (None, "", "auto", "local"):
         return
-    text = address[len("ray://"):] if address.startswith("ray://") else address
+    text = address[len("ray://") :] if address.startswith("ray://") else address
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"--address {address!r}: expected HOST:PORT (a head node's `ray start --head` address), ray://HOST:PORT or auto")
+        raise ConfigError(
+            f"--address {address!r}: expected HOST:PORT (a head node's `ray start --head` address), ray://HOST:PORT or auto"
+        )
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_CHECK_SECONDS) as conn:
             speaks_grpc = _answers_http2(conn)
     except OSError as exc:
-        raise ConfigError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
-                          "start one with `ray start --head` or check the address") from None
+        raise ConfigError(
+            f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+            "start one with `ray start --head` or check the address"
+        ) from None
     if not speaks_grpc:
-        raise ConfigError(f"--address {address}: something listens there but it is not a Ray cluster (no gRPC answer "
-                          f"within {ADDRESS_CHECK_SECONDS:g} s); give the head node's GCS address (`ray start --head` prints it)")
+        raise ConfigError(
+            f"--address {address}: something listens there but it is not a Ray cluster (no gRPC answer "
+            f"within {ADDRESS_CHECK_SECONDS:g} s); give the head node's GCS address (`ray start --head` prints it)"
+        )
 
 
 # Ray's head (GCS) and Ray Client servers speak gRPC, i.e. HTTP/2: a client that opens with the
@@ -226,15 +243,22 @@ def fitting_workers(ray, options: RayOptions) -> int:
     """How many workers of ``options``' size to start: as asked, capped at what the cluster holds (at least 1)."""
     resources = ray.cluster_resources()
     fits = []
-    for flag, name, need in (("--ray-cpus-per-worker", "CPU", options.cpus_per_worker), ("--ray-gpus-per-worker", "GPU", options.gpus_per_worker)):
+    for flag, name, need in (
+        ("--ray-cpus-per-worker", "CPU", options.cpus_per_worker),
+        ("--ray-gpus-per-worker", "GPU", options.gpus_per_worker),
+    ):
         have = float(resources.get(name, 0))
         if need > have:
-            raise ConfigError(f"{flag} {need:g}: the Ray cluster has {have:g} {name}s in all, so no worker could ever start")
+            raise ConfigError(
+                f"{flag} {need:g}: the Ray cluster has {have:g} {name}s in all, so no worker could ever start"
+            )
         if need > 0:
             fits.append(int(have // need))
     most = max(1, min(fits))
     if options.workers and options.workers > most:
-        warnings.warn(f"--ray-workers {options.workers}: the cluster holds only {most} workers of this size; starting {most}")
+        warnings.warn(
+            f"--ray-workers {options.workers}: the cluster holds only {most} workers of this size; starting {most}"
+        )
     return min(options.workers or most, most)
 
 

@@ -87,9 +87,16 @@ class RayChunkRunner:
             return
         opts = self.options
         actor_cls = self.ray.remote(ChunkEncoder).options(
-            num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker, max_concurrency=IN_FLIGHT,
-            max_restarts=opts.retries, max_task_retries=opts.retries)
-        self.actors = [actor_cls.remote(self.spec.to_dict(), opts.threads, list(opts.faults)) for _ in range(fitting_workers(self.ray, opts))]
+            num_cpus=opts.cpus_per_worker,
+            num_gpus=opts.gpus_per_worker,
+            max_concurrency=IN_FLIGHT,
+            max_restarts=opts.retries,
+            max_task_retries=opts.retries,
+        )
+        self.actors = [
+            actor_cls.remote(self.spec.to_dict(), opts.threads, list(opts.faults))
+            for _ in range(fitting_workers(self.ray, opts))
+        ]
         for fingerprint in self._get([a.fingerprint.remote() for a in self.actors]):
             check_fingerprint(fingerprint, self.fingerprint)
 
@@ -123,14 +130,20 @@ class RayChunkRunner:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, ClipAdapterError):
                 raise type(cause)(str(cause)) from None
-            raise TrainingError(f"a Ray worker failed: {cause.__class__.__name__ if cause else 'error'}: {cause}") from None
+            raise TrainingError(
+                f"a Ray worker failed: {cause.__class__.__name__ if cause else 'error'}: {cause}"
+            ) from None
         except self.ray.exceptions.RayError as exc:
-            raise TrainingError(f"a Ray worker died {self.options.retries + 1} times ({exc.__class__.__name__}); "
-                                "finished shards are kept: re-run to resume") from None
+            raise TrainingError(
+                f"a Ray worker died {self.options.retries + 1} times ({exc.__class__.__name__}); "
+                "finished shards are kept: re-run to resume"
+            ) from None
 
 
 @contextlib.contextmanager
-def ray_extraction(ray, spec: BackboneSpec, options: RayOptions, fingerprint: dict[str, str]) -> Iterator[RayChunkRunner]:
+def ray_extraction(
+    ray, spec: BackboneSpec, options: RayOptions, fingerprint: dict[str, str]
+) -> Iterator[RayChunkRunner]:
     """Every :func:`~clip_adapter.features.extract_images` call in the block encodes on Ray actors.
 
     Example:
@@ -143,7 +156,12 @@ def ray_extraction(ray, spec: BackboneSpec, options: RayOptions, fingerprint: di
 
 
 def _plan_to(plan: ChunkPlan) -> dict[str, Any]:
-    return {"views": plan.views, "augment": plan.augment.to_dict() if plan.augment else None, "seed": plan.seed, "batch_size": plan.batch_size}
+    return {
+        "views": plan.views,
+        "augment": plan.augment.to_dict() if plan.augment else None,
+        "seed": plan.seed,
+        "batch_size": plan.batch_size,
+    }
 
 
 def _plan_from(data: dict[str, Any]) -> ChunkPlan:
@@ -159,7 +177,9 @@ def _job_to(job: ChunkJob) -> dict[str, Any]:
 def _job_from(data: dict[str, Any]) -> ChunkJob:
     from pathlib import Path
 
-    return ChunkJob([ImageRef(index, Path(path), content) for index, path, content in data["images"]], set(data["needed"]))
+    return ChunkJob(
+        [ImageRef(index, Path(path), content) for index, path, content in data["images"]], set(data["needed"])
+    )
 
 
 def _result_from(job: ChunkJob, payload: dict[str, Any], seconds: float) -> ChunkResult:

@@ -41,7 +41,9 @@ def identity_space(fingerprint: dict[str, Any]) -> Adaptation:
 
 def adapts_features(head: Any) -> bool:
     """Whether ``head`` exposes adapted features (CLIP-Adapter's interface)."""
-    return callable(getattr(head, "adapted_image_features", None)) and callable(getattr(head, "adapted_text_features", None))
+    return callable(getattr(head, "adapted_image_features", None)) and callable(
+        getattr(head, "adapted_text_features", None)
+    )
 
 
 def head_space(head: Any, fingerprint: dict[str, Any]) -> Adaptation:

@@ -58,7 +58,9 @@ def dense_key(backbone: Backbone, content: str) -> str:
     return fingerprint({"image": content, "transform": transform, "view": 0, "seed": None, "dense": DENSE_VERSION})
 
 
-def extract_dense(backbone: Backbone, paths: Sequence[str | os.PathLike], store: FeatureStore, batch_size: int = 64) -> torch.Tensor:
+def extract_dense(
+    backbone: Backbone, paths: Sequence[str | os.PathLike], store: FeatureStore, batch_size: int = 64
+) -> torch.Tensor:
     """Dense features ``[N, H*W, D]`` for ``paths``, encoding only images not cached.
 
     A missing or undecodable image raises DataError naming it; a backbone

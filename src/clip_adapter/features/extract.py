@@ -113,10 +113,14 @@ def extract_images(
     transform = train_transform_id(backbone.preprocess, augment) if augment else eval_transform_id(backbone.preprocess)
 
     def key(image: ImageRef, view: int) -> str:
-        return fingerprint({"image": image.content, "transform": transform, "view": view, "seed": seed if augment else None})
+        return fingerprint(
+            {"image": image.content, "transform": transform, "view": view, "seed": seed if augment else None}
+        )
 
     unique = sorted({img.content: img for img in images}.values(), key=lambda img: img.content)
-    bad = _encode_missing(backbone, store, unique, views, key, augment, seed, batch_size, stats, skip_bad, desc, bad_hint)
+    bad = _encode_missing(
+        backbone, store, unique, views, key, augment, seed, batch_size, stats, skip_bad, desc, bad_hint
+    )
     kept = [img for img in images if img.content not in bad]
     rows = store.get([key(img, v) for img in kept for v in range(views)])
     dim = rows.shape[-1] if rows.numel() else backbone.embed_dim
@@ -124,7 +128,9 @@ def extract_images(
     return features, [img.index for img in kept], stats
 
 
-def _identify(paths: Sequence[Path], skip_bad: bool, stats: ExtractStats, bad_hint: str | None = SKIP_BAD_HINT) -> list[ImageRef]:
+def _identify(
+    paths: Sequence[Path], skip_bad: bool, stats: ExtractStats, bad_hint: str | None = SKIP_BAD_HINT
+) -> list[ImageRef]:
     images = []
     for index, path in enumerate(paths):
         try:
@@ -154,7 +160,9 @@ def _hash_file(path: str, size: int, mtime_ns: int, inode: int) -> str:
     return sha256_file(path)
 
 
-def _bad_image(path: Path, exc: Exception, skip_bad: bool, stats: ExtractStats, bad_hint: str | None = SKIP_BAD_HINT) -> None:
+def _bad_image(
+    path: Path, exc: Exception, skip_bad: bool, stats: ExtractStats, bad_hint: str | None = SKIP_BAD_HINT
+) -> None:
     message = str(exc) if isinstance(exc, DataError) else f"image {path} cannot be read ({exc})"
     if not skip_bad:
         raise DataError(f"{message} ({bad_hint})" if bad_hint else message)
@@ -222,13 +230,17 @@ def plan_chunks(images: list[ImageRef], views: int) -> list[list[ImageRef]]:
     return [images[i : i + size] for i in range(0, len(images), size)]
 
 
-def _encode_missing(backbone, store, images, views, key, augment, seed, batch_size, stats, skip_bad, desc, bad_hint=SKIP_BAD_HINT) -> set[str]:
+def _encode_missing(
+    backbone, store, images, views, key, augment, seed, batch_size, stats, skip_bad, desc, bad_hint=SKIP_BAD_HINT
+) -> set[str]:
     """Encode every chunk with a missing row; returns content ids of images that could not be decoded."""
     jobs = []
     for chunk in plan_chunks(images, views):
         missing = set(store.missing([key(img, v) for img in chunk for v in range(views)]))
         if missing:
-            jobs.append(ChunkJob(chunk, {img.content for img in chunk if any(key(img, v) in missing for v in range(views))}))
+            jobs.append(
+                ChunkJob(chunk, {img.content for img in chunk if any(key(img, v) in missing for v in range(views))})
+            )
     stats.cached += (len(images) - sum(len(j.images) for j in jobs)) * views
     bad: set[str] = set()
     if not jobs:
@@ -243,7 +255,11 @@ def _encode_missing(backbone, store, images, views, key, augment, seed, batch_si
         stats.seconds += result.seconds
         if result.features is not None:
             stats.encoded += result.features.shape[0]
-            store.put(keys, result.features, {k: str(img.path) for img in result.ok for k in (key(img, v) for v in range(views))})
+            store.put(
+                keys,
+                result.features,
+                {k: str(img.path) for img in result.ok for k in (key(img, v) for v in range(views))},
+            )
         else:  # only known-bad images kept the chunk open
             stats.cached += len(keys)
         bar.update(len(result.job.images) * views)
@@ -258,7 +274,9 @@ def encode_chunks_locally(backbone: Backbone, plan: ChunkPlan, jobs: list[ChunkJ
             yield encode_decoded(backbone, plan, job, pixels, ok, failures)
 
 
-def encode_decoded(backbone: Backbone, plan: ChunkPlan, job: ChunkJob, pixels: torch.Tensor, ok: list, failures: list) -> ChunkResult:
+def encode_decoded(
+    backbone: Backbone, plan: ChunkPlan, job: ChunkJob, pixels: torch.Tensor, ok: list, failures: list
+) -> ChunkResult:
     """Encode a decoded chunk in ``plan.batch_size`` batches, unless none of its decoded images is needed.
 
     Every runner encodes through this, so a chunk's batches (and hence its
@@ -280,7 +298,9 @@ def _prefetch(pool, chunks, backbone, plan: ChunkPlan) -> Iterator:
         yield result
 
 
-def decode_chunk(chunk: list[ImageRef], backbone: Backbone, plan: ChunkPlan) -> tuple[torch.Tensor, list[ImageRef], list[tuple[ImageRef, Exception]]]:
+def decode_chunk(
+    chunk: list[ImageRef], backbone: Backbone, plan: ChunkPlan
+) -> tuple[torch.Tensor, list[ImageRef], list[tuple[ImageRef, Exception]]]:
     """Pixels of every view of every decodable image of ``chunk``, the images kept, and the failures."""
     from ..data.images import load_rgb
 
@@ -292,7 +312,9 @@ def decode_chunk(chunk: list[ImageRef], backbone: Backbone, plan: ChunkPlan) -> 
             failures.append((img, exc))
             continue
         if plan.augment:
-            tensors += [train_view(rgb, backbone.preprocess, plan.augment, img.content, v, plan.seed) for v in range(plan.views)]
+            tensors += [
+                train_view(rgb, backbone.preprocess, plan.augment, img.content, v, plan.seed) for v in range(plan.views)
+            ]
         else:
             tensors.append(eval_view(rgb, backbone.preprocess))
         ok.append(img)
@@ -311,6 +333,8 @@ def extract_texts(backbone: Backbone, prompts: Sequence[str], store: FeatureStor
     return store.get(keys)
 
 
-def prompt_embeddings(backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], cache_dir: str | os.PathLike) -> torch.Tensor:
+def prompt_embeddings(
+    backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], cache_dir: str | os.PathLike
+) -> torch.Tensor:
     """Raw embeddings of every class prompt ``[C*T, D]`` (class-major), through the text cache in ``cache_dir``."""
     return extract_texts(backbone, prompts_for(classnames, templates), text_store(backbone, cache_dir))

@@ -57,8 +57,10 @@ def encode_arrays(encoder: Encoder, images: np.ndarray | Sequence[np.ndarray], b
         >>> encode_arrays(bb, np.zeros((3, 64, 64, 3), dtype=np.uint8)).shape == (3, bb.embed_dim)
         True
     """
-    out = [encoder.encode_images(eval_pixels(images[i : i + batch_size], encoder.preprocess)).float().cpu()
-           for i in range(0, len(images), batch_size)]
+    out = [
+        encoder.encode_images(eval_pixels(images[i : i + batch_size], encoder.preprocess)).float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     embed_dim = getattr(encoder, "embed_dim", 0)
     return F.normalize(torch.cat(out), dim=-1) if out else torch.empty(0, embed_dim)
 
@@ -70,8 +72,14 @@ def encode_captions(encoder: Encoder, texts: Sequence[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def zero_shot_accuracy(encoder: Encoder, images: np.ndarray | Sequence[np.ndarray], labels: np.ndarray,
-                       prompts: Sequence[str], image_emb: torch.Tensor | None = None, batch_size: int = 256) -> float:
+def zero_shot_accuracy(
+    encoder: Encoder,
+    images: np.ndarray | Sequence[np.ndarray],
+    labels: np.ndarray,
+    prompts: Sequence[str],
+    image_emb: torch.Tensor | None = None,
+    batch_size: int = 256,
+) -> float:
     """Top-1 accuracy of classifying ``images`` by their most similar prompt (``image_emb``: already encoded).
 
     Example:

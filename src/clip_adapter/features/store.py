@@ -99,7 +99,9 @@ def manifest_problem(manifest: Any, dim: int | None = None) -> str | None:
         return f"shape {shape} does not have one row per key ({len(keys)})"
     if dim is not None and shape[-1] != dim:
         return f"rows are {shape[-1]} wide but the encoder's features are {dim} wide"
-    if sources is not None and (not isinstance(sources, list) or len(sources) != len(keys) or not all(isinstance(s, str) for s in sources)):
+    if sources is not None and (
+        not isinstance(sources, list) or len(sources) != len(keys) or not all(isinstance(s, str) for s in sources)
+    ):
         return "sources must be a list of strings, one per key"
     return None
 
@@ -144,8 +146,11 @@ class FeatureStore:
             for row, key in enumerate(manifest["keys"]):
                 self._index.setdefault(key, (manifest_path.stem, row))
         if self._outdated:  # one line for a whole cache written by an earlier version, not one per shard
-            log.warning("feature cache: %d shard(s) in %s were written by an earlier clip-adapter; they will be recomputed",
-                        self._outdated, self.dir)
+            log.warning(
+                "feature cache: %d shard(s) in %s were written by an earlier clip-adapter; they will be recomputed",
+                self._outdated,
+                self.dir,
+            )
 
     def _read_manifest(self, path: Path) -> dict | None:
         """The manifest at ``path`` if it is well-formed for this store; otherwise its shard is dropped.
@@ -258,7 +263,12 @@ class FeatureStore:
             source = (sources or {}).get(keys[bad[0]], keys[bad[0]])
             raise DataError(f"the encoder produced NaN/inf features for {source}; nothing was cached for it")
         data = save({"features": features})
-        fields: dict[str, Any] = {"version": MANIFEST_VERSION, "keys": list(keys), "shape": list(features.shape), "dtype": DTYPE}
+        fields: dict[str, Any] = {
+            "version": MANIFEST_VERSION,
+            "keys": list(keys),
+            "shape": list(features.shape),
+            "dtype": DTYPE,
+        }
         if sources:
             fields["sources"] = [sources.get(k, "") for k in keys]
         digest = shard_digest(fields, data)

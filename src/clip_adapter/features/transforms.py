@@ -32,7 +32,11 @@ from torchvision.transforms import InterpolationMode
 from ..backbones.base import PreprocessConfig
 from ..core.config import Config, check_range, option
 
-_INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR, "nearest": InterpolationMode.NEAREST}
+_INTERPOLATION = {
+    "bicubic": InterpolationMode.BICUBIC,
+    "bilinear": InterpolationMode.BILINEAR,
+    "nearest": InterpolationMode.NEAREST,
+}
 
 
 @dataclass
@@ -83,12 +87,16 @@ def view_seed(content_id: str, view: int, seed: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def train_view(img: Image.Image, pre: PreprocessConfig, aug: AugmentConfig, content_id: str, view: int, seed: int) -> torch.Tensor:
+def train_view(
+    img: Image.Image, pre: PreprocessConfig, aug: AugmentConfig, content_id: str, view: int, seed: int
+) -> torch.Tensor:
     """Augmented view ``view`` of an image: random resized crop (+ flip), from its own generator."""
     gen = torch.Generator().manual_seed(view_seed(content_id, view, seed))
     top, left, height, width = _crop_box(img.width, img.height, aug, gen)
     size = [pre.image_size, pre.image_size]
-    img = TF.resized_crop(img, top, left, height, width, size, interpolation=_INTERPOLATION[pre.interpolation], antialias=True)
+    img = TF.resized_crop(
+        img, top, left, height, width, size, interpolation=_INTERPOLATION[pre.interpolation], antialias=True
+    )
     if aug.flip and torch.rand(1, generator=gen).item() < 0.5:
         img = TF.hflip(img)
     return _to_tensor(img, pre)

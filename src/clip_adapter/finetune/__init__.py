@@ -20,4 +20,15 @@ from .trainer import TrainerConfig, TrainResult, train
 # The output kind of `clip-adapter finetune --out` (checkpoint.OUTPUT_KIND), and the files it may hold.
 register_kind("finetune", r"^(toy_clip\.(safetensors|json)|finetuned\.(safetensors|json)|finetune_log\.csv)$")
 
-__all__ = ["RECIPES", "FinetuneResult", "Recipe", "RecipeConfig", "TrainResult", "TrainableClip", "TrainerConfig", "finetune", "recipe_config", "train"]
+__all__ = [
+    "RECIPES",
+    "FinetuneResult",
+    "Recipe",
+    "RecipeConfig",
+    "TrainResult",
+    "TrainableClip",
+    "TrainerConfig",
+    "finetune",
+    "recipe_config",
+    "train",
+]

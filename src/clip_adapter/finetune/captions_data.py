@@ -47,24 +47,26 @@ def read_caption_file(path: str | Path) -> list[CaptionEntry]:
     path = Path(path)
     data = read_json(path, "captions file")
     if not isinstance(data, list) or not data:
-        raise DataError(f"captions file {quoted(path)} must hold a non-empty JSON list of {{\"image\", \"caption\"}} objects")
+        raise DataError(
+            f'captions file {quoted(path)} must hold a non-empty JSON list of {{"image", "caption"}} objects'
+        )
     return [_entry(path, i, raw) for i, raw in enumerate(data)]
 
 
 def _entry(path: Path, i: int, raw: object) -> CaptionEntry:
     where = f"captions file {quoted(path)} entry {i}"
     if not isinstance(raw, dict):
-        raise DataError(f"{where} is not an object with \"image\" and \"caption\"")
+        raise DataError(f'{where} is not an object with "image" and "caption"')
     image, text = raw.get("image"), raw.get("caption")
     if not isinstance(image, str) or not image:
-        raise DataError(f"{where}: \"image\" must be a path (relative to the file)")
+        raise DataError(f'{where}: "image" must be a path (relative to the file)')
     if not isinstance(text, str) or not text.strip():
-        raise DataError(f"{where}: \"caption\" must be a non-empty text")
+        raise DataError(f'{where}: "caption" must be a non-empty text')
     lists = {key: raw.get(key, []) for key in ("negatives", "labels")}
     for key, value in lists.items():
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise DataError(f"{where}: \"{key}\" must be a list of non-empty texts")
-    file = (path.parent / image)
+            raise DataError(f'{where}: "{key}" must be a list of non-empty texts')
+    file = path.parent / image
     if not file.is_file():
         raise DataError(f"{where}: image {quoted(file)} not found")
     return CaptionEntry(file, text.strip(), list(lists["negatives"]), list(lists["labels"]))
@@ -77,7 +79,9 @@ def load_image(path: Path, preprocess: PreprocessConfig) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def entries_to_items(entries: list[CaptionEntry], preprocess: PreprocessConfig, seed: int, negation: bool = False) -> list[Item]:
+def entries_to_items(
+    entries: list[CaptionEntry], preprocess: PreprocessConfig, seed: int, negation: bool = False
+) -> list[Item]:
     """Training items: the file's negatives, else order perturbations; for ``negation``, template captions from labels."""
     rng = np.random.default_rng([seed, 17])
     all_labels = sorted({label for e in entries for label in e.labels})
@@ -86,8 +90,10 @@ def entries_to_items(entries: list[CaptionEntry], preprocess: PreprocessConfig, 
         if negation:
             absent = [label for label in all_labels if label not in e.labels]
             if not e.labels or not absent:
-                raise DataError(f"captions entry {i} ({quoted(e.image)}): the negation recipe needs \"labels\" naming what the image shows, "
-                                "and other entries' labels to deny")
+                raise DataError(
+                    f'captions entry {i} ({quoted(e.image)}): the negation recipe needs "labels" naming what the image shows, '
+                    "and other entries' labels to deny"
+                )
             true, flipped = negation_captions(e.labels, absent, rng)
             items.append(Item(load_image(e.image, preprocess), true, [flipped], "negation"))
             continue

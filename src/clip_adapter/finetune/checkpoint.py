@@ -51,14 +51,17 @@ def write_backbone_checkpoint(backbone: Backbone, out: Path, info: dict) -> Path
     state = {k: v.float().contiguous() if v.is_floating_point() else v for k, v in backbone.model.state_dict().items()}
     # One metadata key: safetensors writes its metadata map in hash order, and equal weights must give equal files.
     save_tensors(weights, state, metadata={"format": FORMAT})
-    atomic_write_json(out / f"{OPEN_CLIP_STEM}.json", {
-        "format": FORMAT,
-        "provider": backbone.provider,
-        "architecture": backbone.name,
-        "usage": f"--backbone {backbone.name} --pretrained {weights}",
-        "torch_version": torch.__version__,
-        **record,
-    })
+    atomic_write_json(
+        out / f"{OPEN_CLIP_STEM}.json",
+        {
+            "format": FORMAT,
+            "provider": backbone.provider,
+            "architecture": backbone.name,
+            "usage": f"--backbone {backbone.name} --pretrained {weights}",
+            "torch_version": torch.__version__,
+            **record,
+        },
+    )
     return weights
 
 

@@ -53,5 +53,3 @@ def task_set(task: str, n_per_class: int, seed: int, split: str = "test") -> tup
     """Images, labels and class prompts of a toy zero-shot task (photo rendering)."""
     images, labels = task_images(task, "photo", n_per_class, seed=seed, split=split)
     return images, labels, get_task(task).prompts()
-
-

@@ -15,7 +15,11 @@ import torch.nn.functional as F
 
 
 def hard_negative_infonce(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor, image_keys: torch.Tensor, text_keys: torch.Tensor
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    scale: torch.Tensor,
+    image_keys: torch.Tensor,
+    text_keys: torch.Tensor,
 ) -> torch.Tensor:
     """InfoNCE over ``N`` images and ``T`` texts, the first ``len(text_keys)`` true captions, the rest hard negatives.
 

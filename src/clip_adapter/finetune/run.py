@@ -47,7 +47,9 @@ def recipe_config(recipe: str, values: dict[str, Any] | Config | None = None) ->
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"recipe {recipe} has no option {', '.join(unknown)} (see clip-adapter finetune --recipe {recipe} --list-options)")
+        raise ConfigError(
+            f"recipe {recipe} has no option {', '.join(unknown)} (see clip-adapter finetune --recipe {recipe} --list-options)"
+        )
     try:
         return cls.from_dict(values, where=f"{recipe} options")
     except (ValueError, TypeError) as exc:
@@ -82,7 +84,10 @@ def finetune(
     base_id = model.id
     items = runner.file_items(entries, model.preprocess, cfg) if entries is not None else None
     start = time.perf_counter()
-    with torch_threads(cfg.threads or None), atomic_dir(out, may_replace=lambda p: overwrite and is_own_output(p, OUTPUT_KIND)) as tmp:
+    with (
+        torch_threads(cfg.threads or None),
+        atomic_dir(out, may_replace=lambda p: overwrite and is_own_output(p, OUTPUT_KIND)) as tmp,
+    ):
         mark_output_dir(tmp, OUTPUT_KIND)
         result, info = runner.train(model, cfg, items, str(data) if data else "toy-world", tmp / LOG_NAME)
         summary = {

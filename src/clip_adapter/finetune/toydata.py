@@ -57,7 +57,9 @@ class Item:
 def check_train_seed(seed: int, name: str = "seed") -> int:
     """Refuse a seed that would draw benchmark scenes (``>= TRAIN_SEED_LIMIT``)."""
     if not 0 <= seed < TRAIN_SEED_LIMIT:
-        raise ConfigError(f"{name} {seed} is not a training seed: use 0..{TRAIN_SEED_LIMIT - 1} (the benchmarks use {TRAIN_SEED_LIMIT} and up)")
+        raise ConfigError(
+            f"{name} {seed} is not a training seed: use 0..{TRAIN_SEED_LIMIT - 1} (the benchmarks use {TRAIN_SEED_LIMIT} and up)"
+        )
     return seed
 
 
@@ -165,7 +167,9 @@ def plain_items(seed: int, n: int, batch: int = 64) -> list[Item]:
     """Ordinary pretraining pairs (1–3 object scenes, one random caption each), to keep zero-shot skills."""
     out: list[Item] = []
     for step in range((n + batch - 1) // batch):
-        images, texts = render_batch(seed * 7919 + 13, step, batch)  # a stream the shipped pretraining (seed 0) never drew
+        images, texts = render_batch(
+            seed * 7919 + 13, step, batch
+        )  # a stream the shipped pretraining (seed 0) never drew
         out += [Item(img, text, [], "plain") for img, text in zip(images, texts)]
     return out[:n]
 
@@ -175,7 +179,9 @@ def pixels(images: np.ndarray | Sequence[np.ndarray], preprocess: PreprocessConf
     batch = np.ascontiguousarray(np.stack(list(images)) if not isinstance(images, np.ndarray) else images)
     x = to_pixels(batch, PreprocessConfig(image_size=batch.shape[1], mean=preprocess.mean, std=preprocess.std))
     if x.shape[-1] != preprocess.image_size:
-        x = F.interpolate(x, size=(preprocess.image_size, preprocess.image_size), mode="bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(
+            x, size=(preprocess.image_size, preprocess.image_size), mode="bilinear", align_corners=False, antialias=True
+        )
     return x
 
 

@@ -138,7 +138,7 @@ def set_trainable(model: nn.Module, provider: str, unfreeze: str) -> None:
     if whole:
         _tower_params(model, provider, whole, None)
         return
-    for side in ([tower] if tower else ["text", "image"]):
+    for side in [tower] if tower else ["text", "image"]:
         _tower_params(model, provider, side, int(count))
 
 
@@ -149,7 +149,9 @@ def _tower_params(model: nn.Module, provider: str, side: str, last: int | None) 
             return
         blocks = getattr(getattr(model.visual, "transformer", None), "resblocks", None)
         if blocks is None:
-            raise ConfigError(f"the {provider} image tower ({type(model.visual).__name__}) has no transformer blocks to unfreeze the last {last} of")
+            raise ConfigError(
+                f"the {provider} image tower ({type(model.visual).__name__}) has no transformer blocks to unfreeze the last {last} of"
+            )
         _unfreeze_last(blocks, last, "image")
         for name in ("ln_post", "proj", "attn_pool"):
             _unfreeze_attr(model.visual, name)

@@ -39,7 +39,11 @@ __all__ = ["TrainResult", "TrainerConfig", "train"]
 
 
 @dataclass
-@defaults(lr=2e-5, weight_decay=0.1, seed=Default(0, "seed of initialisation and batches (training data seeds stay below 1000)"))
+@defaults(
+    lr=2e-5,
+    weight_decay=0.1,
+    seed=Default(0, "seed of initialisation and batches (training data seeds stay below 1000)"),
+)
 class TrainerConfig(StepsOptimConfig):
     """Optimisation settings shared by every fine-tuning recipe (the optimiser's fields are :class:`StepsOptimConfig`'s).
 
@@ -68,5 +72,16 @@ def train(
     """Train ``module``'s trainable parameters; restore the best-validated ones (the last without ``validate``)."""
     if not any(p.requires_grad for p in module.parameters()):
         raise ConfigError("nothing to train: every parameter is frozen (check unfreeze)")
-    return train_encoder(module, loss_at, cfg, seed=cfg.seed, validate=validate, val_every=cfg.val_every, grad_clip=cfg.grad_clip,
-                         after_step=after_step, log=CsvLog(log_path), desc=desc, hint="lower the learning rate (--set lr=...)")
+    return train_encoder(
+        module,
+        loss_at,
+        cfg,
+        seed=cfg.seed,
+        validate=validate,
+        val_every=cfg.val_every,
+        grad_clip=cfg.grad_clip,
+        after_step=after_step,
+        log=CsvLog(log_path),
+        desc=desc,
+        hint="lower the learning rate (--set lr=...)",
+    )

@@ -33,14 +33,18 @@ def extend_toy_vocab(backbone, words: Sequence[str]) -> list[str]:
     """
     for word in words:
         if not _TOY_WORD.match(word):
-            raise ConfigError(f"cannot add {word!r} to the toy vocabulary: a word is lower-case letters and digits only")
+            raise ConfigError(
+                f"cannot add {word!r} to the toy vocabulary: a word is lower-case letters and digits only"
+            )
     tokenizer: ToyTokenizer = backbone.tokenizer
     new = [w for w in dict.fromkeys(words) if w not in tokenizer.index]
     if not new:
         return []
     model = backbone.model
     old: nn.Embedding = model.token_embedding
-    grown = nn.Embedding(old.num_embeddings + len(new), old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
+    grown = nn.Embedding(
+        old.num_embeddings + len(new), old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype
+    )
     with torch.no_grad():
         grown.weight[: old.num_embeddings] = old.weight
         grown.weight[old.num_embeddings :] = old.weight[tokenizer.unk_id]

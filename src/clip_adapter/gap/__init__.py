@@ -28,7 +28,17 @@ from .stats import compare, gap_statistics, joint_pca, pairwise_cosines, summari
 register_kind("gap", r"^(gap\.json|similarities\.png|projection\.png)$")
 
 __all__ = [
-    "InversionConfig", "InversionResult", "compare", "encode_pseudo_tokens", "gap_statistics", "joint_pca",
-    "mean_average_precision", "pairwise_cosines", "pseudo_prompt", "retrieval_comparison", "summarise",
-    "textual_inversion", "visual_inversion",
+    "InversionConfig",
+    "InversionResult",
+    "compare",
+    "encode_pseudo_tokens",
+    "gap_statistics",
+    "joint_pca",
+    "mean_average_precision",
+    "pairwise_cosines",
+    "pseudo_prompt",
+    "retrieval_comparison",
+    "summarise",
+    "textual_inversion",
+    "visual_inversion",
 ]

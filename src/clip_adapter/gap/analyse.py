@@ -73,25 +73,43 @@ def split_samples(dataset: Dataset, split: str) -> list:
 
 
 def dataset_embeddings(
-    backbone: Backbone, dataset: Dataset, split: str, cache_dir: str | os.PathLike,
-    templates: Sequence[str] | None = None, batch_size: int = 64, skip_bad: bool = False,
+    backbone: Backbone,
+    dataset: Dataset,
+    split: str,
+    cache_dir: str | os.PathLike,
+    templates: Sequence[str] | None = None,
+    batch_size: int = 64,
+    skip_bad: bool = False,
 ) -> Embeddings:
     """Encode (or read from the cache) ``split``'s images and every class prompt. See the module example."""
     samples = split_samples(dataset, split)
     paths = [s.path for s in samples]
-    feats, kept, stats = extract_images(backbone, paths, image_store(backbone, cache_dir), None, 0, batch_size, skip_bad, split)
+    feats, kept, stats = extract_images(
+        backbone, paths, image_store(backbone, cache_dir), None, 0, batch_size, skip_bad, split
+    )
     chosen = templates_for(dataset, tuple(templates) if templates else None)
     text = prompt_embeddings(backbone, dataset.classnames, chosen, cache_dir)
     text_labels = torch.arange(len(dataset.classnames)).repeat_interleave(len(chosen))
     labels = torch.tensor([samples[i].label for i in kept], dtype=torch.long)
-    return Embeddings(feats.float(), labels, text.float(), text_labels, list(dataset.classnames), chosen, split,
-                      [path for path, _ in stats.skipped])
+    return Embeddings(
+        feats.float(),
+        labels,
+        text.float(),
+        text_labels,
+        list(dataset.classnames),
+        chosen,
+        split,
+        [path for path, _ in stats.skipped],
+    )
 
 
 def analyse(emb: Embeddings, adaptation: Adaptation | None = None, bins: int = 50, seed: int = 0) -> dict[str, Any]:
     """Gap statistics of the raw features and, with ``adaptation``, of the adapted ones and the change."""
     raw = gap_statistics(emb.image, emb.text, emb.image_labels, emb.text_labels, bins, seed)
-    result: dict[str, Any] = {"raw": raw, "projection": "joint PCA of the L2-normalised image and text embeddings (pooled, centred)"}
+    result: dict[str, Any] = {
+        "raw": raw,
+        "projection": "joint PCA of the L2-normalised image and text embeddings (pooled, centred)",
+    }
     if adaptation is not None:
         image, text = adapted(emb, adaptation)
         result["adapted"] = gap_statistics(image, text, emb.image_labels, emb.text_labels, bins, seed)
@@ -114,8 +132,10 @@ def figures(emb: Embeddings, result: dict[str, Any], adaptation: Adaptation | No
     if adaptation is not None:
         projections["adapted"] = joint_pca(*adapted(emb, adaptation))
     result["explained_variance"] = {name: p[2] for name, p in projections.items()}
-    return {"similarities.png": histograms_png(sets),
-            "projection.png": projection_png(projections, emb.image_labels.tolist(), emb.text_labels.tolist())}
+    return {
+        "similarities.png": histograms_png(sets),
+        "projection.png": projection_png(projections, emb.image_labels.tolist(), emb.text_labels.tolist()),
+    }
 
 
 def query_gallery(labels: torch.Tensor, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +157,9 @@ def query_gallery(labels: torch.Tensor, per_class: int) -> tuple[torch.Tensor, t
     mask[query] = False
     gallery = torch.nonzero(mask).flatten()
     if not len(gallery) or not len(query):
-        raise DataError(f"the split has too few images for {per_class} queries per class and a gallery; use fewer --queries-per-class")
+        raise DataError(
+            f"the split has too few images for {per_class} queries per class and a gallery; use fewer --queries-per-class"
+        )
     return torch.tensor(query, dtype=torch.long), gallery
 
 

@@ -47,13 +47,17 @@ PLACEHOLDER = "X"  # tokenised as one word by CLIP's BPE and the toy vocabulary;
 
 
 @dataclass
-@defaults(lr=Default(2e-2, "AdamW learning rate (official: 2e-2)"),
-          weight_decay=Default(0.01, "AdamW weight decay (official: 0.01)"))
+@defaults(
+    lr=Default(2e-2, "AdamW learning rate (official: 2e-2)"),
+    weight_decay=Default(0.01, "AdamW weight decay (official: 0.01)"),
+)
 class InversionConfig(OptimConfig):
     """How a pseudo-token (OTI) or a pseudo-image (OVI) is optimised; defaults follow the official OTI config."""
 
     steps: int = option(150, "optimisation steps (official: OTI 150, OVI 1000)")
-    batch_size: int = option(64, "queries optimised together (each has its own token; the batch only shares the encoder pass)")
+    batch_size: int = option(
+        64, "queries optimised together (each has its own token; the batch only shares the encoder pass)"
+    )
     template: str = option("a photo of {}", "prompt holding the pseudo-token at {} (OTI; official: 'a photo of {}')")
     init_std: float = option(0.02, "std of the pseudo-token's normal initialisation (official: 0.02)")
     seed: int = option(0, "seed of the initialisation")
@@ -85,8 +89,12 @@ class InversionResult:
         """Mean final cosine and the loss at the first and last step."""
         c = torch.tensor(self.cosine)
         hist = self.loss_history
-        return {"n": len(self.cosine), "mean_cosine": round(float(c.mean()), 6) if len(c) else None,
-                "first_loss": round(hist[0], 6) if hist else None, "last_loss": round(hist[-1], 6) if hist else None}
+        return {
+            "n": len(self.cosine),
+            "mean_cosine": round(float(c.mean()), 6) if len(c) else None,
+            "first_loss": round(hist[0], 6) if hist else None,
+            "last_loss": round(hist[-1], 6) if hist else None,
+        }
 
 
 @dataclass
@@ -116,7 +124,9 @@ def pseudo_prompt(backbone: Backbone, template: str) -> PseudoPrompt:
     slot = 1 + len(prefix)
     row = tokens[0].tolist()
     if len(placeholder) != 1 or row[0] != sot or slot >= len(row) or row[slot] != placeholder[0]:
-        raise ConfigError(f"template {template!r}: the tokenizer does not keep the pseudo-token as one word after the prefix")
+        raise ConfigError(
+            f"template {template!r}: the tokenizer does not keep the pseudo-token as one word after the prefix"
+        )
     if getattr(backbone, "accepts_truncated_tokens", False) and eot in row:
         tokens = tokens[:, : row.index(eot) + 1]  # causal text encoders never read the padding
     with torch.no_grad():
@@ -171,7 +181,9 @@ def _optimise(
     return params.detach(), final, history
 
 
-def textual_inversion(backbone: Backbone, image_features: torch.Tensor, config: InversionConfig | None = None) -> InversionResult:
+def textual_inversion(
+    backbone: Backbone, image_features: torch.Tensor, config: InversionConfig | None = None
+) -> InversionResult:
     """OTI: one pseudo-token per row of ``image_features`` ``[N, D]``; see the module docstring (and its example)."""
     config = config or InversionConfig()
     config.validate()
@@ -180,10 +192,18 @@ def textual_inversion(backbone: Backbone, image_features: torch.Tensor, config: 
     width = prompt.base.shape[-1]
     gen = torch.Generator().manual_seed(config.seed)
     init = torch.randn(len(targets), width, generator=gen) * config.init_std
-    return _batched(targets, init.to(backbone.device), lambda p: encode_pseudo_tokens(backbone, prompt, p), config, "textual inversion")
+    return _batched(
+        targets,
+        init.to(backbone.device),
+        lambda p: encode_pseudo_tokens(backbone, prompt, p),
+        config,
+        "textual inversion",
+    )
 
 
-def visual_inversion(backbone: Backbone, text_features: torch.Tensor, config: InversionConfig | None = None) -> InversionResult:
+def visual_inversion(
+    backbone: Backbone, text_features: torch.Tensor, config: InversionConfig | None = None
+) -> InversionResult:
     """OVI (pixel variant): one optimised input image per row of ``text_features``; see the module docstring.
 
     Example:
@@ -201,7 +221,9 @@ def visual_inversion(backbone: Backbone, text_features: torch.Tensor, config: In
     # The normalised pixel space's zero is the dataset-mean grey; a little seeded noise breaks symmetry.
     gen = torch.Generator().manual_seed(config.seed)
     init = torch.randn(len(targets), 3, size, size, generator=gen) * config.init_std
-    return _batched(targets, init.to(backbone.device), lambda p: encoder(p.to(backbone.dtype)).float(), config, "visual inversion")
+    return _batched(
+        targets, init.to(backbone.device), lambda p: encoder(p.to(backbone.dtype)).float(), config, "visual inversion"
+    )
 
 
 def image_encoder(backbone: Backbone):
@@ -209,7 +231,9 @@ def image_encoder(backbone: Backbone):
     model = getattr(backbone, "model", None)
     encode = getattr(model, "encode_image", None)
     if not callable(encode):
-        raise ConfigError(f"visual inversion needs a backbone whose image encoder is a torch module; {backbone.provider} backbones do not expose one")
+        raise ConfigError(
+            f"visual inversion needs a backbone whose image encoder is a torch module; {backbone.provider} backbones do not expose one"
+        )
     return encode
 
 
@@ -224,4 +248,6 @@ def _batched(targets: torch.Tensor, init: torch.Tensor, encode, config: Inversio
         history = history or h
     if not params:
         return InversionResult(init.cpu(), torch.empty(0, targets.shape[-1]), [], [])
-    return InversionResult(torch.cat(params), torch.cat(feats), [round(c, 6) for c in cos], [round(v, 6) for v in history])
+    return InversionResult(
+        torch.cat(params), torch.cat(feats), [round(c, 6) for c in cos], [round(v, 6) for v in history]
+    )

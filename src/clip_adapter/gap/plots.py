@@ -8,8 +8,12 @@ import torch
 
 from ..core.plotting import png_bytes, pyplot
 
-PANELS = (("intra_image", "image–image"), ("intra_text", "text–text"), ("cross_modal", "image–text (all pairs)"),
-          ("matched", "image–text (own class)"))
+PANELS = (
+    ("intra_image", "image–image"),
+    ("intra_text", "text–text"),
+    ("cross_modal", "image–text (all pairs)"),
+    ("matched", "image–text (own class)"),
+)
 
 
 def histograms_png(stats: dict[str, dict[str, Any]]) -> bytes:
@@ -34,7 +38,13 @@ def histograms_png(stats: dict[str, dict[str, Any]]) -> bytes:
             counts = np.asarray(hist["counts"], dtype=float)
             edges = np.linspace(*hist["range"], len(counts) + 1)
             share = counts / max(counts.sum(), 1.0)
-            ax.stairs(share, edges, label=f"{label} (mean {s[key]['mean']:.2f})", fill=label == "raw", alpha=0.45 if label == "raw" else 1.0)
+            ax.stairs(
+                share,
+                edges,
+                label=f"{label} (mean {s[key]['mean']:.2f})",
+                fill=label == "raw",
+                alpha=0.45 if label == "raw" else 1.0,
+            )
         ax.set_title(title)
         ax.set_xlabel("cosine similarity")
         ax.legend(fontsize=7, loc="upper left")
@@ -45,8 +55,11 @@ def histograms_png(stats: dict[str, dict[str, Any]]) -> bytes:
     return png_bytes(fig)
 
 
-def projection_png(projections: dict[str, tuple[torch.Tensor, torch.Tensor, list[float]]],
-                   image_labels: Sequence[int], text_labels: Sequence[int]) -> bytes:
+def projection_png(
+    projections: dict[str, tuple[torch.Tensor, torch.Tensor, list[float]]],
+    image_labels: Sequence[int],
+    text_labels: Sequence[int],
+) -> bytes:
     """Joint-PCA scatter of both modalities (circles: images, triangles: texts; colour: class), one panel per set.
 
     ``projections`` maps a name (``raw``, ``adapted``) to :func:`~.stats.joint_pca`'s output. The
@@ -63,8 +76,19 @@ def projection_png(projections: dict[str, tuple[torch.Tensor, torch.Tensor, list
     fig, axes = plt.subplots(1, len(projections), figsize=(5.2 * len(projections), 4.6), dpi=100, squeeze=False)
     il, tl = list(image_labels), list(text_labels)
     for ax, (name, (xi, xt, ratio)) in zip(axes[0], projections.items()):
-        ax.scatter(xi[:, 0], xi[:, 1], s=10, marker="o", c=[cmap(label % 20) for label in il], alpha=0.6, label="images")
-        ax.scatter(xt[:, 0], xt[:, 1], s=40, marker="^", c=[cmap(label % 20) for label in tl], edgecolors="black", linewidths=0.6, label="texts")
+        ax.scatter(
+            xi[:, 0], xi[:, 1], s=10, marker="o", c=[cmap(label % 20) for label in il], alpha=0.6, label="images"
+        )
+        ax.scatter(
+            xt[:, 0],
+            xt[:, 1],
+            s=40,
+            marker="^",
+            c=[cmap(label % 20) for label in tl],
+            edgecolors="black",
+            linewidths=0.6,
+            label="texts",
+        )
         ci, ct = xi.mean(0), xt.mean(0)
         ax.plot([ci[0], ct[0]], [ci[1], ct[1]], "k--", linewidth=1.2, label="centroids")
         ax.set_title(f"{name}: joint PCA ({100 * sum(ratio):.0f}% of variance)", fontsize=10)

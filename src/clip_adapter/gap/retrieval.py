@@ -33,7 +33,9 @@ def average_precisions(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Te
         0.5833
     """
     if scores.shape != relevant.shape or scores.dim() != 2:
-        raise DataError(f"scores {tuple(scores.shape)} and relevance {tuple(relevant.shape)} must be matching [Q, G] matrices")
+        raise DataError(
+            f"scores {tuple(scores.shape)} and relevance {tuple(relevant.shape)} must be matching [Q, G] matrices"
+        )
     order = torch.sort(scores.float(), dim=1, descending=True, stable=True).indices
     rel = torch.gather(relevant.float(), 1, order)
     hits = rel.cumsum(dim=1)
@@ -95,15 +97,28 @@ def retrieval_comparison(
     with torch.no_grad():
         gen = torch.Generator().manual_seed(config.seed + 1)
         noise = torch.randn(len(query_images), prompt.base.shape[-1], generator=gen) * config.init_std
-        random_text = torch.cat([encode_pseudo_tokens(backbone, prompt, chunk.to(backbone.device)).cpu()
-                                 for chunk in noise.split(config.batch_size)]) if len(noise) else noise
+        random_text = (
+            torch.cat(
+                [
+                    encode_pseudo_tokens(backbone, prompt, chunk.to(backbone.device)).cpu()
+                    for chunk in noise.split(config.batch_size)
+                ]
+            )
+            if len(noise)
+            else noise
+        )
     rows = [
         _row("image→image", query_images, gallery_images, relevant),
         _row("OTI text→image", inverted.features, gallery_images, relevant),
         _row("random pseudo-token→image", random_text, gallery_images, relevant),
     ]
-    return {"relevance": "same label", "n_queries": len(query_images), "n_gallery": len(gallery_images),
-            "rows": rows, "inversion": {**inverted.summary(), "config": config.to_dict()}}
+    return {
+        "relevance": "same label",
+        "n_queries": len(query_images),
+        "n_gallery": len(gallery_images),
+        "rows": rows,
+        "inversion": {**inverted.summary(), "config": config.to_dict()},
+    }
 
 
 def text_retrieval_comparison(
@@ -121,9 +136,17 @@ def text_retrieval_comparison(
     config = config or InversionConfig(steps=300, lr=0.05)
     relevant = relevance(query_labels, gallery_labels)
     inverted = visual_inversion(backbone, query_texts, config)
-    rows = [_row("text→text", query_texts, gallery_texts, relevant), _row("OVI image→text", inverted.features, gallery_texts, relevant)]
-    return {"relevance": "same label", "n_queries": len(query_texts), "n_gallery": len(gallery_texts),
-            "rows": rows, "inversion": {**inverted.summary(), "config": config.to_dict()}}
+    rows = [
+        _row("text→text", query_texts, gallery_texts, relevant),
+        _row("OVI image→text", inverted.features, gallery_texts, relevant),
+    ]
+    return {
+        "relevance": "same label",
+        "n_queries": len(query_texts),
+        "n_gallery": len(gallery_texts),
+        "rows": rows,
+        "inversion": {**inverted.summary(), "config": config.to_dict()},
+    }
 
 
 def format_table(result: dict[str, Any], title: str = "") -> str:
@@ -139,5 +162,3 @@ def format_table(result: dict[str, Any], title: str = "") -> str:
     lines += ["| mode | mAP | P@1 |", "|---|---|---|"]
     lines += [f"| {r['mode']} | {100 * r['mAP']:.2f} | {100 * r['P@1']:.2f} |" for r in result["rows"]]
     return "\n".join(lines)
-
-

@@ -69,8 +69,9 @@ class GapConfig(Config):
     inversion_lr: float = option(_OTI.lr, "OTI " + _OTI_HELP["lr"])
     inversion_template: str = option(_OTI.template, _OTI_HELP["template"])
     inversion_batch: int = option(_OTI.batch_size, _OTI_HELP["batch_size"])
-    inversion_threads: int = option(0, "torch threads while inverting (0: leave as is; 1 is fastest for small encoders "
-                                       "on a busy CPU)")
+    inversion_threads: int = option(
+        0, "torch threads while inverting (0: leave as is; 1 is fastest for small encoders on a busy CPU)"
+    )
 
     def validate(self) -> None:
         check_choice("split", self.split, SPLIT_CHOICES)
@@ -85,17 +86,31 @@ class GapConfig(Config):
     def inversion_config(self) -> InversionConfig:
         """The OTI settings; an invalid one is named as its option (``--inversion-lr must be …``)."""
         try:
-            return InversionConfig(steps=self.inversion_steps, lr=self.inversion_lr, template=self.inversion_template,
-                                   batch_size=self.inversion_batch, seed=self.seed)
+            return InversionConfig(
+                steps=self.inversion_steps,
+                lr=self.inversion_lr,
+                template=self.inversion_template,
+                batch_size=self.inversion_batch,
+                seed=self.seed,
+            )
         except ConfigError as exc:  # its messages start with the field name: steps, lr, template, batch_size
             message = str(exc)
-            message = "batch" + message[len("batch_size"):] if message.startswith("batch_size") else message
+            message = "batch" + message[len("batch_size") :] if message.startswith("batch_size") else message
             raise ConfigError(f"--inversion-{message}") from None
 
 
-def measure_gap(config: GapConfig, load_backbone: Callable[[], tuple[Backbone, Any]], data: str, out: str | os.PathLike,
-                *, split_file: str | None = None, classnames: str | None = None, templates: Sequence[str] | None = None,
-                cache_dir: str | os.PathLike = "", overwrite: bool = False) -> dict[str, Any]:
+def measure_gap(
+    config: GapConfig,
+    load_backbone: Callable[[], tuple[Backbone, Any]],
+    data: str,
+    out: str | os.PathLike,
+    *,
+    split_file: str | None = None,
+    classnames: str | None = None,
+    templates: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike = "",
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Measure the gap on ``data`` and write ``gap.json`` and the PNGs to ``out``; return the result.
 
     ``load_backbone``: the backbone and the artifact's adaptation (None without one;
@@ -115,11 +130,17 @@ def measure_gap(config: GapConfig, load_backbone: Callable[[], tuple[Backbone, A
     if config.inversion:  # a split too small for queries and a gallery is refused before any encoding
         query_gallery(torch.tensor([s.label for s in split_samples(dataset, config.split)]), config.queries_per_class)
     backbone, adaptation = load_backbone()
-    emb = dataset_embeddings(backbone, dataset, config.split, cache_dir or default_cache_dir(), chosen,
-                             config.batch_size, config.skip_bad)
+    emb = dataset_embeddings(
+        backbone, dataset, config.split, cache_dir or default_cache_dir(), chosen, config.batch_size, config.skip_bad
+    )
     result = analyse(emb, adaptation, config.bins, config.seed)
-    result.update(backbone=backbone.describe(), dataset=str(dataset.root), split=config.split,
-                  templates=list(emb.templates), skipped=emb.skipped)
+    result.update(
+        backbone=backbone.describe(),
+        dataset=str(dataset.root),
+        split=config.split,
+        templates=list(emb.templates),
+        skipped=emb.skipped,
+    )
     pngs = figures(emb, result, adaptation)
     if config.inversion:
         with torch_threads(config.inversion_threads or None):
@@ -151,26 +172,36 @@ def summary(result: dict[str, Any], out: str | os.PathLike) -> str:
         wrote gap/gap.json, similarities.png, projection.png
     """
     raw = result["raw"]
-    lines = [f"backbone {result['backbone']['id']}; {raw['n_images']} {result['split']} images, {raw['n_texts']} "
-             f"class prompts",
-             f"modality gap (distance between the normalised image and text centroids): "
-             f"{raw['gap']['centroid_distance']:.4f}"
-             f" (centroid cosine {raw['gap']['centroid_cosine']:.3f})",
-             f"  {'cosine similarity':<22} {'mean':>7} {'q05':>7} {'median':>7} {'q95':>7}"]
-    names = (("intra_image", "image-image"), ("intra_text", "text-text"), ("cross_modal", "image-text (all)"),
-             ("matched", "image-text (own class)"))
+    lines = [
+        f"backbone {result['backbone']['id']}; {raw['n_images']} {result['split']} images, {raw['n_texts']} "
+        f"class prompts",
+        f"modality gap (distance between the normalised image and text centroids): "
+        f"{raw['gap']['centroid_distance']:.4f}"
+        f" (centroid cosine {raw['gap']['centroid_cosine']:.3f})",
+        f"  {'cosine similarity':<22} {'mean':>7} {'q05':>7} {'median':>7} {'q95':>7}",
+    ]
+    names = (
+        ("intra_image", "image-image"),
+        ("intra_text", "text-text"),
+        ("cross_modal", "image-text (all)"),
+        ("matched", "image-text (own class)"),
+    )
     lines += [_dist_line(label, raw[key]) for key, label in names if key in raw]
     if "adapted" in result:
         ad, change = result["adapted"], result["change"]
-        lines.append(f"with the adapter: gap {raw['gap']['centroid_distance']:.4f} -> "
-                     f"{ad['gap']['centroid_distance']:.4f}"
-                     f" ({change['centroid_distance']:+.4f})")
+        lines.append(
+            f"with the adapter: gap {raw['gap']['centroid_distance']:.4f} -> "
+            f"{ad['gap']['centroid_distance']:.4f}"
+            f" ({change['centroid_distance']:+.4f})"
+        )
         lines += [_dist_line(label, ad[key]) for key, label in names if key in ad]
     if "retrieval" in result:
         r = result["retrieval"]
-        lines.append(f"retrieval on the {result['split']} split ({r['n_queries']} queries, {r['n_gallery']} gallery "
-                     f"images, "
-                     f"relevant = {r['relevance']}; OTI mean cosine to its image {r['inversion']['mean_cosine']}):")
+        lines.append(
+            f"retrieval on the {result['split']} split ({r['n_queries']} queries, {r['n_gallery']} gallery "
+            f"images, "
+            f"relevant = {r['relevance']}; OTI mean cosine to its image {r['inversion']['mean_cosine']}):"
+        )
         lines.append(format_table(r))
     lines.append(f"wrote {quoted(Path(out) / 'gap.json')}, similarities.png, projection.png")
     return "\n".join(lines) + "\n"

@@ -82,7 +82,9 @@ def summarise(values: torch.Tensor, bins: int = 50) -> dict[str, Any]:
         "count": int(values.numel()),
         "mean": round(float(values.mean()), 6),
         "std": round(float(values.std()), 6) if values.numel() > 1 else 0.0,
-        "quantiles": {str(q): round(float(v), 6) for q, v in zip(QUANTILES, quantiles)} if quantiles is not None else {},
+        "quantiles": {str(q): round(float(v), 6) for q, v in zip(QUANTILES, quantiles)}
+        if quantiles is not None
+        else {},
         "histogram": {"range": list(HIST_RANGE), "counts": [int(c) for c in counts.tolist()]},
     }
 
@@ -110,11 +112,15 @@ def gap_statistics(
     cx, ct = x.mean(0), t.mean(0)
     xs, ts = _subsample(x, MAX_PAIRS_ROWS, seed), _subsample(t, MAX_PAIRS_ROWS, seed)
     out: dict[str, Any] = {
-        "n_images": len(x), "n_texts": len(t), "dim": int(x.shape[1]),
+        "n_images": len(x),
+        "n_texts": len(t),
+        "dim": int(x.shape[1]),
         "gap": {
             "centroid_distance": round(float((cx - ct).norm()), 6),
             "centroid_cosine": round(float(F.cosine_similarity(cx, ct, dim=0)), 6),
-            "image_centroid_norm": round(float(cx.norm()), 6),  # 1 = all images identical; near 0 = spread over the sphere
+            "image_centroid_norm": round(
+                float(cx.norm()), 6
+            ),  # 1 = all images identical; near 0 = spread over the sphere
             "text_centroid_norm": round(float(ct.norm()), 6),
         },
         "intra_image": summarise(pairwise_cosines(xs), bins) if len(xs) > 1 else {"count": 0},
@@ -131,12 +137,14 @@ MATCH_CHUNK = 4096  # image rows per block of the own-class similarities
 
 def _matched(x: torch.Tensor, t: torch.Tensor, xl: torch.Tensor, tl: torch.Tensor) -> torch.Tensor:
     if len(xl) != len(x) or len(tl) != len(t):
-        raise DataError(f"labels do not match the embeddings ({len(xl)} image labels for {len(x)} images, {len(tl)} text labels for {len(t)} texts)")
+        raise DataError(
+            f"labels do not match the embeddings ({len(xl)} image labels for {len(x)} images, {len(tl)} text labels for {len(t)} texts)"
+        )
     # Each image against its own class's texts, a row block at a time: never the full N × T matrix
     # (ImageNet's 1.3 M images × 1,000 prompts would be gigabytes).
     parts = []
     for start in range(0, len(x), MATCH_CHUNK):
-        rows, labels = x[start:start + MATCH_CHUNK], xl[start:start + MATCH_CHUNK]
+        rows, labels = x[start : start + MATCH_CHUNK], xl[start : start + MATCH_CHUNK]
         same = labels.view(-1, 1) == tl.view(1, -1)
         parts.append((rows @ t.T)[same])
     return torch.cat(parts) if parts else x.new_zeros(0)
@@ -164,7 +172,7 @@ def joint_pca(image: torch.Tensor, text: torch.Tensor, dims: int = 2) -> tuple[t
     total = float((s**2).sum()) or 1.0
     ratio = [round(float(val**2) / total, 6) for val in s[:dims]]
     projected = centred @ axes
-    return projected[: len(x)], projected[len(x):], ratio
+    return projected[: len(x)], projected[len(x) :], ratio
 
 
 def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

@@ -23,4 +23,14 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
-__all__ = ["FewShotData", "FitResult", "Head", "METHODS", "Method", "cosine_logits", "evaluate_head", "get_method", "list_methods"]
+__all__ = [
+    "FewShotData",
+    "FitResult",
+    "Head",
+    "METHODS",
+    "Method",
+    "cosine_logits",
+    "evaluate_head",
+    "get_method",
+    "list_methods",
+]

@@ -83,18 +83,32 @@ INNER_SELECTION = ("separate", "held-out")
 class AutoConfig(Config):
     """What ``auto`` chooses among, and how."""
 
-    candidates: tuple[str, ...] = option(CANDIDATES, "methods to choose among, most conservative first (ties go to the earlier)")
+    candidates: tuple[str, ...] = option(
+        CANDIDATES, "methods to choose among, most conservative first (ties go to the earlier)"
+    )
     max_folds: int = option(4, "at most this many cross-validation folds")
     min_held_out: int = option(8, "repeat the k-fold split until every class has been held out this many times")
     min_deals: int = option(2, "deal the k-fold split at least this many times (each deal in a fresh seeded order)")
-    held_out_view: str = option("centre", "held-out training images scored on: centre (their centre view, as test images are seen, "
-                                          "when the data carries it; else the mean of their augmented views, recorded) or mean")
-    inner_selection: str = option("separate", "where a candidate's own validation search runs inside a fold: separate (another fold "
-                                              "than the one it is scored on, from 3 folds on) or held-out (the scored fold itself)")
-    zero_shot_margin: float = option(0.0, "a learned candidate must beat zero-shot's mean held-out accuracy by more than this")
+    held_out_view: str = option(
+        "centre",
+        "held-out training images scored on: centre (their centre view, as test images are seen, "
+        "when the data carries it; else the mean of their augmented views, recorded) or mean",
+    )
+    inner_selection: str = option(
+        "separate",
+        "where a candidate's own validation search runs inside a fold: separate (another fold "
+        "than the one it is scored on, from 3 folds on) or held-out (the scored fold itself)",
+    )
+    zero_shot_margin: float = option(
+        0.0, "a learned candidate must beat zero-shot's mean held-out accuracy by more than this"
+    )
     tie_margin: float = option(0.005, "candidates within this mean accuracy of the best count as tied")
-    race_margin: float = option(0.15, "after each deal, candidates this far below the leader's mean accuracy are dropped (1 = never)")
-    dataset: str = option("", "the dataset's name, passed to candidates with per-dataset settings (set by the pipeline)")
+    race_margin: float = option(
+        0.15, "after each deal, candidates this far below the leader's mean accuracy are dropped (1 = never)"
+    )
+    dataset: str = option(
+        "", "the dataset's name, passed to candidates with per-dataset settings (set by the pipeline)"
+    )
 
     def validate(self) -> None:
         check_range("max_folds", self.max_folds, 2, 20)
@@ -153,9 +167,16 @@ class Auto(Method):
             "chosen": {"method": chosen, **result.selected.get("chosen", {})},
             "held_out_views": pool.point_source,
             "inner_selection": _inner_words(cfg.inner_selection, k, len(folds)),
-            "cross_validation": {name: {"mean": round(means[name], 6), "folds": [round(s, 6) for s in scores[name]]} for name in scores},
-            "why": why + (f"; dropped after a deal for trailing by > {100 * cfg.race_margin:.0f} points: "
-                          + ", ".join(n for n in cfg.candidates if n not in finalists) if len(finalists) < len(scores) else ""),
+            "cross_validation": {
+                name: {"mean": round(means[name], 6), "folds": [round(s, 6) for s in scores[name]]} for name in scores
+            },
+            "why": why
+            + (
+                f"; dropped after a deal for trailing by > {100 * cfg.race_margin:.0f} points: "
+                + ", ".join(n for n in cfg.candidates if n not in finalists)
+                if len(finalists) < len(scores)
+                else ""
+            ),
             "inner": result.selected,
         }
         return FitResult(result.head, selected, result.val_accuracy, result.history, method=chosen)
@@ -165,11 +186,19 @@ class Auto(Method):
         cfg: AutoConfig = self.config
         best = max(means[name] for name in finalists)
         chosen = next(name for name in finalists if means[name] >= best - cfg.tie_margin)
-        why = (f"best mean held-out accuracy {100 * means[chosen]:.2f}% (best overall {100 * best:.2f}%, "
-               f"ties within {100 * cfg.tie_margin:.1f} points go to the earlier candidate)")
-        if chosen != "zero-shot" and "zero-shot" in finalists and means[chosen] <= means["zero-shot"] + cfg.zero_shot_margin:
-            why = (f"zero-shot kept: the best learned candidate, {chosen} ({100 * means[chosen]:.2f}%), does not beat zero-shot "
-                   f"({100 * means['zero-shot']:.2f}%) by more than {100 * cfg.zero_shot_margin:.1f} points")
+        why = (
+            f"best mean held-out accuracy {100 * means[chosen]:.2f}% (best overall {100 * best:.2f}%, "
+            f"ties within {100 * cfg.tie_margin:.1f} points go to the earlier candidate)"
+        )
+        if (
+            chosen != "zero-shot"
+            and "zero-shot" in finalists
+            and means[chosen] <= means["zero-shot"] + cfg.zero_shot_margin
+        ):
+            why = (
+                f"zero-shot kept: the best learned candidate, {chosen} ({100 * means[chosen]:.2f}%), does not beat zero-shot "
+                f"({100 * means['zero-shot']:.2f}%) by more than {100 * cfg.zero_shot_margin:.1f} points"
+            )
             chosen = "zero-shot"
         return chosen, why
 
@@ -187,16 +216,25 @@ class Auto(Method):
         scores: dict[str, list[float]] = {name: [] for name in self.config.candidates}
         alive = list(self.config.candidates)
         for start in range(0, len(folds), k):
-            deal = folds[start:start + k]
+            deal = folds[start : start + k]
             splits = [(held_out, deal[(i + 1) % k] if separate else None) for i, held_out in enumerate(deal)]
             for name in alive:
-                scores[name] += [self._fold_score(self._candidate(name), pool, held_out, inner_val, data) for held_out, inner_val in splits]
+                scores[name] += [
+                    self._fold_score(self._candidate(name), pool, held_out, inner_val, data)
+                    for held_out, inner_val in splits
+                ]
             lead = max(sum(scores[n]) / len(scores[n]) for n in alive)
-            alive = [n for n in alive if n == "zero-shot" or sum(scores[n]) / len(scores[n]) >= lead - self.config.race_margin]
+            alive = [
+                n
+                for n in alive
+                if n == "zero-shot" or sum(scores[n]) / len(scores[n]) >= lead - self.config.race_margin
+            ]
         return scores
 
     @staticmethod
-    def _fold_score(method: Method, pool: "_Pool", held_out: torch.Tensor, inner_val: torch.Tensor | None, data: FewShotData) -> float:
+    def _fold_score(
+        method: Method, pool: "_Pool", held_out: torch.Tensor, inner_val: torch.Tensor | None, data: FewShotData
+    ) -> float:
         inner = pool.fold_data(held_out, data, inner_val)
         head = method.fit(inner).head
         return evaluate_head(head, pool.point[held_out], pool.labels[held_out])[0]
@@ -238,8 +276,11 @@ class _Pool:
             train_point, source = centre, "centre views"
         else:
             train_point = data.train.mean(dim=1)
-            source = ("mean of the augmented views (asked for: held_out_view=mean)" if held_out_view == "mean"
-                      else "mean of the augmented views (the data carries no centre views of its training images)")
+            source = (
+                "mean of the augmented views (asked for: held_out_view=mean)"
+                if held_out_view == "mean"
+                else "mean of the augmented views (the data carries no centre views of its training images)"
+            )
         point = torch.cat([train_point, data.val])
         return cls(views, point, torch.cat([data.train_labels, data.val_labels]), len(data.val_labels), source)
 
@@ -269,7 +310,9 @@ class _Pool:
             assignment[members] = torch.arange(len(members)) % k
         return [(assignment == f).nonzero().flatten() for f in range(k)]
 
-    def fold_data(self, held_out: torch.Tensor, data: FewShotData, inner_val: torch.Tensor | None = None) -> FewShotData:
+    def fold_data(
+        self, held_out: torch.Tensor, data: FewShotData, inner_val: torch.Tensor | None = None
+    ) -> FewShotData:
         """What a candidate learns from in a fold: every image but ``held_out`` (and ``inner_val``).
 
         Its own validation search runs on ``inner_val`` when given (so it never sees the
@@ -279,9 +322,16 @@ class _Pool:
         keep[held_out] = False
         val = held_out if inner_val is None else inner_val
         keep[val] = False
-        return replace(data, train=self.views[keep], train_labels=self.labels[keep], val=self.point[val],
-                       val_labels=self.labels[val], protocol="val", selection_override=None,
-                       train_centre=self.point[keep] if self.point_source == "centre views" else None)
+        return replace(
+            data,
+            train=self.views[keep],
+            train_labels=self.labels[keep],
+            val=self.point[val],
+            val_labels=self.labels[val],
+            protocol="val",
+            selection_override=None,
+            train_centre=self.point[keep] if self.point_source == "centre views" else None,
+        )
 
 
 def _deal_shape(folds: list[torch.Tensor], pool_size: int) -> tuple[int, int]:

@@ -83,17 +83,27 @@ class FewShotData:
     seed: int = 1
     protocol: str = "val"
     backbone: Any = None  # only prompt-learning methods (CoOp, CoCoOp) use it
-    selection_override: tuple[torch.Tensor, torch.Tensor] | None = None  # oracle: the test split; full-val: the full val split
+    selection_override: tuple[torch.Tensor, torch.Tensor] | None = (
+        None  # oracle: the test split; full-val: the full val split
+    )
     text_raw: torch.Tensor | None = None  # per-class mean of the raw prompt embeddings (CLAP's anchors)
     train_centre: torch.Tensor | None = None  # [N, D] centre view of each training image (None: not encoded)
 
     def __post_init__(self) -> None:
         check_choice("protocol", self.protocol, PROTOCOLS)
-        if self.train_centre is not None and (self.train_centre.dim() != 2 or self.train_centre.shape[-1] != self.train.shape[-1]):
-            raise ConfigError(f"train_centre must be [N, D] with D = {self.train.shape[-1]} (the training features' width); "
-                              f"got shape {list(self.train_centre.shape)}")
-        if self.protocol == "full-val" and self.selection_override is None:  # never fall back to the few-shot split unsaid
-            raise ConfigError("protocol full-val needs the full validation split's features (selection_override); got none")
+        if self.train_centre is not None and (
+            self.train_centre.dim() != 2 or self.train_centre.shape[-1] != self.train.shape[-1]
+        ):
+            raise ConfigError(
+                f"train_centre must be [N, D] with D = {self.train.shape[-1]} (the training features' width); "
+                f"got shape {list(self.train_centre.shape)}"
+            )
+        if (
+            self.protocol == "full-val" and self.selection_override is None
+        ):  # never fall back to the few-shot split unsaid
+            raise ConfigError(
+                "protocol full-val needs the full validation split's features (selection_override); got none"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -142,7 +152,9 @@ class Head(nn.Module):
         """Extra training loss (e.g. CLAP's constraint); zero by default."""
         return 0.0
 
-    def for_classes(self, text: torch.Tensor, text_raw: torch.Tensor | None, classnames: list[str], backbone: Any) -> "Head | None":
+    def for_classes(
+        self, text: torch.Tensor, text_raw: torch.Tensor | None, classnames: list[str], backbone: Any
+    ) -> "Head | None":
         """This trained head rebuilt for other classes, given their (ensembled, normalised) prompt embeddings.
 
         The base-to-new protocol tests a head on classes it never saw. Heads whose
@@ -207,7 +219,9 @@ class Method(abc.ABC):
         known = {f.name for f in dataclasses.fields(cls.Config)}  # type: ignore[arg-type]
         unknown = sorted(set(overrides) - known)
         if unknown:  # a typo must not be silently ignored (files from newer versions only warn)
-            raise ConfigError(f"{cls.name} has no option {unknown[0]!r}; options: {', '.join(sorted(known)) or '(none)'}")
+            raise ConfigError(
+                f"{cls.name} has no option {unknown[0]!r}; options: {', '.join(sorted(known)) or '(none)'}"
+            )
         base: dict[str, Any] = {}
         if preset:
             check_choice(f"{cls.name} preset", preset, sorted(cls.presets) or ["(none)"])

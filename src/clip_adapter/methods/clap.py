@@ -44,13 +44,18 @@ CONSTRAINTS = ("l2", "adaptive", "none")
 
 
 @dataclass
-@defaults(optimizer="sgd", lr=Default(0.1, "learning rate"), weight_decay=Default(0.0, "weight decay"),
-          epochs=Default(300, "passes over all cached views"), batch_size=Default(256, "views per step"),
-          warmup_epochs=Default(1.0, "warm-up epochs"),
-          warmup_type=Default("constant", "warm-up: constant at warmup_lr (official config) or linear"),
-          warmup_lr=Default(1e-5, "learning rate of the constant warm-up"),
-          drop_last=Default(True, "the official image loader drops a last partial batch (unless it is the only one)"),
-          select_epoch=Default(False, "CLAP uses the last epoch; no validation set"))
+@defaults(
+    optimizer="sgd",
+    lr=Default(0.1, "learning rate"),
+    weight_decay=Default(0.0, "weight decay"),
+    epochs=Default(300, "passes over all cached views"),
+    batch_size=Default(256, "views per step"),
+    warmup_epochs=Default(1.0, "warm-up epochs"),
+    warmup_type=Default("constant", "warm-up: constant at warmup_lr (official config) or linear"),
+    warmup_lr=Default(1e-5, "learning rate of the constant warm-up"),
+    drop_last=Default(True, "the official image loader drops a last partial batch (unless it is the only one)"),
+    select_epoch=Default(False, "CLAP uses the last epoch; no validation set"),
+)
 class ClapConfig(TrainConfig):
     """CLAP options; the recipe is the official one (no validation-based choices).
 
@@ -134,7 +139,9 @@ class Clap(Method):
             head.anchors.copy_(anchors)
             head.multipliers.copy_(initial_multipliers(data))
         n, v, d = data.train.shape
-        views_as_samples = replace(data, train=data.train.reshape(n * v, 1, d), train_labels=data.train_labels.repeat_interleave(v))
+        views_as_samples = replace(
+            data, train=data.train.reshape(n * v, 1, d), train_labels=data.train_labels.repeat_interleave(v)
+        )
         on_epoch = head.outer_step if cfg.constraint == "adaptive" else None
         with torch_threads(1):
             info = train_head(head, views_as_samples, cfg, data.seed, on_epoch=on_epoch, epoch_size=n)

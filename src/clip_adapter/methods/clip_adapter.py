@@ -142,10 +142,12 @@ def sized_recipe(cfg: "ClipAdapterConfig", n: int) -> "ClipAdapterConfig":
 
 
 @dataclass
-@defaults(lr=Default(1e-3, "peak learning rate (at batch 32; scaled by √(batch/32) when batch_size is auto)"),
-          epochs=Default(60, "passes over the training images (at most; see max_passes)"),
-          batch_size=Default(0, "images per step; 0 = auto: 32, doubled up to 256 while an epoch has over 64 steps"),
-          weight_decay=Default(1e-4, "weight decay"))
+@defaults(
+    lr=Default(1e-3, "peak learning rate (at batch 32; scaled by √(batch/32) when batch_size is auto)"),
+    epochs=Default(60, "passes over the training images (at most; see max_passes)"),
+    batch_size=Default(0, "images per step; 0 = auto: 32, doubled up to 256 while an epoch has over 64 steps"),
+    weight_decay=Default(1e-4, "weight decay"),
+)
 class ClipAdapterConfig(TrainConfig):
     """CLIP-Adapter options; training fields come from TrainConfig."""
 
@@ -155,16 +157,27 @@ class ClipAdapterConfig(TrainConfig):
     ratio: str = option("fixed", "residual ratio: fixed, learned (scalar) or network (Q(f, W))")
     alpha: float = option(0.2, "visual residual ratio α (initial value when learned)")
     beta: float = option(0.2, "text residual ratio β (initial value when learned)")
-    alpha_grid: tuple[float, ...] = option(ALPHA_GRID, "α (and β) values searched on validation when fixed (0 = zero-shot)")
-    alpha_refine: int = option(ALPHA_REFINE, "when validation picks the grid's smallest or largest trained α, train up to this "
-                                             "many values beyond it (half the smallest; halfway to 1 from the largest); 0 = off")
+    alpha_grid: tuple[float, ...] = option(
+        ALPHA_GRID, "α (and β) values searched on validation when fixed (0 = zero-shot)"
+    )
+    alpha_refine: int = option(
+        ALPHA_REFINE,
+        "when validation picks the grid's smallest or largest trained α, train up to this "
+        "many values beyond it (half the smallest; halfway to 1 from the largest); 0 = off",
+    )
     # Fast recipe: AdamW on cached features, chosen on the toy world's validation splits.
     max_passes: int = option(MAX_PASSES, "cap on epochs × training images per candidate (0 = no cap)")
-    race_keep: int = option(RACE_KEEP, "above 2,048 training images, only this many α candidates train past race_at "
-                                       "of the epochs (the best on validation so far); 0 = all train to the end")
+    race_keep: int = option(
+        RACE_KEEP,
+        "above 2,048 training images, only this many α candidates train past race_at "
+        "of the epochs (the best on validation so far); 0 = all train to the end",
+    )
     race_at: float = option(RACE_AT, "fraction of the epochs after which the α race keeps race_keep candidates")
-    range_penalty: float = option(0.0, "weight of the logit-range penalty (Murugesan et al., ECCV 2024): keeps each image's "
-                                       "logit range within zero-shot's, for calibration; 0 = off")
+    range_penalty: float = option(
+        0.0,
+        "weight of the logit-range penalty (Murugesan et al., ECCV 2024): keeps each image's "
+        "logit range within zero-shot's, for calibration; 0 = off",
+    )
     min_batch_size: ClassVar[int] = 0  # 0 is "auto"
 
     def validate(self) -> None:
@@ -195,8 +208,13 @@ def stackable(cfg: ClipAdapterConfig) -> bool:
         >>> stackable(ClipAdapterConfig(range_penalty=0.1))
         False
     """
-    return (cfg.variant == "visual" and cfg.ratio == "fixed" and cfg.schedule_unit == "step" and cfg.view_order == "random"
-            and cfg.range_penalty == 0)
+    return (
+        cfg.variant == "visual"
+        and cfg.ratio == "fixed"
+        and cfg.schedule_unit == "step"
+        and cfg.view_order == "random"
+        and cfg.range_penalty == 0
+    )
 
 
 def race_plan(cfg: ClipAdapterConfig, n: int, candidates: int) -> tuple[int, int] | None:
@@ -279,7 +297,9 @@ class ClipAdapterHead(Head):
         if config.ratio == "learned":
             self.alpha_logit = nn.Parameter(torch.tensor(_logit(config.alpha)))
             self.beta_logit = nn.Parameter(torch.tensor(_logit(config.beta)))
-        self.ratio_net = RatioNet(dim, config.reduction, config.alpha, config.beta) if config.ratio == "network" else None
+        self.ratio_net = (
+            RatioNet(dim, config.reduction, config.alpha, config.beta) if config.ratio == "network" else None
+        )
 
     def ratios(self, features: torch.Tensor) -> tuple[Any, Any]:
         cfg = self.config
@@ -327,7 +347,9 @@ class ClipAdapterHead(Head):
         """``range_penalty`` × the logit-range penalty of ``logits`` (this head's, on ``features``) against zero-shot's."""
         return self.config.range_penalty * logit_range_penalty(logits, self.zero_shot_logits(features))
 
-    def for_classes(self, text: torch.Tensor, text_raw: torch.Tensor | None, classnames: list[str], backbone: Any) -> "ClipAdapterHead":
+    def for_classes(
+        self, text: torch.Tensor, text_raw: torch.Tensor | None, classnames: list[str], backbone: Any
+    ) -> "ClipAdapterHead":
         """The trained adapters applied to other classes' prompt embeddings (nothing here is per class but ``text``)."""
         head = ClipAdapterHead(self.config, {**self.meta, "num_classes": len(classnames)})
         state = {k: v for k, v in self.state_dict().items() if k != "text"}
@@ -345,7 +367,10 @@ class ClipAdapterHead(Head):
 
     def describe_ratios(self) -> dict[str, float]:
         if self.config.ratio == "learned":
-            return {"alpha": float(torch.sigmoid(self.alpha_logit.detach())), "beta": float(torch.sigmoid(self.beta_logit.detach()))}
+            return {
+                "alpha": float(torch.sigmoid(self.alpha_logit.detach())),
+                "beta": float(torch.sigmoid(self.beta_logit.detach())),
+            }
         return {}
 
 
@@ -374,10 +399,25 @@ class ClipAdapter(Method):
         # The official recipe (CoOp/Dassl settings the official code runs under).
         # The released code's recipe (Dassl): SGD, one epoch of constant warm-up at 1e-5, cosine, batch 32
         # with the last partial batch dropped, 200 epochs, the last epoch's model, α fixed at 0.2.
-        "official": {"optimizer": "sgd", "lr": 2e-3, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 32, "epochs": 200,
-                     "max_passes": 0, "warmup_type": "constant", "warmup_epochs": 1.0, "warmup_lr": 1e-5,
-                     "select_epoch": False, "alpha": 0.2, "beta": 0.2, "alpha_grid": (), "lr_grid": (), "drop_last": True,
-                     "schedule_unit": "epoch"},  # Dassl steps the lr at each epoch's end
+        "official": {
+            "optimizer": "sgd",
+            "lr": 2e-3,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "batch_size": 32,
+            "epochs": 200,
+            "max_passes": 0,
+            "warmup_type": "constant",
+            "warmup_epochs": 1.0,
+            "warmup_lr": 1e-5,
+            "select_epoch": False,
+            "alpha": 0.2,
+            "beta": 0.2,
+            "alpha_grid": (),
+            "lr_grid": (),
+            "drop_last": True,
+            "schedule_unit": "epoch",
+        },  # Dassl steps the lr at each epoch's end
     }
     preset_crop_scale = {"official": (0.08, 1.0)}  # Dassl's random resized crop
 
@@ -414,27 +454,49 @@ class ClipAdapter(Method):
         """One candidate after another (text/both variants, learned or network ratios)."""
         for point in grid_points(data, grid):
             ratio = point.get("alpha", cfg.alpha if cfg.variant != "text" else cfg.beta)
-            run_cfg = cfg.replace(lr=point["lr"], alpha=ratio, beta=ratio) if cfg.ratio == "fixed" else cfg.replace(lr=point["lr"])
+            run_cfg = (
+                cfg.replace(lr=point["lr"], alpha=ratio, beta=ratio)
+                if cfg.ratio == "fixed"
+                else cfg.replace(lr=point["lr"])
+            )
             head = self._head(data, run_cfg)
-            extra = head.range_penalty if run_cfg.range_penalty > 0 else None  # None: the loss exactly as without the option
+            extra = (
+                head.range_penalty if run_cfg.range_penalty > 0 else None
+            )  # None: the loss exactly as without the option
             info = train_head(head, data, run_cfg, data.seed, extra_loss=extra)
             yield point, head, {**info, **head.describe_ratios()}
 
     def _fit_stacked(self, data: FewShotData, cfg: ClipAdapterConfig, grid: dict[str, tuple]):
         """Visual adapters with fixed α: every α of one lr trained at once (α = 0 untrained: it is zero-shot)."""
         if not stackable(cfg):  # the stacked loop would silently drop what it does not implement (the range penalty)
-            raise ConfigError("CLIP-Adapter: this configuration cannot train stacked (range_penalty > 0, or a ratio, variant, "
-                              "schedule or view order the stacked loop does not implement); it trains one candidate at a time")
+            raise ConfigError(
+                "CLIP-Adapter: this configuration cannot train stacked (range_penalty > 0, or a ratio, variant, "
+                "schedule or view order the stacked loop does not implement); it trains one candidate at a time"
+            )
         points = grid_points(data, grid)
         for lr in dict.fromkeys(p["lr"] for p in points):
             row = [p for p in points if p["lr"] == lr]
             heads = [self._head(data, cfg.replace(lr=lr, alpha=p["alpha"], beta=p["alpha"])) for p in row]
             trained = [i for i, p in enumerate(row) if p["alpha"] > 0]
-            infos: dict[int, dict[str, Any]] = {i: {"epochs_run": 0, "best_epoch": 0, "steps": 0, "train_seconds": 0.0} for i in range(len(row))}
+            infos: dict[int, dict[str, Any]] = {
+                i: {"epochs_run": 0, "best_epoch": 0, "steps": 0, "train_seconds": 0.0} for i in range(len(row))
+            }
             if trained:
                 first = heads[trained[0]].visual
-                model = StackedAdapters(first[0].weight, first[2].weight, [row[i]["alpha"] for i in trained], data.text, float(data.logit_scale), cfg.final_relu)
-                for i, (info, (w1, w2)) in zip(trained, train_stacked(model, data, cfg.replace(lr=lr), data.seed, race_plan(cfg, data.train.shape[0], len(trained)))):
+                model = StackedAdapters(
+                    first[0].weight,
+                    first[2].weight,
+                    [row[i]["alpha"] for i in trained],
+                    data.text,
+                    float(data.logit_scale),
+                    cfg.final_relu,
+                )
+                for i, (info, (w1, w2)) in zip(
+                    trained,
+                    train_stacked(
+                        model, data, cfg.replace(lr=lr), data.seed, race_plan(cfg, data.train.shape[0], len(trained))
+                    ),
+                ):
                     with torch.no_grad():
                         heads[i].visual[0].weight.copy_(w1)
                         heads[i].visual[2].weight.copy_(w2)

@@ -90,9 +90,13 @@ from .prompt_learner import (
 
 
 @dataclass
-@defaults(lr=5e-3, weight_decay=0.0, epochs=3,
-          batch_size=Default(8, "images per step (each brings C prompts through the text encoder)"),
-          warmup_epochs=Default(0.5, "linear warm-up length, in epochs, before the cosine decay"))
+@defaults(
+    lr=5e-3,
+    weight_decay=0.0,
+    epochs=3,
+    batch_size=Default(8, "images per step (each brings C prompts through the text encoder)"),
+    warmup_epochs=Default(0.5, "linear warm-up length, in epochs, before the cosine decay"),
+)
 class CoCoOpConfig(PromptConfig):
     """CoCoOp options; prompt and training fields come from PromptConfig / TrainConfig."""
 
@@ -114,7 +118,9 @@ class CoCoOpHead(PromptHead):
 
     def __init__(self, config: CoCoOpConfig, meta: dict[str, Any], backbone: Any = None) -> None:
         if backbone is None:
-            raise ArtifactError("cocoop runs the text encoder for every image: load it with the backbone it was trained on (backbone=...)")
+            raise ArtifactError(
+                "cocoop runs the text encoder for every image: load it with the backbone it was trained on (backbone=...)"
+            )
         super().__init__(config, meta, backbone)
         dim, width, hidden = meta["embed_dim"], meta["ctx_width"], meta["meta_hidden"]
         self.ctx = nn.Parameter(torch.zeros(meta["n_ctx"], width))
@@ -164,9 +170,18 @@ class CoCoOp(PromptMethod):
     presets = {
         "fast": {},
         "official": {
-            "optimizer": "sgd", "lr": 2e-3, "lr_grid": (), "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 1, "epochs": 10,
-            "n_ctx": 4, "ctx_init": "a photo of a",
-            "warmup_type": "constant", "warmup_epochs": 1.0, "warmup_lr": 1e-5,
+            "optimizer": "sgd",
+            "lr": 2e-3,
+            "lr_grid": (),
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "batch_size": 1,
+            "epochs": 10,
+            "n_ctx": 4,
+            "ctx_init": "a photo of a",
+            "warmup_type": "constant",
+            "warmup_epochs": 1.0,
+            "warmup_lr": 1e-5,
             "select_epoch": False,  # the official code tests the last epoch's model
             "drop_last": True,  # Dassl's training loader
             "schedule_unit": "epoch",  # the trainer steps the lr once, at each epoch's end

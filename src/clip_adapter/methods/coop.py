@@ -97,9 +97,13 @@ INIT_STD = 0.02  # official: nn.init.normal_(ctx, std=0.02)
 
 
 @dataclass
-@defaults(lr=5e-3, weight_decay=0.0, epochs=40,
-          lr_grid=Default((1e-3, 2e-2), "learning rates searched on validation besides `lr` (empty: just `lr`)"),
-          batch_size=Default(64, "images per step (the text encoder costs the same per step whatever the batch)"))
+@defaults(
+    lr=5e-3,
+    weight_decay=0.0,
+    epochs=40,
+    lr_grid=Default((1e-3, 2e-2), "learning rates searched on validation besides `lr` (empty: just `lr`)"),
+    batch_size=Default(64, "images per step (the text encoder costs the same per step whatever the batch)"),
+)
 class CoOpConfig(PromptConfig):
     """CoOp options; prompt and training fields come from PromptConfig / TrainConfig."""
 
@@ -175,9 +179,17 @@ class CoOp(PromptMethod):
     presets = {
         "fast": {},
         "official": {
-            "optimizer": "sgd", "lr": 2e-3, "lr_grid": (), "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 32,
-            "epochs": 200, "epochs_by_shots": COOP_EPOCHS_BY_SHOTS,
-            "warmup_type": "constant", "warmup_epochs": 1.0, "warmup_lr": 1e-5,
+            "optimizer": "sgd",
+            "lr": 2e-3,
+            "lr_grid": (),
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "batch_size": 32,
+            "epochs": 200,
+            "epochs_by_shots": COOP_EPOCHS_BY_SHOTS,
+            "warmup_type": "constant",
+            "warmup_epochs": 1.0,
+            "warmup_lr": 1e-5,
             "select_epoch": False,  # the official code tests the last epoch's model
             "drop_last": True,  # Dassl's training loader
             "schedule_unit": "epoch",  # the trainer steps the lr once, at each epoch's end

@@ -95,12 +95,18 @@ class Gda(Method):
     def fit(self, data: FewShotData) -> FitResult:
         cfg: GdaConfig = self.config
         n, v, d = data.train.shape
-        weight, bias = fit_gaussians(F.normalize(data.train.reshape(n * v, d), dim=-1), data.train_labels.repeat_interleave(v), data.num_classes)
+        weight, bias = fit_gaussians(
+            F.normalize(data.train.reshape(n * v, d), dim=-1), data.train_labels.repeat_interleave(v), data.num_classes
+        )
         head = GdaHead(cfg, base_meta(data))
         head.text.copy_(data.text)
         head.weight.copy_(weight)
         head.bias.copy_(bias)
-        alphas = (cfg.alpha,) if data.protocol == "none" else (cfg.alpha,) + tuple(a for a in cfg.alpha_grid if a != cfg.alpha)
+        alphas = (
+            (cfg.alpha,)
+            if data.protocol == "none"
+            else (cfg.alpha,) + tuple(a for a in cfg.alpha_grid if a != cfg.alpha)
+        )
         sel_x, sel_y = data.selection
         best, best_score, history = cfg.alpha, None, []
         for alpha in alphas:
@@ -111,4 +117,9 @@ class Gda(Method):
                 best, best_score = alpha, score
         head.config = cfg.replace(alpha=best)
         grid = {"alpha": list(alphas)}
-        return FitResult(head.eval(), selection_record(data.protocol, grid, {"alpha": best}), best_score[0] if len(sel_y) else None, history)
+        return FitResult(
+            head.eval(),
+            selection_record(data.protocol, grid, {"alpha": best}),
+            best_score[0] if len(sel_y) else None,
+            history,
+        )

@@ -66,7 +66,9 @@ class LinearProbeConfig(Config):
     c: float = option(1.0, "inverse regularisation strength (used as is with protocol none)")
     bisection_steps: int = option(8, "log-space bisection steps after the coarse sweep")
     max_iter: int = option(300, "L-BFGS iterations per fit")
-    c_rule: str = option("best", "C kept: best (of every fit, accuracy then loss) or lpclip (the last bisection step's winner)")
+    c_rule: str = option(
+        "best", "C kept: best (of every fit, accuracy then loss) or lpclip (the last bisection step's winner)"
+    )
 
     def validate(self) -> None:
         check_choice("c_rule", self.c_rule, C_RULES)
@@ -91,7 +93,9 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float, m
     linear = nn.Linear(x.shape[1], num_classes)
     nn.init.zeros_(linear.weight)
     nn.init.zeros_(linear.bias)
-    opt = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
+    )
     weight = 1.0 / (2.0 * c * len(x))  # the sum-form objective divided by N
 
     def closure() -> torch.Tensor:

@@ -52,10 +52,12 @@ class PromptConfig(TrainConfig):
     ctx_init: str = option("", "initialise the context from this phrase, e.g. 'a photo of a' (empty: N(0, 0.02²))")
     class_position: str = option("end", "where the class name goes: end, middle or front")
     epochs_by_shots: tuple[str, ...] = option(
-        (), "SHOTS:EPOCHS pairs, e.g. 1:50,2:100,8:200: epochs of the largest listed shots ≤ the data's (empty: `epochs`)"
+        (),
+        "SHOTS:EPOCHS pairs, e.g. 1:50,2:100,8:200: epochs of the largest listed shots ≤ the data's (empty: `epochs`)",
     )
     prompt_batch: int = option(
-        128, "most prompts through the text encoder at once; more are split, and recomputed in the backward pass to bound memory"
+        128,
+        "most prompts through the text encoder at once; more are split, and recomputed in the backward pass to bound memory",
     )
     # Zero epochs is meaningful here: the head is the initial prompt (e.g. the
     # ctx_init phrase, which classifies exactly as zero-shot does).
@@ -126,7 +128,9 @@ def _content(row: torch.Tensor, eot: int) -> list[int]:
     return ids[1 : ids.index(eot)] if eot in ids else ids[1:]
 
 
-def build_layout(backbone: Any, classnames: Sequence[str], n_ctx: int, position: str, ctx_init: str = "") -> PromptLayout:
+def build_layout(
+    backbone: Any, classnames: Sequence[str], n_ctx: int, position: str, ctx_init: str = ""
+) -> PromptLayout:
     """Tokenize and arrange one prompt per class (see the module docstring).
 
     Example:
@@ -166,7 +170,9 @@ def build_layout(backbone: Any, classnames: Sequence[str], n_ctx: int, position:
                 "use fewer context tokens or a shorter class name"
             )
         if row[: 1 + n_ctx + len(suffix)] != [sot, *init_ids, *suffix]:
-            raise ConfigError(f"class {name!r}: the tokenizer splits {ctx_text!r} + the class name differently in one prompt")
+            raise ConfigError(
+                f"class {name!r}: the tokenizer splits {ctx_text!r} + the class name differently in one prompt"
+            )
         ctx_pos = list(range(1, 1 + n_ctx))
         name_pos = list(range(1 + n_ctx, 1 + n_ctx + n_name))
         if position == "end":
@@ -270,7 +276,9 @@ class PromptHead(Head):
     def base_embeddings(self) -> torch.Tensor:
         """Frozen token embeddings of the prompts ``[C, L', W]`` (``L' = prompt_length()``), in the backbone's dtype (cached)."""
         if self._backbone is None:
-            raise ArtifactError(f"{self.config.__class__.__name__} head has no backbone attached; load it with backbone=...")
+            raise ArtifactError(
+                f"{self.config.__class__.__name__} head has no backbone attached; load it with backbone=..."
+            )
         if self._base is None:
             tokens = self.tokens[:, : self.prompt_length()].to(self._backbone.device)
             with torch.no_grad():
@@ -299,14 +307,18 @@ class PromptHead(Head):
     # Buffers that belong to the trained classes; everything else (the learned context, a meta-net) is shared.
     CLASS_STATE = ("tokens", "slots", "text")
 
-    def for_classes(self, text: torch.Tensor, text_raw: torch.Tensor | None, classnames: list[str], backbone: Any) -> "PromptHead | None":
+    def for_classes(
+        self, text: torch.Tensor, text_raw: torch.Tensor | None, classnames: list[str], backbone: Any
+    ) -> "PromptHead | None":
         """The learned context written into other classes' prompts (CoCoOp's base-to-new test).
 
         Class-specific contexts (CoOp's ``csc``) belong to the trained classes: None.
         """
         if getattr(self.config, "csc", False) or backbone is None:
             return None
-        layout = build_layout(backbone, classnames, self.meta["n_ctx"], self.config.class_position, self.config.ctx_init)
+        layout = build_layout(
+            backbone, classnames, self.meta["n_ctx"], self.config.class_position, self.config.ctx_init
+        )
         meta = {**self.meta, "num_classes": len(classnames), "context_length": int(layout.tokens.shape[1])}
         head = type(self)(self.config, meta, backbone)
         state = head.state_dict()
@@ -346,7 +358,9 @@ def check_data(data: FewShotData, method: str) -> Any:
     if backbone is None:
         raise ConfigError(f"{method} runs the text encoder while training: FewShotData.backbone must be set")
     if backbone.embed_dim != data.embed_dim:
-        raise ConfigError(f"{method}: backbone embed_dim {backbone.embed_dim} differs from the features' {data.embed_dim}")
+        raise ConfigError(
+            f"{method}: backbone embed_dim {backbone.embed_dim} differs from the features' {data.embed_dim}"
+        )
     if len(data.classnames) != data.num_classes:
         raise ConfigError(f"{method}: {len(data.classnames)} class names for {data.num_classes} classes")
     return backbone

@@ -48,7 +48,15 @@ class StackedAdapters(nn.Module):
         torch.Size([2, 5, 3])
     """
 
-    def __init__(self, w1: torch.Tensor, w2: torch.Tensor, alphas: list[float], text: torch.Tensor, scale: float, final_relu: bool) -> None:
+    def __init__(
+        self,
+        w1: torch.Tensor,
+        w2: torch.Tensor,
+        alphas: list[float],
+        text: torch.Tensor,
+        scale: float,
+        final_relu: bool,
+    ) -> None:
         super().__init__()
         k = len(alphas)
         # Stored transposed (x @ w) so the forward needs no transposes; every candidate starts equal.
@@ -92,7 +100,11 @@ def evaluate_stacked(model: StackedAdapters, x: torch.Tensor, y: torch.Tensor) -
 
 
 def train_stacked(
-    model: StackedAdapters, data: FewShotData, cfg: TrainConfig, seed: int, race: tuple[int, int] | None = None,
+    model: StackedAdapters,
+    data: FewShotData,
+    cfg: TrainConfig,
+    seed: int,
+    race: tuple[int, int] | None = None,
 ) -> list[tuple[dict[str, Any], tuple[torch.Tensor, torch.Tensor]]]:
     """Train every candidate of ``model`` at once; ``(info, (first, second))`` each, at its best checkpoint.
 
@@ -134,7 +146,11 @@ def train_stacked(
             opt.step()
             step += 1
         bar.update(1)
-        record = {"epoch": epoch + 1, "loss": round(float(torch.stack(losses).mean()), 6), "lr": cfg.lr * warmup_cosine(step, total, warmup, constant)}
+        record = {
+            "epoch": epoch + 1,
+            "loss": round(float(torch.stack(losses).mean()), 6),
+            "lr": cfg.lr * warmup_cosine(step, total, warmup, constant),
+        }
         for i in active:  # the candidates' mean loss; each one's selection score below
             epoch_logs[i].append(dict(record))
         if selecting and ((epoch + 1) % every == 0 or epoch + 1 in (cfg.epochs, race_epoch)):
@@ -142,9 +158,18 @@ def train_stacked(
                 i = active[slot]
                 epoch_logs[i][-1].update(selection_accuracy=score[0], selection_loss=round(score[1], 6))
                 if better(score, best[i]):
-                    best[i], best_epoch[i], best_w[i] = score, epoch + 1, (model.w1[slot].detach().clone(), model.w2[slot].detach().clone())
+                    best[i], best_epoch[i], best_w[i] = (
+                        score,
+                        epoch + 1,
+                        (model.w1[slot].detach().clone(), model.w2[slot].detach().clone()),
+                    )
         if epoch + 1 == race_epoch and epoch + 1 < cfg.epochs:
-            ranked = sorted(active, key=functools.cmp_to_key(lambda a, b: -1 if better(best[a], best[b]) else (1 if better(best[b], best[a]) else 0)))
+            ranked = sorted(
+                active,
+                key=functools.cmp_to_key(
+                    lambda a, b: -1 if better(best[a], best[b]) else (1 if better(best[b], best[a]) else 0)
+                ),
+            )
             survivors = [i for i in active if i in ranked[:race_keep]]
             for i in active:
                 if i not in survivors:
@@ -156,9 +181,19 @@ def train_stacked(
     results = []
     for i in range(k):
         # Each candidate's best checkpoint (its last state without selection), in nn.Linear layout.
-        w1, w2 = best_w[i] if best_w[i] is not None else (model.w1[active.index(i)].detach(), model.w2[active.index(i)].detach())
-        info = {"epochs_run": epochs_run[i], "best_epoch": best_epoch[i], "steps": steps_run[i] or step, "train_seconds": seconds,
-                "trained_together": k, "epochs": epoch_logs[i]}
+        w1, w2 = (
+            best_w[i]
+            if best_w[i] is not None
+            else (model.w1[active.index(i)].detach(), model.w2[active.index(i)].detach())
+        )
+        info = {
+            "epochs_run": epochs_run[i],
+            "best_epoch": best_epoch[i],
+            "steps": steps_run[i] or step,
+            "train_seconds": seconds,
+            "trained_together": k,
+            "epochs": epoch_logs[i],
+        }
         results.append((info, (w1.t().clone(), w2.t().clone())))
     return results
 
@@ -168,7 +203,9 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def _keep_slots(model: StackedAdapters, opt: torch.optim.Optimizer, cfg: TrainConfig, slots: list[int]) -> torch.optim.Optimizer:
+def _keep_slots(
+    model: StackedAdapters, opt: torch.optim.Optimizer, cfg: TrainConfig, slots: list[int]
+) -> torch.optim.Optimizer:
     """Shrink the stack to ``slots`` and carry the survivors' optimiser state (moments, step count) over."""
     old = [model.w1, model.w2]
     model.keep(slots)
@@ -176,6 +213,9 @@ def _keep_slots(model: StackedAdapters, opt: torch.optim.Optimizer, cfg: TrainCo
     index = torch.tensor(slots)
     for p_old, p_new in zip(old, [model.w1, model.w2]):
         state = opt.state.get(p_old, {})
-        new_opt.state[p_new] = {key: value[index].clone() if torch.is_tensor(value) and value.dim() > 0 else value for key, value in state.items()}
+        new_opt.state[p_new] = {
+            key: value[index].clone() if torch.is_tensor(value) and value.dim() > 0 else value
+            for key, value in state.items()
+        }
     _set_lr(new_opt, opt.param_groups[0]["lr"])
     return new_opt

@@ -93,31 +93,52 @@ def resolve_settings(config: "TipAdapterConfig", dataset: str | None = None) -> 
 class TipAdapterConfig(Config):
     """Training-free Tip-Adapter. None = from ``settings`` (official per dataset, or generic; see the module docstring)."""
 
-    settings: str = option("auto", "official per-dataset values: auto (the dataset's, when it is a standard one; else generic), generic, or a dataset key")
-    alpha: float | None = option(None, "cache weight α; None: from settings (official init_alpha: Tip-Adapter-F trains with it, protocol none uses it); after fitting, the chosen α")
+    settings: str = option(
+        "auto",
+        "official per-dataset values: auto (the dataset's, when it is a standard one; else generic), generic, or a dataset key",
+    )
+    alpha: float | None = option(
+        None,
+        "cache weight α; None: from settings (official init_alpha: Tip-Adapter-F trains with it, protocol none uses it); after fitting, the chosen α",
+    )
     beta: float | None = option(None, "affinity sharpness β; None: from settings (official init_beta; as alpha)")
-    alpha_max: float | None = option(None, "α search range upper end; None: from settings (official search_scale[1]; generic 10)")
-    beta_max: float | None = option(None, "β search range upper end; None: from settings (official search_scale[0]; generic 10)")
+    alpha_max: float | None = option(
+        None, "α search range upper end; None: from settings (official search_scale[1]; generic 10)"
+    )
+    beta_max: float | None = option(
+        None, "β search range upper end; None: from settings (official search_scale[0]; generic 10)"
+    )
     alpha_steps: int | None = option(None, "α grid points; None: from settings (official search_step[1]: 20)")
     beta_steps: int | None = option(None, "β grid points; None: from settings (official search_step[0]: 200)")
-    tie_break: str = option("loss", "accuracy ties on the grid: loss (lower validation cross-entropy) or first (the official loop's first best)")
+    tie_break: str = option(
+        "loss",
+        "accuracy ties on the grid: loss (lower validation cross-entropy) or first (the official loop's first best)",
+    )
 
     def validate(self) -> None:
         check_choice("settings", self.settings, ("auto", "generic", *official_settings()))
         check_choice("tie_break", self.tie_break, TIE_BREAKS)
-        limits = {"alpha": (0.0, 1e4), "beta": (0.0, 1e4), "alpha_max": (0.1, 1e4), "beta_max": (0.1, 1e4),
-                  "alpha_steps": (1, 10_000), "beta_steps": (1, 10_000)}
+        limits = {
+            "alpha": (0.0, 1e4),
+            "beta": (0.0, 1e4),
+            "alpha_max": (0.1, 1e4),
+            "beta_max": (0.1, 1e4),
+            "alpha_steps": (1, 10_000),
+            "beta_steps": (1, 10_000),
+        }
         for name, (lo, hi) in limits.items():
             if getattr(self, name) is not None:
                 check_range(name, getattr(self, name), lo, hi)
 
 
 @dataclass
-@defaults(lr=Default(1e-3, "learning rate (official: 1e-3)"),
-          weight_decay=Default(0.01, "AdamW weight decay (torch default, as the official code)"),
-          adam_eps=Default(1e-4, "AdamW epsilon (official: 1e-4)"),
-          batch_size=Default(256, "images per step (official: 256)"),
-          warmup_epochs=Default(0.0, "warm-up epochs (official: none)"))
+@defaults(
+    lr=Default(1e-3, "learning rate (official: 1e-3)"),
+    weight_decay=Default(0.01, "AdamW weight decay (torch default, as the official code)"),
+    adam_eps=Default(1e-4, "AdamW epsilon (official: 1e-4)"),
+    batch_size=Default(256, "images per step (official: 256)"),
+    warmup_epochs=Default(0.0, "warm-up epochs (official: none)"),
+)
 class TipAdapterFConfig(TrainConfig, TipAdapterConfig):
     """Tip-Adapter-F: the cache keys are fine-tuned."""
 
@@ -145,7 +166,9 @@ class TipAdapterHead(Head):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        return self.combine(cosine_logits(features, self.text, self.logit_scale), self.affinity(features), cfg.alpha, cfg.beta)
+        return self.combine(
+            cosine_logits(features, self.text, self.logit_scale), self.affinity(features), cfg.alpha, cfg.beta
+        )
 
     def combine(self, clip_logits: torch.Tensor, affinity: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
         return clip_logits + alpha * (self.logit_scale / CLIP_SCALE) * self.cache_logits(affinity, beta)
@@ -190,7 +213,9 @@ def search_grid(cfg: TipAdapterConfig) -> tuple[list[float], list[float]]:
     return betas, alphas
 
 
-def search_alpha_beta(head: TipAdapterHead, data: FewShotData) -> tuple[dict[str, float], tuple[float, float] | None, list]:
+def search_alpha_beta(
+    head: TipAdapterHead, data: FewShotData
+) -> tuple[dict[str, float], tuple[float, float] | None, list]:
     """The official grid over (β, α) in the official order (β outer, α inner), scored on the selection split.
 
     Every (β, α) is scored, in two passes. A cheap pass finds, for each
@@ -216,7 +241,9 @@ def search_alpha_beta(head: TipAdapterHead, data: FewShotData) -> tuple[dict[str
         alpha_t = torch.tensor(alphas, dtype=lo.dtype)
         # [β, α]: one α at a time, so the temporary is β × N, not β × N × α (full-val/oracle splits are large)
         approx = torch.stack([((lo <= a) & (a <= hi)).float().mean(1) for a in alpha_t], dim=1)
-        floor = approx.max() - 3.0 / len(y)  # within 3 rows of the best: rows on a rounding boundary are rescored exactly
+        floor = approx.max() - 3.0 / len(
+            y
+        )  # within 3 rows of the best: rows on a rounding boundary are rescored exactly
         best, best_score = None, None
         for bi, beta in enumerate(betas):
             candidates = [ai for ai in range(len(alphas)) if approx[bi, ai] >= floor]
@@ -226,13 +253,19 @@ def search_alpha_beta(head: TipAdapterHead, data: FewShotData) -> tuple[dict[str
             for ai, score in zip(candidates, _exact_scores(clip_logits, cache, [alphas[ai] for ai in candidates], y)):
                 if wins(score, best_score):
                     best, best_score = {"alpha": alphas[ai], "beta": beta}, score
-    return best, best_score, [{"alpha_range": [alphas[0], alphas[-1]], "beta_range": [betas[0], betas[-1]], "settings": cfg.settings}]
+    return (
+        best,
+        best_score,
+        [{"alpha_range": [alphas[0], alphas[-1]], "beta_range": [betas[0], betas[-1]], "settings": cfg.settings}],
+    )
 
 
 EXACT_CHUNK = 1 << 22  # logits per exact-scoring pass: all α of a β at once on a small split, one α on a large one
 
 
-def _exact_scores(clip_logits: torch.Tensor, cache: torch.Tensor, alphas: list[float], y: torch.Tensor) -> list[tuple[float, float]]:
+def _exact_scores(
+    clip_logits: torch.Tensor, cache: torch.Tensor, alphas: list[float], y: torch.Tensor
+) -> list[tuple[float, float]]:
     """``(accuracy, cross-entropy)`` of ``clip_logits + α·cache`` for each α, as many α per pass as fit."""
     n, c = clip_logits.shape
     per_pass = max(1, EXACT_CHUNK // max(1, n * c))

@@ -22,7 +22,15 @@ from ..data.templates import dataset_key
 OFFICIAL_FILE = Path(__file__).with_name("tip_official.json")
 # This toolkit's settings for a dataset the official code has no config for (not the official code's;
 # origin not recorded, see the module docstring).
-GENERIC: dict[str, float] = {"alpha": 1.0, "beta": 1.0, "alpha_max": 10.0, "beta_max": 10.0, "alpha_steps": 20, "beta_steps": 200, "epochs": 20}
+GENERIC: dict[str, float] = {
+    "alpha": 1.0,
+    "beta": 1.0,
+    "alpha_max": 10.0,
+    "beta_max": 10.0,
+    "alpha_steps": 20,
+    "beta_steps": 200,
+    "epochs": 20,
+}
 
 
 @functools.cache
@@ -36,7 +44,9 @@ def official_settings() -> dict[str, dict[str, Any]]:
     try:
         return json.loads(OFFICIAL_FILE.read_text())["datasets"]
     except (OSError, ValueError, KeyError) as exc:  # a broken install, not a user input
-        raise ArtifactError(f"{OFFICIAL_FILE}: cannot read Tip-Adapter's official settings ({exc}); reinstall clip-adapter") from None
+        raise ArtifactError(
+            f"{OFFICIAL_FILE}: cannot read Tip-Adapter's official settings ({exc}); reinstall clip-adapter"
+        ) from None
 
 
 def settings_values(name: str) -> dict[str, float]:
@@ -51,8 +61,15 @@ def settings_values(name: str) -> dict[str, float]:
         return dict(GENERIC)
     entry = official_settings()[name]
     (beta_max, alpha_max), (beta_steps, alpha_steps) = entry["search_scale"], entry["search_step"]
-    return {"alpha": float(entry["init_alpha"]), "beta": float(entry["init_beta"]), "alpha_max": float(alpha_max),
-            "beta_max": float(beta_max), "alpha_steps": int(alpha_steps), "beta_steps": int(beta_steps), "epochs": int(entry["train_epoch"])}
+    return {
+        "alpha": float(entry["init_alpha"]),
+        "beta": float(entry["init_beta"]),
+        "alpha_max": float(alpha_max),
+        "beta_max": float(beta_max),
+        "alpha_steps": int(alpha_steps),
+        "beta_steps": int(beta_steps),
+        "epochs": int(entry["train_epoch"]),
+    }
 
 
 def settings_for(dataset: str | None) -> str:

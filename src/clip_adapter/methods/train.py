@@ -62,14 +62,24 @@ class TrainConfig(EpochsOptimConfig):
     optimizer: str = option("adamw", "adamw or sgd")
     momentum: float = option(0.9, "SGD momentum")
     warmup_epochs: float = option(1.0, "warm-up length, in epochs, before the cosine decay")
-    warmup_type: str = option("linear", "warm-up: linear (to the peak lr) or constant (at warmup_lr, as CoOp's official code)")
-    warmup_lr: float = option(1e-5, "learning rate of a constant warm-up (and of a per-epoch linear warm-up's first epoch, as Dassl's)")
+    warmup_type: str = option(
+        "linear", "warm-up: linear (to the peak lr) or constant (at warmup_lr, as CoOp's official code)"
+    )
+    warmup_lr: float = option(
+        1e-5, "learning rate of a constant warm-up (and of a per-epoch linear warm-up's first epoch, as Dassl's)"
+    )
     select_epoch: bool = option(True, "choose the epoch on the selection split (protocol val/oracle)")
     lr_grid: tuple[float, ...] = option((), "learning rates searched on validation (empty: just `lr`)")
     adam_eps: float = option(1e-8, "AdamW epsilon (torch's default; Tip-Adapter-F's official code uses 1e-4)")
-    drop_last: bool = option(False, "drop each epoch's last partial batch, as Dassl's training loader does (official presets)")
-    schedule_unit: str = option("step", "lr schedule stepped per batch (step) or per epoch as Dassl's trainers do (epoch; official presets)")
-    view_order: str = option("random", "cached view per image per epoch: random, or distinct (no view repeats until all were used)")
+    drop_last: bool = option(
+        False, "drop each epoch's last partial batch, as Dassl's training loader does (official presets)"
+    )
+    schedule_unit: str = option(
+        "step", "lr schedule stepped per batch (step) or per epoch as Dassl's trainers do (epoch; official presets)"
+    )
+    view_order: str = option(
+        "random", "cached view per image per epoch: random, or distinct (no view repeats until all were used)"
+    )
 
     def validate(self) -> None:
         # Checks every inherited field itself, not through super(): a head's bounds are tighter (lr <= 10),
@@ -88,7 +98,9 @@ class TrainConfig(EpochsOptimConfig):
         check_choice("view_order", self.view_order, VIEW_ORDERS)
         if self.schedule_unit == "epoch" and self.warmup_epochs != int(self.warmup_epochs):
             # Dassl counts warm-up in whole epochs; rounding silently would change the recipe
-            raise ConfigError(f"warmup_epochs must be a whole number with schedule_unit=epoch, got {self.warmup_epochs!r}")
+            raise ConfigError(
+                f"warmup_epochs must be a whole number with schedule_unit=epoch, got {self.warmup_epochs!r}"
+            )
         for lr in self.lr_grid:
             check_positive("lr_grid", lr, 10.0)
 
@@ -100,7 +112,9 @@ def check_positive(name: str, value: float, hi: float) -> None:
         raise ConfigError(f"{name} must be > 0 (0 would leave the head untrained), got {value!r}")
 
 
-def epoch_samples(data: FewShotData, gen: torch.Generator, view: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def epoch_samples(
+    data: FewShotData, gen: torch.Generator, view: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One epoch's ``(features [N, D], labels [N])``: a random order, one view each, one gather.
 
     Each image's view is ``view[i]`` when given (see :class:`DistinctViews`), else drawn at random.
@@ -200,7 +214,9 @@ def train_head(
     opt = make_optimizer(params, cfg)
     sched, per_step = make_scheduler(opt, cfg, per_epoch), cfg.schedule_unit == "step"
     gen = torch.Generator().manual_seed(seed)
-    distinct = DistinctViews(n, data.train.shape[1], seed) if cfg.view_order == "distinct" and epoch_size is None else None
+    distinct = (
+        DistinctViews(n, data.train.shape[1], seed) if cfg.view_order == "distinct" and epoch_size is None else None
+    )
     sel_x, sel_y = data.selection
     selecting = cfg.select_epoch and data.protocol != "none" and len(sel_y) > 0
     every = max(1, cfg.epochs // EVALS_PER_RUN)
@@ -243,7 +259,13 @@ def train_head(
     if best_state is not None:
         head.load_state_dict(best_state)
     head.eval()
-    return {"epochs_run": cfg.epochs, "best_epoch": best_epoch, "steps": step, "train_seconds": time.perf_counter() - start, "epochs": log}
+    return {
+        "epochs_run": cfg.epochs,
+        "best_epoch": best_epoch,
+        "steps": step,
+        "train_seconds": time.perf_counter() - start,
+        "epochs": log,
+    }
 
 
 def axis(default: Any, grid: tuple) -> tuple:

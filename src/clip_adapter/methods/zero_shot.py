@@ -31,7 +31,9 @@ class ZeroShotHead(Head):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return cosine_logits(features, self.text, self.logit_scale) + self.logit_bias
 
-    def for_classes(self, text: torch.Tensor, text_raw: torch.Tensor | None, classnames: list[str], backbone: Any) -> "ZeroShotHead":
+    def for_classes(
+        self, text: torch.Tensor, text_raw: torch.Tensor | None, classnames: list[str], backbone: Any
+    ) -> "ZeroShotHead":
         head = ZeroShotHead(self.config, {**self.meta, "num_classes": len(classnames)})
         head.text.copy_(text)
         return head.eval()

@@ -26,17 +26,30 @@ FORMAT = "clip-adapter-multilabel"
 FORMAT_VERSION = 1
 
 
-def save_model(out_dir: str | os.PathLike, model: MultiLabelModel, result: dict[str, Any] | None = None,
-               split: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+def save_model(
+    out_dir: str | os.PathLike,
+    model: MultiLabelModel,
+    result: dict[str, Any] | None = None,
+    split: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write ``model`` (and the run's result and shots) to ``out_dir`` atomically.
 
     Example:
         >>> # save_model("runs/unmix", model, result, shots.to_json(dataset))
     """
     out_dir = Path(out_dir)
-    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
-              "method": model.config.method, "config": model.config.to_dict(), "classes": list(model.classes),
-              "backbone": model.backbone, "threshold": model.threshold, "scale": model.head.scale}
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "method": model.config.method,
+        "config": model.config.to_dict(),
+        "classes": list(model.classes),
+        "backbone": model.backbone,
+        "threshold": model.threshold,
+        "scale": model.head.scale,
+    }
     with atomic_dir(out_dir, may_replace=lambda p: overwrite and is_own_output(p, ARTIFACT_KIND)) as tmp:
         mark_output_dir(tmp, ARTIFACT_KIND)
         save_tensors(tmp / "model.safetensors", model.head.state_dict())

@@ -16,9 +16,11 @@ DEFAULT_LR = {"unmix": 1e-2, "clip-adapter": 1e-3}  # chosen on the toy task's v
 
 
 @dataclass
-@defaults(epochs=Default(60, "training epochs (clip-adapter, unmix)"),
-          lr=Default(0.0, "AdamW learning rate, cosine decay to 0 (0: the method's, unmix 1e-2, clip-adapter 1e-3)"),
-          weight_decay=Default(1e-4, "AdamW weight decay"))
+@defaults(
+    epochs=Default(60, "training epochs (clip-adapter, unmix)"),
+    lr=Default(0.0, "AdamW learning rate, cosine decay to 0 (0: the method's, unmix 1e-2, clip-adapter 1e-3)"),
+    weight_decay=Default(1e-4, "AdamW weight decay"),
+)
 class MultiLabelConfig(EpochsOptimConfig):
     """How a multi-label head is built and trained.
 
@@ -39,16 +41,23 @@ class MultiLabelConfig(EpochsOptimConfig):
 
     method: str = option("unmix", "zero-shot, clip-adapter (trained with ASL) or unmix (Unmix-CLIP)")
     positive_template: str = option("a photo containing a {}", "prompt saying the class is present ({} = class name)")
-    negative_template: str = option("a photo without a {}", "prompt saying the class is absent ({} = class name, optional)")
+    negative_template: str = option(
+        "a photo without a {}", "prompt saying the class is absent ({} = class name, optional)"
+    )
     logit_scale: float = option(0.0, "scale of the cosine logits; 0 means the backbone's (CLIP: 100)")
     gamma_pos: float = option(0.0, "ASL focusing exponent of positives (γ+)")
     gamma_neg: float = option(4.0, "ASL focusing exponent of negatives (γ-)")
     asl_clip: float = option(0.05, "ASL probability shift of negatives (δ)")
     seed: int = option(0, "seed of initialisation and batch order")
     proj_dim: int = option(0, "unmix: projected dimension d' (0: the backbone's embedding dimension)")
-    projector: str = option("mlp", "unmix: linear (identity-initialised) or mlp (that plus a zero-initialised residual MLP)")
-    aggregation: str = option("softmax", "unmix: location → image logits: softmax (weights from each class's positive "
-                                         "similarity, DualCoOp's), mean or max")
+    projector: str = option(
+        "mlp", "unmix: linear (identity-initialised) or mlp (that plus a zero-initialised residual MLP)"
+    )
+    aggregation: str = option(
+        "softmax",
+        "unmix: location → image logits: softmax (weights from each class's positive "
+        "similarity, DualCoOp's), mean or max",
+    )
     mfi_weight: float = option(1.0, "unmix: α, weight of the MFI loss")
     mfi_offdiag: float = option(0.2, "unmix: λ, weight of the off-diagonal MFI term")
     adapter_ratio: float = option(0.2, "clip-adapter: residual ratio of the adapted feature (official: 0.2)")
@@ -61,7 +70,9 @@ class MultiLabelConfig(EpochsOptimConfig):
         check_choice("projector", self.projector, PROJECTORS)
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
         if self.positive_template.count("{}") != 1:
-            raise ConfigError(f"positive_template must hold one {{}} for the class name, got {self.positive_template!r}")
+            raise ConfigError(
+                f"positive_template must hold one {{}} for the class name, got {self.positive_template!r}"
+            )
         if self.negative_template.count("{}") > 1:
             raise ConfigError(f"negative_template may hold at most one {{}}, got {self.negative_template!r}")
         for name in ("logit_scale", "gamma_pos", "gamma_neg", "mfi_weight", "mfi_offdiag"):
@@ -85,4 +96,6 @@ class MultiLabelConfig(EpochsOptimConfig):
 
     def prompts(self, classes: tuple[str, ...] | list[str]) -> tuple[list[str], list[str]]:
         """The positive and negative prompt of every class."""
-        return [self.positive_template.format(c) for c in classes], [self.negative_template.replace("{}", c) for c in classes]
+        return [self.positive_template.format(c) for c in classes], [
+            self.negative_template.replace("{}", c) for c in classes
+        ]

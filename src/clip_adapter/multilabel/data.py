@@ -137,7 +137,9 @@ def _read_json(path: Path) -> tuple[tuple[str, ...], dict[str, list[Row]], dict[
     if isinstance(data, dict) and (set(data) & {*SPLITS, "classes"}):
         unknown = sorted(set(data) - {*SPLITS, "classes", "meta"})
         if unknown:
-            raise DataError(f"{quoted(path)}: unknown key(s) {', '.join(map(repr, unknown))} (expected classes, train, val, test)")
+            raise DataError(
+                f"{quoted(path)}: unknown key(s) {', '.join(map(repr, unknown))} (expected classes, train, val, test)"
+            )
         classes = data.get("classes", [])
         if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
             raise DataError(f"{quoted(path)}: 'classes' must be a list of non-empty names")
@@ -165,8 +167,10 @@ def _check_labels(path: Path, labels: list[Any], where: str, indices: bool) -> N
         if isinstance(label, int) and not isinstance(label, bool):
             if indices:
                 continue
-            raise DataError(f"{quoted(path)}: {where}: label {label} is a number, but the file has no 'classes' list "
-                            "for it to index; give 'classes' or use label names")
+            raise DataError(
+                f"{quoted(path)}: {where}: label {label} is a number, but the file has no 'classes' list "
+                "for it to index; give 'classes' or use label names"
+            )
         allowed = "names or indices into 'classes'" if indices else "names (non-empty strings)"
         raise DataError(f"{quoted(path)}: {where}: label {label!r:.40} is not a label; labels are {allowed}")
 
@@ -216,7 +220,9 @@ def _read_csv(path: Path) -> tuple[tuple[str, ...], dict[str, list[Row]]]:
         split = record[split_col].strip().lower() if split_col is not None else ALL
         if split not in SPLITS and split != ALL:
             raise DataError(f"{quoted(path)} line {line}: split {record[split_col]!r} is not train, val or test")
-        labels = _csv_list(record[list_col]) if list_col is not None else _csv_onehot(path, line, record, onehot, header)
+        labels = (
+            _csv_list(record[list_col]) if list_col is not None else _csv_onehot(path, line, record, onehot, header)
+        )
         rows.setdefault(split, []).append((record[image_col].strip(), labels, f"line {line}"))
     return classes, rows
 
@@ -251,7 +257,9 @@ def _samples(path: Path, rows: list[Row], classes: tuple[str, ...]) -> list[Mult
         if file in seen:
             raise DataError(f"{quoted(path)}: {where}: image {quoted(image)} is listed twice in one split")
         seen.add(file)
-        out.append(MultiLabelSample(file, tuple(sorted({_label(path, where, label, index, classes) for label in labels}))))
+        out.append(
+            MultiLabelSample(file, tuple(sorted({_label(path, where, label, index, classes) for label in labels})))
+        )
     return out
 
 
@@ -260,7 +268,9 @@ def _label(path: Path, where: str, label: Any, index: dict[str, int], classes: t
         return label
     if isinstance(label, str) and label in index:
         return index[label]
-    raise DataError(f"{quoted(path)}: {where}: unknown label {label!r} (classes: {', '.join(classes[:8])}{', …' if len(classes) > 8 else ''})")
+    raise DataError(
+        f"{quoted(path)}: {where}: unknown label {label!r} (classes: {', '.join(classes[:8])}{', …' if len(classes) > 8 else ''})"
+    )
 
 
 def _split_all(samples: list[MultiLabelSample]) -> dict[str, list[MultiLabelSample]]:

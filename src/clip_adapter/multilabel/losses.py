@@ -13,8 +13,9 @@ import torch
 EPS = 1e-8  # the log's floor, as in the official ASL code
 
 
-def asl_loss(logits: torch.Tensor, targets: torch.Tensor, gamma_pos: float = 0.0, gamma_neg: float = 4.0,
-             clip: float = 0.05) -> torch.Tensor:
+def asl_loss(
+    logits: torch.Tensor, targets: torch.Tensor, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05
+) -> torch.Tensor:
     """Asymmetric loss (Ridnik et al., ICCV 2021), summed over classes, averaged over images.
 
     ``L = -y (1-p)^γ+ log p - (1-y) p_δ^γ- log(1-p_δ)`` with ``p = σ(logit)`` and

@@ -63,8 +63,14 @@ def f1_scores(probs: torch.Tensor, targets: torch.Tensor, threshold: float) -> d
     recall = float(tp.sum() / (tp.sum() + fn.sum())) if float(tp.sum() + fn.sum()) else 0.0
     class_precision = float(_ratio(tp, tp + fp).mean()) if tp.numel() else 0.0
     class_recall = float(_ratio(tp, tp + fn).mean()) if tp.numel() else 0.0
-    return {"overall_f1": _f1(precision, recall), "overall_precision": precision, "overall_recall": recall,
-            "class_f1": _f1(class_precision, class_recall), "class_precision": class_precision, "class_recall": class_recall}
+    return {
+        "overall_f1": _f1(precision, recall),
+        "overall_precision": precision,
+        "overall_recall": recall,
+        "class_f1": _f1(class_precision, class_recall),
+        "class_precision": class_precision,
+        "class_recall": class_recall,
+    }
 
 
 def _f1(precision: float, recall: float) -> float:

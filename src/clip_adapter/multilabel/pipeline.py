@@ -40,27 +40,37 @@ class MultiLabelModel:
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Class logits ``[n, N]`` for pooled ``[n, d]`` or dense ``[n, HW, d]`` features (per ``head.dense``)."""
         self.head.eval()
-        return torch.cat([self.head(b) for b in features.split(256)]) if len(features) else torch.empty(0, len(self.classes))
+        return (
+            torch.cat([self.head(b) for b in features.split(256)])
+            if len(features)
+            else torch.empty(0, len(self.classes))
+        )
 
     @torch.no_grad()
     def text_similarity(self) -> dict[str, float]:
         """Mean off-diagonal cosine of the class text features: CLIP's (before) and the head's (after)."""
-        return {"before": mean_offdiagonal_similarity(self.head.text_pos),
-                "after": mean_offdiagonal_similarity(self.head.class_text())}
+        return {
+            "before": mean_offdiagonal_similarity(self.head.text_pos),
+            "after": mean_offdiagonal_similarity(self.head.class_text()),
+        }
 
 
-def encode_split(backbone: Backbone, samples: list[MultiLabelSample], dense: bool, cache_dir: str | os.PathLike,
-                 batch_size: int = 64) -> torch.Tensor:
+def encode_split(
+    backbone: Backbone, samples: list[MultiLabelSample], dense: bool, cache_dir: str | os.PathLike, batch_size: int = 64
+) -> torch.Tensor:
     """Cached features of ``samples``: dense ``[n, HW, d]`` or pooled ``[n, d]`` (raw, unnormalised)."""
     paths = [s.path for s in samples]
     if dense:
         return extract_dense(backbone, paths, dense_store(backbone, cache_dir), batch_size)
-    features, _, _ = extract_images(backbone, paths, image_store(backbone, cache_dir), batch_size=batch_size,
-                                    bad_hint=None)  # the multilabel commands have no --skip-bad
+    features, _, _ = extract_images(
+        backbone, paths, image_store(backbone, cache_dir), batch_size=batch_size, bad_hint=None
+    )  # the multilabel commands have no --skip-bad
     return features
 
 
-def class_texts(backbone: Backbone, classes: tuple[str, ...], cfg: MultiLabelConfig, cache_dir: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+def class_texts(
+    backbone: Backbone, classes: tuple[str, ...], cfg: MultiLabelConfig, cache_dir: str | os.PathLike
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw text features of every class's positive and negative prompt, ``([N, d], [N, d])``."""
     pos, neg = cfg.prompts(classes)
     features = extract_texts(backbone, pos + neg, text_store(backbone, cache_dir))
@@ -79,9 +89,14 @@ class FewShot:
 
     def to_json(self, dataset: MultiLabelDataset) -> dict[str, Any]:
         rel = lambda s: os.path.relpath(s.path, dataset.source.parent)  # noqa: E731
-        return {"shots": self.shots, "seed": self.seed, "rule": "at least K images per label, rarest label first",
-                "train": [rel(dataset.splits["train"][i]) for i in self.train],
-                "val": [rel(dataset.splits[self.val_split][i]) for i in self.val], "val_split": self.val_split}
+        return {
+            "shots": self.shots,
+            "seed": self.seed,
+            "rule": "at least K images per label, rarest label first",
+            "train": [rel(dataset.splits["train"][i]) for i in self.train],
+            "val": [rel(dataset.splits[self.val_split][i]) for i in self.val],
+            "val_split": self.val_split,
+        }
 
 
 def sample_shots(dataset: MultiLabelDataset, shots: int, seed: int) -> FewShot:
@@ -103,15 +118,24 @@ def scale_for(cfg: MultiLabelConfig, backbone: Backbone) -> float:
     return cfg.logit_scale or backbone.logit_scale
 
 
-def fit(backbone: Backbone, dataset: MultiLabelDataset, cfg: MultiLabelConfig, shots: int, seed: int,
-        cache_dir: str | os.PathLike | None = None, batch_size: int = 64) -> tuple[MultiLabelModel, FewShot]:
+def fit(
+    backbone: Backbone,
+    dataset: MultiLabelDataset,
+    cfg: MultiLabelConfig,
+    shots: int,
+    seed: int,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
+) -> tuple[MultiLabelModel, FewShot]:
     """Train ``cfg.method`` on ``shots`` images per label (seed ``seed``) and choose its threshold on validation.
 
     Example:
         >>> # model, shots = fit(bb, read_multilabel("labels.json"), MultiLabelConfig(), shots=16, seed=1)
     """
     if cfg.dense and not backbone.supports_dense:
-        raise ConfigError(f"method {cfg.method} needs dense image features, which backbone {backbone.id} does not provide")
+        raise ConfigError(
+            f"method {cfg.method} needs dense image features, which backbone {backbone.id} does not provide"
+        )
     cache_dir = cache_dir or default_cache_dir()
     fs = sample_shots(dataset, shots, seed)
     pos, neg = class_texts(backbone, dataset.classes, cfg, cache_dir)
@@ -126,21 +150,37 @@ def fit(backbone: Backbone, dataset: MultiLabelDataset, cfg: MultiLabelConfig, s
     return model, fs
 
 
-def evaluate(model: MultiLabelModel, backbone: Backbone, dataset: MultiLabelDataset, split: str = "test",
-             cache_dir: str | os.PathLike | None = None, batch_size: int = 64) -> dict[str, Any]:
+def evaluate(
+    model: MultiLabelModel,
+    backbone: Backbone,
+    dataset: MultiLabelDataset,
+    split: str = "test",
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
+) -> dict[str, Any]:
     """mAP, F1 at the model's threshold and the text similarity before/after on ``split``.
 
     Example:
         >>> # evaluate(model, bb, read_multilabel("labels.json"))["mAP"]
     """
     if tuple(dataset.classes) != tuple(model.classes):
-        raise ConfigError(f"the dataset's classes ({', '.join(dataset.classes[:5])}…) are not the model's ({', '.join(model.classes[:5])}…)")
-    features = encode_split(backbone, dataset.split(split), model.config.dense, cache_dir or default_cache_dir(), batch_size)
+        raise ConfigError(
+            f"the dataset's classes ({', '.join(dataset.classes[:5])}…) are not the model's ({', '.join(model.classes[:5])}…)"
+        )
+    features = encode_split(
+        backbone, dataset.split(split), model.config.dense, cache_dir or default_cache_dir(), batch_size
+    )
     targets = dataset.targets(split)
     logits = model.logits(features)
     m_ap, per_class = mean_average_precision(logits, targets)
     f1 = f1_scores(torch.sigmoid(logits), targets, model.threshold)
-    return {"method": model.config.method, "split": split, "n_images": len(targets), "mAP": 100 * m_ap,
-            "per_class_AP": {c: (None if ap is None else 100 * ap) for c, ap in zip(model.classes, per_class)},
-            "threshold": model.threshold, **{k: 100 * v for k, v in f1.items()},
-            "text_similarity": model.text_similarity()}
+    return {
+        "method": model.config.method,
+        "split": split,
+        "n_images": len(targets),
+        "mAP": 100 * m_ap,
+        "per_class_AP": {c: (None if ap is None else 100 * ap) for c, ap in zip(model.classes, per_class)},
+        "threshold": model.threshold,
+        **{k: 100 * v for k, v in f1.items()},
+        "text_similarity": model.text_similarity(),
+    }

@@ -18,8 +18,15 @@ import torch
 from ..core.errors import DataError
 
 
-def sample_few_shot(targets: torch.Tensor, shots: int, seed: int, classes: tuple[str, ...] | list[str],
-                    exclude: set[int] | None = None, strict: bool = True, where: str = "train") -> list[int]:
+def sample_few_shot(
+    targets: torch.Tensor,
+    shots: int,
+    seed: int,
+    classes: tuple[str, ...] | list[str],
+    exclude: set[int] | None = None,
+    strict: bool = True,
+    where: str = "train",
+) -> list[int]:
     """Row indices of ``targets`` (``[n, C]`` 0/1) giving every label at least ``shots`` images.
 
     ``exclude`` rows are never picked (e.g. training shots when validation
@@ -46,5 +53,7 @@ def sample_few_shot(targets: torch.Tensor, shots: int, seed: int, classes: tuple
             chosen.append(row)
             counts += targets[row]
         if counts[label] < shots and strict:
-            raise DataError(f"label {classes[label]!r} has {int(counts[label])} {where} images, fewer than --shots {shots}")
+            raise DataError(
+                f"label {classes[label]!r} has {int(counts[label])} {where} images, fewer than --shots {shots}"
+            )
     return sorted(chosen)

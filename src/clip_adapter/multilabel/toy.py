@@ -46,8 +46,17 @@ def toy_scene(rng: np.random.Generator, min_objects: int = 2, max_objects: int =
     return Scene(tuple(sample_object(rng, position=POSITIONS[p], shape=SHAPES[s]) for s, p in zip(shapes, positions)))
 
 
-def write_toy_multilabel(out_dir: str | Path, domain: str = "photo", n_train: int = 240, n_val: int = 120, n_test: int = 400,
-                         seed: int = 0, min_objects: int = 2, max_objects: int = 3, overwrite: bool = False) -> Path:
+def write_toy_multilabel(
+    out_dir: str | Path,
+    domain: str = "photo",
+    n_train: int = 240,
+    n_val: int = 120,
+    n_test: int = 400,
+    seed: int = 0,
+    min_objects: int = 2,
+    max_objects: int = 3,
+    overwrite: bool = False,
+) -> Path:
     """Write ``out_dir/images/<split>_<i>.png`` and ``out_dir/labels.json`` (classes: the 8 toy shapes).
 
     Built beside ``out_dir`` and renamed into place when complete; an
@@ -77,7 +86,9 @@ def write_toy_multilabel(out_dir: str | Path, domain: str = "photo", n_train: in
     return out_dir
 
 
-def _write_split(root: Path, split: str, k: int, n: int, domain: str, seed: int, lo: int, hi: int) -> dict[str, list[str]]:
+def _write_split(
+    root: Path, split: str, k: int, n: int, domain: str, seed: int, lo: int, hi: int
+) -> dict[str, list[str]]:
     entries = {}
     for i in range(n):
         # The scene depends on (seed, split, index), not on the domain: every domain shows the same scenes.

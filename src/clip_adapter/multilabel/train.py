@@ -12,7 +12,9 @@ from .heads import TextHead, UnmixHead
 from .losses import asl_loss, mfi_loss
 
 
-def head_loss(head: TextHead, features: torch.Tensor, targets: torch.Tensor, cfg: MultiLabelConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def head_loss(
+    head: TextHead, features: torch.Tensor, targets: torch.Tensor, cfg: MultiLabelConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The training loss of one batch and its parts.
 
     Example:
@@ -29,7 +31,9 @@ def head_loss(head: TextHead, features: torch.Tensor, targets: torch.Tensor, cfg
     return asl + cfg.mfi_weight * mfi, {"asl": asl.item(), "mfi": mfi.item()}
 
 
-def train_head(head: TextHead, features: torch.Tensor, targets: torch.Tensor, cfg: MultiLabelConfig) -> list[dict[str, float]]:
+def train_head(
+    head: TextHead, features: torch.Tensor, targets: torch.Tensor, cfg: MultiLabelConfig
+) -> list[dict[str, float]]:
     """Train ``head`` in place (AdamW, cosine decay, seeded batch order); returns one record per epoch.
 
     A head without trainable weights (zero-shot) or ``epochs=0`` returns ``[]``.

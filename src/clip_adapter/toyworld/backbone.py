@@ -26,7 +26,10 @@ from .tokenizer import ToyTokenizer
 SHIPPED_DIR = Path(__file__).parent / "checkpoint"
 SHIPPED = "shipped"
 RANDOM = "none"
-TOY_NAMES = ("toy", "toy-cnn")  # the names it registers in BACKBONES; "toy-cnn" is the architecture name artifacts record
+TOY_NAMES = (
+    "toy",
+    "toy-cnn",
+)  # the names it registers in BACKBONES; "toy-cnn" is the architecture name artifacts record
 
 
 def shipped_checkpoint() -> Path:
@@ -74,7 +77,9 @@ def load_toy_clip(pretrained: str | Path) -> tuple[ToyClip, ToyTokenizer, Prepro
     except (ValueError, TypeError) as exc:
         raise ArtifactError(f"toy checkpoint config {config_path} is invalid: {exc}") from None
     if len(tokenizer) != cfg.vocab_size:
-        raise ArtifactError(f"toy checkpoint config {config_path}: vocab has {len(tokenizer)} words, architecture {cfg.vocab_size}")
+        raise ArtifactError(
+            f"toy checkpoint config {config_path}: vocab has {len(tokenizer)} words, architecture {cfg.vocab_size}"
+        )
     model = ToyClip(cfg)
     state, digest = load_state_dict(weights)  # one read: parsed, checked, hashed
     load_into(model, state, str(weights))  # names the first missing, extra or mis-shaped tensor
@@ -136,14 +141,18 @@ class ToyClipBackbone(Backbone):
         from ..core.errors import ConfigError
 
         if self.model.cfg.image_tower != "cnn":
-            raise ConfigError(f"dense features are defined for the toy CNN tower only, not {self.name} (its checkpoint {self.pretrained})")
+            raise ConfigError(
+                f"dense features are defined for the toy CNN tower only, not {self.name} (its checkpoint {self.pretrained})"
+            )
         visual = self.model.visual
         pool = visual.pool
         with torch.no_grad():
             grid = visual.trunk(pixels.to(self.device, self.dtype))
             tokens = grid.flatten(2).transpose(1, 2)  # [B, HW, C]
             if tokens.shape[1] + 1 != pool.position.shape[0]:
-                raise ConfigError(f"toy dense features need {self.preprocess.image_size}-pixel inputs, got {tuple(pixels.shape[-2:])}")
+                raise ConfigError(
+                    f"toy dense features need {self.preprocess.image_size}-pixel inputs, got {tuple(pixels.shape[-2:])}"
+                )
             tokens = tokens + pool.position[1:].to(tokens.dtype)
             width = tokens.shape[-1]
             values = F.linear(tokens, pool.qkv.weight[2 * width :], pool.qkv.bias[2 * width :])
@@ -170,7 +179,9 @@ class ToyClipBackbone(Backbone):
         return self.model.encode_token_embeddings(embeddings, tokens.to(self.device)).float()
 
 
-def create_toy_backbone(pretrained: str | None = None, precision: str = "auto", device: str = "auto", seed: int = 0) -> ToyClipBackbone:
+def create_toy_backbone(
+    pretrained: str | None = None, precision: str = "auto", device: str = "auto", seed: int = 0
+) -> ToyClipBackbone:
     """``create_backbone("toy")``: the shipped checkpoint unless ``pretrained`` names another (or ``none``)."""
     return ToyClipBackbone(pretrained=pretrained or SHIPPED, precision=precision, device=device, seed=seed)
 

@@ -58,7 +58,12 @@ ATTRIBUTES = ("color", "size", "fill")
 NEGATION_WORDS = ("no", "not", "without")
 NOUNS = frozenset(SHAPES) | frozenset(GENERIC_NOUNS)
 ADJECTIVES = frozenset(COLOR_NAMES) | frozenset(SIZES) | frozenset(FILL_WORDS.values())
-ORDER_KINDS = ("shuffle-nouns-adjectives", "shuffle-all-but-nouns-adjectives", "shuffle-trigrams", "shuffle-within-trigrams")
+ORDER_KINDS = (
+    "shuffle-nouns-adjectives",
+    "shuffle-all-but-nouns-adjectives",
+    "shuffle-trigrams",
+    "shuffle-within-trigrams",
+)
 
 
 def _article(word: str) -> str:
@@ -181,7 +186,9 @@ def _trigrams(words: list[str]) -> list[list[str]]:
     return [words[i : i + 3] for i in range(0, len(words), 3)]
 
 
-def order_perturbation(caption: str, kind: str, rng: np.random.Generator, is_content: Callable[[str], bool] | None = None) -> str:
+def order_perturbation(
+    caption: str, kind: str, rng: np.random.Generator, is_content: Callable[[str], bool] | None = None
+) -> str:
     """One ARO order perturbation of ``caption`` (``kind`` in :data:`ORDER_KINDS`).
 
     ``is_content`` says which words are nouns or adjectives; the default knows

@@ -37,8 +37,13 @@ PREPROCESS = PreprocessConfig(image_size=IMAGE_SIZE, interpolation="bilinear")  
 
 
 @dataclass
-@defaults(steps=1200, warmup_steps=50, threads=Default(1, "torch CPU threads for training (results depend on it; "
-                                                             "1 stays fast when another process takes a core)"))
+@defaults(
+    steps=1200,
+    warmup_steps=50,
+    threads=Default(
+        1, "torch CPU threads for training (results depend on it; 1 stays fast when another process takes a core)"
+    ),
+)
 class PretrainConfig(StepsOptimConfig):
     """Settings of ``clip-adapter toy pretrain`` (the defaults made the shipped checkpoint)."""
 
@@ -58,7 +63,9 @@ class PretrainConfig(StepsOptimConfig):
         check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
 
     def model_config(self) -> ToyClipConfig:
-        return ToyClipConfig(widths=self.widths, depths=self.depths, embed_dim=self.embed_dim, text_layers=self.text_layers)
+        return ToyClipConfig(
+            widths=self.widths, depths=self.depths, embed_dim=self.embed_dim, text_layers=self.text_layers
+        )
 
 
 def to_pixels(images: np.ndarray, preprocess: PreprocessConfig = PREPROCESS) -> torch.Tensor:
@@ -82,7 +89,9 @@ def render_batch(seed: int, step: int, batch_size: int) -> tuple[np.ndarray, lis
     return np.stack([render_array(scene, "photo", rng) for scene in scenes]), texts
 
 
-def make_batch(seed: int, step: int, batch_size: int, tokenizer: ToyTokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_batch(
+    seed: int, step: int, batch_size: int, tokenizer: ToyTokenizer
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pixels, tokens and caption-group ids of step ``step`` (a function of ``(seed, step)`` only).
 
     Example:
@@ -116,7 +125,9 @@ def batches(cfg: PretrainConfig, tokenizer: ToyTokenizer):
     return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=1, prefetch_factor=4))
 
 
-def multi_positive_infonce(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+def multi_positive_infonce(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor, groups: torch.Tensor
+) -> torch.Tensor:
     """Symmetric InfoNCE where every pair with the same caption group is a positive.
 
     Example:
@@ -173,12 +184,26 @@ def _train(cfg: PretrainConfig, command: str | None) -> Path:
     def row(step: int, loss: float, lr: float, parts: dict) -> dict:
         nonlocal tick
         speed, tick = cfg.batch_size / (time.perf_counter() - tick), time.perf_counter()
-        return {"step": step, "loss": f"{loss:.5f}", "lr": f"{lr:.6g}", "logit_scale": f"{model.logit_scale.exp().item():.3f}",
-                "images_per_s": f"{speed:.1f}"}
+        return {
+            "step": step,
+            "loss": f"{loss:.5f}",
+            "lr": f"{lr:.6g}",
+            "logit_scale": f"{model.logit_scale.exp().item():.3f}",
+            "images_per_s": f"{speed:.1f}",
+        }
 
-    train_encoder(model, lambda batch: clip_loss(model, batch, bf16), cfg, batches=batches(cfg, tokenizer),
-                  after_step=model.clamp_logit_scale, log=CsvLog(out / LOG_NAME), row=row, desc="toy pretrain",
-                  postfix=lambda r: {"loss": f"{float(r['loss']):.3f}", "img_s": f"{float(r['images_per_s']):.0f}"}, hint="lower --lr")
+    train_encoder(
+        model,
+        lambda batch: clip_loss(model, batch, bf16),
+        cfg,
+        batches=batches(cfg, tokenizer),
+        after_step=model.clamp_logit_scale,
+        log=CsvLog(out / LOG_NAME),
+        row=row,
+        desc="toy pretrain",
+        postfix=lambda r: {"loss": f"{float(r['loss']):.3f}", "img_s": f"{float(r['images_per_s']):.0f}"},
+        hint="lower --lr",
+    )
     wall = time.perf_counter() - start
     return save_checkpoint(model.eval(), tokenizer, cfg, out, wall, command)
 
@@ -193,7 +218,9 @@ def _default_command(cfg: PretrainConfig) -> str:
     return " ".join(["clip-adapter toy pretrain", *flags])
 
 
-def save_checkpoint(model: ToyClip, tokenizer: ToyTokenizer, cfg: PretrainConfig, out: Path, wall: float, command: str | None) -> Path:
+def save_checkpoint(
+    model: ToyClip, tokenizer: ToyTokenizer, cfg: PretrainConfig, out: Path, wall: float, command: str | None
+) -> Path:
     """Write the weights (safetensors, float32) and the JSON config beside them."""
     return write_toy_checkpoint(
         model,

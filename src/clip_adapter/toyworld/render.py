@@ -171,6 +171,7 @@ def _ruled_paper(size: int, rng: np.random.Generator) -> np.ndarray:
         paper = paper * (1 - margin) + MARGIN_INK * margin
     return paper + rng.normal(0, 0.015, paper.shape).astype(np.float32)
 
+
 def render_sketch(scene: Scene, rng: np.random.Generator, size: int) -> np.ndarray:
     """Coloured pencil outlines on white squared notebook paper."""
     paper = _ruled_paper(size, rng)
@@ -224,7 +225,9 @@ RENDERERS = {
 }
 
 
-def render_array(scene: Scene, domain: str = "photo", rng: np.random.Generator | int = 0, size: int = IMAGE_SIZE) -> np.ndarray:
+def render_array(
+    scene: Scene, domain: str = "photo", rng: np.random.Generator | int = 0, size: int = IMAGE_SIZE
+) -> np.ndarray:
     """Render ``scene`` as a ``[size, size, 3]`` uint8 array.
 
     Example:
@@ -240,7 +243,9 @@ def render_array(scene: Scene, domain: str = "photo", rng: np.random.Generator |
     return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
-def render_image(scene: Scene, domain: str = "photo", rng: np.random.Generator | int = 0, size: int = IMAGE_SIZE) -> Image.Image:
+def render_image(
+    scene: Scene, domain: str = "photo", rng: np.random.Generator | int = 0, size: int = IMAGE_SIZE
+) -> Image.Image:
     """Render ``scene`` as an RGB PIL image in the style ``domain``.
 
     Example:

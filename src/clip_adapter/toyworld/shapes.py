@@ -104,7 +104,12 @@ def radial_table(shape: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def signed_distance(
-    dx: np.ndarray, dy: np.ndarray, shape: str, radius: float, rotation: float, wobble: tuple[float, float, float] | None = None
+    dx: np.ndarray,
+    dy: np.ndarray,
+    shape: str,
+    radius: float,
+    rotation: float,
+    wobble: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
     """Approximate signed distance in pixels to the outline (negative inside).
 

@@ -69,7 +69,9 @@ class Task:
 
 def _product(template: str, name: str, *axes: tuple[str, tuple[str, ...]]) -> Task:
     keys = [key for key, _ in axes]
-    attributes = {" ".join(combo): dict(zip(keys, combo)) for combo in itertools.product(*(values for _, values in axes))}
+    attributes = {
+        " ".join(combo): dict(zip(keys, combo)) for combo in itertools.product(*(values for _, values in axes))
+    }
     return Task(name, template, attributes)
 
 
@@ -161,7 +163,9 @@ def write_task_dataset(
     out_dir = claim_output_dir(out_dir, "toy-dataset", overwrite=overwrite)
     with atomic_dir(out_dir, may_replace=lambda p: overwrite and is_own_output(p, "toy-dataset")) as tmp:
         mark_output_dir(tmp, "toy-dataset")
-        split_json: dict = {split: _write_split(task, domain, tmp / IMAGE_DIR, split, n, seed, size) for split, n in counts.items()}
+        split_json: dict = {
+            split: _write_split(task, domain, tmp / IMAGE_DIR, split, n, seed, size) for split, n in counts.items()
+        }
         split_json["meta"] = {"task": task.name, "domain": domain, "templates": [task.template], "seed": seed}
         atomic_write_json(tmp / SPLIT_FILE, split_json)
     return out_dir
@@ -188,7 +192,11 @@ OOD_KIND = register_kind("toy-ood", r"^(images|ood\.json)$")
 # A second seed word that no split index (0–2) takes keeps OOD streams apart from the ID splits' (seed, split, class, i).
 _OOD_STREAM = 1000
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
-    "shape": SHAPES, "color": COLOR_NAMES, "size": SIZES, "position": POSITIONS, "fill": FILLS,
+    "shape": SHAPES,
+    "color": COLOR_NAMES,
+    "size": SIZES,
+    "position": POSITIONS,
+    "fill": FILLS,
 }
 
 
@@ -202,12 +210,16 @@ def holdout_task(task: str | Task, held_out: Sequence[str]) -> Task:
     task = get_task(task)
     unknown = [name for name in held_out if name not in task.attributes]
     if unknown:
-        raise ConfigError(f"held-out class(es) {', '.join(map(repr, unknown))} are not classes of task {task.name!r} "
-                          f"(its classes: {', '.join(task.classes)})")
+        raise ConfigError(
+            f"held-out class(es) {', '.join(map(repr, unknown))} are not classes of task {task.name!r} "
+            f"(its classes: {', '.join(task.classes)})"
+        )
     kept = {name: attrs for name, attrs in task.attributes.items() if name not in set(held_out)}
     if len(kept) < 2:
-        raise ConfigError(f"holding out {len(set(held_out))} of task {task.name!r}'s {len(task.classes)} classes "
-                          "leaves fewer than 2; a classifier needs at least 2")
+        raise ConfigError(
+            f"holding out {len(set(held_out))} of task {task.name!r}'s {len(task.classes)} classes "
+            "leaves fewer than 2; a classifier needs at least 2"
+        )
     return Task(task.name, task.template, kept)
 
 
@@ -253,8 +265,10 @@ def resolve_ood_source(task: str | Task, source: str = "auto") -> str:
     if novel_classes(task):
         return "novel"
     if source == "novel":
-        raise ConfigError(f"task {task.name!r} covers every {'/'.join(_class_keys(task))} the toy world has, so no object "
-                          "is outside its classes; hold classes out (--holdout) or draw empty scenes (--source empty)")
+        raise ConfigError(
+            f"task {task.name!r} covers every {'/'.join(_class_keys(task))} the toy world has, so no object "
+            "is outside its classes; hold classes out (--holdout) or draw empty scenes (--source empty)"
+        )
     return "empty"
 
 
@@ -337,6 +351,12 @@ def write_ood_images(
             rel = f"{source}/ood_{i:04d}.png"
             Image.fromarray(image, mode="RGB").save(tmp / IMAGE_DIR / rel)
             entries.append({"file": rel, "objects": list(scene_attributes(scene))})
-        meta = {"task": task.name, "known_classes": list(task.classes), "domain": domain, "seed": seed, "source": source}
+        meta = {
+            "task": task.name,
+            "known_classes": list(task.classes),
+            "domain": domain,
+            "seed": seed,
+            "source": source,
+        }
         atomic_write_json(tmp / OOD_FILE, {"meta": meta, "images": entries})
     return out_dir

@@ -510,7 +510,10 @@ class ZSNorm:
 
 
 Step = Union[TemperatureScaling, ZSNorm]
-STEPS: dict[str, type[TemperatureScaling] | type[ZSNorm]] = {TemperatureScaling.kind: TemperatureScaling, ZSNorm.kind: ZSNorm}
+STEPS: dict[str, type[TemperatureScaling] | type[ZSNorm]] = {
+    TemperatureScaling.kind: TemperatureScaling,
+    ZSNorm.kind: ZSNorm,
+}
 
 
 def _check_step_keys(data: Any, kind: str, fields: set[str], where: str) -> None:
@@ -575,7 +578,9 @@ class Calibration:
         if "zs-norm" in steps:
             if zero_shot_logits is None:
                 raise ConfigError("calibration fit: the zs-norm step needs the zero-shot logits of the same images")
-            zero_shot = _as_scores(zero_shot_logits, "calibration fit: zero-shot logits").detach().to("cpu", torch.float64)
+            zero_shot = (
+                _as_scores(zero_shot_logits, "calibration fit: zero-shot logits").detach().to("cpu", torch.float64)
+            )
             if zero_shot.shape != current.shape:
                 raise ConfigError(
                     f"calibration fit: zero-shot logits {tuple(zero_shot.shape)} and logits {tuple(current.shape)} "

@@ -723,7 +723,9 @@ def _record_from_dict(data: Any, where: str) -> ConformalPredictor:
     if not isinstance(counts, list) or len(counts) != n_classes or not all(_is_int(c) and c >= 0 for c in counts):
         raise ArtifactError(f"{where}: n_calibration_per_class must be {n_classes} integers >= 0")
     if not _is_int(n_cal) or n_cal != sum(counts) or n_cal < 1:
-        raise ArtifactError(f"{where}: n_calibration {n_cal!r} is not the sum of n_calibration_per_class ({sum(counts)})")
+        raise ArtifactError(
+            f"{where}: n_calibration {n_cal!r} is not the sum of n_calibration_per_class ({sum(counts)})"
+        )
     seed = data["seed"]
     if not _is_int(seed) or not 0 <= seed <= SEED_MAX:
         raise ArtifactError(f"{where}: seed must be an integer in 0..{SEED_MAX}, got {seed!r}")
@@ -746,7 +748,9 @@ def _raps_from_dict(raps: Any, score: str, randomized: bool, where: str) -> tupl
         raise ArtifactError(f"{where}: raps must be an object with keys lambda and k_reg, got {raps!r}")
     lam, k_reg = raps["lambda"], raps["k_reg"]
     if not _is_number(lam) or lam < 0 or not _is_int(k_reg) or k_reg < 0:
-        raise ArtifactError(f"{where}: raps lambda must be a finite number >= 0 and k_reg an integer >= 0, got {raps!r}")
+        raise ArtifactError(
+            f"{where}: raps lambda must be a finite number >= 0 and k_reg an integer >= 0, got {raps!r}"
+        )
     return float(lam), k_reg
 
 

@@ -57,7 +57,9 @@ CALIBRATION_METHODS: dict[str, tuple[str, ...]] = {
     "zs-norm+temperature": ("zs-norm", "temperature"),
 }
 COPIED_FILES = ("model.safetensors", "result.json", "split.json", "log.csv")  # byte for byte, when present
-MAX_SHOTS_CHECKED = 1_000_000  # few-shot splits list shots x classes (16 x 1,000 for ImageNet); beyond is not a few-shot split
+MAX_SHOTS_CHECKED = (
+    1_000_000  # few-shot splits list shots x classes (16 x 1,000 for ImageNet); beyond is not a few-shot split
+)
 MARGINAL_GUARANTEE = "P(true class in set) >= 1-alpha on average over exchangeable images"
 
 
@@ -89,12 +91,16 @@ def zero_shot_logits(backbone: Any, clf: Any, feats: torch.Tensor, cache_dir: st
 
     templates = tuple(clf.templates)
     if not templates:
-        raise ConfigError("the artifact records no prompt templates, so the zero-shot logits (ZS-Norm) cannot be computed")
+        raise ConfigError(
+            "the artifact records no prompt templates, so the zero-shot logits (ZS-Norm) cannot be computed"
+        )
     prompts = prompt_embeddings(backbone, list(clf.classnames), templates, cache_dir or default_cache_dir())
     text = ensemble(prompts, len(clf.classnames))
     feats = torch.as_tensor(feats)
     with torch.no_grad():
-        logits = cosine_logits(feats.float(), text.to(device=feats.device, dtype=torch.float32), float(backbone.logit_scale))
+        logits = cosine_logits(
+            feats.float(), text.to(device=feats.device, dtype=torch.float32), float(backbone.logit_scale)
+        )
         return logits + float(getattr(backbone, "logit_bias", 0.0) or 0.0)
 
 
@@ -205,7 +211,9 @@ def _regular_file(path: Path) -> bool:
         return False
 
 
-def training_overlap(artifact_dir: str | os.PathLike, data_root: str | os.PathLike, images: LabelledLogits) -> dict[str, Any]:
+def training_overlap(
+    artifact_dir: str | os.PathLike, data_root: str | os.PathLike, images: LabelledLogits
+) -> dict[str, Any]:
     """How many of ``images`` are the artifact's training shots (and validation shots), by path and by content.
 
     The shots are the ``train`` and ``val`` entries of the artifact's
@@ -228,8 +236,13 @@ def training_overlap(artifact_dir: str | os.PathLike, data_root: str | os.PathLi
         return {"checked": False, "training_shots": None, "validation_shots": None, "how": recorded, "protocol": None}
     shots, root, protocol = recorded
     if root is None:
-        return {"checked": False, "training_shots": None, "validation_shots": None, "protocol": protocol,
-                "how": "the artifact's result.json records no dataset root, so its shots cannot be located"}
+        return {
+            "checked": False,
+            "training_shots": None,
+            "validation_shots": None,
+            "protocol": protocol,
+            "how": "the artifact's result.json records no dataset root, so its shots cannot be located",
+        }
     by_path: dict[Path, int] = {}
     for i, p in enumerate(images.paths):
         r = _resolved(p)
@@ -251,15 +264,22 @@ def training_overlap(artifact_dir: str | os.PathLike, data_root: str | os.PathLi
             elif data_root_resolved is not None and _inside(shot, data_root_resolved) and _regular_file(shot):
                 hits.update(by_content.get(content_id(shot), ()))
         counts[name] = len(hits)
-    return {"checked": True, "training_shots": counts["train"], "validation_shots": counts["val"], "protocol": protocol,
-            "how": "resolved paths against the shots in the artifact's split.json; file contents for shots inside --data"}
+    return {
+        "checked": True,
+        "training_shots": counts["train"],
+        "validation_shots": counts["val"],
+        "protocol": protocol,
+        "how": "resolved paths against the shots in the artifact's split.json; file contents for shots inside --data",
+    }
 
 
 def overlap_messages(overlap: dict[str, Any], n: int, what: str) -> tuple[list[str], list[str]]:
     """``(warnings, notes)``, one line each, about ``n`` ``what`` images that are the artifact's own shots."""
     warnings_, notes = [], []
     if not overlap["checked"]:
-        notes.append(f"could not check whether the {what} images include the artifact's training shots: {overlap['how']}")
+        notes.append(
+            f"could not check whether the {what} images include the artifact's training shots: {overlap['how']}"
+        )
         return warnings_, notes
     if overlap["training_shots"]:
         warnings_.append(
@@ -267,23 +287,34 @@ def overlap_messages(overlap: dict[str, Any], n: int, what: str) -> tuple[list[s
             "are over-confident, so what is fitted on them will not hold on new images; use images it was not trained on"
         )
     if overlap["validation_shots"]:
-        notes.append(f"{overlap['validation_shots']} of the {n} {what} images are the validation shots its hyper-parameters "
-                     "were chosen on (a mild optimism; a separate folder avoids it)")
+        notes.append(
+            f"{overlap['validation_shots']} of the {n} {what} images are the validation shots its hyper-parameters "
+            "were chosen on (a mild optimism; a separate folder avoids it)"
+        )
     if overlap["protocol"] == "full-val":
-        notes.append("its hyper-parameters were chosen on the dataset's whole validation split (protocol full-val): "
-                     "fitting on that split again is mildly optimistic")
+        notes.append(
+            "its hyper-parameters were chosen on the dataset's whole validation split (protocol full-val): "
+            "fitting on that split again is mildly optimistic"
+        )
     return warnings_, notes
 
 
 def provenance(
-    images: LabelledLogits, data: str | os.PathLike, overlap: dict[str, Any], *, split_file: str | os.PathLike | None = None,
-    classnames_file: str | os.PathLike | None = None, **extra: Any,
+    images: LabelledLogits,
+    data: str | os.PathLike,
+    overlap: dict[str, Any],
+    *,
+    split_file: str | os.PathLike | None = None,
+    classnames_file: str | os.PathLike | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """What a part was fitted on, as JSON: the data, split, counts, fingerprint and overlap with the training shots."""
     record = {
         "data": str(_resolved(Path(data)) or data),
         "split_file": None if split_file is None else str(_resolved(Path(split_file)) or split_file),
-        "classnames_file": None if classnames_file is None else str(_resolved(Path(classnames_file)) or classnames_file),
+        "classnames_file": None
+        if classnames_file is None
+        else str(_resolved(Path(classnames_file)) or classnames_file),
         "split": images.split,
         "num_images": len(images),
         "per_class_counts": images.per_class_counts(),
@@ -325,16 +356,26 @@ def check_refit(parts: set[str] | TrustRecord | None, part: str, replace: bool, 
     if replace:
         return
     if part in parts:
-        what = {"calibration": "is already calibrated", "conformal": "already has a conformal predictor",
-                "ood": "already has an OOD detector"}[part]
+        what = {
+            "calibration": "is already calibrated",
+            "conformal": "already has a conformal predictor",
+            "ood": "already has an OOD detector",
+        }[part]
         hint = " (calibrating an artifact twice)" if part == "calibration" else ""
-        also = (" (which also drops its conformal predictor, stale under a new calibration)"
-                if part == "calibration" and "conformal" in parts else "")
-        raise ConfigError(f"{where} {what}{hint}; pass --replace to fit a new {_noun(part)} in its place{also}, "
-                          "or start from the artifact without one")
+        also = (
+            " (which also drops its conformal predictor, stale under a new calibration)"
+            if part == "calibration" and "conformal" in parts
+            else ""
+        )
+        raise ConfigError(
+            f"{where} {what}{hint}; pass --replace to fit a new {_noun(part)} in its place{also}, "
+            "or start from the artifact without one"
+        )
     if part == "calibration" and "conformal" in parts:
-        raise ConfigError(f"{where} has a conformal predictor fitted on its current probabilities, which a new calibration "
-                          "would make stale; pass --replace to calibrate and drop it (then run `clip-adapter conformal` again)")
+        raise ConfigError(
+            f"{where} has a conformal predictor fitted on its current probabilities, which a new calibration "
+            "would make stale; pass --replace to calibrate and drop it (then run `clip-adapter conformal` again)"
+        )
 
 
 def _noun(part: str) -> str:
@@ -342,7 +383,11 @@ def _noun(part: str) -> str:
 
 
 def updated_record(
-    current: TrustRecord | None, part: str, value: Any, part_provenance: dict[str, Any], replace: bool = False,
+    current: TrustRecord | None,
+    part: str,
+    value: Any,
+    part_provenance: dict[str, Any],
+    replace: bool = False,
     where: str = "the artifact",
 ) -> tuple[TrustRecord, list[str]]:
     """``current`` with ``part`` set to ``value``; and warnings (one line each) about what was dropped.
@@ -360,8 +405,10 @@ def updated_record(
     if part == "calibration" and current.conformal is not None:
         provenance_ = {k: v for k, v in current.provenance.items() if k != "conformal"}
         current = TrustRecord(current.calibration, None, current.ood, provenance_)
-        warnings_.append("dropped the artifact's conformal predictor: it was fitted on the old calibration's probabilities; "
-                         "run `clip-adapter conformal` on the new artifact to fit it again")
+        warnings_.append(
+            "dropped the artifact's conformal predictor: it was fitted on the old calibration's probabilities; "
+            "run `clip-adapter conformal` on the new artifact to fit it again"
+        )
     return current.replace(part, value, part_provenance), warnings_
 
 
@@ -406,18 +453,27 @@ def fit_calibration(images: LabelledLogits, method: str, zero_shot: Callable[[],
     shown_t = f": temperature {temperature:.4g}" if temperature is not None else ""
     summary = [
         f"calibration {method} fitted on {n} images{shown_t}",
-        (f"on those images (in-sample, optimistic): ECE {100 * before['ece']:.2f}% -> {100 * after['ece']:.2f}%, "
-         f"NLL {before['nll']:.4f} -> {after['nll']:.4f}; predictions unchanged (accuracy {100 * after['accuracy']:.2f}%)"),
+        (
+            f"on those images (in-sample, optimistic): ECE {100 * before['ece']:.2f}% -> {100 * after['ece']:.2f}%, "
+            f"NLL {before['nll']:.4f} -> {after['nll']:.4f}; predictions unchanged (accuracy {100 * after['accuracy']:.2f}%)"
+        ),
     ]
-    record = {"method": method, "temperature": temperature,
-              "in_sample": {"before": before, "after": after, "note": "measured on the images it was fitted on"}}
+    record = {
+        "method": method,
+        "temperature": temperature,
+        "in_sample": {"before": before, "after": after, "note": "measured on the images it was fitted on"},
+    }
     warnings_ = []
     if temperature is not None and temperature <= T_MIN:
-        warnings_.append(f"the temperature stopped at its lower bound {T_MIN:g}: every one of the {n} images is classified right "
-                         "with a margin, so the fit only says 'sharpen'; fit on more, or more varied, held-out images")
+        warnings_.append(
+            f"the temperature stopped at its lower bound {T_MIN:g}: every one of the {n} images is classified right "
+            "with a margin, so the fit only says 'sharpen'; fit on more, or more varied, held-out images"
+        )
     elif temperature is not None and temperature >= T_MAX:
-        warnings_.append(f"the temperature stopped at its upper bound {T_MAX:g}: on these {n} images the logits say almost "
-                         "nothing about the labels (are the images and classes the ones the artifact was trained for?)")
+        warnings_.append(
+            f"the temperature stopped at its upper bound {T_MAX:g}: on these {n} images the logits say almost "
+            "nothing about the labels (are the images and classes the ones the artifact was trained for?)"
+        )
     return Fitted(calibration, record, summary, warnings_)
 
 
@@ -425,8 +481,10 @@ def conformal_guarantee(alpha: float, n: int, class_conditional: bool, randomize
     """The coverage statement a conformal predictor calibrated on ``n`` images makes, in one sentence."""
     target = f"{1 - alpha:.6g}"
     if class_conditional:
-        text = (f"for each class with at least {min_calibration_size(alpha)} calibration images, P(true class in set | that class) "
-                f">= {target} on average over exchangeable images of that class; a class with fewer is in every set")
+        text = (
+            f"for each class with at least {min_calibration_size(alpha)} calibration images, P(true class in set | that class) "
+            f">= {target} on average over exchangeable images of that class; a class with fewer is in every set"
+        )
     else:
         text = f"P(true class in set) >= {target} (1-alpha) on average over exchangeable images"
     text += f", over the draw of the {n} calibration images and of the new image"
@@ -434,8 +492,16 @@ def conformal_guarantee(alpha: float, n: int, class_conditional: bool, randomize
 
 
 def fit_conformal(
-    images: LabelledLogits, calibration: Calibration | None, alpha: float, *, score: str = "lac", randomized: bool = False,
-    class_conditional: bool = False, lam: float | None = None, k_reg: int | None = None, seed: int = 0,
+    images: LabelledLogits,
+    calibration: Calibration | None,
+    alpha: float,
+    *,
+    score: str = "lac",
+    randomized: bool = False,
+    class_conditional: bool = False,
+    lam: float | None = None,
+    k_reg: int | None = None,
+    seed: int = 0,
     zero_shot: Callable[[], torch.Tensor] | None = None,
 ) -> Fitted:
     """Split-conformal calibration on the images' *calibrated* softmax (the artifact's calibration applied first).
@@ -448,8 +514,17 @@ def fit_conformal(
     alpha = check_alpha(alpha)
     record = TrustRecord(calibration=calibration)
     probs = apply_trust(record, images.logits, zero_shot).probs.double()
-    predictor = conformal_calibrate(probs, images.labels, alpha, score=score, randomized=randomized,
-                                    class_conditional=class_conditional, lam=lam, k_reg=k_reg, seed=seed)
+    predictor = conformal_calibrate(
+        probs,
+        images.labels,
+        alpha,
+        score=score,
+        randomized=randomized,
+        class_conditional=class_conditional,
+        lam=lam,
+        k_reg=k_reg,
+        seed=seed,
+    )
     report = conformal_report(predictor.predict_sets(probs), images.labels, alpha)
     n = len(images)
     guarantee = conformal_guarantee(alpha, n, class_conditional, randomized)
@@ -460,25 +535,44 @@ def fit_conformal(
         f"guarantee: {guarantee}",
         f"on those images (in-sample): coverage {100 * report['coverage']:.2f}%, mean set size {report['mean_set_size']:.3g}",
     ]
-    recorded = {"alpha": alpha, "score": score, "randomized": randomized, "class_conditional": class_conditional,
-                "guarantee": guarantee, "calibrated_probabilities": None if calibration is None else _steps(calibration),
-                "in_sample": {"coverage": report["coverage"], "mean_set_size": report["mean_set_size"],
-                              "empty_set_fraction": report["empty_set_fraction"]}}
+    recorded = {
+        "alpha": alpha,
+        "score": score,
+        "randomized": randomized,
+        "class_conditional": class_conditional,
+        "guarantee": guarantee,
+        "calibrated_probabilities": None if calibration is None else _steps(calibration),
+        "in_sample": {
+            "coverage": report["coverage"],
+            "mean_set_size": report["mean_set_size"],
+            "empty_set_fraction": report["empty_set_fraction"],
+        },
+    }
     return Fitted(predictor, recorded, summary)
 
 
 def _steps(calibration: Calibration) -> str:
-    return " then ".join(s.kind if s.kind != "temperature" else f"temperature {s.temperature:.4g}" for s in calibration.steps)
+    return " then ".join(
+        s.kind if s.kind != "temperature" else f"temperature {s.temperature:.4g}" for s in calibration.steps
+    )
 
 
 def ood_logit_scale(clf: Any, backbone: Any) -> float:
     """The scale that turns the head's logits back into cosines: ``head.meta['logit_scale']`` (else the backbone's)."""
-    scale = getattr(clf.head, "meta", {}).get("logit_scale") if isinstance(getattr(clf.head, "meta", None), dict) else None
+    scale = (
+        getattr(clf.head, "meta", {}).get("logit_scale") if isinstance(getattr(clf.head, "meta", None), dict) else None
+    )
     return float(scale if scale is not None else backbone.logit_scale)
 
 
-def fit_ood(images: LabelledLogits, score: str = "mcm", tpr: float = 0.95, temperature: float = 1.0,
-            logit_scale: float | None = None, method: str | None = None) -> Fitted:
+def fit_ood(
+    images: LabelledLogits,
+    score: str = "mcm",
+    tpr: float = 0.95,
+    temperature: float = 1.0,
+    logit_scale: float | None = None,
+    method: str | None = None,
+) -> Fitted:
     """An :class:`~.ood.OODDetector` on the images' *raw* logits (held-out in-distribution images).
 
     ``logit_scale`` is needed by MCM (see :func:`ood_logit_scale`).
@@ -489,30 +583,50 @@ def fit_ood(images: LabelledLogits, score: str = "mcm", tpr: float = 0.95, tempe
     detector = OODDetector.fit(images.logits.double(), score, tpr, temperature, logit_scale if score == "mcm" else None)
     accepted = float((~detector.is_ood(images.logits.double())).double().mean())
     n, se = len(images), detector.tpr_standard_error
-    meaning = (f"accepts at least {100 * tpr:.4g}% of these {n} in-distribution images; on new in-distribution images about "
-               f"{100 * tpr:.4g}% +/- {100 * 2 * se:.2g} points (2 standard errors); how many out-of-distribution images it "
-               "flags is not known until measured on some")
-    summary = [f"OOD detector ({score}) fitted on {n} in-distribution images: threshold {detector.threshold:.6g}", meaning]
+    meaning = (
+        f"accepts at least {100 * tpr:.4g}% of these {n} in-distribution images; on new in-distribution images about "
+        f"{100 * tpr:.4g}% +/- {100 * 2 * se:.2g} points (2 standard errors); how many out-of-distribution images it "
+        "flags is not known until measured on some"
+    )
+    summary = [
+        f"OOD detector ({score}) fitted on {n} in-distribution images: threshold {detector.threshold:.6g}",
+        meaning,
+    ]
     warnings_ = []
     if score == "mcm" and method == "linear-probe" and logit_scale is not None:
-        warnings_.append("MCM reads logits as scaled cosines; a linear-probe head's are not, so MCM acts here as MSP at "
-                         f"temperature {logit_scale:g} (--score msp or energy may suit it better)")
-    record = {"score": score, "tpr": tpr, "temperature": temperature, "threshold": detector.threshold,
-              "accepted_in_sample": accepted, "tpr_standard_error": se, "meaning": meaning}
+        warnings_.append(
+            "MCM reads logits as scaled cosines; a linear-probe head's are not, so MCM acts here as MSP at "
+            f"temperature {logit_scale:g} (--score msp or energy may suit it better)"
+        )
+    record = {
+        "score": score,
+        "tpr": tpr,
+        "temperature": temperature,
+        "threshold": detector.threshold,
+        "accepted_in_sample": accepted,
+        "tpr_standard_error": se,
+        "meaning": meaning,
+    }
     return Fitted(detector, record, summary, warnings_)
 
 
 def check_tpr(tpr: Any) -> float:
     if isinstance(tpr, bool) or not isinstance(tpr, (int, float)) or not 0 < tpr < 1:
-        raise ConfigError(f"--tpr must be a number strictly between 0 and 1 (0.95 accepts 95% of in-distribution images), got {tpr!r}")
+        raise ConfigError(
+            f"--tpr must be a number strictly between 0 and 1 (0.95 accepts 95% of in-distribution images), got {tpr!r}"
+        )
     return float(tpr)
 
 
-def check_enough(part: str, n: int, alpha: float | None = None, class_conditional: bool = False, where: str = "") -> None:
+def check_enough(
+    part: str, n: int, alpha: float | None = None, class_conditional: bool = False, where: str = ""
+) -> None:
     """Refuse early (before any image is encoded) a set too small for ``part``: n images, one line."""
     if part == "conformal" and not class_conditional and alpha is not None and n < min_calibration_size(alpha):
-        raise ConfigError(f"{where}: {n} calibration image(s) cannot support alpha={alpha:g}: the set would hold every class; "
-                          f"need at least {min_calibration_size(alpha)} (n >= 1/alpha - 1)")
+        raise ConfigError(
+            f"{where}: {n} calibration image(s) cannot support alpha={alpha:g}: the set would hold every class; "
+            f"need at least {min_calibration_size(alpha)} (n >= 1/alpha - 1)"
+        )
     if part == "ood" and n < MIN_VALIDATION:
         raise ConfigError(f"{where}: {n} in-distribution image(s); the OOD threshold needs at least {MIN_VALIDATION}")
     if part == "calibration" and n < 2:
@@ -536,8 +650,14 @@ def trusted_config(config: dict[str, Any], record: TrustRecord) -> dict[str, Any
 
 
 def write_trusted_artifact(
-    source: str | os.PathLike, out: str | os.PathLike, record: TrustRecord, *, overwrite: bool = False,
-    inputs: Sequence[str | os.PathLike | None] = (), backbone: Any = None, expected: Any = None,
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    record: TrustRecord,
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike | None] = (),
+    backbone: Any = None,
+    expected: Any = None,
     check_features: torch.Tensor | None = None,
 ) -> Path:
     """Write a new artifact at ``out``: ``source``'s files byte for byte, its config with ``record`` as the trust section.
@@ -568,7 +688,9 @@ def write_trusted_artifact(
         if not os.path.lexists(path):
             continue
         if path.is_symlink() or not _regular_file(path):
-            raise ArtifactError(f"{quoted(path)} is not a regular file (a link or special file); copy the artifact's real files")
+            raise ArtifactError(
+                f"{quoted(path)} is not a regular file (a link or special file); copy the artifact's real files"
+            )
         files.append(path)
     with atomic_dir(out, may_replace=lambda p: overwrite and is_own_output(p, "artifact")) as tmp:
         mark_output_dir(tmp, "artifact")
@@ -592,7 +714,11 @@ def _check_same_classifier(loaded: Any, expected: Any, features: torch.Tensor | 
     with torch.no_grad():
         again, before = loaded.logits(features).float().cpu(), expected.logits(features).float().cpu()
     # Bit for bit on the CPU; an accelerator may order a reduction differently from one call to the next.
-    same = torch.equal(again, before) if features.device.type == "cpu" else torch.allclose(again, before, rtol=1e-5, atol=1e-5)
+    same = (
+        torch.equal(again, before)
+        if features.device.type == "cpu"
+        else torch.allclose(again, before, rtol=1e-5, atol=1e-5)
+    )
     if not same:
         raise ArtifactError(changed)
 
@@ -603,8 +729,12 @@ def same_images(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
         return False
     if a.get("images_fingerprint") and a.get("images_fingerprint") == b.get("images_fingerprint"):
         return True
-    return bool(a.get("data")) and a.get("data") == b.get("data") and a.get("split") == b.get("split") \
+    return (
+        bool(a.get("data"))
+        and a.get("data") == b.get("data")
+        and a.get("split") == b.get("split")
         and a.get("split_file") == b.get("split_file")
+    )
 
 
 __all__ = [

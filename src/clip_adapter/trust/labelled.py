@@ -19,7 +19,14 @@ from .fit import LabelledLogits
 
 
 def labelled_logits(
-    clf: Any, backbone: Any, dataset: Any, split: str, cache_dir: Any, where: str, batch_size: int = 64, skip_bad: bool = False,
+    clf: Any,
+    backbone: Any,
+    dataset: Any,
+    split: str,
+    cache_dir: Any,
+    where: str,
+    batch_size: int = 64,
+    skip_bad: bool = False,
 ) -> LabelledLogits:
     """The artifact's raw logits on ``dataset``'s ``split`` (``all``: every image), classes matched by name.
 
@@ -32,5 +39,13 @@ def labelled_logits(
     with torch.no_grad():
         logits = clf.logits(feats).detach().float().cpu()
     paths = [Path(read.samples[i].path) for i in kept]
-    return LabelledLogits(feats, logits, labels, list(clf.classnames), paths, [content_id(p) for p in paths], split,
-                          list(read.stats.skipped))
+    return LabelledLogits(
+        feats,
+        logits,
+        labels,
+        list(clf.classnames),
+        paths,
+        [content_id(p) for p in paths],
+        split,
+        list(read.stats.skipped),
+    )

@@ -73,7 +73,17 @@ DEFAULT_TPR = 0.95
 MIN_VALIDATION = 20
 FORMAT = "clip-adapter-ood-detector"
 VERSION = 1
-_FIELDS = ("format", "version", "score", "temperature", "logit_scale", "threshold", "tpr", "n_validation", "num_classes")
+_FIELDS = (
+    "format",
+    "version",
+    "score",
+    "temperature",
+    "logit_scale",
+    "threshold",
+    "tpr",
+    "n_validation",
+    "num_classes",
+)
 _PROBABILITY_SLACK = 1e-9  # float64 rounding of a softmax maximum around its bounds 1/C and 1
 
 
@@ -92,7 +102,9 @@ def _check_positive(name: str, value: Any) -> float:
 
 def _check_tpr(tpr: Any) -> float:
     if not _is_number(tpr) or not 0 < tpr < 1:
-        raise ConfigError(f"tpr must be a number strictly between 0 and 1 (0.95 accepts 95 % of ID images), got {tpr!r}")
+        raise ConfigError(
+            f"tpr must be a number strictly between 0 and 1 (0.95 accepts 95 % of ID images), got {tpr!r}"
+        )
     return float(tpr)
 
 
@@ -116,7 +128,9 @@ def _as_scores(scores: Any, what: str, min_count: int = 1) -> torch.Tensor:
     bad = (~torch.isfinite(tensor)).nonzero().flatten()
     if bad.numel():
         first = int(bad[0])
-        raise ConfigError(f"{what}: {bad.numel()} non-finite score(s), the first at index {first} ({float(tensor[first])})")
+        raise ConfigError(
+            f"{what}: {bad.numel()} non-finite score(s), the first at index {first} ({float(tensor[first])})"
+        )
     return tensor
 
 
@@ -186,7 +200,9 @@ def ood_scores(logits: Any, score: str, *, temperature: float = 1.0, logit_scale
         raise ConfigError(f"score must be one of {', '.join(SCORES)}; got {score!r}")
     if score == "mcm":
         if logit_scale is None:
-            raise ConfigError("the mcm score needs the head's logit_scale (head.meta['logit_scale']) to recover cosines")
+            raise ConfigError(
+                "the mcm score needs the head's logit_scale (head.meta['logit_scale']) to recover cosines"
+            )
         return mcm_score(logits, logit_scale, temperature)
     if logit_scale is not None:
         raise ConfigError(f"logit_scale applies to the mcm score only, not {score!r}")
@@ -328,7 +344,9 @@ class OODDetector:
         tensor = torch.as_tensor(logits)
         # Another head's logits would be scored without complaint, against a threshold that means nothing for them.
         if tensor.ndim == 2 and tensor.shape[1] != self.num_classes:
-            raise ConfigError(f"the OOD detector was fitted on {self.num_classes}-class logits; got shape {tuple(tensor.shape)}")
+            raise ConfigError(
+                f"the OOD detector was fitted on {self.num_classes}-class logits; got shape {tuple(tensor.shape)}"
+            )
         return ood_scores(tensor, self.score, temperature=self.temperature, logit_scale=self.logit_scale)
 
     def is_ood(self, logits: Any) -> torch.Tensor:
@@ -364,8 +382,10 @@ class OODDetector:
         if missing or unknown:
             raise ArtifactError(f"OOD detector: missing fields {missing}, unknown fields {unknown}")
         if data["format"] != FORMAT or type(data["version"]) is not int or data["version"] != VERSION:
-            raise ArtifactError(f"OOD detector: not a {FORMAT} version {VERSION} record "
-                                f"(format {data['format']!r}, version {data['version']!r})")
+            raise ArtifactError(
+                f"OOD detector: not a {FORMAT} version {VERSION} record "
+                f"(format {data['format']!r}, version {data['version']!r})"
+            )
         score = data["score"]
         if score not in SCORES:
             raise _bad("score", f"one of {', '.join(SCORES)}", score)
@@ -380,12 +400,16 @@ class OODDetector:
         )
 
 
-def _finite(data: Mapping[str, Any], key: str, positive: bool = False, lo: float | None = None, hi: float | None = None) -> float:
+def _finite(
+    data: Mapping[str, Any], key: str, positive: bool = False, lo: float | None = None, hi: float | None = None
+) -> float:
     value = data[key]
     ok = _is_number(value) and math.isfinite(value)
     ok = ok and (not positive or value > 0) and (lo is None or value > lo) and (hi is None or value < hi)
     if not ok:
-        expected = "a finite number" + (" > 0" if positive else "") + (f" in ({lo:g}, {hi:g})" if lo is not None else "")
+        expected = (
+            "a finite number" + (" > 0" if positive else "") + (f" in ({lo:g}, {hi:g})" if lo is not None else "")
+        )
         raise _bad(key, expected, value)
     return float(value)
 

@@ -77,10 +77,14 @@ class TrustRecord:
         if not isinstance(provenance, dict):
             raise ArtifactError(f"{where}: provenance must be an object")
         calibration = _part(data, "calibration", lambda d: Calibration.from_dict(d), where)
-        conformal = _part(data, "conformal", lambda d: ConformalPredictor.from_dict(d, where=f"{where}.conformal"), where)
+        conformal = _part(
+            data, "conformal", lambda d: ConformalPredictor.from_dict(d, where=f"{where}.conformal"), where
+        )
         ood = _part(data, "ood", OODDetector.from_dict, where)
         if conformal is not None and conformal.n_classes != num_classes:
-            raise ArtifactError(f"{where}.conformal: fitted for {conformal.n_classes} classes, the head has {num_classes}")
+            raise ArtifactError(
+                f"{where}.conformal: fitted for {conformal.n_classes} classes, the head has {num_classes}"
+            )
         if ood is not None and ood.num_classes != num_classes:
             raise ArtifactError(f"{where}.ood: fitted for {ood.num_classes} classes, the head has {num_classes}")
         return cls(calibration, conformal, ood, dict(provenance))
@@ -110,8 +114,11 @@ class TrustedScores:
     raw: torch.Tensor | None = None  # the head's logits before calibration
 
 
-def apply_trust(record: TrustRecord | None, logits: torch.Tensor,
-                zero_shot_logits: Callable[[], torch.Tensor] | torch.Tensor | None = None) -> TrustedScores:
+def apply_trust(
+    record: TrustRecord | None,
+    logits: torch.Tensor,
+    zero_shot_logits: Callable[[], torch.Tensor] | torch.Tensor | None = None,
+) -> TrustedScores:
     """Calibrate ``logits``, then build conformal sets and OOD flags as ``record`` says.
 
     ``zero_shot_logits`` (a tensor, or a function computing it only when a

@@ -49,10 +49,19 @@ PROTOCOL = "video-base-to-novel"
 # name -> (table label, recipe). A frozen row has a scorer; a trained row has its training switches.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "frozen-frame-mean": ("frame averaging (frozen)", {"frozen": True, "scorer": "frame-mean", "descriptions": False}),
-    "frozen-prompt-match": ("frozen, prompt-match + descriptions", {"frozen": True, "scorer": "prompt-match", "descriptions": True}),
+    "frozen-prompt-match": (
+        "frozen, prompt-match + descriptions",
+        {"frozen": True, "scorer": "prompt-match", "descriptions": True},
+    ),
     "stdd": ("STDD-style", {"frozen": False, "space_time": True, "descriptions": True, "distill": 2.0}),
-    "no-space-time": ("- space-time attention", {"frozen": False, "space_time": False, "descriptions": True, "distill": 2.0}),
-    "no-descriptions": ("- description prompts", {"frozen": False, "space_time": True, "descriptions": False, "distill": 2.0}),
+    "no-space-time": (
+        "- space-time attention",
+        {"frozen": False, "space_time": False, "descriptions": True, "distill": 2.0},
+    ),
+    "no-descriptions": (
+        "- description prompts",
+        {"frozen": False, "space_time": True, "descriptions": False, "distill": 2.0},
+    ),
     "no-distill": ("- distillation", {"frozen": False, "space_time": True, "descriptions": True, "distill": 0.0}),
 }
 METRICS = ("base", "novel", "hm", "pairs")
@@ -86,7 +95,9 @@ class BaseToNovelConfig(Config):
     def validate(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown or not self.variants:
-            raise ConfigError(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(VARIANTS)}")
+            raise ConfigError(
+                f"unknown variant(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(VARIANTS)}"
+            )
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds must be distinct and at least one, got {list(self.seeds)}")
         check_range("shots", self.shots, 0, 1_000_000)
@@ -108,7 +119,9 @@ def harmonic_mean(a: float, b: float) -> float:
     return 2 * a * b / (a + b) if a + b else 0.0
 
 
-def base_novel_split(dataset: VideoDataset, base: Sequence[str] = (), novel: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+def base_novel_split(
+    dataset: VideoDataset, base: Sequence[str] = (), novel: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
     """The base and novel class names: as given, else the dataset's ``meta.json``; novel defaults to the rest.
 
     Example:
@@ -119,18 +132,26 @@ def base_novel_split(dataset: VideoDataset, base: Sequence[str] = (), novel: Seq
     meta = dataset.meta if isinstance(dataset.meta, dict) else {}
     base = list(base) or list(meta.get("base", []))
     if not base:
-        raise ConfigError(f"no base classes: give --base, or a dataset whose meta.json lists 'base' ({dataset.name} does not)")
-    novel = list(novel) or ([] if not meta.get("novel") or list(base) != list(meta.get("base", [])) else list(meta["novel"]))
+        raise ConfigError(
+            f"no base classes: give --base, or a dataset whose meta.json lists 'base' ({dataset.name} does not)"
+        )
+    novel = list(novel) or (
+        [] if not meta.get("novel") or list(base) != list(meta.get("base", [])) else list(meta["novel"])
+    )
     novel = novel or [n for n in dataset.classnames if n not in base]
     for side, names in (("base", base), ("novel", novel)):
         unknown = [n for n in names if n not in dataset.classnames]
         if unknown:
             raise ConfigError(f"--{side} class(es) not in the dataset {dataset.name}: {', '.join(map(repr, unknown))}")
         if len(set(names)) != len(names):
-            raise ConfigError(f"--{side} names a class twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+            raise ConfigError(
+                f"--{side} names a class twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}"
+            )
     overlap = [n for n in base if n in novel]
     if overlap:
-        raise ConfigError(f"class(es) both base and novel: {', '.join(map(repr, overlap))}; the two sides must be disjoint")
+        raise ConfigError(
+            f"class(es) both base and novel: {', '.join(map(repr, overlap))}; the two sides must be disjoint"
+        )
     if not novel:
         raise ConfigError(f"no novel classes: every class of {dataset.name} is base; give --novel or fewer --base")
     return base, novel
@@ -146,12 +167,22 @@ def class_subset(dataset: VideoDataset, names: Sequence[str]) -> VideoDataset:
         (['b'], 0)
     """
     label_of = {dataset.classnames.index(n): i for i, n in enumerate(names)}
-    splits = {k: [dataclasses.replace(s, label=label_of[s.label]) for s in v if s.label in label_of] for k, v in dataset.splits.items()}
+    splits = {
+        k: [dataclasses.replace(s, label=label_of[s.label]) for s in v if s.label in label_of]
+        for k, v in dataset.splits.items()
+    }
     return dataclasses.replace(dataset, classnames=list(names), splits=splits)
 
 
-def evaluate_sides(backbone: Backbone, sides: dict[str, VideoDataset], scorer: str, frames: int,
-                   templates: Sequence[str], descriptions: str | os.PathLike | None, cache_dir: Any) -> dict[str, float | None]:
+def evaluate_sides(
+    backbone: Backbone,
+    sides: dict[str, VideoDataset],
+    scorer: str,
+    frames: int,
+    templates: Sequence[str],
+    descriptions: str | os.PathLike | None,
+    cache_dir: Any,
+) -> dict[str, float | None]:
     """Base, novel (each over its own classes, test clips), HM, and pair accuracy over both sides' paired clips."""
     config = VideoZeroShotConfig(frames=frames, scorer=scorer)
     out: dict[str, float | None] = {}
@@ -188,6 +219,7 @@ def markdown_table(table: dict[str, dict], labels: dict[str, str]) -> str:
         >>> print(markdown_table({"x": {k: {"mean": 0.5, "std": 0.0} for k in METRICS}}, {"x": "row"}).splitlines()[2])
         | row | 50.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 |
     """
+
     def cell(r: dict) -> str:
         return "n/a" if r["mean"] is None else f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}"
 
@@ -196,8 +228,15 @@ def markdown_table(table: dict[str, dict], labels: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def plot(table: dict[str, dict], labels: dict[str, str], path: Path, title: str,
-         bars: dict[str, str] = BAR_LABELS, chance: dict[str, float] | None = None, ylabel: str = "top-1 (%)") -> None:
+def plot(
+    table: dict[str, dict],
+    labels: dict[str, str],
+    path: Path,
+    title: str,
+    bars: dict[str, str] = BAR_LABELS,
+    chance: dict[str, float] | None = None,
+    ylabel: str = "top-1 (%)",
+) -> None:
     """Grouped bars per row (``bars``: metric → legend label) with std error bars, written atomically to ``path``.
 
     ``chance``: metric → its chance level in %, drawn as a dotted line in the bar's colour.
@@ -216,7 +255,12 @@ def plot(table: dict[str, dict], labels: dict[str, str], path: Path, title: str,
         ax.bar([i + k * width for i in range(len(names))], means, width, yerr=stds, label=label, color=f"C{k}")
         if chance and key in chance:
             ax.axhline(chance[key], color=f"C{k}", linestyle=":", linewidth=1)
-    ax.set_xticks([i + (len(bars) - 1) / 2 * width for i in range(len(names))], [labels[n] for n in names], rotation=12, fontsize=8)
+    ax.set_xticks(
+        [i + (len(bars) - 1) / 2 * width for i in range(len(names))],
+        [labels[n] for n in names],
+        rotation=12,
+        fontsize=8,
+    )
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
@@ -249,8 +293,18 @@ def trained_loader(backbone_name: str, precision: str = "fp32", device: str = "a
     return load
 
 
-def _train_row(spec: dict, seed: int, dataset: VideoDataset, base: list[str], cfg: BaseToNovelConfig, run_dir: Path,
-               make_backbone: Callable[[], Backbone], templates: Sequence[str], descriptions: Any, cache_dir: Any) -> dict:
+def _train_row(
+    spec: dict,
+    seed: int,
+    dataset: VideoDataset,
+    base: list[str],
+    cfg: BaseToNovelConfig,
+    run_dir: Path,
+    make_backbone: Callable[[], Backbone],
+    templates: Sequence[str],
+    descriptions: Any,
+    cache_dir: Any,
+) -> dict:
     """One trained run through :func:`.train.train_video` into ``run_dir``; returns its record."""
     from ..finetune.trainer import TrainerConfig
     from .stdd import SpaceTimeConfig
@@ -259,13 +313,24 @@ def _train_row(spec: dict, seed: int, dataset: VideoDataset, base: list[str], cf
 
     backbone = make_backbone()  # a fresh frozen CLIP per run: runs never see each other's updates
     prompts, mask, _ = text_side(backbone, base, templates, descriptions, cache_dir)
-    train_cfg = VideoTrainConfig(frames=cfg.frames, batch_clips=cfg.batch_clips, shots=cfg.shots, classes=tuple(base),
-                                 distill_weight=spec["distill"], precision=cfg.precision, unfreeze=cfg.unfreeze,
-                                 scorer=training_scorer(bool(descriptions)))
-    trainer = TrainerConfig(steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.steps // 10, val_every=cfg.val_every, seed=seed)
+    train_cfg = VideoTrainConfig(
+        frames=cfg.frames,
+        batch_clips=cfg.batch_clips,
+        shots=cfg.shots,
+        classes=tuple(base),
+        distill_weight=spec["distill"],
+        precision=cfg.precision,
+        unfreeze=cfg.unfreeze,
+        scorer=training_scorer(bool(descriptions)),
+    )
+    trainer = TrainerConfig(
+        steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.steps // 10, val_every=cfg.val_every, seed=seed
+    )
     space = SpaceTimeConfig(enabled=spec["space_time"], channel_fold=cfg.channel_fold)
     text_info = {"source": "descriptions" if descriptions else "templates", "templates": list(templates)}
-    record = train_video(backbone, dataset, train_cfg, space, trainer, run_dir, prompts, mask, overwrite=True, text_info=text_info)
+    record = train_video(
+        backbone, dataset, train_cfg, space, trainer, run_dir, prompts, mask, overwrite=True, text_info=text_info
+    )
     return record
 
 
@@ -290,11 +355,17 @@ def run_base_to_novel(
     (:func:`trained_loader`). ``info``: recorded in ``results.json`` (the command's options). Returns the results.
     """
     base, novel = base_novel_split(dataset, base, novel)
-    descriptions = descriptions if descriptions else (dataset.root / "descriptions.json" if (dataset.root / "descriptions.json").is_file() else None)
+    descriptions = (
+        descriptions
+        if descriptions
+        else (dataset.root / "descriptions.json" if (dataset.root / "descriptions.json").is_file() else None)
+    )
     needing = [v for v in cfg.variants if VARIANTS[v][1]["descriptions"]]
     if needing and descriptions is None:
-        raise ConfigError(f"variant(s) {', '.join(needing)} need --descriptions FILE ({dataset.name} has no descriptions.json); "
-                          "give one or leave them out of --variants")
+        raise ConfigError(
+            f"variant(s) {', '.join(needing)} need --descriptions FILE ({dataset.name} has no descriptions.json); "
+            "give one or leave them out of --variants"
+        )
     out = claim_output_dir(out_dir, VIDEO_BASE_TO_NOVEL, overwrite=overwrite, inputs=list(inputs))
     mark_output_dir(out, VIDEO_BASE_TO_NOVEL)  # before the runs: a stopped run leaves a folder --overwrite may replace
     templates = tuple(dataset.templates or DEFAULT_TEMPLATES)
@@ -315,19 +386,36 @@ def run_base_to_novel(
             run_dir = out / "runs" / f"{name}-seed{seed}"
             record = _train_row(spec, seed, dataset, base, cfg, run_dir, make_backbone, templates, text, cache_dir)
             scorer = record["train_config"]["scorer"]  # scored as trained
-            rows[name].append(evaluate_sides(load_trained(run_dir), sides, scorer, cfg.frames, templates, text, cache_dir))
+            rows[name].append(
+                evaluate_sides(load_trained(run_dir), sides, scorer, cfg.frames, templates, text, cache_dir)
+            )
             speeds.setdefault(name, []).append(record["clips_per_s"])
             log(f"{name} seed {seed}: " + _line(rows[name][-1]) + f"  ({record['clips_per_s']} clips/s)")
     table = {name: summarise(values) for name, values in rows.items()}
     labels = {name: VARIANTS[name][0] for name in table}
     markdown = markdown_table(table, labels)
-    results = {"protocol": PROTOCOL, "dataset": dataset.name, "base": base, "novel": novel, "config": cfg.to_dict(),
-               "descriptions": str(descriptions) if descriptions else None, "info": info or {}, "labels": labels,
-               "rows": rows, "table": table, "train_clips_per_s": {k: statistics.mean(v) for k, v in speeds.items()}}
+    results = {
+        "protocol": PROTOCOL,
+        "dataset": dataset.name,
+        "base": base,
+        "novel": novel,
+        "config": cfg.to_dict(),
+        "descriptions": str(descriptions) if descriptions else None,
+        "info": info or {},
+        "labels": labels,
+        "rows": rows,
+        "table": table,
+        "train_clips_per_s": {k: statistics.mean(v) for k, v in speeds.items()},
+    }
     atomic_write_json(out / "results.json", results)
     atomic_write_bytes(out / "table.md", (markdown + "\n").encode("utf-8"))
     seeds = ", ".join(map(str, cfg.seeds))
-    plot(table, labels, out / "base_to_novel.png", f"{dataset.name}: base-to-novel (seeds {seeds}, {cfg.shots} clips per base class)")
+    plot(
+        table,
+        labels,
+        out / "base_to_novel.png",
+        f"{dataset.name}: base-to-novel (seeds {seeds}, {cfg.shots} clips per base class)",
+    )
     results["markdown"] = markdown
     return results
 

@@ -32,10 +32,17 @@ def _check_one(path: Path, frames: int) -> tuple[Path, str | None, list[tuple[st
     found = []
     cut = truncation(path)
     if cut:  # its first frames decode: usable, but probably not the clip it should be
-        found.append(("truncated-video", "warning", f"video {show(path)} is truncated ({cut}); only its first {count} "
-                      "frame(s) decode and are sampled"))
+        found.append(
+            (
+                "truncated-video",
+                "warning",
+                f"video {show(path)} is truncated ({cut}); only its first {count} frame(s) decode and are sampled",
+            )
+        )
     if count < frames:
-        found.append(("short-video", "info", f"video {show(path)} has {count} frames, fewer than {frames}: frames will repeat"))
+        found.append(
+            ("short-video", "info", f"video {show(path)} has {count} frames, fewer than {frames}: frames will repeat")
+        )
     return path, digest, found
 
 

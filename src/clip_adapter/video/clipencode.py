@@ -37,9 +37,15 @@ def encode_clip_pixels(backbone: Backbone, space_time: SpaceTime, pixels: torch.
         return backbone.encode_images(pixels)
 
 
-def extract_temporal_features(backbone: Backbone, space_time: SpaceTime, paths: Sequence[str | os.PathLike],
-                              frames: int = 8, views: int = 1, batch_clips: int = 8,
-                              skip_bad: bool = False) -> tuple[torch.Tensor, list[int], VideoStats]:
+def extract_temporal_features(
+    backbone: Backbone,
+    space_time: SpaceTime,
+    paths: Sequence[str | os.PathLike],
+    frames: int = 8,
+    views: int = 1,
+    batch_clips: int = 8,
+    skip_bad: bool = False,
+) -> tuple[torch.Tensor, list[int], VideoStats]:
     """Raw features ``[N, views, frames, D]`` of the videos at ``paths`` (bad ones as in the cached path).
 
     Example:
@@ -68,7 +74,9 @@ def extract_temporal_features(backbone: Backbone, space_time: SpaceTime, paths: 
     return feats.view(len(kept), views, frames, feats.shape[-1]), kept, stats
 
 
-def _encode(backbone: Backbone, space_time: SpaceTime, pending: list[torch.Tensor], frames: int, stats: VideoStats) -> torch.Tensor:
+def _encode(
+    backbone: Backbone, space_time: SpaceTime, pending: list[torch.Tensor], frames: int, stats: VideoStats
+) -> torch.Tensor:
     started = time.perf_counter()
     pixels = torch.cat(pending)  # clip-major, view-major, then frames: whole clips of `frames`
     feats = encode_clip_pixels(backbone, space_time, pixels, frames)

@@ -67,8 +67,11 @@ def class_overlap(train_classes: Sequence[str], eval_classes: Sequence[str]) -> 
     return [n for n in eval_classes if _key(n) in seen]
 
 
-def training_classes(split_dir: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
-                     classmap: str | os.PathLike | None = None) -> list[str]:
+def training_classes(
+    split_dir: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
+    classmap: str | os.PathLike | None = None,
+) -> list[str]:
     """The training set's class names, from exactly one of ``classmap``, ``split_dir/classmap.json`` or ``data``'s class folders.
 
     Only the names are read (a Kinetics split file is not walked); two sources are refused, since one would be ignored.
@@ -77,11 +80,16 @@ def training_classes(split_dir: str | os.PathLike | None = None, data: str | os.
         >>> training_classes()
         []
     """
-    given = [opt for opt, value in (("--train-split-dir", split_dir), ("--train-data", data), ("--train-classmap", classmap))
-             if value is not None]
+    given = [
+        opt
+        for opt, value in (("--train-split-dir", split_dir), ("--train-data", data), ("--train-classmap", classmap))
+        if value is not None
+    ]
     if len(given) > 1:
-        raise ConfigError(f"give only one of {', '.join(given)}: only the training class names are read, so the others "
-                          f"would be ignored")
+        raise ConfigError(
+            f"give only one of {', '.join(given)}: only the training class names are read, so the others "
+            f"would be ignored"
+        )
     if classmap is not None:
         return read_classmap(classmap)
     if split_dir is not None:
@@ -115,12 +123,18 @@ def _dataset_names(folders: Sequence[str], named: Sequence[str | None]) -> list[
         if name is None:
             by_name.setdefault(parent.name or str(parent), set()).add(parent)
     clash = {n for n, paths in by_name.items() if len(paths) > 1}
-    return [name if name is not None else (str(p) if (p.name or str(p)) in clash else (p.name or str(p)))
-            for p, name in zip(parents, named)]
+    return [
+        name if name is not None else (str(p) if (p.name or str(p)) in clash else (p.name or str(p)))
+        for p, name in zip(parents, named)
+    ]
 
 
-def load_eval_sets(split_dirs: Sequence[str | os.PathLike] = (), data: Sequence[str | os.PathLike] = (),
-                   root: str | os.PathLike | None = None, classmap: str | os.PathLike | None = None) -> list[EvalSplit]:
+def load_eval_sets(
+    split_dirs: Sequence[str | os.PathLike] = (),
+    data: Sequence[str | os.PathLike] = (),
+    root: str | os.PathLike | None = None,
+    classmap: str | os.PathLike | None = None,
+) -> list[EvalSplit]:
     """Every evaluation split (``DIR`` or ``NAME=DIR``), named as given; each read and checked now, before any work.
 
     ``root`` and ``classmap`` apply to the ``split_dirs`` (``data`` folders read their own classes).
@@ -135,8 +149,10 @@ def load_eval_sets(split_dirs: Sequence[str | os.PathLike] = (), data: Sequence[
     if not parsed:
         raise DataError("give the evaluation splits: --eval-split-dir DIR [DIR ...] or --eval-data DIR [DIR ...]")
     if (root is not None or classmap is not None) and not split_dirs:
-        raise ConfigError("--eval-classmap and --video-root apply to --eval-split-dir folders; "
-                          "--eval-data folders read their own class folders")
+        raise ConfigError(
+            "--eval-classmap and --video-root apply to --eval-split-dir folders; "
+            "--eval-data folders read their own class folders"
+        )
     _refuse_twice([folder for _, folder, _ in parsed])
     out = []
     datasets = _dataset_names([folder for _, folder, _ in parsed], [name for name, _, _ in parsed])
@@ -160,8 +176,14 @@ def _refuse_twice(folders: Sequence[str]) -> None:
         first[resolved] = folder
 
 
-def check_eval_sets(eval_sets: Sequence[EvalSplit], train_classes: Sequence[str], split: str | None,
-                    allow_overlap: bool, templates: Sequence[str] | None, descriptions: dict | None) -> dict[str, list[str]]:
+def check_eval_sets(
+    eval_sets: Sequence[EvalSplit],
+    train_classes: Sequence[str],
+    split: str | None,
+    allow_overlap: bool,
+    templates: Sequence[str] | None,
+    descriptions: dict | None,
+) -> dict[str, list[str]]:
     """Refuse, in one line each, a split without ``split`` clips, overlapping classes, or classes the descriptions lack.
 
     ``split`` None: each split's own default (test, else all), as ``video zero-shot``.
@@ -173,14 +195,18 @@ def check_eval_sets(eval_sets: Sequence[EvalSplit], train_classes: Sequence[str]
         chosen = split or dataset.default_split
         if chosen != "all" and not dataset.splits.get(chosen):
             have = ", ".join(k for k, v in dataset.splits.items() if v) or "none"
-            raise DataError(f"evaluation split {name} has no {chosen} clips (it has: {have}); --split all evaluates every clip")
+            raise DataError(
+                f"evaluation split {name} has no {chosen} clips (it has: {have}); --split all evaluates every clip"
+            )
         if not dataset.split(chosen):
             raise DataError(f"evaluation split {name} holds no clips")
         shared = class_overlap(train_classes, dataset.classnames)
         if shared and not allow_overlap:
-            raise DataError(f"evaluation split {name} shares {len(shared)} class name(s) with the training actions: "
-                            f"{', '.join(shared[:12])}{', …' if len(shared) > 12 else ''} (zero-shot needs disjoint classes; "
-                            f"--allow-overlap evaluates anyway)")
+            raise DataError(
+                f"evaluation split {name} shares {len(shared)} class name(s) with the training actions: "
+                f"{', '.join(shared[:12])}{', …' if len(shared) > 12 else ''} (zero-shot needs disjoint classes; "
+                f"--allow-overlap evaluates anyway)"
+            )
         overlaps[name] = shared
         try:
             class_prompts(dataset.classnames, tuple(templates or dataset.templates or DEFAULT_TEMPLATES), descriptions)
@@ -246,8 +272,15 @@ def evaluate_cross_dataset(
     for one in eval_sets:
         result = evaluate_zero_shot(backbone, one.data, split, config, templates, described, cache_dir, skip_bad)
         splits.append(_split_row(one, result, overlaps[one.name]))  # refuses a split left with no clips
-        predictions += [{"split": one.name, **p, "label": one.data.classnames[p["label"]],
-                         "predicted": one.data.classnames[p["predicted"]]} for p in result.pop("predictions")]
+        predictions += [
+            {
+                "split": one.name,
+                **p,
+                "label": one.data.classnames[p["label"]],
+                "predicted": one.data.classnames[p["predicted"]],
+            }
+            for p in result.pop("predictions")
+        ]
     by_dataset = summarise_by_dataset(splits)
     return {
         "protocol": "zero-shot cross-dataset",
@@ -273,11 +306,21 @@ def _split_row(one: EvalSplit, result: dict, overlap: list[str]) -> dict:
         raise DataError(f"evaluation split {one.name}: every clip was unreadable ({skipped} skipped)")
     pairs = m.get("time_reversed_pairs") or {}
     return {
-        "name": one.name, "dataset": one.dataset_name, "folder": one.data.name, "split": result["split"],
-        "num_classes": len(one.data.classnames), "num_clips": m["num_clips"],
-        "top1": m["top1"], "top5": m["top5"], "mean_per_class_accuracy": m["mean_per_class_accuracy"],
-        "chance_top1": m["chance_top1"], "time_reversed_pairs": pairs.get("accuracy"), "templates": result["text"]["templates"],
-        "overlap_with_training": overlap, "metrics": m, "extraction": result["extraction"],
+        "name": one.name,
+        "dataset": one.dataset_name,
+        "folder": one.data.name,
+        "split": result["split"],
+        "num_classes": len(one.data.classnames),
+        "num_clips": m["num_clips"],
+        "top1": m["top1"],
+        "top5": m["top5"],
+        "mean_per_class_accuracy": m["mean_per_class_accuracy"],
+        "chance_top1": m["chance_top1"],
+        "time_reversed_pairs": pairs.get("accuracy"),
+        "templates": result["text"]["templates"],
+        "overlap_with_training": overlap,
+        "metrics": m,
+        "extraction": result["extraction"],
     }
 
 

@@ -101,7 +101,9 @@ def _class_videos(folder: Path, issues: Issues) -> list[Path]:
         if is_video_name(p):
             videos.append(p)
         else:
-            issues.add("non-video-file", f"{show(p)} is not a video file (by its extension); ignored", p, severity="warning")
+            issues.add(
+                "non-video-file", f"{show(p)} is not a video file (by its extension); ignored", p, severity="warning"
+            )
     if not videos:
         issues.add("empty-class", f"class folder {show(folder)} has no videos", folder)
     return videos
@@ -125,7 +127,13 @@ def read_video_folder(root: str | os.PathLike, issues: Issues | None = None) -> 
     if "train" in presplit or "test" in presplit:
         return _read_presplit(root, presplit, issues)
     folders = _class_folders(root)
-    names = final_classnames([f.name for f in folders], [f"class folder {f.name!r}" for f in folders], {}, f"video folder {show(root)}", issues)
+    names = final_classnames(
+        [f.name for f in folders],
+        [f"class folder {f.name!r}" for f in folders],
+        {},
+        f"video folder {show(root)}",
+        issues,
+    )
     samples = [Sample(p, label) for label, folder in enumerate(folders) for p in _class_videos(folder, issues)]
     return VideoDataset(root.name, names, root, {"all": samples})
 
@@ -165,7 +173,7 @@ def read_classmap(path: str | os.PathLike) -> list[str]:
     elif isinstance(data, dict):
         names = _names_by_index(data, where)
     else:
-        raise DataError(f"{where} must be a JSON object {{\"<index>\": \"<class name>\"}} or a list of names")
+        raise DataError(f'{where} must be a JSON object {{"<index>": "<class name>"}} or a list of names')
     for i, name in enumerate(names):
         if not isinstance(name, str) or not name.strip():
             raise DataError(f"{where}: the name of class {i} must be a non-empty string, got {name!r:.80}")
@@ -178,7 +186,7 @@ def _names_by_index(data: dict, where: str) -> list[str]:
     by_index: dict[int, object] = {}
     for key, value in data.items():
         if not re.fullmatch(r"\d+", str(key).strip()):
-            raise DataError(f"{where}: key {key!r} is not a class index (expected \"0\", \"1\", …)")
+            raise DataError(f'{where}: key {key!r} is not a class index (expected "0", "1", …)')
         by_index[int(key)] = value
     missing = [i for i in range(len(by_index)) if i not in by_index]
     if missing:
@@ -234,7 +242,9 @@ def _parse_row(line: str, where: str, root: Path, num_classes: int, issues: Issu
         return None
     label = int(label_text)
     if label >= num_classes:
-        issues.add("label-out-of-range", f"{where}: label {label} is outside the class map (0..{num_classes - 1})", None)
+        issues.add(
+            "label-out-of-range", f"{where}: label {label} is outside the class map (0..{num_classes - 1})", None
+        )
         return None
     path = root / rel
     if not path.is_file():
@@ -291,7 +301,12 @@ def _check_classes_present(splits: dict[str, list[Sample]], names: list[str], sp
         present = {s.label for s in train}
         for label, name in enumerate(names):
             if label not in present:
-                issues.add("empty-class", f"class {label} {name!r} has no videos in {show(split_dir / 'train.csv')}", None, "warning")
+                issues.add(
+                    "empty-class",
+                    f"class {label} {name!r} has no videos in {show(split_dir / 'train.csv')}",
+                    None,
+                    "warning",
+                )
 
 
 def _read_meta(split_dir: Path) -> dict:

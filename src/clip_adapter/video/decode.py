@@ -121,8 +121,9 @@ def _open(path: Path):
         container.close()
         if kinds:  # it parses: a file of another kind (audio only, subtitles), unless its structure ends early
             raise unreadable(path, f"video {name} has no video stream (only {', '.join(kinds)})", "no-video-stream")
-        raise unreadable(path, f"video {name} cannot be parsed: FFmpeg finds no stream in it (corrupt or truncated)",
-                         "corrupt-video")
+        raise unreadable(
+            path, f"video {name} cannot be parsed: FFmpeg finds no stream in it (corrupt or truncated)", "corrupt-video"
+        )
     demuxer = container.format.name
     if demuxer == "image2" or demuxer.endswith("_pipe"):  # FFmpeg's still-image readers: one "frame", not a clip
         container.close()
@@ -149,12 +150,17 @@ def check_frame_size(path: str | os.PathLike, width: int, height: int) -> None:
     if kind is None or kind == "zero-size":
         return
     if kind == "decompression-bomb":
-        raise BadVideo(f"video {quoted(path)} has {width}x{height} frames, beyond the {MAX_PIXELS:,}-pixel limit of a frame "
-                       "(a possible decompression bomb; downscale it)", "decompression-bomb")
+        raise BadVideo(
+            f"video {quoted(path)} has {width}x{height} frames, beyond the {MAX_PIXELS:,}-pixel limit of a frame "
+            "(a possible decompression bomb; downscale it)",
+            "decompression-bomb",
+        )
     if kind == "extreme-aspect-ratio":
-        raise BadVideo(f"video {quoted(path)} has {width}x{height} frames, an aspect ratio beyond {MAX_ASPECT_RATIO}:1; "
-                       "resizing their short side to the encoder's input size would need absurd memory (crop or re-encode it)",
-                       "extreme-aspect-ratio")
+        raise BadVideo(
+            f"video {quoted(path)} has {width}x{height} frames, an aspect ratio beyond {MAX_ASPECT_RATIO}:1; "
+            "resizing their short side to the encoder's input size would need absurd memory (crop or re-encode it)",
+            "extreme-aspect-ratio",
+        )
 
 
 def _declared_size(stream) -> tuple[int, int]:
@@ -202,7 +208,11 @@ def truncation(path: str | os.PathLike) -> str | None:
                 return _bmff_truncation(handle, size)
             if head[:4] == b"RIFF" and len(head) >= 8:
                 declared = struct.unpack("<I", head[4:8])[0]
-                return f"its RIFF chunk declares {8 + declared:,} bytes, the file has {size:,}" if 8 + declared > size else None
+                return (
+                    f"its RIFF chunk declares {8 + declared:,} bytes, the file has {size:,}"
+                    if 8 + declared > size
+                    else None
+                )
             if head[:4] == b"\x1a\x45\xdf\xa3":
                 return _ebml_truncation(handle, size)
     except (OSError, struct.error):
@@ -234,8 +244,9 @@ def _bmff_truncation(handle, size: int) -> str | None:
             return None  # malformed rather than cut short: FFmpeg's own message says more
         label = kind.decode("latin-1")
         if offset + box > size:
-            return (f"its {label!r} box needs {box:,} bytes at byte {offset:,}, the file ends "
-                    f"{size - offset:,} bytes later")
+            return (
+                f"its {label!r} box needs {box:,} bytes at byte {offset:,}, the file ends {size - offset:,} bytes later"
+            )
         seen.add(kind)
         offset += box
     if b"moov" not in seen and b"moof" not in seen:
@@ -350,7 +361,9 @@ def count_decoded(path: str | os.PathLike) -> int:
         container.close()
 
 
-def sampled_frames(path: str | os.PathLike, frames: int, views: int = 1) -> tuple[list[list[int]], dict[int, np.ndarray]]:
+def sampled_frames(
+    path: str | os.PathLike, frames: int, views: int = 1
+) -> tuple[list[list[int]], dict[int, np.ndarray]]:
     """Indices of every view and the decoded frames they need.
 
     When the header overstated the frame count (the stream ends early), the

@@ -61,10 +61,16 @@ def read_descriptions(path: str | os.PathLike) -> dict[str, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"description file not found: {show(path)}")
-    data = _load_yaml(path) if path.suffix.lower() in (".yaml", ".yml") else read_json(path, "description file", error=DataError)
+    data = (
+        _load_yaml(path)
+        if path.suffix.lower() in (".yaml", ".yml")
+        else read_json(path, "description file", error=DataError)
+    )
     where = f"description file {show(path)}"
     if not isinstance(data, dict) or not data:
-        raise DataError(f"{where} must map class names to lists of clauses, e.g. {{\"jump\": [\"a person leaves the ground\"]}}")
+        raise DataError(
+            f'{where} must map class names to lists of clauses, e.g. {{"jump": ["a person leaves the ground"]}}'
+        )
     out: dict[str, list[str]] = {}
     for name, clauses in data.items():
         key = clean_classname(str(name))
@@ -78,7 +84,9 @@ def read_descriptions(path: str | os.PathLike) -> dict[str, list[str]]:
 
 def _load_yaml(path: Path) -> object:
     if not yaml_available():
-        raise DataError(f"description file {show(path)} is YAML but PyYAML is not installed (pip install pyyaml, or convert it to JSON)")
+        raise DataError(
+            f"description file {show(path)} is YAML but PyYAML is not installed (pip install pyyaml, or convert it to JSON)"
+        )
     import yaml
 
     if path.stat().st_size > MAX_DESCRIPTION_BYTES:

@@ -115,8 +115,16 @@ def extract_clip_features(
     return rows.view(len(kept), views, frames, dim), kept, stats
 
 
-def _plan_video(path: Path, backbone: Backbone, store: FeatureStore, frames: int, views: int, transform: str,
-                pending: _Pending, stats: VideoStats) -> list[str]:
+def _plan_video(
+    path: Path,
+    backbone: Backbone,
+    store: FeatureStore,
+    frames: int,
+    views: int,
+    transform: str,
+    pending: _Pending,
+    stats: VideoStats,
+) -> list[str]:
     """Keys of every (view, frame) of one video; frames not cached are decoded and queued."""
     if not path.is_file():
         raise BadVideo(f"video not found: {path}", "missing-file")
@@ -144,7 +152,10 @@ def _flush(backbone: Backbone, store: FeatureStore, pending: _Pending, batch_siz
     if not pending.keys:
         return
     started = time.perf_counter()
-    out = [backbone.encode_images(torch.stack(pending.pixels[s : s + batch_size])) for s in range(0, len(pending.keys), batch_size)]
+    out = [
+        backbone.encode_images(torch.stack(pending.pixels[s : s + batch_size]))
+        for s in range(0, len(pending.keys), batch_size)
+    ]
     store.put(pending.keys, torch.cat(out), pending.sources)
     stats.encode_seconds += time.perf_counter() - started
     stats.frames_encoded += len(pending.keys)

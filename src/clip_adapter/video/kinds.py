@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from ..core.outputs import register_kind
 
-TOY_VIDEOS = register_kind("toy-video-dataset",
-                           r"^(videos|(train|val|test)\.csv|classmap\.json|descriptions\.json|meta\.json)$")
+TOY_VIDEOS = register_kind(
+    "toy-video-dataset", r"^(videos|(train|val|test)\.csv|classmap\.json|descriptions\.json|meta\.json)$"
+)
 VIDEO_EVAL = register_kind("video-eval", r"^(metrics\.json|predictions\.csv)$")
 VIDEO_CROSS = register_kind("video-cross-dataset", r"^(metrics\.json|predictions\.csv)$")
 VIDEO_BASE_TO_NOVEL = register_kind("video-base-to-novel", r"^(results\.json|table\.md|base_to_novel\.png|runs)$")

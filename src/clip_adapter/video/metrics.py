@@ -55,8 +55,9 @@ def pair_accuracy(logits: torch.Tensor, labels: torch.Tensor, pairs: Sequence[Se
     return {"accuracy": wins.mean().item(), "num_clips": len(rows), "chance": 0.5}
 
 
-def video_report(logits: torch.Tensor, labels: torch.Tensor, classnames: Sequence[str],
-                 pairs: Sequence[Sequence[int]] = ()) -> dict[str, Any]:
+def video_report(
+    logits: torch.Tensor, labels: torch.Tensor, classnames: Sequence[str], pairs: Sequence[Sequence[int]] = ()
+) -> dict[str, Any]:
     """Top-1, top-5, mean per-class and per-class accuracy, confusion matrix, chance, and (with ``pairs``) pair accuracy.
 
     Example:

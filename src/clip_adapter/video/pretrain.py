@@ -94,7 +94,9 @@ class VideoPretrainConfig(StepsOptimConfig):
     vit_layers: int = option(3, "ViT blocks")
     patch_size: int = option(16, "ViT patch side (64-pixel frames: a 4x4 grid, two 2x2 space-time windows a side)")
     text_from: str = option("shipped", "toy checkpoint whose text tower starts the run ('none': from scratch)")
-    image_from: str = option("none", "toy checkpoint whose image tower (and architecture) starts the run ('none': a new ViT)")
+    image_from: str = option(
+        "none", "toy checkpoint whose image tower (and architecture) starts the run ('none': a new ViT)"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -104,8 +106,13 @@ class VideoPretrainConfig(StepsOptimConfig):
         check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
 
     def model_config(self, vocab_size: int) -> ToyClipConfig:
-        return ToyClipConfig(image_tower="vit", vit_width=self.vit_width, vit_layers=self.vit_layers,
-                             patch_size=self.patch_size, vocab_size=vocab_size)
+        return ToyClipConfig(
+            image_tower="vit",
+            vit_width=self.vit_width,
+            vit_layers=self.vit_layers,
+            patch_size=self.patch_size,
+            vocab_size=vocab_size,
+        )
 
 
 def motion_vocab() -> list[str]:
@@ -132,7 +139,9 @@ def _init_text_tower(model: ToyClip, source: str) -> None:
     from ..toyworld.backbone import load_toy_clip
 
     donor, donor_tokenizer, _, _ = load_toy_clip(source)
-    state = {k: v for k, v in donor.state_dict().items() if not k.startswith("visual.") and k != "token_embedding.weight"}
+    state = {
+        k: v for k, v in donor.state_dict().items() if not k.startswith("visual.") and k != "token_embedding.weight"
+    }
     model.load_state_dict(state, strict=False)
     with torch.no_grad():
         old = donor.token_embedding.weight
@@ -195,8 +204,11 @@ def pretrain_video_clip(cfg: VideoPretrainConfig, out_dir: str | Path, log=print
     try:
         torch.manual_seed(cfg.seed)
         tokenizer = ToyTokenizer(motion_vocab())
-        model = _image_donor_model(cfg.image_from, len(tokenizer)) if cfg.image_from.lower() != "none" else \
-            ToyClip(cfg.model_config(len(tokenizer)))
+        model = (
+            _image_donor_model(cfg.image_from, len(tokenizer))
+            if cfg.image_from.lower() != "none"
+            else ToyClip(cfg.model_config(len(tokenizer)))
+        )
         model.train()
         if cfg.text_from.lower() != "none":
             _init_text_tower(model, cfg.text_from)
@@ -212,12 +224,21 @@ def pretrain_video_clip(cfg: VideoPretrainConfig, out_dir: str | Path, log=print
         def progress_line(step: int, loss: float, lr: float, parts: dict) -> None:
             losses.append(loss)
             if (step + 1) % 100 == 0:
-                log(f"step {step + 1}/{cfg.steps} loss {np.mean(losses[-100:]):.3f} ({time.perf_counter() - start:.0f} s)")
+                log(
+                    f"step {step + 1}/{cfg.steps} loss {np.mean(losses[-100:]):.3f} ({time.perf_counter() - start:.0f} s)"
+                )
 
-        train_encoder(model, loss_at, cfg, after_step=model.clamp_logit_scale, row=progress_line, desc=None, hint="lower lr")
-        info = {"command": "clip_adapter.video.pretrain", "pretrain_config": cfg.to_dict(), "seed": cfg.seed,
-                "steps": cfg.steps, "wall_time_s": round(time.perf_counter() - start, 1),
-                "final_loss": round(float(np.mean(losses[-50:])), 4)}
+        train_encoder(
+            model, loss_at, cfg, after_step=model.clamp_logit_scale, row=progress_line, desc=None, hint="lower lr"
+        )
+        info = {
+            "command": "clip_adapter.video.pretrain",
+            "pretrain_config": cfg.to_dict(),
+            "seed": cfg.seed,
+            "steps": cfg.steps,
+            "wall_time_s": round(time.perf_counter() - start, 1),
+            "final_loss": round(float(np.mean(losses[-50:])), 4),
+        }
         with atomic_dir(out, may_replace=lambda p: overwrite and is_own_output(p, OUTPUT_KIND)) as tmp:
             mark_output_dir(tmp, OUTPUT_KIND)
             write_toy_checkpoint(model.eval(), tokenizer, tmp, info)

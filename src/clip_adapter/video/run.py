@@ -121,16 +121,28 @@ def check_text_side(meta: dict | None, descriptions: str | None, pretrained: str
     """
     text = meta.get("text") if meta else None
     if isinstance(text, dict) and text.get("source") == "descriptions" and not descriptions:
-        warnings.warn(f"{pretrained} was trained on description prompts; without the same --descriptions, its "
-                      f"{scorer} scores use the plain templates instead")
+        warnings.warn(
+            f"{pretrained} was trained on description prompts; without the same --descriptions, its "
+            f"{scorer} scores use the plain templates instead"
+        )
 
 
 # ------------------------------------------------------------------------------------- zero-shot
 
 
-def zero_shot(source: VideoSource, config: VideoZeroShotConfig, make_backbone: MakeBackbone, out: str | os.PathLike, *,
-              split: str | None = None, templates: Sequence[str] | None = None, descriptions: str | None = None,
-              cache_dir: str | os.PathLike = "", skip_bad: bool = False, overwrite: bool = False) -> dict[str, Any]:
+def zero_shot(
+    source: VideoSource,
+    config: VideoZeroShotConfig,
+    make_backbone: MakeBackbone,
+    out: str | os.PathLike,
+    *,
+    split: str | None = None,
+    templates: Sequence[str] | None = None,
+    descriptions: str | None = None,
+    cache_dir: str | os.PathLike = "",
+    skip_bad: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Evaluate zero-shot on ``source``; write ``metrics.json`` and ``predictions.csv`` to ``out``; return the metrics.
 
     Example:
@@ -177,14 +189,18 @@ def summary(result: dict) -> str:
     """
     m, config = result["metrics"], result["config"]
     classes = len(m["per_class_accuracy"])
-    lines = [f"{result['dataset']} ({result['split']}): {m['num_clips']} clips, {classes} classes, "
-             f"scorer {config['scorer']}, {config['frames']} frames x {config['views']} view(s)",
-             f"top-1 {_pct(m['top1'])}  top-5 {_pct(m['top5'])}  mean per-class {_pct(m['mean_per_class_accuracy'])}"
-             f"  (chance {_pct(m['chance_top1'])})"]
+    lines = [
+        f"{result['dataset']} ({result['split']}): {m['num_clips']} clips, {classes} classes, "
+        f"scorer {config['scorer']}, {config['frames']} frames x {config['views']} view(s)",
+        f"top-1 {_pct(m['top1'])}  top-5 {_pct(m['top5'])}  mean per-class {_pct(m['mean_per_class_accuracy'])}"
+        f"  (chance {_pct(m['chance_top1'])})",
+    ]
     pairs = m.get("time_reversed_pairs")
     if pairs and pairs["num_clips"]:
-        lines.append(f"time-reversed pairs: {_pct(pairs['accuracy'])} % beat their reversal "
-                     f"({pairs['num_clips']} clips; chance 50.00 %)")
+        lines.append(
+            f"time-reversed pairs: {_pct(pairs['accuracy'])} % beat their reversal "
+            f"({pairs['num_clips']} clips; chance 50.00 %)"
+        )
     return "\n".join(lines)
 
 
@@ -207,8 +223,9 @@ def warn_skipped(skipped: list[dict], listed_in: str | os.PathLike) -> None:
         return
     names = ", ".join(quoted(item["path"]) for item in skipped[:3])
     more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-    warnings.warn(f"skipped {len(skipped)} unreadable video(s): {names}{more} "
-                  f"(each with its reason in {quoted(listed_in)})")
+    warnings.warn(
+        f"skipped {len(skipped)} unreadable video(s): {names}{more} (each with its reason in {quoted(listed_in)})"
+    )
 
 
 def _csv(header: list[str], rows: list[list[Any]]) -> str:
@@ -222,8 +239,9 @@ def _csv(header: list[str], rows: list[list[Any]]) -> str:
 # ------------------------------------------------------------------------------------- predict
 
 
-def video_classnames(classmap: str | None = None, classes: str | None = None,
-                     descriptions: str | None = None) -> list[str]:
+def video_classnames(
+    classmap: str | None = None, classes: str | None = None, descriptions: str | None = None
+) -> list[str]:
     """The classes to predict among: a class map, comma-separated names, or the description file's classes.
 
     Example:
@@ -254,8 +272,11 @@ def predict_csv(rows: list[dict]) -> str:
         a.mp4,1,jump,0.750000
         a.mp4,2,run,0.250000
     """
-    ranked = [[row["path"], rank, top["label"], f"{top['score']:.6f}"]
-              for row in rows for rank, top in enumerate(row["top_k"], 1)]
+    ranked = [
+        [row["path"], rank, top["label"], f"{top['score']:.6f}"]
+        for row in rows
+        for rank, top in enumerate(row["top_k"], 1)
+    ]
     return _csv(["path", "rank", "class", "probability"], ranked)
 
 
@@ -287,11 +308,22 @@ class CrossSources:
         return [*folders, self.video_root, self.train_split_dir, self.train_data]
 
 
-def cross_dataset(sources: CrossSources, config: VideoZeroShotConfig, make_backbone: MakeBackbone,
-                  out: str | os.PathLike, *, meta: dict | None = None, split: str | None = None,
-                  allow_overlap: bool = False, templates: Sequence[str] | None = None, descriptions: str | None = None,
-                  cache_dir: str | os.PathLike = "", skip_bad: bool = False, overwrite: bool = False,
-                  log: Log = lambda m: None) -> dict[str, Any]:
+def cross_dataset(
+    sources: CrossSources,
+    config: VideoZeroShotConfig,
+    make_backbone: MakeBackbone,
+    out: str | os.PathLike,
+    *,
+    meta: dict | None = None,
+    split: str | None = None,
+    allow_overlap: bool = False,
+    templates: Sequence[str] | None = None,
+    descriptions: str | None = None,
+    cache_dir: str | os.PathLike = "",
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    log: Log = lambda m: None,
+) -> dict[str, Any]:
     """Score every evaluation split over its own classes; write ``metrics.json`` and ``predictions.csv``; return
     the metrics.
 
@@ -313,10 +345,22 @@ def cross_dataset(sources: CrossSources, config: VideoZeroShotConfig, make_backb
     described = read_descriptions(descriptions) if descriptions else None
     check_eval_sets(eval_sets, train_classes, split, allow_overlap, templates, described)  # before the backbone loads
     if not train_classes:  # nothing to compare with: say so rather than pass silently
-        log("warning: no training classes known (no --train-split-dir/--train-data/--train-classmap, and no stdd.json "
-            "beside the checkpoint): evaluation classes were not checked for overlap")
-    result = evaluate_cross_dataset(make_backbone(), eval_sets, config, train_classes, templates, described,
-                                    cache_dir, skip_bad, allow_overlap, split)
+        log(
+            "warning: no training classes known (no --train-split-dir/--train-data/--train-classmap, and no stdd.json "
+            "beside the checkpoint): evaluation classes were not checked for overlap"
+        )
+    result = evaluate_cross_dataset(
+        make_backbone(),
+        eval_sets,
+        config,
+        train_classes,
+        templates,
+        described,
+        cache_dir,
+        skip_bad,
+        allow_overlap,
+        split,
+    )
     result["train_class_sources"] = {"training set": len(trained), "checkpoint stdd.json": len(seen)}
     predictions = result.pop("predictions")
     mark_output_dir(folder, VIDEO_CROSS)
@@ -330,10 +374,19 @@ def cross_dataset(sources: CrossSources, config: VideoZeroShotConfig, make_backb
 # ------------------------------------------------------------------------------------- training
 
 
-def train(source: VideoSource, cfg: VideoTrainConfig, trainer: Any, make_backbone: MakeBackbone,
-          out: str | os.PathLike, *, stdd: str = "auto", templates: Sequence[str] | None = None,
-          descriptions: str | None = None, cache_dir: str | os.PathLike = "",
-          overwrite: bool = False) -> dict[str, Any]:
+def train(
+    source: VideoSource,
+    cfg: VideoTrainConfig,
+    trainer: Any,
+    make_backbone: MakeBackbone,
+    out: str | os.PathLike,
+    *,
+    stdd: str = "auto",
+    templates: Sequence[str] | None = None,
+    descriptions: str | None = None,
+    cache_dir: str | os.PathLike = "",
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """``video train``: fine-tune on ``source``'s seen classes into ``out``; return the record (``stdd.json``).
 
     ``trainer``: a :class:`.train.VideoTrainerConfig` (or any ``TrainerConfig``). ``stdd`` off trains frame-wise.
@@ -353,8 +406,19 @@ def train(source: VideoSource, cfg: VideoTrainConfig, trainer: Any, make_backbon
     templates = tuple(templates or dataset.templates or DEFAULT_TEMPLATES)
     prompts, mask, _ = text_side(backbone, names, templates, descriptions, cache_dir)
     text_info = {"source": "descriptions" if descriptions else "templates", "templates": list(templates)}
-    return train_video(backbone, dataset, cfg, space, trainer, out, prompts, mask,
-                       overwrite=overwrite, inputs=source.inputs, text_info=text_info)
+    return train_video(
+        backbone,
+        dataset,
+        cfg,
+        space,
+        trainer,
+        out,
+        prompts,
+        mask,
+        overwrite=overwrite,
+        inputs=source.inputs,
+        text_info=text_info,
+    )
 
 
 def train_summary(record: dict[str, Any], out: str | os.PathLike) -> str:
@@ -369,9 +433,11 @@ def train_summary(record: dict[str, Any], out: str | os.PathLike) -> str:
     """
     r = record["result"]
     before, after = r["validation_initial"]["score"], r["validation_selected"]["score"]
-    return (f"trained on {len(record['seen_classes'])} seen classes, {record['train_clips']} clips; validation top-1 "
-            f"{before:.4f} -> {after:.4f} (step {r['selected_step']}); {record['clips_per_s']} clips/s; "
-            f"checkpoint in {out} (space-time attention {'on' if record['space_time']['enabled'] else 'off'})")
+    return (
+        f"trained on {len(record['seen_classes'])} seen classes, {record['train_clips']} clips; validation top-1 "
+        f"{before:.4f} -> {after:.4f} (step {r['selected_step']}); {record['clips_per_s']} clips/s; "
+        f"checkpoint in {out} (space-time attention {'on' if record['space_time']['enabled'] else 'off'})"
+    )
 
 
 def pretrain_defaults(quick: bool, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -398,10 +464,22 @@ def pretrain_defaults(quick: bool, given: Mapping[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- base-to-novel
 
 
-def base_to_novel(source: VideoSource, cfg: Any, make_backbone: MakeBackbone, load_trained: Callable[[Path], Backbone],
-                  out: str | os.PathLike, *, pretrained: str | None = None, base: Sequence[str] = (),
-                  novel: Sequence[str] = (), descriptions: str | None = None, cache_dir: str | os.PathLike = "",
-                  overwrite: bool = False, log: Log = lambda m: None, info: dict | None = None) -> dict[str, Any]:
+def base_to_novel(
+    source: VideoSource,
+    cfg: Any,
+    make_backbone: MakeBackbone,
+    load_trained: Callable[[Path], Backbone],
+    out: str | os.PathLike,
+    *,
+    pretrained: str | None = None,
+    base: Sequence[str] = (),
+    novel: Sequence[str] = (),
+    descriptions: str | None = None,
+    cache_dir: str | os.PathLike = "",
+    overwrite: bool = False,
+    log: Log = lambda m: None,
+    info: dict | None = None,
+) -> dict[str, Any]:
     """The base-to-novel protocol from a frozen CLIP (``cfg``: a :class:`.bench.BaseToNovelConfig`); returns the
     results.
 
@@ -416,12 +494,26 @@ def base_to_novel(source: VideoSource, cfg: Any, make_backbone: MakeBackbone, lo
     from .bench import base_novel_split, run_base_to_novel
 
     if pretrained and stdd_meta(pretrained):  # a trained checkpoint as the "frozen" CLIP would make every row a lie
-        raise ConfigError(f"--pretrained {pretrained} is a `video train` output; "
-                          "base-to-novel starts from a frozen CLIP")
+        raise ConfigError(
+            f"--pretrained {pretrained} is a `video train` output; base-to-novel starts from a frozen CLIP"
+        )
     inputs = [*source.inputs, descriptions]
     claim_output_dir(out, VIDEO_BASE_TO_NOVEL, overwrite=overwrite, inputs=inputs)  # before any work
     cache_dir = checked_cache_dir(cache_dir, inputs)
     dataset = source.load()
     base, novel = base_novel_split(dataset, base, novel)  # before the backbone loads
-    return run_base_to_novel(dataset, cfg, out, make_backbone, load_trained, base, novel, descriptions, cache_dir,
-                             overwrite, inputs, log=log, info=info)
+    return run_base_to_novel(
+        dataset,
+        cfg,
+        out,
+        make_backbone,
+        load_trained,
+        base,
+        novel,
+        descriptions,
+        cache_dir,
+        overwrite,
+        inputs,
+        log=log,
+        info=info,
+    )

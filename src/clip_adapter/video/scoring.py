@@ -64,7 +64,9 @@ def frame_mean(frames: torch.Tensor, prompts: torch.Tensor, mask: torch.Tensor) 
         [[0.5, 0.5]]
     """
     classes = class_ensemble(prompts, mask)
-    return torch.einsum("nvtd,cd->nc", F.normalize(frames.float(), dim=-1), classes) / (frames.shape[1] * frames.shape[2])
+    return torch.einsum("nvtd,cd->nc", F.normalize(frames.float(), dim=-1), classes) / (
+        frames.shape[1] * frames.shape[2]
+    )
 
 
 def embed_mean(frames: torch.Tensor, prompts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -109,6 +111,8 @@ def get_scorer(name: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
     return table[name]
 
 
-def score_clips(name: str, frames: torch.Tensor, prompts: torch.Tensor, mask: torch.Tensor, logit_scale: float) -> torch.Tensor:
+def score_clips(
+    name: str, frames: torch.Tensor, prompts: torch.Tensor, mask: torch.Tensor, logit_scale: float
+) -> torch.Tensor:
     """Logits ``[N, C]``: scorer ``name``'s similarity times the backbone's ``logit_scale``."""
     return logit_scale * get_scorer(name)(frames, prompts, mask)

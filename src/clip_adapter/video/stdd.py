@@ -74,8 +74,9 @@ class SpaceTimeConfig(Config):
             raise ConfigError(f"temporal_scales must be positive integers, got {list(self.temporal_scales)}")
 
 
-def window_mask(batch: int, frames: int, grid: int, cfg: SpaceTimeConfig, randomize: bool,
-                device: torch.device | None = None) -> torch.Tensor:
+def window_mask(
+    batch: int, frames: int, grid: int, cfg: SpaceTimeConfig, randomize: bool, device: torch.device | None = None
+) -> torch.Tensor:
     """Boolean ``[batch, frames, grid²]``: True where a patch is left out of the mixed branch.
 
     Example:
@@ -122,7 +123,9 @@ def channel_mix(tokens: torch.Tensor, scale: int, fold: int) -> torch.Tensor:
     return out
 
 
-def space_time_block(block: nn.Module, x: torch.Tensor, frames: int, cfg: SpaceTimeConfig, randomize: bool) -> torch.Tensor:
+def space_time_block(
+    block: nn.Module, x: torch.Tensor, frames: int, cfg: SpaceTimeConfig, randomize: bool
+) -> torch.Tensor:
     """One block's forward with space-time cross attention; ``x`` is batch-first ``[B·T, 1 + P², D]``."""
     attend = _attention(block)
     mlp = lambda t: getattr(block, "ls_2", nn.Identity())(block.mlp(t))  # noqa: E731
@@ -142,7 +145,11 @@ def space_time_block(block: nn.Module, x: torch.Tensor, frames: int, cfg: SpaceT
         branches.append(mixed + attend(block.ln_1(mixed)))
     mixed = torch.stack(branches).mean(0)
     full = x + attend(block.ln_1(x))
-    merged = full[:, 1:].reshape(batch, frames, grid * grid, dim).scatter(2, gather_at, mixed[:, 1:].reshape(batch, frames, -1, dim))
+    merged = (
+        full[:, 1:]
+        .reshape(batch, frames, grid * grid, dim)
+        .scatter(2, gather_at, mixed[:, 1:].reshape(batch, frames, -1, dim))
+    )
     padded = torch.cat([mixed[:, :1], merged.reshape(bt, grid * grid, dim)], 1)
     return padded + mlp(block.ln_2(full))
 
@@ -163,9 +170,11 @@ class SpaceTime:
         transformer = getattr(visual, "transformer", None)
         self.blocks = getattr(transformer, "resblocks", None)
         if self.blocks is None or not all(hasattr(b, "attention") and hasattr(b, "ln_1") for b in self.blocks):
-            raise ConfigError(f"space-time attention needs a ViT image tower with attention blocks, not {type(visual).__name__} "
-                              "(use --stdd off; a toy CLIP from `video toy-pretrain --quick` has the CNN tower, the default "
-                              "recipe the ViT)")
+            raise ConfigError(
+                f"space-time attention needs a ViT image tower with attention blocks, not {type(visual).__name__} "
+                "(use --stdd off; a toy CLIP from `video toy-pretrain --quick` has the CNN tower, the default "
+                "recipe the ViT)"
+            )
         self.batch_first = getattr(transformer, "batch_first", True)
 
     @contextlib.contextmanager
@@ -191,8 +200,10 @@ class SpaceTime:
     def _check(self, tokens: torch.Tensor, frames: int) -> None:
         grid = math.isqrt(tokens.shape[1] - 1)
         if grid * grid + 1 != tokens.shape[1] or grid % self.cfg.window:
-            raise ConfigError(f"space-time attention needs a class token and a square patch grid divisible by the "
-                              f"{self.cfg.window}x{self.cfg.window} window; got {tokens.shape[1]} tokens")
+            raise ConfigError(
+                f"space-time attention needs a class token and a square patch grid divisible by the "
+                f"{self.cfg.window}x{self.cfg.window} window; got {tokens.shape[1]} tokens"
+            )
         if tokens.shape[0] % frames:
             raise ConfigError(f"a batch of {tokens.shape[0]} frames is not whole clips of {frames} frames")
 

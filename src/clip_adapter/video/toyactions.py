@@ -27,17 +27,66 @@ class Action:
 
 
 ACTIONS: tuple[Action, ...] = (
-    Action("moving left", "a shape on the right", "a shape in the center", "a shape on the left", "a shape moving from the right to the left", "moving right"),
-    Action("moving right", "a shape on the left", "a shape in the center", "a shape on the right", "a shape moving from the left to the right", "moving left"),
-    Action("moving up", "a shape at the bottom", "a shape in the center", "a shape at the top", "a shape moving from the bottom to the top", "moving down"),
-    Action("moving down", "a shape at the top", "a shape in the center", "a shape at the bottom", "a shape moving from the top to the bottom", "moving up"),
+    Action(
+        "moving left",
+        "a shape on the right",
+        "a shape in the center",
+        "a shape on the left",
+        "a shape moving from the right to the left",
+        "moving right",
+    ),
+    Action(
+        "moving right",
+        "a shape on the left",
+        "a shape in the center",
+        "a shape on the right",
+        "a shape moving from the left to the right",
+        "moving left",
+    ),
+    Action(
+        "moving up",
+        "a shape at the bottom",
+        "a shape in the center",
+        "a shape at the top",
+        "a shape moving from the bottom to the top",
+        "moving down",
+    ),
+    Action(
+        "moving down",
+        "a shape at the top",
+        "a shape in the center",
+        "a shape at the bottom",
+        "a shape moving from the top to the bottom",
+        "moving up",
+    ),
     Action("growing", "a small shape", "a shape", "a large shape", "a small shape becoming large", "shrinking"),
     Action("shrinking", "a large shape", "a shape", "a small shape", "a large shape becoming small", "growing"),
     Action("appearing", "an empty background", "a faint shape", "a shape", "a shape fading in", "disappearing"),
     Action("disappearing", "a shape", "a faint shape", "an empty background", "a shape fading out", "appearing"),
-    Action("rotating clockwise", "a shape leaning to the left", "an upright shape", "a shape leaning to the right", "a shape turning clockwise", "rotating counterclockwise"),
-    Action("rotating counterclockwise", "a shape leaning to the right", "an upright shape", "a shape leaning to the left", "a shape turning counterclockwise", "rotating clockwise"),
-    Action("changing color", "a shape in one color", "a shape", "a shape in another color", "a shape changing its color", None),
+    Action(
+        "rotating clockwise",
+        "a shape leaning to the left",
+        "an upright shape",
+        "a shape leaning to the right",
+        "a shape turning clockwise",
+        "rotating counterclockwise",
+    ),
+    Action(
+        "rotating counterclockwise",
+        "a shape leaning to the right",
+        "an upright shape",
+        "a shape leaning to the left",
+        "a shape turning counterclockwise",
+        "rotating clockwise",
+    ),
+    Action(
+        "changing color",
+        "a shape in one color",
+        "a shape",
+        "a shape in another color",
+        "a shape changing its color",
+        None,
+    ),
 )
 CLASSES = tuple(sorted(a.name for a in ACTIONS))
 BY_NAME = {a.name: a for a in ACTIONS}
@@ -64,8 +113,11 @@ def action_clauses(action: Action) -> list[str]:
 
 def action_states(actions: Sequence[str] = CLASSES) -> dict[str, dict[str, str | None]]:
     """What ``meta.json`` records of each action: its states, motion and time reversal."""
-    return {a.name: {"start": a.start, "middle": a.middle, "end": a.end, "motion": a.motion, "reverse": a.reverse}
-            for a in ACTIONS if a.name in actions}
+    return {
+        a.name: {"start": a.start, "middle": a.middle, "end": a.end, "motion": a.motion, "reverse": a.reverse}
+        for a in ACTIONS
+        if a.name in actions
+    }
 
 
 def descriptions(actions: Sequence[str] = CLASSES) -> dict[str, list[str]]:

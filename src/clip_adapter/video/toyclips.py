@@ -77,7 +77,9 @@ def _clip_params(action: str, rng: np.random.Generator, shape: str | None = None
     drawn = str(shapes[rng.integers(len(shapes))])  # drawn either way, in its old place: the other draws stay the same
     color = lambda i: np.clip(np.asarray(COLORS[COLOR_NAMES[i]]) + rng.normal(0, 0.03, 3), 0, 1)  # noqa: E731
     return {
-        "object": ToyObject(shape or drawn, COLOR_NAMES[names[0]], "small", "center", str(FILLS[rng.integers(len(FILLS))])),
+        "object": ToyObject(
+            shape or drawn, COLOR_NAMES[names[0]], "small", "center", str(FILLS[rng.integers(len(FILLS))])
+        ),
         "cx": 0.5 + rng.uniform(-0.04, 0.04),
         "cy": 0.5 + rng.uniform(-0.04, 0.04),
         "rotation": rng.uniform(-0.2, 0.2),
@@ -101,8 +103,9 @@ def render_clip(action: str, rng: np.random.Generator, frames: int = 16, size: i
     return render_clip_object(action, rng, frames, size)[0]
 
 
-def render_clip_object(action: str, rng: np.random.Generator, frames: int = 16, size: int = 64,
-                       shape: str | None = None) -> tuple[np.ndarray, ToyObject]:
+def render_clip_object(
+    action: str, rng: np.random.Generator, frames: int = 16, size: int = 64, shape: str | None = None
+) -> tuple[np.ndarray, ToyObject]:
     """:func:`render_clip`'s frames and the clip's shape (its shape and colour name caption it).
 
     Example:
@@ -119,7 +122,10 @@ def render_clip_object(action: str, rng: np.random.Generator, frames: int = 16, 
         cx, cy, radius, rotation, opacity, color = _state(action, t / max(frames - 1, 1), clip)
         p = Placement(cx * size, cy * size, radius * size, rotation)
         # The same generator for every frame, so stripes and outlines do not flicker.
-        alpha = object_alpha(clip["object"], p, xs - p.cx, p.cy - ys, np.random.default_rng(clip["alpha_seed"]))[..., None] * opacity
+        alpha = (
+            object_alpha(clip["object"], p, xs - p.cx, p.cy - ys, np.random.default_rng(clip["alpha_seed"]))[..., None]
+            * opacity
+        )
         canvas = clip["background"] * (1 - alpha) + color * alpha + rng.normal(0, clip["noise"], (size, size, 3))
         out[t] = (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
     return out, clip["object"]
@@ -178,8 +184,10 @@ def select_actions(actions: str | Sequence[str] | None) -> tuple[str, ...]:
         actions = named if named is not None else [a.strip() for a in actions.split(",") if a.strip()]
     unknown = [a for a in actions if a not in BY_NAME]
     if unknown:
-        raise ConfigError(f"unknown toy action(s) {', '.join(map(repr, unknown))} in --actions; choose from "
-                          f"{', '.join(CLASSES)} (or base, novel, all)")
+        raise ConfigError(
+            f"unknown toy action(s) {', '.join(map(repr, unknown))} in --actions; choose from "
+            f"{', '.join(CLASSES)} (or base, novel, all)"
+        )
     repeated = sorted({a for a in actions if list(actions).count(a) > 1})
     if repeated:
         raise ConfigError(f"toy action(s) named twice in --actions: {', '.join(repeated)}")
@@ -188,14 +196,21 @@ def select_actions(actions: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(sorted(actions))
 
 
-def toy_meta(seed: int, frames: int, size: int, fps: int, counts: dict[str, int], actions: Sequence[str] = CLASSES) -> dict:
+def toy_meta(
+    seed: int, frames: int, size: int, fps: int, counts: dict[str, int], actions: Sequence[str] = CLASSES
+) -> dict:
     """What ``meta.json`` records: how the clips were made, the pairs, and the base/novel split (of ``actions``)."""
     return {
         "format": "clip-adapter-toy-videos",
-        "seed": seed, "frames": frames, "size": size, "fps": fps, "clips_per_class": counts,
+        "seed": seed,
+        "frames": frames,
+        "size": size,
+        "fps": fps,
+        "clips_per_class": counts,
         "templates": [TEMPLATE],
         "time_reversed_pairs": [p for p in time_reversed_pairs() if all(a in actions for a in p)],
-        "base": [a for a in BASE if a in actions], "novel": [a for a in NOVEL if a in actions],
+        "base": [a for a in BASE if a in actions],
+        "novel": [a for a in NOVEL if a in actions],
         "actions": action_states(actions),
     }
 
@@ -221,10 +236,16 @@ class ToyVideoConfig(Config):
     size: int = option(64, "frame side in pixels, even")
     fps: int = option(8, "frames per second of the mp4 files")
     seed: int = option(0, "rendering seed")
-    actions: str | None = option(None, "comma-separated actions to write, or base / novel (None: all 11): a source set "
-                                       "and a disjoint target set for `video cross-dataset`")
-    classes: str = option("actions", "actions: the 11 actions, novel = unseen actions; shape-actions: 44 shape-action "
-                                     "classes, novel = unseen combinations of trained shapes and actions")
+    actions: str | None = option(
+        None,
+        "comma-separated actions to write, or base / novel (None: all 11): a source set "
+        "and a disjoint target set for `video cross-dataset`",
+    )
+    classes: str = option(
+        "actions",
+        "actions: the 11 actions, novel = unseen actions; shape-actions: 44 shape-action "
+        "classes, novel = unseen combinations of trained shapes and actions",
+    )
 
     def validate(self) -> None:
         for split in SPLITS:
@@ -269,7 +290,9 @@ def write_toy_videos(
         >>> (out / "train.csv").read_text().splitlines()[0]
         'videos/appearing/train_0000.mp4,0'
     """
-    ToyVideoConfig(train=train, val=val, test=test, frames=frames, size=size, fps=fps, seed=seed, classes=classes)  # checks
+    ToyVideoConfig(
+        train=train, val=val, test=test, frames=frames, size=size, fps=fps, seed=seed, classes=classes
+    )  # checks
     counts = dict(zip(SPLITS, (train, val, test)))
     chosen, specs, described, meta = _class_set(classes, actions)
     meta = {**toy_meta(seed, frames, size, fps, counts, chosen if classes == "actions" else CLASSES), **meta}
@@ -298,8 +321,16 @@ def _class_set(classes: str, actions: str | Sequence[str] | None) -> tuple[tuple
     return chosen, specs, combo_descriptions(chosen), combo_meta(chosen)
 
 
-def _write_split(root: Path, split: str, n: int, frames: int, size: int, fps: int, seed: int,
-                 specs: Sequence[tuple[str, str, str | None, int]]) -> list[tuple[str, int]]:
+def _write_split(
+    root: Path,
+    split: str,
+    n: int,
+    frames: int,
+    size: int,
+    fps: int,
+    seed: int,
+    specs: Sequence[tuple[str, str, str | None, int]],
+) -> list[tuple[str, int]]:
     rows = []
     for label, (name, action, shape, index) in enumerate(specs):
         for i in range(n):

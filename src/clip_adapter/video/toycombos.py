@@ -25,7 +25,14 @@ from typing import Sequence
 from .toyactions import BY_NAME, CLASSES, action_clauses, action_states, time_reversed_pairs
 
 SHAPE_GROUPS = (("triangle", "heart"), ("semicircle", "diamond"))
-ACTION_GROUP_A = ("growing", "moving left", "moving right", "rotating clockwise", "rotating counterclockwise", "shrinking")
+ACTION_GROUP_A = (
+    "growing",
+    "moving left",
+    "moving right",
+    "rotating clockwise",
+    "rotating counterclockwise",
+    "shrinking",
+)
 ACTION_GROUP_B = tuple(a for a in CLASSES if a not in ACTION_GROUP_A)
 TEMPLATE = "a photo of a {}."  # the class name carries the shape: "a photo of a triangle moving left."
 
@@ -61,9 +68,12 @@ def combo_meta(names: Sequence[str]) -> dict:
     shapes = [s for g in SHAPE_GROUPS for s in g]
     pairs = [[f"{s} {a}", f"{s} {b}"] for s in shapes for a, b in time_reversed_pairs()]
     return {
-        "classes": "shape-actions", "templates": [TEMPLATE],
+        "classes": "shape-actions",
+        "templates": [TEMPLATE],
         "time_reversed_pairs": [p for p in pairs if all(c in names for c in p)],
-        "base": [c for c in COMBO_BASE if c in names], "novel": [c for c in COMBO_NOVEL if c in names],
-        "shape_groups": [list(g) for g in SHAPE_GROUPS], "action_groups": [list(ACTION_GROUP_A), list(ACTION_GROUP_B)],
+        "base": [c for c in COMBO_BASE if c in names],
+        "novel": [c for c in COMBO_NOVEL if c in names],
+        "shape_groups": [list(g) for g in SHAPE_GROUPS],
+        "action_groups": [list(ACTION_GROUP_A), list(ACTION_GROUP_B)],
         "actions": action_states(),
     }

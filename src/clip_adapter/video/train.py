@@ -69,7 +69,9 @@ STDD_FILE = "stdd.json"
 STDD_FORMAT = "clip-adapter-video-stdd"
 LOG_NAME = "video_train_log.csv"
 LEGACY_SCORER = "embed-mean"  # what checkpoints written before the scorer was recorded trained and validated with
-HOLD_BYTES = 1 << 30  # decoded uint8 frames kept across steps (1 GiB: every toy clip, ~13 Kinetics-length ones at 340x256)
+HOLD_BYTES = (
+    1 << 30
+)  # decoded uint8 frames kept across steps (1 GiB: every toy clip, ~13 Kinetics-length ones at 340x256)
 
 
 @dataclass
@@ -89,18 +91,24 @@ class VideoTrainConfig(Config):
     residual: float = option(0.1, "projector residual ratio: f + residual * MLP(f)")
     unfreeze: str = option("image", "image, image-last-N or all (see finetune.trainable)")
     precision: str = option("auto", "autocast: auto (bf16 where fast), bf16 or fp32")
-    scorer: str = option("frame-mean", "the score trained and validated: frame-mean, prompt-match (STDD) or embed-mean; "
-                                       "`video train` without it: prompt-match with --descriptions, as the official STDD "
-                                       "training")
+    scorer: str = option(
+        "frame-mean",
+        "the score trained and validated: frame-mean, prompt-match (STDD) or embed-mean; "
+        "`video train` without it: prompt-match with --descriptions, as the official STDD "
+        "training",
+    )
     views: int = option(1, "test-time views per validation clip (segment offsets (v+0.5)/views)")
     batch_size: int = option(64, "frames per encoder batch when validating (whole clips, at least one)")
-    hold_mb: int = option(HOLD_BYTES >> 20, "MiB of decoded uint8 frames kept across steps (past it: decoded per batch)")
+    hold_mb: int = option(
+        HOLD_BYTES >> 20, "MiB of decoded uint8 frames kept across steps (past it: decoded per batch)"
+    )
 
     def __post_init__(self) -> None:
         # "a, b" from the command line names "a" and "b": blanks around and between the names are not part of them.
         if isinstance(self.classes, (list, tuple)):
-            self.classes = tuple(n.strip() if isinstance(n, str) else n for n in self.classes
-                                 if not isinstance(n, str) or n.strip())
+            self.classes = tuple(
+                n.strip() if isinstance(n, str) else n for n in self.classes if not isinstance(n, str) or n.strip()
+            )
         super().__post_init__()
 
     def validate(self) -> None:
@@ -117,9 +125,12 @@ class VideoTrainConfig(Config):
 
 
 @dataclass
-@defaults(steps=Default(200, "optimisation steps"), lr=Default(1e-4, "peak learning rate (AdamW)"),
-          val_every=Default(25, "steps between validations (the best validated step is saved)"),
-          seed=Default(1, "seed of the shots, batches and masks"))
+@defaults(
+    steps=Default(200, "optimisation steps"),
+    lr=Default(1e-4, "peak learning rate (AdamW)"),
+    val_every=Default(25, "steps between validations (the best validated step is saved)"),
+    seed=Default(1, "seed of the shots, batches and masks"),
+)
 class VideoTrainerConfig(TrainerConfig):
     """The optimiser of ``video train``: :class:`TrainerConfig` with the command's defaults.
 
@@ -156,8 +167,9 @@ class ClipSet:
         >>> # pixels, labels = ClipSet(samples, backbone, {0: 0, 3: 1}).batch([0, 1], 8, np.random.default_rng(0))
     """
 
-    def __init__(self, samples: Sequence[Sample], backbone: Backbone, label_of: dict[int, int],
-                 hold_bytes: int = HOLD_BYTES) -> None:
+    def __init__(
+        self, samples: Sequence[Sample], backbone: Backbone, label_of: dict[int, int], hold_bytes: int = HOLD_BYTES
+    ) -> None:
         self.backbone, self.hold_bytes, self.held_bytes = backbone, hold_bytes, 0
         self.paths = [str(s.path) for s in samples]
         self.labels = [label_of[s.label] for s in samples]
@@ -173,7 +185,9 @@ class ClipSet:
     def _check(self, i: int) -> int:
         """Decode clip ``i`` once (held if it fits, else only counted); return its number of decodable frames."""
         path, info = self.paths[i], self.infos[i]
-        estimate = self.counts[i] * info.width * info.height * 3  # 0 when the header gives no size: measured after decoding
+        estimate = (
+            self.counts[i] * info.width * info.height * 3
+        )  # 0 when the header gives no size: measured after decoding
         if self.held_bytes + estimate <= self.hold_bytes and self.held_bytes < self.hold_bytes:
             decoded = decode_frames(path, range(self.counts[i]))
             frames = [decoded[j] for j in sorted(decoded)]
@@ -187,8 +201,9 @@ class ClipSet:
             raise unreadable(Path(path), f"video {quoted(path)} holds no decodable frames", "no-frames")
         return count
 
-    def batch(self, which: Sequence[int], frames: int, rng: np.random.Generator | None,
-              views: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self, which: Sequence[int], frames: int, rng: np.random.Generator | None, views: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels ``[B·V·T, 3, S, S]`` (random segment frames with ``rng``, else the ``views`` segment centres) and labels."""
         chosen = [frames_to_pixels(self._frames(i, frames, rng, views), self.backbone) for i in which]
         return torch.cat(chosen), torch.tensor([self.labels[i] for i in which])
@@ -207,7 +222,10 @@ class ClipSet:
             # (held or not, the same draws: the run stays a function of the files and the seed).
             self.counts[i] = self.decoded[i]
         missing = min(j for j in idx if j not in got)
-        raise BadVideo(f"video {quoted(self.paths[i])} changed since it was checked: frame {missing} no longer decodes", "corrupt-video")
+        raise BadVideo(
+            f"video {quoted(self.paths[i])} changed since it was checked: frame {missing} no longer decodes",
+            "corrupt-video",
+        )
 
     def _source(self, i: int, idx: Sequence[int]) -> dict[int, np.ndarray]:
         """``{index: frame}`` of clip ``i`` at ``idx`` that exist: its held frames, else a decode."""
@@ -219,7 +237,11 @@ class ClipSet:
 
 def seen_classes(dataset: VideoDataset, classes: Sequence[str]) -> list[str]:
     """The classes trained on: as given, else the dataset's ``base``, else all; each checked to exist."""
-    names = list(classes) or list(dataset.meta.get("base", []) if isinstance(dataset.meta, dict) else []) or list(dataset.classnames)
+    names = (
+        list(classes)
+        or list(dataset.meta.get("base", []) if isinstance(dataset.meta, dict) else [])
+        or list(dataset.classnames)
+    )
     unknown = [n for n in names if n not in dataset.classnames]
     if unknown:
         raise ConfigError(f"seen class(es) not in the dataset {dataset.name}: {', '.join(unknown)}")
@@ -265,10 +287,19 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, projector: Projec
     return (1 - F.cosine_similarity(projector(student), teacher, dim=-1)).mean()
 
 
-def train_video(backbone: Backbone, dataset: VideoDataset, cfg: VideoTrainConfig, space: SpaceTimeConfig,
-                trainer: TrainerConfig, out_dir: str | os.PathLike, prompts: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, overwrite: bool = False, inputs: Sequence[Any] = (),
-                text_info: dict | None = None) -> dict:
+def train_video(
+    backbone: Backbone,
+    dataset: VideoDataset,
+    cfg: VideoTrainConfig,
+    space: SpaceTimeConfig,
+    trainer: TrainerConfig,
+    out_dir: str | os.PathLike,
+    prompts: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    overwrite: bool = False,
+    inputs: Sequence[Any] = (),
+    text_info: dict | None = None,
+) -> dict:
     """Fine-tune ``backbone``'s image encoder on ``dataset``'s seen classes; write the checkpoint to ``out_dir``.
 
     ``prompts``: the seen classes' prompt embeddings ``[C_seen, P, D]`` with their boolean ``mask``
@@ -282,15 +313,21 @@ def train_video(backbone: Backbone, dataset: VideoDataset, cfg: VideoTrainConfig
     prompts, mask = _prompt_table(prompts, mask, len(names))
     val_samples = [s for s in dataset.splits.get("val", []) if s.label in label_of]
     if not val_samples:  # the saved step is chosen on validation; without it, training could not be kept
-        raise DataError(f"{dataset.name} has no validation clips of the seen classes (a val split chooses the saved step)")
+        raise DataError(
+            f"{dataset.name} has no validation clips of the seen classes (a val split chooses the saved step)"
+        )
     view = TrainableClip(backbone, unfreeze=cfg.unfreeze, precision=cfg.precision)
     installed = space_time_of(view.model.visual)
     space = installed.cfg if installed else space
     teacher = _frozen_copy(view.model.visual)  # the frozen CLIP, frame by frame (never the space-time blocks)
     space_time = installed or install_space_time(view.model.visual, space)
     hold = cfg.hold_mb << 20
-    train_set = ClipSet(few_shot(dataset.split("train"), list(label_of), cfg.shots, trainer.seed), backbone, label_of, hold)
-    val_set = ClipSet(val_samples, backbone, label_of, hold)  # its own budget: validation clips are decoded every validation
+    train_set = ClipSet(
+        few_shot(dataset.split("train"), list(label_of), cfg.shots, trainer.seed), backbone, label_of, hold
+    )
+    val_set = ClipSet(
+        val_samples, backbone, label_of, hold
+    )  # its own budget: validation clips are decoded every validation
     if len(train_set) == 0:
         raise DataError(f"no training clips of the seen classes in {dataset.name}")
     with torch.random.fork_rng():
@@ -304,15 +341,24 @@ def train_video(backbone: Backbone, dataset: VideoDataset, cfg: VideoTrainConfig
         result = train(module, loss_at, trainer, validate, log_path=None, desc="video train")
     space_time.randomize = False
     record = {
-        "format": STDD_FORMAT, "space_time": space.to_dict(), "train_config": cfg.to_dict(), "trainer": trainer.to_dict(),
-        "seen_classes": names, "train_clips": len(train_set), "val_clips": len(val_samples), "text": text_info or {},
-        "result": result.summary(), "clips_per_s": round(trainer.steps * cfg.batch_clips / max(time.perf_counter() - started, 1e-9), 2),
+        "format": STDD_FORMAT,
+        "space_time": space.to_dict(),
+        "train_config": cfg.to_dict(),
+        "trainer": trainer.to_dict(),
+        "seen_classes": names,
+        "train_clips": len(train_set),
+        "val_clips": len(val_samples),
+        "text": text_info or {},
+        "result": result.summary(),
+        "clips_per_s": round(trainer.steps * cfg.batch_clips / max(time.perf_counter() - started, 1e-9), 2),
     }
     _write(out, overwrite, backbone, record, result)
     return record
 
 
-def _prompt_table(prompts: torch.Tensor | None, mask: torch.Tensor | None, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _prompt_table(
+    prompts: torch.Tensor | None, mask: torch.Tensor | None, classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``[C, P, D]`` prompts and their mask; a ``[C, D]`` table is one prompt per class. Refuses a wrong class count."""
     if prompts is None or prompts.dim() not in (2, 3) or prompts.shape[0] != classes:
         got = None if prompts is None else tuple(prompts.shape)
@@ -335,8 +381,16 @@ def _frozen_copy(visual: nn.Module) -> nn.Module:
     return copy_.eval().requires_grad_(False)
 
 
-def _loss_fn(view: TrainableClip, teacher: nn.Module, space_time: SpaceTime, projector: Projector, data: ClipSet,
-             text: tuple[torch.Tensor, torch.Tensor], cfg: VideoTrainConfig, seed: int):
+def _loss_fn(
+    view: TrainableClip,
+    teacher: nn.Module,
+    space_time: SpaceTime,
+    projector: Projector,
+    data: ClipSet,
+    text: tuple[torch.Tensor, torch.Tensor],
+    cfg: VideoTrainConfig,
+    seed: int,
+):
     scale = view.logit_scale().detach()
     prompts, mask = (t.to(view.device) for t in text)
 
@@ -361,8 +415,14 @@ def _loss_fn(view: TrainableClip, teacher: nn.Module, space_time: SpaceTime, pro
     return loss_at
 
 
-def validation_logits(view: TrainableClip, space_time: SpaceTime, data: ClipSet, prompts: torch.Tensor,
-                      mask: torch.Tensor, cfg: VideoTrainConfig) -> torch.Tensor:
+def validation_logits(
+    view: TrainableClip,
+    space_time: SpaceTime,
+    data: ClipSet,
+    prompts: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: VideoTrainConfig,
+) -> torch.Tensor:
     """Scores ``[N, C]`` (unscaled) of ``data`` with ``cfg.scorer`` over ``cfg.views`` views, ``cfg.batch_size`` frames per batch.
 
     The frames and scores are those ``video zero-shot`` computes for the same clips with the same
@@ -376,12 +436,20 @@ def validation_logits(view: TrainableClip, space_time: SpaceTime, data: ClipSet,
         pixels, _ = data.batch(which, cfg.frames, None, cfg.views)
         with space_time.clips(cfg.frames):
             feats = view.encode_images(pixels).float().cpu()
-        out.append(score_clips(cfg.scorer, feats.view(len(which), cfg.views, cfg.frames, -1), prompts.cpu(), mask.cpu(), 1.0))
+        out.append(
+            score_clips(cfg.scorer, feats.view(len(which), cfg.views, cfg.frames, -1), prompts.cpu(), mask.cpu(), 1.0)
+        )
     return torch.cat(out)
 
 
-def validation_accuracy(view: TrainableClip, space_time: SpaceTime, data: ClipSet, prompts: torch.Tensor,
-                        mask: torch.Tensor, cfg: VideoTrainConfig) -> float:
+def validation_accuracy(
+    view: TrainableClip,
+    space_time: SpaceTime,
+    data: ClipSet,
+    prompts: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: VideoTrainConfig,
+) -> float:
     """Top-1 of :func:`validation_logits`."""
     logits = validation_logits(view, space_time, data, prompts, mask, cfg)
     return int((logits.argmax(1) == torch.tensor(data.labels)).sum()) / len(data)
@@ -434,7 +502,9 @@ def read_stdd(pretrained: str | os.PathLike) -> dict | None:
     if not isinstance(train_cfg, dict):
         raise ConfigError(f"{file}: train_config must be a JSON object, got {train_cfg!r:.80}")
     if train_cfg.get("scorer", LEGACY_SCORER) not in SCORERS:
-        raise ConfigError(f"{file}: train_config.scorer must be one of {', '.join(SCORERS)}, got {train_cfg['scorer']!r:.80}")
+        raise ConfigError(
+            f"{file}: train_config.scorer must be one of {', '.join(SCORERS)}, got {train_cfg['scorer']!r:.80}"
+        )
     return meta
 
 

@@ -41,10 +41,16 @@ class VideoZeroShotConfig(Config):
 
     frames: int = option(8, "frames sampled per clip (T, one per TSN segment)")
     views: int = option(1, "temporal views per clip at test time (segment offsets (v+0.5)/views)")
-    scorer: str = option("frame-mean", "frame-mean, embed-mean or prompt-match (STDD); unset on the command line: the scorer "
-                                       "a `video train` checkpoint was validated with, from its stdd.json, else frame-mean")
-    batch_size: int = option(64, "frames per encoder batch; with space-time attention, whole clips of --views x --frames "
-                                 "frames, at least one clip")
+    scorer: str = option(
+        "frame-mean",
+        "frame-mean, embed-mean or prompt-match (STDD); unset on the command line: the scorer "
+        "a `video train` checkpoint was validated with, from its stdd.json, else frame-mean",
+    )
+    batch_size: int = option(
+        64,
+        "frames per encoder batch; with space-time attention, whole clips of --views x --frames "
+        "frames, at least one clip",
+    )
 
     def validate(self) -> None:
         check_range("frames", self.frames, 1, 512)
@@ -53,8 +59,13 @@ class VideoZeroShotConfig(Config):
         check_range("batch_size", self.batch_size, 1, 1 << 16)
 
 
-def text_side(backbone: Backbone, classnames: Sequence[str], templates: Sequence[str],
-              descriptions: str | os.PathLike | dict | None, cache_dir: Any = "") -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
+def text_side(
+    backbone: Backbone,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    descriptions: str | os.PathLike | dict | None,
+    cache_dir: Any = "",
+) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
     """Prompt embeddings ``[C, P, D]``, their mask and the prompts: descriptions if given, else templates.
 
     Words the backbone's tokenizer cannot read (the toy CLIP's closed
@@ -67,8 +78,10 @@ def text_side(backbone: Backbone, classnames: Sequence[str], templates: Sequence
     unknown = backbone.unknown_words(sorted(set(flat)))
     if unknown:
         words = sorted({w for ws in unknown.values() for w in ws})
-        warnings.warn(f"{len(unknown)} prompt(s) hold words the {backbone.name} tokenizer cannot read "
-                      f"(they become <unk>): {', '.join(words[:12])}{', …' if len(words) > 12 else ''}")
+        warnings.warn(
+            f"{len(unknown)} prompt(s) hold words the {backbone.name} tokenizer cannot read "
+            f"(they become <unk>): {', '.join(words[:12])}{', …' if len(words) > 12 else ''}"
+        )
     embeddings = extract_texts(backbone, flat, text_store(backbone, cache_dir or default_cache_dir()))
     per_class, start = [], 0
     for group in prompts:
@@ -88,16 +101,26 @@ def clips_per_batch(config: VideoZeroShotConfig) -> int:
     return max(1, config.batch_size // (config.frames * config.views))
 
 
-def score_videos(backbone: Backbone, paths: Sequence[str | os.PathLike], prompts: torch.Tensor, mask: torch.Tensor,
-                 config: VideoZeroShotConfig, cache_dir: Any = "", skip_bad: bool = False) -> tuple[torch.Tensor, list[int], dict]:
+def score_videos(
+    backbone: Backbone,
+    paths: Sequence[str | os.PathLike],
+    prompts: torch.Tensor,
+    mask: torch.Tensor,
+    config: VideoZeroShotConfig,
+    cache_dir: Any = "",
+    skip_bad: bool = False,
+) -> tuple[torch.Tensor, list[int], dict]:
     """Logits ``[N_kept, C]`` of the videos at ``paths``, the kept indices, and extraction stats."""
     space_time = space_time_of(getattr(getattr(backbone, "model", None), "visual", None))
     if space_time is not None and space_time.cfg.enabled:  # temporal encoder: clips encoded whole, uncached
-        feats, kept, stats = extract_temporal_features(backbone, space_time, paths, config.frames, config.views,
-                                                       clips_per_batch(config), skip_bad)
+        feats, kept, stats = extract_temporal_features(
+            backbone, space_time, paths, config.frames, config.views, clips_per_batch(config), skip_bad
+        )
     else:
         store = frame_store(backbone, cache_dir or default_cache_dir())
-        feats, kept, stats = extract_clip_features(backbone, paths, store, config.frames, config.views, config.batch_size, skip_bad)
+        feats, kept, stats = extract_clip_features(
+            backbone, paths, store, config.frames, config.views, config.batch_size, skip_bad
+        )
     return score_clips(config.scorer, feats, prompts, mask, backbone.logit_scale), kept, stats.to_dict()
 
 
@@ -106,7 +129,8 @@ def time_reversed_pairs(dataset: VideoDataset) -> list[tuple[int, int]]:
     index = {name: i for i, name in enumerate(dataset.classnames)}
     pairs = dataset.meta.get("time_reversed_pairs", []) if isinstance(dataset.meta, dict) else []
     well_formed = isinstance(pairs, list) and all(
-        isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p) for p in pairs)
+        isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p) for p in pairs
+    )
     if not well_formed:
         raise DataError(f"meta.json of {dataset.name}: time_reversed_pairs must be a list of [class, class] pairs")
     return [(index[a], index[b]) for a, b in pairs if a in index and b in index]
@@ -140,18 +164,31 @@ def evaluate_zero_shot(
         "split": split,
         "backbone": backbone.describe(),
         "config": config.to_dict(),
-        "text": {"source": "descriptions" if descriptions else "templates", "templates": list(templates), "prompts": texts},
+        "text": {
+            "source": "descriptions" if descriptions else "templates",
+            "templates": list(templates),
+            "prompts": texts,
+        },
         "metrics": video_report(logits, labels, dataset.classnames, time_reversed_pairs(dataset)),
         "extraction": stats,
-        "predictions": [{"path": str(samples[i].path), "label": samples[i].label, "predicted": int(p)}
-                        for i, p in zip(kept, logits.argmax(dim=1).tolist())],
+        "predictions": [
+            {"path": str(samples[i].path), "label": samples[i].label, "predicted": int(p)}
+            for i, p in zip(kept, logits.argmax(dim=1).tolist())
+        ],
     }
 
 
-def predict_videos(backbone: Backbone, paths: Sequence[str | os.PathLike], classnames: Sequence[str],
-                   config: VideoZeroShotConfig | None = None, templates: Sequence[str] | None = None,
-                   descriptions: str | os.PathLike | dict | None = None, top_k: int = TOP_K, cache_dir: Any = "",
-                   skip_bad: bool = False) -> list[dict]:
+def predict_videos(
+    backbone: Backbone,
+    paths: Sequence[str | os.PathLike],
+    classnames: Sequence[str],
+    config: VideoZeroShotConfig | None = None,
+    templates: Sequence[str] | None = None,
+    descriptions: str | os.PathLike | dict | None = None,
+    top_k: int = TOP_K,
+    cache_dir: Any = "",
+    skip_bad: bool = False,
+) -> list[dict]:
     """Top-``k`` classes with probabilities for each video, in input order (unreadable ones left out with ``skip_bad``).
 
     Example:
@@ -167,6 +204,9 @@ def predict_videos(backbone: Backbone, paths: Sequence[str | os.PathLike], class
     values, indices = torch.sort(probs, dim=1, descending=True, stable=True)
     rows = []
     for row, i in enumerate(kept):
-        top = [{"label": classnames[c], "score": round(float(v), 6)} for v, c in zip(values[row, :top_k].tolist(), indices[row, :top_k].tolist())]
+        top = [
+            {"label": classnames[c], "score": round(float(v), 6)}
+            for v, c in zip(values[row, :top_k].tolist(), indices[row, :top_k].tolist())
+        ]
         rows.append({"path": str(Path(paths[i])), "label": top[0]["label"], "score": top[0]["score"], "top_k": top})
     return rows

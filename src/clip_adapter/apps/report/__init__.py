@@ -41,8 +41,10 @@ def report_kind(directory: str | os.PathLike) -> str:
         return "artifact"
     if is_bench_dir(path):
         return "bench"
-    raise ArtifactError(f"{quoted(path)} is neither a clip-adapter artifact (config.json) nor a bench output "
-                        "(runs/, summary_*.csv, table_*.md)")
+    raise ArtifactError(
+        f"{quoted(path)} is neither a clip-adapter artifact (config.json) nor a bench output "
+        "(runs/, summary_*.csv, table_*.md)"
+    )
 
 
 def default_output(directory: str | os.PathLike) -> Path:
@@ -69,15 +71,22 @@ def default_output(directory: str | os.PathLike) -> Path:
     return folder / f"{'-'.join(names)}.{REPORT_NAME}"
 
 
-def build_report(directory: str | os.PathLike, data: str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike | None = None, worst: int = 12, device: str = "auto") -> str:
+def build_report(
+    directory: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    worst: int = 12,
+    device: str = "auto",
+) -> str:
     """The page's HTML for an artifact or bench folder (``data``/``cache_dir``/``worst`` apply to artifacts)."""
     if report_kind(directory) == "artifact":
         return artifact_report(directory, data, cache_dir, worst, device)
     return bench_report(directory)
 
 
-def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = None, overwrite: bool = False, **options) -> Path:
+def write_report(
+    directory: str | os.PathLike, out: str | os.PathLike | None = None, overwrite: bool = False, **options
+) -> Path:
     """Write the page atomically to ``out`` (default :func:`default_output`); an existing file needs ``overwrite``.
 
     An ``out`` that is one of the reported folder's files or lies inside ``data`` is refused

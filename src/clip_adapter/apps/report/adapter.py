@@ -17,8 +17,13 @@ import torch.nn.functional as F
 
 def _stats(values: torch.Tensor) -> dict[str, float]:
     values = values.float().flatten()
-    return {"mean": float(values.mean()), "min": float(values.min()), "p10": float(torch.quantile(values, 0.1)),
-            "max": float(values.max()), "count": int(values.numel())}
+    return {
+        "mean": float(values.mean()),
+        "min": float(values.min()),
+        "p10": float(torch.quantile(values, 0.1)),
+        "max": float(values.max()),
+        "count": int(values.numel()),
+    }
 
 
 def ratio_values(head: Any, features: torch.Tensor | None) -> dict[str, Any]:
@@ -49,8 +54,12 @@ def adapter_effect(head: Any, features: torch.Tensor | None) -> dict[str, Any]:
         (1.0, 1.0)
     """
     config = head.config
-    out: dict[str, Any] = {"variant": getattr(config, "variant", "?"), "ratio_mode": getattr(config, "ratio", "?"),
-                           "reduction": getattr(config, "reduction", None), **ratio_values(head, features)}
+    out: dict[str, Any] = {
+        "variant": getattr(config, "variant", "?"),
+        "ratio_mode": getattr(config, "ratio", "?"),
+        "reduction": getattr(config, "reduction", None),
+        **ratio_values(head, features),
+    }
     if getattr(head, "visual", None) is not None and features is not None and len(features):
         raw = head.visual(features)
         adapted = head.adapted_image_features(features)
@@ -67,5 +76,7 @@ def adapter_effect(head: Any, features: torch.Tensor | None) -> dict[str, Any]:
 
 def is_clip_adapter(head: Any) -> bool:
     """Heads with the CLIP-Adapter interface (the method, or a subclass of its head)."""
-    return all(hasattr(head, name) for name in ("ratios", "visual", "textual", "text", "adapted_image_features",
-                                                "adapted_text_features"))
+    return all(
+        hasattr(head, name)
+        for name in ("ratios", "visual", "textual", "text", "adapted_image_features", "adapted_text_features")
+    )

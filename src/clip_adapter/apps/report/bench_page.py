@@ -37,7 +37,9 @@ TRANSFER_RUNS = ("b2n-", "dg-")  # runs/<setting>-<protocol>: transfer runs, tab
 
 def is_bench_dir(path: Path) -> bool:
     """A folder with the bench's outputs: run JSONs, summary CSVs or tables."""
-    return path.is_dir() and ((path / "runs").is_dir() or any(path.glob("summary_*.csv")) or any(path.glob("table_*.md")))
+    return path.is_dir() and (
+        (path / "runs").is_dir() or any(path.glob("summary_*.csv")) or any(path.glob("table_*.md"))
+    )
 
 
 def run_results(out: Path) -> dict[str, list[dict[str, Any]]]:
@@ -66,20 +68,42 @@ def bench_report(directory: str | os.PathLike) -> str:
     results = run_results(out)
     tables = _tables(out)
     sections = [("overview", "Overview", _overview(out, results))]
-    few_shot = sorted({p.removeprefix(CALIBRATION_PREFIX) for p in tables if not p.startswith(("dg_", "b2n_"))}
-                      | {p for p in results if not p.startswith(TRANSFER_RUNS)})
+    few_shot = sorted(
+        {p.removeprefix(CALIBRATION_PREFIX) for p in tables if not p.startswith(("dg_", "b2n_"))}
+        | {p for p in results if not p.startswith(TRANSFER_RUNS)}
+    )
     for protocol in few_shot:
-        sections.append((f"protocol-{protocol}", f"Few-shot results — protocol {protocol}", _protocol(out, protocol, tables, results)))
+        sections.append(
+            (
+                f"protocol-{protocol}",
+                f"Few-shot results — protocol {protocol}",
+                _protocol(out, protocol, tables, results),
+            )
+        )
     transfer = sorted(p for p in tables if p.startswith(("dg_", "b2n_")))
     if transfer:
         sections.append(("transfer", "Transfer protocols", "".join(markdown_to_html(tables[p]) for p in transfer)))
     elif any(p.startswith(TRANSFER_RUNS) for p in results):
-        sections.append(("transfer", "Transfer protocols", note("Transfer runs exist under runs/ but no table_dg_*/table_b2n_* was written.")))
+        sections.append(
+            (
+                "transfer",
+                "Transfer protocols",
+                note("Transfer runs exist under runs/ but no table_dg_*/table_b2n_* was written."),
+            )
+        )
     sections.append(("adapter", "CLIP-Adapter: chosen ratios", _chosen(results)))
     artifact = out / "artifact"
     if is_artifact_dir(artifact):
-        sections.append(("artifact", "Trained artifact", note(f"This folder holds a trained artifact at {quoted(artifact)}: "
-                                                                f"`clip-adapter report {quoted(artifact)}` gives its own page.")))
+        sections.append(
+            (
+                "artifact",
+                "Trained artifact",
+                note(
+                    f"This folder holds a trained artifact at {quoted(artifact)}: "
+                    f"`clip-adapter report {quoted(artifact)}` gives its own page."
+                ),
+            )
+        )
     return page("clip-adapter benchmark report", str(out), sections)
 
 
@@ -98,12 +122,24 @@ def _overview(out: Path, results: dict[str, list[dict[str, Any]]]) -> str:
         return note("No run JSONs under runs/: only the tables and plots the bench left are shown.")
     pick = lambda key: sorted({shown(_get(r, key)) for r in every})  # noqa: E731
     seconds = sum(float(v) for v in (_get(r, "timings.fit_seconds") for r in every) if number(v))
-    pairs = [("runs", f"{len(every)} ({', '.join(f'{p}: {len(v)}' for p, v in sorted(results.items()))})"),
-             ("datasets", ", ".join(pick("data.dataset"))), ("methods", ", ".join(pick("bench.label"))),
-             ("shots", ", ".join(sorted(pick("run.shots"), key=_int))), ("seeds", ", ".join(sorted(pick("run.seed"), key=_int))),
-             ("backbones", ", ".join(f"{n} ({p})" for n, p in sorted({(shown(_get(r, "backbone.name")), shown(_get(r, "backbone.pretrained")))
-                                                                      for r in every}))),
-             ("protocols", ", ".join(sorted(results))), ("total fit time", f"{seconds:.1f} s")]
+    pairs = [
+        ("runs", f"{len(every)} ({', '.join(f'{p}: {len(v)}' for p, v in sorted(results.items()))})"),
+        ("datasets", ", ".join(pick("data.dataset"))),
+        ("methods", ", ".join(pick("bench.label"))),
+        ("shots", ", ".join(sorted(pick("run.shots"), key=_int))),
+        ("seeds", ", ".join(sorted(pick("run.seed"), key=_int))),
+        (
+            "backbones",
+            ", ".join(
+                f"{n} ({p})"
+                for n, p in sorted(
+                    {(shown(_get(r, "backbone.name")), shown(_get(r, "backbone.pretrained"))) for r in every}
+                )
+            ),
+        ),
+        ("protocols", ", ".join(sorted(results))),
+        ("total fit time", f"{seconds:.1f} s"),
+    ]
     return key_values(pairs)
 
 
@@ -120,16 +156,22 @@ def _int(text: str) -> int:
 def _protocol(out: Path, protocol: str, tables: dict[str, str], results: dict[str, list[dict[str, Any]]]) -> str:
     body = ""
     if protocol == "oracle":
-        body += note("ORACLE protocol: hyper-parameters were chosen on the TEST split; not a fair comparison.", warn=True)
+        body += note(
+            "ORACLE protocol: hyper-parameters were chosen on the TEST split; not a fair comparison.", warn=True
+        )
     if protocol in tables:
         body += markdown_to_html(tables[protocol])
     elif results.get(protocol):
-        body += note(f"table_{protocol}.md is missing; the table below is rebuilt from the run JSONs.") + markdown_to_html(_rebuilt_table(out, protocol))
+        body += note(
+            f"table_{protocol}.md is missing; the table below is rebuilt from the run JSONs."
+        ) + markdown_to_html(_rebuilt_table(out, protocol))
     plots = _plots(out, protocol)
     if not plots and results.get(protocol):
         plots = _rebuilt_plots(out, protocol)
     if len(plots) == 2 and any(c.endswith(f"{protocol}_average.png") for c, _ in plots):
-        plots = [p for p in plots if not p[0].endswith(f"{protocol}_average.png")]  # one dataset: its average is the same plot
+        plots = [
+            p for p in plots if not p[0].endswith(f"{protocol}_average.png")
+        ]  # one dataset: its average is the same plot
     body += '<div class="figs">' + "".join(figure(png, caption, caption) for caption, png in plots) + "</div>"
     body += _calibration(out, protocol, tables, results)
     return body or note("Nothing recorded for this protocol.")
@@ -146,14 +188,20 @@ def _calibration(out: Path, protocol: str, tables: dict[str, str], results: dict
 
     rows = _rows(out, protocol)
     if not any(row.get(m) is not None for row in rows for m in CALIBRATION_METRICS):
-        return note(f"No calibration table: table_{name}.md is missing and no run records calibration "
-                    "(they were written before it was recorded).")
+        return note(
+            f"No calibration table: table_{name}.md is missing and no run records calibration "
+            "(they were written before it was recorded)."
+        )
     text_ = calibration_markdown(summarise_calibration(rows), protocol if protocol in PROTOCOL_TITLES else "val", rows)
-    return note(f"table_{name}.md is missing; the calibration table below is rebuilt from the run JSONs.") + markdown_to_html(text_)
+    return note(
+        f"table_{name}.md is missing; the calibration table below is rebuilt from the run JSONs."
+    ) + markdown_to_html(text_)
 
 
 def _rows(out: Path, protocol: str) -> list[dict[str, Any]]:
-    return [row for path in sorted((out / "runs" / protocol).rglob("*.json")) if (row := _summary_row(path)) is not None]
+    return [
+        row for path in sorted((out / "runs" / protocol).rglob("*.json")) if (row := _summary_row(path)) is not None
+    ]
 
 
 def _summary(out: Path, protocol: str) -> dict:
@@ -172,8 +220,15 @@ def _summary_row(path: Path) -> dict[str, Any] | None:
         r = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
-    checks = {"protocol": text, "data.dataset": text, "bench.label": text, "run.shots": count, "run.seed": count,
-              "test.accuracy": fraction, "timings.fit_seconds": number}
+    checks = {
+        "protocol": text,
+        "data.dataset": text,
+        "bench.label": text,
+        "run.shots": count,
+        "run.seed": count,
+        "test.accuracy": fraction,
+        "timings.fit_seconds": number,
+    }
     if not isinstance(r, dict) or not all(check(_get(r, key)) for key, check in checks.items()):
         return None
     zero_shot = r.get("zero_shot_test_accuracy")
@@ -182,9 +237,17 @@ def _summary_row(path: Path) -> dict[str, Any] | None:
     from ...bench.aggregate import calibration_fields
 
     calibration, _ = calibration_fields(r)  # a malformed calibration record counts as none (the bench warns about it)
-    return {"protocol": r["protocol"], "dataset": r["data"]["dataset"], "method": r["bench"]["label"], "shots": r["run"]["shots"],
-            "seed": r["run"]["seed"], "accuracy": r["test"]["accuracy"], "zero_shot_accuracy": zero_shot,
-            "fit_seconds": r["timings"]["fit_seconds"], **calibration}
+    return {
+        "protocol": r["protocol"],
+        "dataset": r["data"]["dataset"],
+        "method": r["bench"]["label"],
+        "shots": r["run"]["shots"],
+        "seed": r["run"]["seed"],
+        "accuracy": r["test"]["accuracy"],
+        "zero_shot_accuracy": zero_shot,
+        "fit_seconds": r["timings"]["fit_seconds"],
+        **calibration,
+    }
 
 
 def _rebuilt_table(out: Path, protocol: str) -> str:
@@ -230,14 +293,19 @@ def _chosen(results: dict[str, list[dict[str, Any]]]) -> str:
             ratio = _ratio_text(chosen, config, variant)
             label = shown(_get(r, "bench.label"))
             shots = _get(r, "run.shots")
-            key = (protocol, shown(_get(r, "data.dataset")), label if variant in label else f"{label} [{variant}]",
-                   shots if count(shots) else 0)
+            key = (
+                protocol,
+                shown(_get(r, "data.dataset")),
+                label if variant in label else f"{label} [{variant}]",
+                shots if count(shots) else 0,
+            )
             groups[key].append(f"seed {shown(_get(r, 'run.seed'))}: {ratio}")
     if not groups:
         return note("No CLIP-Adapter runs in this output.")
     rows = [(p, d, m, s, "; ".join(sorted(v))) for (p, d, m, s), v in sorted(groups.items())]
-    return (note("The residual ratio chosen per run (α visual, β text; the both variant searches α = β); "
-                 "0 is zero-shot exactly.") + table(["protocol", "dataset", "method", "shots", "chosen per seed"], rows, numeric=[3]))
+    return note(
+        "The residual ratio chosen per run (α visual, β text; the both variant searches α = β); 0 is zero-shot exactly."
+    ) + table(["protocol", "dataset", "method", "shots", "chosen per seed"], rows, numeric=[3])
 
 
 def _ratio_text(chosen: dict[str, Any], config: dict[str, Any], variant: str) -> str:
@@ -253,4 +321,8 @@ def _ratio_text(chosen: dict[str, Any], config: dict[str, Any], variant: str) ->
 def _fixed(config: dict[str, Any], variant: str) -> str:
     if config.get("ratio", "fixed") != "fixed":
         return f"{shown(config.get('ratio'))} ratio"
-    return f"beta={shown(config.get('beta'))} (fixed)" if variant == "text" else f"alpha={shown(config.get('alpha'))} (fixed)"
+    return (
+        f"beta={shown(config.get('beta'))} (fixed)"
+        if variant == "text"
+        else f"alpha={shown(config.get('alpha'))} (fixed)"
+    )

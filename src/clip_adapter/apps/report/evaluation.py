@@ -70,10 +70,24 @@ def evaluate(run: RunFiles, images: TestImages, cache_dir: Path, device: str = "
         return "none of the test images could be read"
     labels = torch.tensor([images.labels[i] for i in kept])
     logits = clf.logits(feats)
-    zs_logits = zero_shot_logits(backbone, clf, feats, cache_dir)  # the one predict's ZS-Norm uses (logit bias included)
-    return Evaluation([images.paths[i] for i in kept], labels, feats, torch.softmax(logits, 1), torch.softmax(zs_logits, 1),
-                      classification_report(logits, labels, clf.classnames), classification_report(zs_logits, labels, clf.classnames),
-                      clf.head, str(backbone.name), skipped, logits.detach(), zs_logits.detach(), getattr(clf, "trust", None))
+    zs_logits = zero_shot_logits(
+        backbone, clf, feats, cache_dir
+    )  # the one predict's ZS-Norm uses (logit bias included)
+    return Evaluation(
+        [images.paths[i] for i in kept],
+        labels,
+        feats,
+        torch.softmax(logits, 1),
+        torch.softmax(zs_logits, 1),
+        classification_report(logits, labels, clf.classnames),
+        classification_report(zs_logits, labels, clf.classnames),
+        clf.head,
+        str(backbone.name),
+        skipped,
+        logits.detach(),
+        zs_logits.detach(),
+        getattr(clf, "trust", None),
+    )
 
 
 def _malformed_backbone(run: RunFiles) -> str | None:
@@ -88,11 +102,15 @@ def _malformed_backbone(run: RunFiles) -> str | None:
     return None if backbone.has("name") else "backbone.name"
 
 
-def _test_features(backbone: Any, images: TestImages, cache_dir: Path) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
+def _test_features(
+    backbone: Any, images: TestImages, cache_dir: Path
+) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
     from ...features import extract_images, image_store
 
     # skip_bad: an image gone bad since training is listed on the page, not a failed report
-    feats, kept, stats = extract_images(backbone, images.paths, image_store(backbone, cache_dir), None, 0, 64, True, "test")
+    feats, kept, stats = extract_images(
+        backbone, images.paths, image_store(backbone, cache_dir), None, 0, 64, True, "test"
+    )
     return feats.float(), kept, list(stats.skipped)
 
 
@@ -103,9 +121,16 @@ def worst(evaluation: Evaluation, count: int) -> list[dict[str, Any]]:
     out = []
     for i in order:
         pred = int(evaluation.probs[i].argmax())
-        out.append({"path": evaluation.paths[i], "true": int(evaluation.labels[i]), "pred": int(pred),
-                    "p_pred": float(evaluation.probs[i, pred]), "p_true": float(true_p[i]),
-                    "zero_shot_pred": int(evaluation.zero_shot_probs[i].argmax())})
+        out.append(
+            {
+                "path": evaluation.paths[i],
+                "true": int(evaluation.labels[i]),
+                "pred": int(pred),
+                "p_pred": float(evaluation.probs[i, pred]),
+                "p_true": float(true_p[i]),
+                "zero_shot_pred": int(evaluation.zero_shot_probs[i].argmax()),
+            }
+        )
     return out
 
 
@@ -114,5 +139,9 @@ def flips(evaluation: Evaluation) -> dict[str, int]:
     pred = evaluation.probs.argmax(1)
     zs = evaluation.zero_shot_probs.argmax(1)
     right, zs_right = pred == evaluation.labels, zs == evaluation.labels
-    return {"fixed": int((right & ~zs_right).sum()), "broken": int((~right & zs_right).sum()),
-            "changed": int((pred != zs).sum()), "total": int(len(pred))}
+    return {
+        "fixed": int((right & ~zs_right).sum()),
+        "broken": int((~right & zs_right).sum()),
+        "changed": int((pred != zs).sum()),
+        "total": int(len(pred)),
+    }

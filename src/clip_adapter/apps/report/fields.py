@@ -128,7 +128,9 @@ def reliability(value: Any) -> bool:
     if any(b < a for a, b in zip(edges, edges[1:])):
         return False
     per_bin = [value.get("accuracy"), value.get("mean_confidence")]
-    return all(isinstance(v, list) and len(v) == len(sizes) and all(x is None or fraction(x) for x in v) for v in per_bin)
+    return all(
+        isinstance(v, list) and len(v) == len(sizes) and all(x is None or fraction(x) for x in v) for v in per_bin
+    )
 
 
 def mapping(value: Any) -> bool:
@@ -156,9 +158,14 @@ def fraction_map(value: Any) -> bool:
 
 def square_counts(size: int) -> Check:
     """A ``size`` × ``size`` matrix of counts (a confusion matrix over the artifact's classes)."""
+
     def check(value: Any) -> bool:
-        return (isinstance(value, list) and len(value) == size
-                and all(isinstance(row, list) and len(row) == size and all(count(n) for n in row) for row in value))
+        return (
+            isinstance(value, list)
+            and len(value) == size
+            and all(isinstance(row, list) and len(row) == size and all(count(n) for n in row) for row in value)
+        )
+
     return check
 
 
@@ -171,7 +178,12 @@ class Fields:
     """Checked access to one JSON object; every malformed field is recorded once in ``problems``."""
 
     def __init__(self, data: Any, file: str, problems: list[str], prefix: str = "") -> None:
-        self.data, self.file, self.problems, self.prefix = data if isinstance(data, dict) else {}, file, problems, prefix
+        self.data, self.file, self.problems, self.prefix = (
+            data if isinstance(data, dict) else {},
+            file,
+            problems,
+            prefix,
+        )
 
     def has(self, dotted: str) -> bool:
         return self._lookup(dotted, record=False) not in (_MISSING, None)

@@ -43,8 +43,15 @@ def confusion_png(matrix: Sequence[Sequence[int]], classnames: Sequence[str]) ->
         for i in range(n):
             for j in range(n):
                 if counts[i, j]:
-                    ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if share[i, j] > 0.6 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        int(counts[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if share[i, j] > 0.6 else "black",
+                    )
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     fig.tight_layout()
@@ -56,7 +63,7 @@ def per_class_png(rows: Sequence[tuple[str, float, float]]) -> bytes:
     """Horizontal bars of (adapted − zero-shot) accuracy per class, in points; ``rows`` sorted by difference."""
     plt = pyplot()
     if len(rows) > MAX_BARS:  # the two ends are the story: most helped, most hurt
-        rows = [*rows[: MAX_BARS // 2], *rows[-MAX_BARS // 2:]]
+        rows = [*rows[: MAX_BARS // 2], *rows[-MAX_BARS // 2 :]]
     names = [r[0] for r in rows][::-1]
     deltas = [100 * (r[1] - r[2]) for r in rows][::-1]
     fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.26 * len(rows) + 1.2)), dpi=100)
@@ -127,20 +134,48 @@ def reliability_png(panels: Sequence[dict[str, Any]]) -> bytes:
         b'\\x89PNG'
     """
     plt = pyplot()
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 5.6), dpi=100, squeeze=False,
-                             gridspec_kw={"height_ratios": [3, 1.3]}, sharex="col")
+    fig, axes = plt.subplots(
+        2,
+        len(panels),
+        figsize=(4.6 * len(panels), 5.6),
+        dpi=100,
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1.3]},
+        sharex="col",
+    )
     for column, panel in enumerate(panels):
         top, bottom = axes[0][column], axes[1][column]
         edges, sizes = [float(e) for e in panel["bin_edges"]], [int(n) for n in panel["count"]]
         left, width = edges[:-1], [b - a for a, b in zip(edges, edges[1:])]
-        filled = [i for i, n in enumerate(sizes) if n and panel["accuracy"][i] is not None and panel["mean_confidence"][i] is not None]
+        filled = [
+            i
+            for i, n in enumerate(sizes)
+            if n and panel["accuracy"][i] is not None and panel["mean_confidence"][i] is not None
+        ]
         accuracy = [float(panel["accuracy"][i]) for i in filled]
         confidence = [float(panel["mean_confidence"][i]) for i in filled]
-        top.bar([left[i] for i in filled], accuracy, [width[i] for i in filled], align="edge", color="#4a78b0",
-                edgecolor="#1f3a5f", linewidth=0.6, label="accuracy in the bin")
-        top.bar([left[i] for i in filled], [abs(c - a) for a, c in zip(accuracy, confidence)], [width[i] for i in filled],
-                bottom=[min(a, c) for a, c in zip(accuracy, confidence)], align="edge", facecolor="none",
-                hatch="///", edgecolor="#c0392b", linewidth=0.8, label="gap to its mean confidence")
+        top.bar(
+            [left[i] for i in filled],
+            accuracy,
+            [width[i] for i in filled],
+            align="edge",
+            color="#4a78b0",
+            edgecolor="#1f3a5f",
+            linewidth=0.6,
+            label="accuracy in the bin",
+        )
+        top.bar(
+            [left[i] for i in filled],
+            [abs(c - a) for a, c in zip(accuracy, confidence)],
+            [width[i] for i in filled],
+            bottom=[min(a, c) for a, c in zip(accuracy, confidence)],
+            align="edge",
+            facecolor="none",
+            hatch="///",
+            edgecolor="#c0392b",
+            linewidth=0.8,
+            label="gap to its mean confidence",
+        )
         top.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="perfect calibration")
         top.set_xlim(0, 1)
         top.set_ylim(0, 1)
@@ -151,9 +186,19 @@ def reliability_png(panels: Sequence[dict[str, Any]]) -> bytes:
         top.grid(alpha=0.3)
         top.legend(fontsize=7, loc="upper left")
         total = sum(sizes)
-        bottom.bar(left, [n / total if total else 0.0 for n in sizes], width, align="edge", color="#7f8c8d", edgecolor="#555",
-                   linewidth=0.5)
-        for key, colour, label in (("overall_accuracy", "#1f3a5f", "accuracy"), ("overall_confidence", "#c0392b", "mean confidence")):
+        bottom.bar(
+            left,
+            [n / total if total else 0.0 for n in sizes],
+            width,
+            align="edge",
+            color="#7f8c8d",
+            edgecolor="#555",
+            linewidth=0.5,
+        )
+        for key, colour, label in (
+            ("overall_accuracy", "#1f3a5f", "accuracy"),
+            ("overall_confidence", "#c0392b", "mean confidence"),
+        ):
             value = panel.get(key)
             if isinstance(value, (int, float)):
                 bottom.axvline(float(value), color=colour, linestyle="--", linewidth=1.2, label=label)

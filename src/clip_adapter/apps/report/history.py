@@ -123,8 +123,10 @@ def chosen_index(candidates: Sequence[Candidate], chosen: dict[str, Any], grid_k
     for i, candidate in enumerate(candidates):
         tokens = set(candidate.name.split())
         named = [k for k in keys if k in candidate.fields or any(t.startswith(f"{k}=") for t in tokens)]
-        if named and all(candidate.fields.get(k) == chosen[k] if k in candidate.fields else f"{k}={chosen[k]}" in tokens
-                         for k in named):
+        if named and all(
+            candidate.fields.get(k) == chosen[k] if k in candidate.fields else f"{k}={chosen[k]}" in tokens
+            for k in named
+        ):
             return i
     return 0 if len(candidates) == 1 else None
 
@@ -147,7 +149,9 @@ def epoch_curves(candidates: Sequence[Candidate], pick: int | None) -> tuple[byt
                 panel = _panel(name)
                 if panel and _numeric(value) and name not in X_KEYS:
                     label = f"{name} ({candidate.name})" if len(candidates) > 1 else name
-                    series.setdefault(panel, {}).setdefault(label, []).append((float(record[x]) if x else n + 1.0, float(value)))
+                    series.setdefault(panel, {}).setdefault(label, []).append(
+                        (float(record[x]) if x else n + 1.0, float(value))
+                    )
     return _draw(series, xlabel)
 
 
@@ -164,12 +168,21 @@ def candidate_table(candidates: Sequence[Candidate], pick: int | None) -> str:
     columns = [*keys, *(["epochs"] if any(c.epochs for c in candidates) else []), *(f"final {m}" for m in metrics)]
     visible = columns[:MAX_COLUMNS]
     values = [_row(c, metrics) for c in candidates[:MAX_CANDIDATES]]
-    rows = [[c.name, "✓" if i == pick else "", *(shown(v.get(k)) for k in visible)] for i, (c, v) in enumerate(zip(candidates, values))]
+    rows = [
+        [c.name, "✓" if i == pick else "", *(shown(v.get(k)) for k in visible)]
+        for i, (c, v) in enumerate(zip(candidates, values))
+    ]
     numeric = [i + 2 for i, k in enumerate(visible) if all(v.get(k) is None or _numeric(v.get(k)) for v in values)]
     more, hidden = len(candidates) - MAX_CANDIDATES, columns[MAX_COLUMNS:]
-    return (table(["candidate", "chosen", *visible], rows, numeric)
-            + (note(f"{more} more candidates not shown (see the curves).") if more > 0 else "")
-            + (note(f"{len(hidden)} more fields not shown: {', '.join(hidden[:8])}{', …' if len(hidden) > 8 else ''}.") if hidden else ""))
+    return (
+        table(["candidate", "chosen", *visible], rows, numeric)
+        + (note(f"{more} more candidates not shown (see the curves).") if more > 0 else "")
+        + (
+            note(f"{len(hidden)} more fields not shown: {', '.join(hidden[:8])}{', …' if len(hidden) > 8 else ''}.")
+            if hidden
+            else ""
+        )
+    )
 
 
 def _row(candidate: Candidate, metrics: Sequence[str]) -> dict[str, Any]:
@@ -196,7 +209,9 @@ def history_section(records: Any, grid_keys: Sequence[str], source: str, chosen:
     return render(candidates_from_history(records, grid_keys), grid_keys, chosen or {}, source)
 
 
-def log_section(rows: Sequence[dict[str, Any]], grid_keys: Sequence[str], source: str, chosen: dict[str, Any] | None = None) -> str:
+def log_section(
+    rows: Sequence[dict[str, Any]], grid_keys: Sequence[str], source: str, chosen: dict[str, Any] | None = None
+) -> str:
     """HTML for a ``log.csv`` (per-epoch rows of every candidate)."""
     if not rows:
         return note(f"{source}: no records.")
@@ -210,17 +225,35 @@ def render(candidates: list[Candidate], grid_keys: Sequence[str], chosen: dict[s
     parts = [f"<h3>{esc(source)}: {len(candidates)} candidate(s), {epochs} per-epoch record(s)</h3>"]
     png, xlabel = epoch_curves(candidates, pick) if epochs else (None, "")
     if png:
-        parts.append(figure(png, f"{source}: accuracy and loss against {xlabel}, one line per candidate", f"{source} per-epoch curves"))
+        parts.append(
+            figure(
+                png,
+                f"{source}: accuracy and loss against {xlabel}, one line per candidate",
+                f"{source} per-epoch curves",
+            )
+        )
     summaries = [c.fields for c in candidates if c.fields]
     if len(summaries) > 1:
         png, xlabel = curves(summaries, grid_keys)
         if png:
-            parts.append(figure(png, f"{source}: each candidate's recorded accuracy and loss against {xlabel}", f"{source} candidates"))
+            parts.append(
+                figure(
+                    png,
+                    f"{source}: each candidate's recorded accuracy and loss against {xlabel}",
+                    f"{source} candidates",
+                )
+            )
     parts.append(candidate_table(candidates, pick))
     if pick is not None and candidates[pick].epochs:
         chosen_epochs = candidates[pick].epochs
-        parts.append(f"<details><summary>per-epoch records of the chosen candidate ({esc(candidates[pick].name)}, "
-                     f"{len(chosen_epochs)} records)</summary>{records_table(chosen_epochs)}</details>")
+        parts.append(
+            f"<details><summary>per-epoch records of the chosen candidate ({esc(candidates[pick].name)}, "
+            f"{len(chosen_epochs)} records)</summary>{records_table(chosen_epochs)}</details>"
+        )
     elif epochs:
-        parts.append(note("The chosen candidate is not recorded, so no per-epoch table is shown (the curves show every candidate)."))
+        parts.append(
+            note(
+                "The chosen candidate is not recorded, so no per-epoch table is shown (the curves show every candidate)."
+            )
+        )
     return "".join(parts)

@@ -92,7 +92,9 @@ def figure(png: bytes, caption: str, alt: str) -> str:
     return f'<figure><img src="{data_uri(png)}" alt="{esc(alt)}"><figcaption>{esc(caption)}</figcaption></figure>'
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[int] = (), raw: bool = False, cls: str = "") -> str:
+def table(
+    header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[int] = (), raw: bool = False, cls: str = ""
+) -> str:
     """A table; cells are escaped unless ``raw`` (the caller built safe HTML), ``numeric`` columns right-aligned."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = []
@@ -125,7 +127,7 @@ def page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str
     links = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in sections)
     body = "".join(section(a, t, b) for a, t, b in sections)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}"><meta name="generator" content="{GENERATOR}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>"

@@ -23,8 +23,12 @@ def _table(lines: list[str]) -> str:
     header, rows = _cells(lines[0]), [_cells(line) for line in lines[2:]]
     head = "".join(f"<th>{_inline(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f'<td class="num">{_inline(c)}</td>' if i and _NUMBER.match(c) else f"<td>{_inline(c)}</td>"
-                         for i, c in enumerate(row)) + "</tr>"
+        "<tr>"
+        + "".join(
+            f'<td class="num">{_inline(c)}</td>' if i and _NUMBER.match(c) else f"<td>{_inline(c)}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -28,9 +28,11 @@ def is_report_page(path: Path) -> bool:
             head = handle.read(PAGE_HEAD_BYTES)
     except OSError:
         return False
-    return head.startswith(b"<!DOCTYPE html>") and (f'content="{GENERATOR}"'.encode() in head
-                                                   or b"<title>clip-adapter run report" in head
-                                                   or b"<title>clip-adapter benchmark report" in head)  # pages written before the tag
+    return head.startswith(b"<!DOCTYPE html>") and (
+        f'content="{GENERATOR}"'.encode() in head
+        or b"<title>clip-adapter run report" in head
+        or b"<title>clip-adapter benchmark report" in head
+    )  # pages written before the tag
 
 
 def report_inputs(directory: str | os.PathLike, data: str | os.PathLike | None) -> list[Path]:

@@ -31,8 +31,10 @@ from .fields import Fields, text
 
 MAX_LOG_BYTES = 50_000_000
 MAX_WARNED = 10  # escaping images named one per line; the rest are counted in one more line
-NO_DATA = ("test images are read only from --data (never from paths the artifact records), and none was given; "
-           "pass --data DATASET to re-evaluate the run, compare each class with zero-shot and see the worst-classified images")
+NO_DATA = (
+    "test images are read only from --data (never from paths the artifact records), and none was given; "
+    "pass --data DATASET to re-evaluate the run, compare each class with zero-shot and see the worst-classified images"
+)
 
 
 @dataclass
@@ -136,7 +138,9 @@ def find_test_images(run: RunFiles, data: str | os.PathLike | None = None) -> Te
         return NO_DATA
     dataset = _load_dataset(data)
     if dataset.classnames != run.classnames:
-        raise DataError(f"dataset {quoted(data)} has classes {dataset.classnames[:3]}… but the artifact has {run.classnames[:3]}…")
+        raise DataError(
+            f"dataset {quoted(data)} has classes {dataset.classnames[:3]}… but the artifact has {run.classnames[:3]}…"
+        )
     samples = dataset.split("test")
     if not samples:
         raise DataError(f"dataset {quoted(data)} has no test images")
@@ -186,6 +190,11 @@ def _load_dataset(data: str | os.PathLike) -> Any:
 
 def _warn_outside(outside: list[str], data: str | os.PathLike) -> None:
     for path in outside[:MAX_WARNED]:
-        warnings.warn(f"--data: skipped test image {quoted(path)}: it is not inside {quoted(data)} (symlinks resolved)", stacklevel=2)
+        warnings.warn(
+            f"--data: skipped test image {quoted(path)}: it is not inside {quoted(data)} (symlinks resolved)",
+            stacklevel=2,
+        )
     if len(outside) > MAX_WARNED:
-        warnings.warn(f"--data: skipped {len(outside) - MAX_WARNED} more test images not inside {quoted(data)}", stacklevel=2)
+        warnings.warn(
+            f"--data: skipped {len(outside) - MAX_WARNED} more test images not inside {quoted(data)}", stacklevel=2
+        )

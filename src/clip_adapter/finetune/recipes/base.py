@@ -86,7 +86,9 @@ def toy_data(cfg: RecipeConfig, train_kinds: Sequence[str], val_kinds: Sequence[
     per_kind = cfg.train_items // len(train_kinds)
     items = [it for kind in train_kinds for it in make_items(kind, cfg.seed, per_kind)]
     val = {kind: make_items(kind, cfg.val_seed, cfg.val_items, role=ROLE_VAL) for kind in val_kinds}
-    zero_shot = [(task, *task_set(task, cfg.zero_shot_per_class, cfg.val_seed, split="val")) for task in ZERO_SHOT_TASKS]
+    zero_shot = [
+        (task, *task_set(task, cfg.zero_shot_per_class, cfg.val_seed, split="val")) for task in ZERO_SHOT_TASKS
+    ]
     return TrainingData(items, plain_items(cfg.seed, cfg.plain_items), val, zero_shot, "toy-world")
 
 
@@ -95,7 +97,9 @@ def file_data(items: list[Item], cfg: RecipeConfig, kind: str, source: str) -> T
     if len(items) < 4:
         from ...core.errors import DataError
 
-        raise DataError(f"{source}: {len(items)} entries; fine-tuning needs at least 4 (some are held out for validation)")
+        raise DataError(
+            f"{source}: {len(items)} entries; fine-tuning needs at least 4 (some are held out for validation)"
+        )
     order = np.random.default_rng([cfg.seed, 29]).permutation(len(items))
     n_val = max(1, int(round(cfg.val_fraction * len(items))))
     val, train = [items[i] for i in order[:n_val]], [items[i] for i in order[n_val:]]
@@ -122,9 +126,13 @@ class Validator:
     def __call__(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for kind, items in self.data.val.items():
-            out[kind] = pair_accuracy(self.encoder, items, self._images(kind, lambda items=items: [it.image for it in items]))
+            out[kind] = pair_accuracy(
+                self.encoder, items, self._images(kind, lambda items=items: [it.image for it in items])
+            )
         for task, images, labels, prompts in self.data.zero_shot:
-            out[f"zero_shot_{task}"] = zero_shot_accuracy(self.encoder, images, labels, prompts, self._images(task, lambda images=images: images))
+            out[f"zero_shot_{task}"] = zero_shot_accuracy(
+                self.encoder, images, labels, prompts, self._images(task, lambda images=images: images)
+            )
         zs = {k: v for k, v in out.items() if k.startswith("zero_shot_")}
         self.base = self.base or zs
         within = all(self.base[k] - v <= self.max_drop + 1e-9 for k, v in zs.items())
@@ -139,7 +147,9 @@ class Recipe:
     config_cls: type[RecipeConfig] = RecipeConfig
     summary: str = ""
 
-    def train(self, backbone: Backbone, cfg: Any, items: list[Item] | None, source: str, log_path: Path | None) -> tuple[TrainResult, dict]:
+    def train(
+        self, backbone: Backbone, cfg: Any, items: list[Item] | None, source: str, log_path: Path | None
+    ) -> tuple[TrainResult, dict]:
         raise NotImplementedError
 
     def file_items(self, entries: list, preprocess: Any, cfg: Any) -> list[Item]:

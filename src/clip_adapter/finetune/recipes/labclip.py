@@ -55,13 +55,18 @@ VAL_KINDS = ("attribution-color", "relation")
 
 
 @dataclass
-@defaults(unfreeze=Default("none", "fixed: the encoders stay frozen; only A trains"),
-          steps=Default(600, "optimisation steps (on cached embeddings: fast)"),
-          lr=Default(1e-3, "peak learning rate of A"), warmup_steps=Default(50, "linear warm-up steps"),
-          weight_decay=Default(0.0, "decay of A (towards zero, so off)"),
-          val_every=Default(100, "steps between validations"), batch_size=256,
-          plain_batch=Default(256, "ordinary pairs mixed into each step"),
-          train_items=Default(2000, "toy training items"), plain_items=Default(2000, "toy ordinary pairs"))
+@defaults(
+    unfreeze=Default("none", "fixed: the encoders stay frozen; only A trains"),
+    steps=Default(600, "optimisation steps (on cached embeddings: fast)"),
+    lr=Default(1e-3, "peak learning rate of A"),
+    warmup_steps=Default(50, "linear warm-up steps"),
+    weight_decay=Default(0.0, "decay of A (towards zero, so off)"),
+    val_every=Default(100, "steps between validations"),
+    batch_size=256,
+    plain_batch=Default(256, "ordinary pairs mixed into each step"),
+    train_items=Default(2000, "toy training items"),
+    plain_items=Default(2000, "toy ordinary pairs"),
+)
 class LabClipConfig(RecipeConfig):
     """LABCLIP's settings (defaults tuned on the toy world's validation items).
 
@@ -69,7 +74,6 @@ class LabClipConfig(RecipeConfig):
     ``benchmarks/finetune_toy.py`` (same generator, never drawn by training or validation),
     not on held-out data.
     """
-
 
     def validate(self) -> None:
         super().validate()
@@ -115,7 +119,9 @@ class LabClip(Recipe):
     config_cls = LabClipConfig
     summary = "LABCLIP: a linear map A on frozen text embeddings, contrastive against binding-permuted negatives"
 
-    def train(self, backbone, cfg: LabClipConfig, items: list[Item] | None, source: str, log_path: Path | None) -> tuple[TrainResult, dict]:
+    def train(
+        self, backbone, cfg: LabClipConfig, items: list[Item] | None, source: str, log_path: Path | None
+    ) -> tuple[TrainResult, dict]:
         data = toy_data(cfg, TRAIN_KINDS, VAL_KINDS) if items is None else file_data(items, cfg, "caption", source)
         pool, plain = data.items, data.plain
         everything = pool + plain
@@ -132,7 +138,9 @@ class LabClip(Recipe):
         def loss_at(step: int) -> torch.Tensor:
             rng = np.random.default_rng([cfg.seed, 41, step])
             chosen = list(rng.choice(len(pool), batch, replace=False))
-            chosen += [len(pool) + int(i) for i in rng.choice(len(plain), plain_batch, replace=False)] if plain_batch else []
+            chosen += (
+                [len(pool) + int(i) for i in rng.choice(len(plain), plain_batch, replace=False)] if plain_batch else []
+            )
             picked = [everything[i] for i in chosen]
             columns = [row[it.caption] for it in picked] + [row[n] for it in picked for n in it.negatives]
             keys = caption_keys([it.caption for it in picked])
@@ -142,8 +150,12 @@ class LabClip(Recipe):
         validator = Validator(view, data, cfg.max_zero_shot_drop, frozen_images=True)
         result = train(transform, loss_at, cfg, validator, log_path, desc="labclip")
         fold_into_projection(text_projection(backbone.model), transform.weight)
-        return result, {"training_items": len(pool), "ordinary_pairs": len(plain), "data": data.source,
-                        "folded": "A folded into the text projection"}
+        return result, {
+            "training_items": len(pool),
+            "ordinary_pairs": len(plain),
+            "data": data.source,
+            "folded": "A folded into the text projection",
+        }
 
 
 def text_projection(model: nn.Module) -> nn.Module | nn.Parameter:

@@ -47,12 +47,14 @@ from .base import RECIPES, Recipe, RecipeConfig, Validator, file_data, toy_data
 
 
 @dataclass
-@defaults(unfreeze=Default("text", "what trains: text or text-last-N (the image tower stays frozen)"),
-          lr=Default(5e-5, "peak learning rate (the paper: 1e-6 on ViT-B/32)"),
-          batch_size=Default(64, "negation captions per step"),
-          plain_batch=Default(64, "ordinary pairs mixed into each step"),
-          train_items=Default(2000, "toy training items (scenes with a negation caption and its flipped twin)"),
-          plain_items=2000)
+@defaults(
+    unfreeze=Default("text", "what trains: text or text-last-N (the image tower stays frozen)"),
+    lr=Default(5e-5, "peak learning rate (the paper: 1e-6 on ViT-B/32)"),
+    batch_size=Default(64, "negation captions per step"),
+    plain_batch=Default(64, "ordinary pairs mixed into each step"),
+    train_items=Default(2000, "toy training items (scenes with a negation caption and its flipped twin)"),
+    plain_items=2000,
+)
 class NegationConfig(RecipeConfig):
     """NegationCLIP's settings (defaults tuned on the toy world's validation items).
 
@@ -82,20 +84,34 @@ class Negation(Recipe):
 
         return entries_to_items(entries, preprocess, cfg.seed, negation=True)
 
-    def train(self, backbone, cfg: NegationConfig, items: list[Item] | None, source: str, log_path: Path | None) -> tuple[TrainResult, dict]:
+    def train(
+        self, backbone, cfg: NegationConfig, items: list[Item] | None, source: str, log_path: Path | None
+    ) -> tuple[TrainResult, dict]:
         view = TrainableClip(backbone, cfg.unfreeze, cfg.precision)
         added = view.extend_vocab(NEGATION_WORDS)
         if any(p.requires_grad for p in backbone.model.visual.parameters()):
             raise ConfigError("negation: the image tower must stay frozen")
-        data = toy_data(cfg, ("negation",), ("negation-benchmark",)) if items is None else file_data(items, cfg, "negation", source)
+        data = (
+            toy_data(cfg, ("negation",), ("negation-benchmark",))
+            if items is None
+            else file_data(items, cfg, "negation", source)
+        )
         pool = data.items + data.plain
         image_emb = encode_arrays(backbone, [it.image for it in pool], RENDER_BATCH)
-        n_items, batch, plain_batch = len(data.items), min(cfg.batch_size, len(data.items)), min(cfg.plain_batch, len(data.plain))
+        n_items, batch, plain_batch = (
+            len(data.items),
+            min(cfg.batch_size, len(data.items)),
+            min(cfg.plain_batch, len(data.plain)),
+        )
 
         def loss_at(step: int) -> torch.Tensor:
             rng = np.random.default_rng([cfg.seed, 43, step])
             chosen = list(rng.choice(n_items, batch, replace=False))
-            chosen += [n_items + int(i) for i in rng.choice(len(data.plain), plain_batch, replace=False)] if plain_batch else []
+            chosen += (
+                [n_items + int(i) for i in rng.choice(len(data.plain), plain_batch, replace=False)]
+                if plain_batch
+                else []
+            )
             picked = [pool[i] for i in chosen]
             hard = [n for it in picked for n in it.negatives] if cfg.flip_negatives else []
             keys = caption_keys([it.caption for it in picked])
@@ -104,4 +120,9 @@ class Negation(Recipe):
 
         validator = Validator(view, data, cfg.max_zero_shot_drop, frozen_images=True)
         result = train(backbone.model, loss_at, cfg, validator, log_path, desc="negation")
-        return result, {"training_items": n_items, "ordinary_pairs": len(data.plain), "data": data.source, "vocabulary_added": added}
+        return result, {
+            "training_items": n_items,
+            "ordinary_pairs": len(data.plain),
+            "data": data.source,
+            "vocabulary_added": added,
+        }

@@ -50,22 +50,32 @@ from ..trainable import TrainableClip
 from ..trainer import TrainResult, train
 from .base import RECIPES, Recipe, RecipeConfig, Validator, file_data, toy_data
 
-TRAIN_KINDS = ("attribution-color",)  # on validation, a run with relation swaps mixed in reached 58-63 % attribution by step 300, 77 % without
+TRAIN_KINDS = (
+    "attribution-color",
+)  # on validation, a run with relation swaps mixed in reached 58-63 % attribution by step 300, 77 % without
 VAL_KINDS = ("attribution-color", "relation")
 
 
 @dataclass
-@defaults(unfreeze=Default("text", "what trains (the paper: all; toy default text: the image tower already binds, "
-                                   "probe 79 %)"),
-          steps=600, lr=Default(1e-3, "peak learning rate (toy default; the paper: 1e-6 on ViT-B/32, set it for real CLIP)"),
-          weight_decay=0.0,
-          batch_size=Default(64, "hard-negative items per step (each brings a neighbour image: 2x images)"),
-          train_items=Default(3000, "toy training items (attribute and relation swaps)"), plain_batch=32, plain_items=1000)
+@defaults(
+    unfreeze=Default(
+        "text", "what trains (the paper: all; toy default text: the image tower already binds, probe 79 %)"
+    ),
+    steps=600,
+    lr=Default(1e-3, "peak learning rate (toy default; the paper: 1e-6 on ViT-B/32, set it for real CLIP)"),
+    weight_decay=0.0,
+    batch_size=Default(64, "hard-negative items per step (each brings a neighbour image: 2x images)"),
+    train_items=Default(3000, "toy training items (attribute and relation swaps)"),
+    plain_batch=32,
+    plain_items=1000,
+)
 class NegClipConfig(RecipeConfig):
     """NegCLIP's settings (toy defaults chosen on the toy world's validation items; see the module docstring)."""
 
     neighbours: int = option(3, "K nearest images (starting model, cosine) a hard image is drawn from")
-    kinds: tuple[str, ...] = option(TRAIN_KINDS, "toy training item kinds (attribution, attribution-color, relation), split evenly")
+    kinds: tuple[str, ...] = option(
+        TRAIN_KINDS, "toy training item kinds (attribution, attribution-color, relation), split evenly"
+    )
     order_negatives: bool = option(False, "toy: add ARO's word-order shuffles to each item's hard negatives")
 
     def validate(self) -> None:
@@ -73,7 +83,9 @@ class NegClipConfig(RecipeConfig):
         check_range("neighbours", self.neighbours, 1, 64)
         unknown = [k for k in self.kinds if k not in ("attribution", "attribution-color", "relation")]
         if unknown or not self.kinds:
-            raise ValueError(f"kinds must be some of attribution, attribution-color, relation; got {', '.join(unknown) or 'none'}")
+            raise ValueError(
+                f"kinds must be some of attribution, attribution-color, relation; got {', '.join(unknown) or 'none'}"
+            )
 
 
 def nearest_neighbours(embeddings: torch.Tensor, k: int) -> torch.Tensor:
@@ -97,7 +109,9 @@ class NegClip(Recipe):
     config_cls = NegClipConfig
     summary = "NegCLIP: hard-negative captions as extra columns + K=3 nearest-neighbour images"
 
-    def train(self, backbone, cfg: NegClipConfig, items: list[Item] | None, source: str, log_path: Path | None) -> tuple[TrainResult, dict]:
+    def train(
+        self, backbone, cfg: NegClipConfig, items: list[Item] | None, source: str, log_path: Path | None
+    ) -> tuple[TrainResult, dict]:
         view = TrainableClip(backbone, cfg.unfreeze, cfg.precision)
         data = toy_data(cfg, cfg.kinds, VAL_KINDS) if items is None else file_data(items, cfg, "caption", source)
         if items is None and cfg.order_negatives:
@@ -118,16 +132,24 @@ class NegClip(Recipe):
             rng = np.random.default_rng([cfg.seed, 37, step])
             chosen = rng.choice(len(pool), batch, replace=False)
             hard_images = knn[chosen, rng.integers(knn.shape[1], size=batch)].numpy()
-            plain = len(pool) + rng.choice(len(data.plain), plain_batch, replace=False) if plain_batch else np.zeros(0, int)
+            plain = (
+                len(pool) + rng.choice(len(data.plain), plain_batch, replace=False) if plain_batch else np.zeros(0, int)
+            )
             rows = np.concatenate([chosen, hard_images, plain]).astype(int)
             picked = [everything[i] for i in rows]
             hard = [it.negatives[rng.integers(len(it.negatives))] for it in picked if it.negatives]
             keys = caption_keys([it.caption for it in picked])
-            image_emb = cached[rows] if cached is not None else view.encode_images(pixels([it.image for it in picked], view.preprocess))
+            image_emb = (
+                cached[rows]
+                if cached is not None
+                else view.encode_images(pixels([it.image for it in picked], view.preprocess))
+            )
             text_emb = view.encode_texts([it.caption for it in picked] + hard)
             return hard_negative_infonce(image_emb, text_emb, view.logit_scale(), keys, keys)
 
-        result = train(backbone.model, loss_at, cfg, validator, log_path, lambda: clamp_logit_scale(backbone.model), desc="negclip")
+        result = train(
+            backbone.model, loss_at, cfg, validator, log_path, lambda: clamp_logit_scale(backbone.model), desc="negclip"
+        )
         return result, {"training_items": len(pool), "ordinary_pairs": len(data.plain), "data": data.source}
 
 
