@@ -811,11 +811,13 @@ def main_table() -> int:
                 code, err = run(argv)
             rows.append((name, verdict(code, err, tmp, expect_ok, lost_files(guarded))))
     print(
-        "| input | exit | clear one-line message | traceback | half-written files | user files lost | message |\n|---|---|---|---|---|---|---|"
+        "| input | exit | clear one-line message | traceback | half-written files | user files lost | message |\n"
+        "|---|---|---|---|---|---|---|"
     )
     for name, v in rows:
         print(
-            f"| {name} | {v['exit']} | {'yes' if v['clear'] else 'NO'} | {'YES' if v['traceback'] else 'no'} | {v['leftovers']} | {v['lost']} | {v['message']} |"
+            f"| {name} | {v['exit']} | {'yes' if v['clear'] else 'NO'} | {'YES' if v['traceback'] else 'no'} | "
+            f"{v['leftovers']} | {v['lost']} | {v['message']} |"
         )
     clear = sum(v["clear"] for _, v in rows)
     crashed = sum(v["traceback"] for _, v in rows)

@@ -1,4 +1,5 @@
-"""Is the toy CLIP a bag of words? The compositionality table of the shipped toy CLIP (and any remedies), with wall time.
+"""Is the toy CLIP a bag of words? The compositionality table of the shipped toy CLIP (and any remedies),
+with wall time.
 
 Writes the four toy suites (attribution, relation, order, negation; 240 items each, seeds
 1000–1003) as files into a temporary folder, reads them back as ``clip-adapter compose-bench``
@@ -38,7 +39,7 @@ from clip_adapter.compose.toy_suites import SUITES, write_toy_suites  # noqa: E4
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model", action="append", default=[], metavar="LABEL=PRETRAINED", help="extra toy checkpoints to score"
     )

@@ -1,7 +1,9 @@
-"""CLIP-KD on the toy world: distil the shipped toy CLIP into a smaller student, then an adapted teacher into an adapted student.
+"""CLIP-KD on the toy world: distil the shipped toy CLIP into a smaller student, then an adapted teacher into an
+adapted student.
 
 Usage:
-    python benchmarks/distill_toy.py                       # 200 steps x batch 64, seed 0 (22 min measured on a loaded 2-core CPU)
+    python benchmarks/distill_toy.py                       # 200 steps x batch 64, seed 0
+                                                           # (22 min measured on a loaded 2-core CPU)
     python benchmarks/distill_toy.py --seeds 0,1           # more seeds
     python benchmarks/distill_toy.py --steps 20 --quick    # a smoke run
 
@@ -48,7 +50,7 @@ ROWS = [
 
 
 def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seeds", default="0")
@@ -90,7 +92,8 @@ def train_students(args, teacher_bb, rendered, rendered_val, out: Path) -> dict:
                 }
             )
             print(
-                f"seed {seed} {label:<15} in-domain {scores['summary']['in_domain']:6.2f}  shifted {scores['summary']['shifted']:6.2f}"
+                f"seed {seed} {label:<15} in-domain {scores['summary']['in_domain']:6.2f}"
+                f"  shifted {scores['summary']['shifted']:6.2f}"
                 f"  ({time.perf_counter() - start:.0f} s)",
                 file=sys.stderr,
                 flush=True,
@@ -122,7 +125,8 @@ def table_a(results: dict, teacher_scores: dict, counts: dict) -> str:
 
     t = [domain_mean(lambda k, d: teacher_scores[k][d], d) for d in shifted]
     lines.append(
-        f"| teacher (shipped toy CLIP) | {counts['teacher'] / 1e6:.2f} M | {teacher_scores['summary']['in_domain']:.2f} | "
+        f"| teacher (shipped toy CLIP) | {counts['teacher'] / 1e6:.2f} M | "
+        f"{teacher_scores['summary']['in_domain']:.2f} | "
         + " | ".join(f"{v:.2f}" for v in t)
         + f" | {teacher_scores['summary']['shifted']:.2f} | |"
     )
@@ -178,7 +182,8 @@ def adapted_part(args, teacher_bb, student_pretrained: str, out: Path) -> tuple[
         ("student + CLIP-Adapter distilled from the adapted teacher", student_kd, student_bb),
     ]
     lines = [
-        "| classifier | params (encoders) | test accuracy | zero-shot of its backbone | images/s (encode + head, batch 256, 1 thread) |",
+        "| classifier | params (encoders) | test accuracy | zero-shot of its backbone | "
+        "images/s (encode + head, batch 256, 1 thread) |",
         "|---|---|---|---|---|",
     ]
     record = {"kd_info": info}
@@ -250,7 +255,8 @@ def main() -> int:
     print(
         f"\n(A) zero-shot accuracy %, {args.steps} steps x batch {args.batch_size}, seeds {args.seeds}, "
         f"{args.per_class} test images per class per task/domain; teacher {counts['teacher']:,} parameters, "
-        f"student {counts['student']:,} ({counts['teacher'] / counts['student']:.1f}x fewer)\n{text_a}\n\nper task:\n{text_t}"
+        f"student {counts['student']:,} ({counts['teacher'] / counts['student']:.1f}x fewer)\n"
+        f"{text_a}\n\nper task:\n{text_t}"
     )
     kd_labels = [label for label, losses in ROWS if losses]
     best = max(
@@ -262,7 +268,8 @@ def main() -> int:
     )
     text_b, record_b = adapted_part(args, teacher_bb, results[best][0]["pretrained"], out)
     print(
-        f"\n(B) {args.adapted_task} / {args.adapted_domain}, student = the {best} student of seed {results[best][0]['seed']}\n{text_b}"
+        f"\n(B) {args.adapted_task} / {args.adapted_domain}, "
+        f"student = the {best} student of seed {results[best][0]['seed']}\n{text_b}"
     )
     plot(results, teacher_scores, out / "distill_toy.png")
     (out / "distill_toy.json").write_text(

@@ -118,7 +118,8 @@ def main() -> int:
     fp32 = max(v for k, v in rates.items() if k.startswith("fp32"))
     print("matmul (TFLOP/s): " + ", ".join(f"{k} {v:.4f}" for k, v in rates.items()) + " (bf16 at 512²)")
     print(
-        "\n| model | plain open_clip fp32 img/s | ours img/s (precision) | speed-up | cosine min / mean | GFLOP/img | ours, % of fp32 matmul bound |"
+        "\n| model | plain open_clip fp32 img/s | ours img/s (precision) | speed-up | cosine min / mean | GFLOP/img | "
+        "ours, % of fp32 matmul bound |"
     )
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,7 +131,8 @@ def main() -> int:
             flops = image_flops(name)
             ips, plain_ips = len(paths) / our_s, len(paths) / plain_s
             print(
-                f"| {name} | {plain_ips:.1f} | {ips:.1f} ({precision}) | {ips / plain_ips:.2f}× | {cos.min():.5f} / {cos.mean():.5f} | "
+                f"| {name} | {plain_ips:.1f} | {ips:.1f} ({precision}) | {ips / plain_ips:.2f}× | "
+                f"{cos.min():.5f} / {cos.mean():.5f} | "
                 f"{flops / 1e9:.1f} | {100 * ips * flops / (fp32 * 1e12):.0f} % |",
                 flush=True,
             )
@@ -138,7 +140,8 @@ def main() -> int:
         small, large = (int(v) for v in args.memory.split(","))
         a, b = peak_rss(small), peak_rss(large)
         print(
-            f"\npeak RSS, toy backbone: {small} images {a:.0f} MiB, {large} images {b:.0f} MiB ({100 * (b / a - 1):+.1f} %)"
+            f"\npeak RSS, toy backbone: {small} images {a:.0f} MiB, {large} images {b:.0f} MiB "
+            f"({100 * (b / a - 1):+.1f} %)"
         )
     return 0
 

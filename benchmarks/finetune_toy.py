@@ -1,7 +1,7 @@
 """Train each compositional remedy on the shipped toy CLIP and compare it with the base model.
 
-    python benchmarks/finetune_toy.py [--out runs/finetune-toy] [--recipes negclip,labclip,negation] [--set negclip.lr=3e-5]
-                                      [--base runs/toy-binding]
+    python benchmarks/finetune_toy.py [--out runs/finetune-toy] [--recipes negclip,labclip,negation]
+                                      [--set negclip.lr=3e-5] [--base runs/toy-binding]
 
 For the base model and each remedy (its default recipe, trained with
 ``clip_adapter.finetune.finetune`` into ``<out>/<recipe>`` and loaded back

@@ -138,7 +138,8 @@ def main() -> int:
             ovi_rows.append((task, rows["text→text"], rows["OVI image→text"]))
     print("\n**Summary: mAP (%) of image retrieval, intra-modal vs OTI-inverted query**\n")
     print(
-        "| task / rendering | modality gap | image→image | OTI text→image | random pseudo-token |\n|---|---|---|---|---|"
+        "| task / rendering | modality gap | image→image | OTI text→image | random pseudo-token |\n"
+        "|---|---|---|---|---|"
     )
     for name, gap, plain, inverted, floor in summary:
         print(f"| {name} | {gap:.3f} | {plain:.2f} | {inverted:.2f} | {floor:.2f} |")

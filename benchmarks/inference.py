@@ -71,7 +71,8 @@ def main() -> int:
         big = min(64, len(paths))
         e2e_64 = timed(lambda: predict(paths[:big]), 1)
     print(
-        f"\nartifact: clip-adapter, {args.classes} classes, D={backbone.embed_dim}; backbone {args.backbone} ({backbone.precision})"
+        f"\nartifact: clip-adapter, {args.classes} classes, D={backbone.embed_dim}; "
+        f"backbone {args.backbone} ({backbone.precision})"
     )
     print("| what | figure |\n|---|---|")
     print(f"| load artifact (config + safetensors, checks) | {1000 * load_s:.1f} ms |")

@@ -77,11 +77,14 @@ def main() -> int:
         ("CoCoOp, official (batch 1)", "cocoop", {**official, "batch_size": 1}, True, 1, 10, n),
     ]
     print(
-        f"\nmeasured at {args.classes} classes × {args.measure_shots} shots ({backbone.name} text encoder, {backbone.precision}); "
-        f"projected to {args.target_classes} classes × {args.shots} shots (N = {n}) by × {scale:.0f} (cost linear in classes)"
+        f"\nmeasured at {args.classes} classes × {args.measure_shots} shots "
+        f"({backbone.name} text encoder, {backbone.precision}); "
+        f"projected to {args.target_classes} classes × {args.shots} shots (N = {n}) by × {scale:.0f} "
+        "(cost linear in classes)"
     )
     print(
-        "\n| recipe | measured s per step (CoCoOp: per image) | steps measured | projected run | projected s per epoch | projected total |"
+        "\n| recipe | measured s per step (CoCoOp: per image) | steps measured | projected run | "
+        "projected s per epoch | projected total |"
     )
     print("|---|---|---|---|---|---|")
     for name, method, overrides, per_image, runs, epochs, units in recipes:

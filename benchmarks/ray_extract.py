@@ -99,12 +99,14 @@ def main() -> int:
         ray.shutdown()
     print(f"{args.images} images, {args.backbone} fp32, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
     print(
-        "| run | images/s | actor start-up (s) | features equal to local (default threads / 1 thread) |\n|---|---|---|---|"
+        "| run | images/s | actor start-up (s) | features equal to local (default threads / 1 thread) |\n"
+        "|---|---|---|---|"
     )
     for name, rate, startup, equal in rows:
         same = equal if isinstance(equal, bool) else f"{'yes' if equal[0] else 'no'} / {'yes' if equal[1] else 'no'}"
         print(
-            f"| {name} | {rate:.1f} | {'' if startup is None else f'{startup:.1f}'} | {same if isinstance(same, str) else ('yes' if same else 'no')} |"
+            f"| {name} | {rate:.1f} | {'' if startup is None else f'{startup:.1f}'} | "
+            f"{same if isinstance(same, str) else ('yes' if same else 'no')} |"
         )
     ray_rates = {name: rate for name, rate, startup, _ in rows if startup is not None}
     base = rows[0][1]

@@ -178,25 +178,31 @@ def main() -> int:
     ref_search = candidates * epochs * steps_per_epoch * step_s + n_test * ref_test_s
     ref_official = OFFICIAL_EPOCHS * steps_per_epoch * step_s + n_test * ref_test_s
     print(
-        f"\nrun: {args.model}, {args.classes} classes × {args.shots} shots ({n_train} train, {n_val} val, {n_test} test images)"
+        f"\nrun: {args.model}, {args.classes} classes × {args.shots} shots "
+        f"({n_train} train, {n_val} val, {n_test} test images)"
     )
     print(
-        f"measured: our extraction {1 / view_s:.2f} augmented views/s and {1 / centre_s:.2f} centre views/s on {args.measure_images} JPEGs; "
+        f"measured: our extraction {1 / view_s:.2f} augmented views/s and {1 / centre_s:.2f} centre views/s "
+        f"on {args.measure_images} JPEGs; "
         f"our training + test on cached features {train_s:.1f} s ({candidates} α trained × {epochs} epochs); "
         f"reference {step_s:.2f} s per step (mean of {args.reference_steps}), test {1 / ref_test_s:.2f} img/s"
     )
     print("\n| what | seconds | ratio to ours |\n|---|---|---|")
     print(
-        f"| ours: extraction ({n_train}×{VIEWS} views + {n_val + n_test} centre) + training + test | {ours:,.0f} | 1.0× |"
+        f"| ours: extraction ({n_train}×{VIEWS} views + {n_val + n_test} centre) + training + test | "
+        f"{ours:,.0f} | 1.0× |"
     )
     print(
-        f"| official structure, 1 α × {epochs} epochs ({steps_per_epoch} steps each) | {ref_one:,.0f} | {ref_one / ours:.1f}× |"
+        f"| official structure, 1 α × {epochs} epochs ({steps_per_epoch} steps each) | "
+        f"{ref_one:,.0f} | {ref_one / ours:.1f}× |"
     )
     print(
-        f"| official structure, our α search ({candidates} α × {epochs} epochs) | {ref_search:,.0f} | {ref_search / ours:.1f}× |"
+        f"| official structure, our α search ({candidates} α × {epochs} epochs) | "
+        f"{ref_search:,.0f} | {ref_search / ours:.1f}× |"
     )
     print(
-        f"| official structure, 1 α × {OFFICIAL_EPOCHS} epochs (the official recipe) | {ref_official:,.0f} | {ref_official / ours:.1f}× |"
+        f"| official structure, 1 α × {OFFICIAL_EPOCHS} epochs (the official recipe) | "
+        f"{ref_official:,.0f} | {ref_official / ours:.1f}× |"
     )
     print(
         f"\nour time is {100 * ours_extract / ours:.0f} % extraction; the reference's step is "

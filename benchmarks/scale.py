@@ -64,7 +64,9 @@ def baseline(ref: str, method: str, overrides: dict, args) -> float:
 
 
 def adapter_flops(data, candidate_epochs: int, reduction: int = 4) -> float:
-    """Arithmetic of the stacked CLIP-Adapter search: forward + backward of adapter and logits, summed over candidates."""
+    """Arithmetic of the stacked CLIP-Adapter search: forward + backward of adapter and logits, summed over
+    candidates.
+    """
     n, d, c = data.train.shape[0], data.embed_dim, data.num_classes
     h = d // reduction
     per_sample = (
@@ -112,7 +114,8 @@ def main() -> int:
     runs = sorted((h["epochs_run"] for h in trained), reverse=True)
     flops = adapter_flops(data, sum(runs))
     note = (
-        f"α={ca['chosen'].get('alpha')}, {len(trained)} α trained, epochs per candidate {runs} (the race keeps the best), "
+        f"α={ca['chosen'].get('alpha')}, {len(trained)} α trained, "
+        f"epochs per candidate {runs} (the race keeps the best), "
         f"{flops / ca['seconds'] / 1e12:.3f} TFLOP/s achieved"
     )
     rows.append(("clip-adapter (default)", ca["seconds"], ca["accuracy"], note))

@@ -121,7 +121,8 @@ def main() -> int:
             f"batch-1 requests, max_wait_ms={args.max_wait_ms}, on {LOOPBACK}"
         )
         print(
-            f"{'phase':<22}{'requests':>9}{'seconds':>9}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'enc calls':>11}{'errors':>8}"
+            f"{'phase':<22}{'requests':>9}{'seconds':>9}{'req/s':>9}"
+            f"{'p50 ms':>9}{'p95 ms':>9}{'enc calls':>11}{'errors':>8}"
         )
         with serve_in_background(app, LOOPBACK) as url:
             clients_process.submit(phase, url, images, 1, 10, args.seconds).result()  # warm-up, not reported

@@ -88,7 +88,8 @@ def main() -> int:
             for views in (None, 4):
                 enc, e2e = extraction(args.backbone, paths, precision, views)
                 print(
-                    f"| {precision} | {'1 (centre)' if views is None else f'{views} augmented'} | {enc:.1f} | {e2e:.1f} |"
+                    f"| {precision} | {'1 (centre)' if views is None else f'{views} augmented'} | "
+                    f"{enc:.1f} | {e2e:.1f} |"
                 )
     dim = create_backbone(args.backbone, "none", precision="fp32").embed_dim
     print(

@@ -129,7 +129,8 @@ def main() -> int:
         )
     total = "projected total (sum of the table)" if args.extrapolate else "total wall"
     print(
-        f"\n{total}: {grand:.1f} s; measured wall {time.perf_counter() - start:.1f} s; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+        f"\n{total}: {grand:.1f} s; measured wall {time.perf_counter() - start:.1f} s; "
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
     )
     return 0
 

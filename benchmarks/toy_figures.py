@@ -118,7 +118,8 @@ def targets(zs: dict[str, float], methods: dict | None) -> bool:
         wins = [f"{t}/{d}" for t, d in SHIFTED if methods[(f"{t}/{d}", "visual", 16)][0] - zs[f"{t}/{d}"] >= 15]
         checks.append(
             (
-                f"shifted tasks where CLIP-Adapter@16 beats zero-shot by >= 15 points: {len(wins)} >= 2 ({', '.join(wins)})",
+                f"shifted tasks where CLIP-Adapter@16 beats zero-shot by >= 15 points: "
+                f"{len(wins)} >= 2 ({', '.join(wins)})",
                 len(wins) >= 2,
             )
         )

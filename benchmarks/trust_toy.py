@@ -147,7 +147,9 @@ def split_features(backbone, dataset, split: str, features: FeatureConfig) -> tu
 
 
 def run_specs(penalty: float) -> list[tuple[str, str, dict[str, Any], str]]:
-    """``(label, method, overrides, variant)`` of every head trained; variant "" = the method as it is (with the post-hoc remedies)."""
+    """``(label, method, overrides, variant)`` of every head trained; variant "" = the method as it is
+    (with the post-hoc remedies).
+    """
     specs = [(label, method, overrides, "") for label, (method, overrides) in METHODS.items()]
     specs += [
         (label, "clip-adapter", {**METHODS[label][1], "range_penalty": penalty}, PENALTY_ROW) for label in PENALISED
@@ -312,7 +314,9 @@ def conformal_rows(clf, logits: dict[str, torch.Tensor], tests: dict, cal_sets: 
 
 
 def calibration_coverage(predictor, cal_probs: torch.Tensor, cal_y: torch.Tensor) -> float:
-    """Share of calibration scores ``<= q_hat`` (their class's): k/n for tie-free scores (k = ⌈(n+1)(1−α)⌉), more with ties."""
+    """Share of calibration scores ``<= q_hat`` (their class's): k/n for tie-free scores (k = ⌈(n+1)(1−α)⌉),
+    more with ties.
+    """
     u = row_noise(cal_probs, predictor.seed) if predictor.randomized else None  # the U calibration drew
     scores = label_scores(cal_probs, cal_y, predictor.score, u=u)
     q_hat = torch.as_tensor(predictor.q_hat, dtype=torch.float64)
@@ -327,7 +331,9 @@ def saturated(probs: torch.Tensor) -> float:
 def ood_rows(
     backbone, task_name: str, seeds: tuple[int, ...], penalty: float, work: Path, features: FeatureConfig, log
 ) -> list[dict]:
-    """MCM on a task with two classes held out: ID = test images of the kept classes, OOD = images of the held-out ones."""
+    """MCM on a task with two classes held out: ID = test images of the kept classes, OOD = images of the
+    held-out ones.
+    """
     task = holdout_task(task_name, HOLDOUT[task_name])
     name = f"{task_name}-holdout-{SOURCE}-{DATA_SEED}"
     source = task_dataset(work, name, task, SOURCE, (POOL, VAL, TEST), DATA_SEED)
@@ -381,7 +387,8 @@ def calibration_table(task: str, rows: list[dict]) -> tuple[str, dict]:
         "| method | remedy | " + " | ".join(f"{d} acc | {d} ECE | {d} NLL" for d in DOMAINS) + " | shifted ECE (mean) |"
     )
     lines = [
-        f"**{task}**: accuracy and ECE in %, NLL in nats; mean of seeds {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}",
+        f"**{task}**: accuracy and ECE in %, NLL in nats; "
+        f"mean of seeds {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}",
         "",
         head,
         "|---|---|" + "---|---|---|" * len(DOMAINS) + "---|",
@@ -401,7 +408,9 @@ def calibration_table(task: str, rows: list[dict]) -> tuple[str, dict]:
 
 
 def conformal_table(task: str, rows: list[dict]) -> tuple[str, dict]:
-    """The marginal thresholds on the 16-per-class calibration set, in every domain (+ the in-domain class-coverage gap)."""
+    """The marginal thresholds on the 16-per-class calibration set, in every domain (+ the in-domain
+    class-coverage gap).
+    """
     rows = [
         r
         for r in rows
@@ -445,7 +454,8 @@ def class_conditional_table(task: str, rows: list[dict]) -> tuple[str, dict]:
     variants = list(dict.fromkeys((r["calibration_per_class"], r["n_calibration"], r["calibration"]) for r in rows))
     title = (
         f"**{task}**: {SOURCE} (in-domain), α = {ALPHA}: marginal against class-conditional (Mondrian) thresholds, "
-        f"each calibrated on {' or '.join(f'{n} ({k} per class)' for k, n in dict.fromkeys((k, n) for k, n, _ in variants))} "
+        "each calibrated on "
+        f"{' or '.join(f'{n} ({k} per class)' for k, n in dict.fromkeys((k, n) for k, n, _ in variants))} "
         f"held-out {SOURCE} images; each cell: coverage / mean set size / class-coverage gap mean / gap max / lowest "
         f"class's coverage ({TEST} test images per class; means over seeds)"
     )
@@ -478,7 +488,8 @@ def ood_table(task: str, rows: list[dict]) -> str:
     rows = [r for r in rows if r["task"] == task]
     first = rows[0]
     title = (
-        f"**{task}**: MCM (τ = 1), {first['n_id']} ID test images of the kept classes vs {first['n_ood']} images of the "
+        f"**{task}**: MCM (τ = 1), {first['n_id']} ID test images of the kept classes "
+        f"vs {first['n_ood']} images of the "
         f"held-out classes ({', '.join(first['held_out'])}), {SOURCE}"
     )
     lines = [title, "", "| method | AUROC (%) | FPR95 (%) |", "|---|---|---|"]
@@ -510,7 +521,8 @@ def findings(task: str, cal: dict, conf: dict, cc: dict) -> list[str]:
     out.append(
         f"- (a) ECE {SOURCE} → shifted mean (shifted, against zero-shot's): zero-shot {100 * zs[SOURCE]['ece']:.1f} → "
         f"{100 * zs['shifted_ece']:.1f}; {moves}. Above zero-shot under shift: {len(above_zs)} of {len(adapters)}; "
-        f"of them at or below zero-shot's ECE in-domain (calibrated-looking in-domain, worse under shift): {len(pattern)}"
+        "of them at or below zero-shot's ECE in-domain (calibrated-looking in-domain, worse under shift): "
+        f"{len(pattern)}"
     )
     # (b) the best remedy per adapter (the oracle target temperature excluded: it needs labelled target images)
     met = []
@@ -526,14 +538,17 @@ def findings(task: str, cal: dict, conf: dict, cc: dict) -> list[str]:
         met.append(ok)
         change = 100 * (best["shifted_accuracy"] - cal[(m, "raw")]["shifted_accuracy"]) + 0.0  # + 0.0: no "-0.00"
         per_domain = ", ".join(
-            f"{d} {100 * cal[(m, 'raw')][d]['ece']:.1f} → {100 * best[d]['ece']:.1f} (zero-shot {100 * zs[d]['ece']:.1f})"
+            f"{d} {100 * cal[(m, 'raw')][d]['ece']:.1f} → {100 * best[d]['ece']:.1f} "
+            f"(zero-shot {100 * zs[d]['ece']:.1f})"
             for d in SHIFTS
         )
         out.append(
-            f"- (b) {m}: best remedy {remedy}: ECE {per_domain}; shifted accuracy change {change:+.2f} points: {'MET' if ok else 'MISSED'}"
+            f"- (b) {m}: best remedy {remedy}: ECE {per_domain}; "
+            f"shifted accuracy change {change:+.2f} points: {'MET' if ok else 'MISSED'}"
         )
     out.append(
-        f"- (b) target (ECE ≤ zero-shot's + 2 points in each shifted domain, ≤ 0.5 points of accuracy lost) met by {sum(met)} "
+        "- (b) target (ECE ≤ zero-shot's + 2 points in each shifted domain, ≤ 0.5 points of accuracy lost) "
+        f"met by {sum(met)} "
         f"of {len(met)} adapters (best remedy chosen on these test results: an upper bound on choosing one in advance)"
     )
     # (c) conformal coverage
@@ -551,7 +566,8 @@ def findings(task: str, cal: dict, conf: dict, cc: dict) -> list[str]:
         if not 0.89 <= v <= 0.93
     ]
     out.append(
-        f"- (c) target: marginal {SOURCE} coverage in [0.89, 0.93] ({HELDOUT} per class): {len(marginal) - len(missed)} of "
+        f"- (c) target: marginal {SOURCE} coverage in [0.89, 0.93] ({HELDOUT} per class): "
+        f"{len(marginal) - len(missed)} of "
         f"{len(marginal)} cells" + (f"; missed: {', '.join(missed)}" if missed else "")
     )
     for per_class, calibration in dict.fromkeys((k[3], k[4]) for k in cc):
@@ -560,7 +576,8 @@ def findings(task: str, cal: dict, conf: dict, cc: dict) -> list[str]:
         by_max = sum(v["class_coverage_gap_max"] <= 0.05 for v in cells.values())
         in_band = sum(0.89 <= v["coverage"] <= 0.93 for v in cells.values())
         out.append(
-            f"- (e) {calibration}, {per_class} per class: class-coverage gap ≤ 0.05 on average over classes in {by_mean} of "
+            f"- (e) {calibration}, {per_class} per class: "
+            f"class-coverage gap ≤ 0.05 on average over classes in {by_mean} of "
             f"{len(cells)} cells (mean gap {min(v['class_coverage_gap_mean'] for v in cells.values()):.3f}–"
             f"{max(v['class_coverage_gap_mean'] for v in cells.values()):.3f}), for every class in {by_max} "
             f"(max gap {min(v['class_coverage_gap_max'] for v in cells.values()):.3f}–"
@@ -571,7 +588,8 @@ def findings(task: str, cal: dict, conf: dict, cc: dict) -> list[str]:
     zs_options = {r: cal[("zero-shot", r)]["shifted_ece"] for r in ("temperature", "temperature (target)")}
     out.append(
         f"- (d) zero-shot shifted ECE {100 * zs['shifted_ece']:.1f}: with the in-domain temperature "
-        f"{100 * zs_options['temperature']:.1f} (no target images), with a temperature fitted on labelled target images "
+        f"{100 * zs_options['temperature']:.1f} (no target images), "
+        "with a temperature fitted on labelled target images "
         f"{100 * zs_options['temperature (target)']:.1f}"
     )
     return out

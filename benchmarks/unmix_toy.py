@@ -91,7 +91,8 @@ def _ms(values: list[float]) -> str:
 
 def format_table(rows: dict[str, list[dict]], shots: int, domain: str) -> str:
     lines = [
-        f"toy multi-label task ({domain}), {shots} shots/label, test split; mean ± std over {len(next(iter(rows.values())))} seeds",
+        f"toy multi-label task ({domain}), {shots} shots/label, test split; "
+        f"mean ± std over {len(next(iter(rows.values())))} seeds",
         "",
         "| method | mAP | F1 (overall) | F1 (per class) | text sim. before | text sim. after |",
         "|---|---|---|---|---|---|",

@@ -77,7 +77,9 @@ def claim_out(out: Path) -> None:
 
 
 def toy_set(out: Path, prefix: str, settings: dict) -> Path:
-    """The toy dataset of ``settings`` under ``out``, named by their digest: reused only when written with the same ones."""
+    """The toy dataset of ``settings`` under ``out``, named by their digest: reused only when written with the
+    same ones.
+    """
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     path = out / f"{prefix}-{digest}"
     if not path.exists():  # write_toy_videos installs the folder atomically: present means complete
@@ -141,7 +143,9 @@ def train_variant(args, source, spec: dict, seed: int, out: Path, cache: str) ->
 
 
 def table_row(runs: list[dict]) -> dict:
-    """Per target split: the mean over training seeds; then mean ± std over the splits, as ``video cross-dataset`` summarises."""
+    """Per target split: the mean over training seeds; then mean ± std over the splits, as
+    ``video cross-dataset`` summarises.
+    """
     per_split = [
         {
             "top1": statistics.fmean(run[name]["top1"] for run in runs),

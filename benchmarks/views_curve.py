@@ -19,8 +19,9 @@ shape/sketch). Encoding is the cost (the toy encoder ran at 25–55 views/s on t
 machine), so each task's training pool is exactly 16 images per class: every seed trains on the same
 128 images (seeds differ in initialisation, batch order and views drawn), and 25,600 views per task are
 encoded once. Measured there (load 7–8): 1,825 s in all, 1,750 of them encoding the first seed's views
-of each task; a second run reads the cache and takes about a minute and a half. CoOp is left out by default: one 50-epoch official run took 99 s there (the text encoder
-runs at each step), 63 runs at 200 epochs would take hours. ``VIEWS_CURVE_METHODS=clip-adapter,coop``,
+of each task; a second run reads the cache and takes about a minute and a half. CoOp is left out by
+default: one 50-epoch official run took 99 s there (the text encoder runs at each step), 63 runs at
+200 epochs would take hours. ``VIEWS_CURVE_METHODS=clip-adapter,coop``,
 ``VIEWS_CURVE_EPOCHS`` (fewer epochs, and fresh-crop views), ``VIEWS_CURVE_SEEDS`` and
 ``VIEWS_CURVE_TASKS`` (``task/domain,…``) change the grid.
 """
@@ -104,7 +105,8 @@ def main() -> int:
     start = time.perf_counter()
     columns = ["zero-shot"] + [f"V={v}" for v in VIEWS] + ["fresh"]
     print(
-        f"official presets, {EPOCHS} epochs, {SHOTS} shots, crop scale {DASSL_CROP}, seeds {SEEDS}, tasks {', '.join(TASKS)}"
+        f"official presets, {EPOCHS} epochs, {SHOTS} shots, crop scale {DASSL_CROP}, seeds {SEEDS}, "
+        f"tasks {', '.join(TASKS)}"
     )
     print("mean test accuracy (%) over tasks × seeds; fresh = a new crop per image per epoch (distinct views)\n")
     print("| method | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))

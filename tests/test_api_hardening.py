@@ -162,7 +162,9 @@ def config_paths(obj, prefix=()):
 
 
 def mutated(config: dict, path: tuple, raw: str) -> str:
-    """``config`` as JSON text with the value at ``path`` replaced by the raw JSON ``raw`` (which json.dumps cannot write)."""
+    """``config`` as JSON text with the value at ``path`` replaced by the raw JSON ``raw`` (which json.dumps
+    cannot write).
+    """
     copy = json.loads(json.dumps(config))
     target = copy
     for key in path[:-1]:
@@ -173,7 +175,9 @@ def mutated(config: dict, path: tuple, raw: str) -> str:
 
 @pytest.fixture
 def fast_backbones(monkeypatch):
-    """create_backbone, memoised: the fuzz rebuilds the same toy backbone hundreds of times (unhashable arguments pass through)."""
+    """create_backbone, memoised: the fuzz rebuilds the same toy backbone hundreds of times (unhashable arguments
+    pass through).
+    """
     real = clip_adapter.backbones.create_backbone
     cached = functools.lru_cache(maxsize=None)(real)
     active = [True]

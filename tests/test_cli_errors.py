@@ -151,7 +151,10 @@ def _non_utf8_image(folder: Path) -> bytes:
 def test_non_utf8_file_names_through_predict_on_a_strict_utf8_stdout(artifact, tmp_path):
     raw = _non_utf8_image(tmp_path / "odd")
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
-    script = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import conftest; from clip_adapter.cli import main; sys.exit(main(sys.argv[1:]))"
+    script = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import conftest; "
+        "from clip_adapter.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", script, "predict", str(artifact), str(tmp_path / "odd"), "--top-k", "1"],
         capture_output=True,

@@ -84,7 +84,9 @@ class BagOfWords(Backbone):
 
 
 class MeanColour(BagOfWords):
-    """A CLIP whose image embedding is the mean colour and whose only words are "red" and "blue": reads colour, nothing else."""
+    """A CLIP whose image embedding is the mean colour and whose only words are "red" and "blue": reads colour,
+    nothing else.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -347,7 +349,8 @@ def test_bench_on_the_toy_clip_and_a_random_open_clip(suites_dir, toy, tiny_back
             assert s["macro_accuracy"] == (pytest.approx(sum(subtypes) / len(subtypes)) if subtypes else None), name
     table = markdown_tables(result).splitlines()
     assert table[0].startswith(
-        "| model | attribution | attribution macro | relation | relation macro | order | negation | negation macro | img→larger |"
+        "| model | attribution | attribution macro | relation | relation macro | order | negation | negation macro | "
+        "img→larger |"
     )
     assert table[2].startswith("| chance / no bias | 50.0 | 50.0 |")
     assert any(line.startswith("| toy |") for line in table) and any(line.startswith("| tiny |") for line in table)

@@ -1,4 +1,6 @@
-"""CLIP-KD: the losses, the trainer, students as backbone checkpoints (toy and open_clip), the CLI, adapter distillation."""
+"""CLIP-KD: the losses, the trainer, students as backbone checkpoints (toy and open_clip), the CLI, adapter
+distillation.
+"""
 
 from __future__ import annotations
 

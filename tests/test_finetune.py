@@ -49,7 +49,9 @@ def _images(backbone, n: int = 3) -> torch.Tensor:
 @pytest.mark.parametrize("recipe", ["negclip", "labclip", "negation"])
 @pytest.mark.parametrize("name", ["toy", TINY])
 def test_checkpoint_loads_with_the_trained_weights(tmp_path, name, recipe):
-    """Train a few steps, write the checkpoint, load it through create_backbone: same embeddings as the trained module."""
+    """Train a few steps, write the checkpoint, load it through create_backbone: same embeddings as the trained
+    module.
+    """
     runner = RECIPES.get(recipe)()
     cfg = recipe_config(recipe, {**TINY_RUN, "lr": 1e-2 if recipe != "labclip" else 1e-1, "val_every": 100})
     trained = create_backbone(name, "shipped" if name == "toy" else "none", precision="fp32")

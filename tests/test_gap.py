@@ -1,4 +1,6 @@
-"""The modality gap (`clip-adapter gap`) and modality inversion (OTI, OVI) on constructed embeddings and the toy world."""
+"""The modality gap (`clip-adapter gap`) and modality inversion (OTI, OVI) on constructed embeddings and the toy
+world.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +42,9 @@ def _one_thread():
 
 
 def two_cones(n: int, dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit rows at angle ``theta`` around e0 (images) and e1 (texts), spread symmetrically so each centroid is cos θ·e."""
+    """Unit rows at angle ``theta`` around e0 (images) and e1 (texts), spread symmetrically so each centroid is
+    cos θ·e.
+    """
     g = torch.Generator().manual_seed(0)
     spread = F.normalize(torch.randn(n, dim - 2, generator=g), dim=1)
     spread = torch.cat([spread, -spread])  # ± pairs: the spread averages to exactly zero

@@ -101,7 +101,8 @@ def compare(actual: Any, expected: Any, atol: float, rtol: float, path: str = ""
             return [f"{where}: expected a mapping, got {type(actual).__name__}"]
         out = (
             [
-                f"{where}: keys differ: missing {sorted(set(expected) - set(actual))}, new {sorted(set(actual) - set(expected))}"
+                f"{where}: keys differ: missing {sorted(set(expected) - set(actual))}, "
+                f"new {sorted(set(actual) - set(expected))}"
             ]
             if set(actual) != set(expected)
             else []
@@ -123,7 +124,8 @@ def compare(actual: Any, expected: Any, atol: float, rtol: float, path: str = ""
         if abs(actual - expected) <= atol + rtol * abs(expected):
             return []
         return [
-            f"{where}: {actual!r} != golden {expected!r} (|diff| {abs(actual - expected):.3g} > {atol:g} + {rtol:g}·|golden|)"
+            f"{where}: {actual!r} != golden {expected!r} "
+            f"(|diff| {abs(actual - expected):.3g} > {atol:g} + {rtol:g}·|golden|)"
         ]
     if actual != expected or type(actual) is not type(expected):
         return [f"{where}: {actual!r} != golden {expected!r}"]
@@ -213,7 +215,9 @@ PROMPT_TEMPLATE = "a photo of a {}."
 
 
 def prompt_data(backbone):
-    """``few_shot_data`` in the toy CLIP's space, its text the toy text encoder's prompts (CoOp and CoCoOp train on these)."""
+    """``few_shot_data`` in the toy CLIP's space, its text the toy text encoder's prompts (CoOp and CoCoOp train
+    on these).
+    """
     text = backbone.encode_texts([PROMPT_TEMPLATE.format(c) for c in PROMPT_CLASSES])
     return few_shot_data(
         dim=backbone.embed_dim,
@@ -258,7 +262,8 @@ ADAPTER = dict(
     alpha_refine=0,
     race_keep=0,
 )
-# the official preset's loop: SGD, constant warm-up, per-epoch schedule, last partial batch dropped, distinct views, last epoch
+# the official preset's loop: SGD, constant warm-up, per-epoch schedule, last partial batch dropped, distinct views,
+# last epoch
 DASSL = dict(
     optimizer="sgd",
     lr=2e-2,
@@ -294,7 +299,8 @@ CLAP = dict(
 )
 PROMPT = dict(TRAIN, n_ctx=4, ctx_init="", class_position="end", epochs_by_shots=(), prompt_batch=128)
 
-# label: (method, every config field, the inputs: "base" = few_shot_data(), "noisy" = a noisier draw, "toy" = prompt_data())
+# label: (method, every config field, the inputs: "base" = few_shot_data(), "noisy" = a noisier draw,
+# "toy" = prompt_data())
 METHOD_CASES: dict[str, tuple[str, dict[str, Any], str]] = {
     "zero-shot": ("zero-shot", {}, "base"),
     "clip-adapter-visual": ("clip-adapter", ADAPTER, "base"),
@@ -363,7 +369,9 @@ def jsonable(value: Any) -> Any:
 
 
 def fit_case(label: str, backbone=None) -> dict[str, Any]:
-    """Fit case ``label`` on its inputs: the logits on the probe rows, the chosen hyper-parameters, the selection score."""
+    """Fit case ``label`` on its inputs: the logits on the probe rows, the chosen hyper-parameters, the selection
+    score.
+    """
     from clip_adapter.methods import get_method
 
     name, overrides, kind = METHOD_CASES[label]
@@ -382,7 +390,9 @@ def fit_case(label: str, backbone=None) -> dict[str, Any]:
 
 
 def data_fingerprint(data, probe) -> dict[str, Any]:
-    """A few numbers of the seeded inputs: when they move, every golden moves (a changed torch generator, not a method)."""
+    """A few numbers of the seeded inputs: when they move, every golden moves (a changed torch generator, not a
+    method).
+    """
     return {
         "train": stats(data.train),
         "val": stats(data.val),
@@ -487,7 +497,9 @@ PRETRAIN = dict(
 
 
 def tensor_group(name: str) -> str:
-    """Summary group of a state-dict entry: visual.trunk, visual.pool, blocks, token_embedding, … (BatchNorm statistics apart)."""
+    """Summary group of a state-dict entry: visual.trunk, visual.pool, blocks, token_embedding, …
+    (BatchNorm statistics apart).
+    """
     parts = name.split(".")
     if parts[-1] in ("running_mean", "running_var", "num_batches_tracked"):
         return "batchnorm_buffers"
@@ -732,7 +744,8 @@ def test_every_registered_method_has_a_golden():
 
 @pytest.mark.parametrize("kind", ["base", "noisy", "toy"])
 def test_inputs_are_what_the_goldens_were_made_from(kind, shipped_toy):
-    # A changed random stream (torch's generator) or toy text encoder would move every golden at once: this says so first.
+    # A changed random stream (torch's generator) or toy text encoder would move every golden at once:
+    # this says so first.
     assert_matches("methods", data_fingerprint(*inputs(kind, shipped_toy)), atol=1e-4, rtol=1e-4, at=("inputs", kind))
 
 

@@ -54,7 +54,9 @@ def write_clip_tokenizer(folder: Path) -> None:
 
 
 def openclip_to_hf(state: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
-    """open_clip ViT CLIP state dict → transformers CLIPModel keys (in_proj split into q/k/v, projections transposed)."""
+    """open_clip ViT CLIP state dict → transformers CLIPModel keys (in_proj split into q/k/v, projections
+    transposed).
+    """
     out = {
         "vision_model.embeddings.class_embedding": state["visual.class_embedding"],
         "vision_model.embeddings.patch_embedding.weight": state["visual.conv1.weight"],

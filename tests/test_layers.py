@@ -146,7 +146,8 @@ def _ancestors(name: str) -> list[str]:
 
 
 def import_graph() -> tuple[dict[str, dict[str, tuple[int, str]]], list[tuple[str, str, str, int]]]:
-    """``(edges, private imports)``: module → {imported module: (line, module named there)}; (importer, module, name, line).
+    """``(edges, private imports)``: module → {imported module: (line, module named there)};
+    (importer, module, name, line).
 
     The module named is the imported one itself, or, for a package whose ``__init__`` runs first, the
     submodule the statement names (an allow-list entry names that one).

@@ -1,4 +1,4 @@
-"""The lint configuration in pyproject.toml ([tool.ruff]) holds over src/, tests/ and benchmarks/."""
+"""The lint and format configuration in pyproject.toml ([tool.ruff]) holds over src/, tests/ and benchmarks/."""
 
 from __future__ import annotations
 
@@ -22,6 +22,18 @@ def _ruff() -> list[str]:
 def test_ruff_is_clean():
     done = subprocess.run(
         [*_ruff(), "check", "--output-format", "concise", "src", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
+
+
+def test_ruff_format_is_clean():
+    """`ruff format` leaves every file as it is (run it on what you changed; the diff stays about the change)."""
+    done = subprocess.run(
+        [*_ruff(), "format", "--check", "src", "tests", "benchmarks", "scripts"],
         cwd=ROOT,
         capture_output=True,
         text=True,

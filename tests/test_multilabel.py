@@ -280,7 +280,8 @@ def test_metrics_on_hand_examples():
 
 
 def test_class_f1_is_the_f1_of_the_class_averaged_precision_and_recall():
-    # class 0: 1 of 1 positive found with 3 predictions (P 1/3, R 1); class 1: 1 of 2 positives, 1 prediction (P 1, R 1/2)
+    # class 0: 1 of 1 positive found with 3 predictions (P 1/3, R 1);
+    # class 1: 1 of 2 positives, 1 prediction (P 1, R 1/2)
     probs = torch.tensor([[0.9, 0.9], [0.9, 0.1], [0.9, 0.1], [0.1, 0.1]])
     y = torch.tensor([[1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
     r = f1_scores(probs, y, 0.5)

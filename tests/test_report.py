@@ -237,7 +237,8 @@ def _chromium() -> Path:
     """/usr/bin/chromium (``scripts/setup.sh`` installs it where it can); skip with the reason when it is missing."""
     if not CHROMIUM.is_file():
         pytest.skip(
-            "/usr/bin/chromium is missing: `bash scripts/setup.sh` installs Debian's chromium when run as root with apt-get"
+            "/usr/bin/chromium is missing: `bash scripts/setup.sh` installs Debian's chromium "
+            "when run as root with apt-get"
         )
     return CHROMIUM
 

@@ -308,7 +308,9 @@ def test_consistent_shard_of_another_width_or_dtype_is_dropped(tmp_path):
 
 
 def test_index_over_a_cache_of_the_wrong_width_is_recomputed_at_the_backbones(world, tmp_path, capsys):
-    """The report: a checksum-consistent 64-wide cache for the 128-wide backbone gave a 64-d index nothing could search."""
+    """The report: a checksum-consistent 64-wide cache for the 128-wide backbone gave a 64-d index nothing could
+    search.
+    """
     cache, backbone = tmp_path / "cache", world["backbone"]
     argv = ["index", world["images"], "--cache-dir", cache, "--precision", "fp32"]
     assert run_cli(capsys, *argv, "--out", tmp_path / "a")[0] == 0

@@ -1,4 +1,6 @@
-"""Video hardening: frame-size limits, truncated files, --skip-bad reporting, plain output formats, the quick toy CLIP."""
+"""Video hardening: frame-size limits, truncated files, --skip-bad reporting, plain output formats, the quick toy
+CLIP.
+"""
 
 from __future__ import annotations
 

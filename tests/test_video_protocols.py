@@ -1,4 +1,6 @@
-"""Video protocols: toy subsets of actions, zero-shot cross-dataset, `video train`'s validation flags, per-batch decoding."""
+"""Video protocols: toy subsets of actions, zero-shot cross-dataset, `video train`'s validation flags, per-batch
+decoding.
+"""
 
 from __future__ import annotations
 

@@ -159,7 +159,8 @@ class AdaptedCLIP:
             )
 
     def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the artifact directory (``config.json`` + ``model.safetensors`` [+ ``result.json``, ``split.json``])."""
+        """Write the artifact directory (``config.json`` + ``model.safetensors``
+        [+ ``result.json``, ``split.json``])."""
         extra = {"result.json": self.result} if self.result else {}
         if self.split is not None:
             extra["split.json"] = self.split.to_json()

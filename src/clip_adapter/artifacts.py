@@ -156,7 +156,8 @@ def _build(config: dict[str, Any], directory: Path, backbone: Any) -> Classifier
         raise ArtifactError(f"{directory}: artifact format version {version!r} is not supported")
     if (version == TRUST_FORMAT_VERSION) != ("trust" in config):
         raise ArtifactError(
-            f"{where}: format version {version} {'needs' if version == TRUST_FORMAT_VERSION else 'has no'} a trust section"
+            f"{where}: format version {version} "
+            f"{'needs' if version == TRUST_FORMAT_VERSION else 'has no'} a trust section"
         )
     method_cls = get_method(_field(config, "method", str, where))
     meta = _checked_meta(config.get("head_meta"), directory)

@@ -44,7 +44,8 @@ class FeatureConfig(Config):
     flip: bool = option(True, "random horizontal flip in training views")
     crop_scale: tuple[float, ...] = option(
         (0.5, 1.0),
-        "random-resized-crop area range of training views: (0.5, 1) Tip-Adapter's cache, (0.08, 1) Dassl's (CoOp, CoCoOp, CLIP-Adapter)",
+        "random-resized-crop area range of training views: (0.5, 1) Tip-Adapter's cache, "
+        "(0.08, 1) Dassl's (CoOp, CoCoOp, CLIP-Adapter)",
     )
     batch_size: int = option(64, "images per encoder batch")
     skip_bad: bool = option(False, "leave unreadable images out (and list them) instead of stopping")
@@ -147,7 +148,8 @@ class PromptProblems:
             shown = "; ".join(f"{name!r}: {', '.join(words)}" for name, words in list(self.unknown.items())[:5])
             more = "; …" if len(self.unknown) > 5 else ""
             parts.append(
-                f"{len(self.unknown)} class name(s) hold words the {self.tokenizer} tokenizer cannot read ({shown}{more})"
+                f"{len(self.unknown)} class name(s) hold words the {self.tokenizer} tokenizer "
+                f"cannot read ({shown}{more})"
             )
         if self.clashes:
             parts.append(
@@ -157,7 +159,8 @@ class PromptProblems:
 
 
 def prompt_problems(backbone: Backbone, classnames: list[str], templates: tuple[str, ...]) -> PromptProblems:
-    """What :func:`check_prompts_readable` refuses, as data (``validate`` reports each problem; ``train`` the first few).
+    """What :func:`check_prompts_readable` refuses, as data (``validate`` reports each problem; ``train`` the
+    first few).
 
     A tokenizer with a closed vocabulary (the toy CLIP's) maps unknown words to
     one ``<unk>`` token, so "siamese" and "pug" would get identical prompts and
@@ -169,7 +172,8 @@ def prompt_problems(backbone: Backbone, classnames: list[str], templates: tuple[
 
 
 def prompts_refused(run: RunConfig) -> bool:
-    """Whether ``train`` refuses unreadable or identical prompts for ``run``: the method reads them and the user did not allow it."""
+    """Whether ``train`` refuses unreadable or identical prompts for ``run``: the method reads them and the user
+    did not allow it."""
     return getattr(get_method(run.method), "uses_text", True) and not run.allow_unknown_words
 
 
@@ -284,7 +288,8 @@ def sample_split(dataset: Dataset, shots: int, seed: int) -> FewShotSplit:
 def few_shot_data(
     feats: SplitFeatures, backbone: Backbone, classnames: list[str], templates: tuple[str, ...], run: RunConfig
 ) -> FewShotData:
-    """What the method may learn from; the selection split is the whole val split under ``full-val``, test only under ``oracle``."""
+    """What the method may learn from; the selection split is the whole val split under ``full-val``, test only
+    under ``oracle``."""
     override = {"oracle": (feats.test, feats.test_labels), "full-val": feats.full_val}.get(run.protocol)
     return FewShotData(
         feats.train,
@@ -560,7 +565,8 @@ def trust_report(clf: Classifier, scores: Any, labels: torch.Tensor) -> dict[str
 def ood_report(
     clf: Classifier, backbone: Backbone, id_logits: torch.Tensor, ood_logits: torch.Tensor
 ) -> dict[str, Any]:
-    """AUROC and FPR at 95 % TPR of the artifact's OOD score (MCM when it has no detector), in vs out of distribution."""
+    """AUROC and FPR at 95 % TPR of the artifact's OOD score (MCM when it has no detector), in vs out of
+    distribution."""
     from .trust.ood import auroc, fpr_at_tpr, ood_scores
 
     detector = clf.trust.ood if clf.trust is not None else None

@@ -142,7 +142,8 @@ def build_index(
     )
     if feats.shape[-1] != backbone.embed_dim:  # the feature cache checks widths; an index never records a wrong one
         raise ArtifactError(
-            f"the features of {quoted(folder)} are {feats.shape[-1]} wide but {backbone.id} embeds in {backbone.embed_dim}"
+            f"the features of {quoted(folder)} are {feats.shape[-1]} wide "
+            f"but {backbone.id} embeds in {backbone.embed_dim}"
         )
     tensors = {"features": normalised(feats)}
     if adaptation is not None:
@@ -197,10 +198,11 @@ def load_index(directory: str | os.PathLike) -> ImageIndex:
     """Read and check an index folder; every problem is a one-line ArtifactError naming the file.
 
     Example:
-        >>> load_index("/no/such/index")
+        >>> load_index("/no/such/index")  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        clip_adapter.core.errors.ArtifactError: index not found: /no/such/index (build one with clip-adapter index FOLDER --out DIR)
+        clip_adapter.core.errors.ArtifactError: index not found: /no/such/index
+        (build one with clip-adapter index FOLDER --out DIR)
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -304,7 +306,8 @@ def verified_bytes(path: Path, files: dict[str, str], what: str) -> bytes:
         raise ArtifactError(f"{what} {quoted(path)} cannot be read: {exc.strerror or exc.__class__.__name__}") from None
     if sha256_bytes(data) != files[path.name]:
         raise ArtifactError(
-            f"{quoted(path)} does not match the sha256 recorded in {INDEX_FILE} (replaced or changed after indexing); {REBUILD}"
+            f"{quoted(path)} does not match the sha256 recorded in {INDEX_FILE} "
+            f"(replaced or changed after indexing); {REBUILD}"
         )
     return data
 
@@ -362,13 +365,14 @@ def check_index_adaptation(index: ImageIndex, adaptation: Adaptation | None, una
     where = quoted(recorded.get("path", "?"))
     if adaptation is None:
         raise ConfigError(
-            f"index {quoted(index.directory)} was built with the artifact {where}; pass --artifact {where} to search it "
-            "(the query must be adapted as the images were)"
+            f"index {quoted(index.directory)} was built with the artifact {where}; "
+            f"pass --artifact {where} to search it (the query must be adapted as the images were)"
         )
     if adaptation.fingerprint.get("sha256") != recorded["sha256"]:
         raise ArtifactError(
             f"index {quoted(index.directory)} was built with the artifact {where}, not with "
-            f"{quoted(adaptation.fingerprint.get('path', '?'))} (their sha256 differ); pass the recorded artifact or rebuild the index"
+            f"{quoted(adaptation.fingerprint.get('path', '?'))} (their sha256 differ); "
+            "pass the recorded artifact or rebuild the index"
         )
 
 
@@ -498,7 +502,8 @@ def _faiss_search(index: ImageIndex, name: str, query: torch.Tensor, k: int) -> 
         ) from None
     if built.ntotal != len(index.paths) or built.d != index.features.shape[1]:
         raise ArtifactError(
-            f"{quoted(path)} holds {built.ntotal}x{built.d} vectors but the index has {len(index.paths)}x{index.features.shape[1]}"
+            f"{quoted(path)} holds {built.ntotal}x{built.d} vectors "
+            f"but the index has {len(index.paths)}x{index.features.shape[1]}"
         )
     scores, ids = built.search(query.float().view(1, -1).contiguous().numpy(), k)
     return scores[0].tolist(), ids[0].tolist()

@@ -34,8 +34,8 @@ slots, within ``body_timeout_s`` for the whole body, and at most ``max_uploads``
 once; so idle or trickling uploads can neither hold the model nor wait forever, and at most
 ``max_uploads + max_concurrency`` bodies of ``max_request_mb`` are in memory. A client that hangs
 up mid-upload is one INFO line in the log. (Headers are read by uvicorn before the app sees the
-request; a client trickling its headers is only bounded by a proxy in front.) ``/docs`` and ``/openapi.json`` are off unless
-``docs=True`` (the docs page loads scripts from a CDN).
+request; a client trickling its headers is only bounded by a proxy in front.) ``/docs`` and
+``/openapi.json`` are off unless ``docs=True`` (the docs page loads scripts from a CDN).
 
 Micro-batching: each request decodes its images (in a worker thread) and queues them; one
 worker takes up to ``max_batch`` queued images, waiting at most ``max_wait_ms`` after the first

@@ -217,7 +217,8 @@ def _check_class_sizes(dataset: Dataset, shots: int, issues: Issues, mapping: di
 
 
 def _check_prompts(dataset: Dataset, backbone: Backbone, run: RunConfig, issues: Issues) -> None:
-    """What ``train`` refuses before encoding (:func:`~clip_adapter.pipeline.check_prompts_readable`), one issue per problem."""
+    """What ``train`` refuses before encoding (:func:`~clip_adapter.pipeline.check_prompts_readable`),
+    one issue per problem."""
     names = [n for n in dataset.classnames if n and n.isprintable()]  # empty or unprintable names are reported already
     problems = prompt_problems(backbone, names, templates_for(dataset, run.templates))
     severity = "error" if prompts_refused(run) else "warning"

@@ -41,7 +41,9 @@ def normalise_arrays(images: np.ndarray, pre: PreprocessConfig) -> torch.Tensor:
     """uint8 ``[B, H, W, 3]`` → normalised float ``[B, 3, H, W]``, the same float operations as ToTensor + Normalize.
 
     Example:
-        >>> normalise_arrays(np.full((1, 2, 2, 3), 255, np.uint8), PreprocessConfig(mean=(0.5,) * 3, std=(0.5,) * 3)).unique()
+        >>> normalise_arrays(
+        ...     np.full((1, 2, 2, 3), 255, np.uint8), PreprocessConfig(mean=(0.5,) * 3, std=(0.5,) * 3)
+        ... ).unique()
         tensor([1.])
     """
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
@@ -154,7 +156,9 @@ class Backbone(abc.ABC):
 
         Example:
             >>> from clip_adapter.backbones import create_backbone
-            >>> create_backbone("toy", pretrained="none", precision="fp32").unknown_words(["red circle", "Siamese", "pug"])
+            >>> create_backbone("toy", pretrained="none", precision="fp32").unknown_words(
+            ...     ["red circle", "Siamese", "pug"]
+            ... )
             {'Siamese': ['Siamese'], 'pug': ['pug']}
         """
         return {}

@@ -92,7 +92,8 @@ def resolve_model_dir(spec: str) -> tuple[Path, str]:
         return path, path.resolve().name
     if path.exists():
         raise ArtifactError(
-            f"HF model {spec} is a file; --backbone hf: takes a model folder (config.json, model.safetensors, tokenizer)"
+            f"HF model {spec} is a file; --backbone hf: takes a model folder "
+            "(config.json, model.safetensors, tokenizer)"
         )
     if not _looks_like_repo_id(spec):
         raise ArtifactError(f"HF model folder not found: {spec}")
@@ -117,7 +118,8 @@ def _hub_snapshot(repo: str) -> Path:
     variable = offline_variable()
     if variable:
         raise ArtifactError(
-            f"{what} is not a local folder nor in the local Hugging Face cache, and {variable} is set, so no download was tried; {hint}"
+            f"{what} is not a local folder nor in the local Hugging Face cache, and {variable} is set, "
+            f"so no download was tried; {hint}"
         )
     _check_reachable(what, hint)
     try:
@@ -187,10 +189,11 @@ def check_tokenizer_files(folder: Path, model_type: str) -> list[Path]:
 
     Example:
         >>> import tempfile
-        >>> check_tokenizer_files(Path(tempfile.mkdtemp(prefix="m")), "clip")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        clip_adapter.core.errors.ArtifactError: HF model folder /.../m... has no tokenizer: missing vocab.json, merges.txt (or tokenizer.json)
+        >>> try:  # doctest: +ELLIPSIS
+        ...     check_tokenizer_files(Path(tempfile.mkdtemp(prefix="m")), "clip")
+        ... except ArtifactError as e:
+        ...     print(type(e).__name__, e)
+        ArtifactError HF model folder /.../m... has no tokenizer: missing vocab.json, merges.txt (or tokenizer.json)
     """
     groups = TOKENIZER_FILES[model_type]
     for group in groups:
@@ -216,8 +219,9 @@ def load_tokenizer(transformers: Any, folder: Path, model_type: str, vocab_size:
     size = len(tokenizer)
     if not vocab_size - VOCAB_SLACK <= size <= vocab_size:
         raise ArtifactError(
-            f"HF model folder {folder}: the tokenizer loaded from {', '.join(p.name for p in files)} has {size} tokens but the "
-            f"model has {vocab_size}; its tokenizer files are incomplete or belong to another model"
+            f"HF model folder {folder}: the tokenizer loaded from {', '.join(p.name for p in files)} "
+            f"has {size} tokens but the model has {vocab_size}; "
+            "its tokenizer files are incomplete or belong to another model"
         )
     digest = hashlib.sha256(
         "".join(f"{p.name}:{_file_sha256(p)}\n" for p in sorted(folder.glob("tokenizer*.json")) + files).encode()
@@ -294,7 +298,8 @@ class HFClipBackbone(Backbone):
             )
         if pretrained not in (None, "", spec):
             raise ConfigError(
-                f"--backbone hf:{spec} takes its weights from the model folder; --pretrained {pretrained!r} is not used with it (leave it out)"
+                f"--backbone hf:{spec} takes its weights from the model folder; "
+                f"--pretrained {pretrained!r} is not used with it (leave it out)"
             )
         self.name, self.pretrained = f"{PREFIX}{spec}", spec
         self.device = resolve_device(device)

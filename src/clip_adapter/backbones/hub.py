@@ -68,7 +68,10 @@ def fetch_weights(tag_cfg: dict, tag: str, arch: str) -> str:
 
 def local_file_hint(tag_cfg: dict, arch: str) -> str:
     """How to use a local file instead (OpenAI weights need QuickGELU, i.e. a ``-quickgelu`` name)."""
-    hint = "download the file on a connected machine and pass it with --pretrained /path/to/weights.safetensors (or .pt/.bin)"
+    hint = (
+        "download the file on a connected machine and pass it with "
+        "--pretrained /path/to/weights.safetensors (or .pt/.bin)"
+    )
     if tag_cfg.get("quick_gelu") and not arch.endswith("-quickgelu"):
         hint += f" and --backbone {arch}-quickgelu (these weights were trained with QuickGELU)"
     return hint
@@ -133,7 +136,8 @@ def _check_reachable(what: str, hint: str) -> None:
     reason = hub_unreachable(constants.ENDPOINT)
     if reason is not None:
         raise ArtifactError(
-            f"{what} are not in the local Hugging Face cache and {constants.ENDPOINT} cannot be reached ({reason}); {hint}"
+            f"{what} are not in the local Hugging Face cache and {constants.ENDPOINT} cannot be reached "
+            f"({reason}); {hint}"
         )
 
 

@@ -121,8 +121,8 @@ class OpenClipBackbone(Backbone):
         visual, kind = self.model.visual, _dense_kind(self.model.visual)
         if kind is None:
             raise ConfigError(
-                f"backbone {self.id}: dense features need an open_clip VisionTransformer or ModifiedResNet image tower, "
-                f"not {type(visual).__name__}"
+                f"backbone {self.id}: dense features need an open_clip VisionTransformer or ModifiedResNet "
+                f"image tower, not {type(visual).__name__}"
             )
         with torch.no_grad():
             x = pixels.to(self.device, self.dtype)

@@ -61,7 +61,8 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 def use_bf16(precision: str, model: torch.nn.Module | None = None) -> bool:
-    """Whether a CPU training loop autocasts to bf16: when asked, or on ``auto`` where the CPU is fast at it and the model large.
+    """Whether a CPU training loop autocasts to bf16: when asked, or on ``auto`` where the CPU is fast at it
+    and the model large.
 
     Example:
         >>> use_bf16("auto", torch.nn.Linear(4, 4)), use_bf16("bf16")

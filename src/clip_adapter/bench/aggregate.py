@@ -109,8 +109,10 @@ def calibration_fields(result: Any) -> tuple[dict[str, Any], list[str]]:
 
     Example:
         >>> cal = {"ece": 0.05, "nll": 0.4, "brier": 0.2, "aurc": 0.1, "n_bins": 15}
-        >>> calibration_fields({"test": {"calibration": cal}, "zero_shot_test_calibration": {"ece": "high"}})
-        ({'ece': 0.05, 'nll': 0.4, 'brier': 0.2, 'aurc': 0.1, 'zero_shot_ece': None, 'zero_shot_nll': None, 'zero_shot_brier': None, 'zero_shot_aurc': None, 'ece_bins': 15}, ['zero_shot_test_calibration.ece'])
+        >>> result = {"test": {"calibration": cal}, "zero_shot_test_calibration": {"ece": "high"}}
+        >>> calibration_fields(result)  # doctest: +NORMALIZE_WHITESPACE
+        ({'ece': 0.05, 'nll': 0.4, 'brier': 0.2, 'aurc': 0.1, 'zero_shot_ece': None, 'zero_shot_nll': None,
+          'zero_shot_brier': None, 'zero_shot_aurc': None, 'ece_bins': 15}, ['zero_shot_test_calibration.ece'])
     """
     result = result if isinstance(result, dict) else {}
     test = result.get("test")
@@ -194,7 +196,10 @@ def summarise_calibration(
     files) are left out; a cell no run calibrated is absent.
 
     Example:
-        >>> rows = [{"dataset": "d", "method": "m", "shots": 1, "seed": s, "ece": e, "zero_shot_ece": 0.1} for s, e in ((1, 0.2), (2, 0.4))]
+        >>> rows = [
+        ...     {"dataset": "d", "method": "m", "shots": 1, "seed": s, "ece": e, "zero_shot_ece": 0.1}
+        ...     for s, e in ((1, 0.2), (2, 0.4))
+        ... ]
         >>> cal = summarise_calibration(rows)
         >>> [round(v, 6) for v in cal[("d", "m", 1)]["ece"][:2]], cal[("d", "zero-shot", 1)]["ece"]
         ([0.3, 0.141421], (0.1, 0.0, 2))
@@ -264,7 +269,8 @@ def calibration_markdown(calibration: dict, protocol: str, rows: list[dict[str, 
     runs recorded no calibration (older run files).
 
     Example:
-        >>> print(calibration_markdown({("d", "m", 1): {"ece": (0.05, 0.01, 2), "nll": (0.3, 0.0, 1)}}, "val").splitlines()[10])
+        >>> cells = {("d", "m", 1): {"ece": (0.05, 0.01, 2), "nll": (0.3, 0.0, 1)}}
+        >>> print(calibration_markdown(cells, "val").splitlines()[10])
         | m | 5.00 ± 1.00 |
     """
     rows = rows or []

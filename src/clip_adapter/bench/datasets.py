@@ -67,7 +67,8 @@ def load_benchmark(name: str, root: str | os.PathLike) -> Dataset:
         return _read_imagenet_target(name, Path(root))
     if name not in BENCHMARKS:
         raise DataError(
-            f"unknown benchmark {name!r}; choose from {', '.join([*BENCHMARKS, *IMAGENET_TARGETS])} or give --dataset NAME=PATH"
+            f"unknown benchmark {name!r}; choose from {', '.join([*BENCHMARKS, *IMAGENET_TARGETS])} "
+            "or give --dataset NAME=PATH"
         )
     spec, folder = BENCHMARKS[name], Path(root) / BENCHMARKS[name].folder
     if not folder.is_dir():

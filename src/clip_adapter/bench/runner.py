@@ -133,7 +133,8 @@ def run_bench(backbone: Backbone, plan: BenchPlan, out: str | Path, log: Callabl
     """Run every missing cell of the grid; return what was run and skipped.
 
     Example:
-        >>> # run_bench(create_backbone("toy"), BenchPlan({"pets": ds}, [MethodSpec.parse("clip-adapter")]), "bench-out")
+        >>> # plan = BenchPlan({"pets": ds}, [MethodSpec.parse("clip-adapter")])
+        >>> # run_bench(create_backbone("toy"), plan, "bench-out")
     """
     out, report, start = Path(out), BenchReport(), time.perf_counter()
     for name, dataset in plan.datasets.items():

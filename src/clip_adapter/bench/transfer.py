@@ -152,7 +152,8 @@ def _dg_cell(backbone, plan, source_name, source, targets, encoded, shots, seed,
         report.ran += 1
         shown = ", ".join(f"{n} {100 * r['accuracy']:.2f}%" for n, r in result["transfer"]["targets"].items())
         log(
-            f"{source_name} → targets, {spec.label} {shots}-shot seed {seed}: source {100 * result['test']['accuracy']:.2f}%; {shown}"
+            f"{source_name} → targets, {spec.label} {shots}-shot seed {seed}: "
+            f"source {100 * result['test']['accuracy']:.2f}%; {shown}"
         )
 
 

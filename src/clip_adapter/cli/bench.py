@@ -82,7 +82,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--protocol",
         default="val",
         choices=PROTOCOLS,
-        help="hyper-parameters chosen on val (few-shot; default), full-val (whole validation split), none, or oracle (TEST; labelled)",
+        help="hyper-parameters chosen on val (few-shot; default), full-val (whole validation split), none, "
+        "or oracle (TEST; labelled)",
     )
     p.add_argument("--template", action="append", default=[], help="prompt template(s); default: each dataset's own")
     p.add_argument(

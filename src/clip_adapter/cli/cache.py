@@ -102,7 +102,8 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError(f"--older-than must be a number of days >= 0, got {args.older_than}")
         if args.encoder is not None and args.encoder not in {r["key"] for r in describe(root)}:
             raise ConfigError(
-                f"--encoder {quoted(args.encoder)} is not in the cache {quoted(root)}; run `clip-adapter cache` to list them"
+                f"--encoder {quoted(args.encoder)} is not in the cache {quoted(root)}; "
+                "run `clip-adapter cache` to list them"
             )
         removed, freed = prune(root, args.older_than, args.encoder, args.all)
         print(f"removed {removed} shard(s), {freed / 2**20:.1f} MiB, from {quoted(root)}")

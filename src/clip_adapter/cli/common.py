@@ -181,7 +181,8 @@ def add_config_options(
     exclude: tuple[str, ...] = (),
     aliases: dict[str, str] | None = None,
 ) -> None:
-    """One ``--field-name`` option per config field, typed and with the field's help text (plus ``aliases``: field → flag)."""
+    """One ``--field-name`` option per config field, typed and with the field's help text
+    (plus ``aliases``: field → flag)."""
     defaults = config_cls()
     for f in dataclasses.fields(config_cls):  # type: ignore[arg-type]
         if f.name in exclude:

@@ -1,4 +1,5 @@
-"""``clip-adapter distill``: CLIP-KD — distil a teacher CLIP into a smaller student, or an adapted teacher into an adapted student.
+"""``clip-adapter distill``: CLIP-KD — distil a teacher CLIP into a smaller student, or an adapted teacher into an
+adapted student.
 
 Backbone distillation (``--teacher``, ``--student``, ``--out``): the student (a toy preset ``toy-small``,
 ``toy-tiny``, ``toy``, or any open_clip architecture, random init unless ``--student-pretrained``) trains
@@ -135,7 +136,8 @@ def backbone_main(args: argparse.Namespace) -> int:
         )
     pretrained = str(out.resolve() / Path(pretrained).name) if not student.is_toy else str(out.resolve())
     print(
-        f"student ({student.parameter_count():,} parameters, teacher {sum(p.numel() for p in teacher_bb.model.parameters()):,}) "
+        f"student ({student.parameter_count():,} parameters, "
+        f"teacher {sum(p.numel() for p in teacher_bb.model.parameters()):,}) "
         f"written to {quoted(out)}: use --backbone {name} --pretrained {pretrained}",
         file=sys.stderr,
     )
@@ -168,7 +170,8 @@ def adapter_main(args: argparse.Namespace) -> int:
         )
     if args.student_pretrained.lower() == "none":
         raise ConfigError(
-            "--teacher-artifact needs a trained student backbone: pass --student-pretrained (e.g. a `clip-adapter distill` output)"
+            "--teacher-artifact needs a trained student backbone: "
+            "pass --student-pretrained (e.g. a `clip-adapter distill` output)"
         )
     claim_output_dir(
         args.out,

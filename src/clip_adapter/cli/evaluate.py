@@ -100,7 +100,8 @@ def absent_note(report: dict) -> str:
 def format_report(report: dict) -> str:
     """The summary line, per-class accuracy and the confusion matrix as plain text."""
     lines = [
-        f"{report['method']} on {report['split']} ({report['num_images']} images): accuracy {100 * report['accuracy']:.2f}%, "
+        f"{report['method']} on {report['split']} ({report['num_images']} images): "
+        f"accuracy {100 * report['accuracy']:.2f}%, "
         f"mean per-class {100 * report['mean_per_class_accuracy']:.2f}%",
         "",
         "per-class accuracy:",
@@ -124,7 +125,8 @@ def trust_lines(report: dict) -> list[str]:
         [
             "",
             f"calibration (15-bin top-label ECE): ECE {100 * cal['ece']:.2f}%, NLL {cal['nll']:.3f}, "
-            f"Brier {cal['brier']:.3f}, AURC {100 * cal['aurc']:.2f}%, mean confidence {100 * cal['mean_confidence']:.2f}%",
+            f"Brier {cal['brier']:.3f}, AURC {100 * cal['aurc']:.2f}%, "
+            f"mean confidence {100 * cal['mean_confidence']:.2f}%",
         ]
         if cal
         else []
@@ -135,9 +137,11 @@ def trust_lines(report: dict) -> list[str]:
     if report.get("conformal"):
         c = report["conformal"]
         lines += [
-            f"conformal sets ({c['score']}{', class-conditional' if c['class_conditional'] else ''}, α = {c['alpha']:g}, "
-            f"{c['n_calibration']} calibration images): coverage {100 * c['coverage']:.2f}% (target ≥ {100 * c['target_coverage']:.0f}%), "
-            f"mean set size {c['mean_set_size']:.2f}, class-conditional coverage gap {100 * c['class_coverage_gap_mean']:.2f} points "
+            f"conformal sets ({c['score']}{', class-conditional' if c['class_conditional'] else ''}, "
+            f"α = {c['alpha']:g}, {c['n_calibration']} calibration images): "
+            f"coverage {100 * c['coverage']:.2f}% (target ≥ {100 * c['target_coverage']:.0f}%), "
+            f"mean set size {c['mean_set_size']:.2f}, "
+            f"class-conditional coverage gap {100 * c['class_coverage_gap_mean']:.2f} points "
             f"(max {100 * c['class_coverage_gap_max']:.2f})",
             "  set sizes: " + ", ".join(f"{size}: {n}" for size, n in enumerate(c["set_size_histogram"]) if n),
         ]

@@ -114,7 +114,8 @@ def finetune_main(args: argparse.Namespace) -> int:
     s = result.summary
     scores = ", ".join(f"{k} {v:.3f}" for k, v in s["validation_selected"].items())
     print(
-        f"{args.recipe}: kept step {s['selected_step']} of {s['steps']} (validation: {scores}) in {s['wall_time_s']:.0f} s"
+        f"{args.recipe}: kept step {s['selected_step']} of {s['steps']} "
+        f"(validation: {scores}) in {s['wall_time_s']:.0f} s"
     )
     print(f"checkpoint written to {result.out}; use it with: {result.usage}")
     return 0

@@ -171,10 +171,11 @@ def _recorded_seed(info: dict[str, Any], artifact: str) -> int:
     Example:
         >>> _recorded_seed({"id": "toy/none/random-init:7"}, "runs/a")
         7
-        >>> _recorded_seed({"id": "toy/none/random-init:x"}, "runs/a")
+        >>> _recorded_seed({"id": "toy/none/random-init:x"}, "runs/a")  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        clip_adapter.core.errors.ArtifactError: runs/a/config.json: backbone id 'toy/none/random-init:x' has a seed that is not an integer ('x')
+        clip_adapter.core.errors.ArtifactError: runs/a/config.json: backbone id 'toy/none/random-init:x'
+        has a seed that is not an integer ('x')
     """
     backbone_id = str(info.get("id", ""))
     weights = backbone_id.rsplit("/", 1)[-1]

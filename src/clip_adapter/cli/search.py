@@ -62,7 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--artifact",
         default=None,
-        help="apply this CLIP-Adapter artifact's adaptation to images and query (required for an index built with --artifact)",
+        help="apply this CLIP-Adapter artifact's adaptation to images and query "
+        "(required for an index built with --artifact)",
     )
     p.add_argument(
         "--template",

@@ -30,8 +30,8 @@ from .common import add_data_options, cache_dir_from_args, dataset_from_args
 from .parsing import positive_int, seed_int
 
 DESCRIPTIONS = {
-    "calibrate": "Fit a calibration of the artifact's probabilities on labelled held-out images and write it into a new "
-    "artifact: temperature scaling (logits / T, T fitted by NLL) and/or ZS-Norm (each image's logit range "
+    "calibrate": "Fit a calibration of the artifact's probabilities on labelled held-out images and write it into a "
+    "new artifact: temperature scaling (logits / T, T fitted by NLL) and/or ZS-Norm (each image's logit range "
     "mapped onto zero-shot CLIP's). Predictions never change; only how confident they are. A calibrated "
     "confidence of 0.8 means about 80% right on images like the calibration ones, not on any image.",
     "conformal": "Fit split-conformal prediction sets on labelled held-out images (the artifact's calibrated "
@@ -110,7 +110,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 "--alpha",
                 type=float,
                 default=0.1,
-                help="miscoverage rate in (0, 1): sets hold the true class for >= 1-alpha of images (default: %(default)s)",
+                help="miscoverage rate in (0, 1): sets hold the true class for >= 1-alpha of images "
+                "(default: %(default)s)",
             )
             p.add_argument(
                 "--score",

@@ -16,7 +16,8 @@ Example (two toy models, a few items; seconds):
     >>> suites = [read_suite(write_toy_suites(work / "s", 6, ("negation",)) / "negation")]
     >>> models = {"base": lambda: create_backbone("toy", precision="fp32"),
     ...           "random": lambda: create_backbone("toy", "none", precision="fp32")}
-    >>> small = ComposeConfig(bias=BiasConfig(pairs=4), probes=ProbeConfig(shapes=("circle",), train=20, test=5), zero_shot_per_class=2)
+    >>> small = ComposeConfig(bias=BiasConfig(pairs=4), probes=ProbeConfig(shapes=("circle",), train=20, test=5),
+    ...                       zero_shot_per_class=2)
     >>> result = bench_models(models, suites, work / "cache", small)
     >>> list(result["models"]), "negation" in result["models"]["base"]["suites"]
     (['base', 'random'], True)
@@ -87,8 +88,11 @@ class StudiesConfig(Config):
     that ``compose-bench`` offers (their other fields keep their defaults).
 
     Example:
-        >>> StudiesConfig(probes=False, bias_pairs=8).apply(ComposeConfig(zero_shot="never"))
-        ComposeConfig(bias=BiasConfig(pairs=8, seed=1004, batch_size=64), probes=None, zero_shot='never', zero_shot_per_class=100, batch_size=64)
+        >>> c = StudiesConfig(probes=False, bias_pairs=8).apply(ComposeConfig(zero_shot="never"))
+        >>> c.bias, c.probes
+        (BiasConfig(pairs=8, seed=1004, batch_size=64), None)
+        >>> c.zero_shot, c.zero_shot_per_class, c.batch_size
+        ('never', 100, 64)
     """
 
     bias: bool = option(True, "the multi-object bias study")
@@ -287,7 +291,8 @@ def markdown_tables(result: dict[str, Any]) -> str:
 
 
 def write_bench(out: Path, result: dict[str, Any], pngs: dict[str, bytes], overwrite: bool = False) -> Path:
-    """Write ``compose.json``, ``compose.md`` and the PNGs into ``out`` in one atomic step (a ``compose-bench`` output)."""
+    """Write ``compose.json``, ``compose.md`` and the PNGs into ``out`` in one atomic step
+    (a ``compose-bench`` output)."""
     with atomic_dir(out, may_replace=lambda p: overwrite and is_own_output(p, BENCH_KIND)) as tmp:
         (tmp / "compose.json").write_text(to_json(result))
         (tmp / "compose.md").write_text(markdown_tables(result))

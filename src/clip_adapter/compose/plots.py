@@ -22,7 +22,8 @@ def _grouped_bars(
     lines: dict[str, float],
     per_group_lines: list[float] | None = None,
 ) -> bytes:
-    """Bars of each series (a model) side by side in each group, horizontal reference lines, percentages on a 0–100 axis."""
+    """Bars of each series (a model) side by side in each group, horizontal reference lines,
+    percentages on a 0–100 axis."""
     import numpy as np
 
     plt = pyplot()
@@ -63,7 +64,8 @@ def bias_png(result: dict[str, Any]) -> bytes:
     """The three bias figures per model; 50% = no bias.
 
     Example:
-        >>> b = {"image_follows_larger": 0.7, "text_follows_first": 0.6, "interaction": {"large_first_caption_wins": 0.5}}
+        >>> b = {"image_follows_larger": 0.7, "text_follows_first": 0.6,
+        ...      "interaction": {"large_first_caption_wins": 0.5}}
         >>> bias_png({"models": {"m": {"bias": b}}})[:4]
         b'\\x89PNG'
     """
@@ -86,7 +88,8 @@ def probes_png(result: dict[str, Any]) -> bytes:
     """Image probe, text probe, cross-modal accuracy per model; chance and the bag-of-words ceiling marked.
 
     Example:
-        >>> p = {"image_probe": 0.8, "text_probe": 0.9, "cross_modal": 0.5, "chance": 0.125, "bag_of_words_ceiling": 0.5}
+        >>> p = {"image_probe": 0.8, "text_probe": 0.9, "cross_modal": 0.5, "chance": 0.125,
+        ...      "bag_of_words_ceiling": 0.5}
         >>> probes_png({"models": {"m": {"probes": p}}})[:4]
         b'\\x89PNG'
     """

@@ -81,10 +81,10 @@ def check_separate(out: str | os.PathLike | None, toy_dir: str | os.PathLike | N
     suites do not exist before this command writes them, so they are compared here.
 
     Example:
-        >>> check_separate("/tmp/x/bench", "/tmp/x")
+        >>> check_separate("/x/out", "/x")
         Traceback (most recent call last):
         ...
-        clip_adapter.core.errors.OutputError: --out /tmp/x/bench is inside --write-toy-suites /tmp/x; choose separate folders
+        clip_adapter.core.errors.OutputError: --out /x/out is inside --write-toy-suites /x; choose separate folders
     """
     if not out or not toy_dir:
         return

@@ -79,7 +79,8 @@ def _crop_embeddings(backbone: Backbone, suite: Suite, indices: list[int], batch
     """Raw embeddings ``[len(indices), D]`` of the items' crops, each distinct (image, box) encoded once.
 
     Crops are grouped by image, so an image with many boxes (ARO's VG) is decoded once per group.
-    A box lying outside its image is a DataError naming ``items.json`` and the item; one running past an edge is clipped.
+    A box lying outside its image is a DataError naming ``items.json`` and the item; one running past an edge is
+    clipped.
     """
     first: dict[Crop, int] = {}
     for i in indices:
@@ -128,7 +129,8 @@ def macro(subtypes: dict[str, dict[str, Any]], key: str = "accuracy") -> float |
 
 
 def score_suite(backbone: Backbone, suite: Suite, cache_dir: str | os.PathLike, batch_size: int = 64) -> dict[str, Any]:
-    """Accuracy of ``backbone`` on ``suite``: overall (micro), per subtype and their mean (macro), per false-caption kind.
+    """Accuracy of ``backbone`` on ``suite``: overall (micro), per subtype and their mean (macro), per false-caption
+    kind.
 
     See the module example.
     """

@@ -38,7 +38,8 @@ Example:
     >>> d = pathlib.Path(tempfile.mkdtemp()) / "mine"
     >>> (d / "images").mkdir(parents=True)
     >>> Image.new("RGB", (8, 8)).save(d / "images" / "a.png")
-    >>> _ = (d / "items.json").write_text(json.dumps([{"image": "images/a.png", "true caption": "a b", "false_caption": "b a"}]))
+    >>> items = [{"image": "images/a.png", "true caption": "a b", "false_caption": "b a"}]
+    >>> _ = (d / "items.json").write_text(json.dumps(items))
     >>> suite = read_suite(d)
     >>> suite.name, suite.items[0].false_captions
     ('mine', ('b a',))
@@ -184,7 +185,8 @@ def _box(item: dict, where: str) -> Box | None:
     x, y, w, h = (item[k] for k in BOX_KEYS)
     if x < 0 or y < 0 or w <= 0 or h <= 0:
         raise DataError(
-            f"{where}: the box (bbox_x, bbox_y, bbox_w, bbox_h) = ({x}, {y}, {w}, {h}) needs x, y >= 0 and a positive width and height"
+            f"{where}: the box (bbox_x, bbox_y, bbox_w, bbox_h) = ({x}, {y}, {w}, {h}) "
+            "needs x, y >= 0 and a positive width and height"
         )
     return (x, y, w, h)
 
@@ -220,7 +222,8 @@ def crop_box(box: Box, size: tuple[int, int]) -> tuple[float, float, float, floa
 
 
 def _subtype(item: dict, where: str) -> str | None:
-    """``subtype``, else ARO's ``relation_name``, else its ``attributes`` joined by ``_`` (``["a", "b"]`` → ``"a_b"``)."""
+    """``subtype``, else ARO's ``relation_name``, else its ``attributes`` joined by ``_``
+    (``["a", "b"]`` → ``"a_b"``)."""
     if item.get("subtype") is not None:  # an explicit null means "none", as before
         if not isinstance(item["subtype"], str):
             raise DataError(f"{where}: 'subtype' must be a string")
@@ -246,7 +249,8 @@ def parse_item(item: Any, root: Path, where: str) -> SuiteItem:
         >>> import tempfile, pathlib
         >>> root = pathlib.Path(tempfile.mkdtemp()); _ = (root / "a.png").write_bytes(b"")
         >>> item = parse_item({"image": "a.png", "true_caption": "a on b", "false_caption": "b on a",
-        ...                    "relation_name": "on", "bbox_x": 0, "bbox_y": 0, "bbox_w": 4, "bbox_h": 2}, root, "item 0")
+        ...                    "relation_name": "on", "bbox_x": 0, "bbox_y": 0, "bbox_w": 4, "bbox_h": 2},
+        ...                   root, "item 0")
         >>> item.subtype, item.box
         ('on', (0, 0, 4, 2))
     """

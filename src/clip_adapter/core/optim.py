@@ -1,4 +1,5 @@
-"""Optimisation, in one place: the optimisers, the warm-up + cosine schedule, the finite check, the CSV log, the encoder loop.
+"""Optimisation, in one place: the optimisers, the warm-up + cosine schedule, the finite check, the CSV log, the
+encoder loop.
 
 Two optimiser builders, because the two kinds of training differ:
 
@@ -25,6 +26,9 @@ form is :func:`dassl_epoch_factor`), and :func:`lr_at` is the encoders' form
 clipping, a per-step CSV log (:class:`CsvLog`) and an optional validator. With
 a validator the best-validated weights are restored at the end (step 0 = the
 weights as given); without one the weights of the last step are kept.
+
+:func:`train_epochs` is the one loop every head trains through (epochs of batches over cached
+features, a loss and its parts per batch, hooks after each epoch).
 
 A plumbing module: it imports torch and the package's config, errors, io and
 progress modules only.
@@ -237,7 +241,8 @@ def lr_schedule(
 
 
 def lr_at(step: int, cfg: Any) -> float:
-    """The encoders' learning rate at ``step``: linear warm-up to ``cfg.lr`` over ``cfg.warmup_steps``, then cosine to zero.
+    """The encoders' learning rate at ``step``: linear warm-up to ``cfg.lr`` over ``cfg.warmup_steps``, then cosine
+    to zero.
 
     Unlike :func:`warmup_cosine`'s warm-up, this one reaches the peak at its last step.
 
@@ -274,10 +279,11 @@ def check_finite(
     ``epoch`` (0-based) is named beside the step when given; ``detail`` (the loss's parts, say) is added in brackets.
 
     Example:
-        >>> check_finite(torch.tensor(float("nan")), step=3, epoch=0)
+        >>> check_finite(torch.tensor(float("nan")), step=3, epoch=0)  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        clip_adapter.core.errors.TrainingError: training stopped: non-finite loss at step 3 (epoch 1); try a lower learning rate
+        clip_adapter.core.errors.TrainingError: training stopped: non-finite loss at step 3 (epoch 1);
+        try a lower learning rate
     """
     where = f"step {step}" + (f" (epoch {epoch + 1})" if epoch is not None else "") + (f" ({detail})" if detail else "")
     if not torch.isfinite(loss):
@@ -323,6 +329,61 @@ class CsvLog:
 
     def _cell(self, value: Any) -> Any:
         return format(value, self.fmt) if self.fmt and isinstance(value, (int, float)) else value
+
+
+# --------------------------------------------------------------------------------------------- the head loop
+
+
+def train_epochs(
+    params: Sequence[nn.Parameter],
+    opt: torch.optim.Optimizer,
+    epochs: int,
+    batches: Callable[[int], Iterable[Any]],
+    loss_at: Callable[[Any], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    sched: torch.optim.lr_scheduler.LRScheduler | None = None,
+    per_step: bool = True,
+    after_epoch: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+    hint: str = "try a lower learning rate",
+) -> int:
+    """The one loop every head trains through (CE, multi-label ASL, soft KD targets); returns the steps taken.
+
+    ``batches(epoch)`` yields what one step trains on, ``loss_at(batch)`` gives ``(loss, parts)``; each step
+    zeroes the gradients, backpropagates, checks the loss and gradients are finite, steps the optimiser and,
+    with ``per_step``, the schedule (else once at each epoch's end, as Dassl's trainers do).
+    ``after_epoch(epoch, means)`` gets each part's mean over the epoch's steps (a tensor; selection,
+    logging and early stops live there). Stacked candidates (:mod:`clip_adapter.methods.stacked`) keep
+    their own loop: the race drops candidates, and their optimiser state with them, between epochs.
+
+    Example:
+        >>> w = nn.Parameter(torch.ones(1))
+        >>> opt = torch.optim.SGD([w], lr=0.5)
+        >>> seen = []
+        >>> train_epochs([w], opt, 2, lambda e: range(3), lambda b: ((w**2).sum(), {"w": w.detach().clone()}),
+        ...              after_epoch=lambda e, m: seen.append(round(float(m["w"]), 4)))
+        6
+        >>> seen, round(float(w), 4)
+        ([0.3333, 0.0], 0.0)
+    """
+    params = list(params)
+    step = 0
+    for epoch in range(epochs):
+        parts_seen: dict[str, list[torch.Tensor]] = {}
+        for batch in batches(epoch):
+            loss, parts = loss_at(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            check_finite(loss, params, step, epoch, hint)
+            opt.step()
+            if per_step and sched is not None:
+                sched.step()
+            step += 1
+            for key, value in parts.items():
+                parts_seen.setdefault(key, []).append(value)
+        if not per_step and sched is not None:
+            sched.step()
+        if after_epoch is not None:
+            after_epoch(epoch, {k: torch.stack(v).mean() for k, v in parts_seen.items()})
+    return step
 
 
 # --------------------------------------------------------------------------------------------- the encoder loop

@@ -50,7 +50,8 @@ class LogProgress:
         share = f"/{self.total} ({100 * self.n / self.total:.0f}%)" if self.total else ""
         tail = f", {self.postfix}" if self.postfix else ""
         print(
-            f"{self.desc}: {self.n}{share} {self.unit} in {elapsed:.0f} s ({rate:.1f} {self.unit}/s){tail}{' — done' if done else ''}",
+            f"{self.desc}: {self.n}{share} {self.unit} in {elapsed:.0f} s "
+            f"({rate:.1f} {self.unit}/s){tail}{' — done' if done else ''}",
             file=sys.stderr,
             flush=True,
         )

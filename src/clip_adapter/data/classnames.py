@@ -137,10 +137,11 @@ def match_classes(names: Sequence[str], known: Sequence[str], where: str) -> lis
     Example:
         >>> match_classes(["red", "Yellow"], ["blue", "red", "yellow"], "dataset held3")
         [1, 2]
-        >>> match_classes(["red", "purple"], ["blue", "red"], "dataset held4")
+        >>> match_classes(["red", "purple"], ["blue", "red"], "dataset held4")  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        clip_adapter.core.errors.DataError: dataset held4 has 1 class the artifact was not trained on: 'purple' (the artifact's 2 classes: 'blue', 'red'); leave it out, or rename it with --classnames FILE
+        clip_adapter.core.errors.DataError: dataset held4 has 1 class the artifact was not trained on: 'purple'
+        (the artifact's 2 classes: 'blue', 'red'); leave it out, or rename it with --classnames FILE
     """
     exact = {name: i for i, name in enumerate(known)}
     folded: dict[str, int | None] = {}
@@ -152,7 +153,8 @@ def match_classes(names: Sequence[str], known: Sequence[str], where: str) -> lis
         raise DataError(
             f"{where} has {len(unknown)} class{'es' if len(unknown) > 1 else ''} the artifact was not trained on: "
             f"{_listed(unknown)} (the artifact's {len(known)} classes: {_listed(known)}); "
-            f"leave {'them' if len(unknown) > 1 else 'it'} out, or rename {'them' if len(unknown) > 1 else 'it'} with --classnames FILE"
+            f"leave {'them' if len(unknown) > 1 else 'it'} out, "
+            f"or rename {'them' if len(unknown) > 1 else 'it'} with --classnames FILE"
         )
     return [int(i) for i in found if i is not None]
 

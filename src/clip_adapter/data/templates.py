@@ -93,10 +93,11 @@ def check_template(template: object, where: str, error: type[ClipAdapterError] =
     Example:
         >>> check_template("a {{sketch}} of a {}.", "--template")
         'a {{sketch}} of a {}.'
-        >>> check_template("a photo of {x}.", "--template")
+        >>> check_template("a photo of {x}.", "--template")  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        clip_adapter.core.errors.ConfigError: --template: prompt template 'a photo of {x}.' has the field '{x}'; it must contain exactly one '{}' for the class name (write '{{' and '}}' for literal braces)
+        clip_adapter.core.errors.ConfigError: --template: prompt template 'a photo of {x}.' has the field '{x}';
+        it must contain exactly one '{}' for the class name (write '{{' and '}}' for literal braces)
     """
     if not isinstance(template, str):
         raise error(f"{where}: prompt template {template!r} must be a string")

@@ -1,4 +1,5 @@
-"""CLIP-KD (Yang et al., CVPR 2024): distil a teacher CLIP into a smaller student, and an adapted teacher into an adapted student.
+"""CLIP-KD (Yang et al., CVPR 2024): distil a teacher CLIP into a smaller student, and an adapted teacher into an
+adapted student.
 
 :mod:`.losses` has FD, ICL and CRD; :mod:`.students` the trainable students (toy
 presets, any open_clip architecture); :mod:`.data` the image–caption batches

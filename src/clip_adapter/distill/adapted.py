@@ -24,7 +24,7 @@ from ..artifacts import Classifier
 from ..backbones import Backbone
 from ..core.config import Default, check_range, defaults, option
 from ..core.errors import ArtifactError, DataError
-from ..core.optim import EpochsOptimConfig, check_finite, head_optimizer, warmup_cosine
+from ..core.optim import EpochsOptimConfig, head_optimizer, train_epochs, warmup_cosine
 from ..core.threads import torch_threads
 from ..data import load_dataset
 from ..features import default_cache_dir, extract_images, image_store, prompt_embeddings
@@ -86,12 +86,14 @@ def distill_adapter(
     cfg = cfg or AdapterDistillConfig()
     if teacher.method != "clip-adapter" or not isinstance(teacher.head, ClipAdapterHead):
         raise ArtifactError(
-            f"the teacher artifact is a {teacher.method} classifier; distillation into an adapter needs a clip-adapter one"
+            f"the teacher artifact is a {teacher.method} classifier; "
+            "distillation into an adapter needs a clip-adapter one"
         )
     dataset = load_dataset(data)
     if dataset.classnames != teacher.classnames:
         raise DataError(
-            f"dataset {data} has classes {dataset.classnames[:3]}… but the teacher artifact has {teacher.classnames[:3]}…"
+            f"dataset {data} has classes {dataset.classnames[:3]}… "
+            f"but the teacher artifact has {teacher.classnames[:3]}…"
         )
     paths = [s.path for s in dataset.split("train")]
     if not paths:
@@ -133,24 +135,23 @@ def _fit(head: ClipAdapterHead, feats: torch.Tensor, targets: torch.Tensor, cfg:
         return [float("nan")]
     opt = head_optimizer(params, cfg.lr, cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    steps_per_epoch = math.ceil(len(feats) / cfg.batch_size)
-    total, step, losses = cfg.epochs * steps_per_epoch, 0, []
-    t = cfg.temperature
+    total = cfg.epochs * math.ceil(len(feats) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, total, 0))  # cosine to zero
+    t, losses = cfg.temperature, []
+
+    def loss_at(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        student = F.log_softmax(head(feats[idx]) / t, 1)
+        loss = F.kl_div(student, F.softmax(targets[idx] / t, 1), reduction="batchmean") * t * t
+        losses.append(float(loss.detach()))
+        return loss, {}
+
     head.train()
-    for epoch in range(cfg.epochs):
-        order = torch.randperm(len(feats), generator=gen)
-        for idx in order.split(cfg.batch_size):
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * warmup_cosine(step, total, 0)  # cosine to zero, no warm-up
-            loss = (
-                F.kl_div(F.log_softmax(head(feats[idx]) / t, 1), F.softmax(targets[idx] / t, 1), reduction="batchmean")
-                * t
-                * t
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            check_finite(loss, params, step, epoch)
-            opt.step()
-            losses.append(float(loss.detach()))
-            step += 1
+    train_epochs(
+        params,
+        opt,
+        cfg.epochs,
+        lambda epoch: torch.randperm(len(feats), generator=gen).split(cfg.batch_size),
+        loss_at,
+        sched,
+    )
     return losses

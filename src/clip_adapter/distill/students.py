@@ -84,7 +84,8 @@ class Student:
         if pretrained.lower() != "none":
             if spec in TOY_STUDENTS:
                 raise ConfigError(
-                    f"--student {spec} is an architecture; to start from a checkpoint pass --student toy --student-pretrained it"
+                    f"--student {spec} is an architecture; "
+                    "to start from a checkpoint pass --student toy --student-pretrained it"
                 )
             self.backbone = create_backbone("toy", pretrained, precision="fp32", device="cpu")
             self.model, self.tokenizer, self.preprocess = (
@@ -103,7 +104,8 @@ class Student:
         if spec not in open_clip.list_models():
             presets = ", ".join(["toy", *TOY_STUDENTS])
             raise ConfigError(
-                f"unknown student {spec!r}: a toy preset ({presets}) or an open_clip architecture (open_clip.list_models())"
+                f"unknown student {spec!r}: a toy preset ({presets}) "
+                "or an open_clip architecture (open_clip.list_models())"
             )
         self.backbone = create_backbone(spec, pretrained, precision="fp32", device="cpu", seed=seed)
         self.model, self.preprocess = self.backbone.model, self.backbone.preprocess

@@ -121,7 +121,8 @@ def distill(
         >>> from clip_adapter.backbones import create_backbone
         >>> from clip_adapter.distill.data import toy_batches
         >>> cfg = DistillConfig(losses=("fd",), steps=2, batch_size=4, workers=0)
-        >>> run = distill(Teacher(create_backbone("toy", precision="fp32")), Student("toy-tiny"), cfg, toy_batches(0, 2, 4, 0))
+        >>> run = distill(Teacher(create_backbone("toy", precision="fp32")), Student("toy-tiny"), cfg,
+        ...               toy_batches(0, 2, 4, 0))
         >>> len(run.log), sorted(run.log[-1])[:3]
         (2, ['clip', 'fd', 'images_per_s'])
     """

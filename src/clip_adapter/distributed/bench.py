@@ -41,7 +41,8 @@ def run_bench_ray(
     """:func:`~clip_adapter.bench.run_bench` with one Ray task per pending run; failures are listed, not raised.
 
     Example:
-        >>> # with ray_session(RayOptions()) as ray: report = run_bench_ray(ray, bb, spec, plan, "bench-out", RayOptions())
+        >>> # with ray_session(RayOptions()) as ray:
+        >>> #     report = run_bench_ray(ray, bb, spec, plan, "bench-out", RayOptions())
     """
     out, report, start = Path(out), BenchReport(), time.perf_counter()
     task = ray.remote(bench_task).options(
@@ -99,7 +100,8 @@ def _collect(ray, pending: dict, report: BenchReport, log: Callable[[str], None]
 
 
 def bench_task(payload: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
-    """One run on a worker: ``{"result", "history"}``, or ``{"error"}`` for a project error (not retried: it would recur).
+    """One run on a worker: ``{"result", "history"}``, or ``{"error"}`` for a project error
+    (not retried: it would recur).
 
     ``dataset`` (:func:`dataset_to_dict`) arrives as a separate argument: the driver puts it in
     Ray's object store once per dataset, not once per run.

@@ -128,7 +128,8 @@ def check_address(address: str | None) -> None:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(
-            f"--address {address!r}: expected HOST:PORT (a head node's `ray start --head` address), ray://HOST:PORT or auto"
+            f"--address {address!r}: expected HOST:PORT (a head node's `ray start --head` address), "
+            "ray://HOST:PORT or auto"
         )
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_CHECK_SECONDS) as conn:

@@ -78,7 +78,9 @@ def manifest_problem(manifest: Any, dim: int | None = None) -> str | None:
     store's index (a dict keyed by row key) unchecked.
 
     Example:
-        >>> manifest_problem({"version": MANIFEST_VERSION, "keys": [1], "shape": [1, 4], "dtype": "float32", "sha256": "0" * 64})
+        >>> manifest_problem(
+        ...     {"version": MANIFEST_VERSION, "keys": [1], "shape": [1, 4], "dtype": "float32", "sha256": "0" * 64}
+        ... )
         'keys must be a list of strings'
     """
     if not isinstance(manifest, dict):

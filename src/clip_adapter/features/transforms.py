@@ -41,7 +41,8 @@ _INTERPOLATION = {
 
 @dataclass
 class AugmentConfig(Config):
-    """Training-view augmentation (Tip-Adapter's cache recipe by default; Dassl's crops are ``crop_scale=(0.08, 1)``)."""
+    """Training-view augmentation (Tip-Adapter's cache recipe by default; Dassl's crops are
+    ``crop_scale=(0.08, 1)``)."""
 
     views: int = option(10, "augmented views cached per training image")
     crop_scale: tuple[float, ...] = option((0.5, 1.0), "random-resized-crop area range")

@@ -1,8 +1,8 @@
 """Fine-tuning the encoders themselves: the one home for training a backbone (not a head on cached features).
 
 - :mod:`.trainable`: a backbone's encoders with gradients, the parts to unfreeze chosen, the toy vocabulary grown;
-- :mod:`.trainer`: the settings of the one encoder loop (:func:`clip_adapter.core.optim.train_encoder`: AdamW, warm-up + cosine, clipping, CSV log, validation-based selection),
-  taking any ``loss_at(step)`` and ``validate()``;
+- :mod:`.trainer`: the settings of the one encoder loop (:func:`clip_adapter.core.optim.train_encoder`: AdamW,
+  warm-up + cosine, clipping, CSV log, validation-based selection), taking any ``loss_at(step)`` and ``validate()``;
 - :mod:`.checkpoint`: the output, a backbone checkpoint every command loads with ``--pretrained``;
 - :mod:`.recipes`: the remedies for CLIP's bag-of-words behaviour — ``labclip``, ``negclip``, ``negation``.
 

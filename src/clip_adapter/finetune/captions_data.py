@@ -82,7 +82,8 @@ def load_image(path: Path, preprocess: PreprocessConfig) -> np.ndarray:
 def entries_to_items(
     entries: list[CaptionEntry], preprocess: PreprocessConfig, seed: int, negation: bool = False
 ) -> list[Item]:
-    """Training items: the file's negatives, else order perturbations; for ``negation``, template captions from labels."""
+    """Training items: the file's negatives, else order perturbations; for ``negation``, template captions from
+    labels."""
     rng = np.random.default_rng([seed, 17])
     all_labels = sorted({label for e in entries for label in e.labels})
     items = []
@@ -91,7 +92,8 @@ def entries_to_items(
             absent = [label for label in all_labels if label not in e.labels]
             if not e.labels or not absent:
                 raise DataError(
-                    f'captions entry {i} ({quoted(e.image)}): the negation recipe needs "labels" naming what the image shows, '
+                    f"captions entry {i} ({quoted(e.image)}): "
+                    'the negation recipe needs "labels" naming what the image shows, '
                     "and other entries' labels to deny"
                 )
             true, flipped = negation_captions(e.labels, absent, rng)

@@ -48,7 +48,8 @@ def recipe_config(recipe: str, values: dict[str, Any] | Config | None = None) ->
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(
-            f"recipe {recipe} has no option {', '.join(unknown)} (see clip-adapter finetune --recipe {recipe} --list-options)"
+            f"recipe {recipe} has no option {', '.join(unknown)} "
+            f"(see clip-adapter finetune --recipe {recipe} --list-options)"
         )
     try:
         return cls.from_dict(values, where=f"{recipe} options")

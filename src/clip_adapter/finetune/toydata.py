@@ -58,7 +58,8 @@ def check_train_seed(seed: int, name: str = "seed") -> int:
     """Refuse a seed that would draw benchmark scenes (``>= TRAIN_SEED_LIMIT``)."""
     if not 0 <= seed < TRAIN_SEED_LIMIT:
         raise ConfigError(
-            f"{name} {seed} is not a training seed: use 0..{TRAIN_SEED_LIMIT - 1} (the benchmarks use {TRAIN_SEED_LIMIT} and up)"
+            f"{name} {seed} is not a training seed: use 0..{TRAIN_SEED_LIMIT - 1} "
+            f"(the benchmarks use {TRAIN_SEED_LIMIT} and up)"
         )
     return seed
 
@@ -152,7 +153,8 @@ ITEM_MAKERS: dict[str, Callable[[np.random.Generator], Item]] = {
 
 
 def make_items(kind: str, seed: int, n: int, role: int = ROLE_TRAIN) -> list[Item]:
-    """``n`` items of ``kind`` (a key of :data:`ITEM_MAKERS`), item ``i`` a function of ``(seed, role, kind, i)`` only."""
+    """``n`` items of ``kind`` (a key of :data:`ITEM_MAKERS`), item ``i`` a function of ``(seed, role, kind, i)``
+    only."""
     maker = ITEM_MAKERS[kind]
     salt = list(ITEM_MAKERS).index(kind)
     return [maker(_rng(seed, role, i, salt)) for i in range(n)]
@@ -175,7 +177,8 @@ def plain_items(seed: int, n: int, batch: int = 64) -> list[Item]:
 
 
 def pixels(images: np.ndarray | Sequence[np.ndarray], preprocess: PreprocessConfig) -> torch.Tensor:
-    """uint8 ``[B, H, W, 3]`` renders → the backbone's normalised input ``[B, 3, S, S]`` (bilinear resize when sizes differ)."""
+    """uint8 ``[B, H, W, 3]`` renders → the backbone's normalised input ``[B, 3, S, S]`` (bilinear resize when sizes
+    differ)."""
     batch = np.ascontiguousarray(np.stack(list(images)) if not isinstance(images, np.ndarray) else images)
     x = to_pixels(batch, PreprocessConfig(image_size=batch.shape[1], mean=preprocess.mean, std=preprocess.std))
     if x.shape[-1] != preprocess.image_size:

@@ -150,7 +150,8 @@ def _tower_params(model: nn.Module, provider: str, side: str, last: int | None) 
         blocks = getattr(getattr(model.visual, "transformer", None), "resblocks", None)
         if blocks is None:
             raise ConfigError(
-                f"the {provider} image tower ({type(model.visual).__name__}) has no transformer blocks to unfreeze the last {last} of"
+                f"the {provider} image tower ({type(model.visual).__name__}) "
+                f"has no transformer blocks to unfreeze the last {last} of"
             )
         _unfreeze_last(blocks, last, "image")
         for name in ("ln_post", "proj", "attn_pool"):

@@ -1,7 +1,7 @@
 """Fine-tuning's settings and entry to the one encoder loop (:func:`clip_adapter.core.optim.train_encoder`).
 
-The loop (AdamW, warm-up + cosine, clipping, CSV log, validation-based selection) knows nothing of any recipe: a recipe hands it the module whose
-``requires_grad`` parameters train, a ``loss_at(step)`` that builds the
+The loop (AdamW, warm-up + cosine, clipping, CSV log, validation-based selection) knows nothing of any recipe:
+a recipe hands it the module whose ``requires_grad`` parameters train, a ``loss_at(step)`` that builds the
 step's batch and returns the loss (the batch of step ``k`` must depend only
 on the seed and ``k``, so a run is reproducible), and a ``validate()`` that
 scores the current weights on held-out data (higher is better). Validation
@@ -45,7 +45,8 @@ __all__ = ["TrainResult", "TrainerConfig", "train"]
     seed=Default(0, "seed of initialisation and batches (training data seeds stay below 1000)"),
 )
 class TrainerConfig(StepsOptimConfig):
-    """Optimisation settings shared by every fine-tuning recipe (the optimiser's fields are :class:`StepsOptimConfig`'s).
+    """Optimisation settings shared by every fine-tuning recipe (the optimiser's fields are
+    :class:`StepsOptimConfig`'s).
 
     The defaults' origin is not recorded (each recipe sets its own steps and lr);
     they were not checked on held-out data.

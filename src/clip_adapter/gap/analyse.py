@@ -3,9 +3,9 @@
 Images of one split are encoded through the feature cache (centre view, as ``eval`` does), texts
 are the dataset's class prompts (every class × template, through the text cache). With a
 CLIP-Adapter artifact, the same statistics are computed on its adapted features (the visual
-adapter on images, the text adapter, if any, on prompts; :func:`clip_adapter.apps.retrieval.adaptation_for`, in the space of :mod:`clip_adapter.features.adaptation`)
-and the change is reported. The output folder holds ``gap.json``, ``similarities.png`` and
-``projection.png`` (joint PCA of both modalities).
+adapter on images, the text adapter, if any, on prompts; :func:`clip_adapter.apps.retrieval.adaptation_for`,
+in the space of :mod:`clip_adapter.features.adaptation`) and the change is reported. The output folder holds
+``gap.json``, ``similarities.png`` and ``projection.png`` (joint PCA of both modalities).
 
 Example (toy world: offline, seconds):
     >>> import tempfile, pathlib
@@ -126,7 +126,8 @@ def adapted(emb: Embeddings, adaptation: Adaptation) -> tuple[torch.Tensor, torc
 
 
 def figures(emb: Embeddings, result: dict[str, Any], adaptation: Adaptation | None = None) -> dict[str, bytes]:
-    """``similarities.png`` and ``projection.png`` for a result of :func:`analyse` (which gains ``explained_variance``)."""
+    """``similarities.png`` and ``projection.png`` for a result of :func:`analyse` (which gains
+    ``explained_variance``)."""
     sets = {"raw": result["raw"], **({"adapted": result["adapted"]} if "adapted" in result else {})}
     projections = {"raw": joint_pca(emb.image, emb.text)}
     if adaptation is not None:
@@ -139,7 +140,8 @@ def figures(emb: Embeddings, result: dict[str, Any], adaptation: Adaptation | No
 
 
 def query_gallery(labels: torch.Tensor, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of the queries (the first ``per_class`` images of each class, in split order) and of the gallery (the rest).
+    """Indices of the queries (the first ``per_class`` images of each class, in split order) and of the gallery
+    (the rest).
 
     Example:
         >>> import torch
@@ -158,13 +160,15 @@ def query_gallery(labels: torch.Tensor, per_class: int) -> tuple[torch.Tensor, t
     gallery = torch.nonzero(mask).flatten()
     if not len(gallery) or not len(query):
         raise DataError(
-            f"the split has too few images for {per_class} queries per class and a gallery; use fewer --queries-per-class"
+            f"the split has too few images for {per_class} queries per class and a gallery; "
+            "use fewer --queries-per-class"
         )
     return torch.tensor(query, dtype=torch.long), gallery
 
 
 def inverted_retrieval(backbone: Backbone, emb: Embeddings, per_class: int, config: InversionConfig) -> dict[str, Any]:
-    """Image→image vs OTI text→image retrieval on the split: queries per class, the rest as gallery, same class = relevant."""
+    """Image→image vs OTI text→image retrieval on the split: queries per class, the rest as gallery,
+    same class = relevant."""
     q, g = query_gallery(emb.image_labels, per_class)
     out = retrieval_comparison(backbone, emb.image[q], emb.image_labels[q], emb.image[g], emb.image_labels[g], config)
     out["relevance"] = "same class"

@@ -139,7 +139,8 @@ def _content(ids: list[int], eot: int) -> list[int]:
 
 
 def encode_pseudo_tokens(backbone: Backbone, prompt: PseudoPrompt, pseudo: torch.Tensor) -> torch.Tensor:
-    """Raw text features ``[N, D]`` of the template with ``pseudo`` ``[N, W]`` at its slot (differentiable in ``pseudo``).
+    """Raw text features ``[N, D]`` of the template with ``pseudo`` ``[N, W]`` at its slot (differentiable in
+    ``pseudo``).
 
     Example:
         >>> import torch
@@ -232,7 +233,8 @@ def image_encoder(backbone: Backbone):
     encode = getattr(model, "encode_image", None)
     if not callable(encode):
         raise ConfigError(
-            f"visual inversion needs a backbone whose image encoder is a torch module; {backbone.provider} backbones do not expose one"
+            "visual inversion needs a backbone whose image encoder is a torch module; "
+            f"{backbone.provider} backbones do not expose one"
         )
     return encode
 

@@ -25,11 +25,13 @@ from .inversion import InversionConfig, encode_pseudo_tokens, pseudo_prompt, tex
 
 
 def average_precisions(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
-    """AP of each query row of ``scores`` ``[Q, G]`` given boolean ``relevant`` ``[Q, G]``; NaN where nothing is relevant.
+    """AP of each query row of ``scores`` ``[Q, G]`` given boolean ``relevant`` ``[Q, G]``; NaN where nothing is
+    relevant.
 
     Example:
         >>> import torch
-        >>> round(float(average_precisions(torch.tensor([[0.1, 0.9, 0.5]]), torch.tensor([[True, False, True]]))[0]), 4)  # (1/2 + 2/3) / 2
+        >>> ap = average_precisions(torch.tensor([[0.1, 0.9, 0.5]]), torch.tensor([[True, False, True]]))
+        >>> round(float(ap[0]), 4)  # (1/2 + 2/3) / 2
         0.5833
     """
     if scores.shape != relevant.shape or scores.dim() != 2:
@@ -46,7 +48,8 @@ def average_precisions(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Te
 
 
 def mean_average_precision(scores: torch.Tensor, relevant: torch.Tensor) -> float:
-    """mAP over the queries that have at least one relevant item (see :func:`average_precisions`; example in the module docstring)."""
+    """mAP over the queries that have at least one relevant item (see :func:`average_precisions`; example in the
+    module docstring)."""
     ap = average_precisions(scores, relevant)
     kept = ap[~torch.isnan(ap)]
     if len(kept) == 0:
@@ -84,9 +87,11 @@ def retrieval_comparison(
         >>> bb = create_backbone("toy", precision="fp32")
         >>> images, labels = task_images("shape", "photo", 3)
         >>> pixels = torch.tensor(images).permute(0, 3, 1, 2).float() / 255
-        >>> mean = torch.tensor(bb.preprocess.mean).view(1, 3, 1, 1); std = torch.tensor(bb.preprocess.std).view(1, 3, 1, 1)
+        >>> mean = torch.tensor(bb.preprocess.mean).view(1, 3, 1, 1)
+        >>> std = torch.tensor(bb.preprocess.std).view(1, 3, 1, 1)
         >>> feats = bb.encode_images((pixels - mean) / std)
-        >>> out = retrieval_comparison(bb, feats[::3], torch.tensor(labels[::3]), feats, torch.tensor(labels), InversionConfig(steps=20))
+        >>> out = retrieval_comparison(bb, feats[::3], torch.tensor(labels[::3]), feats, torch.tensor(labels),
+        ...                            InversionConfig(steps=20))
         >>> [row["mode"] for row in out["rows"]]
         ['image→image', 'OTI text→image', 'random pseudo-token→image']
     """

@@ -138,7 +138,8 @@ MATCH_CHUNK = 4096  # image rows per block of the own-class similarities
 def _matched(x: torch.Tensor, t: torch.Tensor, xl: torch.Tensor, tl: torch.Tensor) -> torch.Tensor:
     if len(xl) != len(x) or len(tl) != len(t):
         raise DataError(
-            f"labels do not match the embeddings ({len(xl)} image labels for {len(x)} images, {len(tl)} text labels for {len(t)} texts)"
+            f"labels do not match the embeddings ({len(xl)} image labels for {len(x)} images, "
+            f"{len(tl)} text labels for {len(t)} texts)"
         )
     # Each image against its own class's texts, a row block at a time: never the full N × T matrix
     # (ImageNet's 1.3 M images × 1,000 prompts would be gigabytes).

@@ -196,8 +196,9 @@ class Auto(Method):
             and means[chosen] <= means["zero-shot"] + cfg.zero_shot_margin
         ):
             why = (
-                f"zero-shot kept: the best learned candidate, {chosen} ({100 * means[chosen]:.2f}%), does not beat zero-shot "
-                f"({100 * means['zero-shot']:.2f}%) by more than {100 * cfg.zero_shot_margin:.1f} points"
+                f"zero-shot kept: the best learned candidate, {chosen} ({100 * means[chosen]:.2f}%), "
+                f"does not beat zero-shot ({100 * means['zero-shot']:.2f}%) "
+                f"by more than {100 * cfg.zero_shot_margin:.1f} points"
             )
             chosen = "zero-shot"
         return chosen, why

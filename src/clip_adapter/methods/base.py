@@ -128,7 +128,9 @@ class FewShotData:
 
         Example:
             >>> x = torch.randn(2, 3, 4)
-            >>> data = FewShotData(x, torch.tensor([0, 1]), x[:, 0], torch.tensor([0, 1]), torch.eye(2, 4), 10.0, ["a", "b"])
+            >>> data = FewShotData(
+            ...     x, torch.tensor([0, 1]), x[:, 0], torch.tensor([0, 1]), torch.eye(2, 4), 10.0, ["a", "b"]
+            ... )
             >>> data.centre_views() is None, dataclasses.replace(data, train_centre=x[:, 0]).centre_views().shape
             (True, torch.Size([2, 4]))
         """

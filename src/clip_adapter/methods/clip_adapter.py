@@ -218,7 +218,8 @@ def stackable(cfg: ClipAdapterConfig) -> bool:
 
 
 def race_plan(cfg: ClipAdapterConfig, n: int, candidates: int) -> tuple[int, int] | None:
-    """``(epoch, keep)`` of the α race for ``candidates`` trained together on ``n`` images, or None (all run to the end).
+    """``(epoch, keep)`` of the α race for ``candidates`` trained together on ``n`` images, or None
+    (all run to the end).
 
     Only large sets race (more than 2,048 images, where :func:`sized_recipe` changes the
     recipe): the toy world's tasks and 100-class 16-shot sets train every α to the end.
@@ -242,7 +243,11 @@ def beyond_edge(chosen: float, alphas: tuple[float, ...]) -> float | None:
     (zero-shot, untrained) is not an edge of the trained values.
 
     Example:
-        >>> beyond_edge(0.1, (0.0, 0.1, 0.2, 0.4)), beyond_edge(0.4, (0.0, 0.1, 0.2, 0.4)), beyond_edge(0.2, (0.1, 0.2, 0.4))
+        >>> (
+        ...     beyond_edge(0.1, (0.0, 0.1, 0.2, 0.4)),
+        ...     beyond_edge(0.4, (0.0, 0.1, 0.2, 0.4)),
+        ...     beyond_edge(0.2, (0.1, 0.2, 0.4)),
+        ... )
         (0.05, 0.7, None)
     """
     trained = sorted(a for a in alphas if a > 0)
@@ -340,11 +345,13 @@ class ClipAdapterHead(Head):
         return beta * self.textual(text) + (1 - beta) * text
 
     def zero_shot_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """The frozen zero-shot classifier on ``features``: the class prompts before any adaptation, no visual adapter."""
+        """The frozen zero-shot classifier on ``features``: the class prompts before any adaptation,
+        no visual adapter."""
         return cosine_logits(features, self.text, self.logit_scale)
 
     def range_penalty(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """``range_penalty`` × the logit-range penalty of ``logits`` (this head's, on ``features``) against zero-shot's."""
+        """``range_penalty`` × the logit-range penalty of ``logits`` (this head's, on ``features``)
+        against zero-shot's."""
         return self.config.range_penalty * logit_range_penalty(logits, self.zero_shot_logits(features))
 
     def for_classes(

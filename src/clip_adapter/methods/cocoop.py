@@ -103,7 +103,8 @@ class CoCoOpConfig(PromptConfig):
     n_ctx: int = option(4, "number of learned context tokens M (ignored when ctx_init is set: M = its token count)")
     ctx_init: str = option("a photo of a", "initialise the context from this phrase (empty: N(0, 0.02²))")
     meta_reduction: int = option(16, "meta-net hidden width: embed_dim // meta_reduction")
-    # Fast recipe (chosen on the toy world's validation accuracy, not checked on held-out data; see the module docstring).
+    # Fast recipe (chosen on the toy world's validation accuracy, not checked on held-out data;
+    # see the module docstring).
 
     def validate(self) -> None:
         super().validate()
@@ -119,7 +120,8 @@ class CoCoOpHead(PromptHead):
     def __init__(self, config: CoCoOpConfig, meta: dict[str, Any], backbone: Any = None) -> None:
         if backbone is None:
             raise ArtifactError(
-                "cocoop runs the text encoder for every image: load it with the backbone it was trained on (backbone=...)"
+                "cocoop runs the text encoder for every image: load it with the backbone it was trained on "
+                "(backbone=...)"
             )
         super().__init__(config, meta, backbone)
         dim, width, hidden = meta["embed_dim"], meta["ctx_width"], meta["meta_hidden"]

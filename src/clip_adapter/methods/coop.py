@@ -108,7 +108,8 @@ class CoOpConfig(PromptConfig):
     """CoOp options; prompt and training fields come from PromptConfig / TrainConfig."""
 
     csc: bool = option(False, "class-specific context: one set of M vectors per class")
-    # Fast recipe (chosen on the toy world's validation accuracy, not checked on held-out data; see the module docstring).
+    # Fast recipe (chosen on the toy world's validation accuracy, not checked on held-out data;
+    # see the module docstring).
 
 
 class CoOpHead(PromptHead):

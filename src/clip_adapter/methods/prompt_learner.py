@@ -57,7 +57,8 @@ class PromptConfig(TrainConfig):
     )
     prompt_batch: int = option(
         128,
-        "most prompts through the text encoder at once; more are split, and recomputed in the backward pass to bound memory",
+        "most prompts through the text encoder at once; more are split, and recomputed in the backward pass "
+        "to bound memory",
     )
     # Zero epochs is meaningful here: the head is the initial prompt (e.g. the
     # ctx_init phrase, which classifies exactly as zero-shot does).
@@ -247,7 +248,8 @@ class PromptHead(Head):
         if (length, width, backbone.embed_dim) != expected:
             raise ArtifactError(
                 f"{self.config.__class__.__name__}: the backbone's text encoder (context {length}, width {width}, "
-                f"embed {backbone.embed_dim}) does not fit this head (context {expected[0]}, width {expected[1]}, embed {expected[2]})"
+                f"embed {backbone.embed_dim}) does not fit this head "
+                f"(context {expected[0]}, width {expected[1]}, embed {expected[2]})"
             )
         self._backbone, self._base = backbone, None
 
@@ -274,7 +276,8 @@ class PromptHead(Head):
         return int((self.tokens == eot).int().argmax(dim=1).max()) + 1
 
     def base_embeddings(self) -> torch.Tensor:
-        """Frozen token embeddings of the prompts ``[C, L', W]`` (``L' = prompt_length()``), in the backbone's dtype (cached)."""
+        """Frozen token embeddings of the prompts ``[C, L', W]`` (``L' = prompt_length()``), in the backbone's
+        dtype (cached)."""
         if self._backbone is None:
             raise ArtifactError(
                 f"{self.config.__class__.__name__} head has no backbone attached; load it with backbone=..."

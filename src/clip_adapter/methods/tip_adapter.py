@@ -91,15 +91,18 @@ def resolve_settings(config: "TipAdapterConfig", dataset: str | None = None) -> 
 
 @dataclass
 class TipAdapterConfig(Config):
-    """Training-free Tip-Adapter. None = from ``settings`` (official per dataset, or generic; see the module docstring)."""
+    """Training-free Tip-Adapter. None = from ``settings`` (official per dataset, or generic;
+    see the module docstring)."""
 
     settings: str = option(
         "auto",
-        "official per-dataset values: auto (the dataset's, when it is a standard one; else generic), generic, or a dataset key",
+        "official per-dataset values: auto (the dataset's, when it is a standard one; else generic), "
+        "generic, or a dataset key",
     )
     alpha: float | None = option(
         None,
-        "cache weight α; None: from settings (official init_alpha: Tip-Adapter-F trains with it, protocol none uses it); after fitting, the chosen α",
+        "cache weight α; None: from settings (official init_alpha: Tip-Adapter-F trains with it, "
+        "protocol none uses it); after fitting, the chosen α",
     )
     beta: float | None = option(None, "affinity sharpness β; None: from settings (official init_beta; as alpha)")
     alpha_max: float | None = option(
@@ -200,7 +203,8 @@ def build_cache(head: TipAdapterHead, data: FewShotData) -> None:
 
 
 def search_grid(cfg: TipAdapterConfig) -> tuple[list[float], list[float]]:
-    """The official grid ``(betas, alphas)``: ``i·(max − 0.1)/steps + 0.1`` for ``i < steps`` (the end is never reached).
+    """The official grid ``(betas, alphas)``: ``i·(max − 0.1)/steps + 0.1`` for ``i < steps``
+    (the end is never reached).
 
     Example:
         >>> betas, alphas = search_grid(resolve_settings(TipAdapterConfig(beta_steps=4, alpha_steps=2), "dtd"))

@@ -43,7 +43,15 @@ import torch.nn.functional as F
 
 from ..core.config import Default, check_choice, check_range, defaults, option
 from ..core.errors import ConfigError
-from ..core.optim import SCHEDULE_UNITS, EpochsOptimConfig, check_finite, lr_schedule, make_optimizer, warmup_cosine  # noqa: F401  (warmup_cosine: re-exported)
+from ..core.optim import (  # noqa: F401  (warmup_cosine: re-exported)
+    SCHEDULE_UNITS,
+    EpochsOptimConfig,
+    check_finite,
+    lr_schedule,
+    make_optimizer,
+    train_epochs,
+    warmup_cosine,
+)
 from ..core.progress import progress
 from ..core.threads import torch_threads
 from .base import FewShotData, FitResult, Head, better, evaluate_head, selection_record
@@ -158,7 +166,9 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, per_epoch: int)
 
     Example:
         >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-3)
-        >>> sched = make_scheduler(opt, TrainConfig(lr=2e-3, schedule_unit="epoch", warmup_type="constant"), per_epoch=4)
+        >>> sched = make_scheduler(
+        ...     opt, TrainConfig(lr=2e-3, schedule_unit="epoch", warmup_type="constant"), per_epoch=4
+        ... )
         >>> sched.get_last_lr()  # the first (warm-up) epoch runs at warmup_lr
         [1e-05]
     """
@@ -168,7 +178,8 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, per_epoch: int)
 
 
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
-    """Batches in an epoch of ``n`` samples; with ``drop_last`` the partial one is dropped unless it is the only one (Dassl)."""
+    """Batches in an epoch of ``n`` samples; with ``drop_last`` the partial one is dropped unless it is
+    the only one (Dassl)."""
     if drop_last and n >= batch_size:
         return n // batch_size
     return max(1, math.ceil(n / batch_size))
@@ -220,33 +231,30 @@ def train_head(
     sel_x, sel_y = data.selection
     selecting = cfg.select_epoch and data.protocol != "none" and len(sel_y) > 0
     every = max(1, cfg.epochs // EVALS_PER_RUN)
-    best, best_state, best_epoch, step = None, None, cfg.epochs, 0
+    best, best_state, best_epoch = None, None, cfg.epochs
     start = time.perf_counter()
     bar = progress(total=cfg.epochs, desc=f"training {training_title(head)}", unit="epoch")
     log: list[dict[str, Any]] = []  # one record per epoch (written as the run's log.csv)
-    head.train()
-    for epoch in range(cfg.epochs):
+    used = per_epoch * cfg.batch_size  # everything, unless the last partial batch is dropped
+    lr_used = [0.0]  # the learning rate of the latest step (logged: the epoch's last step's)
+
+    def batches(epoch: int):
         xs, ys = epoch_samples(data, gen, distinct.epoch(epoch) if distinct else None)
-        used = per_epoch * cfg.batch_size  # everything, unless the last partial batch is dropped
-        losses = []
-        for x, y in zip(xs[:used].split(cfg.batch_size), ys[:used].split(cfg.batch_size)):
-            logits = head(x)
-            loss = loss_fn(logits, y) + head.regularizer()
-            if extra_loss is not None:
-                loss = loss + extra_loss(x, logits)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            check_finite(loss, params, step, epoch)
-            lr = opt.param_groups[0]["lr"]  # what this step uses (logged: the epoch's last step)
-            opt.step()
-            if per_step:
-                sched.step()
-            step += 1
-            losses.append(loss.detach())
-        if not per_step:
-            sched.step()  # Dassl: once, at the epoch's end
+        return zip(xs[:used].split(cfg.batch_size), ys[:used].split(cfg.batch_size))
+
+    def loss_at(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x, y = batch
+        logits = head(x)
+        loss = loss_fn(logits, y) + head.regularizer()
+        if extra_loss is not None:
+            loss = loss + extra_loss(x, logits)
+        lr_used[0] = opt.param_groups[0]["lr"]
+        return loss, {"loss": loss.detach()}
+
+    def after_epoch(epoch: int, means: dict[str, torch.Tensor]) -> None:
+        nonlocal best, best_state, best_epoch
         bar.update(1)
-        log.append({"epoch": epoch + 1, "loss": round(float(torch.stack(losses).mean()), 6), "lr": lr})
+        log.append({"epoch": epoch + 1, "loss": round(float(means["loss"]), 6), "lr": lr_used[0]})
         if on_epoch is not None:
             on_epoch(epoch)
         if selecting and ((epoch + 1) % every == 0 or epoch + 1 == cfg.epochs):
@@ -255,6 +263,9 @@ def train_head(
             if better(score, best):
                 best, best_epoch = score, epoch + 1
                 best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+
+    head.train()
+    step = train_epochs(params, opt, cfg.epochs, batches, loss_at, sched, per_step, after_epoch)
     bar.close()
     if best_state is not None:
         head.load_state_dict(best_state)

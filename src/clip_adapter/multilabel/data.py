@@ -156,10 +156,12 @@ def _check_labels(path: Path, labels: list[Any], where: str, indices: bool) -> N
     named after it; lists and other values are never labels. Ranges are checked by :func:`_label`.
 
     Example:
-        >>> _check_labels(Path("l.json"), ["dog", 0], "train image 'a.png'", indices=False)
-        Traceback (most recent call last):
-        ...
-        clip_adapter.core.errors.DataError: l.json: train image 'a.png': label 0 is a number, but the file has no 'classes' list for it to index; give 'classes' or use label names
+        >>> try:
+        ...     _check_labels(Path("l.json"), ["dog", 0], "train image 'a.png'", indices=False)
+        ... except DataError as exc:
+        ...     print(str(exc).replace("; ", ";\\n"))
+        l.json: train image 'a.png': label 0 is a number, but the file has no 'classes' list for it to index;
+        give 'classes' or use label names
     """
     for label in labels:
         if isinstance(label, str) and label:
@@ -269,7 +271,8 @@ def _label(path: Path, where: str, label: Any, index: dict[str, int], classes: t
     if isinstance(label, str) and label in index:
         return index[label]
     raise DataError(
-        f"{quoted(path)}: {where}: unknown label {label!r} (classes: {', '.join(classes[:8])}{', …' if len(classes) > 8 else ''})"
+        f"{quoted(path)}: {where}: unknown label {label!r} "
+        f"(classes: {', '.join(classes[:8])}{', …' if len(classes) > 8 else ''})"
     )
 
 

@@ -165,7 +165,8 @@ def evaluate(
     """
     if tuple(dataset.classes) != tuple(model.classes):
         raise ConfigError(
-            f"the dataset's classes ({', '.join(dataset.classes[:5])}…) are not the model's ({', '.join(model.classes[:5])}…)"
+            f"the dataset's classes ({', '.join(dataset.classes[:5])}…) "
+            f"are not the model's ({', '.join(model.classes[:5])}…)"
         )
     features = encode_split(
         backbone, dataset.split(split), model.config.dense, cache_dir or default_cache_dir(), batch_size

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..core.optim import check_finite, head_optimizer
+from ..core.optim import head_optimizer, train_epochs
 from .config import MultiLabelConfig
 from .heads import TextHead, UnmixHead
 from .losses import asl_loss, mfi_loss
@@ -53,20 +53,25 @@ def train_head(
     opt = head_optimizer(params, cfg.learning_rate, cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
-    records, step = [], 0
+    records: list[dict[str, float]] = []
+
+    def loss_at(batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, parts = head_loss(head, features[batch], targets[batch], cfg)
+        return loss, {k: torch.tensor(v, dtype=torch.float64) for k, v in parts.items()}
+
+    def after_epoch(epoch: int, means: dict[str, torch.Tensor]) -> None:
+        records.append({"epoch": epoch + 1, **{k: round(float(v), 6) for k, v in means.items()}})
+
     head.train()
-    for epoch in range(1, cfg.epochs + 1):
-        totals: dict[str, float] = {}
-        for batch in torch.randperm(len(features), generator=gen).split(cfg.batch_size):
-            loss, parts = head_loss(head, features[batch], targets[batch], cfg)
-            check_finite(loss, (), step, epoch - 1, hint=f"try a smaller lr (now {cfg.learning_rate})")
-            step += 1
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            for key, value in parts.items():
-                totals[key] = totals.get(key, 0.0) + value / steps_per_epoch
-        records.append({"epoch": epoch, **{k: round(v, 6) for k, v in totals.items()}})
+    train_epochs(
+        params,
+        opt,
+        cfg.epochs,
+        lambda epoch: torch.randperm(len(features), generator=gen).split(cfg.batch_size),
+        loss_at,
+        sched,
+        after_epoch=after_epoch,
+        hint=f"try a smaller lr (now {cfg.learning_rate})",
+    )
     head.eval()
     return records

@@ -142,7 +142,8 @@ class ToyClipBackbone(Backbone):
 
         if self.model.cfg.image_tower != "cnn":
             raise ConfigError(
-                f"dense features are defined for the toy CNN tower only, not {self.name} (its checkpoint {self.pretrained})"
+                f"dense features are defined for the toy CNN tower only, not {self.name} "
+                f"(its checkpoint {self.pretrained})"
             )
         visual = self.model.visual
         pool = visual.pool

@@ -144,7 +144,8 @@ def multi_positive_infonce(
 
 
 def clip_loss(model: ToyClip, batch: tuple, bf16: bool) -> torch.Tensor:
-    """The multi-positive InfoNCE of one ``(pixels, tokens, groups)`` batch (the forward pass autocast to bf16 if asked)."""
+    """The multi-positive InfoNCE of one ``(pixels, tokens, groups)`` batch (the forward pass autocast to bf16 if
+    asked)."""
     pixels, tokens, groups = batch
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         image_emb = model.encode_image(pixels.contiguous(memory_format=torch.channels_last))

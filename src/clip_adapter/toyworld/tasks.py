@@ -189,7 +189,8 @@ OOD_SOURCES = ("novel", "empty")
 OOD_FILE = "ood.json"
 # The output kind of an OOD folder, and the files at its top level.
 OOD_KIND = register_kind("toy-ood", r"^(images|ood\.json)$")
-# A second seed word that no split index (0–2) takes keeps OOD streams apart from the ID splits' (seed, split, class, i).
+# A second seed word that no split index (0–2) takes keeps OOD streams apart from the ID splits'
+# (seed, split, class, i).
 _OOD_STREAM = 1000
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
     "shape": SHAPES,

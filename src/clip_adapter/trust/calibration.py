@@ -376,8 +376,8 @@ def _fit_inverse_temperature(scores: torch.Tensor, target: torch.Tensor) -> floa
     """The NLL-minimising ``β = 1/T`` in ``[1/T_MAX, 1/T_MIN]``, by Newton's method kept inside a bracket.
 
     The NLL is convex in β, so its slope is non-decreasing: the slope's sign at each iterate shrinks the
-    bracket around the minimum, and a Newton step that would leave it is replaced by a (geometric) bisection. Deterministic,
-    and about ten evaluations where a derivative-free search needs fifty.
+    bracket around the minimum, and a Newton step that would leave it is replaced by a (geometric) bisection.
+    Deterministic, and about ten evaluations where a derivative-free search needs fifty.
     """
     true_logit = scores.gather(1, target[:, None]).squeeze(1)
     low, high = 1.0 / T_MAX, 1.0 / T_MIN

@@ -145,10 +145,11 @@ def check_probs(probs: ArrayLike, what: str = "probabilities") -> torch.Tensor:
     Example:
         >>> check_probs([[0.25, 0.75]]).dtype
         torch.float64
-        >>> check_probs([[2.0, -1.0]])
+        >>> check_probs([[2.0, -1.0]])  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        clip_adapter.core.errors.ConfigError: probabilities: values outside [0, 1] (min -1, max 2): pass softmax probabilities, not logits
+        clip_adapter.core.errors.ConfigError: probabilities: values outside [0, 1] (min -1, max 2):
+        pass softmax probabilities, not logits
     """
     tensor = _tensor(probs, what)
     if tensor.ndim != 2:
@@ -162,7 +163,8 @@ def check_probs(probs: ArrayLike, what: str = "probabilities") -> torch.Tensor:
     if not bool(finite.all()):
         row = int((~finite).any(dim=1).nonzero()[0])
         raise ConfigError(
-            f"{what}: {int((~finite).sum())} non-finite value(s) (first in row {row}); conformal scores need finite probabilities"
+            f"{what}: {int((~finite).sum())} non-finite value(s) (first in row {row}); "
+            "conformal scores need finite probabilities"
         )
     if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1 + SUM_TOLERANCE):
         raise ConfigError(
@@ -201,7 +203,8 @@ def check_labels(labels: ArrayLike, n: int, n_classes: int, what: str = "labels"
     if bool(bad.any()):
         index = int(bad.nonzero()[0])
         raise ConfigError(
-            f"{what}: {int(bad.sum())} label(s) outside 0..{n_classes - 1} (first: {int(tensor[index])} at index {index})"
+            f"{what}: {int(bad.sum())} label(s) outside 0..{n_classes - 1} "
+            f"(first: {int(tensor[index])} at index {index})"
         )
     return tensor
 
@@ -212,10 +215,11 @@ def check_alpha(alpha: float) -> float:
     Example:
         >>> check_alpha(0.1)
         0.1
-        >>> check_alpha(1.0)
+        >>> check_alpha(1.0)  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        clip_adapter.core.errors.ConfigError: alpha must be in (0, 1) (the miscoverage rate: 0.1 asks for 90% coverage), got 1.0
+        clip_adapter.core.errors.ConfigError: alpha must be in (0, 1) (the miscoverage rate: 0.1 asks for 90% coverage),
+        got 1.0
     """
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise ConfigError(f"alpha must be a number in (0, 1), got {alpha!r}")
@@ -453,10 +457,11 @@ def conformal_quantile(scores: ArrayLike, alpha: float) -> float:
     Example:
         >>> conformal_quantile([0.1 * i for i in range(1, 11)], alpha=0.2)  # k = ceil(11 * 0.8) = 9
         0.9
-        >>> conformal_quantile([0.5] * 5, alpha=0.1)
+        >>> conformal_quantile([0.5] * 5, alpha=0.1)  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        clip_adapter.core.errors.ConfigError: calibration: 5 calibration image(s) cannot support alpha=0.1: the set would hold every class; need at least 9 (n >= 1/alpha - 1)
+        clip_adapter.core.errors.ConfigError: calibration: 5 calibration image(s) cannot support alpha=0.1:
+        the set would hold every class; need at least 9 (n >= 1/alpha - 1)
     """
     alpha = check_alpha(alpha)
     values = _tensor(scores, "calibration scores").to(torch.float64).reshape(-1)
@@ -733,7 +738,8 @@ def _record_from_dict(data: Any, where: str) -> ConformalPredictor:
     q_hat = (_mondrian_q_from_dict if mondrian else _marginal_q_from_dict)(data["q_hat"], counts, alpha, bound, where)
     return ConformalPredictor(
         score=score, alpha=float(alpha), randomized=randomized, class_conditional=mondrian, q_hat=q_hat,
-        n_classes=n_classes, n_calibration=n_cal, n_calibration_per_class=tuple(counts), seed=seed, lam=lam, k_reg=k_reg,
+        n_classes=n_classes, n_calibration=n_cal, n_calibration_per_class=tuple(counts), seed=seed,
+        lam=lam, k_reg=k_reg,
     )  # fmt: skip
 
 
@@ -768,7 +774,8 @@ def _mondrian_q_from_dict(q: Any, counts: list[int], alpha: float, bound: float,
     for c, (value, count) in enumerate(zip(q, counts)):
         if (value is None) != (count < need):  # null = trivial, exactly for the classes too small for alpha
             raise ArtifactError(
-                f"{where}: q_hat[{c}] is {value!r} for {count} calibration image(s); null is for classes with fewer than {need}"
+                f"{where}: q_hat[{c}] is {value!r} for {count} calibration image(s); "
+                f"null is for classes with fewer than {need}"
             )
         thresholds.append(math.inf if value is None else _check_threshold(value, bound, where, f"q_hat[{c}]"))
     return tuple(thresholds)

@@ -170,7 +170,8 @@ def _resolved(path: Path) -> Path | None:
 
 
 def _recorded_shots(artifact_dir: Path) -> tuple[dict[str, list[str]], Path | None, str | None] | str:
-    """The relative paths of the artifact's training and validation shots, its dataset root, its protocol; or why not."""
+    """The relative paths of the artifact's training and validation shots, its dataset root, its protocol;
+    or why not."""
     from ..core.files import read_json
 
     try:
@@ -185,7 +186,10 @@ def _recorded_shots(artifact_dir: Path) -> tuple[dict[str, list[str]], Path | No
         if not isinstance(entries, list):
             return f"the artifact's split.json {name} entry is not a list"
         if len(entries) > MAX_SHOTS_CHECKED:
-            return f"the artifact's split.json lists {len(entries)} {name} images, more than the {MAX_SHOTS_CHECKED} checked"
+            return (
+                f"the artifact's split.json lists {len(entries)} {name} images, "
+                f"more than the {MAX_SHOTS_CHECKED} checked"
+            )
         shots[name] = [e[0] for e in entries if isinstance(e, list) and e and isinstance(e[0], str)]
     root, protocol = None, None
     try:
@@ -283,8 +287,9 @@ def overlap_messages(overlap: dict[str, Any], n: int, what: str) -> tuple[list[s
         return warnings_, notes
     if overlap["training_shots"]:
         warnings_.append(
-            f"{overlap['training_shots']} of the {n} {what} images are training shots of this artifact: its answers on them "
-            "are over-confident, so what is fitted on them will not hold on new images; use images it was not trained on"
+            f"{overlap['training_shots']} of the {n} {what} images are training shots of this artifact: "
+            "its answers on them are over-confident, so what is fitted on them will not hold on new images; "
+            "use images it was not trained on"
         )
     if overlap["validation_shots"]:
         notes.append(
@@ -455,7 +460,8 @@ def fit_calibration(images: LabelledLogits, method: str, zero_shot: Callable[[],
         f"calibration {method} fitted on {n} images{shown_t}",
         (
             f"on those images (in-sample, optimistic): ECE {100 * before['ece']:.2f}% -> {100 * after['ece']:.2f}%, "
-            f"NLL {before['nll']:.4f} -> {after['nll']:.4f}; predictions unchanged (accuracy {100 * after['accuracy']:.2f}%)"
+            f"NLL {before['nll']:.4f} -> {after['nll']:.4f}; "
+            f"predictions unchanged (accuracy {100 * after['accuracy']:.2f}%)"
         ),
     ]
     record = {
@@ -482,8 +488,9 @@ def conformal_guarantee(alpha: float, n: int, class_conditional: bool, randomize
     target = f"{1 - alpha:.6g}"
     if class_conditional:
         text = (
-            f"for each class with at least {min_calibration_size(alpha)} calibration images, P(true class in set | that class) "
-            f">= {target} on average over exchangeable images of that class; a class with fewer is in every set"
+            f"for each class with at least {min_calibration_size(alpha)} calibration images, "
+            f"P(true class in set | that class) >= {target} on average over exchangeable images of that class; "
+            "a class with fewer is in every set"
         )
     else:
         text = f"P(true class in set) >= {target} (1-alpha) on average over exchangeable images"
@@ -529,11 +536,13 @@ def fit_conformal(
     n = len(images)
     guarantee = conformal_guarantee(alpha, n, class_conditional, randomized)
     summary = [
-        f"conformal ({score}{', randomized' if randomized else ''}{', class-conditional' if class_conditional else ''}) "
+        f"conformal ({score}{', randomized' if randomized else ''}"
+        f"{', class-conditional' if class_conditional else ''}) "
         f"calibrated on {n} images at alpha={alpha:g}"
         + ("" if calibration is None else f", on the artifact's calibrated probabilities ({_steps(calibration)})"),
         f"guarantee: {guarantee}",
-        f"on those images (in-sample): coverage {100 * report['coverage']:.2f}%, mean set size {report['mean_set_size']:.3g}",
+        f"on those images (in-sample): coverage {100 * report['coverage']:.2f}%, "
+        f"mean set size {report['mean_set_size']:.3g}",
     ]
     recorded = {
         "alpha": alpha,
@@ -660,7 +669,8 @@ def write_trusted_artifact(
     expected: Any = None,
     check_features: torch.Tensor | None = None,
 ) -> Path:
-    """Write a new artifact at ``out``: ``source``'s files byte for byte, its config with ``record`` as the trust section.
+    """Write a new artifact at ``out``: ``source``'s files byte for byte, its config with ``record`` as the trust
+    section.
 
     ``out`` goes through :func:`~clip_adapter.core.outputs.claim_output_dir` (new or
     empty, or our own artifact with ``overwrite``; never ``source`` itself, nor
@@ -705,7 +715,10 @@ def write_trusted_artifact(
 
 def _check_same_classifier(loaded: Any, expected: Any, features: torch.Tensor | None, source: Path) -> None:
     """The written artifact's head must be the one fitted for: same tensors, same raw logits."""
-    changed = f"the new artifact's head differs from the one loaded from {quoted(source)} (was it changed meanwhile?); nothing was written"
+    changed = (
+        f"the new artifact's head differs from the one loaded from {quoted(source)} "
+        "(was it changed meanwhile?); nothing was written"
+    )
     mine, theirs = loaded.head.state_dict(), expected.head.state_dict()
     if mine.keys() != theirs.keys() or any(not torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine):
         raise ArtifactError(changed)

@@ -50,7 +50,9 @@ for ``n = 2000``, 4.9 for ``n = 20``). FPR at 95 % TPR
 
 Example:
     >>> import torch
-    >>> val = torch.tensor([[30.0, 20.0, 10.0]]).repeat(40, 1) + torch.linspace(0, 8, 40)[:, None] * torch.tensor([1.0, 0, 0])
+    >>> val = torch.tensor([[30.0, 20.0, 10.0]]).repeat(40, 1) + (
+    ...     torch.linspace(0, 8, 40)[:, None] * torch.tensor([1.0, 0, 0])
+    ... )
     >>> detector = OODDetector.fit(val, "mcm", logit_scale=100.0)
     >>> detector.is_ood(torch.tensor([[33.0, 20.0, 10.0], [21.0, 20.0, 19.0]])).tolist()
     [False, True]

@@ -158,7 +158,8 @@ def base_novel_split(
 
 
 def class_subset(dataset: VideoDataset, names: Sequence[str]) -> VideoDataset:
-    """A copy of ``dataset`` holding only the clips of ``names``, relabelled in that order (pairs kept where both are in).
+    """A copy of ``dataset`` holding only the clips of ``names``, relabelled in that order
+    (pairs kept where both are in).
 
     Example:
         >>> ds = VideoDataset("d", ["a", "b"], Path("/v"), {"test": [Sample(Path("/v/x.mp4"), 1)]})

@@ -57,7 +57,8 @@ def _key(name: str) -> str:
 
 
 def class_overlap(train_classes: Sequence[str], eval_classes: Sequence[str]) -> list[str]:
-    """The evaluation classes whose name, ignoring case, spacing and punctuation, is a training class's, in evaluation order.
+    """The evaluation classes whose name, ignoring case, spacing and punctuation, is a training class's,
+    in evaluation order.
 
     Example:
         >>> class_overlap(["ApplyEyeMakeup", "a b"], ["apply eye makeup", "A_B", "applying eye makeup"])
@@ -72,7 +73,8 @@ def training_classes(
     data: str | os.PathLike | None = None,
     classmap: str | os.PathLike | None = None,
 ) -> list[str]:
-    """The training set's class names, from exactly one of ``classmap``, ``split_dir/classmap.json`` or ``data``'s class folders.
+    """The training set's class names, from exactly one of ``classmap``, ``split_dir/classmap.json``
+    or ``data``'s class folders.
 
     Only the names are read (a Kinetics split file is not walked); two sources are refused, since one would be ignored.
 
@@ -116,7 +118,8 @@ def parse_eval_arg(text: str | os.PathLike) -> tuple[str | None, str]:
 
 
 def _dataset_names(folders: Sequence[str], named: Sequence[str | None]) -> list[str]:
-    """Each split's dataset: its ``NAME=``, else the name of the folder holding it (its path when two such names clash)."""
+    """Each split's dataset: its ``NAME=``, else the name of the folder holding it
+    (its path when two such names clash)."""
     parents = [Path(f).resolve().parent for f in folders]
     by_name: dict[str, set[Path]] = {}
     for parent, name in zip(parents, named):
@@ -140,10 +143,11 @@ def load_eval_sets(
     ``root`` and ``classmap`` apply to the ``split_dirs`` (``data`` folders read their own classes).
 
     Example:
-        >>> load_eval_sets()
-        Traceback (most recent call last):
-        ...
-        clip_adapter.core.errors.DataError: give the evaluation splits: --eval-split-dir DIR [DIR ...] or --eval-data DIR [DIR ...]
+        >>> try:
+        ...     load_eval_sets()
+        ... except DataError as e:
+        ...     print(type(e).__name__, e)
+        DataError give the evaluation splits: --eval-split-dir DIR [DIR ...] or --eval-data DIR [DIR ...]
     """
     parsed = [(*parse_eval_arg(p), kind) for kind, paths in (("split", split_dirs), ("data", data)) for p in paths]
     if not parsed:
@@ -325,10 +329,14 @@ def _split_row(one: EvalSplit, result: dict, overlap: list[str]) -> dict:
 
 
 def one_line_table(result: dict) -> str:
-    """``top-1 % | A 45.00 | B 50.00 | mean 47.50 ± 2.50 | top-5 … | reversed pairs …`` (one line; per dataset when several).
+    """``top-1 % | A 45.00 | B 50.00 | mean 47.50 ± 2.50 | top-5 … | reversed pairs …``
+    (one line; per dataset when several).
 
     Example:
-        >>> r = {"splits": [{"name": "a", "top1": 0.5}], "summary_by_dataset": {"d": {"top1": {"mean": 0.5, "std": 0.0}}}}
+        >>> r = {
+        ...     "splits": [{"name": "a", "top1": 0.5}],
+        ...     "summary_by_dataset": {"d": {"top1": {"mean": 0.5, "std": 0.0}}},
+        ... }
         >>> one_line_table(r)
         'top-1 % | a 50.00 | mean 50.00 ± 0.00'
     """

@@ -164,7 +164,8 @@ def check_frame_size(path: str | os.PathLike, width: int, height: int) -> None:
 
 
 def _declared_size(stream) -> tuple[int, int]:
-    """``(width, height)`` the container declares; ``(0, 0)`` when unknown (no decoder for the codec: decoding says so)."""
+    """``(width, height)`` the container declares; ``(0, 0)`` when unknown
+    (no decoder for the codec: decoding says so)."""
     context = stream.codec_context
     return (int(context.width or 0), int(context.height or 0)) if context is not None else (0, 0)
 
@@ -196,7 +197,9 @@ def truncation(path: str | os.PathLike) -> str | None:
     Example:
         >>> import tempfile, pathlib
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "cut.mp4"
-        >>> _ = p.write_bytes(struct.pack(">I4s", 24, b"ftyp") + b"isom" * 4 + struct.pack(">I4s", 5000, b"mdat") + b"x" * 100)
+        >>> _ = p.write_bytes(
+        ...     struct.pack(">I4s", 24, b"ftyp") + b"isom" * 4 + struct.pack(">I4s", 5000, b"mdat") + b"x" * 100
+        ... )
         >>> truncation(p)
         "its 'mdat' box needs 5,000 bytes at byte 24, the file ends 108 bytes later"
     """

@@ -85,7 +85,8 @@ def read_descriptions(path: str | os.PathLike) -> dict[str, list[str]]:
 def _load_yaml(path: Path) -> object:
     if not yaml_available():
         raise DataError(
-            f"description file {show(path)} is YAML but PyYAML is not installed (pip install pyyaml, or convert it to JSON)"
+            f"description file {show(path)} is YAML but PyYAML is not installed "
+            "(pip install pyyaml, or convert it to JSON)"
         )
     import yaml
 

@@ -58,7 +58,8 @@ def pair_accuracy(logits: torch.Tensor, labels: torch.Tensor, pairs: Sequence[Se
 def video_report(
     logits: torch.Tensor, labels: torch.Tensor, classnames: Sequence[str], pairs: Sequence[Sequence[int]] = ()
 ) -> dict[str, Any]:
-    """Top-1, top-5, mean per-class and per-class accuracy, confusion matrix, chance, and (with ``pairs``) pair accuracy.
+    """Top-1, top-5, mean per-class and per-class accuracy, confusion matrix, chance,
+    and (with ``pairs``) pair accuracy.
 
     Example:
         >>> r = video_report(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]), ["a", "b"])

@@ -150,7 +150,8 @@ def _init_text_tower(model: ToyClip, source: str) -> None:
 
 
 def _image_donor_model(source: str, vocab_size: int) -> ToyClip:
-    """A model of ``source``'s architecture (``vocab_size`` words) holding its image tower: frames it can already read."""
+    """A model of ``source``'s architecture (``vocab_size`` words) holding its image tower:
+    frames it can already read."""
     from ..toyworld.backbone import load_toy_clip
 
     donor = load_toy_clip(source)[0]
@@ -225,7 +226,8 @@ def pretrain_video_clip(cfg: VideoPretrainConfig, out_dir: str | Path, log=print
             losses.append(loss)
             if (step + 1) % 100 == 0:
                 log(
-                    f"step {step + 1}/{cfg.steps} loss {np.mean(losses[-100:]):.3f} ({time.perf_counter() - start:.0f} s)"
+                    f"step {step + 1}/{cfg.steps} loss {np.mean(losses[-100:]):.3f} "
+                    f"({time.perf_counter() - start:.0f} s)"
                 )
 
         train_encoder(

@@ -204,7 +204,8 @@ class ClipSet:
     def batch(
         self, which: Sequence[int], frames: int, rng: np.random.Generator | None, views: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixels ``[B·V·T, 3, S, S]`` (random segment frames with ``rng``, else the ``views`` segment centres) and labels."""
+        """Pixels ``[B·V·T, 3, S, S]`` (random segment frames with ``rng``, else the ``views`` segment centres)
+        and labels."""
         chosen = [frames_to_pixels(self._frames(i, frames, rng, views), self.backbone) for i in which]
         return torch.cat(chosen), torch.tensor([self.labels[i] for i in which])
 
@@ -373,7 +374,8 @@ def _prompt_table(
 
 
 def _frozen_copy(visual: nn.Module) -> nn.Module:
-    """A frozen copy of ``visual`` with plain blocks: deepcopy keeps the installed forwards, which call the live blocks."""
+    """A frozen copy of ``visual`` with plain blocks: deepcopy keeps the installed forwards,
+    which call the live blocks."""
     copy_ = copy.deepcopy(visual)
     remove_space_time(copy_)
     for block in getattr(getattr(copy_, "transformer", None), "resblocks", []):
@@ -423,7 +425,8 @@ def validation_logits(
     mask: torch.Tensor,
     cfg: VideoTrainConfig,
 ) -> torch.Tensor:
-    """Scores ``[N, C]`` (unscaled) of ``data`` with ``cfg.scorer`` over ``cfg.views`` views, ``cfg.batch_size`` frames per batch.
+    """Scores ``[N, C]`` (unscaled) of ``data`` with ``cfg.scorer`` over ``cfg.views`` views,
+    ``cfg.batch_size`` frames per batch.
 
     The frames and scores are those ``video zero-shot`` computes for the same clips with the same
     ``--frames``, ``--views`` and scorer (its ``--scorer`` defaults to the one recorded in the

@@ -125,7 +125,8 @@ def score_videos(
 
 
 def time_reversed_pairs(dataset: VideoDataset) -> list[tuple[int, int]]:
-    """Class-index pairs the dataset declares as time reversals of each other (``meta.json`` ``time_reversed_pairs``)."""
+    """Class-index pairs the dataset declares as time reversals of each other
+    (``meta.json`` ``time_reversed_pairs``)."""
     index = {name: i for i, name in enumerate(dataset.classnames)}
     pairs = dataset.meta.get("time_reversed_pairs", []) if isinstance(dataset.meta, dict) else []
     well_formed = isinstance(pairs, list) and all(

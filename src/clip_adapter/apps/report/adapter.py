@@ -47,7 +47,10 @@ def adapter_effect(head: Any, features: torch.Tensor | None) -> dict[str, Any]:
     Example:
         >>> import torch
         >>> from clip_adapter.methods.clip_adapter import ClipAdapterConfig, ClipAdapterHead
-        >>> head = ClipAdapterHead(ClipAdapterConfig(variant="both", alpha=0.0, beta=0.0), {"num_classes": 3, "embed_dim": 8, "logit_scale": 10.0})
+        >>> head = ClipAdapterHead(
+        ...     ClipAdapterConfig(variant="both", alpha=0.0, beta=0.0),
+        ...     {"num_classes": 3, "embed_dim": 8, "logit_scale": 10.0},
+        ... )
         >>> _ = head.text.copy_(torch.randn(3, 8))
         >>> effect = adapter_effect(head, torch.randn(5, 8))
         >>> round(effect["image_cosine"]["mean"], 4), round(effect["text_cosine"]["mean"], 4)

@@ -73,7 +73,8 @@ def artifact_report(
         sections[0] = (*sections[0][:2], _malformed_note(run.problems) + sections[0][2])
     result = run.result_fields
     subtitle = (
-        f"{run.method} on {shown(result.get('data.dataset', scalar, '?'))} — {shown(result.get('run.shots', scalar, '?'))} shots, "
+        f"{run.method} on {shown(result.get('data.dataset', scalar, '?'))} — "
+        f"{shown(result.get('run.shots', scalar, '?'))} shots, "
         f"seed {shown(result.get('run.seed', scalar, '?'))} — {run.directory}"
     )
     return page(f"clip-adapter run report: {run.method}", subtitle, sections)
@@ -122,7 +123,8 @@ def _configuration(run: RunFiles) -> str:
     if protocol == "oracle":
         body = (
             note(
-                "ORACLE protocol: hyper-parameters were chosen on the TEST split; these numbers are not a fair comparison.",
+                "ORACLE protocol: hyper-parameters were chosen on the TEST split; "
+                "these numbers are not a fair comparison.",
                 warn=True,
             )
             + body
@@ -133,7 +135,10 @@ def _configuration(run: RunFiles) -> str:
         if method_config is not MALFORMED
         else [("(all)", "malformed")]
     )
-    details = f"<details><summary>full method configuration ({len(rows)} options)</summary>{table(['option', 'value'], rows)}</details>"
+    details = (
+        f"<details><summary>full method configuration ({len(rows)} options)</summary>"
+        f"{table(['option', 'value'], rows)}</details>"
+    )
     return (
         body
         + details
@@ -173,7 +178,8 @@ def _results(run: RunFiles, evaluation: Evaluation | str, root: str, images: Tes
     delta = acc - zs if isinstance(acc, (int, float)) and isinstance(zs, (int, float)) else None
     head = (
         f'<p><span class="big" id="test-accuracy">{pct(acc)}</span> test accuracy &nbsp; '
-        f'<span class="big">{pct(zs)}</span> zero-shot &nbsp; <span class="big">{signed_points(delta)}</span> points</p>'
+        f'<span class="big">{pct(zs)}</span> zero-shot &nbsp; '
+        f'<span class="big">{signed_points(delta)}</span> points</p>'
     )
     rows = [
         ("test accuracy", pct(acc)),
@@ -324,7 +330,8 @@ def _worst(run: RunFiles, evaluation: Evaluation | str, how_many: int) -> str:
             f'<div class="card"><img src="{data_uri(thumb)}" alt="{esc(name)}">'
             f"<b>{esc(name)}</b><br>true: {esc(names[item['true']])}<br>"
             f'<span class="{"bad" if verdict == "wrong" else "good"}">predicted: {esc(names[item["pred"]])}</span> '
-            f"({pct(item['p_pred'], 1)})<br>p(true) {pct(item['p_true'], 1)}<br>zero-shot: {esc(names[item['zero_shot_pred']])}</div>"
+            f"({pct(item['p_pred'], 1)})<br>p(true) {pct(item['p_true'], 1)}<br>"
+            f"zero-shot: {esc(names[item['zero_shot_pred']])}</div>"
         )
     intro = note(f"The {len(cards)} test images with the lowest probability on their true class, lowest first.")
     return intro + f'<div class="cards">{"".join(cards)}</div>'

@@ -58,7 +58,10 @@ def evaluate(run: RunFiles, images: TestImages, cache_dir: Path, device: str = "
 
     malformed = _malformed_backbone(run)
     if malformed:
-        return f"config.json {malformed} is missing or malformed, so the backbone could not be rebuilt and nothing was re-evaluated"
+        return (
+            f"config.json {malformed} is missing or malformed, "
+            "so the backbone could not be rebuilt and nothing was re-evaluated"
+        )
     if not images.paths:
         return "none of the test images lie inside --data"
     try:

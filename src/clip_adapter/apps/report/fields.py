@@ -113,7 +113,9 @@ def reliability(value: Any) -> bool:
     ``1 <= n <=`` :data:`MAX_BINS`.
 
     Example:
-        >>> reliability({"bin_edges": [0, 0.5, 1], "count": [0, 2], "accuracy": [None, 0.5], "mean_confidence": [None, 0.7]})
+        >>> reliability(
+        ...     {"bin_edges": [0, 0.5, 1], "count": [0, 2], "accuracy": [None, 0.5], "mean_confidence": [None, 0.7]}
+        ... )
         True
         >>> reliability({"bin_edges": [0, 1], "count": [1, 2], "accuracy": [1, 1], "mean_confidence": [1, 1]})
         False

@@ -253,7 +253,8 @@ def render(candidates: list[Candidate], grid_keys: Sequence[str], chosen: dict[s
     elif epochs:
         parts.append(
             note(
-                "The chosen candidate is not recorded, so no per-epoch table is shown (the curves show every candidate)."
+                "The chosen candidate is not recorded, so no per-epoch table is shown "
+                "(the curves show every candidate)."
             )
         )
     return "".join(parts)

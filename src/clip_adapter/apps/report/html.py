@@ -41,7 +41,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .warn { background: #fff4e5; border-left: 4px solid #e8a33d; padding: 6px 10px; font-size: 13px; }
 .big { font-size: 26px; font-weight: 700; margin-right: 28px; }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; }
-.card { border: 1px solid #d9dee6; border-radius: 5px; padding: 6px; width: 150px; font-size: 12px; background: #fafbfc; }
+.card { border: 1px solid #d9dee6; border-radius: 5px; padding: 6px; width: 150px; \
+font-size: 12px; background: #fafbfc; }
 .card b { word-break: break-all; }
 .card img { width: 128px; height: 128px; object-fit: contain; image-rendering: auto; display: block; margin: 0 auto 4px;
             background: #eee; }

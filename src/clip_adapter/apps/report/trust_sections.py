@@ -70,7 +70,9 @@ OOD_WORDS = {
     "energy": "energy (T · logsumexp of the logits / T)",
 }
 STEP_WORDS = {
-    "zs-norm": "ZS-Norm: each image's logits rescaled to the range of its zero-shot logits (Murugesan et al., ECCV 2024)",
+    "zs-norm": (
+        "ZS-Norm: each image's logits rescaled to the range of its zero-shot logits (Murugesan et al., ECCV 2024)"
+    ),
     "temperature": "temperature scaling: logits divided by T",
 }
 
@@ -396,9 +398,10 @@ def _ood_part(part: Fields) -> str:
     error = math.sqrt(tpr * (1 - tpr) / n)
     body += note(
         f"An image is flagged out-of-distribution when its score is below {threshold:.6g} (higher = more like the "
-        f"training classes). The threshold accepts at least {tpr:.1%} of the {n} in-distribution validation images, so about "
-        f"{tpr:.1%} ± {error:.1%} (one standard error) of new in-distribution images are accepted. Nothing is "
-        "promised about how many out-of-distribution images are caught: that depends on what they are."
+        f"training classes). The threshold accepts at least {tpr:.1%} of the {n} in-distribution validation "
+        f"images, so about {tpr:.1%} ± {error:.1%} (one standard error) of new in-distribution images are "
+        "accepted. Nothing is promised about how many out-of-distribution images are caught: that depends on "
+        "what they are."
     )
     if n < MIN_VALIDATION:
         body += note(

@@ -141,7 +141,8 @@ class Validator:
 
 
 class Recipe:
-    """A remedy: ``config_cls`` and ``train(backbone, cfg, items, log_path)`` → (result, info for the checkpoint JSON)."""
+    """A remedy: ``config_cls`` and ``train(backbone, cfg, items, log_path)`` → (result, info for the checkpoint
+    JSON)."""
 
     name: str = ""
     config_cls: type[RecipeConfig] = RecipeConfig
