@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/heldout.py                      # every world, every method that fits the time
     python benchmarks/heldout.py --worlds ho-imagenet --methods clip-adapter
+    python benchmarks/heldout.py --worlds ho-500x8 --methods linear-probe --set search=full
     python benchmarks/heldout.py --reference          # also run CLIP-Adapter's slow reference recipe
                                                       # (minutes to ~20 min per world) and store it
 
@@ -84,6 +85,20 @@ def store_reference(world: str, row: dict, machine: str) -> None:
     tmp.replace(REFERENCE_FILE)
 
 
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["search=full", "max_iter=1000"]`` -> ``{"search": "full", "max_iter": 1000}`` (JSON values, else text)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
 def cell(row: dict | None) -> str:
     if row is None:
         return "skipped"
@@ -103,7 +118,16 @@ def main(argv: list[str] | None = None) -> int:
         "--reference", action="store_true", help="run CLIP-Adapter's slow reference recipe and store it"
     )
     parser.add_argument("--json", help="also write every row to this JSON file")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every method run (repeatable; the value is parsed as JSON, else kept as text)",
+    )
+    parser.add_argument("--history", action="store_true", help="keep each fit's history in the --json rows")
     args = parser.parse_args(argv)
+    overrides = parse_overrides(args.set)
     names = [s.name for s in (*DEV, *HELDOUT)] if args.worlds == "all" else args.worlds.split(",")
     methods = args.methods.split(",")
     machine = describe_machine()
@@ -120,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             if method in SLOW and n > args.slow_limit:
                 rows[name][method] = None
                 continue
-            rows[name][method] = run(method, data, test_x, test_y)
-            rows[name][method].pop("history")
+            rows[name][method] = run(method, data, test_x, test_y, **overrides)
+            if not args.history:
+                rows[name][method].pop("history")
             print(f"  {method}: {cell(rows[name][method])}", flush=True)
         if args.reference and "clip-adapter" in methods:
             ref = run("clip-adapter", data, test_x, test_y, **REFERENCE)
@@ -153,9 +178,8 @@ def print_table(names: list[str], methods: list[str], rows: dict, reference: dic
         if r and mine:
             key = "cpu_seconds" if "cpu_seconds" in r and "cpu_seconds" in mine else "seconds"
             speed = r[key] / max(mine[key], 0.1)
-            gaps.append(
-                f"{mine['accuracy'] - r['accuracy']:+.2f} pt, {speed:.1f}× faster ({'CPU' if key == 'cpu_seconds' else 'wall'} time)"
-            )
+            clock = "CPU" if key == "cpu_seconds" else "wall"
+            gaps.append(f"{mine['accuracy'] - r['accuracy']:+.2f} pt, {speed:.1f}× faster ({clock} time)")
         else:
             gaps.append("")
     print("| default − reference | " + " | ".join(gaps) + " |")
