@@ -99,6 +99,11 @@ def dataset_cases(tmp: Path) -> list[tuple[str, list[str], bool]]:
     return cases
 
 
+def _text_file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
 def option_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
     base = ["train", "--data", str(good), *TINY, "--out", str(tmp / "opt-art")]
     return [
@@ -113,6 +118,18 @@ def option_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
         ("option/alpha_refine not a number", base + ["--set", "alpha_refine=lots"], False),
         ("option/auto held_out_view unknown", base + ["--method", "auto", "--set", "held_out_view=side"], False),
         ("option/auto repeated candidate", base + ["--method", "auto", "--set", "candidates=gda,gda"], False),
+        ("option/linear-probe unknown search", base + ["--method", "linear-probe", "--set", "search=quick"], False),
+        ("option/linear-probe tol 0", base + ["--method", "linear-probe", "--set", "tol=0"], False),
+        ("option/linear-probe path_above -1", base + ["--method", "linear-probe", "--set", "path_above=-1"], False),
+        ("option/clap unknown solver", base + ["--method", "clap", "--set", "solver=adam"], False),
+        (
+            "option/clap lbfgs with the adaptive constraint",
+            base + ["--method", "clap", "--set", "solver=lbfgs", "--set", "constraint=adaptive"],
+            False,
+        ),
+        ("option/train --config missing", base + ["--config", str(tmp / "no-such-run")], False),
+        ("option/train --config not JSON", base + ["--config", str(_text_file(tmp / "bad-config.json", "{no"))], False),
+        ("option/train --config a JSON list", base + ["--config", str(_text_file(tmp / "list.json", "[1]"))], False),
         (
             "option/unknown backbone",
             ["train", "--data", str(good), "--backbone", "ViT-Q-9", "--out", str(tmp / "x")],

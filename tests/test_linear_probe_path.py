@@ -44,7 +44,7 @@ def test_path_search_is_within_one_validation_image_of_the_full_search(seed):
     data = noisy_problem(seed)
     probe = get_method("linear-probe")
     full = probe(probe.make_config(search="full")).fit(data)
-    path = probe(probe.make_config()).fit(data)
+    path = probe(probe.make_config(search="path")).fit(data)
     assert path.val_accuracy >= full.val_accuracy - 1 / len(data.val_labels) - 1e-6
     assert 0.3 < full.val_accuracy < 1.0  # a problem where C matters, not one every C solves
     stages = {row["stage"] for row in path.history}

@@ -45,7 +45,7 @@ _OWNERS: dict[str, str] = {
     "demo": "clip_adapter.apps.demo",
     "distill": "clip_adapter.distill",
     "finetune": "clip_adapter.finetune",
-    "gap": "clip_adapter.gap",
+    "gap": "clip_adapter.gap.analyse",
     "index": "clip_adapter.apps.retrieval",
     "multilabel-artifact": "clip_adapter.multilabel.kinds",
     "multilabel-dataset": "clip_adapter.multilabel.kinds",

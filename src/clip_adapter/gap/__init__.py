@@ -12,7 +12,6 @@ Example:
     True
 """
 
-from ..core.outputs import register_kind
 from .inversion import (
     InversionConfig,
     InversionResult,
@@ -23,9 +22,6 @@ from .inversion import (
 )
 from .retrieval import mean_average_precision, retrieval_comparison
 from .stats import compare, gap_statistics, joint_pca, pairwise_cosines, summarise
-
-# The output kind of `clip-adapter gap --out` (analyse.KIND), and the files it may hold.
-register_kind("gap", r"^(gap\.json|similarities\.png|projection\.png)$")
 
 __all__ = [
     "InversionConfig",

@@ -33,6 +33,7 @@ import torch
 from ..backbones import Backbone
 from ..core.errors import DataError
 from ..core.files import atomic_dir, to_json
+from ..core.outputs import mark_output_dir, register_kind
 from ..data import Dataset
 from ..features import extract_images, image_store, prompt_embeddings
 from ..features.adaptation import Adaptation
@@ -42,7 +43,7 @@ from .plots import histograms_png, projection_png
 from .retrieval import retrieval_comparison
 from .stats import compare, gap_statistics, joint_pca
 
-KIND = "gap"
+KIND = register_kind("gap", r"^(gap\.json|similarities\.png|projection\.png)$")  # what `gap --out` holds
 FILES = ("gap.json", "similarities.png", "projection.png")
 SPLIT_CHOICES = ("train", "val", "test", "all")
 
@@ -177,8 +178,6 @@ def inverted_retrieval(backbone: Backbone, emb: Embeddings, per_class: int, conf
 
 def write_outputs(out: Path, result: dict[str, Any], pngs: dict[str, bytes], may_replace) -> Path:
     """Write ``gap.json`` and the PNGs into ``out`` in one atomic step (marked as a ``gap`` output)."""
-    from ..core.outputs import mark_output_dir
-
     with atomic_dir(out, may_replace=may_replace) as tmp:
         (tmp / "gap.json").write_text(to_json(result))
         for name, data in pngs.items():

@@ -4,9 +4,10 @@ Full-batch L-BFGS on L2-normalised image features, the regularisation
 strength ``C`` (sklearn's convention: ``C = 1/λ``) searched on the selection
 split.
 
-Two searches (``search``):
+Two searches (``search``; the default ``auto`` takes the path above ``path_above`` = 2,000 training
+images and the full search at or below, where it costs seconds):
 
-- ``path`` (default): a screen, then a short warm-started path. One
+- ``path``: a screen, then a short warm-started path. One
   eigendecomposition of the training features' covariance gives, for every
   ``C`` of a half-decade grid, the logistic loss's Newton step from zero in
   closed form (ridge regression on the one-hot targets with ``λ = K/(C·N)``);
@@ -84,7 +85,10 @@ from .zero_shot import base_meta
 
 COARSE_C = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)  # CoOp lpclip's sweep
 C_RULES = ("best", "lpclip")
-SEARCHES = ("path", "full")
+SEARCHES = ("auto", "path", "full")
+PATH_ABOVE = (
+    2_000  # training images above which auto takes the path (as CLAP's lbfgs_above and heldout.py's SLOW_LIMIT)
+)
 Score = tuple[float, float]  # (accuracy, loss) on the selection split
 
 
@@ -98,13 +102,19 @@ class LinearProbeConfig(Config):
     c_rule: str = option(
         "best", "C kept: best (of every fit, accuracy then loss) or lpclip (the last bisection step's winner)"
     )
-    search: str = option("path", "C search: path (ridge screen + warm-started path) or full (~23 fits from zero)")
+    search: str = option(
+        "auto",
+        "C search: auto (path above path_above training images, full at or below), path (ridge screen + "
+        "warm-started path) or full (~23 fits from zero)",
+    )
+    path_above: int = option(PATH_ABOVE, "auto: training images above which the path search replaces the full one")
     tol: float = option(3e-3, "path search: stop a fit when its max |gradient| is this fraction of that at zero")
 
     def validate(self) -> None:
         check_choice("c_rule", self.c_rule, C_RULES)
         check_choice("search", self.search, SEARCHES)
         check_range("tol", self.tol, 1e-12, 1.0)
+        check_range("path_above", self.path_above, 0, 10**9)
         check_range("c", self.c, 1e-12, 1e12)
         check_range("bisection_steps", self.bisection_steps, 0, 64)
         check_range("max_iter", self.max_iter, 1, 100_000)
@@ -156,7 +166,7 @@ class LinearProbe(Method):
         >>> LinearProbe.make_config(c=0.5).bisection_steps
         8
         >>> LinearProbe.make_config().search, LinearProbe.make_config("official").search
-        ('path', 'full')
+        ('auto', 'full')
     """
 
     Config = LinearProbeConfig
@@ -185,12 +195,30 @@ class LinearProbe(Method):
             if data.protocol == "none" or len(sel_y) == 0:
                 head, _ = fit_c(cfg.c)
                 return FitResult(head, selection_record(data.protocol, {}, {"c": cfg.c}), None, history)
-            if cfg.search == "path" and cfg.c_rule == "best":
+            if self.uses_path(len(y)):
                 head, score, grid = self._path(data, x, y, history)
             else:
                 head, score = self._search(fit_c)
                 grid = {"c_coarse": list(COARSE_C), "bisection_steps": cfg.bisection_steps, "c_rule": cfg.c_rule}
         return FitResult(head, selection_record(data.protocol, grid, {"c": head.config.c}), score[0], history)
+
+    def uses_path(self, n: int) -> bool:
+        """Whether ``n`` training images take the path search (``c_rule="lpclip"`` always runs the full one).
+
+        At or below ``path_above`` the full search costs seconds, so ``auto`` keeps it there, and every figure
+        measured before the path existed (toy world, small benchmarks) stays as it was.
+
+        Example:
+            >>> probe = LinearProbe(LinearProbe.make_config())
+            >>> probe.uses_path(2_000), probe.uses_path(2_001)
+            (False, True)
+            >>> LinearProbe(LinearProbe.make_config(search="path")).uses_path(10)
+            True
+        """
+        cfg: LinearProbeConfig = self.config
+        if cfg.c_rule != "best":
+            return False
+        return cfg.search == "path" or (cfg.search == "auto" and n > cfg.path_above)
 
     def _search(self, fit_c):
         cfg: LinearProbeConfig = self.config
