@@ -225,6 +225,19 @@ def test_conformal_covers_its_calibration_images_and_says_so(world, tmp_path, ca
     assert prov["num_images"] == 40 and "exchangeable" in prov["guarantee"] and prov["calibrated_probabilities"]
 
 
+def test_randomised_lac_draws_u_from_the_logits_and_gives_each_image_one_set(world, tmp_path):
+    out = tmp_path / "conf-lac"
+    args = ("--data", str(world["photos"]), "--alpha", "0.2", "--score", "lac", "--randomized", "--out", str(out))
+    assert run(world, "conformal", str(world["cal"]), *args) == 0
+    clf, _, images = logits_of(out, world)
+    conformal = clf.trust.conformal
+    assert conformal.score == "lac" and conformal.randomized and conformal.noise == "logits"
+    assert 0 <= conformal.q_tie <= 1
+    batch = apply_trust(clf.trust, images.logits).sets
+    alone = torch.cat([apply_trust(clf.trust, images.logits[i : i + 1]).sets for i in range(len(images))])
+    assert batch.equal(alone)  # U is a hash of each image's own logits, not of its place in the batch
+
+
 @pytest.mark.parametrize(
     "alpha, says",
     [("0", "alpha must be in (0, 1)"), ("1.5", "alpha must be in (0, 1)"), ("0.01", "cannot support alpha=0.01")],

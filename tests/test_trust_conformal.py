@@ -203,6 +203,7 @@ MARGINAL = {
     "aps": {"score": "aps"},
     "raps": {"score": "raps", **RAPS},
     "aps-randomised": {"score": "aps", "randomized": True},
+    "lac-randomised": {"score": "lac", "randomized": True},
     "raps-randomised": {"score": "raps", "randomized": True, **RAPS},
 }
 
@@ -221,11 +222,11 @@ def test_marginal_coverage_follows_the_beta_law(marginal_draws, variant):
     assert 1 - ALPHA - tolerance <= mean <= 1 - ALPHA + 1 / (N_CAL + 1) + tolerance, (variant, mean)
     # The exact law holds for the score rule; the non-randomised APS/RAPS sets add the top class, which only adds.
     assert mean >= mu - tolerance
-    if variant in ("lac", "aps-randomised", "raps-randomised"):
+    if variant in ("lac", "lac-randomised", "aps-randomised", "raps-randomised"):
         assert abs(mean - mu) <= tolerance, (variant, mean, mu)
 
 
-@pytest.mark.parametrize("variant", ["lac", "aps-randomised"])
+@pytest.mark.parametrize("variant", ["lac", "aps-randomised", "lac-randomised"])
 def test_class_conditional_coverage_follows_the_beta_law_per_class(variant):
     n_classes, bias = 4, torch.tensor([0.6, 0.2, -0.2, -0.6], dtype=torch.float64)
     observed = np.zeros((SEEDS, n_classes))
@@ -249,6 +250,85 @@ def test_class_conditional_coverage_follows_the_beta_law_per_class(variant):
         mean = observed[:, c].mean()
         assert abs(mean - expected[:, c].mean()) <= tolerance, (c, mean, expected[:, c].mean())
         assert 1 - ALPHA - tolerance <= mean <= 1 - ALPHA + (1 / (n_cal[:, c] + 1)).mean() + tolerance
+
+
+# --------------------------------------------------------------------------- ties: a saturated head
+
+
+def saturated_draw(seed: int, n: int, n_classes: int = 10, sure: float = 0.95):
+    """A head that is certain (probability rows exactly one-hot in float64) and right for ``sure`` of the images.
+
+    Logits gain 1,000 on the true class of those images: ``exp(-1000)`` underflows, so their probability
+    rows are identical one-hot vectors and every LAC score ties at 0, while their logits all differ.
+    """
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, n_classes, generator=g, dtype=torch.float64) * 1.5
+    labels = torch.multinomial(torch.softmax(logits, 1), 1, generator=g).squeeze(1)
+    certain = torch.rand(n, generator=g) < sure
+    logits[certain, labels[certain]] += 1000.0
+    return torch.softmax(logits, dim=1), labels, logits
+
+
+TIES = {  # variant → (calibrate options, U from the logits?)
+    "lac": ({"score": "lac"}, False),
+    "lac-randomised": ({"score": "lac", "randomized": True}, True),
+    "aps-randomised": ({"score": "aps", "randomized": True}, True),
+    "lac-randomised, U from the probabilities": ({"score": "lac", "randomized": True}, False),
+}
+
+
+def tied_coverage(variant: str, seeds: int = 100) -> float:
+    options, by_logits = TIES[variant]
+    coverages = []
+    for seed in range(seeds):
+        probs, labels, logits = saturated_draw(500 + seed, N_CAL + N_TEST)
+        keys = (logits[:N_CAL], logits[N_CAL:]) if by_logits else (None, None)
+        predictor = calibrate(probs[:N_CAL], labels[:N_CAL], ALPHA, seed=seed, logits=keys[0], **options)
+        sets = predictor.predict_sets(probs[N_CAL:], logits=keys[1])
+        coverages.append(sets[torch.arange(N_TEST), labels[N_CAL:]].double().mean().item())
+    return float(np.mean(coverages))
+
+
+def test_tied_scores_over_cover_unless_randomised_with_distinct_keys():
+    """Saturated rows: plain LAC over-covers (every certain image is covered); the U tie-break, drawn from
+    the logits, brings coverage back to the Beta law's mean; drawn from the (identical) probability rows, it
+    cannot break the ties among the certain images (they all share one U) and coverage is off the law."""
+    assert (saturated_draw(1, 100)[0].max(dim=1).values == 1).double().mean() > 0.9  # the rows really saturate
+    mu, var = beta_law(N_CAL, N_TEST, ALPHA)
+    tolerance = 4 * math.sqrt(var / 100)
+    assert tied_coverage("lac") > 0.93
+    for variant in ("lac-randomised", "aps-randomised"):
+        assert abs(tied_coverage(variant) - mu) <= tolerance, variant
+    assert abs(tied_coverage("lac-randomised, U from the probabilities") - mu) > tolerance
+
+
+def test_a_predictor_calibrated_on_logits_needs_them_and_gives_batch_independent_sets():
+    probs, labels, logits = saturated_draw(3, 600)
+    predictor = calibrate(probs[:200], labels[:200], ALPHA, randomized=True, logits=logits[:200], seed=2)
+    assert predictor.noise == "logits" and 0 <= predictor.q_tie <= 1
+    with pytest.raises(ConfigError, match=r"draws U from the images' logits: pass logits=") as exc:
+        predictor.predict_sets(probs[200:])
+    one_line(exc)
+    sets = predictor.predict_sets(probs[200:], logits=logits[200:])
+    assert sets[:50].equal(predictor.predict_sets(probs[200:250], logits=logits[200:250]))
+    assert ConformalPredictor.from_dict(predictor.to_dict()).predict_sets(probs[200:], logits=logits[200:]).equal(sets)
+
+
+def test_a_v1_record_still_loads_and_predicts_as_before():
+    """Records written before the tie-break (format v1) load with no q_tie and U from the probabilities."""
+    probs, labels = draw(8, 500, 5)
+    predictor = calibrate(probs[:300], labels[:300], ALPHA, score="aps", randomized=True, seed=5)
+    data = predictor.to_dict()
+    del data["q_tie"], data["noise"]
+    data["version"] = 1
+    old = ConformalPredictor.from_dict(data)
+    assert old.q_tie is None and old.noise == "probabilities"
+    u = conformal.row_noise(probs[300:], 5)
+    expected = class_scores(probs[300:], "aps", u=u) <= predictor.q_hat  # the v1 rule: s <= q_hat
+    assert old.predict_sets(probs[300:]).equal(expected)
+    data["score"], data["raps"] = "lac", None
+    with pytest.raises(ArtifactError, match=r"a v1 record has no randomised LAC"):
+        ConformalPredictor.from_dict(data)
 
 
 # --------------------------------------------------------------------------- agreement with crepes
@@ -364,7 +444,12 @@ BAD_CALIBRATION = [
     ("int probs", lambda p, y: calibrate(p.long(), y, 0.1), r"floating-point"),
     ("ragged", lambda p, y: calibrate([[0.5, 0.5], [1.0]], [0, 1], 0.1), r"not a numeric array"),
     ("score", lambda p, y: calibrate(p, y, 0.1, score="thr"), r"score must be one of lac, aps, raps"),
-    ("lac randomised", lambda p, y: calibrate(p, y, 0.1, randomized=True), r"no randomised variant"),
+    ("logits not randomised", lambda p, y: calibrate(p, y, 0.1, logits=torch.log(p)), r"pass randomized=True"),
+    (
+        "logits shape",
+        lambda p, y: calibrate(p, y, 0.1, randomized=True, logits=torch.log(p)[:-1]),
+        r"calibration logits: expected a floating-point",
+    ),
     ("lam for aps", lambda p, y: calibrate(p, y, 0.1, score="aps", lam=0.1), r"apply to score 'raps' only"),
     ("negative lam", lambda p, y: calibrate(p, y, 0.1, score="raps", lam=-0.1), r"lam must be a finite number >= 0"),
     ("k_reg float", lambda p, y: calibrate(p, y, 0.1, score="raps", k_reg=1.5), r"k_reg must be an integer >= 0"),
@@ -419,6 +504,8 @@ RECORDS = {
     "raps-randomised": {"score": "raps", "randomized": True, "lam": 0.02, "k_reg": 3},
     "mondrian-aps-randomised": {"score": "aps", "randomized": True, "class_conditional": True, "seed": 9},
     "mondrian-lac": {"score": "lac", "class_conditional": True},
+    "lac-randomised": {"score": "lac", "randomized": True, "seed": 4},
+    "mondrian-lac-randomised": {"score": "lac", "randomized": True, "class_conditional": True},
 }
 
 
@@ -451,14 +538,18 @@ TAMPERED = [
     ("not a dict", lambda d: None, r"expected a JSON object"),
     ("missing key", lambda d: d.pop("q_hat"), r"missing key\(s\) \['q_hat'\]"),
     ("unknown key", tamper("extra", 1), r"unknown key\(s\) \['extra'\]"),
-    ("format", tamper("format", "pickle"), r"not a clip_adapter.conformal v1 record"),
-    ("version", tamper("version", 2), r"not a clip_adapter.conformal v1 record"),
+    ("format", tamper("format", "pickle"), r"not a clip_adapter.conformal record of a version this reader knows"),
+    ("version", tamper("version", 3), r"version 3\): written by a newer clip-adapter"),
+    ("version bool", tamper("version", True), r"version True"),
     ("score", tamper("score", "thr"), r"score must be one of"),
     ("alpha 0", tamper("alpha", 0.0), r"alpha must be a number in \(0, 1\)"),
     ("alpha str", tamper("alpha", "0.1"), r"alpha must be a number in \(0, 1\)"),
     ("alpha too small for n", tamper("alpha", 0.001), r"cannot support alpha=0.001"),
     ("randomized int", tamper("randomized", 1), r"must be true or false"),
-    ("lac randomised", tamper("randomized", True), r"no randomised variant"),
+    ("randomised without q_tie", tamper("randomized", True), r"q_tie must be a finite number"),
+    ("q_tie when not randomised", tamper("q_tie", 0.5), r"q_tie must be null"),
+    ("noise", tamper("noise", "pixels"), r"noise must be one of probabilities, logits"),
+    ("v1 with v2 keys", tamper("version", 1), r"unknown key\(s\) \['noise', 'q_tie'\]"),
     ("raps for lac", tamper("raps", {"lambda": 0.1, "k_reg": 1}), r"raps must be null"),
     ("q_hat nan", tamper("q_hat", math.nan), r"q_hat must be a finite number"),
     ("q_hat out of range", tamper("q_hat", 5.0), r"q_hat must be a finite number in \[-0.01, 1.01\]"),

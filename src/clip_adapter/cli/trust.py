@@ -120,7 +120,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 help="lac: 1-p_y (smallest sets); aps/raps: adaptive sets (default: %(default)s)",
             )
             p.add_argument(
-                "--randomized", action="store_true", help="randomised APS/RAPS (exact coverage; sets may be empty)"
+                "--randomized",
+                action="store_true",
+                help="randomised scores: exact coverage, ties broken by a per-image U (any score; sets may be empty)",
             )
             p.add_argument(
                 "--class-conditional",

@@ -25,7 +25,18 @@ Conventions, everywhere in this module:
   ``y`` (Romano et al. 2020); ``"raps"`` = APS ``+ lam * max(0, rank_y -
   k_reg)`` (Angelopoulos et al., ICLR 2021). The randomised APS/RAPS scores
   subtract ``U * p_y``, ``U`` in [0, 1) one per image, a hash of the seed and
-  the image's probabilities (:func:`row_noise`); LAC has no randomised variant.
+  the image's *noise key* (:func:`row_noise`; see "Randomness" below).
+* **Randomised = exact, ties included.** A randomised predictor (any score,
+  LAC too) ranks calibration pairs ``(s, U)`` lexicographically: ``q_hat``
+  is the score of the ``k``-th pair and ``q_tie`` its ``U``, and a class
+  whose score equals ``q_hat`` exactly is in the set when the image's
+  ``U <= q_tie``. Without this, tied scores make coverage ``>= 1 - α`` and
+  possibly far above it: a head whose probabilities saturate (exactly 1.0 in
+  float64 for most images, as GDA's do on easy data) gives LAC scores that
+  all tie at 0, and the sets over-cover (0.96 where 0.90 was asked). With
+  the ``U`` tie-break coverage is ``1 - α`` up to ``1/(n+1)`` whatever the
+  ties, at the price of some empty sets (an image the head is sure of may get
+  none: exactness needs it).
 * **The quantile** (:func:`conformal_quantile`) is the ``k``-th order
   statistic, ``k = ⌈(n+1)(1-α)⌉``, computed exactly on the decimal value of
   ``alpha`` as Python prints it (0.7 is 7/10), so no round-off moves ``k``
@@ -58,10 +69,14 @@ Conventions, everywhere in this module:
   paper's rule (keep the boundary class with probability ``V``) and may give
   an empty set — that is what makes its coverage exact rather than ``>=``.
   LAC sets may be empty (no class is confident enough).
-* **Randomness** comes only from ``seed`` and each image's probabilities
+* **Randomness** comes only from ``seed`` and each image's noise key
   (:func:`row_noise`), for calibration and prediction alike: an image gets the
   same set in any batch and in a call of its own (by batch position, every
-  single-image call shared one ``U`` and coverage fell below 1 − α).
+  single-image call shared one ``U`` and coverage fell below 1 − α). The key
+  is the image's probability row unless ``noise_keys`` are given; the
+  toolkit's commands pass the head's logits, because saturated probability
+  rows are *identical* for many images (one-hot), and equal keys give equal
+  ``U`` — no tie broken. The predictor records which (``noise``).
 
 Example:
     >>> import torch
@@ -102,6 +117,7 @@ __all__ = [
     "aps_scores",
     "raps_scores",
     "conformal_quantile",
+    "tied_quantile",
     "quantile_rank",
     "min_calibration_size",
     "class_conditional_quantiles",
@@ -115,7 +131,9 @@ ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[Any]]
 
 SCORES = ("lac", "aps", "raps")
 FORMAT = "clip_adapter.conformal"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # v1: no tie-break (q_tie) and U from the probabilities
+NOISE_KEYS = ("probabilities", "logits")  # what a randomised predictor hashes for U
 # Conf-OT's RAPS defaults (conformal/conformal_methods.py: lambda_raps=0.001, k_raps=1).
 RAPS_LAMBDA, RAPS_K_REG = 0.001, 1
 # Softmax rows sum to 1 up to float16/32 round-off; a row off by more than this
@@ -209,6 +227,21 @@ def check_labels(labels: ArrayLike, n: int, n_classes: int, what: str = "labels"
     return tensor
 
 
+def check_noise_keys(keys: ArrayLike, n: int, what: str = "logits") -> torch.Tensor:
+    """Validate the rows a randomised predictor hashes for ``U``: ``[n, D]``, finite, floating point.
+
+    Example:
+        >>> check_noise_keys([[1.0, 2.0]], n=1).dtype
+        torch.float64
+    """
+    tensor = _tensor(keys, what)
+    if tensor.ndim != 2 or len(tensor) != n or not tensor.is_floating_point():
+        raise ConfigError(f"{what}: expected a floating-point [{n}, classes] array, got shape {tuple(tensor.shape)}")
+    if not bool(torch.isfinite(tensor).all()):
+        raise ConfigError(f"{what}: non-finite value(s)")
+    return tensor.to(torch.float64)
+
+
 def check_alpha(alpha: float) -> float:
     """``alpha`` as a float in the open interval (0, 1).
 
@@ -255,8 +288,6 @@ def check_score_options(
         raise ConfigError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
     if not isinstance(randomized, bool):
         raise ConfigError(f"randomized must be True or False, got {randomized!r}")
-    if score == "lac" and randomized:
-        raise ConfigError("score 'lac' has no randomised variant: use randomized=False, or score 'aps'/'raps'")
     if score != "raps":
         if lam is not None or k_reg is not None:
             raise ConfigError(f"lam and k_reg apply to score 'raps' only, not {score!r}")
@@ -476,27 +507,58 @@ def conformal_quantile(scores: ArrayLike, alpha: float) -> float:
     return torch.kthvalue(values, k).values.item()
 
 
+def tied_quantile(scores: torch.Tensor, u: torch.Tensor, alpha: float) -> tuple[float, float]:
+    """``(q_hat, q_tie)``: the ``⌈(n+1)(1-α)⌉``-th calibration pair ``(score, U)`` in lexicographic order.
+
+    The randomised predictors' quantile: ``U`` ranks images whose scores tie
+    exactly, so the pairs are distinct and the coverage is exact (see the
+    module notes). Without ties ``q_hat`` is :func:`conformal_quantile`'s.
+
+    Example:
+        >>> s = torch.zeros(10, dtype=torch.float64)  # ten tied scores
+        >>> u = torch.arange(10, dtype=torch.float64) / 10
+        >>> tied_quantile(s, u, alpha=0.2)  # k = ceil(11 * 0.8) = 9: the 9th smallest U
+        (0.0, 0.8)
+    """
+    q_hat = conformal_quantile(scores, alpha)  # checks the scores and k <= n
+    k = quantile_rank(len(scores), alpha)
+    below = int((scores < q_hat).sum())  # pairs ranked before every pair at q_hat
+    tied_u = torch.sort(u[scores == q_hat]).values
+    return q_hat, tied_u[k - below - 1].item()
+
+
 def class_conditional_quantiles(
-    scores: torch.Tensor, labels: torch.Tensor, n_classes: int, alpha: float
-) -> tuple[list[float], list[int]]:
+    scores: torch.Tensor, labels: torch.Tensor, n_classes: int, alpha: float, u: torch.Tensor | None = None
+) -> tuple[list[float], list[int], list[float] | None]:
     """Mondrian ``q_hat`` per class from that class's calibration scores; and the counts.
 
     A class with fewer than :func:`min_calibration_size` images gets
     ``+inf`` (always in the set: trivially covered) and a warning names it;
     refusing instead would make one rare class block the whole predictor.
+    With ``u`` (randomised), the third result holds each class's tie-break
+    ``q_tie`` (:func:`tied_quantile`); else it is None.
 
     Example:
         >>> import warnings
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("ignore")
-        ...     q, counts = class_conditional_quantiles(torch.rand(30), torch.tensor([0] * 25 + [1] * 5), 2, 0.1)
+        ...     q, counts, _ = class_conditional_quantiles(torch.rand(30), torch.tensor([0] * 25 + [1] * 5), 2, 0.1)
         >>> q[1], counts
         (inf, [25, 5])
     """
     counts = torch.bincount(labels, minlength=n_classes).tolist()
     need = min_calibration_size(alpha)
     short = [c for c, count in enumerate(counts) if count < need]
-    q_hat = [math.inf if c in short else conformal_quantile(scores[labels == c], alpha) for c in range(n_classes)]
+    pairs = [
+        (math.inf, math.inf)
+        if c in short
+        else tied_quantile(scores[labels == c], u[labels == c], alpha)
+        if u is not None
+        else (conformal_quantile(scores[labels == c], alpha), math.inf)
+        for c in range(n_classes)
+    ]
+    q_hat = [q for q, _ in pairs]
+    q_tie = None if u is None else [t for _, t in pairs]
     if short:
         listed = ", ".join(map(str, short[:MAX_LISTED]))
         if len(short) > MAX_LISTED:
@@ -506,7 +568,7 @@ def class_conditional_quantiles(
             f"alpha={alpha:g}; they get the trivial threshold (always in the set)",
             stacklevel=3,
         )
-    return q_hat, counts
+    return q_hat, counts, q_tie
 
 
 # --------------------------------------------------------------------------- prediction sets
@@ -518,14 +580,17 @@ def prediction_sets(
     score: str,
     *,
     u: torch.Tensor | None = None,
+    q_tie: float | Sequence[float] | None = None,
     lam: float | None = None,
     k_reg: int | None = None,
 ) -> torch.Tensor:
     """``[N, C]`` bool mask of ``{y : s(x, y) <= q_hat_y}`` (``q_hat`` scalar or one per class).
 
-    ``probs`` validated float64; ``u`` given = randomised APS/RAPS (may be
-    empty); otherwise APS/RAPS sets always include the top class (the first
-    one among equal maxima). LAC sets may be empty.
+    ``probs`` validated float64; ``u`` given = randomised (may be empty): APS/RAPS
+    subtract ``u * p_y``, and with ``q_tie`` a score equal to ``q_hat`` is in
+    the set only when ``u <= q_tie`` (:func:`tied_quantile`). Otherwise
+    APS/RAPS sets always include the top class (the first one among equal
+    maxima). LAC sets may be empty.
 
     Example:
         >>> p = torch.tensor([[0.6, 0.3, 0.1], [0.4, 0.35, 0.25]], dtype=torch.float64)
@@ -533,9 +598,16 @@ def prediction_sets(
         [[True, True, False], [True, True, False]]
         >>> prediction_sets(p, 0.5, "lac").tolist()
         [[True, False, False], [False, False, False]]
+        >>> prediction_sets(p, 0.4, "lac", u=torch.tensor([0.2, 0.7], dtype=torch.float64), q_tie=0.5).tolist()
+        [[True, False, False], [False, False, False]]
     """
     thresholds = torch.as_tensor(q_hat, dtype=torch.float64)
-    sets = class_scores(probs, score, u=u, lam=lam, k_reg=k_reg) <= thresholds
+    scores = class_scores(probs, score, u=u, lam=lam, k_reg=k_reg)
+    if q_tie is None:
+        sets = scores <= thresholds
+    else:
+        ties = torch.as_tensor(q_tie, dtype=torch.float64)
+        sets = (scores < thresholds) | ((scores == thresholds) & (u.unsqueeze(1) <= ties))
     if score != "lac" and u is None and len(probs):
         sets[torch.arange(len(probs)), probs.argmax(dim=1)] = True
     return sets
@@ -550,8 +622,12 @@ class ConformalPredictor:
 
     ``q_hat`` is a float, or for ``class_conditional`` a tuple with one
     threshold per class (``math.inf`` = too few calibration images, class
-    always in the set). Build one with :func:`calibrate`; store it with
-    :meth:`to_dict` (JSON-able) and load it with :meth:`from_dict`.
+    always in the set). A randomised predictor also holds ``q_tie`` (same
+    shape; the tie-break, :func:`tied_quantile`; None in records of format
+    v1, which had none) and ``noise``, what its ``U`` hashes: ``"logits"``
+    (pass them to :meth:`predict_sets`) or ``"probabilities"``. Build one with
+    :func:`calibrate`; store it with :meth:`to_dict` (JSON-able) and load it
+    with :meth:`from_dict`.
 
     Example:
         >>> p = torch.softmax(torch.randn(50, 3, generator=torch.Generator().manual_seed(0)), dim=1)
@@ -572,12 +648,18 @@ class ConformalPredictor:
     seed: int = 0
     lam: float | None = None
     k_reg: int | None = None
+    q_tie: float | tuple[float, ...] | None = None
+    noise: str = "probabilities"
 
-    def predict_sets(self, probs: ArrayLike, *, seed: int | None = None) -> torch.Tensor:
+    def predict_sets(
+        self, probs: ArrayLike, *, seed: int | None = None, logits: ArrayLike | None = None
+    ) -> torch.Tensor:
         """``[N, C]`` bool prediction sets for new softmax probabilities.
 
         Randomised predictors take each row's ``U`` from :func:`row_noise` (the
-        calibration seed by default), so an image gets the same set in any batch.
+        calibration seed by default) of the image's noise key — its ``logits``
+        when the predictor was calibrated with logits (then they are required)
+        — so an image gets the same set in any batch.
         """
         p = check_probs(probs)
         if p.shape[1] != self.n_classes:
@@ -586,12 +668,22 @@ class ConformalPredictor:
             )
         u = None
         if self.randomized:
-            u = row_noise(p, check_seed(self.seed if seed is None else seed))
-        return prediction_sets(p, self.q_hat, self.score, u=u, lam=self.lam, k_reg=self.k_reg)
+            keys = p
+            if self.noise == "logits":
+                if logits is None:
+                    raise ConfigError(
+                        "this randomised conformal predictor draws U from the images' logits: pass logits="
+                    )
+                keys = check_noise_keys(logits, len(p))
+            u = row_noise(keys, check_seed(self.seed if seed is None else seed))
+        return prediction_sets(p, self.q_hat, self.score, u=u, q_tie=self.q_tie, lam=self.lam, k_reg=self.k_reg)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (``+inf`` thresholds become ``None``: JSON has no infinity)."""
         q_hat = [None if math.isinf(q) else q for q in self.q_hat] if self.class_conditional else self.q_hat
+        q_tie = self.q_tie
+        if self.class_conditional and q_tie is not None:
+            q_tie = [None if math.isinf(q) else q for q in q_tie]
         return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -605,6 +697,8 @@ class ConformalPredictor:
             "n_calibration": self.n_calibration,
             "n_calibration_per_class": list(self.n_calibration_per_class),
             "seed": self.seed,
+            "q_tie": q_tie,
+            "noise": self.noise,
         }
 
     @classmethod
@@ -624,14 +718,19 @@ def calibrate(
     lam: float | None = None,
     k_reg: int | None = None,
     seed: int = 0,
+    logits: ArrayLike | None = None,
 ) -> ConformalPredictor:
     """Calibrate a split-conformal predictor on held-out labelled probabilities.
 
     ``score``: ``"lac"``, ``"aps"`` or ``"raps"`` (``lam``/``k_reg`` default
-    to Conf-OT's 0.001 and 1). ``randomized``: APS/RAPS with ``U * p_y``
-    subtracted, ``U`` from stream 0 of ``seed``. ``class_conditional``: one
-    threshold per class (Mondrian), for ``1 - alpha`` coverage within every
-    class rather than on average.
+    to Conf-OT's 0.001 and 1). ``randomized``: exact coverage, ties included:
+    a ``U`` per image (from ``seed``) breaks exact score ties, and APS/RAPS
+    also subtract ``U * p_y`` (see the module notes). ``logits`` (randomised
+    only; the head's logits of the same images): ``U`` hashes them rather
+    than the probabilities, which saturated heads make identical across
+    images; :meth:`ConformalPredictor.predict_sets` then needs them too.
+    ``class_conditional``: one threshold per class (Mondrian), for
+    ``1 - alpha`` coverage within every class rather than on average.
 
     Example:
         >>> p = torch.softmax(torch.randn(100, 4, generator=torch.Generator().manual_seed(0)), dim=1)
@@ -648,15 +747,21 @@ def calibrate(
     if len(p) == 0:
         raise ConfigError("calibration set is empty: conformal prediction needs labelled calibration images")
     y = check_labels(labels, len(p), p.shape[1], "calibration labels")
-    u = row_noise(p, seed) if randomized else None
+    if logits is not None and not randomized:
+        raise ConfigError("calibration logits are the randomised predictors' noise keys: pass randomized=True")
+    u = None
+    if randomized:
+        u = row_noise(p if logits is None else check_noise_keys(logits, len(p), "calibration logits"), seed)
     scores = label_scores(p, y, score, u=u, lam=lam, k_reg=k_reg)
+    q_tie: float | tuple[float, ...] | None = None
     if class_conditional:
-        q_list, counts = class_conditional_quantiles(scores, y, p.shape[1], alpha)
+        q_list, counts, tie_list = class_conditional_quantiles(scores, y, p.shape[1], alpha, u)
         q_hat: float | tuple[float, ...] = tuple(q_list)
+        q_tie = None if tie_list is None else tuple(tie_list)
     else:
         if len(p) < min_calibration_size(alpha):  # checked here to name the images, not "scores"
             raise ConfigError(_too_few(len(p), alpha, "calibration"))
-        q_hat = conformal_quantile(scores, alpha)
+        q_hat, q_tie = tied_quantile(scores, u, alpha) if randomized else (conformal_quantile(scores, alpha), None)
         counts = torch.bincount(y, minlength=p.shape[1]).tolist()
     return ConformalPredictor(
         score=score,
@@ -670,15 +775,18 @@ def calibrate(
         seed=seed,
         lam=lam,
         k_reg=k_reg,
+        q_tie=q_tie,
+        noise="logits" if logits is not None else "probabilities",
     )
 
 
 # --------------------------------------------------------------------------- loading a record
 
-_KEYS = (
+_KEYS_V1 = (
     "format", "version", "score", "alpha", "randomized", "class_conditional", "raps", "q_hat",
     "n_classes", "n_calibration", "n_calibration_per_class", "seed",
 )  # fmt: skip
+_KEYS = {1: _KEYS_V1, 2: (*_KEYS_V1, "q_tie", "noise")}
 
 
 def _is_int(value: Any) -> bool:
@@ -705,14 +813,17 @@ def _record_from_dict(data: Any, where: str) -> ConformalPredictor:
     """Parse and check every field of a stored predictor (see :meth:`ConformalPredictor.to_dict`)."""
     if not isinstance(data, dict):
         raise ArtifactError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    missing = [k for k in _KEYS if k not in data]
-    unknown = sorted(str(k) for k in data if k not in _KEYS)
+    version = data.get("version")
+    if data.get("format") != FORMAT or isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise ArtifactError(
+            f"{where}: not a {FORMAT} record of a version this reader knows ({', '.join(map(str, READABLE_VERSIONS))}; "
+            f"got format {data.get('format')!r}, version {version!r}): written by a newer clip-adapter?"
+        )
+    keys = _KEYS[version]
+    missing = [k for k in keys if k not in data]
+    unknown = sorted(str(k) for k in data if k not in keys)
     if missing or unknown:
         raise ArtifactError(f"{where}: missing key(s) {missing}, unknown key(s) {unknown}")
-    if data["format"] != FORMAT or data["version"] != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{where}: not a {FORMAT} v{FORMAT_VERSION} record (format {data['format']!r}, version {data['version']!r})"
-        )
     score, randomized, mondrian = data["score"], data["randomized"], data["class_conditional"]
     if score not in SCORES:
         raise ArtifactError(f"{where}: score must be one of {', '.join(SCORES)}, got {score!r}")
@@ -736,16 +847,43 @@ def _record_from_dict(data: Any, where: str) -> ConformalPredictor:
         raise ArtifactError(f"{where}: seed must be an integer in 0..{SEED_MAX}, got {seed!r}")
     bound = _score_bound(score, lam, k_reg, n_classes)
     q_hat = (_mondrian_q_from_dict if mondrian else _marginal_q_from_dict)(data["q_hat"], counts, alpha, bound, where)
+    if version == 1 and score == "lac" and randomized:
+        raise ArtifactError(f"{where}: a v1 record has no randomised LAC")
+    q_tie, noise = (
+        _tie_from_dict(data, randomized, mondrian, counts, alpha, where) if version >= 2 else (None, NOISE_KEYS[0])
+    )
     return ConformalPredictor(
         score=score, alpha=float(alpha), randomized=randomized, class_conditional=mondrian, q_hat=q_hat,
         n_classes=n_classes, n_calibration=n_cal, n_calibration_per_class=tuple(counts), seed=seed,
-        lam=lam, k_reg=k_reg,
+        lam=lam, k_reg=k_reg, q_tie=q_tie, noise=noise,
     )  # fmt: skip
 
 
+def _tie_from_dict(
+    data: dict, randomized: bool, mondrian: bool, counts: list[int], alpha: float, where: str
+) -> tuple[float | tuple[float, ...] | None, str]:
+    """The v2 fields: ``q_tie`` (a U in [0, 1] per threshold; null unless randomised) and ``noise``."""
+    q_tie, noise = data["q_tie"], data["noise"]
+    if noise not in NOISE_KEYS:
+        raise ArtifactError(f"{where}: noise must be one of {', '.join(NOISE_KEYS)}, got {noise!r}")
+    if not randomized:
+        if q_tie is not None:
+            raise ArtifactError(f"{where}: q_tie must be null for a predictor that is not randomised")
+        return None, noise
+    if not mondrian:
+        return _check_threshold(q_tie, 1.0, where, "q_tie"), noise
+    if not isinstance(q_tie, list) or len(q_tie) != len(counts):
+        raise ArtifactError(f"{where}: class-conditional q_tie must be a list of {len(counts)} values")
+    need = min_calibration_size(alpha)
+    ties = []
+    for c, (value, count) in enumerate(zip(q_tie, counts)):
+        if (value is None) != (count < need):
+            raise ArtifactError(f"{where}: q_tie[{c}] is {value!r} for {count} calibration image(s)")
+        ties.append(math.inf if value is None else _check_threshold(value, 1.0, where, f"q_tie[{c}]"))
+    return tuple(ties), noise
+
+
 def _raps_from_dict(raps: Any, score: str, randomized: bool, where: str) -> tuple[float | None, int | None]:
-    if score == "lac" and randomized:
-        raise ArtifactError(f"{where}: score 'lac' has no randomised variant")
     if score != "raps":
         if raps is not None:
             raise ArtifactError(f"{where}: raps must be null for score {score!r}")

@@ -520,7 +520,10 @@ def fit_conformal(
     """
     alpha = check_alpha(alpha)
     record = TrustRecord(calibration=calibration)
-    probs = apply_trust(record, images.logits, zero_shot).probs.double()
+    trusted = apply_trust(record, images.logits, zero_shot)
+    probs = trusted.probs.double()
+    # U hashes the head's raw logits, as apply_trust does at prediction: saturated probability rows repeat.
+    keys = trusted.raw if randomized else None
     predictor = conformal_calibrate(
         probs,
         images.labels,
@@ -531,8 +534,9 @@ def fit_conformal(
         lam=lam,
         k_reg=k_reg,
         seed=seed,
+        logits=keys,
     )
-    report = conformal_report(predictor.predict_sets(probs), images.labels, alpha)
+    report = conformal_report(predictor.predict_sets(probs, logits=keys), images.labels, alpha)
     n = len(images)
     guarantee = conformal_guarantee(alpha, n, class_conditional, randomized)
     summary = [

@@ -137,7 +137,7 @@ def apply_trust(
     probs = torch.softmax(calibrated, dim=1)
     out = TrustedScores(calibrated, probs, raw=raw)
     if record is not None and record.conformal is not None:
-        out.sets = record.conformal.predict_sets(probs.to(torch.float64))
+        out.sets = record.conformal.predict_sets(probs.to(torch.float64), logits=raw)
     if record is not None and record.ood is not None:
         out.ood_scores = record.ood.scores(raw)
         out.is_ood = record.ood.is_ood(raw)
