@@ -223,6 +223,30 @@ def test_pools_are_dealt_at_least_min_deals_times():
     assert "repeated 2 times" in record["chosen_on"] and len(record["cross_validation"]["gda"]["folds"]) == 8
 
 
+def test_a_large_pool_is_scored_on_one_fold_with_the_search_on_another(monkeypatch):
+    data, *_ = synthetic_data(shots=8, val_shots=4)  # 12 per class: 4 folds, 2 deals below the threshold
+    pool_size = len(data.train_labels) + len(data.val_labels)
+    seen = []
+    original = _Pool.fold_data
+
+    def spy(self, held_out, data, inner_val=None):
+        seen.append((set(held_out.tolist()), set(inner_val.tolist())))
+        return original(self, held_out, data, inner_val)
+
+    monkeypatch.setattr(_Pool, "fold_data", spy)
+    auto = get_method("auto")
+    config = auto.make_config(candidates=("zero-shot", "gda", "linear-probe"), single_fold_above=pool_size - 1)
+    record = auto(config).fit(data).selected
+    assert all(len(r["folds"]) == 1 for r in record["cross_validation"].values())
+    assert len(seen) == 3 and len({frozenset(h) for h, _ in seen}) == 1  # every candidate: the same one fold
+    held_out, inner_val = seen[0]
+    assert not held_out & inner_val and "never on the fold scored" in record["inner_selection"]
+    assert record["chosen_on"].startswith(f"one fold of a 4-fold split ({len(held_out)} held-out images")
+    seen.clear()
+    full = auto(config.replace(single_fold_above=pool_size)).fit(data).selected  # at the threshold: cross-validated
+    assert len(full["cross_validation"]["gda"]["folds"]) == 8 and "repeated 2 times" in full["chosen_on"]
+
+
 def test_auto_is_deterministic():
     data, test_x, _ = synthetic_data(seed=3)
     auto = get_method("auto")
@@ -262,6 +286,7 @@ def test_zero_shot_is_kept_unless_a_learned_candidate_beats_it_by_the_margin():
         {"race_margin": -1.0},
         {"min_held_out": 0},
         {"candidates": ()},
+        {"single_fold_above": -1},
     ],
 )
 def test_every_option_is_validated(bad):

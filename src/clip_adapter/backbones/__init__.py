@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..core.config import SEED_MAX
+from ..core.config import SEED_MAX, check_seed
 from ..core.registry import Registry
 from .base import Backbone, PreprocessConfig
 from .precision import cpu_has_fast_bf16, resolve_device, resolve_precision
@@ -22,29 +22,6 @@ _TOY_PROVIDER = "clip_adapter.toyworld.backbone"
 BACKBONES: Registry[Callable[..., Backbone]] = Registry(
     "backbone", providers={"toy": _TOY_PROVIDER, "toy-cnn": _TOY_PROVIDER}
 )
-
-
-def check_seed(seed: object, option: str = "--init-seed") -> int:
-    """``seed`` as an int in ``0..2**32-1``, else a ConfigError naming ``option``.
-
-    Checked before any model is built: torch raises an opaque RuntimeError for
-    a seed past 2**64 and numpy a ValueError past 2**32, and only later.
-
-    Example:
-        >>> check_seed(7)
-        7
-        >>> check_seed(10**20)
-        Traceback (most recent call last):
-        ...
-        clip_adapter.core.errors.ConfigError: --init-seed 100000000000000000000 is out of range 0..4294967295
-    """
-    from ..core.errors import ConfigError
-
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"{option} must be an integer in 0..{SEED_MAX}, got {seed!r}")
-    if not 0 <= seed <= SEED_MAX:
-        raise ConfigError(f"{option} {seed} is out of range 0..{SEED_MAX}")
-    return seed
 
 
 def create_backbone(
@@ -71,7 +48,7 @@ def create_backbone(
         >>> bb.provider, bb.embed_dim > 0
         ('toy', True)
     """
-    seed = check_seed(seed)
+    seed = check_seed("--init-seed", seed)
     resolve_device(device)  # a missing GPU or a typo is reported before any weights are read
     if name in BACKBONES:
         return BACKBONES.get(name)(pretrained=pretrained, precision=precision, device=device, seed=seed)

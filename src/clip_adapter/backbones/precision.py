@@ -14,8 +14,13 @@ from .base import PRECISIONS
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has bf16 matrix instructions (AVX512-BF16 or AMX).
 
-    Without them bf16 is emulated and slower than fp32.
+    Without them bf16 is emulated and slower than fp32. torch's own CPU probes come first: oneDNN's
+    ``_is_mkldnn_bf16_supported`` is also true on AVX-512 CPUs *without* bf16 units (it can emulate).
     """
+    cpu = getattr(torch, "cpu", None)
+    probes = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(probe) for probe in probes):
+        return any(bool(probe()) for probe in probes)
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

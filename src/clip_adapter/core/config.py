@@ -9,6 +9,7 @@ than a crash.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import typing
 import warnings
 from typing import Any, Callable, NamedTuple, TypeVar
@@ -167,6 +168,22 @@ def check_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
 
-def check_seed(name: str, value: int) -> None:
-    """Raise ConfigError unless ``value`` is a seed every RNG accepts (0..:data:`SEED_MAX`)."""
-    check_range(name, value, 0, SEED_MAX)
+def check_seed(name: str, value: object) -> int:
+    """``value`` as an int seed every RNG accepts (0..:data:`SEED_MAX`), else a ConfigError naming ``name``.
+
+    Checked before any RNG sees it: torch raises an opaque RuntimeError for a
+    seed past 2**64 and numpy a ValueError past 2**32, and only later.
+
+    Example:
+        >>> check_seed("--seed", 7)
+        7
+        >>> check_seed("--init-seed", 10**20)
+        Traceback (most recent call last):
+        ...
+        clip_adapter.core.errors.ConfigError: --init-seed 100000000000000000000 is out of range 0..4294967295
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be an integer in 0..{SEED_MAX}, got {value!r}")
+    if not 0 <= int(value) <= SEED_MAX:
+        raise ConfigError(f"{name} {value} is out of range 0..{SEED_MAX}")
+    return int(value)

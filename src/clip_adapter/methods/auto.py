@@ -61,6 +61,18 @@ Per world it still trails the best method there by 4.7 points once (color/night@
 4 shots, behind GDA: one seed picked CLIP-Adapter). The price is time: about 8 fits per
 candidate, 7.2× the sum of the candidates' own fit times on the held-out worlds (measured in
 one sitting on a shared 2-core CPU); ``min_deals=1`` halves it from 4 shots on.
+
+At large N (``single_fold_above``: more than 4,000 pooled images) a pool is scored on **one fold of one
+deal**: each candidate is fitted once, trained on half the pool with its own search on the next fold, and
+scored on the first fold (over 1,000 images, so the score is precise to about a point, where the
+candidates differ by several) instead of about 8 times; the winner is then fitted on the original split as
+always. The threshold was set before any run, from that fold size. Measured (``python
+benchmarks/heldout.py --methods ...,auto``, ``benchmarks/RESULTS.md`` "Scale II: auto"): on the dev world
+dev-250x16 (5,000 pooled images) the same choice as full cross-validation (CLIP-Adapter, 96.9 %) in 156 CPU s
+instead of 712; on dev-1000x16-noisy (20,000) GDA, the best single method (95.7 %), in 212 CPU s. Held out,
+run once afterwards: ho-500x8 the same choice as full cross-validation (GDA, 99.9 %; the best single method
+100.0) in 136 CPU s instead of 879; ho-imagenet CLAP, the best single method (73.7 %), in 299 CPU s. That is
+1.5–3.2× the most expensive candidate's own fit and below the sum of the candidates' fits.
 """
 
 from __future__ import annotations
@@ -77,6 +89,9 @@ from .base import FewShotData, FitResult, Head, Method, evaluate_head, for_datas
 CANDIDATES = ("zero-shot", "clip-adapter", "gda", "tip-adapter-f", "clap", "linear-probe")
 HELD_OUT_VIEWS = ("centre", "mean")
 INNER_SELECTION = ("separate", "held-out")
+# Pooled images above which one fold is scored (module docstring, "At large N"): a fold of a 4-fold deal then
+# holds over 1,000 images. Set before any run, from that fold size; measured on dev and held-out worlds after.
+SINGLE_FOLD_ABOVE = 4_000
 
 
 @dataclass
@@ -106,6 +121,10 @@ class AutoConfig(Config):
     race_margin: float = option(
         0.15, "after each deal, candidates this far below the leader's mean accuracy are dropped (1 = never)"
     )
+    single_fold_above: int = option(
+        SINGLE_FOLD_ABOVE,
+        "pools (training + validation images) larger than this are scored on one fold of one deal, not cross-validated",
+    )
     dataset: str = option(
         "", "the dataset's name, passed to candidates with per-dataset settings (set by the pipeline)"
     )
@@ -119,6 +138,7 @@ class AutoConfig(Config):
         check_range("zero_shot_margin", self.zero_shot_margin, 0.0, 1.0)
         check_range("tie_margin", self.tie_margin, 0.0, 1.0)
         check_range("race_margin", self.race_margin, 0.0, 1.0)
+        check_range("single_fold_above", self.single_fold_above, 0, 10**9)
         if not self.candidates:
             raise ConfigError("auto: candidates must not be empty")
         if len(set(self.candidates)) != len(self.candidates):
@@ -155,15 +175,24 @@ class Auto(Method):
         cfg: AutoConfig = self.config
         pool = _Pool.from_data(data, cfg.held_out_view)
         folds = pool.folds(cfg.max_folds, data.seed, cfg.min_held_out, cfg.min_deals)
-        scores = self._race(pool, folds, data)
+        k, _ = _deal_shape(folds, len(pool.labels))
+        single = self.scores_one_fold(len(pool.labels), k)
+        if single:
+            folds = folds[:k]  # one deal, of which only the first fold is scored
+        scores = self._race(pool, folds, data, scored=1 if single else k)
         means = {name: sum(s) / len(s) if s else 0.0 for name, s in scores.items()}  # no folds: the first candidate
-        finalists = [name for name in cfg.candidates if len(scores[name]) == len(folds)]
+        finalists = [name for name in cfg.candidates if len(scores[name]) == (1 if single else len(folds))]
         chosen, why = self._choose(means, finalists)
         result = self._candidate(chosen).fit(data)
-        k, _ = _deal_shape(folds, len(pool.labels))
+        chosen_on = (
+            f"one fold of a {k}-fold split ({len(folds[0])} held-out images; a pool above "
+            f"{cfg.single_fold_above} images is scored once)"
+            if single
+            else _describe(folds, len(pool.labels))
+        )
         selected = {
             "protocol": data.protocol,
-            "chosen_on": f"{_describe(folds, len(pool.labels))} over the training and validation shots",
+            "chosen_on": f"{chosen_on} over the training and validation shots",
             "chosen": {"method": chosen, **result.selected.get("chosen", {})},
             "held_out_views": pool.point_source,
             "inner_selection": _inner_words(cfg.inner_selection, k, len(folds)),
@@ -180,6 +209,19 @@ class Auto(Method):
             "inner": result.selected,
         }
         return FitResult(result.head, selected, result.val_accuracy, result.history, method=chosen)
+
+    def scores_one_fold(self, pool_size: int, k: int) -> bool:
+        """Whether a pool of ``pool_size`` images, dealt into ``k`` folds, is scored on one fold only.
+
+        Above ``single_fold_above`` pooled images, with a fold to score, another for the candidates' own
+        searches and at least one to train on (``k >= 3``).
+
+        Example:
+            >>> auto = Auto(Auto.make_config())
+            >>> auto.scores_one_fold(4_000, 4), auto.scores_one_fold(4_001, 4), auto.scores_one_fold(4_001, 2)
+            (False, True, False)
+        """
+        return pool_size > self.config.single_fold_above and k >= 3
 
     def _choose(self, means: dict[str, float], finalists: list[str]) -> tuple[str, str]:
         """The winner among ``finalists`` and why, in words."""
@@ -203,8 +245,8 @@ class Auto(Method):
             chosen = "zero-shot"
         return chosen, why
 
-    def _race(self, pool: "_Pool", folds: list[torch.Tensor], data: FewShotData) -> dict[str, list[float]]:
-        """Every candidate's held-out accuracy per fold, deal by deal.
+    def _race(self, pool: "_Pool", folds: list[torch.Tensor], data: FewShotData, scored: int) -> dict[str, list[float]]:
+        """Every candidate's held-out accuracy per fold, deal by deal (the first ``scored`` folds of each deal).
 
         After each complete deal (every image held out once), a candidate whose mean so far
         trails the leader's by more than ``race_margin`` is not fitted again: at 1–2 shots the
@@ -218,7 +260,7 @@ class Auto(Method):
         alive = list(self.config.candidates)
         for start in range(0, len(folds), k):
             deal = folds[start : start + k]
-            splits = [(held_out, deal[(i + 1) % k] if separate else None) for i, held_out in enumerate(deal)]
+            splits = [(held_out, deal[(i + 1) % k] if separate else None) for i, held_out in enumerate(deal)][:scored]
             for name in alive:
                 scores[name] += [
                     self._fold_score(self._candidate(name), pool, held_out, inner_val, data)

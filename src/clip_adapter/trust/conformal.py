@@ -104,7 +104,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 import torch
 
-from ..core.config import SEED_MAX
+from ..core.config import SEED_MAX, check_seed
 from ..core.errors import ArtifactError, ConfigError
 
 __all__ = [
@@ -123,7 +123,6 @@ __all__ = [
     "class_conditional_quantiles",
     "prediction_sets",
     "row_noise",
-    "uniform_noise",
     "conformal_report",
 ]
 
@@ -262,15 +261,6 @@ def check_alpha(alpha: float) -> float:
     return value
 
 
-def check_seed(seed: int) -> int:
-    """``seed`` as an int in ``0..SEED_MAX``."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ConfigError(f"seed must be an integer in 0..{SEED_MAX}, got {seed!r}")
-    if not 0 <= int(seed) <= SEED_MAX:
-        raise ConfigError(f"seed {seed} is out of range 0..{SEED_MAX}")
-    return int(seed)
-
-
 def check_score_options(
     score: str, randomized: bool, lam: float | None, k_reg: int | None
 ) -> tuple[float | None, int | None]:
@@ -302,20 +292,6 @@ def check_score_options(
 
 
 # --------------------------------------------------------------------------- scores
-
-
-def uniform_noise(n: int, seed: int, stream: int) -> torch.Tensor:
-    """``n`` draws of ``U ~ Uniform[0, 1)`` (float64) from stream ``stream`` of ``seed``.
-
-    NumPy's PCG64 seeded with ``[stream, seed]``: reproducible across
-    platforms and versions, and the first ``m`` draws do not depend on ``n``,
-    so a row's ``U`` is the same whatever the batch it is part of.
-
-    Example:
-        >>> uniform_noise(3, seed=0, stream=1)[:2].equal(uniform_noise(2, seed=0, stream=1))
-        True
-    """
-    return torch.from_numpy(np.random.default_rng([stream, seed]).random(n))
 
 
 def row_noise(probs: torch.Tensor, seed: int) -> torch.Tensor:
@@ -675,7 +651,7 @@ class ConformalPredictor:
                         "this randomised conformal predictor draws U from the images' logits: pass logits="
                     )
                 keys = check_noise_keys(logits, len(p))
-            u = row_noise(keys, check_seed(self.seed if seed is None else seed))
+            u = row_noise(keys, check_seed("seed", self.seed if seed is None else seed))
         return prediction_sets(p, self.q_hat, self.score, u=u, q_tie=self.q_tie, lam=self.lam, k_reg=self.k_reg)
 
     def to_dict(self) -> dict[str, Any]:
@@ -742,7 +718,7 @@ def calibrate(
     lam, k_reg = check_score_options(score, randomized, lam, k_reg)
     if not isinstance(class_conditional, bool):
         raise ConfigError(f"class_conditional must be True or False, got {class_conditional!r}")
-    seed = check_seed(seed)
+    seed = check_seed("seed", seed)
     p = check_probs(probs, "calibration probabilities")
     if len(p) == 0:
         raise ConfigError("calibration set is empty: conformal prediction needs labelled calibration images")
