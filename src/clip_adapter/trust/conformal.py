@@ -73,7 +73,7 @@ Conventions, everywhere in this module:
   (:func:`row_noise`), for calibration and prediction alike: an image gets the
   same set in any batch and in a call of its own (by batch position, every
   single-image call shared one ``U`` and coverage fell below 1 − α). The key
-  is the image's probability row unless ``noise_keys`` are given; the
+  is the image's probability row unless ``logits`` are given; the
   toolkit's commands pass the head's logits, because saturated probability
   rows are *identical* for many images (one-hot), and equal keys give equal
   ``U`` — no tie broken. The predictor records which (``noise``).
