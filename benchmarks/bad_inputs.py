@@ -134,6 +134,11 @@ def option_cases(tmp: Path, good: Path) -> list[tuple[str, list[str], bool]]:
             base + ["--method", "tip-adapter-f", "--set", "search_stride=0"],
             False,
         ),
+        (
+            "option/tip-adapter-f large_lr_factor 0",
+            base + ["--method", "tip-adapter-f", "--set", "large_lr_factor=0"],
+            False,
+        ),
         ("option/auto single_fold_above -1", base + ["--method", "auto", "--set", "single_fold_above=-1"], False),
         ("option/train --config missing", base + ["--config", str(tmp / "no-such-run")], False),
         ("option/train --config not JSON", base + ["--config", str(_text_file(tmp / "bad-config.json", "{no"))], False),

@@ -525,16 +525,18 @@ def class_conditional_quantiles(
     counts = torch.bincount(labels, minlength=n_classes).tolist()
     need = min_calibration_size(alpha)
     short = [c for c, count in enumerate(counts) if count < need]
-    pairs = [
-        (math.inf, math.inf)
-        if c in short
-        else tied_quantile(scores[labels == c], u[labels == c], alpha)
-        if u is not None
-        else (conformal_quantile(scores[labels == c], alpha), math.inf)
-        for c in range(n_classes)
-    ]
-    q_hat = [q for q, _ in pairs]
-    q_tie = None if u is None else [t for _, t in pairs]
+    q_hat, ties = [], []
+    for c in range(n_classes):
+        members = labels == c
+        if c in short:
+            q, tie = math.inf, math.inf
+        elif u is None:
+            q, tie = conformal_quantile(scores[members], alpha), math.inf
+        else:
+            q, tie = tied_quantile(scores[members], u[members], alpha)
+        q_hat.append(q)
+        ties.append(tie)
+    q_tie = None if u is None else ties
     if short:
         listed = ", ".join(map(str, short[:MAX_LISTED]))
         if len(short) > MAX_LISTED:
