@@ -157,9 +157,9 @@ def head_optimizer(
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, eps=eps)
 
 
-def make_optimizer(params: Sequence[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+def make_optimizer(params: Sequence[nn.Parameter], cfg: Any, fused: bool = False) -> torch.optim.Optimizer:
     """:func:`head_optimizer` of a head config (``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``adam_eps``)."""
-    return head_optimizer(params, cfg.lr, cfg.weight_decay, cfg.optimizer, cfg.momentum, cfg.adam_eps)
+    return head_optimizer(params, cfg.lr, cfg.weight_decay, cfg.optimizer, cfg.momentum, cfg.adam_eps, fused)
 
 
 def clip_adamw(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -298,7 +298,9 @@ def check_finite(
     if not torch.isfinite(loss):
         raise TrainingError(f"training stopped: non-finite loss at {where}; {hint}")
     for p in params:
-        if p.grad is not None and not torch.isfinite(p.grad).all():
+        # One reduction, no temporaries: a sum is finite only if every element is (a NaN or an infinity
+        # propagates); the element-wise test runs only to confirm, since a finite sum may still overflow.
+        if p.grad is not None and not torch.isfinite(p.grad.sum()) and not torch.isfinite(p.grad).all():
             raise TrainingError(f"training stopped: non-finite gradient at {where}; {hint}")
 
 

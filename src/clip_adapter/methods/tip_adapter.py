@@ -105,7 +105,7 @@ from ..core.progress import progress
 from ..core.threads import torch_threads
 from .base import FewShotData, FitResult, Head, Method, better, cosine_logits, register, selection_record
 from .tip_settings import GENERIC, official_settings, settings_for, settings_values
-from .train import DistinctViews, TrainConfig, epoch_samples, make_scheduler, steps_per_epoch, train_head
+from .train import DistinctViews, TrainConfig, epoch_batches, make_scheduler, steps_per_epoch, train_head
 from .zero_shot import base_meta
 
 CLIP_SCALE = 100.0  # the logit scale α and β were tuned against in the paper
@@ -658,9 +658,8 @@ def train_keys_large(head: TipAdapterHead, data: FewShotData, cfg: TipAdapterFCo
     grads.sync()
     bar = progress(total=epochs, desc="training tip-adapter-f (large-N recipe)", unit="epoch")
     for epoch in range(epochs):
-        xs, ys = epoch_samples(data, gen, distinct.epoch(epoch) if distinct else None)
         total = torch.zeros(())
-        for x, y in zip(xs[:used].split(cfg.batch_size), ys[:used].split(cfg.batch_size)):
+        for x, y in epoch_batches(data, gen, cfg.batch_size, used, distinct.epoch(epoch) if distinct else None):
             loss = grads.step(x, y)
             check_finite(loss, (), step, epoch)  # a non-finite gradient makes the next loss so
             opt.step()

@@ -36,7 +36,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -120,10 +120,10 @@ def check_positive(name: str, value: float, hi: float) -> None:
         raise ConfigError(f"{name} must be > 0 (0 would leave the head untrained), got {value!r}")
 
 
-def epoch_samples(
+def epoch_order(
     data: FewShotData, gen: torch.Generator, view: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One epoch's ``(features [N, D], labels [N])``: a random order, one view each, one gather.
+    """One epoch's ``(image index, view index)`` per sample, in visiting order: a random order, one view each.
 
     Each image's view is ``view[i]`` when given (see :class:`DistinctViews`), else drawn at random.
     """
@@ -131,7 +131,38 @@ def epoch_samples(
     order = torch.randperm(n, generator=gen)
     if view is None:
         view = torch.randint(views, (n,), generator=gen)
-    return data.train[order, view[order]], data.train_labels[order]
+    return order, view[order]
+
+
+def epoch_samples(
+    data: FewShotData, gen: torch.Generator, view: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch's ``(features [N, D], labels [N])`` of :func:`epoch_order`, gathered at once."""
+    order, picked = epoch_order(data, gen, view)
+    return data.train[order, picked], data.train_labels[order]
+
+
+def epoch_batches(
+    data: FewShotData, gen: torch.Generator, batch_size: int, used: int, view: torch.Tensor | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``used`` samples of :func:`epoch_samples` (same stream, same values), a batch at a time.
+
+    Each batch is gathered when it is needed: gathering a whole epoch first copied CLAP's 160,000 views
+    (64 MB, freshly mapped pages) every epoch, which cost more than its 60 SGD steps.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> data = SimpleNamespace(train=torch.randn(5, 2, 3), train_labels=torch.arange(5))  # 5 images, 2 views
+        >>> [len(y) for _, y in epoch_batches(data, torch.Generator().manual_seed(0), 2, 5)]
+        [2, 2, 1]
+    """
+    order, picked = epoch_order(data, gen, view)  # drawn now, before the caller's next use of gen
+    return _gathered(data, order[:used].split(batch_size), picked[:used].split(batch_size))
+
+
+def _gathered(data: FewShotData, rows: tuple[torch.Tensor, ...], views: tuple[torch.Tensor, ...]):
+    for r, v in zip(rows, views):
+        yield data.train[r, v], data.train_labels[r]
 
 
 class DistinctViews:
@@ -239,8 +270,7 @@ def train_head(
     lr_used = [0.0]  # the learning rate of the latest step (logged: the epoch's last step's)
 
     def batches(epoch: int):
-        xs, ys = epoch_samples(data, gen, distinct.epoch(epoch) if distinct else None)
-        return zip(xs[:used].split(cfg.batch_size), ys[:used].split(cfg.batch_size))
+        return epoch_batches(data, gen, cfg.batch_size, used, distinct.epoch(epoch) if distinct else None)
 
     def loss_at(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, y = batch
