@@ -99,7 +99,10 @@ def test_skip_bad_keeps_one_record_per_input_in_order(fitted, tmp_path):
     assert [r["path"] for r in records] == [str(red_file(photos)), str(broken), None, str(tmp_path / "gone.png"), None]
     assert [r["label"] is None for r in records] == [False, True, True, True, False]
     assert "no pixels" in records[2]["error"] and "not found" in records[3]["error"]
-    assert records[0]["top_k"] == records[4]["top_k"]
+    # The same image (a path, then an open image) at two batch positions: same labels, probabilities equal
+    # up to float rounding (a GEMM's row blocking may move the 6th printed decimal).
+    assert [label for label, _ in records[0]["top_k"]] == [label for label, _ in records[4]["top_k"]]
+    assert [p for _, p in records[0]["top_k"]] == pytest.approx([p for _, p in records[4]["top_k"]], abs=2e-6)
 
 
 def test_an_input_that_is_no_image_is_a_clear_error(fitted):
