@@ -20,7 +20,7 @@ from clip_adapter.core.errors import ConfigError
 from clip_adapter.methods import FewShotData, get_method
 from clip_adapter.methods.base import Head
 from clip_adapter.methods.linear_probe import COARSE_C, best_search, lpclip_search
-from clip_adapter.methods.train import TrainConfig, epoch_samples, train_head
+from clip_adapter.methods.train import DistinctViews, TrainConfig, epoch_batches, epoch_samples, train_head
 
 # --- Dassl's schedule, re-stated ------------------------------------------------------------------------
 
@@ -195,6 +195,23 @@ def test_random_view_order_keeps_its_sampling_stream():
     gen = torch.Generator().manual_seed(5)
     order, view = torch.randperm(7, generator=gen), torch.randint(4, (7,), generator=gen)
     assert torch.equal(xs, data.train[order, view[order]]) and torch.equal(ys, data.train_labels[order])
+
+
+@pytest.mark.parametrize("distinct", [False, True], ids=["random-views", "distinct-views"])
+def test_batches_gathered_one_at_a_time_are_the_epoch_gathered_at_once(distinct):
+    """The loops' per-batch gather draws the same stream and yields the same rows, the last partial batch dropped."""
+    data = _data(n=11, views=3)
+    view = DistinctViews(11, 3, seed=2).epoch(0) if distinct else None
+    xs, ys = epoch_samples(data, torch.Generator().manual_seed(5), view)
+    gen = torch.Generator().manual_seed(5)
+    batches = list(epoch_batches(data, gen, 4, 8, view))
+    assert [len(y) for _, y in batches] == [4, 4]
+    assert torch.equal(torch.cat([x for x, _ in batches]), xs[:8]) and torch.equal(
+        torch.cat([y for _, y in batches]), ys[:8]
+    )
+    fresh = torch.Generator().manual_seed(5)
+    epoch_samples(data, fresh, view)
+    assert torch.equal(gen.get_state(), fresh.get_state())  # the next epoch's draw is where it was
 
 
 def test_clip_adapter_trains_stacked_only_where_stacking_follows_the_schedule():

@@ -63,8 +63,8 @@ class StackedAdapters(nn.Module):
         super().__init__()
         k = len(alphas)
         # Stored transposed (x @ w) so the forward needs no transposes; every candidate starts equal.
-        # Contiguous, not the transposed strides ``.t().expand().clone()`` would keep: the gradients bmm
-        # returns are contiguous, and AdamW's element-wise steps across two layouts ran ~10x slower.
+        # Contiguous, not the transposed strides ``.t().expand().clone()`` would keep: bmm returns contiguous
+        # gradients, which were otherwise copied into the parameters' layout at every step.
         self.w1 = nn.Parameter(w1.detach().t().expand(k, -1, -1).contiguous())  # [K, D, D/r]
         self.w2 = nn.Parameter(w2.detach().t().expand(k, -1, -1).contiguous())  # [K, D/r, D]
         self.register_buffer("alpha", torch.tensor(alphas, dtype=torch.float32).view(k, 1, 1))

@@ -147,8 +147,8 @@ def epoch_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The first ``used`` samples of :func:`epoch_samples` (same stream, same values), a batch at a time.
 
-    Each batch is gathered when it is needed: gathering a whole epoch first copied CLAP's 160,000 views
-    (64 MB, freshly mapped pages) every epoch, which cost more than its 60 SGD steps.
+    Each batch is gathered when it is needed: gathering a whole epoch first copied CLAP's 16,000 views at
+    100 × 16 shots (64 MB, freshly mapped pages) every epoch, which cost more than the epoch's SGD steps.
 
     Example:
         >>> from types import SimpleNamespace
@@ -183,11 +183,11 @@ class DistinctViews:
     def __init__(self, n: int, views: int, seed: int) -> None:
         self.n, self.views = n, views
         self.gen = torch.Generator().manual_seed(seed + 0x5EED)  # not the batch-order generator
-        self.table = torch.empty(n, views, dtype=torch.long)
+        self.table: torch.Tensor | None = None  # drawn by the first epoch (never uninitialised memory)
 
     def epoch(self, epoch: int) -> torch.Tensor:
         """The view index of every image for ``epoch`` (0-based; epochs must come in order)."""
-        if epoch % self.views == 0:
+        if epoch % self.views == 0 or self.table is None:
             self.table = torch.rand(self.n, self.views, generator=self.gen).argsort(dim=1)
         return self.table[:, epoch % self.views]
 
