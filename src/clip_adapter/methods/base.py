@@ -253,6 +253,24 @@ def for_dataset(method: str, config: Config, dataset: str | None) -> Config:
 
 
 @torch.no_grad()
+def large_recipe(setting: str, large: str, n: int, above: int, auto_allowed: bool = True) -> bool:
+    """Whether a method's recipe switch picks its large-N recipe for ``n`` training images.
+
+    ``setting`` is the config's choice: ``"auto"`` takes the large recipe above ``above`` images (where
+    ``auto_allowed``: an option the large recipe cannot honour keeps the small one), and naming ``large``
+    forces it; anything else is the small recipe.
+
+    Example:
+        >>> large_recipe("auto", "lbfgs", 2_001, 2_000), large_recipe("auto", "lbfgs", 2_000, 2_000)
+        (True, False)
+        >>> large_recipe("lbfgs", "lbfgs", 10, 2_000), large_recipe("sgd", "lbfgs", 10**6, 2_000)
+        (True, False)
+    """
+    if setting == "auto":
+        return auto_allowed and n > above
+    return setting == large
+
+
 def evaluate_head(head: Head, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     """``(accuracy, mean cross-entropy)`` of ``head`` on ``features``."""
     if len(labels) == 0:

@@ -63,7 +63,7 @@ from torch import nn
 from ..core.config import Default, check_choice, check_range, defaults, option
 from ..core.errors import ConfigError
 from ..core.threads import torch_threads
-from .base import FewShotData, FitResult, Head, Method, cosine_logits, register, selection_record
+from .base import FewShotData, FitResult, Head, Method, cosine_logits, large_recipe, register, selection_record
 from .train import TrainConfig, check_finite, train_head
 from .zero_shot import base_meta
 
@@ -126,9 +126,7 @@ class ClapConfig(TrainConfig):
             >>> cfg.uses_lbfgs(2_000), cfg.uses_lbfgs(2_001), cfg.replace(solver="sgd").uses_lbfgs(16_000)
             (False, True, False)
         """
-        if self.solver == "auto":
-            return self.constraint != "adaptive" and n > self.lbfgs_above
-        return self.solver == "lbfgs"
+        return large_recipe(self.solver, "lbfgs", n, self.lbfgs_above, auto_allowed=self.constraint != "adaptive")
 
 
 class ClapHead(Head):

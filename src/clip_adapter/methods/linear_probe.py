@@ -84,7 +84,7 @@ from torch import nn
 
 from ..core.config import Config, check_choice, check_range, option
 from ..core.threads import torch_threads
-from .base import FewShotData, FitResult, Head, Method, better, evaluate_head, register, selection_record
+from .base import FewShotData, FitResult, Head, Method, better, evaluate_head, large_recipe, register, selection_record
 from .zero_shot import base_meta
 
 COARSE_C = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)  # CoOp lpclip's sweep
@@ -222,9 +222,7 @@ class LinearProbe(Method):
             True
         """
         cfg: LinearProbeConfig = self.config
-        if cfg.c_rule != "best":
-            return False
-        return cfg.search == "path" or (cfg.search == "auto" and n > cfg.path_above)
+        return cfg.c_rule == "best" and large_recipe(cfg.search, "path", n, cfg.path_above)
 
     def _search(self, fit_c):
         cfg: LinearProbeConfig = self.config

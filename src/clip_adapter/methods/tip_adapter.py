@@ -103,7 +103,17 @@ from ..core.config import Config, Default, check_choice, check_range, defaults, 
 from ..core.optim import check_finite, head_optimizer
 from ..core.progress import progress
 from ..core.threads import torch_threads
-from .base import FewShotData, FitResult, Head, Method, better, cosine_logits, register, selection_record
+from .base import (
+    FewShotData,
+    FitResult,
+    Head,
+    Method,
+    better,
+    cosine_logits,
+    large_recipe,
+    register,
+    selection_record,
+)
 from .tip_settings import GENERIC, official_settings, settings_for, settings_values
 from .train import DistinctViews, TrainConfig, epoch_batches, make_scheduler, steps_per_epoch, train_head
 from .zero_shot import base_meta
@@ -241,9 +251,7 @@ class TipAdapterFConfig(TrainConfig, TipAdapterConfig):
             >>> cfg.uses_large(5_000), cfg.uses_large(5_001), cfg.replace(recipe="official").uses_large(16_000)
             (False, True, False)
         """
-        if self.recipe == "auto":
-            return n > self.large_above
-        return self.recipe == "large"
+        return large_recipe(self.recipe, "large", n, self.large_above)
 
 
 class TipAdapterHead(Head):
